@@ -1,0 +1,112 @@
+"""Matrix products: Gemm, MatMul, and conveyor's fused Dense (MatMul + Add).
+
+`Dense` is not an ONNX op: the fuse pass turns MatMul(x, W) + B into Dense(x, W, B),
+one engine with its bias, the way an FPGA layer is built (hls4ml's Dense).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from conveyor.errors import ModelError
+from conveyor.ops.registry import OpDef, register
+
+
+def _gemm_dims(node, a_shape, b_shape):
+    if len(a_shape) != 2 or len(b_shape) != 2:
+        raise ModelError(f"{node}: Gemm needs 2-D A and B, got {a_shape} and {b_shape}")
+    m, k = a_shape[::-1] if node.attr("transA", 0) else a_shape
+    k2, n = b_shape[::-1] if node.attr("transB", 0) else b_shape
+    if k != k2:
+        raise ModelError(f"{node}: inner dimensions differ ({k} vs {k2}) for A{a_shape} B{b_shape}")
+    return m, k, n
+
+
+def _gemm_infer(node, ins):
+    m, _, n = _gemm_dims(node, ins[0].shape, ins[1].shape)
+    if len(ins) > 2 and ins[2] is not None:
+        try:
+            np.broadcast_shapes(ins[2].shape, (m, n))
+        except ValueError:
+            raise ModelError(f"{node}: C of shape {ins[2].shape} does not broadcast to ({m}, {n})") from None
+    return [((m, n), ins[0].dtype)]
+
+
+def _gemm_run(node, x):
+    a, b = x[0], x[1]
+    if node.attr("transA", 0):
+        a = a.T
+    if node.attr("transB", 0):
+        b = b.T
+    alpha = node.attr("alpha", 1.0)
+    y = a @ b
+    if alpha != 1.0:
+        y = y * np.asarray(alpha, y.dtype)
+    if len(x) > 2 and x[2] is not None:
+        beta = node.attr("beta", 1.0)
+        c = x[2] if beta == 1.0 else x[2] * np.asarray(beta, x[2].dtype)
+        y = y + c
+    return (y.astype(x[0].dtype, copy=False),)
+
+
+def _gemm_macs(node, ins, outs):
+    m, k, n = _gemm_dims(node, ins[0].shape, ins[1].shape)
+    return m * k * n
+
+
+register(OpDef("Gemm", infer=_gemm_infer, run=_gemm_run, macs=_gemm_macs, param_slots=(1, 2)))
+
+
+def _matmul_shape(node, a, b):
+    """numpy.matmul's shape rule, including 1-D promotion."""
+    if len(a) == 0 or len(b) == 0:
+        raise ModelError(f"{node}: MatMul does not take scalars, got {a} and {b}")
+    a2 = (1,) + a if len(a) == 1 else a
+    b2 = b + (1,) if len(b) == 1 else b
+    if a2[-1] != b2[-2]:
+        raise ModelError(f"{node}: inner dimensions differ ({a2[-1]} vs {b2[-2]}) for {a} @ {b}")
+    try:
+        batch = np.broadcast_shapes(a2[:-2], b2[:-2])
+    except ValueError:
+        raise ModelError(f"{node}: batch dimensions of {a} and {b} do not broadcast") from None
+    out = tuple(batch) + (a2[-2], b2[-1])
+    if len(a) == 1:
+        out = out[:-2] + out[-1:]
+    if len(b) == 1:
+        out = out[:-1]
+    return tuple(int(d) for d in out), a2[-1]
+
+
+def _matmul_infer(node, ins):
+    shape, _ = _matmul_shape(node, ins[0].shape, ins[1].shape)
+    return [(shape, ins[0].dtype)]
+
+
+def _matmul_macs(node, ins, outs):
+    out, k = _matmul_shape(node, ins[0].shape, ins[1].shape)
+    return int(np.prod(out, dtype=np.int64)) * k
+
+
+register(OpDef(
+    "MatMul",
+    infer=_matmul_infer,
+    run=lambda node, x: (np.matmul(x[0], x[1]).astype(x[0].dtype, copy=False),),
+    macs=_matmul_macs,
+    param_slots=(1,),
+))
+
+
+def _dense_infer(node, ins):
+    shape, _ = _matmul_shape(node, ins[0].shape, ins[1].shape)
+    if len(ins[1].shape) != 2 or ins[2].shape not in ((ins[1].shape[1],), (1, ins[1].shape[1])):
+        raise ModelError(f"{node}: Dense needs W [in, out] and B [out], got {ins[1].shape} and {ins[2].shape}")
+    return [(shape, ins[0].dtype)]
+
+
+register(OpDef(
+    "Dense",
+    infer=_dense_infer,
+    run=lambda node, x: ((np.matmul(x[0], x[1]) + x[2]).astype(x[0].dtype, copy=False),),
+    macs=_matmul_macs,
+    param_slots=(1, 2),
+))

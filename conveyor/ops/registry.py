@@ -1,0 +1,103 @@
+"""The op registry: every op type conveyor understands, each defined in one module.
+
+An op module registers an `OpDef` per ONNX op type it implements. An `OpDef` holds
+everything about that op in one place: its shape rule, its float reference kernel
+and its MAC counter (parameter and activation bytes are derived generically from
+the tensors, see `conveyor.graph.counters`).
+
+Signatures (kept duck-typed so that this package never imports the graph package):
+- ``infer(node, ins) -> list[(shape, dtype)]``: `ins[i]` is a `ValueInfo` for input
+  slot i, or None when the slot is omitted. Returns one entry per *possible* output;
+  the graph keeps as many as the node names.
+- ``run(node, arrays) -> tuple[np.ndarray, ...]``: float (or integer) reference kernel in
+  numpy; `arrays[i]` is None for an omitted optional input.
+- ``macs(node, ins, outs) -> int``: multiply-accumulates for one execution.
+- ``check(node) -> None``: raises ModelError for attribute values the kernel does not
+  implement, so that an unsupported feature fails at import, not deep inside a run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from conveyor.errors import ModelError
+
+Shape = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ValueInfo:
+    """What shape inference knows about one input: shape, dtype, and its value if constant."""
+
+    shape: Shape
+    dtype: np.dtype
+    value: np.ndarray | None = None
+
+
+def _no_macs(node: Any, ins: Sequence[ValueInfo | None], outs: Sequence[tuple]) -> int:
+    return 0
+
+
+def _no_check(node: Any) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class OpDef:
+    op_type: str
+    infer: Callable[[Any, Sequence[ValueInfo | None]], list[tuple[Shape, np.dtype]]]
+    run: Callable[[Any, Sequence[np.ndarray | None]], tuple[np.ndarray, ...]]
+    macs: Callable[[Any, Sequence[ValueInfo | None], Sequence[tuple]], int] = _no_macs
+    check: Callable[[Any], None] = _no_check
+    #: names of input slots that hold parameters (weights/biases) when constant; used
+    #: by the counters and, later, by precision roles.
+    param_slots: tuple[int, ...] = ()
+
+
+_REGISTRY: dict[str, OpDef] = {}
+
+
+def register(opdef: OpDef) -> OpDef:
+    if opdef.op_type in _REGISTRY:
+        raise ValueError(f"op type {opdef.op_type!r} registered twice")
+    _REGISTRY[opdef.op_type] = opdef
+    return opdef
+
+
+def supported_ops() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def is_supported(op_type: str) -> bool:
+    return op_type in _REGISTRY
+
+
+def get(op_type: str, node: Any = None) -> OpDef:
+    try:
+        return _REGISTRY[op_type]
+    except KeyError:
+        where = f" (node '{node.name}')" if node is not None else ""
+        raise ModelError(
+            f"unsupported op type '{op_type}'{where}; supported: {', '.join(supported_ops())}"
+        ) from None
+
+
+# ---- helpers shared by op modules -------------------------------------------------
+
+def attr_error(node: Any, key: str, value: Any, accepted: str) -> ModelError:
+    return ModelError(f"{node.op_type} node '{node.name}': attribute {key}={value!r} not supported; accepted: {accepted}")
+
+
+def require_const(node: Any, ins: Sequence[ValueInfo | None], slot: int, what: str) -> np.ndarray | None:
+    """The constant value of input `slot`, or None if omitted; error if it is a runtime value."""
+    if slot >= len(ins) or ins[slot] is None:
+        return None
+    if ins[slot].value is None:
+        raise ModelError(
+            f"{node.op_type} node '{node.name}': input {slot} ({what}) must be a constant "
+            "(an initializer or foldable expression) so that shapes are static"
+        )
+    return ins[slot].value
