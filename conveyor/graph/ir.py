@@ -200,7 +200,8 @@ class Graph:
             if tuple(value.shape) != t.shape:
                 raise ModelError(f"input '{t.name}': expected shape {t.shape}, got {tuple(value.shape)}")
             if value.dtype != t.dtype:
-                if not np.can_cast(value.dtype, t.dtype, casting="same_kind"):
+                # Only within a kind (float64 -> float32): never silently turn ints into floats.
+                if value.dtype.kind != t.dtype.kind:
                     raise ModelError(f"input '{t.name}': expected dtype {t.dtype}, got {value.dtype}")
                 value = value.astype(t.dtype)
             bound[t.name] = value

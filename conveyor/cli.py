@@ -1,0 +1,197 @@
+"""The conveyor command line: thin — parse, call the library, print.
+
+Every command takes `--json` to print the same result as data. A user error prints
+one line on stderr and exits with status 1; no tracebacks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from conveyor.errors import ConveyorError
+
+_out = Console(highlight=False)
+
+
+def _resolve_model(model: str):
+    """A model argument is an .onnx path or a zoo name."""
+    from conveyor import zoo
+    from conveyor.frontends.onnx import load
+
+    if os.path.exists(model) or model.endswith(".onnx"):
+        return load(model)
+    if model in zoo.names():
+        return zoo.build(model)
+    raise ConveyorError(f"model '{model}' is neither an existing .onnx file nor a zoo model ({', '.join(zoo.names())})")
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=_json_default))
+
+
+def _json_default(o):
+    import numpy as np
+
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, (tuple, set)):
+        return list(o)
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def _fmt_int(n: int) -> str:
+    return f"{n:,}"
+
+
+def _fmt_bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="conveyor")
+def cli() -> None:
+    """conveyor: deploy a trained neural network across a cluster of FPGA boards."""
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def inspect(model: str, as_json: bool) -> None:
+    """Per-layer table of MODEL (an .onnx file or a zoo name): op, output shape, MACs,
+    parameters and activation bytes, with totals."""
+    from conveyor.graph import layer_counters
+
+    graph = _resolve_model(model)
+    rows = layer_counters(graph)
+    totals = {
+        "macs": sum(r.macs for r in rows),
+        "params": sum(r.params for r in rows),
+        "param_bytes": sum(r.param_bytes for r in rows),
+        "act_out_bytes": sum(r.act_out_bytes for r in rows),
+    }
+    if as_json:
+        _print_json({
+            "model": graph.name,
+            "fingerprint": graph.fingerprint(),
+            "inputs": [{"name": t.name, "shape": t.shape, "dtype": str(t.dtype)} for t in graph.inputs],
+            "outputs": [{"name": t.name, "shape": t.shape, "dtype": str(t.dtype)} for t in graph.outputs],
+            "layers": [r.__dict__ for r in rows],
+            "totals": totals,
+        })
+        return
+    table = Table(title=f"{graph.name}: {len(rows)} layers", title_justify="left")
+    for col, just in (("layer", "left"), ("op", "left"), ("output", "left"), ("MACs", "right"),
+                      ("params", "right"), ("act in", "right"), ("act out", "right")):
+        table.add_column(col, justify=just)
+    for r in rows:
+        table.add_row(r.node, r.op_type, "x".join(map(str, r.output_shape)), _fmt_int(r.macs),
+                      _fmt_int(r.params), _fmt_bytes(r.act_in_bytes), _fmt_bytes(r.act_out_bytes))
+    table.add_section()
+    table.add_row("total", "", "", _fmt_int(totals["macs"]), _fmt_int(totals["params"]), "",
+                  _fmt_bytes(totals["act_out_bytes"]), style="bold")
+    _out.print(table)
+    ins = ", ".join(str(t) for t in graph.inputs)
+    outs = ", ".join(str(t) for t in graph.outputs)
+    _out.print(f"inputs: {ins}\noutputs: {outs}\nweights: {_fmt_bytes(totals['param_bytes'])}")
+
+
+@cli.command()
+@click.argument("name", required=False)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the model to this .onnx file.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def zoo(name: str | None, output: str | None, as_json: bool) -> None:
+    """List the model zoo, or write model NAME to an .onnx file with -o."""
+    from conveyor import zoo as model_zoo
+
+    if name is None:
+        if output:
+            raise ConveyorError("-o needs a model NAME; see `conveyor zoo` for the list")
+        rows = [{"name": n, "description": model_zoo.describe(n)} for n in model_zoo.names()]
+        if as_json:
+            _print_json(rows)
+            return
+        table = Table(title="model zoo", title_justify="left")
+        table.add_column("name")
+        table.add_column("description")
+        for r in rows:
+            table.add_row(r["name"], r["description"])
+        _out.print(table)
+        return
+    if name not in model_zoo.names():
+        raise ConveyorError(f"unknown zoo model '{name}'; known: {', '.join(model_zoo.names())}")
+    if not output:
+        raise ConveyorError(f"say where to write {name}: conveyor zoo {name} -o {name}.onnx")
+    import onnx
+
+    onnx.save(model_zoo.build_onnx(name), output)
+    if as_json:
+        _print_json({"name": name, "path": output, "bytes": os.path.getsize(output)})
+    else:
+        _out.print(f"wrote {name} to {output} ({_fmt_bytes(os.path.getsize(output))})")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def hardware(as_json: bool) -> None:
+    """The hardware catalog: FPGA parts, boards, hosts (CPU/GPU) and links."""
+    from conveyor.hardware import catalog_rows
+
+    rows = catalog_rows()
+    if as_json:
+        _print_json(rows)
+        return
+    kinds: dict[str, list[dict]] = {}
+    for r in rows:
+        kinds.setdefault(r["kind"], []).append(r)
+    for kind, items in kinds.items():
+        cols = [k for k in items[0] if k != "kind" and k != "source"]
+        table = Table(title=kind, title_justify="left")
+        for c in cols:
+            table.add_column(c, justify="left" if c == "name" else "right")
+        for it in items:
+            table.add_row(*[_fmt_cell(it.get(c)) for c in cols])
+        _out.print(table)
+
+
+def _fmt_cell(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, int):
+        return _fmt_int(v)
+    return str(v)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, prog_name="conveyor", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except ConveyorError as e:
+        click.echo(f"error: {' '.join(str(e).split()) or type(e).__name__}", err=True)
+        sys.exit(1)
+    except OSError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

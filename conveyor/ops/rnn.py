@@ -1,0 +1,428 @@
+"""Recurrent layers: ONNX LSTM and GRU (opsets 7, 14 and later).
+
+Both kernels share one scheme: the input projection X @ W^T (plus the biases that
+do not depend on the state) is computed for every time step in one matmul, then a
+Python loop runs over time steps only; batch and units are vectorised.
+
+Semantics follow the ONNX operator specification; where the specification is
+ambiguous, onnxruntime's CPU kernel decides:
+
+- `clip` bounds the input of every gate activation (after biases and peepholes) to
+  [-clip, clip]; the cell state itself is not clipped.
+- `input_forget=1` couples the gates: f = 1 - i.
+- `activation_alpha` / `activation_beta` are consumed in order by the activations
+  that take that parameter (Relu, Tanh, Sigmoid, Softsign and Softplus take none), so
+  the lists need hold only the values actually used. Missing values take the
+  defaults of the corresponding ONNX operators: LeakyRelu 0.01, ThresholdedRelu 1.0,
+  HardSigmoid 0.2/0.5, Elu 1.0, Affine 1.0/0.0, ScaledTanh 1.0/1.0. (onnxruntime
+  uses 0 for Affine, ScaledTanh and ThresholdedRelu when a value is missing.)
+- `activations` lists one set per direction (forward first): 3 or 6 names for LSTM,
+  2 or 4 for GRU, matched case-insensitively.
+- `sequence_lens`: per batch entry, steps at or past its length give zeros in Y,
+  and Y_h / Y_c hold the state after its last valid step; a length of 0 gives zero
+  Y_h / Y_c (as onnxruntime does, not the initial state). The reverse direction
+  starts at each sequence's own last valid step.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from conveyor.errors import ModelError
+from conveyor.ops.registry import OpDef, ValueInfo, attr_error, register
+
+# ---- activations --------------------------------------------------------------------
+
+#: canonical name -> (takes alpha, takes beta, default alpha, default beta)
+_ACT_PARAMS: dict[str, tuple[bool, bool, float, float]] = {
+    "Relu": (False, False, 0.0, 0.0),
+    "Tanh": (False, False, 0.0, 0.0),
+    "Sigmoid": (False, False, 0.0, 0.0),
+    "Affine": (True, True, 1.0, 0.0),
+    "LeakyRelu": (True, False, 0.01, 0.0),
+    "ThresholdedRelu": (True, False, 1.0, 0.0),
+    "ScaledTanh": (True, True, 1.0, 1.0),
+    "HardSigmoid": (True, True, 0.2, 0.5),
+    "Elu": (True, False, 1.0, 0.0),
+    "Softsign": (False, False, 0.0, 0.0),
+    "Softplus": (False, False, 0.0, 0.0),
+}
+_ACT_BY_LOWER = {k.lower(): k for k in _ACT_PARAMS}
+_ACCEPTED_ACTS = ", ".join(_ACT_PARAMS)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    # 1/(1+e^-x) written through tanh: no overflow for large |x|.
+    half = np.asarray(0.5, x.dtype)
+    return half * (np.tanh(half * x) + np.asarray(1.0, x.dtype))
+
+
+def _make_act(name: str, alpha: float, beta: float) -> Callable[[np.ndarray], np.ndarray]:
+    def c(x: np.ndarray, v: float) -> np.ndarray:
+        return np.asarray(v, x.dtype)
+
+    if name == "Relu":
+        return lambda x: np.maximum(x, c(x, 0.0))
+    if name == "Tanh":
+        return np.tanh
+    if name == "Sigmoid":
+        return _sigmoid
+    if name == "Affine":
+        return lambda x: c(x, alpha) * x + c(x, beta)
+    if name == "LeakyRelu":
+        return lambda x: np.where(x >= 0, x, c(x, alpha) * x)
+    if name == "ThresholdedRelu":
+        return lambda x: np.where(x > c(x, alpha), x, c(x, 0.0))
+    if name == "ScaledTanh":
+        return lambda x: c(x, alpha) * np.tanh(c(x, beta) * x)
+    if name == "HardSigmoid":
+        return lambda x: np.clip(c(x, alpha) * x + c(x, beta), c(x, 0.0), c(x, 1.0))
+    if name == "Elu":
+        return lambda x: np.where(x >= 0, x, c(x, alpha) * np.expm1(np.minimum(x, c(x, 0.0))))
+    if name == "Softsign":
+        return lambda x: x / (c(x, 1.0) + np.abs(x))
+    if name == "Softplus":
+        return lambda x: np.logaddexp(c(x, 0.0), x)
+    raise AssertionError(name)  # guarded by _activations
+
+
+def _as_str(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _activations(node: Any, defaults: tuple[str, ...]) -> list[list[Callable]]:
+    """Per direction, the activation functions (f, g[, h]) with their alpha/beta bound."""
+    ndir = _num_directions(node)
+    n = len(defaults)
+    names = node.attr("activations")
+    if names is None:
+        names = list(defaults) * ndir
+    else:
+        names = [_as_str(a) for a in names]
+        if len(names) != n * ndir:
+            raise attr_error(node, "activations", names,
+                             f"a list of {n * ndir} names ({n} per direction) from {_ACCEPTED_ACTS}")
+    alphas = list(node.attr("activation_alpha") or [])
+    betas = list(node.attr("activation_beta") or [])
+    funcs = []
+    for name in names:
+        canon = _ACT_BY_LOWER.get(name.lower())
+        if canon is None:
+            raise attr_error(node, "activations", names, f"names from {_ACCEPTED_ACTS}")
+        takes_a, takes_b, da, db = _ACT_PARAMS[canon]
+        alpha = float(alphas.pop(0)) if takes_a and alphas else da
+        beta = float(betas.pop(0)) if takes_b and betas else db
+        funcs.append(_make_act(canon, alpha, beta))
+    return [funcs[d * n:(d + 1) * n] for d in range(ndir)]
+
+
+# ---- attributes and shapes ------------------------------------------------------------
+
+_DIRECTIONS = ("forward", "reverse", "bidirectional")
+
+
+def _direction(node: Any) -> str:
+    d = _as_str(node.attr("direction", "forward"))
+    if d not in _DIRECTIONS:
+        raise attr_error(node, "direction", d, ", ".join(_DIRECTIONS))
+    return d
+
+
+def _num_directions(node: Any) -> int:
+    return 2 if _direction(node) == "bidirectional" else 1
+
+
+def _layout(node: Any) -> int:
+    layout = int(node.attr("layout", 0))
+    if layout not in (0, 1):
+        raise attr_error(node, "layout", layout, "0 (X is [seq, batch, input]) or 1 (batch first)")
+    return layout
+
+
+def _check(node: Any, gates: int, defaults: tuple[str, ...]) -> None:
+    _direction(node)
+    _layout(node)
+    _activations(node, defaults)
+    hs = node.attr("hidden_size")
+    if hs is not None and int(hs) <= 0:
+        raise attr_error(node, "hidden_size", hs, "a positive integer")
+    clip = node.attr("clip")
+    if clip is not None and not float(clip) > 0:
+        raise attr_error(node, "clip", clip, "a positive float")
+    if node.op_type == "LSTM" and int(node.attr("input_forget", 0)) not in (0, 1):
+        raise attr_error(node, "input_forget", node.attr("input_forget"), "0 or 1")
+
+
+def _expect(node: Any, what: str, got: tuple, want: tuple) -> None:
+    if tuple(got) != tuple(want):
+        raise ModelError(f"{node}: input {what} has shape {tuple(got)}, expected {tuple(want)}")
+
+
+def _dims(node: Any, shapes: Sequence[tuple | None], gates: int) -> tuple[int, int, int, int, int]:
+    """(seq, batch, input, hidden, num_directions), validating every input shape.
+
+    shapes: X, W, R, B, sequence_lens, initial_h, initial_c, P (None when omitted).
+    """
+    shapes = list(shapes) + [None] * (8 - len(shapes))
+    x, w, r = shapes[0], shapes[1], shapes[2]
+    if x is None or w is None or r is None:
+        raise ModelError(f"{node}: inputs X, W and R are required")
+    if len(x) != 3:
+        raise ModelError(f"{node}: input X must be 3-D, got shape {tuple(x)}")
+    layout = _layout(node)
+    seq, batch, inp = (x[1], x[0], x[2]) if layout else tuple(x)
+    ndir = _num_directions(node)
+    hidden = node.attr("hidden_size")
+    hidden = int(hidden) if hidden is not None else int(r[-1])
+    _expect(node, "W", w, (ndir, gates * hidden, inp))
+    _expect(node, "R", r, (ndir, gates * hidden, hidden))
+    if shapes[3] is not None:
+        _expect(node, "B", shapes[3], (ndir, 2 * gates * hidden))
+    if shapes[4] is not None:
+        _expect(node, "sequence_lens", shapes[4], (batch,))
+    state = (batch, ndir, hidden) if layout else (ndir, batch, hidden)
+    if shapes[5] is not None:
+        _expect(node, "initial_h", shapes[5], state)
+    if gates == 4:
+        if shapes[6] is not None:
+            _expect(node, "initial_c", shapes[6], state)
+        if shapes[7] is not None:
+            _expect(node, "P", shapes[7], (ndir, 3 * hidden))
+    return int(seq), int(batch), int(inp), hidden, ndir
+
+
+def _infer(node: Any, ins: Sequence[ValueInfo | None], gates: int, n_out: int) -> list[tuple]:
+    seq, batch, _, hidden, ndir = _dims(node, [v.shape if v is not None else None for v in ins], gates)
+    dtype = ins[0].dtype
+    if _layout(node):
+        y, state = (batch, seq, ndir, hidden), (batch, ndir, hidden)
+    else:
+        y, state = (seq, ndir, batch, hidden), (ndir, batch, hidden)
+    return [(y, dtype)] + [(state, dtype)] * (n_out - 1)
+
+
+def _macs(node: Any, ins: Sequence[ValueInfo | None], gates: int) -> int:
+    """MACs for all `seq` steps (sequence_lens are runtime values, so the full length).
+
+    Per step, direction and batch entry:
+      LSTM: 4*H*(I+H) matrix products, + 3*H elementwise products (f*C, i*c, o*h(C)),
+            + 3*H peephole products when P is given.
+      GRU:  3*H*(I+H) matrix products, + 3*H elementwise products (r*h, z*h, (1-z)*h~).
+    Activations and additions are not counted.
+    """
+    shapes = [v.shape if v is not None else None for v in ins]
+    seq, batch, inp, hidden, ndir = _dims(node, shapes, gates)
+    per_step = gates * hidden * (inp + hidden) + 3 * hidden
+    if gates == 4 and len(shapes) > 7 and shapes[7] is not None:
+        per_step += 3 * hidden
+    return int(per_step) * seq * batch * ndir
+
+
+# ---- time loop -------------------------------------------------------------------------
+
+def _order(lens: np.ndarray | None, seq: int, batch: int, reverse: bool) -> np.ndarray | None:
+    """idx[s, b]: the time index batch entry b processes at loop step s (None: identity).
+
+    A permutation of 0..seq-1 per column: the valid steps in processing order, then
+    the padding steps (which the mask ignores).
+    """
+    if not reverse:
+        return None
+    s = np.arange(seq)[:, None]
+    if lens is None:
+        return np.broadcast_to(seq - 1 - s, (seq, batch))
+    return np.where(s < lens[None, :], lens[None, :] - 1 - s, s)
+
+
+def _gather(a: np.ndarray, idx: np.ndarray | None) -> np.ndarray:
+    if idx is None:
+        return a
+    return a[idx, np.arange(a.shape[1])[None, :]]
+
+
+def _scatter(a: np.ndarray, idx: np.ndarray | None) -> np.ndarray:
+    if idx is None:
+        return a
+    out = np.empty_like(a)
+    out[idx, np.arange(a.shape[1])[None, :]] = a
+    return out
+
+
+def _prepare(node: Any, arrays: Sequence[np.ndarray | None], gates: int):
+    a = list(arrays) + [None] * (8 - len(arrays))
+    seq, batch, inp, hidden, ndir = _dims(node, [v.shape if v is not None else None for v in a], gates)
+    layout = _layout(node)
+    x = a[0]
+    dt = x.dtype if np.issubdtype(x.dtype, np.floating) else np.dtype(np.float32)
+    x = x.astype(dt, copy=False)
+    if layout:
+        x = x.transpose(1, 0, 2)
+
+    def state(v):
+        if v is None:
+            return np.zeros((ndir, batch, hidden), dt)
+        v = v.astype(dt, copy=False)
+        return v.transpose(1, 0, 2) if layout else v
+
+    lens = None
+    if a[4] is not None:
+        lens = np.asarray(a[4]).astype(np.int64)
+        if lens.size and (lens.min() < 0 or lens.max() > seq):
+            raise ModelError(f"{node}: sequence_lens {lens.tolist()} must lie in [0, {seq}]")
+        if np.all(lens == seq):
+            lens = None
+    clip = node.attr("clip")
+    return dict(
+        x=x, w=a[1].astype(dt, copy=False), r=a[2].astype(dt, copy=False),
+        b=None if a[3] is None else a[3].astype(dt, copy=False),
+        lens=lens, h0=state(a[5]), c0=state(a[6]),
+        p=None if a[7] is None else a[7].astype(dt, copy=False),
+        seq=seq, batch=batch, hidden=hidden, ndir=ndir, layout=layout, dtype=dt,
+        clip=None if clip is None else (np.asarray(-float(clip), dt), np.asarray(float(clip), dt)),
+        reverse={"forward": [False], "reverse": [True], "bidirectional": [False, True]}[_direction(node)],
+    )
+
+
+def _finish(p: dict, ys: list, hs: list, cs: list | None) -> tuple[np.ndarray, ...]:
+    y = np.stack(ys, axis=1)                  # [seq, ndir, batch, hidden]
+    h = np.stack(hs, axis=0)                  # [ndir, batch, hidden]
+    outs = [y, h] + ([np.stack(cs, axis=0)] if cs is not None else [])
+    if p["layout"]:
+        outs = [outs[0].transpose(2, 0, 1, 3)] + [o.transpose(1, 0, 2) for o in outs[1:]]
+    return tuple(np.ascontiguousarray(o, dtype=p["dtype"]) for o in outs)
+
+
+def _lstm_run(node: Any, arrays: Sequence[np.ndarray | None]) -> tuple[np.ndarray, ...]:
+    p = _prepare(node, arrays, 4)
+    acts = _activations(node, ("Sigmoid", "Tanh", "Tanh"))
+    seq, batch, hid, dt = p["seq"], p["batch"], p["hidden"], p["dtype"]
+    input_forget = bool(int(node.attr("input_forget", 0)))
+    clip, lens = p["clip"], p["lens"]
+    one = np.asarray(1.0, dt)
+    ys, hs, cs = [], [], []
+    for d in range(p["ndir"]):
+        f, g, hact = acts[d]
+        w, r = p["w"][d], p["r"][d]
+        xw = (p["x"].reshape(seq * batch, -1) @ w.T).reshape(seq, batch, 4 * hid)
+        if p["b"] is not None:
+            xw += p["b"][d, :4 * hid] + p["b"][d, 4 * hid:]
+        idx = _order(lens, seq, batch, p["reverse"][d])
+        xw = _gather(xw, idx)
+        if p["p"] is not None:
+            pi, po, pf = p["p"][d, :hid], p["p"][d, hid:2 * hid], p["p"][d, 2 * hid:]
+        rt = np.ascontiguousarray(r.T)
+        h, c = p["h0"][d], p["c0"][d]
+        y = np.zeros((seq, batch, hid), dt)
+        for t in range(seq):
+            gts = xw[t] + h @ rt
+            gi, go, gf, gc = (gts[:, k * hid:(k + 1) * hid] for k in range(4))
+            if p["p"] is not None:
+                gi = gi + pi * c
+                gf = gf + pf * c
+            if clip is not None:
+                gi, gf, gc = (np.clip(v, *clip) for v in (gi, gf, gc))
+            i = f(gi)
+            fg = one - i if input_forget else f(gf)
+            c_new = fg * c + i * g(gc)
+            if p["p"] is not None:
+                go = go + po * c_new
+            if clip is not None:
+                go = np.clip(go, *clip)
+            h_new = f(go) * hact(c_new)
+            if lens is not None:
+                valid = (t < lens)[:, None]
+                h = np.where(valid, h_new, h)
+                c = np.where(valid, c_new, c)
+                y[t] = np.where(valid, h_new, 0)
+            else:
+                h, c = h_new, c_new
+                y[t] = h_new
+        if lens is not None and not lens.all():
+            # onnxruntime's convention: a sequence of length 0 has zero final states.
+            h = np.where((lens > 0)[:, None], h, 0).astype(dt, copy=False)
+            c = np.where((lens > 0)[:, None], c, 0).astype(dt, copy=False)
+        ys.append(_scatter(y, idx))
+        hs.append(h)
+        cs.append(c)
+    return _finish(p, ys, hs, cs)
+
+
+def _gru_run(node: Any, arrays: Sequence[np.ndarray | None]) -> tuple[np.ndarray, ...]:
+    p = _prepare(node, arrays, 3)
+    acts = _activations(node, ("Sigmoid", "Tanh"))
+    seq, batch, hid, dt = p["seq"], p["batch"], p["hidden"], p["dtype"]
+    lbr = bool(int(node.attr("linear_before_reset", 0)))
+    clip, lens = p["clip"], p["lens"]
+    one = np.asarray(1.0, dt)
+    ys, hs = [], []
+    for d in range(p["ndir"]):
+        f, g = acts[d]
+        w, r = p["w"][d], p["r"][d]
+        xw = (p["x"].reshape(seq * batch, -1) @ w.T).reshape(seq, batch, 3 * hid)
+        rbh = None
+        if p["b"] is not None:
+            wb, rb = p["b"][d, :3 * hid], p["b"][d, 3 * hid:]
+            xw += wb
+            xw[..., :2 * hid] += rb[:2 * hid]
+            if lbr:
+                rbh = rb[2 * hid:]
+            else:
+                xw[..., 2 * hid:] += rb[2 * hid:]
+        idx = _order(lens, seq, batch, p["reverse"][d])
+        xw = _gather(xw, idx)
+        rzr_t = np.ascontiguousarray(r[:2 * hid].T)
+        rh_t = np.ascontiguousarray(r[2 * hid:].T)
+        r_all_t = np.ascontiguousarray(r.T)
+        h = p["h0"][d]
+        y = np.zeros((seq, batch, hid), dt)
+        for t in range(seq):
+            if lbr:
+                hr = h @ r_all_t
+                gzr = xw[t, :, :2 * hid] + hr[:, :2 * hid]
+                hh = hr[:, 2 * hid:] if rbh is None else hr[:, 2 * hid:] + rbh
+            else:
+                gzr = xw[t, :, :2 * hid] + h @ rzr_t
+            if clip is not None:
+                gzr = np.clip(gzr, *clip)
+            gzr = f(gzr)
+            z, rg = gzr[:, :hid], gzr[:, hid:]
+            if lbr:
+                gh = xw[t, :, 2 * hid:] + rg * hh
+            else:
+                gh = xw[t, :, 2 * hid:] + (rg * h) @ rh_t
+            if clip is not None:
+                gh = np.clip(gh, *clip)
+            h_new = (one - z) * g(gh) + z * h
+            if lens is not None:
+                valid = (t < lens)[:, None]
+                h = np.where(valid, h_new, h)
+                y[t] = np.where(valid, h_new, 0)
+            else:
+                h = h_new
+                y[t] = h_new
+        if lens is not None and not lens.all():
+            h = np.where((lens > 0)[:, None], h, 0).astype(dt, copy=False)
+        ys.append(_scatter(y, idx))
+        hs.append(h)
+    return _finish(p, ys, hs, None)
+
+
+register(OpDef(
+    "LSTM",
+    infer=lambda node, ins: _infer(node, ins, 4, 3),
+    run=_lstm_run,
+    macs=lambda node, ins, outs: _macs(node, ins, 4),
+    check=lambda node: _check(node, 4, ("Sigmoid", "Tanh", "Tanh")),
+    param_slots=(1, 2, 3, 7),
+))
+
+register(OpDef(
+    "GRU",
+    infer=lambda node, ins: _infer(node, ins, 3, 2),
+    run=_gru_run,
+    macs=lambda node, ins, outs: _macs(node, ins, 3),
+    check=lambda node: _check(node, 3, ("Sigmoid", "Tanh")),
+    param_slots=(1, 2, 3),
+))
