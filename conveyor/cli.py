@@ -153,27 +153,41 @@ def hardware(as_json: bool) -> None:
     if as_json:
         _print_json(rows)
         return
-    kinds: dict[str, list[dict]] = {}
-    for r in rows:
-        kinds.setdefault(r["kind"], []).append(r)
-    for kind, items in kinds.items():
-        cols = [k for k in items[0] if k != "kind" and k != "source"]
-        table = Table(title=kind, title_justify="left")
-        for c in cols:
-            table.add_column(c, justify="left" if c == "name" else "right")
+    for kind, (title, columns) in _HARDWARE_TABLES.items():
+        items = [r for r in rows if r["kind"] == kind]
+        if not items:
+            continue
+        table = Table(title=title, title_justify="left")
+        for header, _, _ in columns:
+            table.add_column(header, justify="left" if header in ("name", "part", "encoding") else "right")
         for it in items:
-            table.add_row(*[_fmt_cell(it.get(c)) for c in cols])
+            table.add_row(*[fmt(it.get(key)) if it.get(key) not in (None, 0) else "-" for _, key, fmt in columns])
         _out.print(table)
+    _out.print("Datasheet figures (sources in the catalog YAML; `--json` lists them); none is measured here.")
 
 
-def _fmt_cell(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    if isinstance(v, int):
-        return _fmt_int(v)
-    return str(v)
+def _si(unit: str, scale: float, digits: int = 4):
+    return lambda v: f"{v / scale:.{digits}g} {unit}"
+
+
+_HARDWARE_TABLES = {
+    "part": ("FPGA parts", [("name", "name", str), ("DSP", "dsp", _fmt_int), ("mult", "dsp_mult_width", str),
+                            ("BRAM18K", "bram18k", _fmt_int), ("URAM", "uram", _fmt_int), ("M20K", "m20k", _fmt_int),
+                            ("LUT", "lut", _fmt_int), ("FF", "ff", _fmt_int), ("clock", "clock_hz", _si("MHz", 1e6))]),
+    "board": ("boards", [("name", "name", str), ("part", "part", str), ("clock", "clock_hz", _si("MHz", 1e6)),
+                         ("DRAM", "dram_bytes", _si("GiB", 2**30)), ("DRAM BW", "dram_bandwidth_Bps", _si("GB/s", 1e9)),
+                         ("HBM", "hbm_bytes", _si("GiB", 2**30)), ("HBM BW", "hbm_bandwidth_Bps", _si("GB/s", 1e9)),
+                         ("power", "power_w", _si("W", 1))]),
+    "cpu": ("host CPUs", [("name", "name", str), ("peak fp32", "peak_flops", _si("TFLOP/s", 1e12)),
+                          ("mem BW", "mem_bandwidth_Bps", _si("GB/s", 1e9)), ("memory", "mem_bytes", _si("GiB", 2**30)),
+                          ("TDP", "tdp_w", _si("W", 1))]),
+    "gpu": ("GPUs", [("name", "name", str), ("peak fp32", "peak_flops", _si("TFLOP/s", 1e12)),
+                     ("mem BW", "mem_bandwidth_Bps", _si("GB/s", 1e9)), ("memory", "mem_bytes", _si("GiB", 2**30)),
+                     ("TDP", "tdp_w", _si("W", 1))]),
+    "link": ("links", [("name", "name", str), ("lanes", "lanes", _fmt_int), ("line rate", "line_rate_bps", _si("Gb/s", 1e9)),
+                       ("encoding", "encoding", str), ("payload BW", "bandwidth_Bps", _si("GB/s", 1e9)),
+                       ("latency/hop", "latency_s", _si("us", 1e-6))]),
+}
 
 
 def main(argv: list[str] | None = None) -> None:
