@@ -17,7 +17,16 @@ from rich.table import Table
 
 from conveyor.errors import ConveyorError
 
-_out = Console(highlight=False)
+class _Out:
+    """A rich console made at print time, so that it writes to the current stdout; when
+    that is not a terminal (a pipe, a file, a test) tables get room instead of '…'."""
+
+    def print(self, *args, **kwargs) -> None:
+        width = None if sys.stdout.isatty() else 160
+        Console(highlight=False, width=width).print(*args, **kwargs)
+
+
+_out = _Out()
 
 
 def _resolve_model(model: str):

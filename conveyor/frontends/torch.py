@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 from typing import Any
 
 from conveyor.errors import ModelError
@@ -33,13 +34,16 @@ def from_torch(module: Any, example_input: Any, *, opset: int = 17, optimize: bo
     was_training = module.training
     module.eval()
     try:
-        torch.onnx.export(
-            module, args, buf,
-            opset_version=opset,
-            input_names=["input"] if n_in == 1 else [f"input{i}" for i in range(n_in)],
-            output_names=None,
-            dynamo=False,
-        )
+        with warnings.catch_warnings():
+            # torch >= 2.9 warns that the TorchScript exporter is legacy; it is still the
+            # one that needs no extra packages (the dynamo exporter needs onnxscript).
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(
+                module, args, buf,
+                opset_version=opset,
+                input_names=["input"] if n_in == 1 else [f"input{i}" for i in range(n_in)],
+                dynamo=False,
+            )
     except Exception as e:
         raise ModelError(f"torch.onnx.export failed for {type(module).__name__}: {type(e).__name__}: {e}") from e
     finally:

@@ -1,0 +1,86 @@
+"""The command line: tables, --json data, one-line errors with a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import onnx
+import pytest
+
+from conveyor.cli import main
+
+ALEXNET_CONV1_MACS = 105_415_200  # 96 kernels of 11x11x3, stride 4, 55x55 outputs
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as e:
+        main(list(argv))
+        raise SystemExit(0)
+    out = capsys.readouterr()
+    return e.value.code or 0, out.out, out.err
+
+
+def test_inspect_alexnet_conv1_macs_json(capsys):
+    code, out, _ = run_cli(capsys, "inspect", "alexnet-conv", "--json")
+    assert code == 0
+    data = json.loads(out)
+    layers = {l["node"]: l for l in data["layers"]}
+    assert layers["conv1"]["macs"] == ALEXNET_CONV1_MACS
+    assert layers["conv1"]["output_shape"] == [1, 96, 55, 55]
+    assert layers["conv1"]["params"] == 96 * 3 * 11 * 11 + 96
+    assert data["totals"]["macs"] == sum(l["macs"] for l in data["layers"])
+    assert data["outputs"][0]["shape"] == [1, 256, 6, 6]
+
+
+def test_inspect_table_has_conv1_row_and_totals(capsys):
+    code, out, _ = run_cli(capsys, "inspect", "alexnet-conv")
+    assert code == 0
+    conv1 = next(line for line in out.splitlines() if "conv1" in line)
+    assert "105,415,200" in conv1 and "Conv" in conv1
+    assert "total" in out
+
+
+def test_inspect_onnx_file(capsys, tmp_path):
+    path = tmp_path / "jet.onnx"
+    code, out, _ = run_cli(capsys, "zoo", "jet-mlp", "-o", str(path))
+    assert code == 0 and path.exists()
+    onnx.checker.check_model(onnx.load(str(path)))
+    code, out, _ = run_cli(capsys, "inspect", str(path), "--json")
+    data = json.loads(out)
+    assert [l["op_type"] for l in data["layers"]] == ["Dense", "Relu", "Dense", "Relu", "Dense", "Relu", "Dense", "Softmax"]
+    assert data["totals"]["macs"] == 16 * 64 + 64 * 32 + 32 * 32 + 32 * 5
+
+
+def test_zoo_list_and_hardware_json(capsys):
+    code, out, _ = run_cli(capsys, "zoo", "--json")
+    assert {m["name"] for m in json.loads(out)} >= {"alexnet-conv", "vgg16-conv", "resnet18", "jet-mlp", "lstm-small", "digits-cnn"}
+    code, out, _ = run_cli(capsys, "hardware", "--json")
+    rows = json.loads(out)
+    assert {"part", "board", "cpu", "gpu", "link"} <= {r["kind"] for r in rows}
+    assert any(r["name"] == "zynq7035" for r in rows)
+    code, out, _ = run_cli(capsys, "hardware")
+    assert "xc7z035" in out and "srio-10g" in out
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["inspect", "no-such-model"], "neither an existing .onnx file nor a zoo model"),
+    (["inspect", "missing.onnx"], "missing.onnx: no such file"),
+    (["zoo", "no-such-model", "-o", "x.onnx"], "unknown zoo model 'no-such-model'"),
+    (["zoo", "jet-mlp"], "say where to write"),
+])
+def test_user_errors_are_one_line_and_exit_nonzero(capsys, argv, needle):
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 1
+    assert needle in err
+    assert err.strip().count("\n") == 0 and "Traceback" not in err
+
+
+def test_console_script_runs_as_a_process(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"garbage")
+    proc = subprocess.run([sys.executable, "-m", "conveyor.cli", "inspect", str(bad)], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error: ") and "bad.onnx" in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0
