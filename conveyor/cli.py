@@ -199,6 +199,77 @@ _HARDWARE_TABLES = {
 }
 
 
+def _load_samples(data: str | None, graph, n: int | None):
+    """(inputs, labels or None) for `--data`: 'digits', an .npz with x (and y), or seeded noise."""
+    import numpy as np
+
+    if data is None:
+        x = np.random.default_rng(0).standard_normal((n or 32,) + graph.inputs[0].shape[1:]).astype(np.float32)
+        return x, None
+    if data == "digits":
+        from conveyor.zoo import digits_dataset
+
+        x, y = digits_dataset("test")
+    else:
+        if not os.path.exists(data):
+            raise ConveyorError(f"--data {data}: no such file; accepted: digits or an .npz with arrays x (and y)")
+        with np.load(data) as f:
+            if "x" not in f:
+                raise ConveyorError(f"--data {data}: no array 'x' in it (found {list(f.keys())}); expected x and optionally y")
+            x, y = f["x"], (f["y"] if "y" in f else None)
+    if n is not None:
+        x, y = x[:n], (None if y is None else y[:n])
+    return x, y
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--precision", "precisions", multiple=True,
+              help='A format for every role, e.g. "ap_fixed<16,6>" or "mx:fp8_e4m3"; repeat to compare several.')
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="A precision config (YAML); each --precision replaces its default.")
+@click.option("--data", help="digits (the scikit-learn test split) or an .npz with x and optional labels y; default: seeded noise.")
+@click.option("-n", "samples", type=int, help="Use the first N samples.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def quantize(model: str, precisions: tuple[str, ...], config_path: str | None, data: str | None,
+             samples: int | None, as_json: bool) -> None:
+    """Run MODEL bit-accurately at each precision: per layer the range seen, overflow and
+    saturation counts and error against float; end accuracy when labels are given."""
+    from conveyor.graph.quantized import quantization_report
+    from conveyor.numerics.config import PrecisionConfig
+
+    graph = _resolve_model(model)
+    base = PrecisionConfig.load(config_path).to_dict() if config_path else None
+    if not precisions and base is None:
+        raise ConveyorError('say which precision: --precision "ap_fixed<16,6>" (repeatable) or --config cfg.yaml')
+    configs = [base] if not precisions else [{**(base or {}), "default": p} for p in precisions]
+    x, y = _load_samples(data, graph, samples)
+    reports = [quantization_report(graph, c, x, y) for c in configs]
+    if as_json:
+        _print_json({"model": graph.name, "reports": [r.as_dict() for r in reports]})
+        return
+    for r in reports:
+        table = Table(title=f"{graph.name} at {r.precision} ({r.samples} samples)", title_justify="left")
+        for col in ("layer", "op", "result format", "range seen", "overflow", "saturated", "max |err|", "rel RMS err"):
+            table.add_column(col, justify="left" if col in ("layer", "op", "result format") else "right")
+        for l in r.layers:
+            rng = "-" if l.min != l.min else f"[{l.min:.4g}, {l.max:.4g}]"
+            table.add_row(l.node, l.op_type, l.result_format, rng,
+                          "n/a" if l.overflow is None else _fmt_int(l.overflow),
+                          "n/a" if l.saturated is None else _fmt_int(l.saturated),
+                          f"{l.max_abs_error:.3g}", f"{l.rms_rel_error:.3g}")
+        _out.print(table)
+    if y is not None:
+        summary = Table(title="accuracy", title_justify="left")
+        summary.add_column("precision")
+        summary.add_column("top-1", justify="right")
+        summary.add_column("vs float", justify="right")
+        summary.add_row("float32", f"{reports[0].float_accuracy:.2%}", "")
+        for r in reports:
+            summary.add_row(r.precision, f"{r.accuracy:.2%}", f"{(r.accuracy - r.float_accuracy) * 100:+.2f} pt")
+        _out.print(summary)
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="conveyor", standalone_mode=False)

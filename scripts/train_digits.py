@@ -43,7 +43,7 @@ class DigitsCNN(nn.Module):
         return self.fc(torch.flatten(x, 1))
 
 
-def train(epochs: int, seed: int, batch: int, lr: float) -> tuple[DigitsCNN, float]:
+def train(epochs: int, seed: int, batch: int, lr: float, logit_penalty: float) -> tuple[DigitsCNN, float]:
     torch.manual_seed(seed)
     torch.set_num_threads(1)  # a tiny net: one thread is fastest and reproducible
     torch.use_deterministic_algorithms(True)
@@ -59,7 +59,10 @@ def train(epochs: int, seed: int, batch: int, lr: float) -> tuple[DigitsCNN, flo
         perm = torch.randperm(len(xt), generator=gen)
         for i in range(0, len(xt), batch):
             idx = perm[i:i + batch]
-            loss = nn.functional.cross_entropy(model(xt[idx]), yt[idx])
+            logits = model(xt[idx])
+            # The model is deployed in fixed point (ap_fixed<16,6> holds [-32, 32)): a small
+            # penalty on the logits' size keeps them in range without changing the argmax.
+            loss = nn.functional.cross_entropy(logits, yt[idx]) + logit_penalty * logits.pow(2).mean()
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -111,9 +114,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=0.01)
+    ap.add_argument("--logit-penalty", type=float, default=0.01)
     args = ap.parse_args()
 
-    model, acc = train(args.epochs, args.seed, args.batch, args.lr)
+    model, acc = train(args.epochs, args.seed, args.batch, args.lr, args.logit_penalty)
     proto = export(model)
 
     # The exported graph must compute what torch computes.
@@ -138,6 +142,7 @@ def main() -> None:
         "epochs": args.epochs,
         "batch": args.batch,
         "optimizer": f"Adam lr={args.lr}, cosine schedule",
+        "logit_penalty": args.logit_penalty,
         "seed": args.seed,
         "torch": torch.__version__,
         "params": int(sum(p.numel() for p in model.parameters())),

@@ -16,7 +16,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from conveyor import ops
-from conveyor.errors import ModelError, PrecisionError
+from conveyor.errors import ModelError
 from conveyor.graph.tensor import Node, Tensor
 from conveyor.ops.registry import ValueInfo
 
@@ -116,6 +116,16 @@ class Graph:
         h.update(repr(self.output_names).encode())
         return h.hexdigest()
 
+    def with_batch(self, n: int) -> "Graph":
+        """The same graph with every input's leading (batch) dimension set to `n`."""
+        if n < 1:
+            raise ModelError(f"batch size must be >= 1, got {n}")
+        inputs = [Tensor(t.name, (n,) + t.shape[1:], t.dtype) if t.shape else t for t in self.inputs]
+        try:
+            return Graph.build(self.name, self.nodes, inputs, self.output_names, self.weights)
+        except ModelError as e:
+            raise ModelError(f"graph '{self.name}' cannot run at batch {n} (a shape is fixed to batch 1?): {e}") from None
+
     def subgraph(self, nodes: Iterable[Node | str], name: str | None = None) -> "Graph":
         from conveyor.graph.cut import subgraph
 
@@ -146,13 +156,15 @@ class Graph:
     ) -> dict[str, np.ndarray]:
         """Execute the graph; returns the graph outputs (or the tensors named in `fetch`).
 
-        `feeds` is a dict by input name, or one array for a single-input graph.
+        `feeds` is a dict by input name, or one array for a single-input graph. Without
+        `precision` this is the float reference; with one (a format string such as
+        "ap_fixed<16,6>", a config dict or a `PrecisionConfig`) every node computes
+        bit-accurately in its formats and the values come back as float64, exactly.
         """
         if precision is not None:
-            raise PrecisionError(
-                "bit-accurate execution (precision=...) is not available yet: it arrives with "
-                "conveyor.numerics; call run(feeds) for the float reference"
-            )
+            from conveyor.graph.quantized import emulator_for
+
+            return emulator_for(self, precision).run(feeds, fetch=fetch)[0]
         wanted = tuple(fetch) if fetch is not None else self.output_names
         unknown = [t for t in wanted if t not in self.tensors]
         if unknown:

@@ -22,6 +22,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from conveyor.errors import ModelError
+from conveyor.ops import fixed
 from conveyor.ops.registry import OpDef, attr_error, register
 
 AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
@@ -266,4 +267,9 @@ def _conv_macs(node, ins, outs):
     return int(np.prod(outs[0][0], dtype=np.int64)) * int(np.prod(w[1:], dtype=np.int64))
 
 
-register(OpDef("Conv", infer=_conv_infer, run=_conv_run, macs=_conv_macs, check=_conv_check, param_slots=(1, 2)))
+register(OpDef(
+    "Conv", infer=_conv_infer, run=_conv_run, macs=_conv_macs, check=_conv_check,
+    param_slots=(1, 2), bias_slots=(2,),
+    run_fixed=fixed.dot(lambda node, x, w: _conv_run(node, [x, w])[0],
+                        reduce_len=lambda w: int(np.prod(w.shape[1:])), bias_shape=fixed.conv_bias_shape),
+))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from conveyor.errors import ModelError
+from conveyor.ops import fixed
 from conveyor.ops.registry import OpDef, register
 
 
@@ -43,11 +44,14 @@ _BINARY = {
 }
 
 for _op, _fn in _BINARY.items():
+    _run = (lambda node, x, _fn=_fn: (_fn(x[0], x[1]),))
     register(OpDef(
         _op,
         infer=_broadcast_infer,
-        run=lambda node, x, _fn=_fn: (_fn(x[0], x[1]),),
+        run=_run,
         macs=_elementwise_macs,
+        # Add, Sub, Mul of grid values are exact in float64; Div is not (no kernel yet).
+        run_fixed=None if _op == "Div" else fixed.exact_then_cast(_run),
     ))
 
 
@@ -92,5 +96,8 @@ _UNARY = {
     "Clip": _clip,
 }
 
+# Relu and Clip select among exact values; the others need lookup tables (no kernel yet).
+_EXACT_UNARY = {"Relu", "Clip"}
 for _op, _fn in _UNARY.items():
-    register(OpDef(_op, infer=_same_infer, run=_fn))
+    register(OpDef(_op, infer=_same_infer, run=_fn,
+                   run_fixed=fixed.exact_then_cast(_fn) if _op in _EXACT_UNARY else None))

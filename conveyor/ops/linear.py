@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from conveyor.errors import ModelError
+from conveyor.errors import PrecisionError
+from conveyor.ops import fixed
 from conveyor.ops.registry import OpDef, register
 
 
@@ -54,7 +56,17 @@ def _gemm_macs(node, ins, outs):
     return m * k * n
 
 
-register(OpDef("Gemm", infer=_gemm_infer, run=_gemm_run, macs=_gemm_macs, param_slots=(1, 2)))
+def _gemm_dot(node, a, b):
+    if node.attr("alpha", 1.0) != 1.0 or node.attr("beta", 1.0) != 1.0:
+        raise PrecisionError(f"{node}: bit-accurate Gemm needs alpha=1 and beta=1 (fold the scales into the weights)")
+    return (a.T if node.attr("transA", 0) else a) @ (b.T if node.attr("transB", 0) else b)
+
+
+register(OpDef(
+    "Gemm", infer=_gemm_infer, run=_gemm_run, macs=_gemm_macs, param_slots=(1, 2), bias_slots=(2,),
+    # The exactness bound takes max(B.shape) as K: an upper bound whatever transB says.
+    run_fixed=fixed.dot(_gemm_dot, reduce_len=lambda b: max(b.shape)),
+))
 
 
 def _matmul_shape(node, a, b):
@@ -93,6 +105,8 @@ register(OpDef(
     run=lambda node, x: (np.matmul(x[0], x[1]).astype(x[0].dtype, copy=False),),
     macs=_matmul_macs,
     param_slots=(1,),
+    run_fixed=fixed.dot(lambda node, x, w: np.matmul(x, w), reduce_len=lambda w: w.shape[-2] if w.ndim > 1 else w.shape[0],
+                        b_slot=None),
 ))
 
 
@@ -109,4 +123,6 @@ register(OpDef(
     run=lambda node, x: ((np.matmul(x[0], x[1]) + x[2]).astype(x[0].dtype, copy=False),),
     macs=_matmul_macs,
     param_slots=(1, 2),
+    bias_slots=(2,),
+    run_fixed=fixed.dot(lambda node, x, w: np.matmul(x, w), reduce_len=lambda w: w.shape[0]),
 ))

@@ -30,6 +30,7 @@ from conveyor.ops.conv import (
     pad_for_windows,
     window_geometry,
 )
+from conveyor.ops import fixed
 from conveyor.ops.registry import OpDef, attr_error, register
 
 
@@ -191,8 +192,12 @@ def _avgpool_macs(node, ins, outs):
     return int(np.prod(outs[0][0], dtype=np.int64)) * int(np.prod(int_list(node, "kernel_shape")))
 
 
-register(OpDef("MaxPool", infer=_pool_infer, run=_maxpool_run, check=_pool_check))  # max: 0 MACs
-register(OpDef("AveragePool", infer=_pool_infer, run=_avgpool_run, macs=_avgpool_macs, check=_pool_check))
+register(OpDef("MaxPool", infer=_pool_infer, run=_maxpool_run, check=_pool_check,  # max: 0 MACs
+               run_fixed=fixed.exact_then_cast(_maxpool_run)))
+# Average: the float64 sum of grid values is exact and the division by the count is
+# correctly rounded, so the cast sees the exact quotient (docs/numerics.md).
+register(OpDef("AveragePool", infer=_pool_infer, run=_avgpool_run, macs=_avgpool_macs, check=_pool_check,
+               run_fixed=fixed.exact_then_cast(_avgpool_run)))
 
 
 # ---- GlobalAveragePool ---------------------------------------------------------------
@@ -219,4 +224,5 @@ def _gap_macs(node, ins, outs):
     return int(np.prod(ins[0].shape, dtype=np.int64))
 
 
-register(OpDef("GlobalAveragePool", infer=_gap_infer, run=_gap_run, macs=_gap_macs))
+register(OpDef("GlobalAveragePool", infer=_gap_infer, run=_gap_run, macs=_gap_macs,
+               run_fixed=fixed.exact_then_cast(_gap_run)))

@@ -14,6 +14,12 @@ Signatures (kept duck-typed so that this package never imports the graph package
 - ``macs(node, ins, outs) -> int``: multiply-accumulates for one execution.
 - ``check(node) -> None``: raises ModelError for attribute values the kernel does not
   implement, so that an unsupported feature fails at import, not deep inside a run.
+- ``run_fixed(node, arrays, formats, prec, ctx) -> tuple[np.ndarray, ...]``: the
+  bit-accurate kernel (see `conveyor.graph.quantized`): `arrays` hold float64 values
+  exactly on their formats' grids (`formats[i]` for slot i; parameters already
+  quantized to the node's weight/bias formats), `prec` is the node's `NodePrecision`,
+  `ctx.cast(node, values, fmt, axis)` casts and records overflow statistics. None
+  means "no fixed-point kernel" (the graph then cannot run under a precision).
 """
 
 from __future__ import annotations
@@ -52,9 +58,11 @@ class OpDef:
     run: Callable[[Any, Sequence[np.ndarray | None]], tuple[np.ndarray, ...]]
     macs: Callable[[Any, Sequence[ValueInfo | None], Sequence[tuple]], int] = _no_macs
     check: Callable[[Any], None] = _no_check
-    #: names of input slots that hold parameters (weights/biases) when constant; used
-    #: by the counters and, later, by precision roles.
+    #: input slots that hold parameters (weights/biases) when constant; they are
+    #: quantized to the node's `weight` format, or `bias` for those in `bias_slots`.
     param_slots: tuple[int, ...] = ()
+    bias_slots: tuple[int, ...] = ()
+    run_fixed: Callable[..., tuple[np.ndarray, ...]] | None = None
 
 
 _REGISTRY: dict[str, OpDef] = {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from conveyor.errors import ModelError
+from conveyor.ops import fixed
 from conveyor.ops.registry import OpDef, attr_error, register, require_const
 
 
@@ -31,10 +32,15 @@ def _flatten_shape(node, shape):
     return (outer, int(np.prod(shape[axis:], dtype=np.int64)))
 
 
+def _flatten_run(node, x):
+    return (x[0].reshape(_flatten_shape(node, x[0].shape)),)
+
+
 register(OpDef(
     "Flatten",
     infer=lambda node, ins: [(_flatten_shape(node, ins[0].shape), ins[0].dtype)],
-    run=lambda node, x: (x[0].reshape(_flatten_shape(node, x[0].shape)),),
+    run=_flatten_run,
+    run_fixed=fixed.movement(_flatten_run),
 ))
 
 
@@ -75,11 +81,11 @@ def _reshape_infer(node, ins):
     return [(_reshape_target(node, ins[0].shape, spec), ins[0].dtype)]
 
 
-register(OpDef(
-    "Reshape",
-    infer=_reshape_infer,
-    run=lambda node, x: (x[0].reshape(_reshape_target(node, x[0].shape, _reshape_spec(node, x[1] if len(x) > 1 else None))),),
-))
+def _reshape_run(node, x):
+    return (x[0].reshape(_reshape_target(node, x[0].shape, _reshape_spec(node, x[1] if len(x) > 1 else None))),)
+
+
+register(OpDef("Reshape", infer=_reshape_infer, run=_reshape_run, run_fixed=fixed.movement(_reshape_run)))
 
 
 # ---- Transpose ---------------------------------------------------------------------
@@ -93,10 +99,15 @@ def _perm(node, rank):
     return tuple(perm)
 
 
+def _transpose_run(node, x):
+    return (np.transpose(x[0], _perm(node, x[0].ndim)),)
+
+
 register(OpDef(
     "Transpose",
     infer=lambda node, ins: [(tuple(ins[0].shape[p] for p in _perm(node, len(ins[0].shape))), ins[0].dtype)],
-    run=lambda node, x: (np.transpose(x[0], _perm(node, x[0].ndim)),),
+    run=_transpose_run,
+    run_fixed=fixed.movement(_transpose_run),
 ))
 
 
@@ -126,7 +137,8 @@ def _concat_run(node, x):
     return (np.concatenate(arrays, axis=_concat_axis(node, arrays[0].ndim)),)
 
 
-register(OpDef("Concat", infer=_concat_infer, run=_concat_run))
+# Inputs may come in different formats: the concatenation is cast to the result format.
+register(OpDef("Concat", infer=_concat_infer, run=_concat_run, run_fixed=fixed.exact_then_cast(_concat_run)))
 
 
 # ---- Pad ---------------------------------------------------------------------------
@@ -186,15 +198,21 @@ def _pad_run(node, x):
     return (out[crop],)
 
 
-register(OpDef("Pad", infer=_pad_infer, run=_pad_run, check=_pad_check))
+# The pad value need not lie on the input's grid: cast the padded tensor to the result format.
+register(OpDef("Pad", infer=_pad_infer, run=_pad_run, check=_pad_check, run_fixed=fixed.exact_then_cast(_pad_run)))
 
 
 # ---- Identity, Dropout (inference: both pass data through) ---------------------------
 
+def _identity_run(node, x):
+    return (x[0],)
+
+
 register(OpDef(
     "Identity",
     infer=lambda node, ins: [(ins[0].shape, ins[0].dtype)],
-    run=lambda node, x: (x[0],),
+    run=_identity_run,
+    run_fixed=fixed.movement(_identity_run),
 ))
 
 
@@ -219,4 +237,5 @@ def _dropout_run(node, x):
     return (x[0], np.ones(x[0].shape, dtype=bool))
 
 
-register(OpDef("Dropout", infer=_dropout_infer, run=_dropout_run, check=_dropout_check))
+register(OpDef("Dropout", infer=_dropout_infer, run=_dropout_run, check=_dropout_check,
+               run_fixed=fixed.movement(_dropout_run)))

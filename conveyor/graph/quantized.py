@@ -1,0 +1,286 @@
+"""Bit-accurate execution of a Graph under a precision config.
+
+`Emulator(graph, precision)` resolves every node's formats once and quantizes the
+weights once; `run(feeds)` then pushes float64 arrays whose values lie exactly on
+their formats' grids through each op's fixed-point kernel (`OpDef.run_fixed`). The
+arithmetic of each kernel is written down in docs/numerics.md; the C++ that code
+generation writes follows the same rules, so that C simulation matches bit for bit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from conveyor import ops
+from conveyor.errors import ModelError, PrecisionError
+from conveyor.numerics.config import NodePrecision, PrecisionConfig
+
+
+@dataclass
+class LayerStats:
+    """What one node's result cast saw over a run (or several, accumulated)."""
+
+    node: str
+    op_type: str
+    result_format: str
+    count: int = 0
+    min: float = np.inf
+    max: float = -np.inf
+    overflow: int | None = 0   # values whose rounded value lay outside the result format's range
+    saturated: int | None = 0  # of those, the ones clipped by a SAT mode (the rest wrapped); None: not counted
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+class CastContext:
+    """Casts kernel results to their formats and, when asked, records LayerStats."""
+
+    def __init__(self, observe: bool):
+        self.observe = observe
+        self.stats: dict[str, LayerStats] = {}
+
+    def cast(self, node, values: np.ndarray, fmt, axis: int = -1) -> np.ndarray:
+        if fmt is None:
+            return values
+        from conveyor.numerics.cast import cast, overflow_count
+
+        if self.observe and values.size:
+            st = self.stats.setdefault(node.name, LayerStats(node.name, node.op_type, str(fmt)))
+            st.count += int(values.size)
+            st.min = min(st.min, float(np.min(values)))
+            st.max = max(st.max, float(np.max(values)))
+            over = overflow_count(values, fmt)
+            if over is None:  # block formats: not counted
+                st.overflow = st.saturated = None
+            elif st.overflow is not None:
+                st.overflow += over
+                if over and str(getattr(fmt, "overflow", "")).startswith("SAT"):
+                    st.saturated += over
+        return cast(values, fmt, axis)
+
+
+class Emulator:
+    """A graph prepared to run bit-accurately under one precision config."""
+
+    def __init__(self, graph, precision: PrecisionConfig | Mapping | str):
+        self.graph = graph
+        self.config = PrecisionConfig.coerce(precision)
+        self.config.check_against({n.name for n in graph.nodes}, {n.op_type for n in graph.nodes}, graph.name)
+        from conveyor.numerics.cast import cast
+
+        self.node_precision: dict[str, NodePrecision] = {}
+        self.params: dict[tuple[str, int], np.ndarray] = {}
+        self.formats: dict[str, Any] = {}  # tensor -> format of its values
+        missing = sorted({n.op_type for n in graph.nodes if ops.get(n.op_type, n).run_fixed is None})
+        if missing:
+            raise PrecisionError(
+                f"graph '{graph.name}': no fixed-point kernel yet for {missing}; "
+                f"ops with one: {', '.join(op for op in ops.supported_ops() if ops.get(op).run_fixed)}"
+            )
+        in_fmt = self.config.input_format()
+        for t in graph.input_names:
+            self.formats[t] = in_fmt
+        for node in graph.nodes:
+            opdef = ops.get(node.op_type, node)
+            prec = self.config.for_node(node.name, node.op_type)
+            self.node_precision[node.name] = prec
+            for slot in opdef.param_slots:
+                if slot < len(node.inputs) and node.inputs[slot] and graph.is_weight(node.inputs[slot]):
+                    fmt = prec.bias if slot in opdef.bias_slots else prec.weight
+                    w = graph.weights[node.inputs[slot]].astype(np.float64)
+                    self.params[(node.name, slot)] = cast(w, fmt, _param_axis(node.op_type, slot, w.ndim))
+        # Non-parameter constants (e.g. a Reshape's shape) pass through unquantized.
+
+    def run(
+        self,
+        feeds: Mapping[str, np.ndarray] | np.ndarray,
+        *,
+        fetch: Sequence[str] | None = None,
+        observe: bool = False,
+    ) -> tuple[dict[str, np.ndarray], dict[str, LayerStats]]:
+        from conveyor.numerics.cast import cast
+
+        g = self.graph
+        wanted = tuple(fetch) if fetch is not None else g.output_names
+        bound = g._bind_feeds(feeds)
+        ctx = CastContext(observe)
+        env: dict[str, np.ndarray] = {}
+        formats: dict[str, Any] = {}
+        in_fmt = self.config.input_format()
+        for name, value in bound.items():
+            env[name] = cast(value.astype(np.float64), in_fmt, 1 if value.ndim > 2 else -1)
+            formats[name] = in_fmt
+        last_use = g._last_use
+        keep = set(wanted)
+        for i, node in enumerate(g.nodes):
+            opdef = ops.get(node.op_type, node)
+            prec = self.node_precision[node.name]
+            args, fmts = [], []
+            for slot, t in enumerate(node.inputs):
+                if not t:
+                    args.append(None)
+                    fmts.append(None)
+                elif (node.name, slot) in self.params:
+                    args.append(self.params[(node.name, slot)])
+                    fmts.append(prec.bias if slot in opdef.bias_slots else prec.weight)
+                elif g.is_weight(t):
+                    args.append(g.weights[t])
+                    fmts.append(None)
+                else:
+                    args.append(env[t])
+                    fmts.append(formats[t])
+            try:
+                results, out_fmts = opdef.run_fixed(node, args, fmts, prec, ctx)
+            except (ModelError, PrecisionError):
+                raise
+            except Exception as e:
+                if hasattr(e, "add_note"):
+                    e.add_note(f"while running {node} of graph '{g.name}' bit-accurately")
+                raise
+            for t, value, fmt in zip(node.outputs, results, out_fmts):
+                if t:
+                    env[t] = value
+                    formats[t] = fmt
+            for t in node.inputs:
+                if t and last_use.get(t) == i and t not in keep and not g.is_weight(t):
+                    env.pop(t, None)
+        # Bit-accurate values stay float64: a float32 cannot hold every ap_fixed<32,...>.
+        out = {t: env[t] if t in env else np.asarray(g.weights[t]) for t in wanted}
+        return out, ctx.stats
+
+
+def _param_axis(op_type: str, slot: int, ndim: int) -> int:
+    """The axis a block format groups a parameter along: the dot-product (reduction) axis."""
+    if op_type == "Conv" and slot == 1:
+        return 1          # W [M, C/g, *k]: block over input channels
+    if op_type in ("Dense", "MatMul") and slot == 1:
+        return 0          # W [K, N]
+    return -1
+
+
+def emulator_for(graph, precision) -> Emulator:
+    """The graph's cached Emulator for this config (graphs are immutable, configs are values)."""
+    config = PrecisionConfig.coerce(precision)
+    key = repr(sorted(_flatten(config.to_dict())))
+    cache = graph.__dict__.setdefault("_emulators", {})
+    if key not in cache:
+        cache[key] = Emulator(graph, config)
+    return cache[key]
+
+
+def _flatten(d: Mapping, prefix: str = ""):
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            yield from _flatten(v, f"{prefix}{k}.")
+        else:
+            yield (f"{prefix}{k}", v)
+
+
+__all__ = ["Emulator", "LayerStats", "CastContext", "emulator_for"]
+
+
+# ---- accuracy and overflow report ---------------------------------------------------------
+
+@dataclass
+class LayerReport:
+    node: str
+    op_type: str
+    result_format: str
+    min: float
+    max: float
+    overflow: int | None
+    saturated: int | None
+    max_abs_error: float   # against the float reference, same inputs
+    rms_rel_error: float   # RMS error / RMS of the float values
+
+
+@dataclass
+class QuantReport:
+    precision: str
+    samples: int
+    layers: list[LayerReport]
+    accuracy: float | None
+    float_accuracy: float | None
+
+    def as_dict(self) -> dict:
+        return {
+            "precision": self.precision, "samples": self.samples, "accuracy": self.accuracy,
+            "float_accuracy": self.float_accuracy, "layers": [dict(layer.__dict__) for layer in self.layers],
+        }
+
+
+def quantization_report(graph, precision, inputs: np.ndarray, labels: np.ndarray | None = None,
+                        batch: int = 256) -> QuantReport:
+    """Run `inputs` (one array, samples along axis 0, each of the graph's input shape) in
+    float and under `precision`; per layer the range the result cast saw, overflows,
+    saturations and error against float; top-1 accuracy when `labels` are given."""
+    if len(graph.inputs) != 1:
+        raise ModelError(f"graph '{graph.name}': the report takes single-input graphs, this one has {graph.input_names}")
+    inputs = np.asarray(inputs)
+    per_sample = graph.inputs[0].shape[1:]
+    if inputs.shape[1:] != per_sample:
+        raise ModelError(f"inputs have sample shape {inputs.shape[1:]}, graph '{graph.name}' expects {per_sample}")
+    config = PrecisionConfig.coerce(precision)
+    layer_nodes = [n for n in graph.nodes]
+    first_out = {n.name: next(o for o in n.outputs if o) for n in layer_nodes}
+    err_max = {n.name: 0.0 for n in layer_nodes}
+    err_sq = {n.name: 0.0 for n in layer_nodes}
+    ref_sq = {n.name: 0.0 for n in layer_nodes}
+    stats: dict[str, LayerStats] = {}
+    correct = correct_float = 0
+    out_name = graph.output_names[0]
+    for start in range(0, len(inputs), batch):
+        chunk = inputs[start:start + batch]
+        g = graph.with_batch(len(chunk)) if len(chunk) != graph.inputs[0].shape[0] else graph
+        fetch = list(first_out.values())
+        ref = g.run(chunk.astype(g.inputs[0].dtype), fetch=fetch)
+        got, st = emulator_for(g, config).run(chunk, fetch=fetch, observe=True)
+        for name, s in st.items():
+            _merge(stats, s)
+        for n in layer_nodes:
+            t = first_out[n.name]
+            r, q = ref[t].astype(np.float64), got[t].astype(np.float64)
+            if r.size:
+                err_max[n.name] = max(err_max[n.name], float(np.max(np.abs(q - r))))
+                err_sq[n.name] += float(np.sum((q - r) ** 2))
+                ref_sq[n.name] += float(np.sum(r ** 2))
+        if labels is not None:
+            lab = np.asarray(labels[start:start + batch])
+            correct += int(np.sum(np.argmax(got[out_name].reshape(len(chunk), -1), axis=1) == lab))
+            correct_float += int(np.sum(np.argmax(ref[out_name].reshape(len(chunk), -1), axis=1) == lab))
+    layers = []
+    for n in layer_nodes:
+        s = stats.get(n.name)
+        layers.append(LayerReport(
+            node=n.name, op_type=n.op_type,
+            result_format=s.result_format if s else "(passes its input's format)",
+            min=s.min if s else float("nan"), max=s.max if s else float("nan"),
+            overflow=s.overflow if s else 0, saturated=s.saturated if s else 0,
+            max_abs_error=err_max[n.name],
+            rms_rel_error=float(np.sqrt(err_sq[n.name] / ref_sq[n.name])) if ref_sq[n.name] > 0 else 0.0,
+        ))
+    n_samples = len(inputs)
+    return QuantReport(
+        precision=str(config.default) if not (config.roles or config.op_types or config.nodes) else repr(config.to_dict()),
+        samples=n_samples, layers=layers,
+        accuracy=correct / n_samples if labels is not None else None,
+        float_accuracy=correct_float / n_samples if labels is not None else None,
+    )
+
+
+def _merge(stats: dict[str, LayerStats], s: LayerStats) -> None:
+    if s.node not in stats:
+        stats[s.node] = LayerStats(**s.as_dict())
+        return
+    t = stats[s.node]
+    t.count += s.count
+    t.min, t.max = min(t.min, s.min), max(t.max, s.max)
+    if t.overflow is None or s.overflow is None:
+        t.overflow = t.saturated = None
+    else:
+        t.overflow += s.overflow
+        t.saturated += s.saturated

@@ -1,0 +1,44 @@
+"""Casting exact float64 values into a number format, and counting overflows.
+
+One entry point for every format family, so that kernels need not know whether a
+role is ap_fixed or block floating point.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def is_fixed(fmt) -> bool:
+    from conveyor.numerics.fixed import FixedType
+
+    return isinstance(fmt, FixedType)
+
+
+def cast(values: np.ndarray, fmt, axis: int = -1) -> np.ndarray:
+    """`values` assigned to `fmt`: ap_fixed semantics for FixedType, block quantization
+    along `axis` for block formats; None means 'keep exact'. Returns float64."""
+    if fmt is None:
+        return np.asarray(values, dtype=np.float64)
+    if is_fixed(fmt):
+        return fmt.quantize(values)
+    if values.ndim == 0:
+        return np.asarray(fmt.quantize(values.reshape(1), axis=-1), dtype=np.float64).reshape(())
+    return np.asarray(fmt.quantize(values, axis=axis), dtype=np.float64)
+
+
+def overflow_count(values: np.ndarray, fmt) -> int | None:
+    """How many values, once rounded to `fmt`'s grid, fall outside its range; None for
+    block formats (their saturation is not counted yet)."""
+    if fmt is None:
+        return 0
+    if not is_fixed(fmt):
+        return None
+    rounded = fmt.unbounded().quantize(values)
+    return int(np.count_nonzero((rounded > fmt.max_value) | (rounded < fmt.min_value)))
+
+
+def frac_bits(fmt) -> int | None:
+    """Fractional bits of a fixed format's grid (negative when the LSB weighs more than 1);
+    None for block formats, whose grid moves with the block's scale."""
+    return fmt.frac_bits if is_fixed(fmt) else None

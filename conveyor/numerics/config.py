@@ -1,0 +1,201 @@
+"""Precision for a whole graph, in the spirit of hls4ml's configuration but flatter.
+
+A config is a plain dict (or YAML file) that a Plan file can carry:
+
+    default: "ap_fixed<16,6>"          # every role of every node, and the graph inputs
+    accum: auto                        # a role for all nodes (auto: wide enough that every sum is exact)
+    input: "ap_fixed<16,6>"            # graph inputs (default: `default`)
+    op_types:                          # per op type
+      Softmax: {result: "ap_fixed<18,8,AP_RND,AP_SAT>"}
+    nodes:                             # per node name (wins over op_types)
+      conv1: {weight: "ap_fixed<8,3>", result: "ap_fixed<16,6,AP_RND_CONV,AP_SAT>"}
+    tables:                            # lookup tables of the nonlinear functions
+      sigmoid: {size: 1024, min: -8.0, max: 8.0}
+
+Roles: `weight`, `bias`, `accum`, `result`. A role is resolved from the most specific
+place that names it: nodes > op_types > top-level role key > default. Formats are
+ap_fixed family strings (`ap_fixed<16,6>`, `fixed<8,3>`, `ap_int<8>` ...) or block
+floating point (`mx:fp8_e4m3`, `mx:int8/32`, `msfp12`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Mapping
+
+from conveyor.errors import PrecisionError
+
+ROLES = ("weight", "bias", "accum", "result")
+AUTO = "auto"
+_TOP_KEYS = {"default", "input", "op_types", "nodes", "tables", *ROLES}
+_TABLE_KEYS = {"size", "min", "max"}
+
+
+@lru_cache(maxsize=None)
+def parse_format(text: str):
+    """A number format from its text: block floating point (`mx:...`, `msfp...`) or ap_fixed family."""
+    t = text.strip()
+    if t.lower().startswith(("mx:", "msfp")):
+        from conveyor.numerics.mx import parse_block_format
+
+        return parse_block_format(t)
+    from conveyor.numerics.fixed import FixedType
+
+    return FixedType.parse(t)
+
+
+@dataclass(frozen=True)
+class NodePrecision:
+    """The formats one node computes in; `accum` is None for 'auto' (exact)."""
+
+    weight: Any
+    bias: Any
+    accum: Any
+    result: Any
+
+
+@dataclass(frozen=True)
+class PrecisionConfig:
+    default: str
+    roles: Mapping[str, str] = field(default_factory=dict)
+    input: str | None = None
+    op_types: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    nodes: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    tables: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+
+    # ---- construction ------------------------------------------------------------------
+
+    @classmethod
+    def coerce(cls, value: "PrecisionConfig | Mapping | str") -> "PrecisionConfig":
+        """A config from a config, a dict, or a single format string (used everywhere)."""
+        if isinstance(value, PrecisionConfig):
+            return value
+        if isinstance(value, str):
+            return cls.from_dict({"default": value})
+        if isinstance(value, Mapping):
+            return cls.from_dict(value)
+        raise PrecisionError(f"precision must be a format string, a dict or a PrecisionConfig, got {type(value).__name__}")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "PrecisionConfig":
+        import yaml
+
+        path = os.fspath(path)
+        try:
+            with open(path) as f:
+                data = yaml.safe_load(f)
+        except OSError as e:
+            raise PrecisionError(f"{path}: cannot read precision config ({e.strerror})") from None
+        except yaml.YAMLError as e:
+            raise PrecisionError(f"{path}: not valid YAML ({e})") from None
+        return cls.from_dict(data, source=path)
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "precision") -> "PrecisionConfig":
+        if not isinstance(data, Mapping):
+            raise PrecisionError(f"{source}: a precision config is a mapping with keys {sorted(_TOP_KEYS)}")
+        unknown = set(data) - _TOP_KEYS
+        if unknown:
+            raise PrecisionError(f"{source}: unknown keys {sorted(unknown)}; accepted: {sorted(_TOP_KEYS)}")
+        if "default" not in data:
+            raise PrecisionError(f"{source}: 'default' is required (e.g. default: \"ap_fixed<16,6>\")")
+        default = _format_text(data["default"], f"{source}.default", allow_auto=False)
+        roles = {r: _format_text(data[r], f"{source}.{r}", allow_auto=r == "accum") for r in ROLES if r in data}
+        inp = _format_text(data["input"], f"{source}.input", allow_auto=False) if "input" in data else None
+        return cls(
+            default=default,
+            roles=roles,
+            input=inp,
+            op_types=_role_table(data.get("op_types", {}), f"{source}.op_types"),
+            nodes=_role_table(data.get("nodes", {}), f"{source}.nodes"),
+            tables=_tables(data.get("tables", {}), f"{source}.tables"),
+        )
+
+    def to_dict(self) -> dict:
+        out: dict[str, Any] = {"default": self.default, **self.roles}
+        if self.input is not None:
+            out["input"] = self.input
+        for key in ("op_types", "nodes", "tables"):
+            value = getattr(self, key)
+            if value:
+                out[key] = {k: dict(v) for k, v in value.items()}
+        return out
+
+    # ---- resolution --------------------------------------------------------------------
+
+    def role_text(self, node_name: str, op_type: str, role: str) -> str:
+        for table, key in ((self.nodes, node_name), (self.op_types, op_type)):
+            if role in table.get(key, {}):
+                return table[key][role]
+        if role in self.roles:
+            return self.roles[role]
+        return AUTO if role == "accum" else self.default
+
+    def for_node(self, node_name: str, op_type: str) -> NodePrecision:
+        formats = {}
+        for role in ROLES:
+            text = self.role_text(node_name, op_type, role)
+            formats[role] = None if text == AUTO else parse_format(text)
+        return NodePrecision(**formats)
+
+    def input_format(self):
+        return parse_format(self.input or self.default)
+
+    def check_against(self, node_names: set[str], op_types: set[str], graph_name: str) -> None:
+        """Reject overrides that name no node or op type of the graph (a typo would be silent)."""
+        bad_nodes = sorted(set(self.nodes) - node_names)
+        if bad_nodes:
+            raise PrecisionError(f"precision.nodes names {bad_nodes}, which graph '{graph_name}' does not have; "
+                                 f"its nodes: {sorted(node_names)[:20]}{' ...' if len(node_names) > 20 else ''}")
+        bad_ops = sorted(set(self.op_types) - op_types)
+        if bad_ops:
+            raise PrecisionError(f"precision.op_types names {bad_ops}; graph '{graph_name}' has op types {sorted(op_types)}")
+
+    def table(self, name: str, default: Mapping[str, float]) -> dict[str, float]:
+        return {**default, **self.tables.get(name, {})}
+
+
+def _format_text(value: Any, where: str, *, allow_auto: bool) -> str:
+    if not isinstance(value, str):
+        raise PrecisionError(f"{where}: expected a format string such as \"ap_fixed<16,6>\" or \"mx:fp8_e4m3\", got {value!r}")
+    text = value.strip()
+    if text == AUTO:
+        if not allow_auto:
+            raise PrecisionError(f"{where}: 'auto' is accepted only for the accum role")
+        return AUTO
+    try:
+        parse_format(text)
+    except PrecisionError as e:
+        raise PrecisionError(f"{where}: {e}") from None
+    return text
+
+
+def _role_table(data: Any, where: str) -> dict[str, dict[str, str]]:
+    if not isinstance(data, Mapping):
+        raise PrecisionError(f"{where}: expected a mapping of name -> {{role: format}}")
+    out = {}
+    for name, roles in data.items():
+        if isinstance(roles, str):  # shorthand: every role but accum
+            roles = {r: roles for r in ROLES if r != "accum"}
+        if not isinstance(roles, Mapping):
+            raise PrecisionError(f"{where}.{name}: expected {{role: format}} with roles {list(ROLES)}")
+        unknown = set(roles) - set(ROLES)
+        if unknown:
+            raise PrecisionError(f"{where}.{name}: unknown roles {sorted(unknown)}; accepted: {list(ROLES)}")
+        out[str(name)] = {r: _format_text(v, f"{where}.{name}.{r}", allow_auto=r == "accum") for r, v in roles.items()}
+    return out
+
+
+def _tables(data: Any, where: str) -> dict[str, dict[str, float]]:
+    if not isinstance(data, Mapping):
+        raise PrecisionError(f"{where}: expected a mapping of function -> {{size, min, max}}")
+    out = {}
+    for name, spec in data.items():
+        if not isinstance(spec, Mapping) or set(spec) - _TABLE_KEYS:
+            raise PrecisionError(f"{where}.{name}: expected keys {sorted(_TABLE_KEYS)}, got {spec!r}")
+        if "size" in spec and (not isinstance(spec["size"], int) or spec["size"] < 2):
+            raise PrecisionError(f"{where}.{name}.size: expected an integer >= 2, got {spec['size']!r}")
+        out[str(name)] = {k: (int(v) if k == "size" else float(v)) for k, v in spec.items()}
+    return out

@@ -1,0 +1,326 @@
+"""Vectorized, bit-exact ``ap_fixed<...> v = (double)x`` for numpy arrays.
+
+How it works (see docs/numerics.md, "## ap_fixed", for the rules themselves):
+
+1. ``y = x * 2**F`` (F = W - I fraction bits, ``|F| <= 1020`` here). The
+   product is exact, or it underflows only where the true value is below
+   ``2**-1022`` in magnitude (only its sign matters then), or it overflows to
+   inf only where the true value is so large that, for ``W <= 971``, every
+   mode gives what the header gives. Infinite inputs (read by the header as
+   ``+-2**1024``) and, for very wide or very large types, infinite products
+   are computed by the scalar port instead.
+2. The quantized integer ``q`` is computed in float64 with exact operations
+   (floor, trunc, rint, modf). It is always exactly representable: either
+   the double was already an integer multiple of the LSB, or ``|q| < 2**53``.
+3. Range checks compare ``q`` with powers of two (exact for any width).
+4. In-range values are ``q`` itself. Only out-of-range values go through the
+   overflow rules, in int64 when the raw integer fits, else in Python ints.
+
+Types with ``|F| > 1020`` fall back to the literal scalar port in
+:mod:`conveyor.numerics.fixed_reference` entirely.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from conveyor.errors import PrecisionError
+from conveyor.numerics.fixed_reference import assign_double_bits
+
+__all__ = ["as_double_array", "quantize_raw", "quantize_values", "raw_is_int64", "raw_to_values"]
+
+_TWO63 = 2.0**63
+
+
+def raw_is_int64(width: int, signed: bool) -> bool:
+    """Whether raw integers of this type fit int64 (else Python-int object arrays)."""
+    return width <= 63 or (width == 64 and signed)
+
+
+def _float_path_ok(width: int, integer: int) -> bool:
+    return abs(width - integer) <= 1020
+
+
+def _pow2(e: int) -> float:
+    return math.ldexp(1.0, e) if e < 1024 else math.inf
+
+
+def as_double_array(x, what: str) -> np.ndarray:
+    """``x`` as a float64 array; refuses NaN and integers a double cannot hold."""
+    a = np.asarray(x)
+    if a.dtype.kind in "iu":
+        if a.size and (np.any(a > 2**53) or np.any(a < -(2**53))):
+            bad = a.ravel()[np.flatnonzero((a.ravel() > 2**53) | (a.ravel() < -(2**53)))[0]]
+            raise PrecisionError(
+                f"{what}: integer {int(bad)} is not exactly representable as a double; "
+                "accepted: values a C++ double holds exactly (|integer| <= 2**53) or float arrays"
+            )
+        a = a.astype(np.float64)
+    elif a.dtype != np.float64:
+        try:
+            a = a.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise PrecisionError(f"{what}: cannot read {x!r} as doubles ({exc}); accepted: real numbers") from None
+    flat = a.ravel()
+    if flat.size and np.isnan(flat).any():
+        i = int(np.flatnonzero(np.isnan(flat))[0])
+        raise PrecisionError(
+            f"{what}: NaN at flat index {i}; the ap_fixed headers only warn and store a "
+            "meaningless value for NaN, so conveyor refuses it; accepted: finite values or +-inf"
+        )
+    return a
+
+
+class _Ints:
+    """Integer backend: int64 arrays when raws fit, else object arrays of Python ints."""
+
+    def __init__(self, width: int, signed: bool):
+        self.obj = not raw_is_int64(width, signed)
+
+    def c(self, v: int):
+        if self.obj:
+            return v
+        v &= (1 << 64) - 1
+        return np.int64(v - (1 << 64) if v >= (1 << 63) else v)
+
+    def select(self, cond: np.ndarray, a, b) -> np.ndarray:
+        """``np.where`` that keeps Python ints exact in the object backend."""
+        if not self.obj:
+            return np.where(cond, a, b)
+        out = np.empty(cond.shape, dtype=object)
+        out[:] = b if np.ndim(b) == 0 else list(b)
+        if np.ndim(a) == 0:
+            out[cond] = a
+        else:
+            out[cond] = a[cond]
+        return out
+
+    def from_float(self, a: np.ndarray) -> np.ndarray:
+        """Exact integers from an integer-valued float64 array."""
+        if not self.obj:
+            return a.astype(np.int64)
+        out = np.empty(a.shape, dtype=object)
+        small = np.abs(a) < _TWO63
+        out[small] = a[small].astype(np.int64).astype(object)
+        big = ~small
+        if big.any():
+            out[big] = [int(v) for v in a[big].tolist()]
+        return out
+
+
+def _round(y: np.ndarray, x: np.ndarray, rounding: str, frac_bits: int) -> np.ndarray:
+    """Exact quantized integers (as float64) of the scaled values ``y``."""
+    if rounding == "TRN":
+        q = np.floor(y)
+        if frac_bits < 0:
+            # x * 2**F may underflow to -0.0; the header floors any negative to -1
+            q[(q == 0) & (x < 0)] = -1.0
+        return q
+    if rounding == "TRN_ZERO":
+        return np.trunc(y)
+    if rounding == "RND_CONV":
+        return np.rint(y)
+    fr, t = np.modf(y)  # both exact; fr in (-1, 1) with the sign of y
+    a = np.abs(fr)
+    away = a > 0.5
+    tie = a == 0.5
+    if rounding == "RND":  # half towards +inf
+        away |= tie & (y > 0)
+    elif rounding == "RND_MIN_INF":  # half towards -inf
+        away |= tie & (y < 0)
+    elif rounding == "RND_INF":  # half away from zero
+        away |= tie
+    elif rounding != "RND_ZERO":  # half towards zero adds nothing
+        raise PrecisionError(f"rounding mode {rounding!r} unknown")
+    inc = away.astype(np.float64)
+    np.copysign(inc, fr, out=inc)
+    t += inc
+    return t
+
+
+def _core(t, x: np.ndarray):
+    """Return ``(q, idx, raw, ints)``: the quantized integers as float64 (valid
+    in range), then the patch for the rest: flat indices and their exact raws
+    (``None, None`` when nothing needs patching), and the integer backend."""
+    W, I, S, Q, O = t.width, t.integer, t.signed, t.rounding, t.overflow
+    F = W - I
+    with np.errstate(over="ignore"):
+        y = x * (2.0**F)  # may overflow to inf: handled below
+    q = _round(y, x, Q, F)
+    ints = _Ints(W, S)
+    hi = _pow2(W - 1) if S else _pow2(W)
+    lo = -_pow2(W - 1) if S else 0.0
+    over = q >= hi
+    if O == "SAT_SYM" and S:
+        under = q <= lo
+    else:
+        under = q < lo
+    bad = over | under
+    special = None
+    if W > 971 or I > 1023:
+        special = np.isinf(y)
+        if W > 1000:
+            special |= bad
+        bad &= ~special
+        if not special.any():
+            special = None
+    if special is not None:
+        sidx = np.flatnonzero(special)
+        sraw = _reference(t, x[sidx])
+    if not bad.any():
+        if special is None:
+            return q, None, None, ints
+        return q, sidx, sraw, ints
+    idx, raw = _overflow(t, ints, q, y, over, under, np.flatnonzero(bad))
+    if special is None:
+        return q, idx, raw, ints
+    return q, np.concatenate([idx, sidx]), np.concatenate([raw, sraw]), ints
+
+
+def _overflow(t, ints, q, y, over, under, idx):
+    """Exact raws of the out-of-range elements ``idx`` under the overflow mode."""
+    W, S, O, N = t.width, t.signed, t.overflow, t.sat_bits
+    qb = q[idx]
+    ov = over[idx]
+    un = under[idx]
+    if O in ("SAT", "SAT_SYM", "SAT_ZERO"):
+        if O == "SAT_ZERO":
+            top, bottom = 0, 0
+        elif O == "SAT_SYM" and S and W > 1:
+            top, bottom = t.raw_max, t.raw_min + 1
+        else:  # unsigned SAT_SYM is SAT; so is W == 1 (min | 1 == min)
+            top, bottom = t.raw_max, t.raw_min
+        return idx, ints.select(ov, ints.c(top), ints.c(bottom))
+    # WRAP / WRAP_SM: start from q mod 2**W as a signed W-bit value (exact)
+    with np.errstate(invalid="ignore"):
+        s = np.fmod(qb, 2.0**W)
+    s = np.where(np.isfinite(s), s, 0.0)  # |q| >= 2**971: a multiple of 2**W
+    s = np.where(s >= 2.0 ** (W - 1), s - 2.0**W, s)
+    s = np.where(s < -(2.0 ** (W - 1)), s + 2.0**W, s)
+    sv = ints.from_float(s)
+    c = ints.c
+    mask = (1 << W) - 1
+    sb = 1 << (W - 1)
+    V = sv & c(mask)  # unsigned bit pattern
+    if O == "WRAP" and N == 0:
+        pass
+    elif O == "WRAP":
+        if S:
+            r = ((1 << (N - 1)) - 1) << (W - N)
+            V = ints.select(un, (V | c(sb)) & c(mask & ~r), (V & c(mask & ~sb)) | c(r))
+        else:
+            V = V | c(((1 << N) - 1) << (W - N))
+    else:  # WRAP_SM, signed only
+        ro = ((V >> (W - 1)) & c(1)) != 0
+        inv = ~V & c(mask)
+        if N == 0:
+            fl = np.floor(y.ravel()[idx])
+            k = np.floor(fl / 2.0**W)
+            with np.errstate(invalid="ignore"):
+                ld = (np.fmod(k, 2.0) != 0) & np.isfinite(k)
+            flipped = (inv & c(mask & ~sb)) | ints.select(ld, c(sb), c(0))
+            V = ints.select(ld != ro, flipped, V)
+        else:
+            if N == 1:
+                V = ints.select(un != ro, inv, V)
+            else:
+                lno = ((V >> (W - N)) & c(1)) != 0
+                V = ints.select(lno == un, inv, V)
+                r = ((1 << (N - 1)) - 1) << (W - N)
+                V = ints.select(un, V & c(mask & ~r), V | c(r))
+            V = ints.select(un, V | c(sb), V & c(mask & ~sb))
+    if S:
+        V = (V ^ c(sb)) - c(sb)
+    return idx, V
+
+
+def _reference(t, x: np.ndarray) -> np.ndarray:
+    flat = x.ravel()
+    out = np.empty(flat.shape, dtype=object)
+    bits = flat.view(np.uint64).tolist()
+    mask, sb = (1 << t.width) - 1, 1 << (t.width - 1)
+    for i, b in enumerate(bits):
+        v = assign_double_bits(b, t.width, t.integer, t.signed, t.rounding, t.overflow, t.sat_bits)
+        out[i] = ((v ^ sb) - sb) if t.signed else (v & mask)
+    out = out.reshape(x.shape)
+    if raw_is_int64(t.width, t.signed):
+        return out.astype(np.int64)
+    return out
+
+
+def quantize_raw(t, x: np.ndarray) -> np.ndarray:
+    """Raw stored integers (``value / lsb``) of ``x`` assigned to type ``t``.
+
+    ``x`` must be a float64 array without NaN (see :func:`as_double_array`).
+    int64 where the raw range fits, else an object array of Python ints.
+    """
+    if not _float_path_ok(t.width, t.integer):
+        return _reference(t, x)
+    shape = x.shape
+    xf = np.ascontiguousarray(x).ravel()
+    q, idx, raw, ints = _core(t, xf)
+    if idx is not None:
+        q[idx] = 0.0
+    out = ints.from_float(q)
+    if idx is not None:
+        out[idx] = raw
+    return out.reshape(shape)
+
+
+def quantize_values(t, x: np.ndarray) -> np.ndarray:
+    """Values (float64) held by type ``t`` after assigning ``x``; what the
+    header's ``to_double()`` returns (round-half-even where W > 53)."""
+    if not _float_path_ok(t.width, t.integer):
+        return raw_to_values(t, _reference(t, x))
+    shape = x.shape
+    xf = np.ascontiguousarray(x).ravel()
+    q, idx, raw, _ = _core(t, xf)
+    with np.errstate(over="ignore"):  # values past the double range read as +-inf
+        q *= 2.0 ** (t.integer - t.width)
+    if idx is not None:
+        q[idx] = raw_to_values(t, raw)
+    q += 0.0  # -0.0 -> +0.0: a zero ap_fixed reads back as +0.0
+    return q.reshape(shape)
+
+
+def _int_times_pow2(v: int, e: int) -> float:
+    """Correctly rounded (half-even) double of ``v * 2**e``; +-inf past the range."""
+    v = int(v)
+    if v == 0:
+        return 0.0
+    if v.bit_length() <= 53:
+        try:
+            return math.ldexp(float(v), e)  # one rounding at most (subnormals)
+        except OverflowError:
+            return math.copysign(math.inf, v)
+    try:
+        r = math.ldexp(float(v), e)
+    except OverflowError:
+        r = math.inf
+    if 2.2250738585072014e-308 <= abs(r) < math.inf:
+        return r  # float(v) rounded once; scaling a normal result is exact
+    from fractions import Fraction
+
+    try:
+        return float(Fraction(v) * Fraction(2) ** e)
+    except OverflowError:
+        return math.copysign(math.inf, v)
+
+
+def raw_to_values(t, raw: np.ndarray) -> np.ndarray:
+    """Round-half-even float64 of ``raw * lsb`` for int64 or object raws."""
+    raw = np.asarray(raw)
+    e = t.integer - t.width
+    if abs(e) <= 1020:  # |raw| >= 1 keeps raw * 2**e normal: one rounding, in float()
+        with np.errstate(over="ignore"):  # past the double range: +-inf
+            if raw.dtype != object:
+                return raw.astype(np.float64) * (2.0**e) + 0.0
+            try:
+                f = np.array([float(v) for v in raw.ravel().tolist()], dtype=np.float64)
+                return f.reshape(raw.shape) * (2.0**e) + 0.0
+            except OverflowError:
+                pass
+    flat = [_int_times_pow2(v, e) for v in raw.ravel().tolist()]
+    return np.array(flat, dtype=np.float64).reshape(raw.shape) + 0.0
