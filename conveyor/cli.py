@@ -230,9 +230,13 @@ def _load_samples(data: str | None, graph, n: int | None):
               help="A precision config (YAML); each --precision replaces its default.")
 @click.option("--data", help="digits (the scikit-learn test split) or an .npz with x and optional labels y; default: seeded noise.")
 @click.option("-n", "samples", type=int, help="Use the first N samples.")
+@click.option("--sweep", help="LO:HI — vary the total width W of the (single) --precision from LO to HI, "
+                              "integer bits and modes kept; prints accuracy per width and draws it.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
+              help="Where to write the sweep's accuracy-vs-width chart (SVG; default MODEL-sweep.svg).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def quantize(model: str, precisions: tuple[str, ...], config_path: str | None, data: str | None,
-             samples: int | None, as_json: bool) -> None:
+             samples: int | None, sweep: str | None, plot_path: str | None, as_json: bool) -> None:
     """Run MODEL bit-accurately at each precision: per layer the range seen, overflow and
     saturation counts and error against float; end accuracy when labels are given."""
     from conveyor.graph.quantized import quantization_report
@@ -242,11 +246,22 @@ def quantize(model: str, precisions: tuple[str, ...], config_path: str | None, d
     base = PrecisionConfig.load(config_path).to_dict() if config_path else None
     if not precisions and base is None:
         raise ConveyorError('say which precision: --precision "ap_fixed<16,6>" (repeatable) or --config cfg.yaml')
+    if sweep:
+        precisions = _sweep_precisions(sweep, precisions)
     configs = [base] if not precisions else [{**(base or {}), "default": p} for p in precisions]
     x, y = _load_samples(data, graph, samples)
+    if sweep and y is None:
+        raise ConveyorError("--sweep measures accuracy: give labelled data (--data digits or an .npz with x and y)")
     reports = [quantization_report(graph, c, x, y) for c in configs]
+    if sweep:
+        path = plot_path or f"{graph.name}-sweep.svg"
+        _write_sweep_chart(path, graph.name, precisions, reports)
     if as_json:
         _print_json({"model": graph.name, "reports": [r.as_dict() for r in reports]})
+        return
+    if sweep:
+        _print_accuracy(reports)
+        _out.print(f"chart: {path}")
         return
     for r in reports:
         table = Table(title=f"{graph.name} at {r.precision} ({r.samples} samples)", title_justify="left")
@@ -260,14 +275,54 @@ def quantize(model: str, precisions: tuple[str, ...], config_path: str | None, d
                           f"{l.max_abs_error:.3g}", f"{l.rms_rel_error:.3g}")
         _out.print(table)
     if y is not None:
-        summary = Table(title="accuracy", title_justify="left")
-        summary.add_column("precision")
-        summary.add_column("top-1", justify="right")
-        summary.add_column("vs float", justify="right")
-        summary.add_row("float32", f"{reports[0].float_accuracy:.2%}", "")
-        for r in reports:
-            summary.add_row(r.precision, f"{r.accuracy:.2%}", f"{(r.accuracy - r.float_accuracy) * 100:+.2f} pt")
-        _out.print(summary)
+        _print_accuracy(reports)
+
+
+def _print_accuracy(reports) -> None:
+    summary = Table(title="accuracy", title_justify="left")
+    for col, just in (("precision", "left"), ("top-1", "right"), ("vs float", "right"), ("overflows", "right")):
+        summary.add_column(col, justify=just)
+    summary.add_row("float32", f"{reports[0].float_accuracy:.2%}", "", "")
+    for r in reports:
+        over = [layer.overflow for layer in r.layers]
+        summary.add_row(r.precision, f"{r.accuracy:.2%}", f"{(r.accuracy - r.float_accuracy) * 100:+.2f} pt",
+                        "n/a" if None in over else _fmt_int(sum(over)))
+    _out.print(summary)
+
+
+def _sweep_precisions(sweep: str, precisions: tuple[str, ...]) -> tuple[str, ...]:
+    from dataclasses import replace
+
+    from conveyor.numerics.fixed import FixedType
+
+    if len(precisions) != 1:
+        raise ConveyorError('--sweep varies one fixed-point format: give exactly one --precision, e.g. "ap_fixed<16,6>"')
+    try:
+        lo, hi = (int(v) for v in sweep.split(":"))
+    except ValueError:
+        raise ConveyorError(f"--sweep {sweep}: expected LO:HI total widths, e.g. 6:18") from None
+    if not 1 <= lo <= hi <= 64:
+        raise ConveyorError(f"--sweep {sweep}: widths must satisfy 1 <= LO <= HI <= 64")
+    template = FixedType.parse(precisions[0])
+    return tuple(str(replace(template, width=w, sat_bits=min(template.sat_bits, w))) for w in range(lo, hi + 1))
+
+
+def _write_sweep_chart(path: str, model: str, precisions, reports) -> None:
+    from conveyor.reports.svg import Series, line_chart
+    from conveyor.numerics.fixed import FixedType
+
+    widths = [FixedType.parse(p).width for p in precisions]
+    acc = [100 * r.accuracy for r in reports]
+    flt = [100 * reports[0].float_accuracy] * len(widths)
+    template = FixedType.parse(precisions[0])
+    svg = line_chart(
+        [Series(str(template).replace(f"<{template.width},", "<W,", 1), widths, acc),
+         Series("float32", widths, flt, dashed=True)],
+        title=f"{model}: top-1 accuracy vs bit width", x_label="total width W (bits)", y_label="top-1 accuracy (%)",
+        y_range=(0, 100),
+    )
+    with open(path, "w") as f:
+        f.write(svg)
 
 
 def main(argv: list[str] | None = None) -> None:

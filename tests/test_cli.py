@@ -84,3 +84,38 @@ def test_console_script_runs_as_a_process(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.startswith("error: ") and "bad.onnx" in proc.stderr
     assert proc.stderr.strip().count("\n") == 0
+
+
+def test_quantize_reports_layers_and_accuracy(capsys):
+    code, out, _ = run_cli(capsys, "quantize", "digits-cnn", "--precision", "ap_fixed<16,6>",
+                           "--precision", "ap_fixed<8,3>", "--data", "digits", "--json")
+    assert code == 0
+    reports = json.loads(out)["reports"]
+    assert [r["precision"] for r in reports] == ["ap_fixed<16,6>", "ap_fixed<8,3>"]
+    good, bad = reports
+    assert good["samples"] == 360
+    assert good["accuracy"] >= good["float_accuracy"] - 0.01          # the bar: <= 1 point lost
+    assert sum(l["overflow"] for l in bad["layers"]) > 0                # 8 bits overflow in conv2
+    conv1 = good["layers"][0]
+    assert conv1["node"] == "conv1" and conv1["min"] < 0 < conv1["max"] and conv1["max_abs_error"] > 0
+
+
+def test_quantize_sweep_draws_accuracy_vs_width(capsys, tmp_path):
+    svg = tmp_path / "sweep.svg"
+    code, out, _ = run_cli(capsys, "quantize", "digits-cnn", "--precision", "ap_fixed<16,6,AP_RND_CONV,AP_SAT>",
+                           "--sweep", "6:10", "--data", "digits", "-n", "60", "--plot", str(svg))
+    assert code == 0
+    assert "ap_fixed<10,6,AP_RND_CONV,AP_SAT>" in out and "float32" in out
+    text = svg.read_text()
+    assert text.startswith("<svg") and text.count("<circle") == 5 and "ap_fixed&lt;W,6,AP_RND_CONV,AP_SAT&gt;" in text
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["quantize", "digits-cnn"], "say which precision"),
+    (["quantize", "digits-cnn", "--precision", "ap_fixed<16,6>", "--sweep", "6:10"], "labelled data"),
+    (["quantize", "digits-cnn", "--precision", "float<8>"], "ap_fixed"),
+    (["quantize", "digits-cnn", "--precision", "ap_fixed<16,6>", "--data", "nope.npz"], "no such file"),
+])
+def test_quantize_user_errors(capsys, argv, needle):
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 1 and needle in err
