@@ -74,6 +74,7 @@ class Emulator:
 
         self.node_precision: dict[str, NodePrecision] = {}
         self.params: dict[tuple[str, int], np.ndarray] = {}
+        self.param_formats: dict[tuple[str, int], Any] = {}
         self.formats: dict[str, Any] = {}  # tensor -> format of its values
         missing = sorted({n.op_type for n in graph.nodes if ops.get(n.op_type, n).run_fixed is None})
         if missing:
@@ -88,11 +89,19 @@ class Emulator:
             opdef = ops.get(node.op_type, node)
             prec = self.config.for_node(node.name, node.op_type)
             self.node_precision[node.name] = prec
+            if opdef.fixed_params is not None:
+                consts = [graph.weights[t].astype(np.float64) if t and graph.is_weight(t) else None
+                          for t in node.inputs]
+                for slot, (values, fmt) in opdef.fixed_params(node, consts, prec).items():
+                    self.params[(node.name, slot)] = values
+                    self.param_formats[(node.name, slot)] = fmt
+                continue
             for slot in opdef.param_slots:
                 if slot < len(node.inputs) and node.inputs[slot] and graph.is_weight(node.inputs[slot]):
                     fmt = prec.bias if slot in opdef.bias_slots else prec.weight
                     w = graph.weights[node.inputs[slot]].astype(np.float64)
                     self.params[(node.name, slot)] = cast(w, fmt, _param_axis(node.op_type, slot, w.ndim))
+                    self.param_formats[(node.name, slot)] = fmt
         # Non-parameter constants (e.g. a Reshape's shape) pass through unquantized.
 
     def run(
@@ -126,7 +135,7 @@ class Emulator:
                     fmts.append(None)
                 elif (node.name, slot) in self.params:
                     args.append(self.params[(node.name, slot)])
-                    fmts.append(prec.bias if slot in opdef.bias_slots else prec.weight)
+                    fmts.append(self.param_formats[(node.name, slot)])
                 elif g.is_weight(t):
                     args.append(g.weights[t])
                     fmts.append(None)

@@ -9,8 +9,9 @@ A config is a plain dict (or YAML file) that a Plan file can carry:
       Softmax: {result: "ap_fixed<18,8,AP_RND,AP_SAT>"}
     nodes:                             # per node name (wins over op_types)
       conv1: {weight: "ap_fixed<8,3>", result: "ap_fixed<16,6,AP_RND_CONV,AP_SAT>"}
-    tables:                            # lookup tables of the nonlinear functions
-      sigmoid: {size: 1024, min: -8.0, max: 8.0}
+    tables:                            # lookup tables of the nonlinear functions (docs/numerics.md)
+      sigmoid: {size: 1024, min: -8, max: 8, format: "ap_fixed<18,8>"}
+      softmax: {implementation: stable}
 
 Roles: `weight`, `bias`, `accum`, `result`. A role is resolved from the most specific
 place that names it: nodes > op_types > top-level role key > default. Formats are
@@ -30,7 +31,16 @@ from conveyor.errors import PrecisionError
 ROLES = ("weight", "bias", "accum", "result")
 AUTO = "auto"
 _TOP_KEYS = {"default", "input", "op_types", "nodes", "tables", *ROLES}
-_TABLE_KEYS = {"size", "min", "max"}
+#: the lookup tables a config may set and the keys each takes (defaults: conveyor.ops.lut)
+TABLE_KEYS = {
+    "sigmoid": ("size", "min", "max", "format"),
+    "tanh": ("size", "min", "max", "format"),
+    "lrn": ("size", "min", "max", "format"),
+    "softmax": ("implementation",),
+    "softmax_exp": ("size", "format", "input"),
+    "softmax_inv": ("size", "format", "input"),
+}
+SOFTMAX_IMPLEMENTATIONS = ("stable", "latency", "argmax")
 
 
 @lru_cache(maxsize=None)
@@ -48,12 +58,14 @@ def parse_format(text: str):
 
 @dataclass(frozen=True)
 class NodePrecision:
-    """The formats one node computes in; `accum` is None for 'auto' (exact)."""
+    """The formats one node computes in; `accum` is None for 'auto' (exact). `tables` holds
+    the config's lookup-table settings ({name: {key: value}}, see TABLE_KEYS), unparsed."""
 
     weight: Any
     bias: Any
     accum: Any
     result: Any
+    tables: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)
@@ -63,7 +75,7 @@ class PrecisionConfig:
     input: str | None = None
     op_types: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     nodes: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
-    tables: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    tables: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     # ---- construction ------------------------------------------------------------------
 
@@ -138,7 +150,7 @@ class PrecisionConfig:
         for role in ROLES:
             text = self.role_text(node_name, op_type, role)
             formats[role] = None if text == AUTO else parse_format(text)
-        return NodePrecision(**formats)
+        return NodePrecision(**formats, tables=self.tables)
 
     def input_format(self):
         return parse_format(self.input or self.default)
@@ -153,7 +165,7 @@ class PrecisionConfig:
         if bad_ops:
             raise PrecisionError(f"precision.op_types names {bad_ops}; graph '{graph_name}' has op types {sorted(op_types)}")
 
-    def table(self, name: str, default: Mapping[str, float]) -> dict[str, float]:
+    def table(self, name: str, default: Mapping[str, Any]) -> dict[str, Any]:
         return {**default, **self.tables.get(name, {})}
 
 
@@ -188,14 +200,38 @@ def _role_table(data: Any, where: str) -> dict[str, dict[str, str]]:
     return out
 
 
-def _tables(data: Any, where: str) -> dict[str, dict[str, float]]:
+def _tables(data: Any, where: str) -> dict[str, dict[str, Any]]:
     if not isinstance(data, Mapping):
-        raise PrecisionError(f"{where}: expected a mapping of function -> {{size, min, max}}")
+        raise PrecisionError(f"{where}: expected a mapping of function -> {{size, min, max, format, ...}}")
     out = {}
     for name, spec in data.items():
-        if not isinstance(spec, Mapping) or set(spec) - _TABLE_KEYS:
-            raise PrecisionError(f"{where}.{name}: expected keys {sorted(_TABLE_KEYS)}, got {spec!r}")
-        if "size" in spec and (not isinstance(spec["size"], int) or spec["size"] < 2):
-            raise PrecisionError(f"{where}.{name}.size: expected an integer >= 2, got {spec['size']!r}")
-        out[str(name)] = {k: (int(v) if k == "size" else float(v)) for k, v in spec.items()}
+        if name not in TABLE_KEYS:
+            raise PrecisionError(f"{where}.{name}: unknown table; accepted: {sorted(TABLE_KEYS)}")
+        keys = TABLE_KEYS[name]
+        if not isinstance(spec, Mapping) or set(spec) - set(keys):
+            raise PrecisionError(f"{where}.{name}: expected keys {list(keys)}, got {spec!r}")
+        entry: dict[str, Any] = {}
+        for k, v in spec.items():
+            at = f"{where}.{name}.{k}"
+            if k == "size":
+                if isinstance(v, bool) or not isinstance(v, int) or v < 2:
+                    raise PrecisionError(f"{at}: expected an integer >= 2, got {v!r}")
+                entry[k] = int(v)
+            elif k in ("min", "max"):
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or float(v) != int(v):
+                    raise PrecisionError(f"{at}: expected an integer (the table index is data * size / "
+                                         f"(max - min) in integer arithmetic, as in hls4ml), got {v!r}")
+                entry[k] = float(v)
+            elif k in ("format", "input"):
+                text = _format_text(v, at, allow_auto=False)
+                if text.lower().startswith(("mx:", "msfp")):
+                    raise PrecisionError(f"{at}: lookup tables are addressed and stored in ap_fixed formats, got {text!r}")
+                entry[k] = text
+            else:  # implementation
+                if v not in SOFTMAX_IMPLEMENTATIONS:
+                    raise PrecisionError(f"{at}: {v!r} unknown; accepted: {list(SOFTMAX_IMPLEMENTATIONS)}")
+                entry[k] = v
+        if "min" in entry and "max" in entry and entry["max"] <= entry["min"]:
+            raise PrecisionError(f"{where}.{name}: max {entry['max']} must exceed min {entry['min']}")
+        out[str(name)] = entry
     return out

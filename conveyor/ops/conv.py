@@ -14,6 +14,7 @@ share (`window_geometry`, `pad_for_windows`): output size, `auto_pad`, `ceil_mod
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -267,9 +268,35 @@ def _conv_macs(node, ins, outs):
     return int(np.prod(outs[0][0], dtype=np.int64)) * int(np.prod(w[1:], dtype=np.int64))
 
 
+def _conv_taps(node, x, w):
+    """Conv as taps for `fixed.dot`'s sequential path, in hls4ml's order: per group, kernel
+    positions row-major with the input channel fastest (the im2col rows of
+    `conv_2d_latency_cl`, `(kh * KW + kw) * C + c`). Tap k is one strided window of the
+    padded input times one weight per output channel: (N, M, *out)."""
+    geo, group = _conv_shapes(node, x.shape, w.shape)
+    n, c = x.shape[:2]
+    m, nd = w.shape[0], len(geo.out)
+    cg, mg = c // group, m // group
+    xp = pad_for_windows(x, geo, 0.0)
+    wg = w.reshape((group, mg, cg) + geo.kernel)
+    taps = list(itertools.product(*(range(k) for k in geo.kernel), range(cg)))
+    spread = (None,) * nd
+
+    def term(i):
+        *pos, ci = taps[i]
+        win = tuple(slice(p * d, p * d + (o - 1) * s + 1, s)
+                    for p, d, o, s in zip(pos, geo.dilations, geo.out, geo.strides))
+        xs = xp[(slice(None), slice(ci, None, cg)) + win]           # (N, G, *out): channel g*cg + ci
+        ws = wg[(slice(None), slice(None), ci) + tuple(pos)]          # (G, Mg)
+        return (xs[:, :, None] * ws[(None, Ellipsis) + spread]).reshape((n, m) + geo.out)
+
+    return len(taps), (n, m) + geo.out, term
+
+
 register(OpDef(
     "Conv", infer=_conv_infer, run=_conv_run, macs=_conv_macs, check=_conv_check,
     param_slots=(1, 2), bias_slots=(2,),
     run_fixed=fixed.dot(lambda node, x, w: _conv_run(node, [x, w])[0],
-                        reduce_len=lambda w: int(np.prod(w.shape[1:])), bias_shape=fixed.conv_bias_shape),
+                        reduce_len=lambda w: int(np.prod(w.shape[1:])), bias_shape=fixed.conv_bias_shape,
+                        taps=_conv_taps, rows=True),
 ))

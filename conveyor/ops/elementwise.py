@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from conveyor.errors import ModelError
-from conveyor.ops import fixed
+from conveyor.errors import ModelError, PrecisionError
+from conveyor.numerics.cast import cast, frac_bits
+from conveyor.ops import fixed, lut
 from conveyor.ops.registry import OpDef, register
 
 
@@ -43,6 +44,38 @@ _BINARY = {
     "Div": _div,
 }
 
+# ---- Div: by a constant only, as a product with its reciprocal (docs/numerics.md) ---------
+
+def _div_fixed_params(node, consts, prec):
+    """The divisor B must be a constant: its reciprocal 1.0 / B (double) is quantized once to
+    the node's weight format, and A / B is computed as (result_t)(A * recip)."""
+    if len(consts) < 2 or consts[1] is None or (consts[0] is not None):
+        raise PrecisionError(
+            f"{node}: only division of a tensor by a constant (an initializer) has a bit-accurate kernel; "
+            "accepted: Div(A, B) with B constant, computed as A * (weight_t)(1 / B)")
+    b = consts[1]
+    if np.any(b == 0):
+        raise PrecisionError(f"{node}: the constant divisor holds 0; accepted: a divisor without zeros")
+    return {1: (cast(1.0 / b, prec.weight, -1), prec.weight)}
+
+
+def _div_fixed(node, args, fmts, prec, ctx):
+    a, recip = args[0], args[1]
+    _require_exact_product(node, a, recip, fmts[0], fmts[1])
+    y = a * recip
+    y = ctx.cast(node, np.asarray(y, np.float64), prec.result, fixed.result_axis(y.ndim))
+    return (y,), (prec.result,)
+
+
+def _require_exact_product(node, a, b, fa, fb) -> None:
+    fr = [frac_bits(f) for f in (fa, fb)]
+    if None in fr:
+        return  # block formats: few significant bits, products exact in float64
+    amax = float(np.max(np.abs(a))) if np.size(a) else 0.0
+    bmax = float(np.max(np.abs(b))) if np.size(b) else 0.0
+    lut.require_exact(node, amax * bmax, fr[0] + fr[1], "products")
+
+
 for _op, _fn in _BINARY.items():
     _run = (lambda node, x, _fn=_fn: (_fn(x[0], x[1]),))
     register(OpDef(
@@ -50,8 +83,9 @@ for _op, _fn in _BINARY.items():
         infer=_broadcast_infer,
         run=_run,
         macs=_elementwise_macs,
-        # Add, Sub, Mul of grid values are exact in float64; Div is not (no kernel yet).
-        run_fixed=None if _op == "Div" else fixed.exact_then_cast(_run),
+        # Add, Sub, Mul of grid values are exact in float64; Div multiplies by a reciprocal.
+        run_fixed=_div_fixed if _op == "Div" else fixed.exact_then_cast(_run),
+        fixed_params=_div_fixed_params if _op == "Div" else None,
     ))
 
 
@@ -96,8 +130,39 @@ _UNARY = {
     "Clip": _clip,
 }
 
-# Relu and Clip select among exact values; the others need lookup tables (no kernel yet).
-_EXACT_UNARY = {"Relu", "Clip"}
+# ---- fixed-point kernels of LeakyRelu, Sigmoid, Tanh (docs/numerics.md) ---------------------
+
+def _leaky_relu_fixed(node, args, fmts, prec, ctx):
+    """hls4ml's leaky_relu: x > 0 ? x : alpha * x, alpha held in the weight format (param_t);
+    the product is exact, then one cast to result."""
+    x = args[0]
+    alpha = cast(np.asarray(float(node.attr("alpha", 0.01)), np.float64), prec.weight, -1)
+    _require_exact_product(node, x, alpha, fmts[0], prec.weight)
+    y = np.where(x > 0, x, x * alpha)
+    y = ctx.cast(node, y, prec.result, fixed.result_axis(y.ndim))
+    return (y,), (prec.result,)
+
+
+def _range_lut_fixed(name: str, make_table):
+    """hls4ml's sigmoid / tanh: res = (res_T) table[index(data)] (lut.RangeTable)."""
+
+    def run_fixed(node, args, fmts, prec, ctx):
+        fin = lut.require_fixed(node, fmts[0])
+        table = make_table(*lut.range_spec(node, prec, name))
+        v = table.lookup(args[0], fin.frac_bits)
+        y = ctx.cast(node, v, prec.result, fixed.result_axis(v.ndim))
+        return (y,), (prec.result,)
+
+    return run_fixed
+
+
+# Relu and Clip select among exact values; the others go through lookup tables or one product.
+_FIXED_UNARY = {
+    "Relu": fixed.exact_then_cast(_UNARY["Relu"]),
+    "Clip": fixed.exact_then_cast(_UNARY["Clip"]),
+    "LeakyRelu": _leaky_relu_fixed,
+    "Sigmoid": _range_lut_fixed("sigmoid", lut.sigmoid_table),
+    "Tanh": _range_lut_fixed("tanh", lut.tanh_table),
+}
 for _op, _fn in _UNARY.items():
-    register(OpDef(_op, infer=_same_infer, run=_fn,
-                   run_fixed=fixed.exact_then_cast(_fn) if _op in _EXACT_UNARY else None))
+    register(OpDef(_op, infer=_same_infer, run=_fn, run_fixed=_FIXED_UNARY[_op]))

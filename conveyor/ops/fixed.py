@@ -9,13 +9,17 @@ returns (outputs, output formats). Three shapes of kernel cover the ops so far:
   compare, add, subtract, multiply of grid values, a sum divided by a count), then the
   result is cast to the node's `result` format (Relu, MaxPool, Add, Concat, ...);
 - `dot`: products and sums of a Conv / Dense / Gemm / MatMul, accumulated in the
-  node's `accum` format (exactly, when 'auto') and cast to its `result` format.
+  node's `accum` format the way hls4ml's dense/conv loops do (exactly, when 'auto') and
+  cast to its `result` format.
 The exact arithmetic of each is in docs/numerics.md.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -58,60 +62,331 @@ def _require_exact_inputs(node, args, fmts) -> None:
         raise PrecisionError(f"{node}: a product of {widths}-bit operands exceeds float64's 53-bit exact range")
 
 
+# ---- dot products ----------------------------------------------------------------------
+#
+# hls4ml's Dense / Conv (nnet_dense_latency.h, nnet_conv2d_latency.h) compute, per output:
+#     acc = (accum_t) bias;  for k in order: acc += (accum_t) (x[k] * w[k]);  res = (res_t) acc
+# `accumulate` returns `acc` exactly; it takes the fastest path that provably gives the
+# same bits as that loop (docs/numerics.md, "Kernels", item 3).
+
+#: (node, x, w) -> (K, output shape, term): term(k) is the exact product array of tap k
+#: (shaped like the output), taps numbered in the order hls4ml's latency kernels add them.
+Taps = Callable[[Any, np.ndarray, np.ndarray], tuple[int, tuple, Callable[[int], np.ndarray]]]
+
+#: the sequential path works on output blocks of about this many bytes (rows of a batch)
+_SEQ_BLOCK_BYTES = 4 << 20
+
+
+@dataclass(frozen=True)
+class DotSpec:
+    """How one op lays out its products and sums (see `dot`)."""
+
+    float_dot: Callable[..., np.ndarray]   # (node, x, w) -> sum of products, float64, no bias
+    reduce_len: Callable[[np.ndarray], int]  # (w) -> an upper bound of the products per output
+    taps: Taps
+    x_slot: int = 0
+    w_slot: int = 1
+    b_slot: int | None = 2
+    bias_shape: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+    rows: bool = False  # output axis 0 is x's axis 0: the sequential path may go block by block
+
+
 def dot(float_dot: Callable[..., np.ndarray], reduce_len: Callable[[np.ndarray], int],
         x_slot: int = 0, w_slot: int = 1, b_slot: int | None = 2,
-        bias_shape: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None) -> Kernel:
-    """A products-and-sums kernel. `float_dot(node, x, w)` is the float kernel without bias;
-    `reduce_len(w)` the number of products summed per output; `bias_shape(b, y)` shapes
-    the bias to broadcast over the output (default: as given)."""
+        bias_shape: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+        taps: Taps | None = None, rows: bool = False) -> Kernel:
+    """A products-and-sums kernel. `float_dot(node, x, w)` is the float kernel without bias
+    (bilinear in x and w); `reduce_len(w)` bounds the number of products summed per output;
+    `bias_shape(b, y)` shapes the bias to broadcast over the output (default: as given);
+    `taps(node, x, w)` lists the products per output in hls4ml's order (default:
+    `matmul_taps(x, w)`, numpy.matmul's layout). The kernel's `spec` attribute holds these."""
+    spec = DotSpec(float_dot, reduce_len, taps or (lambda node, x, w: matmul_taps(x, w)),
+                   x_slot, w_slot, b_slot, bias_shape, rows)
 
     def run_fixed(node, args, fmts, prec, ctx):
-        x, w = args[x_slot], args[w_slot]
-        b = args[b_slot] if b_slot is not None and b_slot < len(args) else None
-        fx, fw = fmts[x_slot], fmts[w_slot]
-        fb = fmts[b_slot] if b is not None else None
-        _check_accum_exact(node, x, w, b, fx, fw, fb, prec.accum, reduce_len(w))
-        y = float_dot(node, x, w)
-        if b is not None:
-            y = y + (bias_shape(b, y) if bias_shape else b)
-        y = ctx.cast(node, y, prec.result, result_axis(y.ndim))
+        x, w = args[spec.x_slot], args[spec.w_slot]
+        has_b = spec.b_slot is not None and spec.b_slot < len(args) and args[spec.b_slot] is not None
+        b = args[spec.b_slot] if has_b else None
+        fb = fmts[spec.b_slot] if has_b else None
+        acc = accumulate(spec, node, x, w, b, fmts[spec.x_slot], fmts[spec.w_slot], fb, prec.accum)
+        y = ctx.cast(node, acc, prec.result, result_axis(acc.ndim))
         return (y,), (prec.result,)
 
+    run_fixed.spec = spec
     return run_fixed
 
 
-def _check_accum_exact(node, x, w, b, fx, fw, fb, accum, k: int) -> None:
-    """The float64 product-sum equals the HLS accumulation only when no partial sum is
-    rounded: prove it from the grids and an interval bound, or refuse."""
-    grids = [frac_bits(f) for f in (fx, fw)]
-    if None in grids:
-        return  # block floating point: accumulated in float64 by definition (docs/numerics.md)
-    prod_frac = grids[0] + grids[1]
-    bias_frac = frac_bits(fb) if fb is not None else prod_frac
-    frac = max(prod_frac, bias_frac if bias_frac is not None else prod_frac)
-    xmax = float(np.max(np.abs(x))) if x.size else 0.0
-    wmax = float(np.max(np.abs(w))) if w.size else 0.0
-    bmax = float(np.max(np.abs(b))) if b is not None and b.size else 0.0
-    bound = k * xmax * wmax + bmax
-    if bound * 2.0 ** frac >= _EXACT_UNITS:
-        raise PrecisionError(
-            f"{node}: sums reach {bound:.3g} on a 2^-{frac} grid, beyond float64's exact range; "
-            "narrower weight/activation formats are needed for bit-accurate emulation"
-        )
-    if accum is None:
-        return  # 'auto': the accumulator is as wide as the exact sum
-    if not is_fixed(accum):
+def accumulate(spec: DotSpec, node, x: np.ndarray, w: np.ndarray, b: np.ndarray | None,
+               fx, fw, fb, accum, method: str = "auto") -> np.ndarray:
+    """The accumulator of every output before the result cast, as float64.
+
+    `accum` None is 'auto' (the exact sum). An ap_fixed `accum` follows hls4ml:
+    ``acc = (accum_t) b`` then ``acc += (accum_t)(x[k] * w[k])`` tap by tap in `spec.taps`
+    order, every addition assigned back to accum_t. `method="sequential"` forces that
+    literal loop (the reference the fast paths are tested against); "auto" takes a fast
+    path when it provably gives the same bits."""
+    if method not in ("auto", "sequential"):
+        raise ValueError(f"method {method!r}; accepted: 'auto', 'sequential'")
+    fracs = (frac_bits(fx), frac_bits(fw))
+    if None in fracs:  # block floating point: a float64 sum, rounded once to result
+        y = spec.float_dot(node, x, w)
+        return y + _shaped_bias(spec, b, y) if b is not None else y
+    if accum is not None and not is_fixed(accum):
         raise PrecisionError(f"{node}: accum format {accum} is a block format; accum must be ap_fixed or 'auto'")
-    if accum.frac_bits < frac or bound > min(accum.max_value, -accum.min_value):
+    prod_frac = fracs[0] + fracs[1]
+    k = int(spec.reduce_len(w))
+    xmax, wmax = _absmax(x), _absmax(w)
+    if accum is None:  # 'auto': an accumulator as wide as the exact sum
+        bias_frac = frac_bits(fb) if b is not None and fb is not None else None
+        units = max(prod_frac, prod_frac if bias_frac is None else bias_frac)
+        return _exact_sum(spec, node, x, w, b, units, k * xmax * wmax + _absmax(b), None)
+
+    A = accum
+    b_acc = A.quantize(b) if b is not None else None  # hls4ml: acc = (accum_t) bias
+    bias_units = A.frac_bits if not is_fixed(fb) else min(A.frac_bits, fb.frac_bits)
+    units = max(prod_frac, bias_units) if b is not None else prod_frac
+    on_grid = A.frac_bits >= prod_frac  # products land on accum's grid: nothing ever rounds
+    if method == "auto" and on_grid:
+        nonneg = bool(x.size == 0 or x.min() >= 0) and bool(w.size == 0 or w.min() >= 0)
+        blo, bhi = (float(b_acc.min()), float(b_acc.max())) if b_acc is not None and b_acc.size else (0.0, 0.0)
+        pmax = xmax * wmax
+        s = k * pmax
+        if _fits(A, 0.0 if nonneg else -pmax, pmax) and _fits(A, blo - (0.0 if nonneg else s), bhi + s):
+            return _exact_sum(spec, node, x, w, b_acc, units, s + _absmax(b_acc), A)
+        if A.overflow == "WRAP" and A.sat_bits == 0:
+            return _wrapped_sum(spec, node, x, w, fracs, b_acc, A, units, s + _absmax(b_acc))
+        if _fits(A, 0.0 if nonneg else -pmax, pmax):
+            # A tighter bound per output: sum_k |x_k| |w_k| (one more product).
+            sabs = spec.float_dot(node, np.abs(x), np.abs(w)) * (1.0 + (k + 1) * 2.0 ** -52)
+            bb = _shaped_bias(spec, b_acc, sabs) if b_acc is not None else 0.0
+            hi = float(np.max(bb + sabs)) if sabs.size else 0.0
+            lo = float(np.min(bb if nonneg else bb - sabs)) if sabs.size else 0.0
+            if _fits(A, lo, hi):
+                return _exact_sum(spec, node, x, w, b_acc, units, max(abs(lo), abs(hi)), A)
+    return _sequential(spec, node, x, w, fracs, b_acc, A, units, xmax * wmax, k, method)
+
+
+def _absmax(a: np.ndarray | None) -> float:
+    return float(np.max(np.abs(a))) if a is not None and a.size else 0.0
+
+
+def _shaped_bias(spec: DotSpec, b: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return spec.bias_shape(b, y) if spec.bias_shape else b
+
+
+def _acc_range(A) -> tuple[float, float]:
+    """The values accum_t holds without an overflow event (AP_SAT_SYM treats its minimum
+    as an underflow)."""
+    lo = A.min_value
+    if A.overflow == "SAT_SYM" and A.signed:
+        lo += A.lsb
+    return lo, A.max_value
+
+
+def _fits(A, lo: float, hi: float) -> bool:
+    a_lo, a_hi = _acc_range(A)
+    return a_lo <= lo and hi <= a_hi
+
+
+def _exact_sum(spec, node, x, w, b, units: int, bound: float, A) -> np.ndarray:
+    """float64 BLAS sum of the grid values: exact because every partial sum is an integer
+    multiple of 2^-units below 2^53 of them (`bound` bounds them all)."""
+    if bound * 2.0 ** units >= _EXACT_UNITS:
+        what = "'auto' accumulator" if A is None else f"accumulator {A}"
         raise PrecisionError(
-            f"{node}: accumulator {accum} can round or overflow (products need {frac} fractional bits, "
-            f"sums reach {bound:.6g}); use accum 'auto' or a wider accumulator — emulating a lossy "
-            "accumulator is not supported yet"
+            f"{node}: sums reach {bound:.3g} on a 2^-{units} grid, beyond float64's exact range (2^53 "
+            f"units), for the {what}; narrower weight/activation formats are needed for bit-accurate emulation"
         )
+    y = spec.float_dot(node, x, w)
+    if b is not None:
+        y = y + _shaped_bias(spec, b, y)
+    return y
+
+
+def _check_values_exact(node, A, units: int) -> None:
+    """Accumulator values (and a sum of two of them) must be exact doubles."""
+    if A.integer + units + (not A.signed) > 53:
+        raise PrecisionError(
+            f"{node}: accumulator {A} holds values on a 2^-{units} grid up to 2^{A.integer}, beyond float64's "
+            "exact range (53 bits); bit-accurate emulation of this lossy accumulator needs "
+            "integer bits + fractional bits <= 53"
+        )
+
+
+def _wrapped_sum(spec, node, x, w, fracs, b_acc, A, units: int, bound: float) -> np.ndarray:
+    """accum_t with AP_WRAP, N = 0, every product on its grid: each cast and each addition is
+    reduction mod 2^W of an exact integer, so the loop equals the exact sum wrapped once,
+    in any order."""
+    _check_values_exact(node, A, units)
+    if bound * 2.0 ** units < _EXACT_UNITS:
+        return A.quantize(_exact_sum(spec, node, x, w, b_acc, units, bound, A))
+    if A.width > 63:
+        raise PrecisionError(f"{node}: sums reach {bound:.3g} on a 2^-{units} grid and accumulator {A} is wider "
+                             "than 63 bits; bit-accurate emulation needs one or the other to be smaller")
+    # Two (or more) limbs: x and w as integers split into h-bit pieces, each product of
+    # pieces summed exactly by BLAS, recombined modulo 2^64 (then 2^W).
+    k = max(1, int(spec.reduce_len(w)))
+    h = max(1, (52 - math.ceil(math.log2(k + 1))) // 2)
+    xl = _limbs(x * 2.0 ** fracs[0], h)
+    wl = _limbs(w * 2.0 ** fracs[1], h)
+    shift0 = A.frac_bits - (fracs[0] + fracs[1])
+    total = None
+    for i, xi in enumerate(xl):
+        for j, wj in enumerate(wl):
+            s = spec.float_dot(node, xi, wj)
+            if total is None:
+                total = np.zeros(s.shape, dtype=np.uint64)
+            sh = h * (i + j) + shift0
+            if sh < 64:
+                total += s.astype(np.int64).view(np.uint64) << np.uint64(sh)
+    if b_acc is not None:
+        braw = (b_acc * 2.0 ** A.frac_bits).astype(np.int64).view(np.uint64)
+        total += _shaped_bias(spec, braw, total)
+    free = np.uint64(64 - A.width)  # the low W bits, read as signed (arithmetic shift) or unsigned
+    raw = ((total << free).view(np.int64) >> free.astype(np.int64) if A.signed else (total << free) >> free)
+    return raw.astype(np.float64) * 2.0 ** -A.frac_bits + 0.0
+
+
+def _limbs(r: np.ndarray, h: int) -> list[np.ndarray]:
+    """Integer-valued doubles `r` as sum_i limb_i * 2^(h i): low limbs in [0, 2^h), the top
+    one in [-2^h, 2^h)."""
+    bits = int(_absmax(r)).bit_length()
+    out, rest = [], r
+    for _ in range(max(1, -(-bits // h)) - 1):
+        lo = np.mod(rest, 2.0 ** h)
+        out.append(lo)
+        rest = (rest - lo) * 2.0 ** -h
+    out.append(rest)
+    return out
+
+
+def _sequential(spec, node, x, w, fracs, b_acc, A, units: int, pmax: float, k: int, method: str) -> np.ndarray:
+    """hls4ml's loop, vectorized over the outputs: per tap, cast the products to accum_t,
+    add, cast the sums to accum_t."""
+    prod_frac = fracs[0] + fracs[1]
+    on_grid = A.frac_bits >= prod_frac
+    if pmax * 2.0 ** prod_frac > _EXACT_UNITS:
+        raise PrecisionError(
+            f"{node}: products of {fracs[0]}- and {fracs[1]}-fractional-bit values reach {pmax:.3g}, beyond "
+            "float64's exact range (53 bits); bit-accurate emulation of a lossy accumulator needs narrower "
+            "weight/activation formats"
+        )
+    _check_values_exact(node, A, units if on_grid else A.frac_bits)
+    # Products below 2^52 raw units round with a few exact float64 operations.
+    fast_round = pmax * 2.0 ** prod_frac < 2.0 ** 52
+    # AP_WRAP, N = 0 with rounding products: the casts of the sums are reductions mod 2^W,
+    # so the rounded products may be summed exactly and wrapped once (any order).
+    deferred = (method == "auto" and not on_grid and fast_round and A.overflow == "WRAP" and A.sat_bits == 0
+                and (_absmax(b_acc) + k * (pmax + A.lsb)) * 2.0 ** A.frac_bits < _EXACT_UNITS)
+    if method == "sequential":
+        mode = "literal"  # the reference: FixedType.quantize for every cast
+    else:
+        mode = "deferred" if deferred else "grid" if on_grid else "round" if fast_round else "quantize"
+    if spec.rows and x.ndim >= 2 and x.shape[0] > 1:
+        _, shape, _ = spec.taps(node, x[:1], w)
+        step = max(1, _SEQ_BLOCK_BYTES // max(1, 8 * int(np.prod(shape, dtype=np.int64))))
+        if step < x.shape[0]:
+            return np.concatenate([
+                _sequential_block(spec, node, x[i:i + step], w, b_acc, A, mode)
+                for i in range(0, x.shape[0], step)
+            ])
+    return _sequential_block(spec, node, x, w, b_acc, A, mode)
+
+
+def _sequential_block(spec, node, x, w, b_acc, A, mode: str) -> np.ndarray:
+    # "deferred" and "round" work in accum LSB units: products of x and w * 2^F (exact).
+    units = mode in ("deferred", "round")
+    scale = 2.0 ** A.frac_bits if units else 1.0
+    n_taps, shape, term = spec.taps(node, x, w * scale if units else w)
+    if b_acc is not None:
+        acc = np.array(np.broadcast_to(_shaped_bias(spec, b_acc, np.broadcast_to(0.0, shape)), shape), np.float64)
+        acc *= scale
+    else:
+        acc = np.zeros(shape, np.float64)
+    if mode == "deferred":  # sums of rounded products, wrapped at the end
+        for i in range(n_taps):
+            acc += _round_units(np.asarray(term(i), dtype=np.float64), A.rounding, inplace=True)
+        acc *= 1.0 / scale
+        return A.quantize(acc)
+    lo, hi = _acc_range(A)
+    lo, hi = lo * scale, hi * scale
+    for i in range(n_taps):
+        p = np.asarray(term(i), dtype=np.float64)
+        if mode == "grid":
+            acc += _overflow(p, A, lo, hi, scale)
+        elif mode == "round":
+            acc += _overflow(_round_units(p, A.rounding, inplace=False), A, lo, hi, scale, unrounded=p)
+        else:
+            acc += A.quantize(p)
+        acc = A.quantize(acc) if mode == "literal" else _overflow(acc, A, lo, hi, scale)
+    if units:
+        acc *= 1.0 / scale
+    return acc
+
+
+def _overflow(v: np.ndarray, A, lo: float, hi: float, scale: float, unrounded: np.ndarray | None = None) -> np.ndarray:
+    """`(accum_t) v` for `v` (in units of 1/scale) on accum's grid after rounding, where only
+    overflow can change a value: in-range arrays come back as they are, saturation is a
+    clip; other modes cast the out-of-range values (from `unrounded` when given: AP_WRAP_SM
+    looks at the bits before rounding). May modify `v`."""
+    if v.size == 0:
+        return v
+    if lo <= float(v.min()) and float(v.max()) <= hi:
+        return v
+    if A.overflow == "SAT" or (A.overflow == "SAT_SYM" and (A.width > 1 or not A.signed)):
+        bottom = -A.max_value if A.overflow == "SAT_SYM" and A.signed else A.min_value
+        np.clip(v, bottom * scale, A.max_value * scale, out=v)
+        return v
+    bad = (v < lo) | (v > hi)
+    src = v if unrounded is None else unrounded
+    v[bad] = A.quantize(src[bad] * (1.0 / scale)) * scale
+    return v
+
+
+def _round_units(t: np.ndarray, rounding: str, inplace: bool) -> np.ndarray:
+    """`t` rounded to an integer by an ap_fixed rounding mode, as float64. Exact when
+    |t| < 2^52 with at most 52 significant bits: then `t +- 1/2` is exact and each mode
+    is one floor/ceil/rint."""
+    out = t if inplace else np.empty_like(t)
+    if rounding == "TRN":
+        return np.floor(t, out=out)
+    if rounding == "TRN_ZERO":
+        return np.trunc(t, out=out)
+    if rounding == "RND_CONV":
+        return np.rint(t, out=out)
+    if rounding == "RND":  # ties towards +inf
+        np.add(t, 0.5, out=out)
+        return np.floor(out, out=out)
+    if rounding == "RND_MIN_INF":  # ties towards -inf
+        np.subtract(t, 0.5, out=out)
+        return np.ceil(out, out=out)
+    a = np.abs(t)
+    if rounding == "RND_INF":  # ties away from 0
+        a += 0.5
+        np.floor(a, out=a)
+    else:  # RND_ZERO: ties towards 0
+        a -= 0.5
+        np.ceil(a, out=a)
+    return np.copysign(a, t, out=out)
+
+
+def matmul_taps(a: np.ndarray, b: np.ndarray):
+    """numpy.matmul(a, b) as taps: term(k) = a[..., :, k] (outer) b[..., k, :], k ascending,
+    which is hls4ml's order for Dense (data index ii = 0 .. n_in-1)."""
+    k = a.shape[-1]
+    shape = np.matmul(a[..., :0], b[..., :0, :] if b.ndim > 1 else b[:0]).shape
+    if a.ndim == 1 and b.ndim == 1:
+        return k, shape, lambda i: np.asarray(a[i] * b[i], dtype=np.float64)
+    if a.ndim == 1:
+        return k, shape, lambda i: a[i] * b[..., i, :]
+    if b.ndim == 1:
+        return k, shape, lambda i: a[..., i] * b[i]
+    return k, shape, lambda i: a[..., :, i, None] * b[..., i, None, :]
 
 
 def conv_bias_shape(b: np.ndarray, y: np.ndarray) -> np.ndarray:
     return b.reshape((1, -1) + (1,) * (y.ndim - 2))
 
 
-__all__: Sequence[str] = ["movement", "exact_then_cast", "dot", "conv_bias_shape", "result_axis"]
+__all__: Sequence[str] = ["DotSpec", "accumulate", "conv_bias_shape", "dot", "exact_then_cast", "matmul_taps",
+                          "movement", "result_axis"]

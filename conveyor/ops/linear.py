@@ -56,16 +56,22 @@ def _gemm_macs(node, ins, outs):
     return m * k * n
 
 
-def _gemm_dot(node, a, b):
+def _gemm_operands(node, a, b):
     if node.attr("alpha", 1.0) != 1.0 or node.attr("beta", 1.0) != 1.0:
         raise PrecisionError(f"{node}: bit-accurate Gemm needs alpha=1 and beta=1 (fold the scales into the weights)")
-    return (a.T if node.attr("transA", 0) else a) @ (b.T if node.attr("transB", 0) else b)
+    return (a.T if node.attr("transA", 0) else a), (b.T if node.attr("transB", 0) else b)
+
+
+def _gemm_dot(node, a, b):
+    a, b = _gemm_operands(node, a, b)
+    return a @ b
 
 
 register(OpDef(
     "Gemm", infer=_gemm_infer, run=_gemm_run, macs=_gemm_macs, param_slots=(1, 2), bias_slots=(2,),
     # The exactness bound takes max(B.shape) as K: an upper bound whatever transB says.
-    run_fixed=fixed.dot(_gemm_dot, reduce_len=lambda b: max(b.shape)),
+    run_fixed=fixed.dot(_gemm_dot, reduce_len=lambda b: max(b.shape),
+                        taps=lambda node, a, b: fixed.matmul_taps(*_gemm_operands(node, a, b))),
 ))
 
 
@@ -124,5 +130,5 @@ register(OpDef(
     macs=_matmul_macs,
     param_slots=(1, 2),
     bias_slots=(2,),
-    run_fixed=fixed.dot(lambda node, x, w: np.matmul(x, w), reduce_len=lambda w: w.shape[0]),
+    run_fixed=fixed.dot(lambda node, x, w: np.matmul(x, w), reduce_len=lambda w: w.shape[0], rows=True),
 ))

@@ -1,5 +1,6 @@
 """Normalisation: ONNX BatchNormalization (inference only; opsets 1, 6, 7, 9, 14, 15)
-and LRN (opsets 1, 13)."""
+and LRN (opsets 1, 13). Bit-accurate kernels: hls4ml's `normalize` for an unfolded
+BatchNormalization, and conveyor's own table-based LRN (docs/numerics.md)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,11 @@ import math
 
 import numpy as np
 
-from conveyor.errors import ModelError
+from conveyor.errors import ModelError, PrecisionError
+from conveyor.numerics.cast import cast, frac_bits
+from conveyor.numerics.fixed import FixedType
+from conveyor.ops import lut
+from conveyor.ops.fixed import result_axis
 from conveyor.ops.registry import OpDef, attr_error, register
 
 # ---- BatchNormalization --------------------------------------------------------------
@@ -66,8 +71,31 @@ def _bn_macs(node, ins, outs):
     return int(np.prod(ins[0].shape, dtype=np.int64))
 
 
+def _bn_fixed_params(node, consts, prec):
+    """hls4ml's BatchNormalization: scale = gamma / sqrt(var + eps) and bias = beta - mean * scale
+    in float64, then scale in the weight format, bias in the bias format (slots 1 and 2)."""
+    if any(c is None for c in consts[1:5]):
+        raise PrecisionError(f"{node}: scale, B, mean and var must be constants for a bit-accurate kernel")
+    a, b = bn_coefficients(node, *consts[1:5])
+    return {1: (cast(a, prec.weight, -1), prec.weight), 2: (cast(b, prec.bias, -1), prec.bias)}
+
+
+def _bn_fixed(node, args, fmts, prec, ctx):
+    """nnet::normalize: res = (res_T)(data * scale + bias), product and sum exact (no accumulator)."""
+    x, a, b = args[0], args[1], args[2]
+    shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+    grids = [frac_bits(f) for f in fmts[:3]]
+    if None not in grids:
+        bound = float(np.max(np.abs(x), initial=0.0)) * float(np.max(np.abs(a), initial=0.0)) \
+            + float(np.max(np.abs(b), initial=0.0))
+        lut.require_exact(node, bound, max(grids[0] + grids[1], grids[2]), "data * scale + bias")
+    y = x * a.reshape(shape) + b.reshape(shape)
+    y = ctx.cast(node, y, prec.result, result_axis(y.ndim))
+    return (y,), (prec.result,)
+
+
 register(OpDef("BatchNormalization", infer=_bn_infer, run=_bn_run, macs=_bn_macs, check=_bn_check,
-               param_slots=(1, 2, 3, 4)))
+               param_slots=(1, 2, 3, 4), run_fixed=_bn_fixed, fixed_params=_bn_fixed_params))
 
 
 # ---- LRN -----------------------------------------------------------------------------
@@ -116,4 +144,49 @@ def _lrn_macs(node, ins, outs):
     return int(np.prod(ins[0].shape, dtype=np.int64)) * int(node.attr("size"))
 
 
-register(OpDef("LRN", infer=_lrn_infer, run=_lrn_run, macs=_lrn_macs, check=_lrn_check))
+def _lrn_fixed(node, args, fmts, prec, ctx):
+    """conveyor's LRN (hls4ml has none): the windowed square sum in `accum` (exact when 'auto';
+    an explicit accum_t adds the window's squares one by one, each sum assigned to accum_t), a
+    lookup of (bias + alpha / size * sum)^-beta addressed like the sigmoid table
+    (tables.lrn), then res = (res_T)(data * table[index])."""
+    x = args[0]
+    fin = lut.require_fixed(node, fmts[0])
+    n, lo, hi, tfmt = lut.range_spec(node, prec, "lrn")
+    size = int(node.attr("size"))
+    alpha = float(node.attr("alpha", 1e-4))
+    beta = float(node.attr("beta", 0.75))
+    bias = float(node.attr("bias", 1.0))
+    table = lut.lrn_table(n, lo, hi, tfmt, bias, alpha / size, beta)
+    xmax = float(np.max(np.abs(x), initial=0.0))
+    lut.require_exact(node, size * xmax * xmax, 2 * fin.frac_bits, "square sums")
+    sq = x * x
+    before, after = (size - 1) // 2, math.ceil((size - 1) / 2)
+    c = x.shape[1]
+    padded = np.zeros((x.shape[0], c + before + after) + x.shape[2:], dtype=np.float64)
+    padded[:, before:before + c] = sq
+    acc = prec.accum
+    if acc is None:
+        total = padded[:, 0:c].copy()
+        for j in range(1, size):
+            total += padded[:, j:j + c]
+        sum_frac = 2 * fin.frac_bits
+    else:
+        acc = lut.fixed_format(acc, f"{node}: accum")
+        total = np.zeros_like(x)
+        for j in range(size):  # accum_t sum = 0; sum += x[k] * x[k] (adding 0 outside the channels is a no-op)
+            total = acc.quantize(total + padded[:, j:j + c])
+        sum_frac = acc.frac_bits
+    t = table.lookup(total, sum_frac)
+    if fin.width + tfmt.width > 53:
+        raise PrecisionError(f"{node}: the product of {fin} and the table's {tfmt} exceeds 53 bits")
+    y = ctx.cast(node, x * t, prec.result, result_axis(x.ndim))
+    return (y,), (prec.result,)
+
+
+def lrn_sum_format(fin: FixedType, size: int) -> FixedType:
+    """The exact type of the window's square sum ('auto' accum): x*x widened by ceil(log2 size) bits."""
+    g = max(size - 1, 0).bit_length()
+    return FixedType(2 * fin.width + g, 2 * fin.integer + g, fin.signed)
+
+
+register(OpDef("LRN", infer=_lrn_infer, run=_lrn_run, macs=_lrn_macs, check=_lrn_check, run_fixed=_lrn_fixed))

@@ -20,6 +20,11 @@ Signatures (kept duck-typed so that this package never imports the graph package
   quantized to the node's weight/bias formats), `prec` is the node's `NodePrecision`,
   `ctx.cast(node, values, fmt, axis)` casts and records overflow statistics. None
   means "no fixed-point kernel" (the graph then cannot run under a precision).
+- ``fixed_params(node, consts, prec) -> {slot: (values, format)}``: for ops whose fixed-point
+  parameters are not a plain cast of their float ones (BatchNormalization: scale and bias
+  derived from gamma, beta, mean, var; Div: the divisor's reciprocal). `consts[i]` is the
+  float64 value of input slot i when it is a constant, else None. Called once per graph and
+  precision; when set it replaces the default cast of `param_slots` to weight/bias.
 """
 
 from __future__ import annotations
@@ -63,6 +68,7 @@ class OpDef:
     param_slots: tuple[int, ...] = ()
     bias_slots: tuple[int, ...] = ()
     run_fixed: Callable[..., tuple[np.ndarray, ...]] | None = None
+    fixed_params: Callable[..., dict] | None = None
 
 
 _REGISTRY: dict[str, OpDef] = {}

@@ -1,0 +1,307 @@
+"""Lookup tables of the nonlinear functions, computed exactly as hls4ml's HLS code computes them.
+
+Two ways of addressing a table, both from hls4ml's ``nnet_activation.h`` (Vivado backend):
+
+- `RangeTable` (sigmoid, tanh, and conveyor's LRN): ``size`` entries over ``[min, max)``;
+  ``index = (int)(data * size / (max - min)) + (-min) * size / (max - min)``, clamped to
+  ``[0, size - 1]``, where ``(int)`` truncates towards zero (ap_fixed's ``to_int()``);
+- top-bits tables (softmax): the index is the top ``log2(size)`` bits of the addressing
+  value's stored word (``softmax_idx_from_real_val``).
+
+Table entries are computed with the same float/double operations and the same C library
+functions as the C++ initialisers (``expf``, ``tanhf`` from this machine's libm, called
+through ctypes, so that a C simulation on the same machine builds the same tables; glibc's
+``expf``/``tanhf`` are not correctly rounded). The arithmetic is written down in
+docs/numerics.md, "### Nonlinear functions (lookup tables)".
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Mapping
+
+import numpy as np
+
+from conveyor.errors import PrecisionError
+from conveyor.numerics.cast import is_fixed
+from conveyor.numerics.config import parse_format
+from conveyor.numerics.fixed import FixedType
+
+#: defaults of the config's `tables` entries (hls4ml 1.x's, Vivado backend; LRN is conveyor's own)
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "sigmoid": {"size": 1024, "min": -8.0, "max": 8.0, "format": "ap_fixed<18,8>"},
+    "tanh": {"size": 1024, "min": -4.0, "max": 4.0, "format": "ap_fixed<18,8>"},
+    # The windowed square sum of AlexNet's LRNs (size 5, alpha 1e-4, beta 0.75, bias 1) stays
+    # below 2^19 for 0..255 images; a bin is 128 wide, (1 + 2e-5 s)^-0.75 moves 0.2 % per bin.
+    "lrn": {"size": 4096, "min": 0.0, "max": 524288.0, "format": "ap_fixed<18,8>"},
+    "softmax": {"implementation": "stable"},
+    "softmax_exp": {"size": 1024, "format": "ap_fixed<18,8,AP_RND,AP_SAT>"},
+    "softmax_inv": {"size": 1024, "format": "ap_fixed<18,8,AP_RND,AP_SAT>"},
+}
+
+_EXACT = 2.0 ** 53
+
+
+def settings(prec, name: str) -> dict[str, Any]:
+    """The table settings `name` for a node: the config's `tables.<name>` over DEFAULTS."""
+    tables: Mapping = getattr(prec, "tables", None) or {}
+    return {**DEFAULTS[name], **tables.get(name, {})}
+
+
+def fixed_format(text_or_fmt, where: str) -> FixedType:
+    fmt = parse_format(text_or_fmt) if isinstance(text_or_fmt, str) else text_or_fmt
+    if not is_fixed(fmt):
+        raise PrecisionError(f"{where}: lookup tables need an ap_fixed format, got {fmt}")
+    return fmt
+
+
+def require_fixed(node, fmt, what: str = "input") -> FixedType:
+    """The ap_fixed format of a kernel operand, or a PrecisionError naming the node."""
+    if not is_fixed(fmt):
+        raise PrecisionError(
+            f"{node}: the {what} format is {fmt}; {node.op_type} is computed through a lookup table "
+            "addressed by the bits of an ap_fixed value; accepted: an ap_fixed/ap_ufixed format"
+        )
+    if fmt.width > 53:
+        raise PrecisionError(f"{node}: the {what} format {fmt} is wider than 53 bits; bit-accurate "
+                             "emulation of lookup tables needs values a double holds exactly")
+    return fmt
+
+
+def require_exact(node, bound: float, frac: int, what: str) -> None:
+    """Refuse when values up to `bound` on a 2^-frac grid are not exact in float64."""
+    if bound * 2.0 ** frac >= _EXACT:
+        raise PrecisionError(f"{node}: {what} reach {bound:.6g} on a 2^-{frac} grid, beyond float64's exact "
+                             "range; narrower formats are needed for bit-accurate emulation")
+
+
+def raw_of(x: np.ndarray, fmt: FixedType) -> np.ndarray:
+    """Stored integers of grid values (exact: |raw| < 2^53)."""
+    return np.ldexp(np.asarray(x, np.float64), fmt.frac_bits).astype(np.int64)
+
+
+def _wrap32(v: np.ndarray) -> np.ndarray:
+    return ((v + 2 ** 31) & 0xFFFFFFFF) - 2 ** 31
+
+
+# ---- C library functions ----------------------------------------------------------------
+
+def _load_libm():
+    for name in (ctypes.util.find_library("m"), "libm.so.6", "libm.dylib"):
+        if not name:
+            continue
+        try:
+            lib = ctypes.CDLL(name)
+            fns = {}
+            for fn in ("expf", "tanhf"):
+                f = getattr(lib, fn)
+                f.restype, f.argtypes = ctypes.c_float, [ctypes.c_float]
+                fns[fn] = f
+            return fns
+        except (OSError, AttributeError):
+            continue
+    return None
+
+
+_LIBM = _load_libm()
+
+
+def c_float_fn(name: str, x: np.ndarray) -> np.ndarray:
+    """libm's float function `name` ('expf', 'tanhf') elementwise on float32 values; without a
+    loadable libm, the correctly rounded value (which glibc's agrees with almost always)."""
+    x = np.asarray(x, np.float32)
+    if _LIBM is not None:
+        f = _LIBM[name]
+        return np.array([f(float(v)) for v in x.ravel()], dtype=np.float32).reshape(x.shape)
+    with np.errstate(over="ignore"):
+        ref = {"expf": np.exp, "tanhf": np.tanh}[name]
+        return ref(x.astype(np.float64)).astype(np.float32)
+
+
+# ---- range tables: sigmoid, tanh, LRN ---------------------------------------------------
+
+@dataclass(frozen=True)
+class RangeTable:
+    """`size` entries over [lo, hi): addressed like hls4ml's sigmoid/tanh tables."""
+
+    size: int
+    lo: int
+    hi: int
+    fmt: FixedType
+    values: np.ndarray  # float64, on fmt's grid
+
+    @property
+    def offset(self) -> int:
+        # hls4ml: 8 * table_size / 16 (unsigned integer arithmetic) for the sigmoid table
+        return (-self.lo * self.size) // (self.hi - self.lo)
+
+    def x_values(self) -> np.ndarray:
+        return table_inputs(self.size, self.lo, self.hi)
+
+    def index(self, x: np.ndarray, frac_bits: int) -> np.ndarray:
+        return range_index(x, frac_bits, self.size, self.lo, self.hi)
+
+    def lookup(self, x: np.ndarray, frac_bits: int) -> np.ndarray:
+        return self.values[self.index(x, frac_bits)]
+
+
+def table_inputs(size: int, lo: int, hi: int) -> np.ndarray:
+    """Entry i stands for x_i = R * (i - size * c) / size in double, R = hi - lo, c = -lo / R
+    (hls4ml's sigmoid: 2 * 8.0 * (ii - float(N) / 2.0) / float(N))."""
+    r = float(hi - lo)
+    c = float(-lo) / r
+    i = np.arange(size, dtype=np.float64)
+    return r * (i - float(size) * c) / float(size)
+
+
+def range_index(x: np.ndarray, frac_bits: int, size: int, lo: int, hi: int) -> np.ndarray:
+    """`index = (int)(data * size / R) + offset`, clamped, for data on a 2^-frac_bits grid.
+
+    As the ap_fixed headers compute it: the product is exact, the division by the integer R
+    truncates towards zero at the data's LSB, `(int)` truncates towards zero and keeps the low
+    32 bits, the offset is added in 32-bit arithmetic."""
+    r = hi - lo
+    n = size
+    offset = (-lo * n) // r
+    x = np.asarray(x, np.float64)
+    raw = np.ldexp(x, frac_bits)
+    big = x.size and float(np.max(np.abs(raw))) * n >= 2.0 ** 62
+    if big:  # Python ints
+        raw_i = np.array([int(v) for v in raw.ravel()], dtype=object).reshape(x.shape)
+    else:
+        raw_i = raw.astype(np.int64)
+    p = raw_i * n
+    q = np.where(p < 0, -((-p) // r), p // r)
+    if frac_bits >= 0:
+        dr = np.where(q < 0, -((-q) >> frac_bits), q >> frac_bits)
+    else:
+        s = -frac_bits
+        dr = ((q & 0xFFFFFFFF) << s) & 0xFFFFFFFF if s < 32 else q * 0
+    dr = _wrap32(dr)
+    idx = _wrap32(dr + offset)
+    return np.clip(idx.astype(np.int64), 0, n - 1)
+
+
+@lru_cache(maxsize=64)
+def sigmoid_table(size: int, lo: int, hi: int, fmt: FixedType) -> RangeTable:
+    """hls4ml's init_sigmoid_table: float in_val; 1.0 / (1 + std::exp(-in_val)) returned as float."""
+    xf = table_inputs(size, lo, hi).astype(np.float32)
+    e = c_float_fn("expf", -xf)
+    den = (np.float32(1) + e).astype(np.float32)
+    with np.errstate(divide="ignore"):
+        v = (1.0 / den.astype(np.float64)).astype(np.float32)
+    return _frozen(RangeTable(size, lo, hi, fmt, fmt.quantize(v.astype(np.float64))))
+
+
+@lru_cache(maxsize=64)
+def tanh_table(size: int, lo: int, hi: int, fmt: FixedType) -> RangeTable:
+    """hls4ml's init_tanh_table: float in_val; tanh(in_val) resolves to the float overload (tanhf)."""
+    xf = table_inputs(size, lo, hi).astype(np.float32)
+    v = c_float_fn("tanhf", xf)
+    return _frozen(RangeTable(size, lo, hi, fmt, fmt.quantize(v.astype(np.float64))))
+
+
+@lru_cache(maxsize=64)
+def lrn_table(size: int, lo: int, hi: int, fmt: FixedType, bias: float, alpha_over_n: float,
+              beta: float) -> RangeTable:
+    """conveyor's LRN table: std::pow(bias + alpha / n * x_i, -beta), all in double."""
+    xs = table_inputs(size, lo, hi)
+    vals = []
+    for xi in xs.tolist():
+        base = bias + alpha_over_n * xi
+        try:
+            vals.append(math.pow(base, -beta))
+        except (ValueError, ZeroDivisionError):
+            raise PrecisionError(f"LRN table: (bias + alpha/size * {xi})^-beta = ({base})^-{beta} is not "
+                                 f"a real number; the table range [{lo}, {hi}) must keep the base positive") from None
+    return _frozen(RangeTable(size, lo, hi, fmt, fmt.quantize(np.array(vals, np.float64))))
+
+
+def range_spec(node, prec, name: str) -> tuple[int, int, int, FixedType]:
+    spec = settings(prec, name)
+    lo, hi = spec["min"], spec["max"]
+    if lo != int(lo) or hi != int(hi) or hi <= lo:
+        raise PrecisionError(f"{node}: tables.{name} min {lo} / max {hi} must be integers with max > min")
+    fmt = fixed_format(spec["format"], f"{node}: tables.{name}.format")
+    return int(spec["size"]), int(lo), int(hi), fmt
+
+
+def _frozen(t: RangeTable) -> RangeTable:
+    t.values.setflags(write=False)
+    return t
+
+
+# ---- top-bits tables: softmax -------------------------------------------------------------
+
+def address_bits(size: int) -> int:
+    """hls4ml's ceillog2(size): bits of a table address."""
+    return 1 if size <= 2 else 1 + address_bits((size + 1) // 2)
+
+
+def top_bits_index(x: np.ndarray, fmt: FixedType, size: int) -> np.ndarray:
+    """softmax_idx_from_real_val: the top ceillog2(size) bits of the stored W-bit word."""
+    nbits = address_bits(size)
+    raw = raw_of(x, fmt) & ((1 << fmt.width) - 1)
+    return raw >> (fmt.width - nbits)
+
+
+def top_bits_values(fmt: FixedType, size: int) -> np.ndarray:
+    """softmax_real_val_from_idx for every index, as the float the C++ returns (exact)."""
+    nbits = address_bits(size)
+    raw = np.arange(size, dtype=np.int64) << (fmt.width - nbits)
+    if fmt.signed:
+        raw = np.where(raw >= 1 << (fmt.width - 1), raw - (1 << fmt.width), raw)
+    vals = np.ldexp(raw.astype(np.float64), -fmt.frac_bits)
+    f32 = vals.astype(np.float32)
+    if not np.array_equal(f32.astype(np.float64), vals):
+        raise PrecisionError(f"a {size}-entry table addressed by {fmt}: the address values are not exact "
+                             "floats (more than 24 address bits); accepted: smaller tables")
+    return f32
+
+
+@lru_cache(maxsize=64)
+def softmax_exp_table(addr_fmt: FixedType, size: int, fmt: FixedType, negative: bool,
+                      exp_scale: float = 1.0) -> np.ndarray:
+    """init_exp_table: x = real_val_from_idx(i) * exp_scale (float), negated for the stable
+    softmax, exp_table_t(std::exp(x)) with the float exp (expf)."""
+    x = (top_bits_values(addr_fmt, size) * np.float32(exp_scale)).astype(np.float32)
+    if negative:
+        x = -x
+    v = fmt.quantize(c_float_fn("expf", x).astype(np.float64))
+    v.setflags(write=False)
+    return v
+
+
+@lru_cache(maxsize=64)
+def softmax_inv_table(addr_fmt: FixedType, size: int, fmt: FixedType) -> np.ndarray:
+    """init_invert_table: inv_table_t(1 / x) in float; 1/0 is +inf (saturates or wraps)."""
+    x = top_bits_values(addr_fmt, size)
+    with np.errstate(divide="ignore"):
+        v = (np.float32(1) / x).astype(np.float32)
+    out = fmt.quantize(v.astype(np.float64))
+    out.setflags(write=False)
+    return out
+
+
+# ---- hls4ml's balanced adder tree -----------------------------------------------------------
+
+def tree_reduce(cols: list[np.ndarray], fmt: FixedType) -> np.ndarray:
+    """nnet::reduce<T, N, Op_add<T>>: every pairwise sum exact, then assigned to T (fmt)."""
+    n = len(cols)
+    if n == 1:
+        return cols[0]
+    if n == 2:
+        return fmt.quantize(cols[0] + cols[1])
+    left = 1 << (n - 1).bit_length() - 1  # pow2(floorlog2(N - 1))
+    return fmt.quantize(tree_reduce(cols[:left], fmt) + tree_reduce(cols[left:], fmt))
+
+
+__all__ = [
+    "DEFAULTS", "settings", "RangeTable", "range_index", "table_inputs", "sigmoid_table",
+    "tanh_table", "lrn_table", "range_spec", "address_bits", "top_bits_index", "softmax_exp_table",
+    "softmax_inv_table", "tree_reduce", "require_fixed", "require_exact", "fixed_format", "c_float_fn",
+]
