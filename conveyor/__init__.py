@@ -11,11 +11,12 @@ from conveyor.errors import (
 from conveyor.graph import Graph, Node, Tensor
 from conveyor.frontends.onnx import load, from_model
 from conveyor.frontends.torch import from_torch
+from conveyor.plan import Plan
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Graph", "Node", "Tensor", "load", "from_model", "from_torch",
+    "Graph", "Node", "Tensor", "load", "from_model", "from_torch", "Plan", "plan",
     "ConveyorError", "ModelError", "PrecisionError", "HardwareSpecError", "PlanError", "RuntimeFault",
 ]
 
@@ -26,6 +27,10 @@ def __getattr__(name):
         from conveyor.hardware import Cluster
 
         return Cluster
+    if name == "plan":
+        from conveyor.planner import plan
+
+        return plan
     if name == "zoo":
         import importlib
 

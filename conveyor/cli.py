@@ -325,6 +325,89 @@ def _write_sweep_chart(path: str, model: str, precisions, reports) -> None:
         f.write(svg)
 
 
+def _resolve_cluster(spec: str):
+    """A cluster file (YAML), or the shorthand BOARD:K[:LINK] (e.g. zynq7035:4:srio-10g)."""
+    from conveyor.hardware import Cluster
+
+    if os.path.exists(spec) or spec.endswith((".yaml", ".yml")):
+        return Cluster.load(spec)
+    parts = spec.split(":")
+    if len(parts) not in (2, 3) or not parts[1].isdigit():
+        raise ConveyorError(f"--cluster {spec}: expected a cluster .yaml file or BOARD:K[:LINK] such as zynq7035:4:srio-10g")
+    return Cluster.uniform(parts[0], int(parts[1]), link=parts[2] if len(parts) == 3 else "srio-10g")
+
+
+@cli.command("plan")
+@click.argument("model")
+@click.option("--cluster", "cluster_spec", required=True,
+              help="A cluster .yaml file, or BOARD:K[:LINK] (e.g. zynq7035:4:srio-10g).")
+@click.option("--precision", default="ap_fixed<16,6>", show_default=True, help="Number format of every layer.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="A precision config (YAML) instead.")
+@click.option("--objective", type=click.Choice(["throughput", "latency"]), default="throughput", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the plan (JSON) here.")
+@click.option("--report", type=click.Path(dir_okay=False), help="Write an HTML report with the stage chart here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+def plan_cmd(model: str, cluster_spec: str, precision: str, config_path: str | None, objective: str,
+             output: str | None, report: str | None, as_json: bool) -> None:
+    """Cut MODEL into pipeline stages over the cluster's boards, choosing every layer's
+    parallelism and each link's structure; compare with the baselines."""
+    from conveyor.errors import PlanError
+    from conveyor.numerics.config import PrecisionConfig
+    from conveyor.planner import plan
+    from conveyor.planner.baselines import BASELINES
+
+    graph = _resolve_model(model)
+    cluster = _resolve_cluster(cluster_spec)
+    prec = PrecisionConfig.load(config_path) if config_path else precision
+    best = plan(graph, cluster, precision=prec, objective=objective)
+    baselines: dict = {}
+    for name in BASELINES:
+        try:
+            baselines[name] = plan(graph, cluster, precision=prec, objective=objective, method=name)
+        except PlanError as e:
+            baselines[name] = f"does not fit: {e}"
+    if output:
+        best.save(output)
+    if report:
+        from conveyor.reports.plan_report import render
+
+        with open(report, "w") as f:
+            f.write(render(best, baselines))
+    if as_json:
+        _print_json({"plan": best.to_dict(), "baselines": {
+            k: ({"throughput": v.throughput, "interval_s": v.interval_s, "latency_s": v.latency_s,
+                 "stages": [list(s.layers) for s in v.stages]} if not isinstance(v, str) else {"error": v})
+            for k, v in baselines.items()}})
+        return
+    table = Table(title=f"{graph.name} on {cluster.name}: {best.throughput:.2f} items/s, "
+                        f"latency {best.latency_s * 1e3:.2f} ms (modeled)", title_justify="left")
+    for col in ("stage", "layers", "stage time", "DSP", "BRAM18K", "LUT", "link out"):
+        table.add_column(col, justify="left" if col in ("stage", "layers", "link out") else "right")
+    for st in best.stages:
+        pct = {r: f"{100 * st.resources[r] / max(st.budget[r], 1):.0f}%" for r in ("dsp", "bram18k", "lut")}
+        link = "" if st.link_out is None else (f"{st.link_out.link} ({st.link_out.mode}) "
+                                              f"{st.link_out.seconds * 1e6:.1f} us")
+        table.add_row(st.device, f"{st.layers[0]}..{st.layers[-1]} ({len(st.layers)})",
+                      f"{st.stage_time_s * 1e3:.3f} ms", pct["dsp"], pct["bram18k"], pct["lut"], link)
+    _out.print(table)
+    comp = Table(title="against the baselines (partition first, then tune each board)", title_justify="left")
+    for col in ("method", "items/s", "latency", "vs conveyor"):
+        comp.add_column(col, justify="left" if col == "method" else "right")
+    comp.add_row("conveyor", f"{best.throughput:.2f}", f"{best.latency_s * 1e3:.2f} ms", "1.00x")
+    for name, b in baselines.items():
+        if isinstance(b, str):
+            comp.add_row(name, "-", "-", b)
+        else:
+            comp.add_row(name, f"{b.throughput:.2f}", f"{b.latency_s * 1e3:.2f} ms",
+                         f"{b.throughput / best.throughput:.2f}x")
+    _out.print(comp)
+    _out.print(f"bottleneck: {best.bottleneck()}; utilization is of each board's budget (85% of the part)")
+    if output:
+        _out.print(f"plan: {output}")
+    if report:
+        _out.print(f"report: {report}")
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="conveyor", standalone_mode=False)

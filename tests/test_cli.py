@@ -119,3 +119,38 @@ def test_quantize_sweep_draws_accuracy_vs_width(capsys, tmp_path):
 def test_quantize_user_errors(capsys, argv, needle):
     code, _, err = run_cli(capsys, *argv)
     assert code == 1 and needle in err
+
+
+def test_plan_writes_plan_and_report_and_compares_baselines(capsys, tmp_path):
+    out_plan, report = tmp_path / "plan.json", tmp_path / "plan.html"
+    code, out, _ = run_cli(capsys, "plan", "alexnet-conv", "--cluster", "zynq7035:4:srio-10g",
+                           "--precision", "ap_fixed<8,3>", "-o", str(out_plan), "--report", str(report))
+    assert code == 0
+    assert "against the baselines" in out and "dichotomy" in out and "items/s" in out
+    from conveyor import Plan
+
+    plan = Plan.load(out_plan)
+    assert len(plan.stages) == 4 and plan.method == "conveyor" and plan.interval_s > 0
+    html = report.read_text()
+    assert "<svg" in html and "dichotomy" in html and "best bottleneck" in html
+
+
+def test_plan_json_and_cluster_file(capsys, tmp_path):
+    cluster = tmp_path / "c.yaml"
+    cluster.write_text("name: two\ntopology: chain\nlink: aurora-10g\ndevices:\n"
+                       "  - {name: a, board: zcu102}\n  - {name: b, board: zcu102}\n")
+    code, out, _ = run_cli(capsys, "plan", "digits-cnn", "--cluster", str(cluster), "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["plan"]["cluster"]["name"] == "two"
+    assert set(data["baselines"]) == {"equal", "dichotomy", "greedy"}
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["plan", "alexnet-conv", "--cluster", "zynq7035"], "BOARD:K"),
+    (["plan", "alexnet-conv", "--cluster", "nosuchboard:2"], "unknown board"),
+    (["plan", "vgg16-conv", "--cluster", "pynq-z2:2:eth-1g"], "fits no board"),
+])
+def test_plan_user_errors(capsys, argv, needle):
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 1 and needle in err

@@ -11,6 +11,7 @@ from html import escape
 from typing import Sequence
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b")
+HIGHLIGHT = "#d62728"  # marks the bar that matters (a plan's bottleneck)
 
 
 @dataclass(frozen=True)
@@ -79,5 +80,46 @@ def line_chart(series: Sequence[Series], *, title: str, x_label: str, y_label: s
         ly = top + 14 + 18 * i
         parts.append(f'<line x1="{left + pw + 12}" y1="{ly - 4}" x2="{left + pw + 32}" y2="{ly - 4}" stroke="{color}" '
                      f'stroke-width="2"{dash}/><text x="{left + pw + 38}" y="{ly}">{escape(s.label)}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def stage_bars(groups: Sequence[tuple[str, Sequence[tuple[str, float]]]], *, title: str, unit: str = "ms",
+               scale: float = 1e3, reference: float | None = None, width: int = 760) -> str:
+    """Horizontal bars, one group per plan: each stage's (label, seconds); a dashed line at
+    `reference` seconds (the best plan's bottleneck). Groups with no bars are shown as notes."""
+    bar_h, gap, left, right, top = 16, 14, 190, 90, 44
+    rows = sum(max(1, len(bars)) + 1 for _, bars in groups) * bar_h + gap * len(groups)
+    height = top + rows + 40
+    vmax = max([v for _, bars in groups for _, v in bars] + [reference or 0.0]) or 1.0
+    pw = width - left - right
+    sx = lambda v: left + v / vmax * pw  # noqa: E731
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">',
+        f'<rect width="{width}" height="{height}" fill="white"/>',
+        f'<text x="10" y="22" font-size="15" font-weight="bold">{escape(title)}</text>',
+    ]
+    y = top
+    colors = [c for c in PALETTE if c != HIGHLIGHT]
+    for gi, (name, bars) in enumerate(groups):
+        color = colors[gi % len(colors)]
+        parts.append(f'<text x="10" y="{y + 12}" font-weight="bold">{escape(name)}</text>')
+        y += bar_h
+        if not bars:
+            parts.append(f'<text x="{left}" y="{y + 12}" fill="#888">does not fit the boards</text>')
+            y += bar_h + gap
+            continue
+        worst = max(v for _, v in bars)
+        for label, v in bars:
+            fill = color if v < worst else HIGHLIGHT
+            parts.append(f'<text x="{left - 6}" y="{y + 12}" text-anchor="end" fill="#444">{escape(label)}</text>'
+                         f'<rect x="{left}" y="{y + 2}" width="{max(sx(v) - left, 1):.1f}" height="{bar_h - 4}" fill="{fill}"/>'
+                         f'<text x="{sx(v) + 4:.1f}" y="{y + 12}">{v * scale:.3g} {unit}</text>')
+            y += bar_h
+        y += gap
+    if reference:
+        parts.append(f'<line x1="{sx(reference):.1f}" y1="{top - 6}" x2="{sx(reference):.1f}" y2="{y}" stroke="black" '
+                     f'stroke-dasharray="5 4"/><text x="{sx(reference) + 4:.1f}" y="{top - 10}">best bottleneck '
+                     f'{reference * scale:.3g} {unit}</text>')
     parts.append("</svg>")
     return "\n".join(parts)

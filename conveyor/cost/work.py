@@ -1,0 +1,151 @@
+"""What each layer asks of any device: the device-independent side of the cost model.
+
+`layer_work(graph, precision)` turns every node into a `LayerWork`: its MACs, other
+element operations, parameters, the bit widths it computes in (from the precision
+config), the bytes it reads and writes, and how parallel it can be made. The device
+models (`fpga`, `host`) turn a LayerWork into time and resources.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from conveyor.graph.counters import node_counters
+from conveyor.numerics.config import PrecisionConfig
+
+#: ops that are wiring in a dataflow design: no compute, no buffer (Flatten, Reshape...)
+MOVEMENT_OPS = frozenset({"Flatten", "Reshape", "Identity", "Dropout", "Transpose"})
+#: ops whose MACs run on multipliers (weights x activations)
+MAC_OPS = frozenset({"Conv", "Gemm", "MatMul", "Dense", "LSTM", "GRU"})
+
+
+@dataclass(frozen=True)
+class LayerWork:
+    node: str
+    op_type: str
+    macs: int             # multiply-accumulates per inference
+    elem_ops: int         # other element operations per inference (compare, add, table lookup)
+    params: int           # parameter count
+    weight_bits: int
+    act_bits: int
+    accum_bits: int
+    in_bytes: int         # activation bytes read per inference, at act_bits
+    out_bytes: int        # activation bytes written per inference, at act_bits (what a link carries)
+    weight_bytes: int     # parameter storage at weight_bits
+    stream_len: int       # words (pixels, rows) streamed in per inference: a streaming engine's floor
+    max_parallel: int     # most multipliers (or lanes) that can work in the same cycle
+    line_buffer_bits: int  # on-chip window buffer a streaming conv/pool needs
+
+    @property
+    def is_movement(self) -> bool:
+        return self.op_type in MOVEMENT_OPS
+
+
+def format_bits(fmt) -> int:
+    """Storage bits per value of a number format (block formats: element bits plus the amortized scale)."""
+    if fmt is None:
+        return 32
+    width = getattr(fmt, "width", None)
+    if width is not None:
+        return int(width)
+    return int(np.ceil(fmt.bits_per_element))
+
+
+def layer_work(graph, precision=None) -> list[LayerWork]:
+    """One LayerWork per node, in the graph's order. Without a precision, float32."""
+    config = PrecisionConfig.coerce(precision) if precision is not None else None
+    out = []
+    for node in graph.nodes:
+        c = node_counters(graph, node)
+        if config is not None:
+            p = config.for_node(node.name, node.op_type)
+            wbits, abits = format_bits(p.weight), format_bits(p.result)
+            accum = p.accum if p.accum is not None else None
+        else:
+            wbits = abits = 32
+            accum = None
+        out_elems = int(np.prod(c.output_shape, dtype=np.int64))
+        k = _reduction_len(graph, node)
+        accum_bits = format_bits(accum) if accum is not None else wbits + abits + max(1, int(np.ceil(np.log2(max(k, 2)))))
+        out.append(LayerWork(
+            node=node.name,
+            op_type=node.op_type,
+            macs=c.macs if node.op_type in MAC_OPS else 0,
+            elem_ops=0 if node.op_type in MAC_OPS or node.op_type in MOVEMENT_OPS else max(c.macs, out_elems),
+            params=c.params,
+            weight_bits=wbits,
+            act_bits=abits,
+            accum_bits=accum_bits,
+            in_bytes=_bytes(_elements_in(graph, node), abits),
+            out_bytes=_bytes(out_elems, abits),
+            weight_bytes=_bytes(c.params, wbits),
+            stream_len=_stream_len(graph, node),
+            max_parallel=_max_parallel(graph, node, c.macs, out_elems),
+            line_buffer_bits=_line_buffer_bits(graph, node, abits),
+        ))
+    return out
+
+
+def _bytes(count: int, bits: int) -> int:
+    return int(np.ceil(count * bits / 8))
+
+
+def _elements_in(graph, node) -> int:
+    return sum(graph.tensors[t].size for t in dict.fromkeys(node.inputs) if t and not graph.is_weight(t))
+
+
+def _reduction_len(graph, node) -> int:
+    """Products summed per output value (sets the exact accumulator width)."""
+    if node.op_type == "Conv":
+        w = graph.tensors[node.inputs[1]].shape
+        return int(np.prod(w[1:]))
+    if node.op_type in ("Gemm", "MatMul", "Dense"):
+        a = graph.tensors[node.inputs[0]].shape
+        if node.op_type == "Gemm" and node.attr("transA", 0):
+            return a[0]
+        return a[-1]
+    if node.op_type in ("LSTM", "GRU"):
+        x = graph.tensors[node.inputs[0]].shape
+        h = node.attr("hidden_size") or graph.tensors[node.inputs[2]].shape[-1]
+        return x[-1] + h
+    return 1
+
+
+def _stream_len(graph, node) -> int:
+    """Words streamed in per inference when one word (a pixel: all channels) arrives per cycle."""
+    x = graph.tensors[node.inputs[0]].shape if node.inputs and node.inputs[0] else ()
+    if node.op_type in MOVEMENT_OPS or len(x) < 3:
+        return 1 if len(x) < 3 else 0
+    if node.op_type in ("LSTM", "GRU"):
+        return x[0] if node.attr("layout", 0) == 0 else x[1]   # time steps, in order
+    return int(np.prod(x[2:], dtype=np.int64))                # spatial positions of N x C x ...
+
+
+def _max_parallel(graph, node, macs: int, out_elems: int) -> int:
+    if node.op_type == "Conv":
+        w = graph.tensors[node.inputs[1]].shape   # every weight its own multiplier (FINN PE x SIMD = M x C*k*k)
+        return int(np.prod(w))
+    if node.op_type in ("Gemm", "MatMul", "Dense"):
+        return max(1, macs // max(1, graph.tensors[node.inputs[0]].size // _reduction_len(graph, node)))
+    if node.op_type in ("LSTM", "GRU"):
+        return sum(graph.tensors[t].size for t in node.inputs[1:3] if t)
+    if node.op_type in MOVEMENT_OPS:
+        return 1
+    # elementwise / pooling: one lane per channel of a pixel (or per element of a vector)
+    shape = graph.tensors[next(o for o in node.outputs if o)].shape
+    return int(shape[1]) if len(shape) >= 3 else max(1, out_elems)
+
+
+def _line_buffer_bits(graph, node, abits: int) -> int:
+    """A streaming k x k window needs k-1 full input rows plus k pixels buffered (hls4ml io_stream, FINN SWG)."""
+    if node.op_type not in ("Conv", "MaxPool", "AveragePool"):
+        return 0
+    x = graph.tensors[node.inputs[0]].shape
+    if len(x) != 4:
+        return 0
+    kernel = node.attr("kernel_shape") or (graph.tensors[node.inputs[1]].shape[2:] if node.op_type == "Conv" else (1, 1))
+    kh, kw = int(kernel[0]), int(kernel[-1])
+    c, w = x[1], x[3]
+    return ((kh - 1) * w + kw) * c * abits

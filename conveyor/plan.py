@@ -1,0 +1,135 @@
+"""The Plan: the central artifact. Everything after planning reads only a Plan (and the
+Graph it names by fingerprint).
+
+A Plan records which device runs which layers, each layer's parallelism, every link
+between stages and how it enters the pipeline, the resources each board uses and has,
+and the predicted interval, latency and power — all *modeled* (docs/cost-model.md).
+It is saved as versioned JSON; `Plan.load` checks the version and the fields.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+
+from conveyor.errors import PlanError
+
+PLAN_VERSION = 1
+
+
+@dataclass(frozen=True)
+class LinkPlan:
+    """Data crossing from one stage to the next."""
+
+    src: str                 # device names
+    dst: str
+    link: str                # catalog link name
+    tensors: tuple[str, ...]  # tensor names crossing the cut (skip connections included)
+    bytes: int
+    seconds: float           # one item: hop latency + bytes / bandwidth
+    mode: str                # "stage": its own pipeline stage (double-buffered); "merged": inside the sender's stage
+    buffer_bram18k: int = 0  # the double buffer a "stage" link needs on the sending board
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    device: str
+    device_kind: str          # fpga | cpu | gpu
+    arch: str                 # dataflow | overlay | host
+    layers: tuple[str, ...]   # node names, in topological order
+    parallelism: Mapping[str, int] = field(default_factory=dict)
+    layer_interval_s: Mapping[str, float] = field(default_factory=dict)
+    compute_interval_s: float = 0.0   # the stage's own interval (slowest layer engine / sum for overlay)
+    stage_time_s: float = 0.0         # what the pipeline sees: compute (+ merged links)
+    latency_s: float = 0.0
+    resources: Mapping[str, int] = field(default_factory=dict)
+    budget: Mapping[str, int] = field(default_factory=dict)
+    power_w: float | None = None
+    link_out: LinkPlan | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    model: str
+    fingerprint: str
+    cluster: Mapping[str, Any]
+    precision: Mapping[str, Any]
+    objective: str
+    stages: tuple[StagePlan, ...]
+    interval_s: float          # predicted pipeline interval: the bottleneck stage (or link stage)
+    latency_s: float           # predicted end-to-end latency of one item at batch 1
+    method: str = "conveyor"   # which planner (or baseline) made it
+    notes: tuple[str, ...] = ()
+    version: int = PLAN_VERSION
+
+    @property
+    def throughput(self) -> float:
+        """Items per second in steady state."""
+        return 1.0 / self.interval_s if self.interval_s > 0 else float("inf")
+
+    @property
+    def power_w(self) -> float | None:
+        known = [s.power_w for s in self.stages if s.power_w is not None]
+        return sum(known) if known else None
+
+    def bottleneck(self) -> str:
+        """Name of the stage or link that sets the interval."""
+        best, name = -1.0, ""
+        for s in self.stages:
+            if s.stage_time_s > best:
+                best, name = s.stage_time_s, s.device
+            if s.link_out is not None and s.link_out.mode == "stage" and s.link_out.seconds > best:
+                best, name = s.link_out.seconds, f"link {s.link_out.src}->{s.link_out.dst}"
+        return name
+
+    # ---- files -----------------------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def save(self, path: str | os.PathLike) -> None:
+        with open(path, "w") as f:
+            json.dump(self.to_dict(), f, indent=2)
+            f.write("\n")
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "plan") -> "Plan":
+        if not isinstance(data, dict):
+            raise PlanError(f"{source}: a plan is a JSON object")
+        if data.get("version") != PLAN_VERSION:
+            raise PlanError(f"{source}: plan version {data.get('version')!r}; this conveyor reads version {PLAN_VERSION}")
+        try:
+            stages = tuple(_stage(s) for s in data["stages"])
+            return cls(
+                model=data["model"], fingerprint=data["fingerprint"], cluster=data["cluster"],
+                precision=data["precision"], objective=data["objective"], stages=stages,
+                interval_s=float(data["interval_s"]), latency_s=float(data["latency_s"]),
+                method=data.get("method", "conveyor"), notes=tuple(data.get("notes", ())), version=PLAN_VERSION,
+            )
+        except KeyError as e:
+            raise PlanError(f"{source}: plan lacks field {e.args[0]!r}") from None
+        except (TypeError, ValueError) as e:
+            raise PlanError(f"{source}: malformed plan ({e})") from None
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Plan":
+        path = os.fspath(path)
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except OSError as e:
+            raise PlanError(f"{path}: cannot read plan ({e.strerror})") from None
+        except json.JSONDecodeError as e:
+            raise PlanError(f"{path}: not JSON ({e.msg} at line {e.lineno})") from None
+        return cls.from_dict(data, source=path)
+
+
+def _stage(d: Mapping[str, Any]) -> StagePlan:
+    d = dict(d)
+    link = d.pop("link_out", None)
+    return StagePlan(
+        **{**d, "layers": tuple(d["layers"])},
+        link_out=None if link is None else LinkPlan(**{**link, "tensors": tuple(link["tensors"])}),
+    )

@@ -1,0 +1,255 @@
+"""The joint planner: cut points, every layer's parallelism and each link's structure,
+chosen together under every board's resource budget.
+
+For a target interval T, a layer's cheapest engine is its slowest option that still
+meets T; a board can hold layers [s, e) when their cheapest engines (plus the buffer a
+"stage" link needs) fit its budget. A dynamic program over (board, first layer, how the
+incoming link entered) finds, for that T, a feasible assignment of minimum latency;
+feasibility only grows with T, so bisection on T finds the smallest feasible interval.
+This is what the multi-FPGA paper did in three separate steps (partition, link
+structure, in-board unrolling), done at once.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass
+
+from conveyor.cost.fpga import Resources
+from conveyor.errors import PlanError
+from conveyor.hardware.specs import BRAM18K_BITS
+from conveyor.planner.chain import ChainProblem
+
+LINK_MODES = ("stage", "merged")
+_REL_TOL = 1e-9
+
+
+@dataclass(frozen=True)
+class BoardAssignment:
+    board: int
+    start: int
+    end: int
+    option_index: tuple[int, ...]   # per layer in [start, end): index into the board's options
+    compute_interval_s: float
+    stage_time_s: float
+    latency_s: float
+    resources: Resources
+    link_in_merged: bool
+    link_out_mode: str | None       # None for the last used board
+    link_out_s: float
+    buffer_bram18k: int
+
+
+@dataclass(frozen=True)
+class JointResult:
+    boards: tuple[BoardAssignment, ...]
+    interval_s: float
+    latency_s: float
+
+
+class _Tables:
+    """Per (board, layer): option intervals in seconds (slowest first) and resources."""
+
+    def __init__(self, prob: ChainProblem):
+        self.prob = prob
+        self.secs = [[[o.interval_cycles / prob.clocks[j] for o in opts] for opts in prob.options[j]]
+                     for j in range(prob.k)]
+        # bisect needs ascending keys: store negated intervals
+        self.neg = [[[-t for t in layer] for layer in board] for board in self.secs]
+        self.res = [[[(o.resources.dsp, o.resources.bram18k, o.resources.lut, o.resources.ff) for o in opts]
+                     for opts in prob.options[j]] for j in range(prob.k)]
+        self.lat = [[[o.latency_cycles / prob.clocks[j] for o in opts] for opts in prob.options[j]]
+                    for j in range(prob.k)]
+        self.budget = [(b.dsp, b.bram18k, b.lut, b.ff) for b in prob.budgets]
+        self.buffer = [2 * math.ceil(c.bytes * 8 / BRAM18K_BITS) for c in prob.cuts]
+
+    def pick(self, j: int, i: int, limit: float) -> int:
+        """Index of the cheapest option of layer i on board j with interval <= limit, or -1."""
+        neg = self.neg[j][i]
+        idx = bisect.bisect_left(neg, -limit * (1 + _REL_TOL))
+        return idx if idx < len(neg) else -1
+
+
+def _evaluate(t: _Tables, j: int, s: int, e: int, limit: float, base_bram: int):
+    """(option indices, resources tuple, compute interval, latency) of layers [s, e) on board j
+    with every engine's interval <= limit, or None when they do not fit."""
+    bd, bb, bl, bf = t.budget[j]
+    d = b = l = f = 0
+    b += base_bram
+    picks, interval, lat = [], 0.0, 0.0
+    for i in range(s, e):
+        k = t.pick(j, i, limit)
+        if k < 0:
+            return None
+        rd, rb, rl, rf = t.res[j][i][k]
+        d, b, l, f = d + rd, b + rb, l + rl, f + rf
+        if d > bd or b > bb or l > bl or f > bf:
+            return None
+        picks.append(k)
+        interval = max(interval, t.secs[j][i][k])
+        lat += t.lat[j][i][k]
+    return tuple(picks), (d, b, l, f), interval, lat
+
+
+def probe(prob: ChainProblem, t: _Tables, T: float, link_modes=LINK_MODES) -> JointResult | None:
+    """A minimum-latency assignment whose every stage (and link stage) takes <= T, or None."""
+    m, k = prob.m, prob.k
+    INF = float("inf")
+    slack = T * (1 + _REL_TOL)
+    # best[(j, s, merged_in)] = (latency from layer s to the end, choice made at this state)
+    best: dict[tuple[int, int, bool], tuple[float, tuple | None]] = {}
+    for j in range(k - 1, -1, -1):
+        bd, bb, bl, bf = t.budget[j]
+        for s in range(m - 1, -1, -1):
+            for merged_in in ((False, True) if (s > 0 and j > 0) else (False,)):
+                t_in = prob.link_seconds[j - 1][s - 1] if merged_in else 0.0
+                limit0 = T - t_in
+                result: tuple[float, tuple | None] = (INF, None)
+                if limit0 <= 0:
+                    best[(j, s, merged_in)] = result
+                    continue
+                # Layers [s, e) at limit0, grown one layer at a time (picks do not depend on e).
+                d = b = l = f = 0
+                picks: list[int] = []
+                interval = lat = 0.0
+                for e in range(s + 1, m + 1):
+                    i = e - 1
+                    kk = t.pick(j, i, limit0)
+                    if kk < 0:
+                        break
+                    rd, rb, rl, rf = t.res[j][i][kk]
+                    d, b, l, f = d + rd, b + rb, l + rl, f + rf
+                    if d > bd or b > bb or l > bl or f > bf:
+                        break  # more layers only need more
+                    picks.append(kk)
+                    interval = max(interval, t.secs[j][i][kk])
+                    lat += t.lat[j][i][kk]
+                    if e == m:
+                        if lat < result[0]:
+                            result = (lat, (e, None, tuple(picks), (d, b, l, f), interval, interval + t_in, lat, 0.0, 0))
+                        continue
+                    if j + 1 >= k:
+                        continue
+                    t_out = prob.link_seconds[j][i]
+                    for mode in link_modes:
+                        nxt = best.get((j + 1, e, mode == "merged"))
+                        if nxt is None or nxt[0] == INF:
+                            continue
+                        if mode == "stage":
+                            buffer = t.buffer[i]
+                            if t_out > slack or b + buffer > bb:
+                                continue
+                            cand = (tuple(picks), (d, b + buffer, l, f), interval, lat)
+                            stage_time = interval + t_in
+                        else:
+                            buffer = 0
+                            limit_m = limit0 - t_out
+                            if limit_m <= 0:
+                                continue
+                            if interval <= limit_m * (1 + _REL_TOL):
+                                cand = (tuple(picks), (d, b, l, f), interval, lat)
+                            else:
+                                cand = _evaluate(t, j, s, e, limit_m, 0)
+                                if cand is None:
+                                    continue
+                            stage_time = cand[2] + t_in + t_out
+                        total = cand[3] + t_out + nxt[0]
+                        if total < result[0]:
+                            result = (total, (e, mode, cand[0], cand[1], cand[2], stage_time, cand[3], t_out, buffer))
+                best[(j, s, merged_in)] = result
+    start = best.get((0, 0, False))
+    if start is None or start[0] == INF:
+        return None
+    boards, j, s, merged_in = [], 0, 0, False
+    while s < m:
+        _, choice = best[(j, s, merged_in)]
+        e, mode, picks, res, interval, stage_time, lat, t_out, buffer = choice
+        boards.append(BoardAssignment(j, s, e, picks, interval, stage_time, lat, Resources(*res), merged_in,
+                                      mode, t_out if mode else 0.0, buffer))
+        j, s, merged_in = j + 1, e, mode == "merged"
+    worst = max(max(bd.stage_time_s for bd in boards),
+                max((bd.link_out_s for bd in boards if bd.link_out_mode == "stage"), default=0.0))
+    return JointResult(tuple(boards), worst, start[0])
+
+
+def plan_joint(prob: ChainProblem, link_modes=LINK_MODES, upgrade: bool = True) -> JointResult:
+    """The smallest feasible interval (bisection to a relative 1e-9). Among assignments at that
+    interval, the DP picks the lowest latency with every layer at its cheapest qualifying
+    engine; `upgrade` then spends each board's leftover resources on faster engines."""
+    t = _Tables(prob)
+    hi = _upper_bound(prob, t)
+    found = probe(prob, t, hi, link_modes)
+    if found is None:
+        raise PlanError(_why_infeasible(prob, t))
+    lo = 0.0
+    best = found
+    hi = found.interval_s
+    while hi - lo > _REL_TOL * hi:
+        mid = (lo + hi) / 2
+        r = probe(prob, t, mid, link_modes)
+        if r is None:
+            lo = mid
+        else:
+            hi = min(mid, r.interval_s)  # mid is feasible; the plan may do better than asked
+            if r.interval_s < best.interval_s or (r.interval_s == best.interval_s and r.latency_s < best.latency_s):
+                best = r
+    return spend_leftover(prob, t, best) if upgrade else best
+
+
+def spend_leftover(prob: ChainProblem, t: _Tables, result: JointResult) -> JointResult:
+    """Greedy: on each board, move the layer whose next faster engine saves the most latency
+    per unit of the binding resource, while it fits. Intervals only shrink, so the pipeline
+    interval never gets worse; latency is a heuristic optimum (docs/cost-model.md)."""
+    boards = []
+    for b in result.boards:
+        picks = list(b.option_index)
+        used = [b.resources.dsp, b.resources.bram18k, b.resources.lut, b.resources.ff]
+        budget = t.budget[b.board]
+        while True:
+            best_gain, best_move = 0.0, None
+            for n, i in enumerate(range(b.start, b.end)):
+                cur = picks[n]
+                for nxt in range(cur + 1, len(t.res[b.board][i])):
+                    delta = [x - y for x, y in zip(t.res[b.board][i][nxt], t.res[b.board][i][cur])]
+                    if any(u + d > cap for u, d, cap in zip(used, delta, budget)):
+                        continue
+                    gain = t.lat[b.board][i][cur] - t.lat[b.board][i][nxt]
+                    cost = max([d / cap for d, cap in zip(delta, budget) if cap > 0] + [1e-12])
+                    if gain > 0 and gain / cost > best_gain:
+                        best_gain, best_move = gain / cost, (n, nxt, delta)
+            if best_move is None:
+                break
+            n, nxt, delta = best_move
+            picks[n] = nxt
+            used = [u + d for u, d in zip(used, delta)]
+        rng = range(b.start, b.end)
+        interval = max((t.secs[b.board][i][k] for i, k in zip(rng, picks)), default=0.0)
+        lat = sum(t.lat[b.board][i][k] for i, k in zip(rng, picks))
+        t_in = b.stage_time_s - b.compute_interval_s - (b.link_out_s if b.link_out_mode == "merged" else 0.0)
+        stage_time = interval + t_in + (b.link_out_s if b.link_out_mode == "merged" else 0.0)
+        boards.append(BoardAssignment(b.board, b.start, b.end, tuple(picks), interval, stage_time, lat,
+                                      Resources(*used), b.link_in_merged, b.link_out_mode, b.link_out_s,
+                                      b.buffer_bram18k))
+    worst = max(max(bd.stage_time_s for bd in boards),
+                max((bd.link_out_s for bd in boards if bd.link_out_mode == "stage"), default=0.0))
+    latency = sum(bd.latency_s + (bd.link_out_s if bd.link_out_mode else 0.0) for bd in boards)
+    return JointResult(tuple(boards), worst, latency)
+
+
+def _upper_bound(prob: ChainProblem, t: _Tables) -> float:
+    """An interval at which every layer's slowest engine qualifies and every link fits."""
+    slowest = max((max(layer) for board in t.secs for layer in board if layer), default=0.0)
+    links = [x for row in prob.link_seconds for x in row if x != float("inf")]
+    return (slowest + 2 * max(links, default=0.0)) * 2 + 1e-9
+
+
+def _why_infeasible(prob: ChainProblem, t: _Tables) -> str:
+    for i, name in enumerate(prob.layer_names):
+        if all(_evaluate(t, j, i, i + 1, float("inf"), 0) is None for j in range(prob.k)):
+            w = prob.works[i]
+            return (f"layer '{name}' ({w.op_type}, {w.params:,} parameters at {w.weight_bits} bits) fits no board of "
+                    f"the cluster even at its smallest engine: its weights or buffers exceed a board's BRAM/LUT budget; "
+                    "a larger board or narrower weights would be needed")
+    return (f"the {prob.m} layers do not fit on {prob.k} boards at any interval: the boards' combined "
+            "resources are too small; add boards or narrow the precision")
