@@ -325,6 +325,43 @@ def _write_sweep_chart(path: str, model: str, precisions, reports) -> None:
         f.write(svg)
 
 
+@cli.command()
+@click.argument("model")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the profile (JSON) here.")
+@click.option("--runs", default=20, show_default=True, help="Timed runs (the median is kept).")
+@click.option("--threads", default=1, show_default=True, help="onnxruntime intra-op threads.")
+@click.option("--json", "as_json", is_flag=True, help="Print the profile as JSON.")
+def profile(model: str, output: str | None, runs: int, threads: int, as_json: bool) -> None:
+    """Time every layer of MODEL on this machine (onnxruntime, median of --runs): a measured
+    CPU cost the planner can use instead of the roofline."""
+    from dataclasses import asdict
+
+    from conveyor.cost.profile import profile_graph
+
+    if runs < 1:
+        raise ConveyorError(f"--runs {runs}: need at least 1")
+    graph = _resolve_model(model)
+    prof = profile_graph(graph, runs=runs, threads=threads)
+    if output:
+        prof.save(output)
+    if as_json:
+        _print_json(asdict(prof))
+        return
+    table = Table(title=f"{graph.name} on {prof.machine}, {threads} thread(s), median of {runs} (measured)",
+                  title_justify="left")
+    for col in ("layer", "op", "time", "share"):
+        table.add_column(col, justify="left" if col in ("layer", "op") else "right")
+    total = prof.total_seconds or 1.0
+    for n in graph.nodes:
+        t = prof.layer_seconds[n.name]
+        table.add_row(n.name, n.op_type, f"{t * 1e3:.3f} ms", f"{100 * t / total:.1f}%")
+    table.add_section()
+    table.add_row("total", "", f"{prof.total_seconds * 1e3:.3f} ms", "", style="bold")
+    _out.print(table)
+    if output:
+        _out.print(f"profile: {output}")
+
+
 def _resolve_cluster(spec: str):
     """A cluster file (YAML), or the shorthand BOARD:K[:LINK] (e.g. zynq7035:4:srio-10g)."""
     from conveyor.hardware import Cluster
