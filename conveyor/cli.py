@@ -380,14 +380,22 @@ def _resolve_cluster(spec: str):
               help="A cluster .yaml file, or BOARD:K[:LINK] (e.g. zynq7035:4:srio-10g).")
 @click.option("--precision", default="ap_fixed<16,6>", show_default=True, help="Number format of every layer.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="A precision config (YAML) instead.")
-@click.option("--objective", type=click.Choice(["throughput", "latency"]), default="throughput", show_default=True)
+@click.option("--objective", type=click.Choice(["throughput", "latency", "edge-cloud"]), default="throughput",
+              show_default=True)
+@click.option("--arch", type=click.Choice(["dataflow", "overlay"]), default="dataflow", show_default=True,
+              help="FPGA architecture: an engine per layer (hls4ml/FINN) or one engine for all (Brainwave/DPU).")
+@click.option("--profile", "profile_specs", multiple=True, metavar="DEVICE=FILE",
+              help="Use a measured profile (conveyor profile -o FILE) for a CPU device of the cluster.")
+@click.option("--pareto", is_flag=True, help="Also print the latency/throughput Pareto front.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the plan (JSON) here.")
 @click.option("--report", type=click.Path(dir_okay=False), help="Write an HTML report with the stage chart here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
-def plan_cmd(model: str, cluster_spec: str, precision: str, config_path: str | None, objective: str,
-             output: str | None, report: str | None, as_json: bool) -> None:
-    """Cut MODEL into pipeline stages over the cluster's boards, choosing every layer's
+def plan_cmd(model: str, cluster_spec: str, precision: str, config_path: str | None, objective: str, arch: str,
+             profile_specs: tuple[str, ...], pareto: bool, output: str | None, report: str | None,
+             as_json: bool) -> None:
+    """Cut MODEL into pipeline stages over the cluster's devices, choosing every layer's
     parallelism and each link's structure; compare with the baselines."""
+    from conveyor.cost.profile import Profile
     from conveyor.errors import PlanError
     from conveyor.numerics.config import PrecisionConfig
     from conveyor.planner import plan
@@ -396,11 +404,19 @@ def plan_cmd(model: str, cluster_spec: str, precision: str, config_path: str | N
     graph = _resolve_model(model)
     cluster = _resolve_cluster(cluster_spec)
     prec = PrecisionConfig.load(config_path) if config_path else precision
-    best = plan(graph, cluster, precision=prec, objective=objective)
+    profiles = {}
+    for spec in profile_specs:
+        device, sep, path = spec.partition("=")
+        if not sep:
+            raise ConveyorError(f"--profile {spec}: expected DEVICE=FILE, e.g. host=profile.json")
+        cluster.device(device)
+        profiles[device] = Profile.load(path)
+    opts = dict(precision=prec, objective=objective, arch=arch, profiles=profiles)
+    best = plan(graph, cluster, **opts)
     baselines: dict = {}
-    for name in BASELINES:
+    for name in BASELINES if objective != "edge-cloud" else ():
         try:
-            baselines[name] = plan(graph, cluster, precision=prec, objective=objective, method=name)
+            baselines[name] = plan(graph, cluster, method=name, **opts)
         except PlanError as e:
             baselines[name] = f"does not fit: {e}"
     if output:
@@ -418,15 +434,32 @@ def plan_cmd(model: str, cluster_spec: str, precision: str, config_path: str | N
         return
     table = Table(title=f"{graph.name} on {cluster.name}: {best.throughput:.2f} items/s, "
                         f"latency {best.latency_s * 1e3:.2f} ms (modeled)", title_justify="left")
-    for col in ("stage", "layers", "stage time", "DSP", "BRAM18K", "LUT", "link out"):
-        table.add_column(col, justify="left" if col in ("stage", "layers", "link out") else "right")
+    for col in ("stage", "arch", "layers", "stage time", "DSP", "BRAM18K", "LUT", "memory", "link out"):
+        table.add_column(col, justify="left" if col in ("stage", "arch", "layers", "link out") else "right")
     for st in best.stages:
-        pct = {r: f"{100 * st.resources[r] / max(st.budget[r], 1):.0f}%" for r in ("dsp", "bram18k", "lut")}
+        pct = {r: (f"{100 * st.resources[r] / max(st.budget[r], 1):.0f}%" if r in st.budget else "-")
+               for r in ("dsp", "bram18k", "lut", "memory_bytes", "onchip_bytes")}
+        memory = pct["memory_bytes"] if pct["memory_bytes"] != "-" else pct["onchip_bytes"]
         link = "" if st.link_out is None else (f"{st.link_out.link} ({st.link_out.mode}) "
                                               f"{st.link_out.seconds * 1e6:.1f} us")
-        table.add_row(st.device, f"{st.layers[0]}..{st.layers[-1]} ({len(st.layers)})",
-                      f"{st.stage_time_s * 1e3:.3f} ms", pct["dsp"], pct["bram18k"], pct["lut"], link)
+        name = st.device + (f" x{1 + len(st.replicas)}" if st.replicas else "")
+        table.add_row(name, st.arch, f"{st.layers[0]}..{st.layers[-1]} ({len(st.layers)})",
+                      f"{st.stage_time_s * 1e3:.3f} ms", pct["dsp"], pct["bram18k"], pct["lut"], memory, link)
     _out.print(table)
+    if pareto:
+        from conveyor.planner.chain import chain_problem
+        from conveyor.planner.make_plan import pareto_front
+
+        front_table = Table(title="latency / throughput Pareto front", title_justify="left")
+        for col in ("items/s", "latency", "stages"):
+            front_table.add_column(col, justify="right")
+        prob = chain_problem(graph, cluster, PrecisionConfig.coerce(prec), arch=arch, profiles=profiles)
+        for r in pareto_front(prob):
+            front_table.add_row(f"{1 / r.interval_s:.2f}", f"{r.latency_s * 1e3:.3f} ms", str(len(r.boards)))
+        _out.print(front_table)
+    if not baselines:
+        _out.print(f"bottleneck: {best.bottleneck()}")
+        return
     comp = Table(title="against the baselines (partition first, then tune each board)", title_justify="left")
     for col in ("method", "items/s", "latency", "vs conveyor"):
         comp.add_column(col, justify="left" if col == "method" else "right")

@@ -48,6 +48,9 @@ class StagePlan:
     budget: Mapping[str, int] = field(default_factory=dict)
     power_w: float | None = None
     link_out: LinkPlan | None = None
+    #: further devices running the same layers (each takes every n-th item, round robin);
+    #: `stage_time_s` is then the stage's effective time, its compute time / replicas
+    replicas: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,6 @@ def _stage(d: Mapping[str, Any]) -> StagePlan:
     d = dict(d)
     link = d.pop("link_out", None)
     return StagePlan(
-        **{**d, "layers": tuple(d["layers"])},
+        **{**d, "layers": tuple(d["layers"]), "replicas": tuple(d.get("replicas", ()))},
         link_out=None if link is None else LinkPlan(**{**link, "tensors": tuple(link["tensors"])}),
     )

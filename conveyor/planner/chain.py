@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from conveyor.cost.fpga import LayerOption, Resources, board_budget, dataflow_options
+from conveyor.cost.fpga import LayerOption, Resources, board_budget, dataflow_options, overlay_layer_seconds
+from conveyor.cost.host import roofline_seconds
 from conveyor.cost.work import LayerWork, layer_work
 from conveyor.errors import PlanError
 from conveyor.hardware.cluster import Cluster
@@ -25,13 +26,20 @@ class Cut:
 class ChainProblem:
     layer_names: tuple[str, ...]
     works: tuple[LayerWork, ...]
-    devices: tuple[str, ...]                                  # FPGA boards in chain order
+    devices: tuple[str, ...]                                  # devices in chain order
     clocks: tuple[float, ...]
     budgets: tuple[Resources, ...]
     options: tuple[tuple[tuple[LayerOption, ...], ...], ...]  # [board][layer] -> options, slowest first
     cuts: tuple[Cut, ...]                                     # cuts[i]: after layer i (i < m-1)
     link_seconds: tuple[tuple[float, ...], ...]               # [board j][i]: cut i sent from j to j+1
     link_names: tuple[str, ...]                               # [board j]: link j -> j+1
+    archs: tuple[str, ...] = ()                               # per device: dataflow | overlay | host
+    replicable: bool = False                                  # a switch: identical devices may replicate a stage
+    signatures: tuple[str, ...] = ()                          # per device: what makes two devices identical
+
+    def __post_init__(self):
+        if not self.archs:
+            object.__setattr__(self, "archs", tuple("dataflow" for _ in self.devices))
 
     @property
     def m(self) -> int:
@@ -69,17 +77,54 @@ def crossing_cuts(graph, works: list[LayerWork]) -> list[Cut]:
     return cuts
 
 
-def chain_problem(graph, cluster: Cluster, precision=None) -> ChainProblem:
-    fpgas = [d for d in cluster.devices if d.kind == "fpga"]
-    if not fpgas:
-        raise PlanError(f"cluster '{cluster.name}' has no FPGA board; the dataflow planner places layers on FPGAs")
+ARCHS = ("dataflow", "overlay")
+#: Sequential devices express seconds as integer ticks of this "clock" (1 ps).
+TICKS_PER_S = 1e12
+_UNBOUNDED = 10**15
+
+
+def chain_problem(graph, cluster: Cluster, precision=None, *, arch: str = "dataflow",
+                  archs: dict[str, str] | None = None, profiles: dict | None = None,
+                  order: tuple[str, ...] | None = None) -> ChainProblem:
+    """The chain of `graph`'s layers over `cluster`'s devices in their listed order.
+
+    FPGA boards run `arch` ("dataflow" engines, or one "overlay" engine) unless `archs`
+    names another for a device; CPUs and GPUs run layers in turn at their roofline time,
+    or at the measured times of a `profiles[device]` Profile."""
+    archs = dict(archs or {})
+    for name, a in archs.items():
+        cluster.device(name)
+        if a not in ARCHS:
+            raise PlanError(f"archs['{name}'] = '{a}'; accepted: {', '.join(ARCHS)}")
+    if arch not in ARCHS:
+        raise PlanError(f"arch '{arch}'; accepted: {', '.join(ARCHS)}")
+    devices = list(cluster.devices) if order is None else [cluster.device(n) for n in order]
     works = layer_work(graph, precision)
     cuts = crossing_cuts(graph, works)
-    options = tuple(tuple(tuple(dataflow_options(w, d.board)) for w in works) for d in fpgas)
+    kinds, options, clocks, budgets = [], [], [], []
+    for d in devices:
+        if d.kind == "fpga":
+            a = archs.get(d.name, arch)
+            if a == "dataflow":
+                kinds.append("dataflow")
+                options.append(tuple(tuple(dataflow_options(w, d.board)) for w in works))
+                clocks.append(d.board.clock_hz)
+                budgets.append(board_budget(d.board))
+                continue
+            seconds = [overlay_layer_seconds(w, d.board, weights_on_chip=True) for w in works]
+            kinds.append("overlay")
+            memory = int(d.board.part.onchip_bits // 8)
+        else:
+            kinds.append("host")
+            seconds = _host_seconds(graph, works, d, (profiles or {}).get(d.name))
+            memory = int(d.host.mem_bytes)
+        options.append(tuple((_sequential_option(t, w.weight_bytes),) for t, w in zip(seconds, works)))
+        clocks.append(TICKS_PER_S)
+        budgets.append(Resources(_UNBOUNDED, memory, _UNBOUNDED, _UNBOUNDED))
     link_seconds, link_names = [], []
-    for j, d in enumerate(fpgas):
-        if j + 1 < len(fpgas):
-            link = cluster.link_between(d.name, fpgas[j + 1].name)
+    for j, d in enumerate(devices):
+        if j + 1 < len(devices):
+            link = cluster.link_between(d.name, devices[j + 1].name)
             link_names.append(link.name)
             link_seconds.append(tuple(link.transfer_time_s(c.bytes) for c in cuts))
         else:
@@ -88,11 +133,28 @@ def chain_problem(graph, cluster: Cluster, precision=None) -> ChainProblem:
     return ChainProblem(
         layer_names=tuple(n.name for n in graph.nodes),
         works=tuple(works),
-        devices=tuple(d.name for d in fpgas),
-        clocks=tuple(d.board.clock_hz for d in fpgas),
-        budgets=tuple(board_budget(d.board) for d in fpgas),
-        options=options,
+        devices=tuple(d.name for d in devices),
+        clocks=tuple(clocks),
+        budgets=tuple(budgets),
+        options=tuple(options),
         cuts=tuple(cuts),
         link_seconds=tuple(link_seconds),
         link_names=tuple(link_names),
+        archs=tuple(kinds),
+        replicable=cluster.topology == "switch",
+        signatures=tuple(f"{k}:{d.spec!r}" for k, d in zip(kinds, devices)),
     )
+
+
+def _sequential_option(seconds: float, weight_bytes: int) -> LayerOption:
+    ticks = max(0, round(seconds * TICKS_PER_S))
+    return LayerOption(1, ticks, ticks, Resources(0, int(weight_bytes), 0, 0))
+
+
+def _host_seconds(graph, works, device, profile) -> list[float]:
+    if profile is None:
+        return [roofline_seconds(w, device.host) for w in works]
+    if profile.fingerprint != graph.fingerprint():
+        raise PlanError(f"the profile for '{device.name}' was measured on another model "
+                        f"(fingerprint {profile.fingerprint[:12]}, this model {graph.fingerprint()[:12]})")
+    return [profile.layer_seconds.get(w.node, 0.0) for w in works]

@@ -28,7 +28,7 @@ def tune_split(prob: ChainProblem, ranges: list[tuple[int, int]], link_mode: str
             t_out = 0.0 if last else prob.link_seconds[j][e - 1]
             choice = None
             for mode in ((None,) if last else (("stage", "merged") if link_mode == "stage" else ("merged",))):
-                buffer = t.buffer[e - 1] if mode == "stage" else 0
+                buffer = t.link_buffer(j, e - 1) if mode == "stage" else 0
                 if mode == "stage" and t_out > T * (1 + _REL_TOL):
                     continue
                 limit = T - t_in - (t_out if mode == "merged" else 0.0)

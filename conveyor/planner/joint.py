@@ -39,6 +39,7 @@ class BoardAssignment:
     link_out_mode: str | None       # None for the last used board
     link_out_s: float
     buffer_bram18k: int
+    replicas: int = 1               # devices board..board+replicas-1 each run every replicas-th item
 
 
 @dataclass(frozen=True)
@@ -49,10 +50,17 @@ class JointResult:
 
 
 class _Tables:
-    """Per (board, layer): option intervals in seconds (slowest first) and resources."""
+    """Per (device, layer): option intervals in seconds (slowest first) and resources.
+
+    A dataflow board's stage interval is its slowest engine's (engines run concurrently);
+    a sequential device (an overlay FPGA, a CPU, a GPU) runs its layers in turn, so its
+    stage time is their sum. Sequential devices have one option per layer and carry their
+    weight bytes in the second resource slot, against a budget of on-chip bytes (overlay:
+    weights pinned, Brainwave's persistent mode) or memory bytes (hosts)."""
 
     def __init__(self, prob: ChainProblem):
         self.prob = prob
+        self.sequential = [a != "dataflow" for a in prob.archs]
         self.secs = [[[o.interval_cycles / prob.clocks[j] for o in opts] for opts in prob.options[j]]
                      for j in range(prob.k)]
         # bisect needs ascending keys: store negated intervals
@@ -63,6 +71,13 @@ class _Tables:
                     for j in range(prob.k)]
         self.budget = [(b.dsp, b.bram18k, b.lut, b.ff) for b in prob.budgets]
         self.buffer = [2 * math.ceil(c.bytes * 8 / BRAM18K_BITS) for c in prob.cuts]
+
+    def link_buffer(self, j: int, i: int) -> int:
+        """BRAM18K a "stage" link's double buffer takes on sending device j (hosts: none)."""
+        return 0 if self.sequential[j] else self.buffer[i]
+
+    def combine(self, j: int, interval: float, layer_interval: float) -> float:
+        return interval + layer_interval if self.sequential[j] else max(interval, layer_interval)
 
     def pick(self, j: int, i: int, limit: float) -> int:
         """Index of the cheapest option of layer i on board j with interval <= limit, or -1."""
@@ -87,76 +102,106 @@ def _evaluate(t: _Tables, j: int, s: int, e: int, limit: float, base_bram: int):
         if d > bd or b > bb or l > bl or f > bf:
             return None
         picks.append(k)
-        interval = max(interval, t.secs[j][i][k])
+        interval = t.combine(j, interval, t.secs[j][i][k])
+        if interval > limit * (1 + _REL_TOL):
+            return None
         lat += t.lat[j][i][k]
     return tuple(picks), (d, b, l, f), interval, lat
+
+
+def _replica_limit(prob: ChainProblem, j: int) -> int:
+    """How many devices from j on may run one stage as replicas: identical devices on a
+    switch (every pair one hop apart), so that items can go round-robin to them."""
+    if not prob.replicable:
+        return 1
+    r = 1
+    while j + r < prob.k and prob.signatures[j + r] == prob.signatures[j]:
+        r += 1
+    return r
+
+
+def _best_stage(prob: ChainProblem, t: _Tables, best: dict, j: int, s: int, merged_in: bool, T: float,
+                r: int, link_modes) -> tuple[float, tuple | None]:
+    """The least-latency way to run a stage starting at layer s on devices j..j+r-1 (r replicas,
+    each doing every r-th item) and finish the chain from there, with every stage <= T."""
+    m, k = prob.m, prob.k
+    INF = float("inf")
+    slack = T * (1 + _REL_TOL)
+    bd, bb, bl, bf = t.budget[j]
+    t_in = prob.link_seconds[j - 1][s - 1] if merged_in else 0.0
+    limit0 = r * T - t_in   # r replicas: each may take r intervals per item
+    result: tuple[float, tuple | None] = (INF, None)
+    if limit0 <= 0:
+        return result
+    last_dev = j + r - 1
+    # Layers [s, e) at limit0, grown one layer at a time (picks do not depend on e).
+    d = b = l = f = 0
+    picks: list[int] = []
+    interval = lat = 0.0
+    for e in range(s + 1, m + 1):
+        i = e - 1
+        kk = t.pick(j, i, limit0)
+        if kk < 0:
+            break
+        rd, rb, rl, rf = t.res[j][i][kk]
+        d, b, l, f = d + rd, b + rb, l + rl, f + rf
+        if d > bd or b > bb or l > bl or f > bf:
+            break  # more layers only need more
+        picks.append(kk)
+        interval = t.combine(j, interval, t.secs[j][i][kk])
+        if interval > limit0 * (1 + _REL_TOL):
+            break  # a sequential device's time only grows with more layers
+        lat += t.lat[j][i][kk]
+        if e == m:
+            if lat < result[0]:
+                result = (lat, (e, None, tuple(picks), (d, b, l, f), interval, (interval + t_in) / r, lat, 0.0, 0, r))
+            continue
+        if last_dev + 1 >= k:
+            continue
+        t_out = prob.link_seconds[last_dev][i]
+        for mode in link_modes:
+            nxt = best.get((last_dev + 1, e, mode == "merged"))
+            if nxt is None or nxt[0] == INF:
+                continue
+            if mode == "stage":
+                buffer = t.link_buffer(j, i)
+                if t_out > slack or b + buffer > bb:
+                    continue
+                cand = (tuple(picks), (d, b + buffer, l, f), interval, lat)
+                stage_time = (interval + t_in) / r
+            else:
+                buffer = 0
+                limit_m = limit0 - t_out
+                if limit_m <= 0:
+                    continue
+                if interval <= limit_m * (1 + _REL_TOL):
+                    cand = (tuple(picks), (d, b, l, f), interval, lat)
+                else:
+                    cand = _evaluate(t, j, s, e, limit_m, 0)
+                    if cand is None:
+                        continue
+                stage_time = (cand[2] + t_in + t_out) / r
+            total = cand[3] + t_out + nxt[0]
+            if total < result[0]:
+                result = (total, (e, mode, cand[0], cand[1], cand[2], stage_time, cand[3], t_out, buffer, r))
+    return result
 
 
 def probe(prob: ChainProblem, t: _Tables, T: float, link_modes=LINK_MODES) -> JointResult | None:
     """A minimum-latency assignment whose every stage (and link stage) takes <= T, or None."""
     m, k = prob.m, prob.k
     INF = float("inf")
-    slack = T * (1 + _REL_TOL)
     # best[(j, s, merged_in)] = (latency from layer s to the end, choice made at this state)
     best: dict[tuple[int, int, bool], tuple[float, tuple | None]] = {}
     for j in range(k - 1, -1, -1):
-        bd, bb, bl, bf = t.budget[j]
+        rmax = _replica_limit(prob, j)
         for s in range(m - 1, -1, -1):
             for merged_in in ((False, True) if (s > 0 and j > 0) else (False,)):
-                t_in = prob.link_seconds[j - 1][s - 1] if merged_in else 0.0
-                limit0 = T - t_in
                 result: tuple[float, tuple | None] = (INF, None)
-                if limit0 <= 0:
-                    best[(j, s, merged_in)] = result
-                    continue
-                # Layers [s, e) at limit0, grown one layer at a time (picks do not depend on e).
-                d = b = l = f = 0
-                picks: list[int] = []
-                interval = lat = 0.0
-                for e in range(s + 1, m + 1):
-                    i = e - 1
-                    kk = t.pick(j, i, limit0)
-                    if kk < 0:
-                        break
-                    rd, rb, rl, rf = t.res[j][i][kk]
-                    d, b, l, f = d + rd, b + rb, l + rl, f + rf
-                    if d > bd or b > bb or l > bl or f > bf:
-                        break  # more layers only need more
-                    picks.append(kk)
-                    interval = max(interval, t.secs[j][i][kk])
-                    lat += t.lat[j][i][kk]
-                    if e == m:
-                        if lat < result[0]:
-                            result = (lat, (e, None, tuple(picks), (d, b, l, f), interval, interval + t_in, lat, 0.0, 0))
-                        continue
-                    if j + 1 >= k:
-                        continue
-                    t_out = prob.link_seconds[j][i]
-                    for mode in link_modes:
-                        nxt = best.get((j + 1, e, mode == "merged"))
-                        if nxt is None or nxt[0] == INF:
-                            continue
-                        if mode == "stage":
-                            buffer = t.buffer[i]
-                            if t_out > slack or b + buffer > bb:
-                                continue
-                            cand = (tuple(picks), (d, b + buffer, l, f), interval, lat)
-                            stage_time = interval + t_in
-                        else:
-                            buffer = 0
-                            limit_m = limit0 - t_out
-                            if limit_m <= 0:
-                                continue
-                            if interval <= limit_m * (1 + _REL_TOL):
-                                cand = (tuple(picks), (d, b, l, f), interval, lat)
-                            else:
-                                cand = _evaluate(t, j, s, e, limit_m, 0)
-                                if cand is None:
-                                    continue
-                            stage_time = cand[2] + t_in + t_out
-                        total = cand[3] + t_out + nxt[0]
-                        if total < result[0]:
-                            result = (total, (e, mode, cand[0], cand[1], cand[2], stage_time, cand[3], t_out, buffer))
+                for r in range(1, rmax + 1):
+                    cand = _best_stage(prob, t, best, j, s, merged_in, T, r, link_modes)
+                    if cand[0] < result[0]:
+                        result = cand
                 best[(j, s, merged_in)] = result
     start = best.get((0, 0, False))
     if start is None or start[0] == INF:
@@ -164,10 +209,10 @@ def probe(prob: ChainProblem, t: _Tables, T: float, link_modes=LINK_MODES) -> Jo
     boards, j, s, merged_in = [], 0, 0, False
     while s < m:
         _, choice = best[(j, s, merged_in)]
-        e, mode, picks, res, interval, stage_time, lat, t_out, buffer = choice
+        e, mode, picks, res, interval, stage_time, lat, t_out, buffer, r = choice
         boards.append(BoardAssignment(j, s, e, picks, interval, stage_time, lat, Resources(*res), merged_in,
-                                      mode, t_out if mode else 0.0, buffer))
-        j, s, merged_in = j + 1, e, mode == "merged"
+                                      mode, t_out if mode else 0.0, buffer, r))
+        j, s, merged_in = j + r, e, mode == "merged"
     worst = max(max(bd.stage_time_s for bd in boards),
                 max((bd.link_out_s for bd in boards if bd.link_out_mode == "stage"), default=0.0))
     return JointResult(tuple(boards), worst, start[0])
@@ -224,13 +269,16 @@ def spend_leftover(prob: ChainProblem, t: _Tables, result: JointResult) -> Joint
             picks[n] = nxt
             used = [u + d for u, d in zip(used, delta)]
         rng = range(b.start, b.end)
-        interval = max((t.secs[b.board][i][k] for i, k in zip(rng, picks)), default=0.0)
+        interval = 0.0
+        for i, k in zip(rng, picks):
+            interval = t.combine(b.board, interval, t.secs[b.board][i][k])
         lat = sum(t.lat[b.board][i][k] for i, k in zip(rng, picks))
-        t_in = b.stage_time_s - b.compute_interval_s - (b.link_out_s if b.link_out_mode == "merged" else 0.0)
-        stage_time = interval + t_in + (b.link_out_s if b.link_out_mode == "merged" else 0.0)
+        merged_out = b.link_out_s if b.link_out_mode == "merged" else 0.0
+        t_in = b.stage_time_s * b.replicas - b.compute_interval_s - merged_out
+        stage_time = (interval + t_in + merged_out) / b.replicas
         boards.append(BoardAssignment(b.board, b.start, b.end, tuple(picks), interval, stage_time, lat,
                                       Resources(*used), b.link_in_merged, b.link_out_mode, b.link_out_s,
-                                      b.buffer_bram18k))
+                                      b.buffer_bram18k, b.replicas))
     worst = max(max(bd.stage_time_s for bd in boards),
                 max((bd.link_out_s for bd in boards if bd.link_out_mode == "stage"), default=0.0))
     latency = sum(bd.latency_s + (bd.link_out_s if bd.link_out_mode else 0.0) for bd in boards)
@@ -238,10 +286,11 @@ def spend_leftover(prob: ChainProblem, t: _Tables, result: JointResult) -> Joint
 
 
 def _upper_bound(prob: ChainProblem, t: _Tables) -> float:
-    """An interval at which every layer's slowest engine qualifies and every link fits."""
-    slowest = max((max(layer) for board in t.secs for layer in board if layer), default=0.0)
+    """An interval at which every layer's slowest engine qualifies, a sequential device may
+    run every layer, and every link fits."""
+    total = sum(max((t.secs[j][i][0] for j in range(prob.k) if t.secs[j][i]), default=0.0) for i in range(prob.m))
     links = [x for row in prob.link_seconds for x in row if x != float("inf")]
-    return (slowest + 2 * max(links, default=0.0)) * 2 + 1e-9
+    return (total + 2 * max(links, default=0.0)) * 2 + 1e-9
 
 
 def _why_infeasible(prob: ChainProblem, t: _Tables) -> str:

@@ -7,25 +7,38 @@ from conveyor.numerics.config import PrecisionConfig
 from conveyor.plan import LinkPlan, Plan, StagePlan
 from conveyor.planner.baselines import BASELINES, run_baseline
 from conveyor.planner.chain import ChainProblem, chain_problem
-from conveyor.planner.joint import LINK_MODES, JointResult, plan_joint
+from conveyor.planner.joint import LINK_MODES, JointResult, _Tables, plan_joint, probe, spend_leftover
 
-OBJECTIVES = ("throughput", "latency")
+OBJECTIVES = ("throughput", "latency", "edge-cloud")
 DEFAULT_PRECISION = "ap_fixed<16,6>"
 
 
 def plan(graph, cluster, *, precision=DEFAULT_PRECISION, objective: str = "throughput",
-         method: str = "conveyor") -> Plan:
-    """Plan `graph` on `cluster`'s FPGA boards (dataflow engines, chain order).
+         method: str = "conveyor", arch: str = "dataflow", archs: dict | None = None,
+         profiles: dict | None = None) -> Plan:
+    """Plan `graph` on `cluster`'s devices, in the cluster's chain order.
 
     objective "throughput": the smallest pipeline interval, then the lowest latency;
-    "latency": the lowest batch-1 latency over all feasible intervals.
+    "latency": the lowest batch-1 latency over all feasible intervals;
+    "edge-cloud": the cluster is (edge device, cloud device) joined by an uplink; the split
+    point of least end-to-end latency, Neurosurgeon's question (either side may be empty).
     method "conveyor" (the joint planner) or a baseline: "equal", "dichotomy", "greedy".
+    FPGA boards run `arch` ("dataflow" or "overlay") unless `archs` names another per device;
+    CPUs/GPUs use the roofline, or the measured `profiles[device]`.
     """
     if objective not in OBJECTIVES:
         raise PlanError(f"objective '{objective}'; accepted: {', '.join(OBJECTIVES)}")
     config = PrecisionConfig.coerce(precision)
-    prob = chain_problem(graph, cluster, config)
-    if method == "conveyor":
+    prob = chain_problem(graph, cluster, config, arch=arch, archs=archs, profiles=profiles)
+    if cluster.topology == "switch" and objective != "edge-cloud" and method == "conveyor":
+        prob = _best_order(graph, cluster, config, prob, objective, dict(arch=arch, archs=archs, profiles=profiles))
+    if objective == "edge-cloud":
+        from conveyor.planner.edge import edge_cloud
+
+        if method != "conveyor":
+            raise PlanError("the edge-cloud objective has no baselines; use method 'conveyor'")
+        result = edge_cloud(graph, prob)
+    elif method == "conveyor":
         result = plan_joint(prob) if objective == "throughput" else _min_latency(prob)
     elif method in BASELINES:
         result = run_baseline(prob, method)
@@ -34,19 +47,75 @@ def plan(graph, cluster, *, precision=DEFAULT_PRECISION, objective: str = "throu
     return to_plan(graph, cluster, config, objective, method, prob, result)
 
 
+#: Above this many distinct device orders the switch search falls back to a heuristic.
+MAX_ORDERS = 720
+
+
+def _best_order(graph, cluster, config, prob: ChainProblem, objective: str, kwargs) -> ChainProblem:
+    """On a switch any device order is a valid chain. Try every distinct order (devices with
+    the same signature are interchangeable) when there are at most MAX_ORDERS of them — exact
+    up to 6 all-different devices, or 8 with two kinds; else keep the heuristic order: the
+    most capable devices first (DSPs for FPGAs, peak FLOP/s for hosts)."""
+    import itertools
+    import math
+    from collections import Counter
+
+    counts = Counter(prob.signatures)
+    n_orders = math.factorial(prob.k) // math.prod(math.factorial(c) for c in counts.values())
+    if n_orders <= 1:
+        return prob
+    if n_orders > MAX_ORDERS:
+        ranked = sorted(prob.devices, key=lambda n: -_capability(cluster.device(n)))
+        return chain_problem(graph, cluster, config, order=tuple(ranked), **kwargs)
+    by_sig: dict[str, list[str]] = {}
+    for name, sig in zip(prob.devices, prob.signatures):
+        by_sig.setdefault(sig, []).append(name)
+    best_prob, best_key = prob, None
+    for sig_order in set(itertools.permutations(prob.signatures)):
+        pools = {sig: list(names) for sig, names in by_sig.items()}
+        order = tuple(pools[sig].pop(0) for sig in sig_order)
+        candidate = chain_problem(graph, cluster, config, order=order, **kwargs)
+        try:
+            r = plan_joint(candidate) if objective == "throughput" else _min_latency(candidate)
+        except PlanError:
+            continue
+        key = (r.interval_s, r.latency_s) if objective == "throughput" else (r.latency_s, r.interval_s)
+        if best_key is None or key < best_key:
+            best_prob, best_key = candidate, key
+    return best_prob
+
+
+def _capability(device) -> float:
+    return device.board.part.dsp if device.kind == "fpga" else device.host.peak_flops / 1e9
+
+
 def _min_latency(prob: ChainProblem) -> JointResult:
     """Latency falls as engines get faster, until the boards run out of room: scan the
     feasible intervals from the throughput optimum upward and keep the lowest latency."""
-    from conveyor.planner.joint import _Tables, probe
+    front = pareto_front(prob)
+    return min(front, key=lambda r: (r.latency_s, r.interval_s))
 
+
+def pareto_front(prob: ChainProblem, max_points: int = 400) -> list[JointResult]:
+    """Plans no other plan beats on both interval and latency: from the throughput optimum,
+    probe every distinct engine interval above it (thinned to `max_points`) and keep the
+    non-dominated results, fastest interval first."""
     best = plan_joint(prob, LINK_MODES)
     t = _Tables(prob)
-    candidates = sorted({x for board in t.secs for layer in board for x in layer if x >= best.interval_s})
-    for T in candidates[:400]:
+    candidates = sorted({x for board in t.secs for layer in board for x in layer if x > best.interval_s})
+    if len(candidates) > max_points:
+        step = len(candidates) / max_points
+        candidates = [candidates[int(i * step)] for i in range(max_points)] + [candidates[-1]]
+    results = [best]
+    for T in candidates:
         r = probe(prob, t, T, LINK_MODES)
-        if r is not None and r.latency_s < best.latency_s:
-            best = r
-    return best
+        if r is not None:
+            results.append(spend_leftover(prob, t, r))
+    front: list[JointResult] = []
+    for r in sorted(results, key=lambda r: (r.interval_s, r.latency_s)):
+        if not front or r.latency_s < front[-1].latency_s:
+            front.append(r)
+    return front
 
 
 def to_plan(graph, cluster, config: PrecisionConfig, objective: str, method: str,
@@ -54,6 +123,9 @@ def to_plan(graph, cluster, config: PrecisionConfig, objective: str, method: str
     stages = []
     for b in result.boards:
         device = cluster.device(prob.devices[b.board])
+        arch = prob.archs[b.board]
+        last = b.board + b.replicas - 1       # a replicated stage sends on from its last device
+        replicas = tuple(prob.devices[b.board + 1:last + 1])
         names = prob.layer_names[b.start:b.end]
         options = [prob.options[b.board][i][k] for i, k in zip(range(b.start, b.end), b.option_index)]
         clock = prob.clocks[b.board]
@@ -61,17 +133,23 @@ def to_plan(graph, cluster, config: PrecisionConfig, objective: str, method: str
         if b.link_out_mode is not None:
             cut = prob.cuts[b.end - 1]
             link = LinkPlan(
-                src=prob.devices[b.board], dst=prob.devices[b.board + 1], link=prob.link_names[b.board],
+                src=prob.devices[last], dst=prob.devices[last + 1], link=prob.link_names[last],
                 tensors=cut.tensors, bytes=cut.bytes, seconds=b.link_out_s, mode=b.link_out_mode,
                 buffer_bram18k=b.buffer_bram18k,
             )
+        if arch == "dataflow":
+            resources, budget = b.resources.as_dict(), prob.budgets[b.board].as_dict()
+        else:  # sequential devices: weight bytes against on-chip (overlay) or host memory
+            key = "onchip_bytes" if arch == "overlay" else "memory_bytes"
+            resources, budget = {key: b.resources.bram18k}, {key: prob.budgets[b.board].bram18k}
+        power = device.board.power_w if device.kind == "fpga" else device.host.tdp_w
+        power = None if power is None else power * b.replicas
         stages.append(StagePlan(
-            device=device.name, device_kind=device.kind, arch="dataflow", layers=tuple(names),
+            device=device.name, device_kind=device.kind, arch=arch, layers=tuple(names),
             parallelism={n: o.parallelism for n, o in zip(names, options)},
             layer_interval_s={n: o.interval_cycles / clock for n, o in zip(names, options)},
             compute_interval_s=b.compute_interval_s, stage_time_s=b.stage_time_s, latency_s=b.latency_s,
-            resources=b.resources.as_dict(), budget=prob.budgets[b.board].as_dict(),
-            power_w=device.board.power_w, link_out=link,
+            resources=resources, budget=budget, power_w=power, link_out=link, replicas=replicas,
         ))
     notes = (
         "modeled: every time, resource and power figure is predicted by the cost model "
