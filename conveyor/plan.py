@@ -51,6 +51,9 @@ class StagePlan:
     #: further devices running the same layers (each takes every n-th item, round robin);
     #: `stage_time_s` is then the stage's effective time, its compute time / replicas
     replicas: tuple[str, ...] = ()
+    #: True: the stage is one layer split by output channel over device + replicas (each holds
+    #: 1/n of its weights; resources are per device); False: replicas each run every n-th item
+    split: bool = False
 
 
 @dataclass(frozen=True)

@@ -113,3 +113,19 @@ def test_edge_cloud_picks_the_split_of_least_latency(alexnet):
     assert p.latency_s <= sum(edge) + 1e-12  # never worse than all-edge
     with pytest.raises(PlanError, match="two devices"):
         plan(alexnet, Cluster.uniform("zynq7035", 3, link="srio-10g"), objective="edge-cloud")
+
+
+def test_layers_too_big_for_one_board_are_split_across_boards():
+    g = conveyor.zoo.build("resnet18")
+    with pytest.raises(PlanError):  # one board cannot hold layer4's 2.4 M-parameter convolutions
+        plan(g, Cluster.uniform("zynq7035", 1, link="srio-10g"), precision="ap_fixed<8,3>")
+    p = plan(g, Cluster.uniform("zynq7035", 12, link="srio-10g"), precision="ap_fixed<8,3>")
+    split = [s for s in p.stages if s.split]
+    assert split, "layer4's convolutions must be split"
+    for s in split:
+        assert s.layers[0] and g.node(s.layers[0]).op_type == "Conv"
+        assert all(g.node(n).op_type in ("Relu", "MaxPool", "Conv") for n in s.layers)
+        assert all(s.resources[r] <= s.budget[r] for r in s.budget)  # per board, its slice fits
+    assert [n for s in p.stages for n in s.layers] == [n.name for n in g.nodes]
+    devices = [d for s in p.stages for d in (s.device, *s.replicas)]
+    assert len(devices) == len(set(devices)) <= 12

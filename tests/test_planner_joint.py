@@ -138,5 +138,5 @@ def test_plan_round_trips_and_describes_every_layer(tmp_path):
 
 def test_a_layer_too_big_for_any_board_is_named():
     g = conveyor.zoo.build("vgg16-conv")
-    with pytest.raises(PlanError, match="conv3_1.*fits no board"):
+    with pytest.raises(PlanError, match="conv3_2.*fits no device.*nor split"):
         plan(g, Cluster.uniform("pynq-z2", 2, link="eth-1g"))

@@ -36,6 +36,8 @@ class ChainProblem:
     archs: tuple[str, ...] = ()                               # per device: dataflow | overlay | host
     replicable: bool = False                                  # a switch: identical devices may replicate a stage
     signatures: tuple[str, ...] = ()                          # per device: what makes two devices identical
+    specs: tuple = ()                                         # per device: its Board or Host
+    links: tuple = ()                                         # [device j]: the Link j -> j+1 (None for the last)
 
     def __post_init__(self):
         if not self.archs:
@@ -121,13 +123,15 @@ def chain_problem(graph, cluster: Cluster, precision=None, *, arch: str = "dataf
         options.append(tuple((_sequential_option(t, w.weight_bytes),) for t, w in zip(seconds, works)))
         clocks.append(TICKS_PER_S)
         budgets.append(Resources(_UNBOUNDED, memory, _UNBOUNDED, _UNBOUNDED))
-    link_seconds, link_names = [], []
+    link_seconds, link_names, links = [], [], []
     for j, d in enumerate(devices):
         if j + 1 < len(devices):
             link = cluster.link_between(d.name, devices[j + 1].name)
+            links.append(link)
             link_names.append(link.name)
             link_seconds.append(tuple(link.transfer_time_s(c.bytes) for c in cuts))
         else:
+            links.append(None)
             link_names.append("")
             link_seconds.append(tuple(float("inf") for _ in cuts))
     return ChainProblem(
@@ -143,6 +147,8 @@ def chain_problem(graph, cluster: Cluster, precision=None, *, arch: str = "dataf
         archs=tuple(kinds),
         replicable=cluster.topology == "switch",
         signatures=tuple(f"{k}:{d.spec!r}" for k, d in zip(kinds, devices)),
+        specs=tuple(d.spec for d in devices),
+        links=tuple(links),
     )
 
 

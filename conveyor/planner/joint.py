@@ -40,6 +40,7 @@ class BoardAssignment:
     link_out_s: float
     buffer_bram18k: int
     replicas: int = 1               # devices board..board+replicas-1 each run every replicas-th item
+    split: bool = False             # ...or, when True, each holds 1/replicas of the (single) layer
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,14 @@ class _Tables:
                     for j in range(prob.k)]
         self.budget = [(b.dsp, b.bram18k, b.lut, b.ff) for b in prob.budgets]
         self.buffer = [2 * math.ceil(c.bytes * 8 / BRAM18K_BITS) for c in prob.cuts]
+
+    def needs_split(self, j: int, i: int) -> bool:
+        """A MAC layer whose smallest engine alone exceeds dataflow device j's budget."""
+        from conveyor.planner.split import SPLITTABLE
+
+        if self.sequential[j] or self.prob.works[i].op_type not in SPLITTABLE or not self.res[j][i]:
+            return False
+        return any(x > cap for x, cap in zip(self.res[j][i][0], self.budget[j]))
 
     def link_buffer(self, j: int, i: int) -> int:
         """BRAM18K a "stage" link's double buffer takes on sending device j (hosts: none)."""
@@ -107,6 +116,64 @@ def _evaluate(t: _Tables, j: int, s: int, e: int, limit: float, base_bram: int):
             return None
         lat += t.lat[j][i][k]
     return tuple(picks), (d, b, l, f), interval, lat
+
+
+def _identical_run(prob: ChainProblem, j: int) -> int:
+    """How many consecutive devices from j on are identical to j."""
+    r = 1
+    while j + r < prob.k and prob.signatures and prob.signatures[j + r] == prob.signatures[j]:
+        r += 1
+    return r
+
+
+def _split_stage(prob: ChainProblem, t: _Tables, best: dict, j: int, s: int, merged_in: bool, T: float,
+                 r: int, link_modes) -> tuple[float, tuple | None]:
+    """Layer s split r ways by output channel over devices j..j+r-1 (conveyor.planner.split),
+    with the channel-wise layers after it (ReLU, pooling...) split the same way."""
+    from conveyor.planner.split import CHANNELWISE, gather_seconds, split_options
+
+    INF = float("inf")
+    result: tuple[float, tuple | None] = (INF, None)
+    if prob.links[j] is None:
+        return result
+    clock, budget, m = prob.clocks[j], t.budget[j], prob.m
+    t_in = prob.link_seconds[j - 1][s - 1] if merged_in else 0.0
+    last_dev = j + r - 1
+    layer_opts = []
+    for e in range(s + 1, m + 1):
+        i = e - 1
+        if i > s and prob.works[i].op_type not in CHANNELWISE:
+            break
+        layer_opts.append(split_options(prob.works[i], prob.specs[j], r))
+        gather = gather_seconds(prob.works[s], prob.links[j], r, out_bytes=prob.works[i].out_bytes)
+        outs = [(None, 0.0)] if e == m else [(mode, prob.link_seconds[last_dev][i]) for mode in link_modes
+                                             if last_dev + 1 < prob.k]
+        for mode, t_out in outs:
+            nxt = (0.0, None) if mode is None else best.get((last_dev + 1, e, mode == "merged"))
+            if nxt is None or nxt[0] == INF:
+                continue
+            if mode == "stage" and t_out > T * (1 + _REL_TOL):
+                continue
+            limit = (T - t_in - gather - (t_out if mode == "merged" else 0.0)) * (1 + _REL_TOL)
+            buffer = t.link_buffer(j, i) if mode == "stage" else 0
+            picks, res, interval, lat = [], [0, buffer, 0, 0], 0.0, gather
+            for opts in layer_opts:  # each layer's slowest (cheapest) engine meeting the limit
+                idx = next((n for n, o in enumerate(opts) if o.interval_cycles / clock <= limit), None)
+                if idx is None:
+                    break
+                o = opts[idx]
+                picks.append(idx)
+                res = [x + y for x, y in zip(res, (o.resources.dsp, o.resources.bram18k, o.resources.lut, o.resources.ff))]
+                interval = max(interval, o.interval_cycles / clock)
+                lat += o.latency_cycles / clock
+            else:
+                if any(x > cap for x, cap in zip(res, budget)):
+                    continue
+                total = lat + (t_out if mode else 0.0) + nxt[0]
+                if total < result[0]:
+                    stage_time = t_in + gather + interval + (t_out if mode == "merged" else 0.0)
+                    result = (total, (e, mode, tuple(picks), tuple(res), interval, stage_time, lat, t_out, buffer, r, True))
+    return result
 
 
 def _replica_limit(prob: ChainProblem, j: int) -> int:
@@ -202,6 +269,11 @@ def probe(prob: ChainProblem, t: _Tables, T: float, link_modes=LINK_MODES) -> Jo
                     cand = _best_stage(prob, t, best, j, s, merged_in, T, r, link_modes)
                     if cand[0] < result[0]:
                         result = cand
+                if t.needs_split(j, s):
+                    for r in range(2, _identical_run(prob, j) + 1):
+                        cand = _split_stage(prob, t, best, j, s, merged_in, T, r, link_modes)
+                        if cand[0] < result[0]:
+                            result = cand
                 best[(j, s, merged_in)] = result
     start = best.get((0, 0, False))
     if start is None or start[0] == INF:
@@ -209,9 +281,9 @@ def probe(prob: ChainProblem, t: _Tables, T: float, link_modes=LINK_MODES) -> Jo
     boards, j, s, merged_in = [], 0, 0, False
     while s < m:
         _, choice = best[(j, s, merged_in)]
-        e, mode, picks, res, interval, stage_time, lat, t_out, buffer, r = choice
+        e, mode, picks, res, interval, stage_time, lat, t_out, buffer, r, *split = choice
         boards.append(BoardAssignment(j, s, e, picks, interval, stage_time, lat, Resources(*res), merged_in,
-                                      mode, t_out if mode else 0.0, buffer, r))
+                                      mode, t_out if mode else 0.0, buffer, r, bool(split)))
         j, s, merged_in = j + r, e, mode == "merged"
     worst = max(max(bd.stage_time_s for bd in boards),
                 max((bd.link_out_s for bd in boards if bd.link_out_mode == "stage"), default=0.0))
@@ -248,6 +320,9 @@ def spend_leftover(prob: ChainProblem, t: _Tables, result: JointResult) -> Joint
     interval never gets worse; latency is a heuristic optimum (docs/cost-model.md)."""
     boards = []
     for b in result.boards:
+        if b.split:
+            boards.append(b)
+            continue
         picks = list(b.option_index)
         used = [b.resources.dsp, b.resources.bram18k, b.resources.lut, b.resources.ff]
         budget = t.budget[b.board]
@@ -294,11 +369,21 @@ def _upper_bound(prob: ChainProblem, t: _Tables) -> float:
 
 
 def _why_infeasible(prob: ChainProblem, t: _Tables) -> str:
+    from conveyor.planner.split import split_options
+
     for i, name in enumerate(prob.layer_names):
-        if all(_evaluate(t, j, i, i + 1, float("inf"), 0) is None for j in range(prob.k)):
+        alone = any(_evaluate(t, j, i, i + 1, float("inf"), 0) is not None for j in range(prob.k))
+        split = any(
+            t.needs_split(j, i) and any(
+                all(x <= cap for x, cap in zip(split_options(prob.works[i], prob.specs[j], r)[0].resources.as_dict().values(),
+                                               t.budget[j]))
+                for r in range(2, _identical_run(prob, j) + 1))
+            for j in range(prob.k))
+        if not alone and not split:
             w = prob.works[i]
-            return (f"layer '{name}' ({w.op_type}, {w.params:,} parameters at {w.weight_bits} bits) fits no board of "
-                    f"the cluster even at its smallest engine: its weights or buffers exceed a board's BRAM/LUT budget; "
-                    "a larger board or narrower weights would be needed")
-    return (f"the {prob.m} layers do not fit on {prob.k} boards at any interval: the boards' combined "
-            "resources are too small; add boards or narrow the precision")
+            return (f"layer '{name}' ({w.op_type}, {w.params:,} parameters at {w.weight_bits} bits) fits no device "
+                    f"of the cluster even at its smallest engine, nor split across the identical boards there are; "
+                    "more or larger boards, or narrower weights, would be needed")
+    return (f"the {prob.m} layers do not fit on {prob.k} devices at any interval: their combined resources "
+            "(with the layers too big for one board split across several) are too small; add boards or narrow "
+            "the precision")

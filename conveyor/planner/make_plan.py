@@ -127,7 +127,13 @@ def to_plan(graph, cluster, config: PrecisionConfig, objective: str, method: str
         last = b.board + b.replicas - 1       # a replicated stage sends on from its last device
         replicas = tuple(prob.devices[b.board + 1:last + 1])
         names = prob.layer_names[b.start:b.end]
-        options = [prob.options[b.board][i][k] for i, k in zip(range(b.start, b.end), b.option_index)]
+        if b.split:
+            from conveyor.planner.split import split_options
+
+            options = [split_options(prob.works[i], prob.specs[b.board], b.replicas)[k]
+                       for i, k in zip(range(b.start, b.end), b.option_index)]
+        else:
+            options = [prob.options[b.board][i][k] for i, k in zip(range(b.start, b.end), b.option_index)]
         clock = prob.clocks[b.board]
         link = None
         if b.link_out_mode is not None:
@@ -149,7 +155,7 @@ def to_plan(graph, cluster, config: PrecisionConfig, objective: str, method: str
             parallelism={n: o.parallelism for n, o in zip(names, options)},
             layer_interval_s={n: o.interval_cycles / clock for n, o in zip(names, options)},
             compute_interval_s=b.compute_interval_s, stage_time_s=b.stage_time_s, latency_s=b.latency_s,
-            resources=resources, budget=budget, power_w=power, link_out=link, replicas=replicas,
+            resources=resources, budget=budget, power_w=power, link_out=link, replicas=replicas, split=b.split,
         ))
     notes = (
         "modeled: every time, resource and power figure is predicted by the cost model "
