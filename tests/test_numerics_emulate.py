@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import conveyor
-from conveyor import PrecisionError, zoo
+from conveyor import PrecisionError, ops, zoo
 from conveyor.graph.quantized import quantization_report
 from conveyor.numerics.fixed import FixedType
 
@@ -104,10 +104,15 @@ def test_resnet18_rounding_beats_truncation():
     assert truncated > 5 * rounded
 
 
-def test_ops_without_a_fixed_kernel_are_refused_by_name():
+def test_every_registered_op_has_a_fixed_point_kernel():
+    assert all(ops.get(op).run_fixed for op in ops.supported_ops())
+
+
+def test_a_precision_a_kernel_cannot_apply_is_refused_by_node_name():
+    """The recurrent kernels index sigmoid/tanh tables by ap_fixed bits: block formats are refused."""
     g = zoo.build("lstm-small")
-    with pytest.raises(PrecisionError, match=r"no fixed-point kernel yet for \['LSTM'\]"):
-        g.run(np.zeros(g.inputs[0].shape, np.float32), precision="ap_fixed<16,6>")
+    with pytest.raises(PrecisionError, match=r"LSTM node 'lstm'.*mx:fp8_e4m3.*accepted: ap_fixed"):
+        g.run(np.zeros(g.inputs[0].shape, np.float32), precision="mx:fp8_e4m3")
 
 
 def test_lossy_accumulator_is_emulated_and_a_wide_one_equals_auto():

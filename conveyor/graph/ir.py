@@ -191,7 +191,7 @@ class Graph:
                     env.pop(t, None)
         return {t: env[t] for t in wanted}
 
-    def _bind_feeds(self, feeds) -> dict[str, np.ndarray]:
+    def _bind_feeds(self, feeds, cast_floats: bool = True) -> dict[str, np.ndarray]:
         if not isinstance(feeds, Mapping):
             if len(self.input_names) != 1:
                 raise ModelError(
@@ -215,7 +215,8 @@ class Graph:
                 # Only within a kind (float64 -> float32): never silently turn ints into floats.
                 if value.dtype.kind != t.dtype.kind:
                     raise ModelError(f"input '{t.name}': expected dtype {t.dtype}, got {value.dtype}")
-                value = value.astype(t.dtype)
+                if cast_floats or value.dtype.kind != "f":
+                    value = value.astype(t.dtype)
             bound[t.name] = value
         return bound
 

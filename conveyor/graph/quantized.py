@@ -37,13 +37,26 @@ class LayerStats:
 
 
 class CastContext:
-    """Casts kernel results to their formats and, when asked, records LayerStats."""
+    """Casts kernel results to their formats and, when asked, records LayerStats.
 
-    def __init__(self, observe: bool):
+    `param_ranges` maps id(array) -> (min, max) of the arrays that stay alive as long as
+    the context (the Emulator's quantized parameters), so that kernels bound their sums
+    without scanning the parameters on every run (`value_range`)."""
+
+    def __init__(self, observe: bool, param_ranges: Mapping[int, tuple[float, float]] | None = None):
         self.observe = observe
         self.stats: dict[str, LayerStats] = {}
+        self._param_ranges = param_ranges or {}
 
-    def cast(self, node, values: np.ndarray, fmt, axis: int = -1) -> np.ndarray:
+    def value_range(self, a: np.ndarray | None) -> tuple[float, float]:
+        """(min, max) of `a` ((0, 0) for None or empty): looked up for parameters, else computed."""
+        if a is None or a.size == 0:
+            return 0.0, 0.0
+        got = self._param_ranges.get(id(a))
+        return got if got is not None else (float(np.min(a)), float(np.max(a)))
+
+    def cast(self, node, values: np.ndarray, fmt, axis: int = -1, inplace: bool = False) -> np.ndarray:
+        """`values` cast to `fmt`; `inplace`: the caller owns `values`, which may be overwritten."""
         if fmt is None:
             return values
         from conveyor.numerics.cast import cast, overflow_count
@@ -60,14 +73,20 @@ class CastContext:
                 st.overflow += over
                 if over and str(getattr(fmt, "overflow", "")).startswith("SAT"):
                     st.saturated += over
-        return cast(values, fmt, axis)
+        return cast(values, fmt, axis, inplace=inplace)
 
 
 class Emulator:
     """A graph prepared to run bit-accurately under one precision config."""
 
-    def __init__(self, graph, precision: PrecisionConfig | Mapping | str):
+    def __init__(self, graph, precision: PrecisionConfig | Mapping | str,
+                 input_formats: Mapping[str, Any] | None = None):
+        """`input_formats` gives the format each graph input already has (a pipeline stage's
+        inputs come from earlier stages: re-casting them to the config's `input` format would
+        be wrong); inputs it does not name are cast to the `input` format."""
         self.graph = graph
+        self.input_formats = dict(input_formats or {})
+        self.last_formats: dict[str, Any] = {}
         self.config = PrecisionConfig.coerce(precision)
         self.config.check_against({n.name for n in graph.nodes}, {n.op_type for n in graph.nodes}, graph.name)
         from conveyor.numerics.cast import cast
@@ -103,6 +122,9 @@ class Emulator:
                     self.params[(node.name, slot)] = cast(w, fmt, _param_axis(node.op_type, slot, w.ndim))
                     self.param_formats[(node.name, slot)] = fmt
         # Non-parameter constants (e.g. a Reshape's shape) pass through unquantized.
+        # (min, max) of every parameter, once: kernels bound their sums with it (CastContext.value_range)
+        self._param_ranges = {id(v): (float(np.min(v)), float(np.max(v))) for v in self.params.values()
+                              if isinstance(v, np.ndarray) and v.size and v.dtype.kind == "f"}
 
     def run(
         self,
@@ -115,14 +137,18 @@ class Emulator:
 
         g = self.graph
         wanted = tuple(fetch) if fetch is not None else g.output_names
-        bound = g._bind_feeds(feeds)
-        ctx = CastContext(observe)
+        bound = g._bind_feeds(feeds, cast_floats=False)  # float64 values are exact: keep them
+        ctx = CastContext(observe, self._param_ranges)
         env: dict[str, np.ndarray] = {}
         formats: dict[str, Any] = {}
         in_fmt = self.config.input_format()
         for name, value in bound.items():
-            env[name] = cast(value.astype(np.float64), in_fmt, 1 if value.ndim > 2 else -1)
-            formats[name] = in_fmt
+            if value.dtype.kind in "iub":  # indices, lengths, masks: integers, not activations
+                env[name], formats[name] = value, None
+                continue
+            fmt = self.input_formats[name] if name in self.input_formats else in_fmt
+            env[name] = cast(value.astype(np.float64), fmt, 1 if value.ndim > 2 else -1, inplace=True)
+            formats[name] = fmt
         last_use = g._last_use
         keep = set(wanted)
         for i, node in enumerate(g.nodes):
@@ -159,6 +185,7 @@ class Emulator:
                     env.pop(t, None)
         # Bit-accurate values stay float64: a float32 cannot hold every ap_fixed<32,...>.
         out = {t: env[t] if t in env else np.asarray(g.weights[t]) for t in wanted}
+        self.last_formats = formats
         return out, ctx.stats
 
 
@@ -169,6 +196,15 @@ def _param_axis(op_type: str, slot: int, ndim: int) -> int:
     if op_type in ("Dense", "MatMul") and slot == 1:
         return 0          # W [K, N]
     return -1
+
+
+def tensor_formats(graph, precision) -> dict[str, Any]:
+    """The number format every tensor of `graph` carries under `precision` (None: exact or
+    integer), found by one run on zeros: formats depend on the ops and the config only."""
+    emu = emulator_for(graph, precision)
+    zeros = {t.name: np.zeros(t.shape, t.dtype) for t in graph.inputs}
+    emu.run(zeros, fetch=[t for t in graph.tensors if not graph.is_weight(t)])
+    return dict(emu.last_formats)
 
 
 def emulator_for(graph, precision) -> Emulator:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from conveyor.numerics import fixed_quantize as _fq
+
 
 def is_fixed(fmt) -> bool:
     from conveyor.numerics.fixed import FixedType
@@ -15,12 +17,19 @@ def is_fixed(fmt) -> bool:
     return isinstance(fmt, FixedType)
 
 
-def cast(values: np.ndarray, fmt, axis: int = -1) -> np.ndarray:
+def cast(values: np.ndarray, fmt, axis: int = -1, inplace: bool = False) -> np.ndarray:
     """`values` assigned to `fmt`: ap_fixed semantics for FixedType, block quantization
-    along `axis` for block formats; None means 'keep exact'. Returns float64."""
+    along `axis` for block formats; None means 'keep exact'. Returns float64. With
+    `inplace`, a float64 `values` the caller owns may be overwritten with the result
+    (and returned), which saves an array; otherwise `values` is never modified."""
     if fmt is None:
         return np.asarray(values, dtype=np.float64)
     if is_fixed(fmt):
+        if isinstance(values, np.ndarray) and values.dtype == np.float64:
+            # the common case, no value overflows: one rounding per value, no masks
+            fast = _fq.quantize_in_range(fmt, values, inplace=inplace and values.flags.writeable)
+            if fast is not None:
+                return fast
         return fmt.quantize(values)
     if values.ndim == 0:
         return np.asarray(fmt.quantize(values.reshape(1), axis=-1), dtype=np.float64).reshape(())

@@ -13,8 +13,11 @@ A config is a plain dict (or YAML file) that a Plan file can carry:
       sigmoid: {size: 1024, min: -8, max: 8, format: "ap_fixed<18,8>"}
       softmax: {implementation: stable}
 
-Roles: `weight`, `bias`, `accum`, `result`. A role is resolved from the most specific
-place that names it: nodes > op_types > top-level role key > default. Formats are
+Roles: `weight`, `bias`, `accum`, `result`, and for the recurrent ops (LSTM, GRU) `state`
+(the hidden state h) and `cell` (LSTM's cell state c). A role is resolved from the most
+specific place that names it: nodes > op_types > top-level role key > default, except that
+`state` and `cell` fall back to the node's `result` (hls4ml keeps both in the layer's
+`res_T`; docs/numerics.md, "Kernels", item 7). Formats are
 ap_fixed family strings (`ap_fixed<16,6>`, `fixed<8,3>`, `ap_int<8>` ...) or block
 floating point (`mx:fp8_e4m3`, `mx:int8/32`, `msfp12`).
 """
@@ -28,7 +31,9 @@ from typing import Any, Mapping
 
 from conveyor.errors import PrecisionError
 
-ROLES = ("weight", "bias", "accum", "result")
+ROLES = ("weight", "bias", "accum", "result", "state", "cell")
+#: roles that, when no place names them, take the node's `result` format instead of `default`
+RESULT_LIKE = ("state", "cell")
 AUTO = "auto"
 _TOP_KEYS = {"default", "input", "op_types", "nodes", "tables", *ROLES}
 #: the lookup tables a config may set and the keys each takes (defaults: conveyor.ops.lut)
@@ -59,13 +64,16 @@ def parse_format(text: str):
 @dataclass(frozen=True)
 class NodePrecision:
     """The formats one node computes in; `accum` is None for 'auto' (exact). `tables` holds
-    the config's lookup-table settings ({name: {key: value}}, see TABLE_KEYS), unparsed."""
+    the config's lookup-table settings ({name: {key: value}}, see TABLE_KEYS), unparsed.
+    `state` / `cell`: the recurrent state formats of LSTM / GRU (None: `result`)."""
 
     weight: Any
     bias: Any
     accum: Any
     result: Any
     tables: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False)
+    state: Any = None
+    cell: Any = None
 
 
 @dataclass(frozen=True)
@@ -143,6 +151,8 @@ class PrecisionConfig:
                 return table[key][role]
         if role in self.roles:
             return self.roles[role]
+        if role in RESULT_LIKE:
+            return self.role_text(node_name, op_type, "result")
         return AUTO if role == "accum" else self.default
 
     def for_node(self, node_name: str, op_type: str) -> NodePrecision:
@@ -154,6 +164,14 @@ class PrecisionConfig:
 
     def input_format(self):
         return parse_format(self.input or self.default)
+
+    def restricted(self, node_names: set[str], op_types: set[str]) -> "PrecisionConfig":
+        """The same config with only the overrides that concern these nodes and op types
+        (for a pipeline stage's sub-graph)."""
+        from dataclasses import replace
+
+        return replace(self, nodes={k: v for k, v in self.nodes.items() if k in node_names},
+                       op_types={k: v for k, v in self.op_types.items() if k in op_types})
 
     def check_against(self, node_names: set[str], op_types: set[str], graph_name: str) -> None:
         """Reject overrides that name no node or op type of the graph (a typo would be silent)."""

@@ -29,7 +29,8 @@ import numpy as np
 from conveyor.errors import PrecisionError
 from conveyor.numerics.fixed_reference import assign_double_bits
 
-__all__ = ["as_double_array", "quantize_raw", "quantize_values", "raw_is_int64", "raw_to_values"]
+__all__ = ["as_double_array", "quantize_in_range", "quantize_raw", "quantize_values", "raw_is_int64",
+           "raw_to_values"]
 
 _TWO63 = 2.0**63
 
@@ -64,7 +65,7 @@ def as_double_array(x, what: str) -> np.ndarray:
         except (TypeError, ValueError) as exc:
             raise PrecisionError(f"{what}: cannot read {x!r} as doubles ({exc}); accepted: real numbers") from None
     flat = a.ravel()
-    if flat.size and np.isnan(flat).any():
+    if flat.size and np.isnan(np.min(flat)):  # min propagates NaN: one pass, no mask
         i = int(np.flatnonzero(np.isnan(flat))[0])
         raise PrecisionError(
             f"{what}: NaN at flat index {i}; the ap_fixed headers only warn and store a "
@@ -274,6 +275,9 @@ def quantize_values(t, x: np.ndarray) -> np.ndarray:
     header's ``to_double()`` returns (round-half-even where W > 53)."""
     if not _float_path_ok(t.width, t.integer):
         return raw_to_values(t, _reference(t, x))
+    fast = quantize_in_range(t, x, inplace=False)
+    if fast is not None:
+        return fast
     shape = x.shape
     xf = np.ascontiguousarray(x).ravel()
     q, idx, raw, _ = _core(t, xf)
@@ -324,3 +328,81 @@ def raw_to_values(t, raw: np.ndarray) -> np.ndarray:
                 pass
     flat = [_int_times_pow2(v, e) for v in raw.ravel().tolist()]
     return np.array(flat, dtype=np.float64).reshape(raw.shape) + 0.0
+
+
+# ---- fast path: nothing overflows ---------------------------------------------------------
+#
+# Most casts in a network see values that all land inside the type's range. Rounding is
+# nondecreasing in every mode, so the rounded minimum and maximum (two scalars) tell
+# whether any value overflows; when none does, each value is one exact rounding of
+# x * 2**F, scaled back: what `_core` then `quantize_values` compute, without masks or
+# patches. The passes run chunk by chunk so that each chunk stays in cache.
+
+_CHUNK = 1 << 17  # elements per chunk (1 MiB of float64)
+
+
+def _round_inplace(y: np.ndarray, rounding: str) -> None:
+    """``y`` (scaled values) rounded to integers in place, as `_round` rounds them (F >= 0):
+    floor, trunc and rint are one exact operation each; the tie-directed modes go through
+    `_round`'s modf (``y + 1/2`` would round for doubles with bits below 2**-53 |y|)."""
+    if rounding == "TRN":
+        np.floor(y, out=y)
+    elif rounding == "TRN_ZERO":
+        np.trunc(y, out=y)
+    elif rounding == "RND_CONV":
+        np.rint(y, out=y)
+    else:
+        y[...] = _round(y, y, rounding, 0)
+
+
+def quantize_in_range(t, x: np.ndarray, inplace: bool = False) -> np.ndarray | None:
+    """``quantize_values(t, x)`` when no value of the float64 array ``x`` overflows ``t``;
+    None (``x`` untouched) when one does, or for NaN, infinities and the types the general
+    path treats specially (``F < 0``, ``W > 53``, ``I > 1023``). With ``inplace`` the
+    result is written into ``x`` and returned; otherwise ``x`` is not modified."""
+    W, F = t.width, t.width - t.integer
+    if x.dtype != np.float64 or x.size == 0 or F < 0 or W > 53 or F > 1020 or t.integer > 1023:
+        return None
+    flat = x.reshape(-1) if x.flags.c_contiguous else None
+    if flat is not None and flat.size > 2 * _CHUNK:
+        lo, hi = np.inf, -np.inf
+        for i in range(0, flat.size, _CHUNK):
+            c = flat[i:i + _CHUNK]
+            c_lo, c_hi = float(c.min()), float(c.max())
+            if c_lo != c_lo:  # NaN (min propagates it)
+                return None
+            lo, hi = min(lo, c_lo), max(hi, c_hi)
+    else:
+        lo, hi = float(x.min()), float(x.max())
+    scale = 2.0 ** F
+    q = np.array([lo, hi]) * scale  # NaN, inf and overflows to inf fail the checks below
+    if not np.isfinite(q).all():
+        return None
+    _round_inplace(q, t.rounding)
+    qlo, qhi = float(q[0]), float(q[1])
+    if t.signed:
+        bottom, top = -(2.0 ** (W - 1)), 2.0 ** (W - 1)
+        if not (qlo > bottom if t.overflow == "SAT_SYM" else qlo >= bottom) or not qhi < top:
+            return None
+    elif not (qlo >= 0.0 and qhi < 2.0 ** W):
+        return None
+    if inplace:
+        out = x
+    else:
+        out = np.empty_like(x, order="C")
+        flat = out.reshape(-1)
+    back = 2.0 ** -F
+    if flat is None:  # a non-contiguous array, in place
+        np.multiply(x, scale, out=out)
+        _round_inplace(out, t.rounding)
+        np.multiply(out, back, out=out)
+        np.add(out, 0.0, out=out)  # -0.0 -> +0.0: a zero ap_fixed reads back as +0.0
+        return out
+    src = x.reshape(-1) if x.flags.c_contiguous else np.ascontiguousarray(x).reshape(-1)
+    for i in range(0, flat.size, _CHUNK):
+        c = flat[i:i + _CHUNK]
+        np.multiply(src[i:i + _CHUNK], scale, out=c)
+        _round_inplace(c, t.rounding)
+        np.multiply(c, back, out=c)
+        np.add(c, 0.0, out=c)
+    return out

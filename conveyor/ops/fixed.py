@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -48,7 +49,8 @@ def exact_then_cast(float_run) -> Kernel:
     def run_fixed(node, args, fmts, prec, ctx):
         _require_exact_inputs(node, args, fmts)
         outs = float_run(node, args)
-        y = ctx.cast(node, np.asarray(outs[0], dtype=np.float64), prec.result, result_axis(outs[0].ndim))
+        out = np.asarray(outs[0], dtype=np.float64)
+        y = ctx.cast(node, out, prec.result, result_axis(out.ndim), **_owned(out, *args))
         rest = tuple(outs[1:])  # e.g. MaxPool indices: integers, not cast
         return (y,) + rest, (prec.result,) + (None,) * len(rest)
 
@@ -71,10 +73,16 @@ def _require_exact_inputs(node, args, fmts) -> None:
 
 #: (node, x, w) -> (K, output shape, term): term(k) is the exact product array of tap k
 #: (shaped like the output), taps numbered in the order hls4ml's latency kernels add them.
+#: A term may carry `term.block(i0, i1)`: the products of taps i0 .. i1-1 stacked along a
+#: new axis 0, which lets the sequential path work a group of taps at a time.
 Taps = Callable[[Any, np.ndarray, np.ndarray], tuple[int, tuple, Callable[[int], np.ndarray]]]
 
-#: the sequential path works on output blocks of about this many bytes (rows of a batch)
-_SEQ_BLOCK_BYTES = 4 << 20
+#: the sequential path works on output blocks of about this many bytes (rows of a batch):
+#: small ones, in cache, when the taps come in groups (of about _GROUP_BYTES of products),
+#: larger ones when they come one at a time (fewer Python-level steps)
+_SEQ_BLOCK_BYTES = 128 << 10
+_SEQ_BLOCK_BYTES_PER_TAP = 4 << 20
+_GROUP_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -89,27 +97,38 @@ class DotSpec:
     b_slot: int | None = 2
     bias_shape: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
     rows: bool = False  # output axis 0 is x's axis 0: the sequential path may go block by block
+    #: float_dot where every sum is exact (so any order will do), when something faster exists
+    exact_dot: Callable[..., np.ndarray] | None = None
+
+    def exact(self, node, x, w) -> np.ndarray:
+        return (self.exact_dot or self.float_dot)(node, x, w)
 
 
 def dot(float_dot: Callable[..., np.ndarray], reduce_len: Callable[[np.ndarray], int],
         x_slot: int = 0, w_slot: int = 1, b_slot: int | None = 2,
         bias_shape: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
-        taps: Taps | None = None, rows: bool = False) -> Kernel:
+        taps: Taps | None = None, rows: bool = False,
+        exact_dot: Callable[..., np.ndarray] | None = None) -> Kernel:
     """A products-and-sums kernel. `float_dot(node, x, w)` is the float kernel without bias
     (bilinear in x and w); `reduce_len(w)` bounds the number of products summed per output;
     `bias_shape(b, y)` shapes the bias to broadcast over the output (default: as given);
     `taps(node, x, w)` lists the products per output in hls4ml's order (default:
-    `matmul_taps(x, w)`, numpy.matmul's layout). The kernel's `spec` attribute holds these."""
+    `matmul_taps(x, w)`, numpy.matmul's layout); `exact_dot`, when given, replaces float_dot
+    where the sums are provably exact (its summation order may differ: block formats, whose
+    float64 sums round, keep float_dot's). The kernel's `spec` attribute holds these."""
     spec = DotSpec(float_dot, reduce_len, taps or (lambda node, x, w: matmul_taps(x, w)),
-                   x_slot, w_slot, b_slot, bias_shape, rows)
+                   x_slot, w_slot, b_slot, bias_shape, rows, exact_dot)
 
     def run_fixed(node, args, fmts, prec, ctx):
         x, w = args[spec.x_slot], args[spec.w_slot]
         has_b = spec.b_slot is not None and spec.b_slot < len(args) and args[spec.b_slot] is not None
         b = args[spec.b_slot] if has_b else None
         fb = fmts[spec.b_slot] if has_b else None
-        acc = accumulate(spec, node, x, w, b, fmts[spec.x_slot], fmts[spec.w_slot], fb, prec.accum)
-        y = ctx.cast(node, acc, prec.result, result_axis(acc.ndim))
+        # The Emulator's values lie inside their formats' ranges: bounds come from the formats
+        # and the parameters' ranges, which the context caches (no scan of x or w per run).
+        acc = accumulate(spec, node, x, w, b, fmts[spec.x_slot], fmts[spec.w_slot], fb, prec.accum,
+                         in_range=True, value_range=getattr(ctx, "value_range", None))
+        y = ctx.cast(node, acc, prec.result, result_axis(acc.ndim), **_owned(acc, x, w, b))
         return (y,), (prec.result,)
 
     run_fixed.spec = spec
@@ -117,37 +136,63 @@ def dot(float_dot: Callable[..., np.ndarray], reduce_len: Callable[[np.ndarray],
 
 
 def accumulate(spec: DotSpec, node, x: np.ndarray, w: np.ndarray, b: np.ndarray | None,
-               fx, fw, fb, accum, method: str = "auto") -> np.ndarray:
+               fx, fw, fb, accum, method: str = "auto", *, in_range: bool = False,
+               value_range: Callable[[np.ndarray], tuple[float, float]] | None = None) -> np.ndarray:
     """The accumulator of every output before the result cast, as float64.
 
     `accum` None is 'auto' (the exact sum). An ap_fixed `accum` follows hls4ml:
     ``acc = (accum_t) b`` then ``acc += (accum_t)(x[k] * w[k])`` tap by tap in `spec.taps`
     order, every addition assigned back to accum_t. `method="sequential"` forces that
     literal loop (the reference the fast paths are tested against); "auto" takes a fast
-    path when it provably gives the same bits."""
+    path when it provably gives the same bits.
+
+    `in_range`: every value of x lies inside fx's range (as in the Emulator, where each
+    value is a cast's result), so that the bounds that pick a fast path are first tried
+    from the formats alone, without scanning x; the data are scanned only when that
+    proof falls short. `value_range(a)` gives (min, max) of w and b (the Emulator caches
+    them for its parameters); by default they are computed. Neither changes a result."""
     if method not in ("auto", "sequential"):
         raise ValueError(f"method {method!r}; accepted: 'auto', 'sequential'")
     fracs = (frac_bits(fx), frac_bits(fw))
     if None in fracs:  # block floating point: a float64 sum, rounded once to result
         y = spec.float_dot(node, x, w)
-        return y + _shaped_bias(spec, b, y) if b is not None else y
+        return _add_bias(spec, y, b, x, w) if b is not None else y
     if accum is not None and not is_fixed(accum):
         raise PrecisionError(f"{node}: accum format {accum} is a block format; accum must be ap_fixed or 'auto'")
+    rng = value_range or _value_range
     prod_frac = fracs[0] + fracs[1]
     k = int(spec.reduce_len(w))
-    xmax, wmax = _absmax(x), _absmax(w)
+    w_lo, w_hi = rng(w)
+    wmax = max(-w_lo, w_hi)
+    x_fmt_max = _format_absmax(fx) if in_range else math.inf  # the static bound of |x|
     if accum is None:  # 'auto': an accumulator as wide as the exact sum
         bias_frac = frac_bits(fb) if b is not None and fb is not None else None
         units = max(prod_frac, prod_frac if bias_frac is None else bias_frac)
-        return _exact_sum(spec, node, x, w, b, units, k * xmax * wmax + _absmax(b), None)
+        b_lo, b_hi = rng(b) if b is not None else (0.0, 0.0)
+        bmax = max(-b_lo, b_hi)
+        bound = k * x_fmt_max * wmax + bmax
+        if not bound * 2.0 ** units < _EXACT_UNITS:  # the formats do not prove it: the data may
+            bound = k * _absmax(x) * wmax + bmax
+        return _exact_sum(spec, node, x, w, b, units, bound, None)
 
     A = accum
     b_acc = A.quantize(b) if b is not None else None  # hls4ml: acc = (accum_t) bias
     bias_units = A.frac_bits if not is_fixed(fb) else min(A.frac_bits, fb.frac_bits)
     units = max(prod_frac, bias_units) if b is not None else prod_frac
     on_grid = A.frac_bits >= prod_frac  # products land on accum's grid: nothing ever rounds
+    if method == "auto" and on_grid and in_range:
+        # From the formats alone: x in fx's range, w and b as they are.
+        nonneg = _format_range(fx)[0] >= 0 and (w.size == 0 or w_lo >= 0)
+        blo, bhi = (float(b_acc.min()), float(b_acc.max())) if b_acc is not None and b_acc.size else (0.0, 0.0)
+        pmax = x_fmt_max * wmax
+        s = k * pmax
+        bound = s + max(-blo, bhi)
+        if (_fits(A, 0.0 if nonneg else -pmax, pmax) and _fits(A, blo - (0.0 if nonneg else s), bhi + s)
+                and bound * 2.0 ** units < _EXACT_UNITS):
+            return _exact_sum(spec, node, x, w, b_acc, units, bound, A)
+    xmax = _absmax(x)
     if method == "auto" and on_grid:
-        nonneg = bool(x.size == 0 or x.min() >= 0) and bool(w.size == 0 or w.min() >= 0)
+        nonneg = bool(x.size == 0 or x.min() >= 0) and bool(w.size == 0 or w_lo >= 0)
         blo, bhi = (float(b_acc.min()), float(b_acc.max())) if b_acc is not None and b_acc.size else (0.0, 0.0)
         pmax = xmax * wmax
         s = k * pmax
@@ -167,7 +212,46 @@ def accumulate(spec: DotSpec, node, x: np.ndarray, w: np.ndarray, b: np.ndarray 
 
 
 def _absmax(a: np.ndarray | None) -> float:
-    return float(np.max(np.abs(a))) if a is not None and a.size else 0.0
+    """max |a| (0 for None or empty) without a temporary |a|."""
+    if a is None or a.size == 0:
+        return 0.0
+    lo, hi = _value_range(a)
+    return max(-lo, hi)
+
+
+def _value_range(a: np.ndarray | None) -> tuple[float, float]:
+    if a is None or a.size == 0:
+        return 0.0, 0.0
+    return float(np.min(a)), float(np.max(a))
+
+
+@lru_cache(maxsize=None)
+def _format_range(fmt) -> tuple[float, float]:
+    """(min, max) of an ap_fixed format's values."""
+    return fmt.min_value, fmt.max_value
+
+
+def _format_absmax(fmt) -> float:
+    """The largest |value| an ap_fixed format holds."""
+    lo, hi = _format_range(fmt)
+    return max(-lo, hi)
+
+
+def _owned(acc: np.ndarray, *operands) -> dict:
+    """`inplace=True` for ctx.cast when `acc` is a fresh array the operands do not share."""
+    fresh = isinstance(acc, np.ndarray) and acc.flags.writeable and not any(
+        a is not None and np.may_share_memory(acc, a) for a in operands)
+    return {"inplace": True} if fresh else {}
+
+
+def _add_bias(spec, y, b, *operands):
+    """y + bias, in place when y is a fresh array the bias broadcasts into."""
+    bb = _shaped_bias(spec, b, y)
+    if (isinstance(y, np.ndarray) and _owned(y, *operands, b) and np.ndim(bb) <= y.ndim
+            and np.broadcast_shapes(y.shape, np.shape(bb)) == y.shape):
+        y += bb
+        return y
+    return y + bb
 
 
 def _shaped_bias(spec: DotSpec, b: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -197,9 +281,9 @@ def _exact_sum(spec, node, x, w, b, units: int, bound: float, A) -> np.ndarray:
             f"{node}: sums reach {bound:.3g} on a 2^-{units} grid, beyond float64's exact range (2^53 "
             f"units), for the {what}; narrower weight/activation formats are needed for bit-accurate emulation"
         )
-    y = spec.float_dot(node, x, w)
+    y = spec.exact(node, x, w)
     if b is not None:
-        y = y + _shaped_bias(spec, b, y)
+        y = _add_bias(spec, y, b, x, w)
     return y
 
 
@@ -233,7 +317,7 @@ def _wrapped_sum(spec, node, x, w, fracs, b_acc, A, units: int, bound: float) ->
     total = None
     for i, xi in enumerate(xl):
         for j, wj in enumerate(wl):
-            s = spec.float_dot(node, xi, wj)
+            s = spec.exact(node, xi, wj)
             if total is None:
                 total = np.zeros(s.shape, dtype=np.uint64)
             sh = h * (i + j) + shift0
@@ -283,8 +367,9 @@ def _sequential(spec, node, x, w, fracs, b_acc, A, units: int, pmax: float, k: i
     else:
         mode = "deferred" if deferred else "grid" if on_grid else "round" if fast_round else "quantize"
     if spec.rows and x.ndim >= 2 and x.shape[0] > 1:
-        _, shape, _ = spec.taps(node, x[:1], w)
-        step = max(1, _SEQ_BLOCK_BYTES // max(1, 8 * int(np.prod(shape, dtype=np.int64))))
+        _, shape, term = spec.taps(node, x[:1], w)
+        block_bytes = _SEQ_BLOCK_BYTES if hasattr(term, "block") else _SEQ_BLOCK_BYTES_PER_TAP
+        step = max(1, block_bytes // max(1, 8 * int(np.prod(shape, dtype=np.int64))))
         if step < x.shape[0]:
             return np.concatenate([
                 _sequential_block(spec, node, x[i:i + step], w, b_acc, A, mode)
@@ -303,24 +388,64 @@ def _sequential_block(spec, node, x, w, b_acc, A, mode: str) -> np.ndarray:
         acc *= scale
     else:
         acc = np.zeros(shape, np.float64)
-    if mode == "deferred":  # sums of rounded products, wrapped at the end
-        for i in range(n_taps):
-            acc += _round_units(np.asarray(term(i), dtype=np.float64), A.rounding, inplace=True)
-        acc *= 1.0 / scale
-        return A.quantize(acc)
     lo, hi = _acc_range(A)
     lo, hi = lo * scale, hi * scale
-    for i in range(n_taps):
-        p = np.asarray(term(i), dtype=np.float64)
-        if mode == "grid":
-            acc += _overflow(p, A, lo, hi, scale)
-        elif mode == "round":
-            acc += _overflow(_round_units(p, A.rounding, inplace=False), A, lo, hi, scale, unrounded=p)
-        else:
-            acc += A.quantize(p)
-        acc = A.quantize(acc) if mode == "literal" else _overflow(acc, A, lo, hi, scale)
+    block = getattr(term, "block", None)
+    if mode == "deferred" and block is None:  # sums of rounded products, wrapped at the end
+        for i in range(n_taps):
+            acc += _round_units(np.asarray(term(i), dtype=np.float64), A.rounding, inplace=True)
+    elif mode in ("deferred", "round", "grid") and block is not None:
+        acc = _tap_groups(term, block, n_taps, shape, acc, A, lo, hi, scale, mode)
+    else:
+        for i in range(n_taps):
+            acc = _tap_step(term(i), acc, A, lo, hi, scale, mode)
+    if mode == "deferred":
+        acc *= 1.0 / scale
+        return A.quantize(acc)
     if units:
         acc *= 1.0 / scale
+    return acc
+
+
+def _tap_step(p, acc, A, lo: float, hi: float, scale: float, mode: str) -> np.ndarray:
+    """One tap of hls4ml's loop: ``acc += (accum_t) p; acc = (accum_t) acc``."""
+    p = np.asarray(p, dtype=np.float64)
+    if mode == "grid":
+        acc += _overflow(p, A, lo, hi, scale)
+    elif mode == "round":
+        acc += _overflow(_round_units(p, A.rounding, inplace=False), A, lo, hi, scale, unrounded=p)
+    else:
+        acc += A.quantize(p)
+    return A.quantize(acc) if mode == "literal" else _overflow(acc, A, lo, hi, scale)
+
+
+def _tap_groups(term, block, n_taps: int, shape, acc, A, lo: float, hi: float, scale: float,
+                mode: str) -> np.ndarray:
+    """The taps a group at a time (`term.block(i0, i1)`: the products of taps i0..i1-1 stacked
+    along a new axis 0), a few whole-array operations per group instead of a few per tap.
+    "deferred": the rounded products are summed (exact integers). "round"/"grid": when no
+    rounded product and no partial sum (the running sums in tap order, exact while in
+    range) leaves accum's range, every cast of the loop is the identity and the group adds
+    its plain sum; otherwise that group runs tap by tap."""
+    per_tap = max(1, int(np.prod(shape, dtype=np.int64)))
+    g = max(1, _GROUP_BYTES // (8 * per_tap))
+    for i0 in range(0, n_taps, g):
+        i1 = min(n_taps, i0 + g)
+        P = np.asarray(block(i0, i1), dtype=np.float64)
+        if mode != "grid":
+            _round_units(P, A.rounding, inplace=True)
+        if mode == "deferred":
+            acc += P.sum(axis=0)
+            continue
+        if P.size and lo <= float(P.min()) and float(P.max()) <= hi:
+            P[0] += acc  # the partial sums, in place (slab by slab: cumsum along axis 0 is slow)
+            for j in range(1, len(P)):
+                P[j] += P[j - 1]
+            if lo <= float(P.min()) and float(P.max()) <= hi:
+                acc[...] = P[-1]
+                continue
+        for i in range(i0, i1):  # something overflows: the loop itself
+            acc = _tap_step(term(i), acc, A, lo, hi, scale, mode)
     return acc
 
 
@@ -381,7 +506,31 @@ def matmul_taps(a: np.ndarray, b: np.ndarray):
         return k, shape, lambda i: a[i] * b[..., i, :]
     if b.ndim == 1:
         return k, shape, lambda i: a[..., i] * b[i]
-    return k, shape, lambda i: a[..., :, i, None] * b[..., i, None, :]
+
+    def term(i):
+        return a[..., :, i, None] * b[..., i, None, :]
+
+    if a.ndim == 2 and b.ndim == 2:  # Dense: n rows, the long axis, innermost in memory
+        a_t = []
+
+        def block(i0, i1):  # taps i0 .. i1-1 at once, stacked along a new axis 0: (i1 - i0, n, m)
+            if not a_t:
+                a_t.append(np.ascontiguousarray(a.T))
+            return (b[i0:i1, :, None] * a_t[0][i0:i1, None, :]).transpose(0, 2, 1)
+
+        term.block = block
+        return k, shape, term
+
+    def block(i0, i1):  # taps i0 .. i1-1 at once, stacked along a new axis 0: (i1 - i0, *shape)
+        ag = np.moveaxis(a[..., :, i0:i1], -1, 0)  # (g, *a_batch, n)
+        bg = np.moveaxis(b[..., i0:i1, :], -2, 0)  # (g, *b_batch, m)
+        nb = len(shape) - 2  # broadcast batch axes
+        ag = ag.reshape(ag.shape[:1] + (1,) * (nb - a.ndim + 2) + ag.shape[1:] + (1,))
+        bg = bg.reshape(bg.shape[:1] + (1,) * (nb - b.ndim + 2) + bg.shape[1:-1] + (1, bg.shape[-1]))
+        return ag * bg
+
+    term.block = block
+    return k, shape, term
 
 
 def conv_bias_shape(b: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -22,6 +22,10 @@ ambiguous, onnxruntime's CPU kernel decides:
   and Y_h / Y_c hold the state after its last valid step; a length of 0 gives zero
   Y_h / Y_c (as onnxruntime does, not the initial state). The reverse direction
   starts at each sequence's own last valid step.
+
+Under a precision (`run_fixed`), both compute what hls4ml 1.3.0's nnet_recurrent.h
+(lstm_static / gru_static) computes, bit for bit, with the same time loop; the types,
+casts and what is refused are in docs/numerics.md, "Kernels", item 7.
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from conveyor.errors import ModelError
+from conveyor.errors import ModelError, PrecisionError
+from conveyor.numerics.cast import is_fixed
+from conveyor.ops import fixed, lut
 from conveyor.ops.registry import OpDef, ValueInfo, attr_error, register
 
 # ---- activations --------------------------------------------------------------------
@@ -92,30 +98,36 @@ def _as_str(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
-def _activations(node: Any, defaults: tuple[str, ...]) -> list[list[Callable]]:
-    """Per direction, the activation functions (f, g[, h]) with their alpha/beta bound."""
+def _activation_names(node: Any, defaults: tuple[str, ...]) -> list[str]:
+    """The canonical activation names of every direction, concatenated (forward first)."""
     ndir = _num_directions(node)
     n = len(defaults)
     names = node.attr("activations")
     if names is None:
-        names = list(defaults) * ndir
-    else:
-        names = [_as_str(a) for a in names]
-        if len(names) != n * ndir:
-            raise attr_error(node, "activations", names,
-                             f"a list of {n * ndir} names ({n} per direction) from {_ACCEPTED_ACTS}")
+        return list(defaults) * ndir
+    names = [_as_str(a) for a in names]
+    if len(names) != n * ndir:
+        raise attr_error(node, "activations", names,
+                         f"a list of {n * ndir} names ({n} per direction) from {_ACCEPTED_ACTS}")
+    canon = [_ACT_BY_LOWER.get(name.lower()) for name in names]
+    if None in canon:
+        raise attr_error(node, "activations", names, f"names from {_ACCEPTED_ACTS}")
+    return canon
+
+
+def _activations(node: Any, defaults: tuple[str, ...]) -> list[list[Callable]]:
+    """Per direction, the activation functions (f, g[, h]) with their alpha/beta bound."""
+    n = len(defaults)
+    names = _activation_names(node, defaults)
     alphas = list(node.attr("activation_alpha") or [])
     betas = list(node.attr("activation_beta") or [])
     funcs = []
-    for name in names:
-        canon = _ACT_BY_LOWER.get(name.lower())
-        if canon is None:
-            raise attr_error(node, "activations", names, f"names from {_ACCEPTED_ACTS}")
+    for canon in names:
         takes_a, takes_b, da, db = _ACT_PARAMS[canon]
         alpha = float(alphas.pop(0)) if takes_a and alphas else da
         beta = float(betas.pop(0)) if takes_b and betas else db
         funcs.append(_make_act(canon, alpha, beta))
-    return [funcs[d * n:(d + 1) * n] for d in range(ndir)]
+    return [funcs[d * n:(d + 1) * n] for d in range(len(names) // n)]
 
 
 # ---- attributes and shapes ------------------------------------------------------------
@@ -409,6 +421,244 @@ def _gru_run(node: Any, arrays: Sequence[np.ndarray | None]) -> tuple[np.ndarray
     return _finish(p, ys, hs, None)
 
 
+# ---- bit-accurate kernels: hls4ml's nnet_recurrent.h (docs/numerics.md, "Kernels", item 7) ---
+#
+# Per time step, hls4ml 1.3.0's lstm_static / gru_static (Vivado, io_parallel, latency):
+#   tmpres       = dense(x, W, Wb)           accum_t, nnet::dense_latency's casts
+#   tmpres_state = dense(h, R, Rb)           accum_t
+#   pre          = (accum_t)(tmpres + tmpres_state)
+#   gates        = (accum_t) table[index(pre)]          sigmoid / tanh tables (or relu)
+#   LSTM: c = (cell_t)(g*i + c*f);  h = (state_t)(o * (accum_t) tanh_table[index(c)])
+#   GRU:  hh = act((accum_t)(tmpres_h + (accum_t)(r * tmpres_state_h)))
+#         h = (state_t)(hh * (1 - z) + h * z)
+# Products and sums of ap_fixed values are exact; only the assignments round or overflow.
+# Gates stay in ONNX order (LSTM i o f c, GRU z r h): every output of a dense is computed on
+# its own, so the order of the outputs changes no bits, only which gate is which.
+
+#: x [rows, K] @ w [K, N] with hls4ml's dense_latency order (input index ascending)
+_DENSE = fixed.DotSpec(float_dot=lambda node, x, w: x @ w, reduce_len=lambda w: w.shape[0],
+                       taps=lambda node, x, w: fixed.matmul_taps(x, w), rows=True)
+
+#: the activations hls4ml's recurrent layers take (nnet_recr_activations.h)
+_FIXED_ACTS = ("Sigmoid", "Tanh", "Relu")
+
+
+class _FixedAct:
+    """hls4ml's nnet::activation::{sigmoid, tanh, relu}<data_T, accum_t>: the result is
+    accum_t (`A`; None = 'auto': the table value or the input, exactly)."""
+
+    def __init__(self, node: Any, prec: Any, name: str, A: Any):
+        self.A = A
+        self.table = None
+        if name in ("Sigmoid", "Tanh"):
+            make = lut.sigmoid_table if name == "Sigmoid" else lut.tanh_table
+            self.table = make(*lut.range_spec(node, prec, name.lower()))
+            self.values = self.table.values if A is None else A.quantize(self.table.values)
+
+    def out_frac(self, in_frac: int) -> int:
+        """Fractional bits of the result grid, for an input on a 2^-in_frac grid."""
+        if self.A is not None:
+            return self.A.frac_bits
+        return self.table.fmt.frac_bits if self.table is not None else in_frac
+
+    def __call__(self, x: np.ndarray, frac: int) -> np.ndarray:
+        if self.table is not None:
+            return self.values[self.table.index(x, frac)]
+        y = np.maximum(x, 0.0) + 0.0     # relu: data > 0 ? data : 0
+        return y if self.A is None else self.A.quantize(y)
+
+
+def _absmax(a: np.ndarray) -> float:
+    return float(np.max(np.abs(a))) if a.size else 0.0
+
+
+def _exact(node: Any, terms: Sequence[tuple[np.ndarray, int, np.ndarray, int]], what: str) -> None:
+    """A sum of products a*b of grid values (a on 2^-fa, b on 2^-fb) must be exact in float64."""
+    bound = sum(_absmax(a) * _absmax(b) for a, _, b, _ in terms)
+    lut.require_exact(node, bound, max(fa + fb for _, fa, _, fb in terms), what)
+
+
+def _fixed_setup(node: Any, args: Sequence, fmts: Sequence, prec: Any, gates: int):
+    """Refuse what hls4ml's recurrent layers do not compute; the formats of the kernel."""
+    acts = _activation_names(node, ("Sigmoid", "Tanh", "Tanh") if gates == 4 else ("Sigmoid", "Tanh"))
+    bad = sorted({a for a in acts if a not in _FIXED_ACTS})
+    if bad:
+        raise PrecisionError(f"{node}: activations {bad} have no bit-accurate kernel; accepted: "
+                             f"{', '.join(_FIXED_ACTS)} (hls4ml's recurrent activations)")
+    if node.attr("clip") is not None:
+        raise PrecisionError(f"{node}: clip={node.attr('clip')} has no bit-accurate kernel (hls4ml's recurrent "
+                             "layers do not clip); accepted: no clip attribute")
+    if gates == 4:
+        if int(node.attr("input_forget", 0)):
+            raise PrecisionError(f"{node}: input_forget=1 has no bit-accurate kernel (hls4ml's LSTM computes "
+                                 "the forget gate); accepted: input_forget=0")
+        if len(args) > 7 and args[7] is not None and np.any(args[7] != 0):
+            raise PrecisionError(f"{node}: peephole weights P have no bit-accurate kernel (hls4ml's LSTM has "
+                                 "none); accepted: no P input, or P all zeros")
+    state = prec.state if prec.state is not None else prec.result
+    cell = prec.cell if prec.cell is not None else prec.result
+    named = {"input X": fmts[0], "W": fmts[1], "R": fmts[2], "result": prec.result, "state": state}
+    if gates == 4:
+        named["cell"] = cell
+    if len(args) > 3 and args[3] is not None:
+        named["B"] = fmts[3]
+    for what, fmt in named.items():
+        if not is_fixed(fmt):
+            raise PrecisionError(
+                f"{node}: the {what} format is {fmt}; the recurrent kernels index lookup tables by the bits "
+                "of ap_fixed values; accepted: ap_fixed/ap_ufixed formats for input, weight, bias, result, "
+                "state and cell")
+    A = prec.accum
+    if A is not None and not is_fixed(A):
+        raise PrecisionError(f"{node}: accum format {A} is a block format; accepted: ap_fixed or 'auto'")
+    n = len(acts) // _num_directions(node)
+    fns = [_FixedAct(node, prec, a, A) for a in acts]
+    return [fns[d * n:(d + 1) * n] for d in range(_num_directions(node))], state, cell, A
+
+
+def _frac(fmt: Any) -> int:
+    return fmt.frac_bits
+
+
+def _auto_frac(*fracs: int) -> int:
+    """'auto' accumulator: a grid that holds every value of a sum (table indexing needs its LSB)."""
+    return max(0, *fracs)
+
+
+def _lstm_fixed(node: Any, args: Sequence, fmts: Sequence, prec: Any, ctx: Any):
+    acts, S, C, A = _fixed_setup(node, args, fmts, prec, 4)
+    p = _prepare(node, args, 4)
+    seq, batch, hid, lens = p["seq"], p["batch"], p["hidden"], p["lens"]
+    fx, fw, fr = fmts[0], fmts[1], fmts[2]
+    fb = fmts[3] if p["b"] is not None else None
+    cast_acc = (lambda v: v) if A is None else A.quantize
+    pre_frac = A.frac_bits if A is not None else _auto_frac(
+        _frac(fx) + _frac(fw), _frac(S) + _frac(fr), _frac(fb) if fb is not None else 0)
+    h0, c0 = S.quantize(p["h0"]), C.quantize(p["c0"])
+    ys, hs, cs = [], [], []
+    for d in range(p["ndir"]):
+        fa, ga, ha = acts[d]
+        wb = rb = None
+        if p["b"] is not None:
+            wb, rb = p["b"][d, :4 * hid], p["b"][d, 4 * hid:]
+        x2 = p["x"].reshape(seq * batch, -1)
+        xw = fixed.accumulate(_DENSE, node, x2, np.ascontiguousarray(p["w"][d].T), wb, fx, fw, fb, A)
+        idx = _order(lens, seq, batch, p["reverse"][d])
+        xw = _gather(xw.reshape(seq, batch, 4 * hid), idx)
+        rt = np.ascontiguousarray(p["r"][d].T)
+        f_frac, g_frac = fa.out_frac(pre_frac), ga.out_frac(pre_frac)
+        tanh_frac = ha.out_frac(_frac(C))
+        h, c = h0[d], c0[d]
+        y = np.zeros((seq, batch, hid))
+        for t in range(seq):
+            hr = fixed.accumulate(_DENSE, node, h, rt, rb, S, fr, fb, A)
+            pre = cast_acc(xw[t] + hr)                      # inputacc_ifo / inputacc_c
+            iof = fa(pre[:, :3 * hid], pre_frac)            # ONNX i, o, f
+            i, o, fg = iof[:, :hid], iof[:, hid:2 * hid], iof[:, 2 * hid:]
+            g = ga(pre[:, 3 * hid:], pre_frac)
+            _exact(node, [(g, g_frac, i, f_frac), (c, _frac(C), fg, f_frac)], "cell updates g*i + c*f")
+            c_new = ctx.cast(node, g * i + c * fg, C)
+            tc = ha(c_new, _frac(C))
+            _exact(node, [(o, f_frac, tc, tanh_frac)], "products o*act(c)")
+            h_new = ctx.cast(node, o * tc, S)
+            if lens is not None:
+                valid = (t < lens)[:, None]
+                h, c = np.where(valid, h_new, h), np.where(valid, c_new, c)
+                y[t] = np.where(valid, h_new, 0.0)
+            else:
+                h, c = h_new, c_new
+                y[t] = h_new
+        if lens is not None and not lens.all():
+            h = np.where((lens > 0)[:, None], h, 0.0)
+            c = np.where((lens > 0)[:, None], c, 0.0)
+        ys.append(_scatter(y, idx))
+        hs.append(h)
+        cs.append(c)
+    return _fixed_outputs(node, p, ctx, prec.result, [(ys, S), (hs, S), (cs, C)])
+
+
+def _gru_fixed(node: Any, args: Sequence, fmts: Sequence, prec: Any, ctx: Any):
+    acts, S, _, A = _fixed_setup(node, args, fmts, prec, 3)
+    p = _prepare(node, args, 3)
+    seq, batch, hid, lens = p["seq"], p["batch"], p["hidden"], p["lens"]
+    lbr = bool(int(node.attr("linear_before_reset", 0)))
+    fx, fw, fr = fmts[0], fmts[1], fmts[2]
+    fb = fmts[3] if p["b"] is not None else None
+    cast_acc = (lambda v: v) if A is None else A.quantize
+    fbf = _frac(fb) if fb is not None else 0
+    x_frac = _frac(fx) + _frac(fw)                 # grid of tmpres (with the bias's) under 'auto'
+    h_frac = _frac(S) + _frac(fr)                  # grid of tmpres_state
+    zr_frac = A.frac_bits if A is not None else _auto_frac(x_frac, h_frac, fbf)
+    h0 = S.quantize(p["h0"])
+    ys, hs = [], []
+    for d in range(p["ndir"]):
+        fa, ga = acts[d]
+        w, r = p["w"][d], p["r"][d]
+        wb = rb = None
+        if p["b"] is not None:
+            wb, rb = p["b"][d, :3 * hid], p["b"][d, 3 * hid:]
+        x2 = p["x"].reshape(seq * batch, -1)
+        xw = fixed.accumulate(_DENSE, node, x2, np.ascontiguousarray(w.T), wb, fx, fw, fb, A)
+        idx = _order(lens, seq, batch, p["reverse"][d])
+        xw = _gather(xw.reshape(seq, batch, 3 * hid), idx)
+        z_frac = fa.out_frac(zr_frac)
+        if lbr:
+            rt = np.ascontiguousarray(r.T)
+            hpre_frac = A.frac_bits if A is not None else _auto_frac(x_frac, fbf, z_frac + max(h_frac, fbf))
+        else:
+            rzr_t, rh_t = np.ascontiguousarray(r[:2 * hid].T), np.ascontiguousarray(r[2 * hid:].T)
+            rb_zr, rb_h = (rb[:2 * hid], rb[2 * hid:]) if rb is not None else (None, None)
+            hpre_frac = zr_frac
+        hh_frac = ga.out_frac(hpre_frac)
+        h = h0[d]
+        y = np.zeros((seq, batch, hid))
+        for t in range(seq):
+            if lbr:  # hls4ml's gru_static (Keras reset_after=True)
+                hr = fixed.accumulate(_DENSE, node, h, rt, rb, S, fr, fb, A)
+                zr = fa(cast_acc(xw[t, :, :2 * hid] + hr[:, :2 * hid]), zr_frac)
+                z, rg = zr[:, :hid], zr[:, hid:]
+                hr_h = hr[:, 2 * hid:]
+                _exact(node, [(rg, z_frac, hr_h, zr_frac)], "products r * (h R_h + Rb_h)")
+                pre_h = cast_acc(xw[t, :, 2 * hid:] + cast_acc(rg * hr_h))
+            else:    # the reset gate before the product: (state_t)(r * h), then its own dense
+                hr = fixed.accumulate(_DENSE, node, h, rzr_t, rb_zr, S, fr, fb, A)
+                zr = fa(cast_acc(xw[t, :, :2 * hid] + hr), zr_frac)
+                z, rg = zr[:, :hid], zr[:, hid:]
+                _exact(node, [(rg, z_frac, h, _frac(S))], "products r * h")
+                rh = S.quantize(rg * h)
+                pre_h = cast_acc(xw[t, :, 2 * hid:] + fixed.accumulate(_DENSE, node, rh, rh_t, rb_h, S, fr, fb, A))
+            hh = ga(pre_h, hpre_frac)
+            one_z = 1.0 - z
+            _exact(node, [(hh, hh_frac, one_z, max(z_frac, 0)), (h, _frac(S), z, z_frac)],
+                   "state updates hh*(1-z) + h*z")
+            h_new = ctx.cast(node, hh * one_z + h * z, S)
+            if lens is not None:
+                valid = (t < lens)[:, None]
+                h = np.where(valid, h_new, h)
+                y[t] = np.where(valid, h_new, 0.0)
+            else:
+                h = h_new
+                y[t] = h_new
+        if lens is not None and not lens.all():
+            h = np.where((lens > 0)[:, None], h, 0.0)
+        ys.append(_scatter(y, idx))
+        hs.append(h)
+    return _fixed_outputs(node, p, ctx, prec.result, [(ys, S), (hs, S)])
+
+
+def _fixed_outputs(node: Any, p: dict, ctx: Any, R: Any, parts: list) -> tuple:
+    """Y, Y_h (, Y_c) laid out as the float kernel does, assigned to `result` (res_T) where their
+    state/cell format differs from it (hls4ml: res[i] = h_newstate[j])."""
+    outs = _finish(p, *[vals for vals, _ in parts[:2]], parts[2][0] if len(parts) > 2 else None)
+    res, res_fmts = [], []
+    for value, (_, fmt) in zip(outs, parts):
+        if fmt != R:
+            value = ctx.cast(node, value, R)
+        res.append(value + 0.0)
+        res_fmts.append(R)
+    return tuple(res), tuple(res_fmts)
+
+
 register(OpDef(
     "LSTM",
     infer=lambda node, ins: _infer(node, ins, 4, 3),
@@ -416,6 +666,8 @@ register(OpDef(
     macs=lambda node, ins, outs: _macs(node, ins, 4),
     check=lambda node: _check(node, 4, ("Sigmoid", "Tanh", "Tanh")),
     param_slots=(1, 2, 3, 7),
+    bias_slots=(3,),
+    run_fixed=_lstm_fixed,
 ))
 
 register(OpDef(
@@ -425,4 +677,6 @@ register(OpDef(
     macs=lambda node, ins, outs: _macs(node, ins, 3),
     check=lambda node: _check(node, 3, ("Sigmoid", "Tanh")),
     param_slots=(1, 2, 3),
+    bias_slots=(3,),
+    run_fixed=_gru_fixed,
 ))

@@ -15,14 +15,16 @@ DEFAULT_PRECISION = "ap_fixed<16,6>"
 
 def plan(graph, cluster, *, precision=DEFAULT_PRECISION, objective: str = "throughput",
          method: str = "conveyor", arch: str = "dataflow", archs: dict | None = None,
-         profiles: dict | None = None) -> Plan:
+         profiles: dict | None = None, cuts: list[str] | None = None) -> Plan:
     """Plan `graph` on `cluster`'s devices, in the cluster's chain order.
 
     objective "throughput": the smallest pipeline interval, then the lowest latency;
     "latency": the lowest batch-1 latency over all feasible intervals;
     "edge-cloud": the cluster is (edge device, cloud device) joined by an uplink; the split
     point of least end-to-end latency, Neurosurgeon's question (either side may be empty).
-    method "conveyor" (the joint planner) or a baseline: "equal", "dichotomy", "greedy".
+    method "conveyor" (the joint planner), a baseline: "equal", "dichotomy", "greedy", or
+    "manual": the stages end after the nodes named in `cuts` (as hls4ml's multi-graph split
+    takes them from the user), each device then tuned on its own.
     FPGA boards run `arch` ("dataflow" or "overlay") unless `archs` names another per device;
     CPUs/GPUs use the roofline, or the measured `profiles[device]`.
     """
@@ -42,9 +44,27 @@ def plan(graph, cluster, *, precision=DEFAULT_PRECISION, objective: str = "throu
         result = plan_joint(prob) if objective == "throughput" else _min_latency(prob)
     elif method in BASELINES:
         result = run_baseline(prob, method)
+    elif method == "manual":
+        from conveyor.planner.evaluate import tune_split
+
+        result = tune_split(prob, _manual_ranges(prob, cuts or []))
     else:
-        raise PlanError(f"method '{method}'; accepted: conveyor, {', '.join(BASELINES)}")
+        raise PlanError(f"method '{method}'; accepted: conveyor, manual, {', '.join(BASELINES)}")
     return to_plan(graph, cluster, config, objective, method, prob, result)
+
+
+def _manual_ranges(prob: ChainProblem, cuts: list[str]) -> list[tuple[int, int]]:
+    index = {n: i for i, n in enumerate(prob.layer_names)}
+    bad = [c for c in cuts if c not in index]
+    if bad:
+        raise PlanError(f"cuts name nodes {bad} that the model does not have")
+    ends = sorted(index[c] + 1 for c in cuts)
+    if len(set(ends)) != len(ends) or (ends and ends[-1] >= prob.m):
+        raise PlanError("cuts must name distinct nodes before the last one")
+    if len(ends) + 1 > prob.k:
+        raise PlanError(f"{len(ends)} cuts make {len(ends) + 1} stages; the cluster has {prob.k} devices")
+    bounds = [0] + ends + [prob.m]
+    return [(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
 
 
 #: Above this many distinct device orders the switch search falls back to a heuristic.

@@ -1,0 +1,78 @@
+"""From a Plan and its Graph to the stages a runtime runs: each stage's sub-graph, its
+backend, its precision, the formats of the values it receives, which values it passes on
+(skip connections travel along the chain until their last reader), and its modeled time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from conveyor.errors import PlanError
+from conveyor.plan import Plan
+
+#: Which backend runs a stage on each kind of device (no FPGA is attached: emulate it).
+DEFAULT_BACKEND = {"fpga": "emulator", "cpu": "cpu", "gpu": "gpu"}
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    index: int
+    device: str
+    backend: str
+    graph: Any                          # the stage's sub-graph (conveyor Graph)
+    precision: Mapping | None           # the plan's precision config, restricted to the stage's nodes
+    input_formats: Mapping[str, Any]    # tensor -> number format its producer gave it
+    needs: tuple[str, ...]              # tensors this stage reads from the incoming bundle
+    forwards: tuple[str, ...]           # tensors it passes on: its outputs and earlier values read later
+    modeled_s: float                    # the plan's stage time (paced mode holds outputs this long)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+def build_stages(plan: Plan, graph, backends: Mapping[str, str] | None = None) -> list[StageSpec]:
+    """The runtime stages of `plan` for `graph` (which must be the graph the plan was made for)."""
+    if plan.fingerprint != graph.fingerprint():
+        raise PlanError(f"the plan was made for model '{plan.model}' (fingerprint {plan.fingerprint[:12]}); "
+                        f"graph '{graph.name}' has fingerprint {graph.fingerprint()[:12]}")
+    from conveyor.graph.quantized import tensor_formats
+    from conveyor.numerics.config import PrecisionConfig
+
+    config = PrecisionConfig.coerce(plan.precision)
+    formats = tensor_formats(graph, config)
+    backends = dict(backends or {})
+    order = [n.name for n in graph.nodes]
+    position = {name: i for i, name in enumerate(order)}
+    stage_of = {}
+    for i, st in enumerate(plan.stages):
+        for n in st.layers:
+            stage_of[n] = i
+    if set(stage_of) != set(order):
+        missing = sorted(set(order) - set(stage_of))
+        raise PlanError(f"plan for '{plan.model}' does not place nodes {missing[:5]}")
+    last_reader: dict[str, int] = {}
+    for n in graph.nodes:
+        for t in n.inputs:
+            if t and not graph.is_weight(t):
+                last_reader[t] = max(last_reader.get(t, -1), stage_of[n.name])
+    for t in graph.output_names:
+        last_reader[t] = len(plan.stages)  # outputs travel to the end
+    specs = []
+    available = set(graph.input_names)
+    for i, st in enumerate(plan.stages):
+        nodes = sorted(st.layers, key=position.__getitem__)
+        sub = graph.subgraph(nodes, name=f"{graph.name}[stage {i}]")
+        produced = {o for n in nodes for o in graph.node(n).outputs if o}
+        available |= produced
+        forwards = tuple(sorted(t for t in available if last_reader.get(t, -1) > i))
+        kind = st.device_kind
+        backend = backends.get(st.device, DEFAULT_BACKEND.get(kind, "cpu"))
+        specs.append(StageSpec(
+            index=i, device=st.device, backend=backend, graph=sub,
+            precision=config.restricted({n for n in nodes}, {graph.node(n).op_type for n in nodes}).to_dict()
+            if backend == "emulator" else None,
+            input_formats={t.name: formats.get(t.name) for t in sub.inputs},
+            needs=tuple(t.name for t in sub.inputs),
+            forwards=forwards,
+            modeled_s=st.stage_time_s,
+        ))
+        available = set(forwards)
+    return specs
