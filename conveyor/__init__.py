@@ -16,7 +16,7 @@ from conveyor.plan import Plan
 __version__ = "0.1.0"
 
 __all__ = [
-    "Graph", "Node", "Tensor", "load", "from_model", "from_torch", "Plan", "plan",
+    "Graph", "Node", "Tensor", "load", "from_model", "from_torch", "Plan", "plan", "Pipeline",
     "ConveyorError", "ModelError", "PrecisionError", "HardwareSpecError", "PlanError", "RuntimeFault",
 ]
 
@@ -27,6 +27,10 @@ def __getattr__(name):
         from conveyor.hardware import Cluster
 
         return Cluster
+    if name == "Pipeline":
+        from conveyor.runtime import Pipeline
+
+        return Pipeline
     if name == "plan":
         from conveyor.planner import plan
 
