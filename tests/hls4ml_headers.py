@@ -2,8 +2,9 @@
 
 The wheel is downloaded once with ``pip download hls4ml==<pinned> --no-deps`` into
 ``$CONVEYOR_CACHE/ap_types`` (default ``~/.cache/conveyor/ap_types``, shared with
-tests/test_numerics_ap_oracle.py) and the two header folders are extracted beside it.
+the oracle tests) and the two header folders are extracted beside it.
 A failed download fails the calling test: the oracles need the real headers.
+`hls4ml_driver` builds an oracle driver against both folders (tests/oracle_build.py).
 """
 
 from __future__ import annotations
@@ -15,17 +16,15 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
+from oracle_build import build_driver, cache_root
 
 HLS4ML_VERSION = "1.3.0"
 _PREFIX = "hls4ml/templates/vivado/"
 _FOLDERS = ("ap_types", "nnet_utils")
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("CONVEYOR_CACHE") or Path.home() / ".cache" / "conveyor")
 
 
 def hls4ml_wheel() -> Path:
@@ -67,3 +66,14 @@ def vivado_headers() -> tuple[Path, Path, str]:
         os.replace(tmp, dest)
     digest = hashlib.sha256(wheel.name.encode() + str(wheel.stat().st_size).encode()).hexdigest()[:16]
     return dest / "ap_types", dest / "nnet_utils", digest
+
+
+def hls4ml_driver(kind: str, *, label: str, sources_dir: Path, sources: Sequence[str], generated: Mapping[str, str],
+                  cxxflags: Sequence[str]) -> Path:
+    """The driver, compiled (or cached) with -isystem ap_types -I nnet_utils, keyed by the wheel."""
+    ap_dir, nnet_dir, digest = vivado_headers()
+    exe, seconds, cached = build_driver(kind, label=label, sources_dir=sources_dir, sources=sources,
+                                        generated=generated, key=digest, cxxflags=cxxflags,
+                                        system_include_dirs=[ap_dir], include_dirs=[nnet_dir])
+    print(f"\n{label}: driver {'cached' if cached else f'compiled in {seconds:.1f} s'} ({exe})")
+    return exe

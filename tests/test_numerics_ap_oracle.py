@@ -3,9 +3,9 @@
 The ap_types headers (Apache-2.0) ship inside the hls4ml wheel. This test
 downloads the wheel with ``pip download hls4ml --no-deps`` into the cache
 (``$CONVEYOR_CACHE`` or ``~/.cache/conveyor``; reused when present), extracts
-the headers, compiles ``tests/ap_oracle/`` with g++ (the binary is cached by a
-hash of the driver sources, the generated configuration lists, the wheel and
-the compiler) and then, per configuration, streams doubles through
+the headers (tests/hls4ml_headers.py), compiles ``tests/ap_oracle/`` with g++
+(tests/oracle_build.py: the binary is cached by a hash of the driver sources,
+the generated configuration lists, the wheel and the compiler) and then, per configuration, streams doubles through
 ``ap_[u]fixed<W,I,Q,O,N> v = x;`` and compares ``v.to_double()`` and the stored
 bits with ``FixedType.quantize`` / ``FixedType.to_raw``. Zero mismatches allowed.
 
@@ -16,20 +16,16 @@ never copied into the repository.
 from __future__ import annotations
 
 import concurrent.futures as cf
-import hashlib
 import math
 import os
-import re
-import shutil
 import subprocess
-import sys
-import tempfile
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hls4ml_headers import hls4ml_wheel, vivado_headers
+from oracle_build import build_driver, parallel_parts
 
 from conveyor.numerics import (
     OVERFLOW_MODES,
@@ -43,7 +39,6 @@ from conveyor.numerics import (
 
 DRIVER_DIR = Path(__file__).parent / "ap_oracle"
 DRIVER_SOURCES = ("oracle.h", "part.cpp", "types.cpp", "main.cpp")
-HEADER_PREFIX = "hls4ml/templates/vivado/ap_types/"
 CXXFLAGS = ("-O1", "-std=c++14")
 
 WIDTHS = (1, 2, 3, 4, 5, 7, 8, 12, 16, 18, 24, 27, 32, 33, 48, 53, 54, 63, 64, 65, 72, 80)
@@ -67,59 +62,6 @@ EXTREME_TYPES = (
     FixedType(1000, 10, True, "RND_CONV", "WRAP", 3),
     FixedType(1024, 1024, False, "TRN", "SAT_ZERO"),
 )
-
-
-# ----------------------------------------------------------------- headers
-def _cache_root() -> Path:
-    return Path(os.environ.get("CONVEYOR_CACHE") or Path.home() / ".cache" / "conveyor")
-
-
-def _version_key(wheel: Path):
-    m = re.match(r"hls4ml-([0-9.]+)", wheel.name)
-    parts = m.group(1).strip(".").split(".") if m else []
-    return tuple(int(p) for p in parts if p.isdigit())
-
-
-# Pinned so that the headers compared against do not move under the test.
-HLS4ML_VERSION = "1.3.0"
-
-
-def _ap_types_headers() -> tuple[Path, str]:
-    """Directory holding ap_fixed.h, and the wheel it came from."""
-    root = _cache_root() / "ap_types"
-    root.mkdir(parents=True, exist_ok=True)
-    wheels = sorted(root.glob(f"hls4ml-{HLS4ML_VERSION}-*.whl"), key=_version_key)
-    if not wheels:
-        cmd = [sys.executable, "-m", "pip", "download", f"hls4ml=={HLS4ML_VERSION}", "--no-deps", "--only-binary=:all:", "-d", str(root)]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
-            out = proc.stdout + proc.stderr
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            out = str(exc)
-        wheels = sorted(root.glob(f"hls4ml-{HLS4ML_VERSION}-*.whl"), key=_version_key)
-        if not wheels:
-            pytest.fail(
-                "ap_fixed oracle: could not download the hls4ml wheel that carries the Xilinx ap_types "
-                f"headers ({' '.join(cmd)}); this test needs PyPI access (or a wheel placed in {root}).\n"
-                + out[-3000:]
-            )
-    wheel = wheels[-1]
-    dest = root / wheel.name[: -len(".whl")] / "ap_types"
-    if not (dest / "ap_fixed.h").is_file():
-        tmp = Path(tempfile.mkdtemp(dir=root))
-        with zipfile.ZipFile(wheel) as zf:
-            members = [n for n in zf.namelist() if n.startswith(HEADER_PREFIX) and not n.endswith("/")]
-            if not any(n.endswith("/ap_fixed.h") for n in members):
-                pytest.fail(f"ap_fixed oracle: {wheel} has no {HEADER_PREFIX}ap_fixed.h")
-            for name in members:
-                target = tmp / "ap_types" / name[len(HEADER_PREFIX) :]
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(zf.read(name))
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(dest, ignore_errors=True)
-        os.replace(tmp / "ap_types", dest)
-        shutil.rmtree(tmp, ignore_errors=True)
-    return dest, wheel.name
 
 
 # ----------------------------------------------------------- configurations
@@ -206,59 +148,13 @@ def _generated_files(configs, pairs, n_parts: int) -> dict[str, str]:
     return files
 
 
-def _build_driver(hdr: Path, wheel: str, configs, pairs) -> tuple[Path, float, bool]:
-    cxx = shutil.which("g++")
-    if not cxx:
-        pytest.fail("ap_fixed oracle: g++ not found; the oracle needs a C++14 compiler")
-    jobs = max(1, os.cpu_count() or 1)
-    n_parts = max(2, min(8, 2 * jobs))
-    files = _generated_files(configs, pairs, n_parts)
-    version = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=False).stdout
-    h = hashlib.sha256()
-    for name in DRIVER_SOURCES:
-        h.update((DRIVER_DIR / name).read_bytes())
-    for name in sorted(files):
-        h.update(name.encode() + files[name].encode())
-    h.update((wheel + version + " ".join(CXXFLAGS)).encode())
-    bdir = _cache_root() / "ap_oracle" / h.hexdigest()[:20]
-    exe = bdir / "driver"
-    if exe.is_file():
-        return exe, 0.0, True
-    start = time.perf_counter()
-    tmp = Path(tempfile.mkdtemp(prefix="build-", dir=_cache_root()))
-    try:
-        for name in DRIVER_SOURCES:
-            shutil.copy(DRIVER_DIR / name, tmp / name)
-        for name, text in files.items():
-            (tmp / name).write_text(text)
-        base = [cxx, *CXXFLAGS, "-isystem", str(hdr), "-I", str(tmp), "-c"]
-        units = [(base + [f"-DORACLE_PART={k}", "part.cpp", "-o", f"part{k}.o"]) for k in range(n_parts)]
-        units += [base + ["main.cpp", "-o", "main.o"], base + ["types.cpp", "-o", "types.o"]]
-        running, failures = [], []
-        for cmd in units:
-            while len(running) >= jobs:
-                _reap(running, failures)
-            running.append((cmd, subprocess.Popen(cmd, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)))
-        while running:
-            _reap(running, failures)
-        if failures:
-            pytest.fail("ap_fixed oracle: driver failed to compile:\n" + "\n".join(failures)[-6000:])
-        objs = [f"part{k}.o" for k in range(n_parts)] + ["main.o", "types.o"]
-        link = subprocess.run([cxx, *objs, "-o", "driver"], cwd=tmp, capture_output=True, text=True, check=False)
-        if link.returncode:
-            pytest.fail("ap_fixed oracle: link failed:\n" + link.stdout + link.stderr)
-        bdir.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp / "driver", exe)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return exe, time.perf_counter() - start, False
-
-
-def _reap(running, failures):
-    cmd, proc = running.pop(0)
-    out, _ = proc.communicate()
-    if proc.returncode:
-        failures.append(" ".join(cmd) + "\n" + out.decode(errors="replace"))
+def _build_driver(configs, pairs) -> tuple[Path, float, bool]:
+    ap_dir, _, digest = vivado_headers()
+    n_parts = parallel_parts(8, per_cpu=2)
+    units = [("part.cpp", [f"-DORACLE_PART={k}"]) for k in range(n_parts)] + ["main.cpp", "types.cpp"]
+    return build_driver("ap_oracle", label="ap_fixed oracle", sources_dir=DRIVER_DIR, sources=DRIVER_SOURCES,
+                        generated=_generated_files(configs, pairs, n_parts), key=digest, cxxflags=CXXFLAGS,
+                        system_include_dirs=[ap_dir], units=units)
 
 
 # ------------------------------------------------------------------ inputs
@@ -365,11 +261,10 @@ def _run_one(exe: Path, cid: int, t: FixedType, n: int, workdir: Path):
 
 @pytest.fixture(scope="module")
 def oracle_driver():
-    hdr, wheel = _ap_types_headers()
     configs = oracle_configs()
     pairs = type_pairs()
-    exe, seconds, cached = _build_driver(hdr, wheel, configs, pairs)
-    print(f"\nap_fixed oracle: headers from {wheel}; driver {'cached' if cached else f'compiled in {seconds:.1f} s'}")
+    exe, seconds, cached = _build_driver(configs, pairs)
+    print(f"\nap_fixed oracle: headers from {hls4ml_wheel().name}; driver {'cached' if cached else f'compiled in {seconds:.1f} s'}")
     return exe, configs, pairs
 
 

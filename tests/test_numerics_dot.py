@@ -17,20 +17,17 @@ the same bits as the literal sequential loop.
 from __future__ import annotations
 
 import concurrent.futures as cf
-import hashlib
 import os
-import shutil
 import subprocess
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
-from hls4ml_headers import cache_root, vivado_headers
+from hls4ml_headers import hls4ml_driver
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from oracle_build import parallel_parts
 
 from conveyor import ops
 from conveyor.errors import PrecisionError
@@ -224,57 +221,10 @@ def _generated_files(n_parts: int) -> dict[str, str]:
     return files
 
 
-def _build_driver() -> tuple[Path, float, bool]:
-    cxx = shutil.which("g++")
-    if not cxx:
-        pytest.fail("hls4ml oracle: g++ not found; the oracle needs a C++14 compiler")
-    ap_dir, nnet_dir, wheel = vivado_headers()
-    files = _generated_files(max(2, min(8, os.cpu_count() or 1)))
-    version = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=False).stdout
-    h = hashlib.sha256()
-    for name in DRIVER_SOURCES:
-        h.update((DRIVER_DIR / name).read_bytes())
-    for name in sorted(files):
-        h.update(name.encode() + files[name].encode())
-    h.update((wheel + version + " ".join(CXXFLAGS)).encode())
-    bdir = cache_root() / "hls4ml_dense_oracle" / h.hexdigest()[:20]
-    exe = bdir / "driver"
-    if exe.is_file():
-        return exe, 0.0, True
-    start = time.perf_counter()
-    tmp = Path(tempfile.mkdtemp(prefix="build-", dir=cache_root()))
-    try:
-        for name in DRIVER_SOURCES:
-            shutil.copy(DRIVER_DIR / name, tmp / name)
-        for name, text in files.items():
-            (tmp / name).write_text(text)
-        base = [cxx, *CXXFLAGS, "-isystem", str(ap_dir), "-I", str(nnet_dir), "-I", str(tmp), "-c"]
-        units = [base + [src, "-o", src[:-4] + ".o"] for src in ["main.cpp"] + sorted(n for n in files if n.endswith(".cpp"))]
-
-        def compile_one(cmd):
-            p = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, check=False)
-            return cmd, p.returncode, p.stdout + p.stderr
-
-        with cf.ThreadPoolExecutor(max(1, os.cpu_count() or 1)) as pool:
-            failures = [f"{' '.join(cmd)}\n{out}" for cmd, rc, out in pool.map(compile_one, units) if rc]
-        if failures:
-            pytest.fail("hls4ml oracle: driver failed to compile:\n" + "\n".join(failures)[-6000:])
-        objs = [cmd[-1] for cmd in units]
-        link = subprocess.run([cxx, *objs, "-o", "driver"], cwd=tmp, capture_output=True, text=True, check=False)
-        if link.returncode:
-            pytest.fail("hls4ml oracle: link failed:\n" + link.stdout + link.stderr)
-        bdir.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp / "driver", exe)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return exe, time.perf_counter() - start, False
-
-
 @pytest.fixture(scope="module")
 def driver() -> Path:
-    exe, seconds, cached = _build_driver()
-    print(f"\nhls4ml oracle: driver {'cached' if cached else f'compiled in {seconds:.1f} s'} ({exe})")
-    return exe
+    return hls4ml_driver("hls4ml_dense_oracle", label="hls4ml oracle", sources_dir=DRIVER_DIR, sources=DRIVER_SOURCES,
+                         generated=_generated_files(parallel_parts(8)), cxxflags=CXXFLAGS)
 
 
 # -------------------------------------------------------------------- the data

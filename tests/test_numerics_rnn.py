@@ -14,18 +14,15 @@ generated from CASES, compiled once and cached under ``$CONVEYOR_CACHE/hls4ml_rn
 from __future__ import annotations
 
 import concurrent.futures as cf
-import hashlib
-import os
-import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pytest
-from hls4ml_headers import cache_root, vivado_headers
+from hls4ml_headers import hls4ml_driver
 from onnx import TensorProto, helper, numpy_helper
+from oracle_build import case_parts, parallel_parts
 
 import conveyor
 from conveyor import PrecisionError, zoo
@@ -245,63 +242,10 @@ def _cxx_case(c: Case) -> str:
     return "".join(out)
 
 
-def _generated_files(n_parts: int) -> dict[str, str]:
-    files = {"case_ids.h": "".join(f"X({c.id})\n" for c in CASES)}
-    for k in range(n_parts):
-        files[f"part{k}.cpp"] = '#include "oracle.h"\n\n' + "\n".join(
-            _cxx_case(c) for c in CASES if c.id % n_parts == k)
-    return files
-
-
-def _build_driver() -> Path:
-    cxx = shutil.which("g++")
-    if not cxx:
-        pytest.fail("hls4ml rnn oracle: g++ not found; the oracle needs a C++14 compiler")
-    ap_dir, nnet_dir, digest = vivado_headers()
-    n_parts = max(2, min(len(CASES), os.cpu_count() or 2))
-    files = _generated_files(n_parts)
-    version = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=False).stdout
-    h = hashlib.sha256((digest + version + " ".join(CXXFLAGS)).encode())
-    for name in DRIVER_SOURCES:
-        h.update((DRIVER_DIR / name).read_bytes())
-    for name in sorted(files):
-        h.update(name.encode() + files[name].encode())
-    exe = cache_root() / "hls4ml_rnn_oracle" / h.hexdigest()[:20] / "driver"
-    if exe.is_file():
-        return exe
-    exe.parent.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix="build-", dir=exe.parent.parent))
-    try:
-        for name in DRIVER_SOURCES:
-            shutil.copy(DRIVER_DIR / name, tmp / name)
-        for name, text in files.items():
-            (tmp / name).write_text(text)
-        base = [cxx, *CXXFLAGS, "-isystem", str(ap_dir), "-I", str(nnet_dir), "-I", str(tmp), "-c"]
-        units = [f"part{k}.cpp" for k in range(n_parts)] + ["main.cpp"]
-
-        def compile_one(src):
-            return subprocess.run(base + [src, "-o", src[:-4] + ".o"], cwd=tmp, capture_output=True, text=True,
-                                  check=False)
-
-        with cf.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-            results = list(pool.map(compile_one, units))
-        errors = [r.stdout + r.stderr for r in results if r.returncode]
-        if errors:
-            pytest.fail("hls4ml rnn oracle: driver failed to compile:\n" + "\n".join(errors)[-6000:])
-        link = subprocess.run([cxx, *[u[:-4] + ".o" for u in units], "-o", "driver"], cwd=tmp,
-                              capture_output=True, text=True, check=False)
-        if link.returncode:
-            pytest.fail("hls4ml rnn oracle: link failed:\n" + link.stdout + link.stderr)
-        exe.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp / "driver", exe)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return exe
-
-
 @pytest.fixture(scope="module")
 def driver() -> Path:
-    return _build_driver()
+    return hls4ml_driver("hls4ml_rnn_oracle", label="hls4ml rnn oracle", sources_dir=DRIVER_DIR, sources=DRIVER_SOURCES,
+                         generated=case_parts(CASES, _cxx_case, parallel_parts(len(CASES))), cxxflags=CXXFLAGS)
 
 
 # --------------------------------------------------------------------------------- the data
