@@ -478,6 +478,68 @@ def plan_cmd(model: str, cluster_spec: str, precision: str, config_path: str | N
         _out.print(f"report: {report}")
 
 
+@cli.command()
+@click.argument("plan_path", metavar="PLAN", type=click.Path(dir_okay=False))
+@click.option("--model", required=True, help="The model the plan was made for (.onnx file or zoo name).")
+@click.option("--inputs", "inputs_spec", default=None,
+              help="digits, a .npy of samples (axis 0), or an .npz with x (and labels y); default: seeded noise.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
+@click.option("--paced", is_flag=True, help="Hold each FPGA stage's output for the plan's modeled stage time.")
+@click.option("-n", "count", type=int, default=None, help="Run the first N samples (default: all, or 100 of noise).")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+def run(plan_path: str, model: str, inputs_spec: str | None, executor: str, paced: bool, count: int | None,
+        as_json: bool) -> None:
+    """Run PLAN on a distributed pipeline: per-stage busy time and queue depth, throughput,
+    latency p50/p99 (measured), against the plan's prediction; accuracy when labels are given."""
+    import numpy as np
+    from rich.progress import Progress
+
+    from conveyor.plan import Plan
+    from conveyor.runtime import Pipeline
+
+    plan_obj = Plan.load(plan_path)
+    graph = _resolve_model(model)
+    if inputs_spec and inputs_spec.endswith(".npy"):
+        if not os.path.exists(inputs_spec):
+            raise ConveyorError(f"--inputs {inputs_spec}: no such file")
+        x, y = np.load(inputs_spec), None
+    else:
+        x, y = _load_samples(inputs_spec, graph, count or (None if inputs_spec else 100))
+    if count is not None:
+        x, y = x[:count], (None if y is None else y[:count])
+    shape = graph.inputs[0].shape
+    samples = [np.asarray(s, dtype=graph.inputs[0].dtype).reshape(shape) for s in x]
+    outputs = []
+    with Pipeline(plan_obj, graph, executor=executor, paced=paced) as pipe:
+        with Progress(transient=True, disable=as_json) as progress:
+            task = progress.add_task(f"{executor} pipeline, {len(plan_obj.stages)} stages", total=len(samples))
+            for out in pipe.map(samples):
+                outputs.append(out[graph.output_names[0]])
+                progress.advance(task)
+        stats = pipe.stats()
+    if y is not None:
+        pred = np.array([np.argmax(o) for o in outputs])
+        stats["accuracy"] = float(np.mean(pred == np.asarray(y)))
+    if as_json:
+        _print_json(stats)
+        return
+    table = Table(title=f"{graph.name}: {stats['completed']} requests on the {executor} executor"
+                        f"{' (paced)' if paced else ''} (measured)", title_justify="left")
+    for col in ("stage", "device", "backend", "items", "busy", "queue", "restarts"):
+        table.add_column(col, justify="left" if col in ("device", "backend") else "right")
+    for st in stats["stages"]:
+        table.add_row(str(st.get("index")), str(st.get("device")), str(st.get("backend")), _fmt_int(st.get("items", 0)),
+                      f"{st.get('busy_s', 0.0):.3f} s", str(st.get("queue_depth", "-")), str(st.get("restarts", 0)))
+    _out.print(table)
+    thr, p50, p99 = stats["throughput_per_s"], stats["latency_p50_s"], stats["latency_p99_s"]
+    pred_thr = 1 / plan_obj.interval_s if plan_obj.interval_s else float("inf")
+    _out.print(f"throughput {thr:.2f}/s (plan predicts {pred_thr:.2f}/s: ratio {thr / pred_thr:.3f})")
+    if p50 is not None:
+        _out.print(f"latency p50 {p50 * 1e3:.3f} ms, p99 {p99 * 1e3:.3f} ms (plan predicts {plan_obj.latency_s * 1e3:.3f} ms)")
+    if "accuracy" in stats:
+        _out.print(f"accuracy {stats['accuracy']:.2%} on {len(outputs)} labelled samples")
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="conveyor", standalone_mode=False)

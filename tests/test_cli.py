@@ -154,3 +154,17 @@ def test_plan_json_and_cluster_file(capsys, tmp_path):
 def test_plan_user_errors(capsys, argv, needle):
     code, _, err = run_cli(capsys, *argv)
     assert code == 1 and needle in err
+
+
+def test_run_executes_a_plan_and_reports_accuracy(capsys, tmp_path):
+    plan_path = tmp_path / "plan.json"
+    code, _, _ = run_cli(capsys, "plan", "digits-cnn", "--cluster", "zcu102:2:aurora-10g", "-o", str(plan_path))
+    assert code == 0
+    code, out, _ = run_cli(capsys, "run", str(plan_path), "--model", "digits-cnn", "--inputs", "digits", "-n", "40", "--json")
+    assert code == 0
+    stats = json.loads(out)
+    assert stats["completed"] == 40 and stats["failed"] == 0
+    assert stats["accuracy"] >= 0.9
+    assert stats["latency_p99_s"] >= stats["latency_p50_s"] > 0
+    code, _, err = run_cli(capsys, "run", str(plan_path), "--model", "jet-mlp")
+    assert code == 1 and "fingerprint" in err

@@ -1,0 +1,620 @@
+"""The `local` executor: one OS process per stage, bundles over shared-memory channels.
+
+    with Pipeline(plan, graph, executor="local", slots=4, max_restarts=3) as p: ...
+
+Processes and channels (S stages, channels 0..S; `conveyor.runtime.channels` has the wire
+format):
+
+    parent ──ch0──▶ stage 0 ──ch1──▶ stage 1 ── … ──chS──▶ parent (collector thread → deliver)
+       ╰──────── ctrl (one socketpair per stage: stop, rebinds; errors, ready) ────────╯
+
+- Each stage process (forkserver context by default: a fork of a single-threaded server that
+  has already imported the runtime; `spawn` on request) builds its `StageWorker` once
+  (weights resident) and loops: wait on its control connection and its input channel;
+  receive `(request_id, slot, header)`; `worker.process` the bundle (views into the slot);
+  write the result into a free slot of the output channel and announce it; return the input
+  slot. Channel i is a ring of `slots` fixed-size slots in one shared-memory segment, sized
+  from the specs; only small control messages cross the sockets. A full ring blocks its
+  producer (back-pressure); `send` blocks the same way on channel 0.
+- The parent keeps every request's input bundle until the request is delivered, and
+  delivers each request id at most once (a dict of requests in flight, popped on delivery).
+- An exception while processing one request is sent to the parent over the stage's control
+  connection and fails that request alone; the stage keeps serving.
+- A supervisor thread waits on every stage's control connection and process sentinel. When
+  a stage process dies it is restarted (its weights loaded again) with a fresh input and
+  output channel; the neighbours are handed their new ends (SCM_RIGHTS over their control
+  connections), and every request not yet delivered is replayed from stage 0. Copies that
+  survive elsewhere in the pipeline and the replays meet at the collector, which keeps the
+  first. A request that a stage was computing when it died, `poison_limit` times, fails
+  alone with a `RuntimeFault` instead of being replayed again (a request that crashes its
+  stage must not take the pipeline down).
+- A stage that dies more than `max_restarts` times within `restart_window_s` is given up:
+  every pending request gets a `RuntimeFault` naming the stage, its device and the last
+  failure; later `send`s fail at once.
+- `close` stops the stages (then terminates, then kills those that linger), joins the
+  threads, and unmaps and unlinks every segment; a `weakref.finalize` does the same at
+  interpreter exit for an executor never closed. Segment names start with
+  `conveyor-<parent pid>-`.
+
+As with any `spawn`/`forkserver` multiprocessing, a script that starts a pipeline must do
+so under `if __name__ == "__main__":` (stage processes import the main module). Backends
+registered in `conveyor.runtime.device.BACKENDS` travel to the stage processes by reference
+(their module must be importable there); `env=` sets environment variables in them.
+"""
+
+from __future__ import annotations
+
+import heapq
+import multiprocessing as mp
+import pickle
+import threading
+import time
+import weakref
+from collections import deque
+from multiprocessing.connection import wait
+from typing import Any, Callable
+
+import numpy as np
+
+from conveyor.errors import RuntimeFault
+from conveyor.runtime import device as _device
+from conveyor.runtime.channels import (
+    Layout,
+    Receiver,
+    Segment,
+    Sender,
+    channel_layouts,
+    send_conn,
+)
+from conveyor.runtime.local_stage import (
+    BUSY,
+    CONSUMED,
+    CURRENT,
+    ITEMS,
+    PRODUCED,
+    StageBoot,
+    stage_main,
+    stats_bytes,
+    stats_view,
+)
+
+START_METHODS = ("forkserver", "spawn")
+_PRELOAD = ["__main__", "conveyor.runtime.local_stage"]
+
+
+class _Stage:
+    """The parent's record of one stage process."""
+
+    def __init__(self, spec):
+        self.spec = spec
+        self.process = None
+        self.ctrl = None
+        self.ctrl_lock = threading.Lock()
+        self.pid: int | None = None
+        self.restarts = 0
+        self.deaths: deque[float] = deque()
+        self.last_error: str | None = None
+        self.ready = False
+
+    @property
+    def where(self) -> str:
+        return f"stage {self.spec.index} on device '{self.spec.device}' ({self.spec.backend})"
+
+
+class _Resources:
+    """What must not outlive the executor; also run by the finalizer at interpreter exit."""
+
+    def __init__(self):
+        self.processes: list = []
+        self.segments: list[Segment] = []
+
+    def stop_processes(self, timeout_s: float) -> None:
+        procs, self.processes = self.processes, []
+        deadline = time.monotonic() + timeout_s
+        for p in procs:
+            p.join(max(0.0, deadline - time.monotonic()))
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        for p in procs:
+            p.join(1.0)
+            if p.is_alive():
+                p.kill()
+                p.join(1.0)
+        for p in procs:
+            try:
+                p.close()
+            except ValueError:
+                pass
+
+    def release_segments(self) -> None:
+        segs, self.segments = self.segments, []
+        for s in segs:
+            s.unlink()
+            s.close()
+
+    def cleanup(self) -> None:
+        self.stop_processes(0.5)
+        self.release_segments()
+
+
+class LocalExecutor:
+    """One process per stage on this machine (see the module docstring).
+
+    Options: `slots` per channel ring (default 4), `max_restarts` (3) within
+    `restart_window_s` (60 s), `poison_limit` (2), `start_method` ("forkserver" or "spawn"),
+    `start_timeout_s` for every stage to load (600), `stop_timeout_s` for a stage to stop
+    before it is terminated (5), `env`: environment variables set in the stage processes."""
+
+    def __init__(self, *, slots: int = 4, max_restarts: int = 3, restart_window_s: float = 60.0,
+                 poison_limit: int = 2, start_method: str | None = None, start_timeout_s: float = 600.0,
+                 stop_timeout_s: float = 5.0, env: dict | None = None):
+        if slots < 1:
+            raise RuntimeFault(f"local executor: slots must be >= 1, got {slots}")
+        method = start_method or ("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
+        if method not in START_METHODS:
+            raise RuntimeFault(f"local executor: start_method '{method}'; accepted: {', '.join(START_METHODS)}")
+        self.slots = slots
+        self.max_restarts = max_restarts
+        self.restart_window_s = restart_window_s
+        self.poison_limit = poison_limit
+        self.start_method = method
+        self.start_timeout_s = start_timeout_s
+        self.stop_timeout_s = stop_timeout_s
+        self.env = {str(k): str(v) for k, v in (env or {}).items()}
+        self._res = _Resources()
+        self._finalizer = weakref.finalize(self, self._res.cleanup)
+        self._lock = threading.Lock()          # requests in flight, failure state
+        self._send_lock = threading.Lock()     # the head of channel 0
+        self._restart_lock = threading.Lock()  # channels and processes being replaced
+        self._inflight: dict[int, dict[str, np.ndarray]] = {}
+        self._crashes: dict[int, int] = {}
+        self._failed: str | None = None
+        self._closing = False
+        self._started = False
+        self._threads: list[threading.Thread] = []
+        self._replay_cond = threading.Condition()
+        self._replay_heap: list[int] = []       # request ids to send again from stage 0, oldest first
+        self._replay_set: set[int] = set()
+        self._stages: list[_Stage] = []
+
+    # ---- Executor protocol ---------------------------------------------------------------
+    def start(self, specs, deliver: Callable[[int, Any], None], paced: bool) -> None:
+        if self._started:
+            raise RuntimeFault("local executor: already started")
+        if not specs:
+            raise RuntimeFault("local executor: the plan has no stages")
+        self._started = True
+        self._deliver = deliver
+        self._paced = paced
+        self._specs = list(specs)
+        self._ctx = mp.get_context(self.start_method)
+        if self.start_method == "forkserver":
+            self._ctx.set_forkserver_preload(_PRELOAD)  # no effect once the server runs
+        self._layouts: list[Layout] = channel_layouts(self._specs)
+        self._backends = self._backend_classes()
+        S = len(self._specs)
+        self._stats_seg = Segment.create(-1, 1, Layout((), stats_bytes(S)))
+        self._res.segments.append(self._stats_seg)
+        self._stats = stats_view(self._stats_seg.buf, S)
+        self._stats[:] = 0
+        self._stats[:S, CURRENT] = -1
+        self._stages = [_Stage(spec) for spec in self._specs]
+        try:
+            self._channels = [self._new_channel(i) for i in range(S + 1)]
+            self._sender = Sender(self._channels[0][0], self._channels[0][2])
+            self._receiver = Receiver(self._channels[S][1], self._channels[S][2])
+            for k in range(S):
+                self._spawn(k, self._channels[k][1], self._channels[k][2], self._channels[k + 1][0],
+                            self._channels[k + 1][2])
+            for i in range(1, S):
+                self._channels[i][2].close()  # the parent never touches inner rings; it keeps the names
+            self._channels = [c[2] for c in self._channels]
+            self._await_ready()
+        except BaseException:
+            self.close()
+            raise
+        self._start_thread(self._collect, "conveyor-local-collector")
+        self._wake_r, self._wake_w = mp.Pipe(duplex=False)
+        self._start_thread(self._supervise, "conveyor-local-supervisor")
+        self._start_thread(self._replayer, "conveyor-local-replayer")
+
+    def send(self, request_id: int, bundle: dict[str, np.ndarray]) -> None:
+        with self._lock:
+            if self._failed:
+                raise RuntimeFault(self._failed)
+            if self._closing or not self._started:
+                raise RuntimeFault("the local executor is closed" if self._closing else "the local executor is not started")
+            self._inflight[request_id] = bundle
+        try:
+            self._write(request_id, bundle)
+        except RuntimeFault:
+            with self._lock:
+                mine = self._inflight.pop(request_id, None) is not None
+            if mine:
+                raise  # else the failure was already delivered (the stages were given up)
+
+    def stage_stats(self) -> list[dict]:
+        S = len(self._stages)
+        out = []
+        for k, st in enumerate(self._stages):
+            row = self._stats[k]
+            ch = self._stats[S + k]
+            out.append({
+                "index": k, "device": st.spec.device, "backend": st.spec.backend,
+                "items": int(row[ITEMS]), "busy_s": float(row[BUSY]),
+                "queue_depth": max(0, int(ch[PRODUCED] - ch[CONSUMED])),
+                "restarts": st.restarts, "pid": st.pid,
+                "alive": _alive(st.process),
+            })
+        return out
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        with self._lock:
+            self._closing = True
+        for st in self._stages:
+            self._ctrl_send(st, ("stop",))
+        with self._restart_lock:
+            self._res.stop_processes(self.stop_timeout_s)
+        if hasattr(self, "_wake_w"):
+            try:
+                self._wake_w.send_bytes(b"x")
+            except OSError:
+                pass
+        with self._replay_cond:
+            self._replay_cond.notify_all()
+        for t in self._threads:
+            if t is not threading.current_thread():
+                t.join(5.0)
+        stuck = any(t.is_alive() for t in self._threads)
+        for st in self._stages:
+            if st.ctrl is not None:
+                st.ctrl.close()
+        for end in (getattr(self, "_sender", None), getattr(self, "_receiver", None)):
+            if end is not None:
+                end.close()
+        if hasattr(self, "_stats"):
+            self._stats = self._stats.copy()  # stage_stats() keeps answering after close
+        got = self._send_lock.acquire(timeout=2.0)
+        try:
+            if got and not stuck:
+                self._res.release_segments()
+            else:  # a thread may still be using a ring: unlink the names, keep the mappings
+                for seg in self._res.segments:
+                    seg.unlink()
+        finally:
+            if got:
+                self._send_lock.release()
+        self._finalizer.detach()
+        with self._lock:
+            pending, self._inflight = self._inflight, {}
+        for rid in sorted(pending):
+            self._hand_over(rid, RuntimeFault("the local executor was closed before this request completed"))
+
+    # ---- processes and channels -------------------------------------------------------------
+    def _backend_classes(self) -> bytes:
+        wanted = {s.backend for s in self._specs}
+        classes = {}
+        for name, cls in _device.BACKENDS.items():
+            if name in wanted:
+                try:
+                    pickle.dumps(cls)
+                    classes[name] = cls
+                except Exception:  # noqa: BLE001 - defined where a stage cannot import it
+                    pass
+        return pickle.dumps(classes)
+
+    def _new_channel(self, i: int):
+        """(producer end, consumer end, segment) of a fresh channel i."""
+        seg = Segment.create(i, self.slots, self._layouts[i])
+        self._res.segments.append(seg)
+        a, b = self._ctx.Pipe(duplex=True)
+        return a, b, seg
+
+    def _spawn(self, k: int, in_end, in_seg: Segment, out_end, out_seg: Segment) -> None:
+        st = self._stages[k]
+        S = len(self._stages)
+        parent_ctrl, child_ctrl = self._ctx.Pipe(duplex=True)
+        boot = StageBoot(spec=st.spec, nstages=S, paced=self._paced, in_desc=in_seg.desc, out_desc=out_seg.desc,
+                         stats=self._stats_seg.desc, backends=self._backends, env=self.env)
+        p = self._ctx.Process(target=stage_main, args=(boot, child_ctrl, in_end, out_end),
+                              name=f"conveyor-stage-{k}", daemon=True)
+        p.start()
+        self._res.processes.append(p)
+        for c in (child_ctrl, in_end, out_end):
+            c.close()
+        st.process, st.ctrl, st.pid, st.ready, st.last_error = p, parent_ctrl, p.pid, False, None
+
+    def _await_ready(self) -> None:
+        deadline = time.monotonic() + self.start_timeout_s
+        waiting = {st.ctrl: st for st in self._stages}
+        sentinels = {st.process.sentinel: st for st in self._stages}
+        while waiting:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                names = ", ".join(st.where for st in waiting.values())
+                raise RuntimeFault(f"local executor: {names} did not load within {self.start_timeout_s:g} s "
+                                   "(start_timeout_s)")
+            for obj in wait(list(waiting) + list(sentinels), left):
+                if obj in waiting:
+                    st = waiting[obj]
+                    try:
+                        msg = obj.recv()
+                    except (EOFError, OSError):
+                        msg = ("died",)
+                    if msg[0] == "ready":
+                        st.ready = True
+                        del waiting[obj]
+                        del sentinels[st.process.sentinel]
+                    elif msg[0] == "load_failed":
+                        raise RuntimeFault(f"local executor: cannot load {msg[1]}")
+                elif obj in sentinels:
+                    st = sentinels[obj]
+                    while st.ctrl.poll(0):
+                        try:
+                            msg = st.ctrl.recv()
+                        except (EOFError, OSError):
+                            break
+                        if msg[0] == "load_failed":
+                            raise RuntimeFault(f"local executor: cannot load {msg[1]}")
+                    raise RuntimeFault(f"local executor: {st.where} died while loading "
+                                       f"({_exit_text(st.process.exitcode)})")
+
+    def _start_thread(self, target, name: str) -> None:
+        t = threading.Thread(target=target, name=name, daemon=True)
+        self._threads.append(t)
+        t.start()
+
+    def _ctrl_send(self, st: _Stage, msg, conn=None) -> bool:
+        if st.ctrl is None:
+            return False
+        with st.ctrl_lock:
+            try:
+                st.ctrl.send(msg)
+                if conn is not None:
+                    send_conn(st.ctrl, conn, st.pid)
+                return True
+            except OSError:
+                return False
+
+    # ---- data path ---------------------------------------------------------------------------
+    def _write(self, rid: int, bundle) -> None:
+        """Into channel 0, blocking while its ring is full. The request is already in flight,
+        so a write lost to a dying stage 0 is replayed after the restart."""
+        with self._send_lock:
+            while True:
+                if self._failed:
+                    raise RuntimeFault(self._failed)
+                if self._closing:
+                    raise RuntimeFault("the local executor is closed")
+                tx = self._sender
+                slot = tx.slot(100)
+                if slot is None:
+                    if not tx.alive:
+                        time.sleep(0.005)  # stage 0 died: the supervisor is replacing the channel
+                    continue
+                try:
+                    tx.put(rid, slot, bundle)
+                    self._stats[len(self._stages), PRODUCED] = tx.sent
+                except OSError:
+                    pass
+                return
+
+    def _collect(self) -> None:
+        """The end of the pipeline: copy results out of channel S, return the slot, deliver."""
+        S = len(self._stages)
+        row = 2 * S
+        while not self._closing and not self._failed:
+            rx = self._receiver
+            try:
+                if not rx.alive:
+                    time.sleep(0.005)  # the last stage died: wait for the new channel
+                    continue
+                if not rx.conn.poll(0.2):
+                    continue
+                rid, slot, views = rx.recv()
+            except (EOFError, OSError, ValueError):
+                continue
+            result = {name: np.array(a, copy=True) for name, a in views.items()}
+            del views
+            rx.free(slot)
+            self._stats[row, CONSUMED] = rx.received
+            self._complete(rid, result)
+
+    def _hand_over(self, rid: int, result) -> None:
+        """`deliver`, shielded: an exception in the callback must not stop the thread that
+        calls it (the collector, the supervisor)."""
+        try:
+            self._deliver(rid, result)
+        except Exception:  # noqa: BLE001
+            import traceback
+
+            traceback.print_exc()
+
+    def _complete(self, rid: int, result) -> None:
+        with self._lock:
+            if self._inflight.pop(rid, None) is None:
+                return  # delivered already (a replay's duplicate), or failed with the pipeline
+            self._crashes.pop(rid, None)
+        self._hand_over(rid, result)
+
+    # ---- faults --------------------------------------------------------------------------------
+    def _supervise(self) -> None:
+        while not self._closing and not self._failed:
+            objs = {self._wake_r: None}
+            for st in self._stages:
+                if st.process is not None:
+                    objs[st.ctrl] = st
+                    objs[st.process.sentinel] = st
+            try:
+                ready = wait(list(objs), 1.0)
+            except (OSError, ValueError):
+                continue
+            if self._closing:
+                return
+            dead = []
+            for obj in ready:
+                st = objs.get(obj)
+                if st is None:
+                    continue
+                if obj is st.ctrl:
+                    self._drain_ctrl(st)
+                elif st not in dead:
+                    dead.append(st)
+            for st in dead:
+                if self._closing or self._failed:
+                    return
+                try:
+                    self._on_death(st)
+                except Exception as e:  # noqa: BLE001 - cannot restart (fork failed, no memory...)
+                    self._give_up(f"{st.where} died and could not be restarted: {type(e).__name__}: {e}")
+                    return
+
+    def _drain_ctrl(self, st: _Stage) -> None:
+        while True:
+            try:
+                if not st.ctrl.poll(0):
+                    return
+                msg = st.ctrl.recv()
+            except (EOFError, OSError):
+                return
+            if msg[0] == "error":
+                self._complete(msg[1], msg[2])
+            elif msg[0] == "ready":
+                st.ready = True
+            elif msg[0] == "load_failed":
+                st.last_error = msg[1]
+
+    def _on_death(self, st: _Stage) -> None:
+        k = st.spec.index
+        self._drain_ctrl(st)
+        st.process.join(1.0)
+        code = st.process.exitcode
+        if st.last_error is None:
+            st.last_error = f"{st.where}: process {st.pid} {_exit_text(code)}"
+        now = time.monotonic()
+        st.deaths.append(now)
+        while st.deaths and now - st.deaths[0] > self.restart_window_s:
+            st.deaths.popleft()
+        if len(st.deaths) > self.max_restarts:
+            self._give_up(f"{st.where} failed {len(st.deaths)} times within {self.restart_window_s:g} s; "
+                          f"gave up after {self.max_restarts} restarts (max_restarts={self.max_restarts}). "
+                          f"Last failure: {st.last_error}")
+            return
+        poisoned = None
+        rid = int(self._stats[k, CURRENT])
+        if st.ready and rid >= 0:
+            with self._lock:
+                if rid in self._inflight:
+                    self._crashes[rid] = self._crashes.get(rid, 0) + 1
+                    if self._crashes[rid] >= self.poison_limit:
+                        poisoned = rid
+        self._stats[k, CURRENT] = -1
+        self._restart(k)
+        if poisoned is not None:
+            self._complete(poisoned, RuntimeFault(
+                f"{st.where} died {self.poison_limit} times while processing this request; not retried"))
+        with self._lock:
+            replay = list(self._inflight)
+        with self._replay_cond:
+            for rid in replay:
+                if rid not in self._replay_set:
+                    self._replay_set.add(rid)
+                    heapq.heappush(self._replay_heap, rid)
+            self._replay_cond.notify()
+
+    def _restart(self, k: int) -> None:
+        """A fresh process for stage k with fresh channels k and k+1; hand the neighbours their
+        new ends."""
+        S = len(self._stages)
+        st = self._stages[k]
+        with self._restart_lock:
+            if self._closing:
+                return
+            old = (self._channels[k], self._channels[k + 1])
+            if st.process is not None:
+                try:
+                    self._res.processes.remove(st.process)
+                except ValueError:
+                    pass
+                try:
+                    st.process.close()
+                except ValueError:
+                    pass
+            if st.ctrl is not None:
+                st.ctrl.close()
+            cin, cout = self._new_channel(k), self._new_channel(k + 1)
+            self._channels[k], self._channels[k + 1] = cin[2], cout[2]
+            st.restarts += 1
+            self._stats[S + k, :] = 0
+            self._stats[S + k + 1, :] = 0
+            self._spawn(k, cin[1], cin[2], cout[0], cout[2])
+            if k == 0:
+                self._sender = Sender(cin[0], cin[2])
+            else:
+                cin[2].close()
+                self._ctrl_send(self._stages[k - 1], ("rebind_out", cin[2].desc), cin[0])
+                cin[0].close()
+            if k == S - 1:
+                self._receiver = Receiver(cout[1], cout[2])
+            else:
+                cout[2].close()
+                self._ctrl_send(self._stages[k + 1], ("rebind_in", cout[2].desc), cout[1])
+                cout[1].close()
+            for seg in old:
+                seg.unlink()  # the parent's own mapping of ring 0 / ring S goes at close()
+
+    def _replayer(self) -> None:
+        """Sends again, oldest first, the requests in flight when a stage died (one thread, so
+        that deaths in quick succession queue each request once)."""
+        while True:
+            with self._replay_cond:
+                while not self._replay_heap and not self._closing and not self._failed:
+                    self._replay_cond.wait(1.0)
+                if self._closing or self._failed:
+                    return
+                rid = heapq.heappop(self._replay_heap)
+                self._replay_set.discard(rid)
+            with self._lock:
+                bundle = self._inflight.get(rid)
+            if bundle is None:
+                continue  # delivered meanwhile
+            try:
+                self._write(rid, bundle)
+            except RuntimeFault:
+                return
+
+    def _give_up(self, message: str) -> None:
+        with self._lock:
+            self._failed = message
+            pending, self._inflight = self._inflight, {}
+        for st in self._stages:
+            self._ctrl_send(st, ("stop",))
+        with self._restart_lock:
+            self._res.stop_processes(1.0)
+        with self._replay_cond:
+            self._replay_cond.notify_all()
+        for rid in sorted(pending):
+            self._hand_over(rid, RuntimeFault(message))
+
+
+def _alive(process) -> bool:
+    try:
+        return process is not None and process.is_alive()
+    except ValueError:  # closed: it was stopped
+        return False
+
+
+def _exit_text(code) -> str:
+    if code is None:
+        return "did not exit"
+    if code < 0:
+        import signal
+
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"

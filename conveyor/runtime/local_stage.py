@@ -1,0 +1,199 @@
+"""The stage process of the local executor (see `conveyor.runtime.local` for the protocol).
+
+Imported by the forkserver ahead of time (preload), so that starting or restarting a stage
+costs a fork and the stage's weight load, not the imports.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import select
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from conveyor.errors import RuntimeFault
+from conveyor.runtime import device as _device
+from conveyor.runtime.channels import ChannelDesc, Receiver, Segment, Sender, recv_conn
+from conveyor.runtime.worker import StageWorker
+
+# columns of the shared stats block: one row per stage, then one row per channel
+ITEMS, BUSY, CURRENT = 0, 1, 2        # stage rows: items done, busy seconds, request in hand (-1: none)
+PRODUCED, CONSUMED = 0, 1              # channel rows: announced by the producer, taken by the consumer
+STAT_COLS = 3
+
+
+def stats_view(buf, nstages: int) -> np.ndarray:
+    return np.ndarray((2 * nstages + 1, STAT_COLS), np.float64, buffer=buf)
+
+
+def stats_bytes(nstages: int) -> int:
+    return (2 * nstages + 1) * STAT_COLS * 8
+
+
+@dataclass(frozen=True)
+class StageBoot:
+    """Everything a stage process starts from (pickled once, at process start)."""
+
+    spec: Any                   # StageSpec
+    nstages: int
+    paced: bool
+    in_desc: ChannelDesc
+    out_desc: ChannelDesc
+    stats: ChannelDesc          # the stats block (a segment with one "slot")
+    backends: bytes             # pickled {name: Device subclass} the parent knows
+    env: dict
+
+
+class _Stop(Exception):
+    pass
+
+
+def stage_main(boot: StageBoot, ctrl, in_conn, out_conn) -> None:
+    """Load the stage once, then serve: receive, process, send on, free; obey the parent."""
+    os.environ.update(boot.env)
+    spec = boot.spec
+    k = spec.index
+    where = f"stage {k} on '{spec.device}' ({spec.backend})"
+    try:
+        try:
+            _device.BACKENDS.update(pickle.loads(boot.backends))
+        except Exception:  # a backend class this process cannot import: use what it knows
+            pass
+        stats_seg = Segment.attach(boot.stats)
+        stats = stats_view(stats_seg.buf, boot.nstages)
+        worker = StageWorker(spec, boot.paced)
+    except BaseException as e:  # noqa: BLE001 - the parent counts this as a failed (re)start
+        _send(ctrl, ("load_failed", f"{where}: {type(e).__name__}: {e}"))
+        sys.exit(3)
+    worker.items, worker.busy_s = int(stats[k, ITEMS]), float(stats[k, BUSY])
+    inp = Receiver(in_conn, _attach(boot.in_desc, in_conn))
+    out = Sender(out_conn, _attach(boot.out_desc, out_conn))
+    retired: list = []
+    ctrl_poll = select.poll()
+    ctrl_poll.register(ctrl.fileno(), select.POLLIN)
+    in_row, out_row = boot.nstages + k, boot.nstages + k + 1  # stats rows of channels k and k+1
+    main_poll: list = []  # [poll over ctrl and the input, the input it was made for]
+
+    def handle_ctrl() -> None:
+        nonlocal inp, out
+        try:
+            msg = ctrl.recv()
+        except (EOFError, OSError):
+            raise _Stop from None  # the parent is gone
+        if msg[0] == "stop":
+            raise _Stop
+        if msg[0] == "rebind_in":
+            conn = recv_conn(ctrl)
+            retired.append(inp)
+            inp = Receiver(conn, _attach(msg[1], conn))
+        elif msg[0] == "rebind_out":
+            conn = recv_conn(ctrl)
+            retired.append(out)
+            out = Sender(conn, _attach(msg[1], conn))
+
+    def send_on(rid: int, result) -> None:
+        """To the next stage, waiting for a free slot; a rebind while waiting redirects it."""
+        while True:
+            while ctrl_poll.poll(0):
+                handle_ctrl()
+            if out.alive:
+                slot = out.slot(0)
+                if slot is not None:
+                    try:
+                        out.put(rid, slot, result)
+                        stats[out_row, PRODUCED] = out.sent
+                    except OSError:
+                        pass  # the next stage died: the parent replays what was in flight
+                    return
+            poll = select.poll()
+            poll.register(ctrl.fileno(), select.POLLIN)
+            if out.alive:
+                poll.register(out.conn.fileno(), select.POLLIN)
+            for fd, _ in poll.poll():
+                if fd == ctrl.fileno():
+                    handle_ctrl()
+                else:
+                    out.collect()  # returned slots (or notice the end)
+                    if out.free:
+                        break
+
+    _send(ctrl, ("ready", os.getpid()))
+    try:
+        while True:
+            if not main_poll or main_poll[1] is not inp or not inp.alive:
+                poll = select.poll()
+                poll.register(ctrl.fileno(), select.POLLIN)
+                if inp.alive:
+                    poll.register(inp.fileno(), select.POLLIN)
+                main_poll[:] = [poll, inp if inp.alive else None]
+            ready = {fd for fd, _ in main_poll[0].poll()}
+            if ctrl.fileno() in ready:
+                handle_ctrl()
+                continue
+            src = inp
+            try:
+                rid, slot, bundle = src.recv()
+            except (EOFError, OSError):
+                continue  # the previous stage died: wait for the parent's rebind
+            stats[in_row, CONSUMED] = src.received
+            stats[k, CURRENT] = rid
+            try:
+                result = worker.process(bundle)
+            except Exception as e:  # noqa: BLE001 - fails this request only
+                del bundle
+                src.free(slot)
+                stats[k, CURRENT] = -1
+                _send(ctrl, ("error", rid, _portable(e, where)))
+                continue
+            stats[k, CURRENT] = -1  # a death from here on is not this request's doing
+            stats[k, ITEMS], stats[k, BUSY] = worker.items, worker.busy_s  # before the result is seen
+            send_on(rid, result)
+            del bundle, result
+            src.free(slot)
+            if retired:
+                retired[:] = [r for r in retired if not _retire(r)]
+    except _Stop:
+        pass
+    finally:
+        try:
+            worker.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def _attach(desc: ChannelDesc, conn):
+    """The channel's segment; None when the parent has already replaced the channel (a
+    neighbour died meanwhile): the end is dead and a rebind follows."""
+    try:
+        return Segment.attach(desc)
+    except FileNotFoundError:
+        conn.close()
+        return None
+
+
+def _retire(end) -> bool:
+    end.close()
+    return end.segment is None or end.segment.close()
+
+
+def _send(ctrl, msg) -> None:
+    try:
+        ctrl.send(msg)
+    except OSError:
+        pass
+
+
+def _portable(e: BaseException, where: str) -> BaseException:
+    """The exception itself when it survives pickling (with a note saying where), else a
+    RuntimeFault carrying its text."""
+    try:
+        if hasattr(e, "add_note"):
+            e.add_note(f"in {where}")
+        pickle.loads(pickle.dumps(e))
+        return e
+    except Exception:  # noqa: BLE001
+        return RuntimeFault(f"{where}: {type(e).__name__}: {e}")
