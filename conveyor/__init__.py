@@ -12,6 +12,7 @@ from conveyor.graph import Graph, Node, Tensor
 from conveyor.frontends.onnx import load, from_model
 from conveyor.frontends.torch import from_torch
 from conveyor.plan import Plan
+from conveyor.planner import plan  # the function; it shadows the `conveyor.plan` module attribute on purpose
 
 __version__ = "0.1.0"
 
@@ -31,10 +32,6 @@ def __getattr__(name):
         from conveyor.runtime import Pipeline
 
         return Pipeline
-    if name == "plan":
-        from conveyor.planner import plan
-
-        return plan
     if name == "zoo":
         import importlib
 
