@@ -61,13 +61,16 @@ def nothing_left_behind():
     assert not segs, f"shared-memory segments left: {segs}"
 
 
-def in_process(specs, x):
-    """The same stages run one after the other in this process: the reference."""
-    bundle = {specs[0].needs[0]: x}
-    for spec in specs:
-        w = StageWorker(spec)
-        bundle = w.process(bundle)
-    return bundle
+def in_process(specs, xs):
+    """The same stages run one after the other in this process, for each input: the reference."""
+    workers = [StageWorker(spec) for spec in specs]
+    out = []
+    for x in xs:
+        bundle = {specs[0].needs[0]: x}
+        for w in workers:
+            bundle = w.process(bundle)
+        out.append(bundle)
+    return out
 
 
 # ---- results ---------------------------------------------------------------------------------
@@ -83,9 +86,7 @@ CASES = [("digits-cnn", 1, "zcu102", "equal"), ("digits-cnn", 2, "zcu102", "equa
 def test_bit_exact_with_in_process_emulation(name, k, board, method):
     g = graph(name)
     p = plan_for(name, k, board, method)
-    n = 3 if name in ("alexnet-conv", "resnet18") else 8
-    if name == "resnet18":
-        n = 1
+    n = {"alexnet-conv": 3, "resnet18": 1}.get(name, 8)
     xs = inputs(g, n, seed=k)
     with Pipeline(p, g, executor="local") as pipe:
         outs = list(pipe.map(xs))
@@ -109,8 +110,8 @@ def test_cpu_stages_match_onnxruntime_in_one_process():
     specs = build_stages(p, g, {s.device: "cpu" for s in p.stages})
     with Pipeline(p, g, executor="local", backends={s.device: "cpu" for s in p.stages}) as pipe:
         outs = list(pipe.map(xs))
-    for x, out in zip(xs, outs):
-        assert np.array_equal(out["output"], in_process(specs, x)["output"])
+    for x, out, ref in zip(xs, outs, in_process(specs, xs)):
+        assert np.array_equal(out["output"], ref["output"])
         np.testing.assert_allclose(out["output"], sess.run(None, {g.input_names[0]: x})[0], rtol=1e-5, atol=1e-5)
 
 
@@ -128,6 +129,16 @@ def test_many_in_flight_come_back_in_order():
     assert [s["items"] for s in st["stages"]] == [50] * 4
     assert all(set(s) >= {"index", "device", "backend", "items", "busy_s", "queue_depth", "restarts", "pid"}
                for s in st["stages"])
+
+
+def test_spawn_start_method_works_too():
+    g = graph("jet-mlp")
+    p = plan_for("jet-mlp", 2)
+    xs = inputs(g, 4)
+    with Pipeline(p, g, executor="local", start_method="spawn") as pipe:
+        outs = list(pipe.map(xs))
+    for x, out in zip(xs, outs):
+        assert np.array_equal(out["output"], g.run(x, precision=p.precision)["output"])
 
 
 def test_a_bad_request_fails_alone():
@@ -173,7 +184,7 @@ def test_a_killed_stage_is_restarted_and_every_request_comes_back_once():
     specs = build_stages(p, g, backends)
     n = 120
     xs = inputs(g, n, seed=7)
-    refs = [in_process(specs, x)["output"] for x in xs]
+    refs = [b["output"] for b in in_process(specs, xs)]
     got: dict[int, list] = {}
     cond = threading.Condition()
 
@@ -213,7 +224,7 @@ def test_kill_first_and_last_stage_through_the_pipeline():
     backends = {s.device: "faulty" for s in p.stages}
     specs = build_stages(p, g, backends)
     xs = inputs(g, 60, seed=1)
-    refs = [in_process(specs, x)["output"] for x in xs]
+    refs = [b["output"] for b in in_process(specs, xs)]
     with Pipeline(p, g, executor="local", backends=backends, env={"CONVEYOR_FAULT_DELAY_S": "0.002"}) as pipe:
         outs = []
         for i, out in enumerate(pipe.map(xs)):
