@@ -121,14 +121,9 @@ class Plan:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Plan":
-        path = os.fspath(path)
-        try:
-            with open(path) as f:
-                data = json.load(f)
-        except OSError as e:
-            raise PlanError(f"{path}: cannot read plan ({e.strerror})") from None
-        except json.JSONDecodeError as e:
-            raise PlanError(f"{path}: not JSON ({e.msg} at line {e.lineno})") from None
+        from conveyor.fileio import read_document
+
+        path, data = read_document(path, "plan", PlanError)
         return cls.from_dict(data, source=path)
 
 

@@ -44,14 +44,9 @@ class Profile:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Profile":
-        path = os.fspath(path)
-        try:
-            with open(path) as f:
-                data = json.load(f)
-        except OSError as e:
-            raise PlanError(f"{path}: cannot read profile ({e.strerror})") from None
-        except json.JSONDecodeError as e:
-            raise PlanError(f"{path}: not JSON ({e})") from None
+        from conveyor.fileio import read_document
+
+        path, data = read_document(path, "profile", PlanError)
         if not isinstance(data, dict) or data.get("version") != PROFILE_VERSION:
             raise PlanError(f"{path}: not a conveyor profile of version {PROFILE_VERSION} (run `conveyor profile` again)")
         missing = {"model", "fingerprint", "machine", "runs", "threads", "layer_seconds"} - set(data)

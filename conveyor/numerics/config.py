@@ -100,16 +100,9 @@ class PrecisionConfig:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "PrecisionConfig":
-        import yaml
+        from conveyor.fileio import read_document
 
-        path = os.fspath(path)
-        try:
-            with open(path) as f:
-                data = yaml.safe_load(f)
-        except OSError as e:
-            raise PrecisionError(f"{path}: cannot read precision config ({e.strerror})") from None
-        except yaml.YAMLError as e:
-            raise PrecisionError(f"{path}: not valid YAML ({e})") from None
+        path, data = read_document(path, "precision config", PrecisionError)
         return cls.from_dict(data, source=path)
 
     @classmethod
