@@ -96,17 +96,17 @@ def bench_emulation(name: str, precision: str, repeat: int) -> dict:
     t0 = time.perf_counter()
     emulator_for(graph, precision)  # built once: formats resolved, weights quantized
     build_s = time.perf_counter() - t0
-    for _ in range(2):  # warm-up
-        sess.run(None, feed)
-        graph.run(x, precision=precision)
     t_ort, t_emu = [], []
-    for _ in range(repeat):  # alternate, so that both see the same machine load
-        t0 = time.perf_counter()
-        sess.run(None, feed)
-        t_ort.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        graph.run(x, precision=precision)
-        t_emu.append(time.perf_counter() - t0)
+    # Blocks of runs, alternating between the two, so that both see the same machine load;
+    # each block starts with an untimed run: right after a switch, the other's idle worker
+    # threads (onnxruntime's spin, then OpenBLAS's) still hold the cores for a while.
+    for _ in range(3):
+        for times, run in ((t_ort, lambda: sess.run(None, feed)), (t_emu, lambda: graph.run(x, precision=precision))):
+            run()
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                run()
+                times.append(time.perf_counter() - t0)
     ort_s, emu_s = statistics.median(t_ort), statistics.median(t_emu)
     return {"model": name, "ort_s": ort_s, "emu_s": emu_s, "ratio": emu_s / ort_s, "build_s": build_s}
 
@@ -280,7 +280,7 @@ def main(argv=None) -> int:
     summary = []
 
     say(f"\n(a) emulation at {args.precision} (accum 'auto' = exact) vs onnxruntime float32, batch 1, "
-        f"median of {args.repeat}")
+        f"median of 3 x {args.repeat} runs each")
     for name in args.models.split(","):
         r = bench_emulation(name, args.precision, args.repeat)
         say(f"  {name:14s} onnxruntime {r['ort_s'] * 1e3:7.1f} ms   emulation {r['emu_s'] * 1e3:7.1f} ms   "

@@ -262,43 +262,6 @@ def _conv_run(node, arrays):
     return (y.astype(out_dtype, copy=False),)
 
 
-def _conv_exact(node, x, w):
-    """`_conv_run` without bias for the bit-accurate path (`fixed.dot`), whose float64 sums are
-    exact, so that their order is free. A 2-D convolution with unit strides skips the strided
-    im2col copy: with the padded input flattened per channel, tap (a, b) of every output
-    (i, j) reads element (i + a d) Wp + j + b d, so the column row of a tap is one contiguous
-    slice (outputs on the full padded width Wp; the Wp - OW extra columns are dropped). This
-    pays when those extra columns are few."""
-    geo, group = _conv_shapes(node, x.shape, w.shape)
-    if (len(geo.out) != 2 or any(s != 1 for s in geo.strides) or x.dtype != np.float64
-            or w.dtype != np.float64 or (geo.kernel[1] - 1) * geo.dilations[1] > 0.15 * geo.out[1]):
-        return _conv_run(node, [x, w])[0]
-    n, c = x.shape[:2]
-    m = w.shape[0]
-    cg, mg = c // group, m // group
-    (kh, kw), (dh, dw), (oh, ow) = geo.kernel, geo.dilations, geo.out
-    kk = kh * kw
-    wmat = w.reshape(group, mg, cg * kk)  # columns: (channel, kernel row, kernel column)
-    xp = pad_for_windows(x, geo, 0.0)
-    hp, wp = xp.shape[2:]
-    offsets = [a * dh * wp + b * dw for a in range(kh) for b in range(kw)]
-    tail = (kw - 1) * dw  # the last row's taps read this far past the padded input
-    y = np.empty((n, m, oh, ow))
-    rows = max(1, min(oh, _COLS_BYTES // max(1, 8 * c * kk * wp)))
-    flat = np.zeros((c, hp * wp + tail))
-    for i in range(n):
-        flat[:, :hp * wp] = xp[i].reshape(c, hp * wp)
-        for r0 in range(0, oh, rows):
-            r1 = min(oh, r0 + rows)
-            span, base = (r1 - r0) * wp, r0 * wp
-            cols = np.empty((c, kk, span))
-            for t, off in enumerate(offsets):
-                cols[:, t] = flat[:, base + off:base + off + span]
-            part = np.matmul(wmat, cols.reshape(group, cg * kk, span))  # (G, Mg, span)
-            y[i, :, r0:r1] = part.reshape(m, r1 - r0, wp)[:, :, :ow]
-    return y
-
-
 def _conv_macs(node, ins, outs):
     # Each output element is a dot product over (C/group) * prod(kernel) taps.
     w = ins[1].shape
@@ -335,5 +298,5 @@ register(OpDef(
     param_slots=(1, 2), bias_slots=(2,),
     run_fixed=fixed.dot(lambda node, x, w: _conv_run(node, [x, w])[0],
                         reduce_len=lambda w: int(np.prod(w.shape[1:])), bias_shape=fixed.conv_bias_shape,
-                        taps=_conv_taps, rows=True, exact_dot=_conv_exact),
+                        taps=_conv_taps, rows=True),
 ))

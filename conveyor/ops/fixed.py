@@ -97,27 +97,19 @@ class DotSpec:
     b_slot: int | None = 2
     bias_shape: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
     rows: bool = False  # output axis 0 is x's axis 0: the sequential path may go block by block
-    #: float_dot where every sum is exact (so any order will do), when something faster exists
-    exact_dot: Callable[..., np.ndarray] | None = None
-
-    def exact(self, node, x, w) -> np.ndarray:
-        return (self.exact_dot or self.float_dot)(node, x, w)
 
 
 def dot(float_dot: Callable[..., np.ndarray], reduce_len: Callable[[np.ndarray], int],
         x_slot: int = 0, w_slot: int = 1, b_slot: int | None = 2,
         bias_shape: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
-        taps: Taps | None = None, rows: bool = False,
-        exact_dot: Callable[..., np.ndarray] | None = None) -> Kernel:
+        taps: Taps | None = None, rows: bool = False) -> Kernel:
     """A products-and-sums kernel. `float_dot(node, x, w)` is the float kernel without bias
     (bilinear in x and w); `reduce_len(w)` bounds the number of products summed per output;
     `bias_shape(b, y)` shapes the bias to broadcast over the output (default: as given);
     `taps(node, x, w)` lists the products per output in hls4ml's order (default:
-    `matmul_taps(x, w)`, numpy.matmul's layout); `exact_dot`, when given, replaces float_dot
-    where the sums are provably exact (its summation order may differ: block formats, whose
-    float64 sums round, keep float_dot's). The kernel's `spec` attribute holds these."""
+    `matmul_taps(x, w)`, numpy.matmul's layout). The kernel's `spec` attribute holds these."""
     spec = DotSpec(float_dot, reduce_len, taps or (lambda node, x, w: matmul_taps(x, w)),
-                   x_slot, w_slot, b_slot, bias_shape, rows, exact_dot)
+                   x_slot, w_slot, b_slot, bias_shape, rows)
 
     def run_fixed(node, args, fmts, prec, ctx):
         x, w = args[spec.x_slot], args[spec.w_slot]
@@ -281,7 +273,7 @@ def _exact_sum(spec, node, x, w, b, units: int, bound: float, A) -> np.ndarray:
             f"{node}: sums reach {bound:.3g} on a 2^-{units} grid, beyond float64's exact range (2^53 "
             f"units), for the {what}; narrower weight/activation formats are needed for bit-accurate emulation"
         )
-    y = spec.exact(node, x, w)
+    y = spec.float_dot(node, x, w)
     if b is not None:
         y = _add_bias(spec, y, b, x, w)
     return y
@@ -317,7 +309,7 @@ def _wrapped_sum(spec, node, x, w, fracs, b_acc, A, units: int, bound: float) ->
     total = None
     for i, xi in enumerate(xl):
         for j, wj in enumerate(wl):
-            s = spec.exact(node, xi, wj)
+            s = spec.float_dot(node, xi, wj)
             if total is None:
                 total = np.zeros(s.shape, dtype=np.uint64)
             sh = h * (i + j) + shift0
