@@ -369,7 +369,7 @@ def quantize_in_range(t, x: np.ndarray, inplace: bool = False) -> np.ndarray | N
         for i in range(0, flat.size, _CHUNK):
             c = flat[i:i + _CHUNK]
             c_lo, c_hi = float(c.min()), float(c.max())
-            if c_lo != c_lo:  # NaN (min propagates it)
+            if math.isnan(c_lo):  # NaN (min propagates it)
                 return None
             lo, hi = min(lo, c_lo), max(hi, c_hi)
     else:

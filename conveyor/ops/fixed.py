@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -217,7 +217,7 @@ def _value_range(a: np.ndarray | None) -> tuple[float, float]:
     return float(np.min(a)), float(np.max(a))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _format_range(fmt) -> tuple[float, float]:
     """(min, max) of an ap_fixed format's values."""
     return fmt.min_value, fmt.max_value
@@ -250,6 +250,7 @@ def _shaped_bias(spec: DotSpec, b: np.ndarray, y: np.ndarray) -> np.ndarray:
     return spec.bias_shape(b, y) if spec.bias_shape else b
 
 
+@cache
 def _acc_range(A) -> tuple[float, float]:
     """The values accum_t holds without an overflow event (AP_SAT_SYM treats its minimum
     as an underflow)."""
