@@ -484,11 +484,16 @@ def plan_cmd(model: str, cluster_spec: str, precision: str, config_path: str | N
 @click.option("--inputs", "inputs_spec", default=None,
               help="digits, a .npy of samples (axis 0), or an .npz with x (and labels y); default: seeded noise.")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
-@click.option("--paced", is_flag=True, help="Hold each FPGA stage's output for the plan's modeled stage time.")
+@click.option("--paced", is_flag=True, help="Time each emulated FPGA stage as the plan models it (interval and latency).")
+@click.option("--time-scale", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="With --paced: stretch every modeled time by this factor (a slow-motion run, for when this "
+                   "machine emulates a stage slower than the modeled board).")
+@click.option("--in-flight", type=click.IntRange(min=1), default=None,
+              help="Requests in the pipeline at once (default: twice the stages); 1 measures batch-1 latency.")
 @click.option("-n", "count", type=int, default=None, help="Run the first N samples (default: all, or 100 of noise).")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
-def run(plan_path: str, model: str, inputs_spec: str | None, executor: str, paced: bool, count: int | None,
-        as_json: bool) -> None:
+def run(plan_path: str, model: str, inputs_spec: str | None, executor: str, paced: bool, time_scale: float,
+        in_flight: int | None, count: int | None, as_json: bool) -> None:
     """Run PLAN on a distributed pipeline: per-stage busy time and queue depth, throughput,
     latency p50/p99 (measured), against the plan's prediction; accuracy when labels are given."""
     import numpy as np
@@ -510,13 +515,15 @@ def run(plan_path: str, model: str, inputs_spec: str | None, executor: str, pace
     shape = graph.inputs[0].shape
     samples = [np.asarray(s, dtype=graph.inputs[0].dtype).reshape(shape) for s in x]
     outputs = []
-    with Pipeline(plan_obj, graph, executor=executor, paced=paced) as pipe:
+    with Pipeline(plan_obj, graph, executor=executor, paced=paced, time_scale=time_scale,
+                  max_in_flight=in_flight) as pipe:
         with Progress(transient=True, disable=as_json) as progress:
             task = progress.add_task(f"{executor} pipeline, {len(plan_obj.stages)} stages", total=len(samples))
             for out in pipe.map(samples):
                 outputs.append(out[graph.output_names[0]])
                 progress.advance(task)
         stats = pipe.stats()
+        stats["max_in_flight"] = pipe.max_in_flight
     if y is not None:
         pred = np.array([np.argmax(o) for o in outputs])
         stats["accuracy"] = float(np.mean(pred == np.asarray(y)))
@@ -524,18 +531,25 @@ def run(plan_path: str, model: str, inputs_spec: str | None, executor: str, pace
         _print_json(stats)
         return
     table = Table(title=f"{graph.name}: {stats['completed']} requests on the {executor} executor"
-                        f"{' (paced)' if paced else ''} (measured)", title_justify="left")
-    for col in ("stage", "device", "backend", "items", "busy", "queue", "restarts"):
+                        f"{f' (paced, time scale {time_scale:g})' if paced else ''} (measured)",
+                  title_justify="left")
+    for col in ("stage", "device", "backend", "items", "busy", "queue", "restarts") + (("overruns",) if paced else ()):
         table.add_column(col, justify="left" if col in ("device", "backend") else "right")
     for st in stats["stages"]:
-        table.add_row(str(st.get("index")), str(st.get("device")), str(st.get("backend")), _fmt_int(st.get("items", 0)),
-                      f"{st.get('busy_s', 0.0):.3f} s", str(st.get("queue_depth", "-")), str(st.get("restarts", 0)))
+        row = [str(st.get("index")), str(st.get("device")), str(st.get("backend")), _fmt_int(st.get("items") or 0),
+               f"{st.get('busy_s') or 0.0:.3f} s", str(st.get("queue_depth", "-")), str(st.get("restarts", 0))]
+        table.add_row(*row, *((str(st.get("overruns", "-")),) if paced else ()))
     _out.print(table)
     thr, p50, p99 = stats["throughput_per_s"], stats["latency_p50_s"], stats["latency_p99_s"]
-    pred_thr = 1 / plan_obj.interval_s if plan_obj.interval_s else float("inf")
-    _out.print(f"throughput {thr:.2f}/s (plan predicts {pred_thr:.2f}/s: ratio {thr / pred_thr:.3f})")
+    interval, latency = stats["predicted_interval_s"], stats["predicted_latency_s"]
+    pred_thr = 1 / interval if interval else float("inf")
+    scaled = f" at time scale {time_scale:g}" if time_scale != 1 else ""
+    _out.print(f"throughput {thr:.2f}/s (plan predicts {pred_thr:.2f}/s{scaled}: ratio {thr / pred_thr:.3f})")
     if p50 is not None:
-        _out.print(f"latency p50 {p50 * 1e3:.3f} ms, p99 {p99 * 1e3:.3f} ms (plan predicts {plan_obj.latency_s * 1e3:.3f} ms)")
+        queued = (f"; with up to {stats['max_in_flight']} requests in flight they queue — "
+                  "--in-flight 1 measures batch 1" if stats["max_in_flight"] > 1 else "")
+        _out.print(f"latency p50 {p50 * 1e3:.3f} ms, p99 {p99 * 1e3:.3f} ms (plan predicts {latency * 1e3:.3f} ms "
+                   f"at batch 1{scaled}{queued})")
     if "accuracy" in stats:
         _out.print(f"accuracy {stats['accuracy']:.2%} on {len(outputs)} labelled samples")
 

@@ -71,13 +71,13 @@ def _same(out: dict, ref: dict) -> bool:
 
 def _count_deliveries(p: Pipeline) -> Counter:
     seen: Counter = Counter()
-    inner = p._executor._deliver_cb
+    inner = p.executor._deliver_cb
 
     def counting(rid, result):
         seen[rid] += 1
         inner(rid, result)
 
-    p._executor._deliver_cb = counting
+    p.executor._deliver_cb = counting
     return seen
 
 
@@ -85,7 +85,7 @@ def _count_deliveries(p: Pipeline) -> Counter:
 def test_outputs_placement_and_bad_request(cluster, model, mode):
     _, _, xs, refs = model
     with _pipeline(cluster, model, mode) as p:
-        assert p._executor.mode == mode, p._executor.fallback_reason
+        assert p.executor.mode == mode, p.executor.fallback_reason
         outs = list(p.map(xs))
         assert all(_same(o, r) for o, r in zip(outs, refs))  # in order, bit for bit
         bad = p.submit(np.zeros((1, 1, 4, 4), np.float32))
@@ -102,6 +102,19 @@ def test_outputs_placement_and_bad_request(cluster, model, mode):
         assert all(s["node_id"] == cluster.fpga_node_id for s in stages)  # placed on the FPGA node
         assert all(s["items"] == len(xs) + 1 and s["busy_s"] > 0 and s["restarts"] == 0 for s in stages)
     assert not ray.is_initialized()  # the executor started this connection, so it closed it
+
+
+def test_paced_across_nodes_is_exact_and_never_ahead_of_the_plan(cluster, model):
+    """Release times travel with the items between nodes: at batch 1 a result never comes
+    back before the plan's (stretched) latency, and the values are still bit-exact."""
+    graph, plan, xs, refs = model
+    scale = 0.010 / plan.interval_s  # about 10 ms per item
+    with _pipeline(cluster, model, "compiled", paced=True, time_scale=scale) as p:
+        outs = [p(x) for x in xs[:5]]
+        stats = p.stats()
+    assert all(_same(o, r) for o, r in zip(outs, refs))
+    assert stats["latency_p50_s"] >= stats["predicted_latency_s"] * (1 - 1e-6)
+    assert all(s["overruns"] is not None for s in stats["stages"])
 
 
 def test_stage_exception_fails_only_its_request(cluster, model):
@@ -141,10 +154,10 @@ def test_stage_exception_fails_only_its_request(cluster, model):
 def test_killed_stage_restarts_and_every_request_completes_once(cluster, model, mode):
     _, _, xs, refs = model
     with _pipeline(cluster, model, mode, max_in_flight=6) as p:
-        assert p._executor.mode == mode
+        assert p.executor.mode == mode
         seen = _count_deliveries(p)
         futs = [p.submit(x) for x in xs[:5]]
-        ray.kill(p._executor.actors[1], no_restart=False)
+        ray.kill(p.executor.actors[1], no_restart=False)
         futs += [p.submit(x) for x in xs[5:]]
         outs = [f.result(timeout=90) for f in futs]
         assert all(_same(o, r) for o, r in zip(outs, refs))
@@ -162,7 +175,7 @@ def test_stage_dead_for_good_gives_runtime_fault(cluster, model, mode):
     with _pipeline(cluster, model, mode, max_restarts=0) as p:
         assert _same(p(xs[0]), refs[0])
         futs = [p.submit(x) for x in xs[:3]]
-        ray.kill(p._executor.actors[1], no_restart=False)
+        ray.kill(p.executor.actors[1], no_restart=False)
         futs += [p.submit(x) for x in xs[3:5]]
         errors = []
         t0 = time.monotonic()

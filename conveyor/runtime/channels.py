@@ -88,13 +88,17 @@ class ChannelDesc:
     layout: Layout
 
 
-def channel_layouts(specs) -> list[Layout]:
+def channel_layouts(specs, paced: bool = False) -> list[Layout]:
     """The planned layout of each channel 0..S for stage specs 0..S-1.
 
     Channel 0 carries the graph inputs the pipeline sends to stage 0 (what stage 0 needs plus
     the inputs it passes on); channel i carries stage i-1's `forwards`. Shapes and dtypes come
     from the stage sub-graphs' tensors; a floating value produced by an emulator stage is
-    laid out as float64, the emulator's carrier type."""
+    laid out as float64, the emulator's carrier type. Paced, every bundle also carries its
+    release time (`worker.RELEASE_KEY`, a float64 scalar)."""
+    from conveyor.runtime.worker import RELEASE_KEY
+
+    pace = [(RELEASE_KEY, np.float64, ())] if paced else []
     info: dict[str, tuple[np.dtype, tuple[int, ...]]] = {}
     made_by: dict[str, Any] = {}
     for spec in specs:
@@ -117,9 +121,9 @@ def channel_layouts(specs) -> list[Layout]:
     first = specs[0]
     produced0 = {o for n in first.graph.nodes for o in n.outputs if o}
     names0 = list(dict.fromkeys(list(first.needs) + [t for t in first.forwards if t not in produced0]))
-    layouts = [Layout.of(entry(n) for n in names0)]
+    layouts = [Layout.of([entry(n) for n in names0] + pace)]
     for spec in specs:
-        layouts.append(Layout.of(entry(n) for n in spec.forwards))
+        layouts.append(Layout.of([entry(n) for n in spec.forwards] + pace))
     return layouts
 
 

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import heapq
 import multiprocessing as mp
+import os
 import pickle
 import threading
 import time
@@ -71,6 +72,7 @@ from conveyor.runtime.local_stage import (
     CONSUMED,
     CURRENT,
     ITEMS,
+    OVERRUNS,
     PRODUCED,
     StageBoot,
     stage_main,
@@ -144,17 +146,22 @@ class LocalExecutor:
     Options: `slots` per channel ring (default 4), `max_restarts` (3) within
     `restart_window_s` (60 s), `poison_limit` (2), `start_method` ("forkserver" or "spawn"),
     `start_timeout_s` for every stage to load (600), `stop_timeout_s` for a stage to stop
-    before it is terminated (5), `env`: environment variables set in the stage processes."""
+    before it is terminated (5), `env`: environment variables set in the stage processes,
+    `threads_per_stage`: the BLAS / OpenMP threads each stage process may use (default: the
+    cores divided among the stages, at least 1 — left alone, every stage's BLAS would start
+    a thread per core and spin them, and on 2 cores four emulated AlexNet stages ran 3-20x
+    slower than alone)."""
 
     def __init__(self, *, slots: int = 4, max_restarts: int = 3, restart_window_s: float = 60.0,
                  poison_limit: int = 2, start_method: str | None = None, start_timeout_s: float = 600.0,
-                 stop_timeout_s: float = 5.0, env: dict | None = None):
+                 stop_timeout_s: float = 5.0, env: dict | None = None, threads_per_stage: int | None = None):
         if slots < 1:
             raise RuntimeFault(f"local executor: slots must be >= 1, got {slots}")
         method = start_method or ("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
         if method not in START_METHODS:
             raise RuntimeFault(f"local executor: start_method '{method}'; accepted: {', '.join(START_METHODS)}")
         self.slots = slots
+        self.threads_per_stage = threads_per_stage
         self.max_restarts = max_restarts
         self.restart_window_s = restart_window_s
         self.poison_limit = poison_limit
@@ -179,7 +186,7 @@ class LocalExecutor:
         self._stages: list[_Stage] = []
 
     # ---- Executor protocol ---------------------------------------------------------------
-    def start(self, specs, deliver: Callable[[int, Any], None], paced: bool) -> None:
+    def start(self, specs, deliver: Callable[[int, Any], None], paced: bool, time_scale: float = 1.0) -> None:
         if self._started:
             raise RuntimeFault("local executor: already started")
         if not specs:
@@ -187,11 +194,13 @@ class LocalExecutor:
         self._started = True
         self._deliver = deliver
         self._paced = paced
+        self._time_scale = time_scale
+        self._threads_per_stage = self.threads_per_stage or max(1, (os.cpu_count() or 1) // len(specs))
         self._specs = list(specs)
         self._ctx = mp.get_context(self.start_method)
         if self.start_method == "forkserver":
             self._ctx.set_forkserver_preload(_PRELOAD)  # no effect once the server runs
-        self._layouts: list[Layout] = channel_layouts(self._specs)
+        self._layouts: list[Layout] = channel_layouts(self._specs, paced)
         self._backends = self._backend_classes()
         S = len(self._specs)
         self._stats_seg = Segment.create(-1, 1, Layout((), stats_bytes(S)))
@@ -242,7 +251,7 @@ class LocalExecutor:
             ch = self._stats[S + k]
             out.append({
                 "index": k, "device": st.spec.device, "backend": st.spec.backend,
-                "items": int(row[ITEMS]), "busy_s": float(row[BUSY]),
+                "items": int(row[ITEMS]), "busy_s": float(row[BUSY]), "overruns": int(row[OVERRUNS]),
                 "queue_depth": max(0, int(ch[PRODUCED] - ch[CONSUMED])),
                 "restarts": st.restarts, "pid": st.pid,
                 "alive": _alive(st.process),
@@ -317,7 +326,8 @@ class LocalExecutor:
         st = self._stages[k]
         S = len(self._stages)
         parent_ctrl, child_ctrl = self._ctx.Pipe(duplex=True)
-        boot = StageBoot(spec=st.spec, nstages=S, paced=self._paced, in_desc=in_seg.desc, out_desc=out_seg.desc,
+        boot = StageBoot(spec=st.spec, nstages=S, paced=self._paced, time_scale=self._time_scale,
+                         threads=self._threads_per_stage, in_desc=in_seg.desc, out_desc=out_seg.desc,
                          stats=self._stats_seg.desc, backends=self._backends, env=self.env)
         p = self._ctx.Process(target=stage_main, args=(boot, child_ctrl, in_end, out_end),
                               name=f"conveyor-stage-{k}", daemon=True)

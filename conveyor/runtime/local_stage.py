@@ -21,9 +21,10 @@ from conveyor.runtime.channels import ChannelDesc, Receiver, Segment, Sender, re
 from conveyor.runtime.worker import StageWorker
 
 # columns of the shared stats block: one row per stage, then one row per channel
-ITEMS, BUSY, CURRENT = 0, 1, 2        # stage rows: items done, busy seconds, request in hand (-1: none)
+ITEMS, BUSY, CURRENT, OVERRUNS = 0, 1, 2, 3  # stage rows: items done, busy seconds, request in
+                                              # hand (-1: none), paced items slower than modeled
 PRODUCED, CONSUMED = 0, 1              # channel rows: announced by the producer, taken by the consumer
-STAT_COLS = 3
+STAT_COLS = 4
 
 
 def stats_view(buf, nstages: int) -> np.ndarray:
@@ -41,6 +42,8 @@ class StageBoot:
     spec: Any                   # StageSpec
     nstages: int
     paced: bool
+    time_scale: float
+    threads: int                # BLAS / OpenMP threads this stage may use
     in_desc: ChannelDesc
     out_desc: ChannelDesc
     stats: ChannelDesc          # the stats block (a segment with one "slot")
@@ -55,6 +58,9 @@ class _Stop(Exception):
 def stage_main(boot: StageBoot, ctrl, in_conn, out_conn) -> None:
     """Load the stage once, then serve: receive, process, send on, free; obey the parent."""
     os.environ.update(boot.env)
+    from threadpoolctl import threadpool_limits
+
+    _limits = threadpool_limits(boot.threads)  # noqa: F841 - stays in force for the process's life
     spec = boot.spec
     k = spec.index
     where = f"stage {k} on '{spec.device}' ({spec.backend})"
@@ -65,11 +71,13 @@ def stage_main(boot: StageBoot, ctrl, in_conn, out_conn) -> None:
             pass
         stats_seg = Segment.attach(boot.stats)
         stats = stats_view(stats_seg.buf, boot.nstages)
-        worker = StageWorker(spec, boot.paced)
+        worker = StageWorker(spec, boot.paced, boot.time_scale)
     except BaseException as e:  # noqa: BLE001 - the parent counts this as a failed (re)start
         _send(ctrl, ("load_failed", f"{where}: {type(e).__name__}: {e}"))
         sys.exit(3)
-    worker.items, worker.busy_s = int(stats[k, ITEMS]), float(stats[k, BUSY])
+    worker.items, worker.busy_s = int(stats[k, ITEMS]), float(stats[k, BUSY])  # a restart goes on counting
+    if worker.pacer is not None:
+        worker.pacer.overruns = int(stats[k, OVERRUNS])
     inp = Receiver(in_conn, _attach(boot.in_desc, in_conn))
     out = Sender(out_conn, _attach(boot.out_desc, out_conn))
     retired: list = []
@@ -151,6 +159,7 @@ def stage_main(boot: StageBoot, ctrl, in_conn, out_conn) -> None:
                 continue
             stats[k, CURRENT] = -1  # a death from here on is not this request's doing
             stats[k, ITEMS], stats[k, BUSY] = worker.items, worker.busy_s  # before the result is seen
+            stats[k, OVERRUNS] = worker.overruns
             send_on(rid, result)
             del bundle, result
             src.free(slot)

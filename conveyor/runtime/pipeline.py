@@ -12,6 +12,7 @@ requests, keeps the futures, and measures.
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import threading
 import time
@@ -25,6 +26,7 @@ from conveyor.errors import ModelError, RuntimeFault
 from conveyor.plan import Plan
 from conveyor.runtime.metrics import Metrics
 from conveyor.runtime.stages import StageSpec, build_stages
+from conveyor.runtime.worker import RELEASE_KEY, wait_until
 
 EXECUTORS = ("local", "ray")
 
@@ -33,9 +35,11 @@ class Executor(Protocol):
     """What an executor provides. `start` brings every stage up (weights loaded) and
     arranges for `deliver(request_id, bundle_or_exception)` to be called exactly once per
     submitted request, from any thread; `send` never blocks for long (back-pressure is
-    the Pipeline's `max_in_flight`)."""
+    the Pipeline's `max_in_flight`). `paced`: each stage runs a `StageWorker(spec, paced,
+    time_scale)`, and bundles carry their release time (`conveyor.runtime.worker`)."""
 
-    def start(self, specs: list[StageSpec], deliver: Callable[[int, Any], None], paced: bool) -> None: ...
+    def start(self, specs: list[StageSpec], deliver: Callable[[int, Any], None], paced: bool,
+              time_scale: float = 1.0) -> None: ...
     def send(self, request_id: int, bundle: dict[str, np.ndarray]) -> None: ...
     def stage_stats(self) -> list[dict]: ...
     def close(self) -> None: ...
@@ -54,13 +58,24 @@ def make_executor(name: str, **options) -> Executor:
 
 
 class Pipeline:
+    """Runs `plan` for `graph` (see the module docstring).
+
+    `paced=True` times every emulated FPGA stage as the plan models it (conveyor.runtime.worker)
+    so that measured throughput and latency can be held against the plan's prediction;
+    `time_scale` stretches every modeled time (20: a slow-motion run, for when this machine
+    emulates a stage slower than the modeled board computes it). Predictions in `stats()` are
+    scaled alike."""
+
     def __init__(self, plan: Plan, graph, executor: str = "local", *, paced: bool = False,
-                 backends: Mapping[str, str] | None = None, max_in_flight: int | None = None,
-                 **executor_options):
+                 time_scale: float = 1.0, backends: Mapping[str, str] | None = None,
+                 max_in_flight: int | None = None, **executor_options):
+        if not time_scale > 0:
+            raise RuntimeFault(f"time_scale must be > 0, got {time_scale}")
         self.plan = plan
         self.graph = graph
         self.specs = build_stages(plan, graph, backends)
         self.paced = paced
+        self.time_scale = float(time_scale)
         self.max_in_flight = max_in_flight or max(4, 2 * len(self.specs))
         self.metrics = Metrics()
         self._ids = itertools.count()
@@ -69,9 +84,19 @@ class Pipeline:
         self._slots = threading.BoundedSemaphore(self.max_in_flight)
         self._closed = False
         self._outputs = graph.output_names
-        self._executor = make_executor(executor, **executor_options)
+        self._held: list[tuple[float, int, Any]] = []  # paced results waiting for their release time
+        self._held_cond = threading.Condition(self._lock)
+        self._releaser: threading.Thread | None = None
+        if paced:
+            self._releaser = threading.Thread(target=self._release_held, name="conveyor-pipeline-release", daemon=True)
+            self._releaser.start()
+        self.executor = make_executor(executor, **executor_options)
         self.executor_name = executor
-        self._executor.start(self.specs, self._deliver, paced)
+        try:
+            self.executor.start(self.specs, self._deliver, paced, self.time_scale)
+        except BaseException:
+            self._stop_releaser()
+            raise
 
     # ---- context ---------------------------------------------------------------------
     def __enter__(self) -> "Pipeline":
@@ -84,9 +109,11 @@ class Pipeline:
         if self._closed:
             return
         self._closed = True
-        self._executor.close()
+        self.executor.close()
+        self._stop_releaser()
         with self._lock:
             pending, self._pending = self._pending, {}
+            self._held = []
         for fut, _ in pending.values():
             if not fut.done():
                 fut.set_exception(RuntimeFault("the pipeline was closed before this request completed"))
@@ -108,7 +135,7 @@ class Pipeline:
         with self._lock:
             self._pending[rid] = (fut, time.perf_counter())
         try:
-            self._executor.send(rid, bundle)
+            self.executor.send(rid, bundle)
         except Exception as e:
             self._deliver(rid, e if isinstance(e, RuntimeFault) else RuntimeFault(f"send failed: {e}"))
         return fut
@@ -126,14 +153,19 @@ class Pipeline:
     def __call__(self, x) -> dict[str, np.ndarray]:
         return self.submit(x).result()
 
+    def reset_metrics(self) -> None:
+        """Start measuring afresh (e.g. after a warm-up); per-stage counters keep counting."""
+        self.metrics = Metrics()
+
     def stats(self) -> dict:
         out = self.metrics.summary()
         out["executor"] = self.executor_name
         out["paced"] = self.paced
         out["in_flight"] = len(self._pending)
-        out["stages"] = self._executor.stage_stats()
-        out["predicted_interval_s"] = self.plan.interval_s
-        out["predicted_latency_s"] = self.plan.latency_s
+        out["time_scale"] = self.time_scale
+        out["stages"] = self.executor.stage_stats()
+        out["predicted_interval_s"] = self.plan.interval_s * self.time_scale
+        out["predicted_latency_s"] = self.plan.latency_s * self.time_scale
         return out
 
     # ---- internals -------------------------------------------------------------------
@@ -153,9 +185,44 @@ class Pipeline:
         extra = set(x) - set(self.graph.input_names)
         if extra:
             raise ModelError(f"request has unknown inputs {sorted(extra)}; model inputs: {list(self.graph.input_names)}")
+        if self.paced:
+            bundle[RELEASE_KEY] = np.array(time.time(), np.float64)  # it may start now
         return bundle
 
     def _deliver(self, rid: int, result) -> None:
+        if self.paced and not isinstance(result, BaseException) and RELEASE_KEY in result:
+            release = float(result[RELEASE_KEY])
+            if release > time.time():
+                with self._held_cond:  # the modeled pipeline has not released it yet
+                    if rid in self._pending:
+                        heapq.heappush(self._held, (release, rid, result))
+                        self._held_cond.notify()
+                return
+        self._complete(rid, result)
+
+    def _release_held(self) -> None:
+        while True:
+            with self._held_cond:
+                while not self._held and not self._closed:
+                    self._held_cond.wait()
+                if self._closed:
+                    return
+                release, rid, result = self._held[0]
+                if release > time.time() + 2e-3:
+                    self._held_cond.wait(release - time.time() - 1e-3)  # an earlier one may arrive
+                    continue
+                heapq.heappop(self._held)
+            wait_until(release)
+            self._complete(rid, result)
+
+    def _stop_releaser(self) -> None:
+        if self._releaser is not None:
+            with self._held_cond:
+                self._closed = True
+                self._held_cond.notify_all()
+            self._releaser.join(5.0)
+
+    def _complete(self, rid: int, result) -> None:
         with self._lock:
             entry = self._pending.pop(rid, None)
         if entry is None:

@@ -134,10 +134,12 @@ class RayExecutor:
         self.recoveries = 0
 
     # ---- lifecycle -------------------------------------------------------------------
-    def start(self, specs: list[StageSpec], deliver: Callable[[int, Any], None], paced: bool) -> None:
+    def start(self, specs: list[StageSpec], deliver: Callable[[int, Any], None], paced: bool,
+              time_scale: float = 1.0) -> None:
         self.specs = list(specs)
         self._deliver_cb = deliver
         self.paced = paced
+        self.time_scale = time_scale
         n = len(self.specs)
         self._connect(n)
         self._restarts = [0] * n
@@ -205,7 +207,7 @@ class RayExecutor:
         self.actors = []
         for spec in self.specs:
             opts = self._stage_options(spec, resources, n_fpga)
-            self.actors.append(cls.options(**opts).remote(spec, self.paced, copy_inputs))
+            self.actors.append(cls.options(**opts).remote(spec, self.paced, copy_inputs, self.time_scale))
         refs = [a.ready.remote() for a in self.actors]
         deadline = time.monotonic() + self.start_timeout_s
         for i, ref in enumerate(refs):
@@ -563,7 +565,8 @@ class RayExecutor:
             if i < len(refs):
                 try:
                     s = ray.get(refs[i], timeout=10)
-                    row.update(items=s["items"], busy_s=s["busy_s"], node_id=s["node_id"], pid=s["pid"], alive=True)
+                    row.update(items=s["items"], busy_s=s["busy_s"], overruns=s["overruns"], node_id=s["node_id"],
+                               pid=s["pid"], alive=True)
                 except Exception:
                     pass
             out.append(row)
@@ -639,14 +642,11 @@ async def _cancel_all() -> None:
 
 
 def _device_kind(spec: StageSpec) -> str:
-    kind = getattr(spec, "device_kind", None) or spec.extra.get("device_kind")
-    if kind:
-        return kind
-    if spec.backend == "emulator" or spec.device.startswith("fpga"):
-        return "fpga"
-    if spec.backend == "gpu" or spec.device.startswith("gpu"):
-        return "gpu"
-    return "cpu"
+    """Where the stage must run: a stage the user moved to a host backend (cpu, gpu) where
+    that backend runs; any other stage on a node of the plan's device kind."""
+    if spec.backend in ("cpu", "gpu"):
+        return spec.backend
+    return spec.device_kind
 
 
 def _short(e: BaseException, limit: int = 300) -> str:
@@ -672,8 +672,8 @@ def measure_hop_overhead(payload_bytes=(1024, 1 << 20), hops: int = 2, requests:
     owns = False
     if not ray.is_initialized():
         kwargs = {"logging_level": logging.WARNING, "log_to_driver": False}
-        if address is None:
-            kwargs["include_dashboard"] = False
+        if address is None:  # a CPU per actor, even on a machine with fewer cores (they mostly wait)
+            kwargs.update(include_dashboard=False, num_cpus=max(os.cpu_count() or 1, hops))
         ray.init(address=address, **kwargs)
         owns = True
     rows = []

@@ -33,12 +33,12 @@ class _Failed:
 class StageActor:
     """One stage, resident on the node that holds its device."""
 
-    def __init__(self, spec: StageSpec, paced: bool, copy_inputs: bool = True):
+    def __init__(self, spec: StageSpec, paced: bool, copy_inputs: bool = True, time_scale: float = 1.0):
         import ray
 
         self.spec = spec
         self.copy_inputs = copy_inputs
-        self.worker = StageWorker(spec, paced)
+        self.worker = StageWorker(spec, paced, time_scale)
         self.pid = os.getpid()
         self.node_id = ray.get_runtime_context().get_node_id()
         self.started = time.time()
@@ -48,7 +48,8 @@ class StageActor:
 
     def stats(self) -> dict:
         w = self.worker
-        return {"items": w.items, "busy_s": w.busy_s, "pid": self.pid, "node_id": self.node_id}
+        return {"items": w.items, "busy_s": w.busy_s, "overruns": w.overruns, "pid": self.pid,
+                "node_id": self.node_id}
 
     # compiled-graph path: one argument, the (rid, payload) item
     def process(self, item):

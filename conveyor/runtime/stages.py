@@ -24,7 +24,16 @@ class StageSpec:
     input_formats: Mapping[str, Any]    # tensor -> number format its producer gave it
     needs: tuple[str, ...]              # tensors this stage reads from the incoming bundle
     forwards: tuple[str, ...]           # tensors it passes on: its outputs and earlier values read later
-    modeled_s: float                    # the plan's stage time (paced mode holds outputs this long)
+    modeled_s: float                    # the plan's stage time: the interval at which it takes items
+    #: how the plan times the stage, as servers in series, each (interval s, latency s): the
+    #: stage's compute (a dataflow stage's latency exceeds its interval: items overlap inside
+    #: it), then its outgoing link when that is a pipeline stage of its own. Paced mode
+    #: releases each result when this model says (`conveyor.runtime.worker.Pacer`).
+    timing: tuple[tuple[float, float], ...] = ()
+    device_kind: str = "cpu"            # fpga | cpu | gpu (the plan's; placement uses it)
+    #: devices the plan replicates this stage on (timed as one: `modeled_s` is the effective
+    #: interval; the runtime runs the stage as one worker)
+    replicas: tuple[str, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -73,6 +82,21 @@ def build_stages(plan: Plan, graph, backends: Mapping[str, str] | None = None) -
             needs=tuple(t.name for t in sub.inputs),
             forwards=forwards,
             modeled_s=st.stage_time_s,
+            timing=stage_timing(st),
+            device_kind=kind,
+            replicas=tuple(st.replicas),
         ))
         available = set(forwards)
     return specs
+
+
+def stage_timing(st) -> tuple[tuple[float, float], ...]:
+    """The servers (interval s, latency s) a plan stage is timed as: its compute, holding the
+    outgoing link's time when the link is merged into the stage, then the link when it is a
+    pipeline stage of its own. Their latencies add up to the plan's latency."""
+    link = st.link_out
+    merged = link.seconds if link is not None and link.mode != "stage" else 0.0
+    servers = [(float(st.stage_time_s), float(max(st.latency_s, 0.0)) + merged)]
+    if link is not None and link.mode == "stage":
+        servers.append((float(link.seconds), float(link.seconds)))
+    return tuple(servers)
