@@ -188,6 +188,15 @@ def main(argv=None) -> int:
     if unknown:
         ap.error(f"unknown executors {sorted(unknown)}; accepted: local, ray")
 
+    if "ray" in executors:
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            print("ray is not installed (pip install 'conveyor[ray]'): measuring the local executor only")
+            executors.remove("ray")
+    if not executors:
+        return 1
+
     import conveyor
     from conveyor.plan import Plan
 

@@ -168,3 +168,20 @@ def test_run_executes_a_plan_and_reports_accuracy(capsys, tmp_path):
     assert stats["latency_p99_s"] >= stats["latency_p50_s"] > 0
     code, _, err = run_cli(capsys, "run", str(plan_path), "--model", "jet-mlp")
     assert code == 1 and "fingerprint" in err
+
+
+def test_run_paced_at_batch_1_reports_against_the_stretched_plan(capsys, tmp_path):
+    plan_path = tmp_path / "plan.json"
+    assert run_cli(capsys, "plan", "jet-mlp", "--cluster", "zcu102:2:aurora-10g", "-o", str(plan_path))[0] == 0
+    interval = json.loads(plan_path.read_text())["interval_s"]
+    scale = 0.005 / interval  # about 5 ms per item
+    code, out, _ = run_cli(capsys, "run", str(plan_path), "--model", "jet-mlp", "-n", "6", "--paced",
+                           "--time-scale", str(scale), "--in-flight", "1", "--json")
+    assert code == 0
+    stats = json.loads(out)
+    assert stats["paced"] and stats["time_scale"] == pytest.approx(scale) and stats["max_in_flight"] == 1
+    assert stats["predicted_interval_s"] == pytest.approx(0.005)
+    assert stats["latency_p50_s"] >= stats["predicted_latency_s"] * (1 - 1e-6)  # never ahead of the plan
+    assert all("overruns" in s for s in stats["stages"])
+    code, _, err = run_cli(capsys, "run", str(plan_path), "--model", "jet-mlp", "--time-scale", "0")
+    assert code != 0 and "time-scale" in err
