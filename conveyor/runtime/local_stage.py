@@ -60,7 +60,7 @@ def stage_main(boot: StageBoot, ctrl, in_conn, out_conn) -> None:
     os.environ.update(boot.env)
     from threadpoolctl import threadpool_limits
 
-    _limits = threadpool_limits(boot.threads)  # noqa: F841 - stays in force for the process's life
+    threadpool_limits(boot.threads)  # in force for the process's life (only __exit__ would undo it)
     spec = boot.spec
     k = spec.index
     where = f"stage {k} on '{spec.device}' ({spec.backend})"
