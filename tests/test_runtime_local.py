@@ -407,3 +407,66 @@ def test_segment_places_unplanned_bundles_or_says_they_do_not_fit():
     finally:
         seg.close()
         seg.unlink()
+
+
+# ---- replicated stages -------------------------------------------------------------------------
+
+def replicated_plan(name="digits-cnn"):
+    """A 3-stage plan whose stages run on 2, 3 and 2 devices: the parent feeds two processes,
+    the stages meet 2x3 and 3x2, and two processes feed the parent."""
+    import dataclasses
+
+    p = plan_for(name, 3)
+    extra = [("fpga3",), ("fpga4", "fpga5"), ("fpga6",)]
+    return dataclasses.replace(p, stages=tuple(dataclasses.replace(st, replicas=r) for st, r in zip(p.stages, extra)))
+
+
+def test_replica_specs_time_each_replica_as_one_of_n():
+    from conveyor.runtime.stages import replica_specs
+
+    g = graph("digits-cnn")
+    spec = build_stages(replicated_plan(), g)[1]
+    reps = replica_specs(spec)
+    assert [r.device for r in reps] == ["fpga1", "fpga4", "fpga5"]
+    assert all(r.timing[0] == (spec.timing[0][0] * 3, spec.timing[0][1]) and r.timing[1:] == spec.timing[1:]
+               for r in reps)
+    assert all(r.replicas == () and r.index == 1 for r in reps)
+    plain = build_stages(plan_for("digits-cnn", 3), g)[1]
+    assert replica_specs(plain)[0] is plain and len(replica_specs(plain)) == 1
+
+
+def test_replicated_stages_share_the_work_and_stay_bit_exact():
+    g = graph("digits-cnn")
+    p = replicated_plan()
+    xs = inputs(g, 60, seed=5)
+    refs = [b["output"] for b in in_process(build_stages(p, g), xs)]
+    with Pipeline(p, g, executor="local", max_in_flight=12) as pipe:
+        outs = list(pipe.map(xs))
+        st = pipe.stats()["stages"]
+    assert all(np.array_equal(o["output"], r) for o, r in zip(outs, refs))
+    assert [len(s["replicas"]) for s in st] == [2, 3, 2]
+    # every n-th request by id: an exact share each
+    assert [[r["items"] for r in s["replicas"]] for s in st] == [[30, 30], [20, 20, 20], [30, 30]]
+    assert [r["device"] for r in st[1]["replicas"]] == ["fpga1", "fpga4", "fpga5"]
+    assert all(s["items"] == 60 for s in st)
+
+
+def test_a_killed_replica_is_restarted_and_every_request_comes_back_once():
+    g = graph("digits-cnn")
+    p = replicated_plan()
+    backends = {s.device: "faulty" for s in p.stages}  # a replicated stage: its first device's backend
+    xs = inputs(g, 90, seed=9)
+    refs = [b["output"] for b in in_process(build_stages(p, g, backends), xs)]
+    with Pipeline(p, g, executor="local", backends=backends, max_in_flight=12,
+                  env={"CONVEYOR_FAULT_DELAY_S": "0.002"}) as pipe:
+        outs = []
+        for i, out in enumerate(pipe.map(xs)):
+            outs.append(out)
+            if i == 15:
+                os.kill(pipe.stats()["stages"][1]["replicas"][2]["pid"], signal.SIGKILL)
+            if i == 45:
+                os.kill(pipe.stats()["stages"][2]["replicas"][1]["pid"], signal.SIGKILL)
+        stats = pipe.stats()
+    assert all(np.array_equal(o["output"], r) for o, r in zip(outs, refs))
+    assert stats["completed"] == 90 and stats["failed"] == 0
+    assert [[r["restarts"] for r in s["replicas"]] for s in stats["stages"]] == [[0, 0], [0, 0, 1], [0, 1]]

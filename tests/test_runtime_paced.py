@@ -130,3 +130,20 @@ def test_time_scale_must_be_positive(jet):
     g, plan, _, _ = jet
     with pytest.raises(RuntimeFault, match="time_scale"):
         Pipeline(plan, g, paced=True, time_scale=0)
+
+
+def test_paced_replicas_together_keep_the_plans_interval(jet):
+    import dataclasses
+
+    g, plan, scale, xs = jet
+    # stage 1 at the plan's interval on two boards: each replica takes twice that per item
+    st1 = plan.stages[1]
+    slow = dataclasses.replace(st1, stage_time_s=plan.interval_s, replicas=("fpga2",))
+    plan2 = dataclasses.replace(plan, stages=(plan.stages[0], slow))
+    with Pipeline(plan2, g, paced=True, time_scale=scale) as p:
+        outs = list(p.map(xs))
+        stream = p.stats()
+    assert all(np.array_equal(o[k], g.run(x, precision=plan.precision)[k]) for x, o in zip(xs, outs) for k in o)
+    reps = stream["stages"][1]["replicas"]
+    assert [r["items"] for r in reps] == [len(xs) // 2] * 2
+    assert stream["throughput_per_s"] <= 1.05 / stream["predicted_interval_s"]

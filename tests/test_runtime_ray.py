@@ -188,3 +188,28 @@ def test_stage_dead_for_good_gives_runtime_fault(cluster, model, mode):
         assert errors and all("stage 1" in e and "fpga1" in e for e in errors)
         with pytest.raises(RuntimeFault, match="stage 1"):
             p(xs[0])
+
+
+def test_replicated_stage_round_robins_over_its_actors_and_survives_a_kill(cluster, model):
+    """A plan that runs stage 1 on two boards: one actor per board, every other request
+    each (plain calls: a compiled graph routes every request the same way); a killed
+    replica restarts without losing a request."""
+    import dataclasses
+
+    graph, plan, xs, refs = model
+    plan2 = dataclasses.replace(plan, stages=(plan.stages[0], dataclasses.replace(plan.stages[1], replicas=("fpga2",))))
+    with Pipeline(plan2, graph, executor="ray", address=cluster.address, num_cpus_per_stage=0.5,
+                  max_in_flight=6) as p:
+        assert p.executor.mode == "plain" and "replicates" in p.executor.fallback_reason
+        seen = _count_deliveries(p)
+        futs = [p.submit(x) for x in xs[:6]]
+        ray.kill(p.executor.actors[2], no_restart=False)  # stage 1's second replica
+        futs += [p.submit(x) for x in xs[6:]]
+        outs = [f.result(timeout=90) for f in futs]
+        stats = p.stats()
+    assert all(_same(o, r) for o, r in zip(outs, refs))
+    assert len(seen) == len(xs) and set(seen.values()) == {1}
+    reps = stats["stages"][1]["replicas"]
+    assert [r["device"] for r in reps] == ["fpga1", "fpga2"]
+    assert all(r["node_id"] == cluster.fpga_node_id for r in reps)
+    assert reps[0]["items"] == len(xs) // 2 and reps[1]["restarts"] >= 1

@@ -79,16 +79,23 @@ from conveyor.runtime.local_stage import (
     stats_bytes,
     stats_view,
 )
+from conveyor.runtime.stages import replica_specs, route
 
 START_METHODS = ("forkserver", "spawn")
 _PRELOAD = ["__main__", "conveyor.runtime.local_stage"]
 
 
-class _Stage:
-    """The parent's record of one stage process."""
+PARENT = -1  # the parent process, as a channel end
 
-    def __init__(self, spec):
+
+class _Stage:
+    """The parent's record of one stage process (one per replica of a replicated stage)."""
+
+    def __init__(self, spec, row: int, stage: int, replica: int):
         self.spec = spec
+        self.row = row            # its index among the processes, and its stats row
+        self.stage = stage        # the plan stage it runs
+        self.replica = replica    # its position among that stage's replicas
         self.process = None
         self.ctrl = None
         self.ctrl_lock = threading.Lock()
@@ -109,6 +116,8 @@ class _Resources:
     def __init__(self):
         self.processes: list = []
         self.segments: list[Segment] = []
+        self.lock = threading.Lock()   # processes and channels being replaced (the executor's restart lock)
+        self.ended = False             # the finalizer ran: nothing may be restarted any more
 
     def stop_processes(self, timeout_s: float) -> None:
         procs, self.processes = self.processes, []
@@ -136,8 +145,13 @@ class _Resources:
             s.close()
 
     def cleanup(self) -> None:
-        self.stop_processes(0.5)
-        self.release_segments()
+        """At interpreter exit for an executor never closed. The supervisor thread is still
+        alive then and would see the stages die: `ended` (checked under `lock`) keeps it from
+        starting new ones behind the cleanup's back."""
+        self.ended = True
+        with self.lock:
+            self.stop_processes(0.5)
+            self.release_segments()
 
 
 class LocalExecutor:
@@ -173,7 +187,7 @@ class LocalExecutor:
         self._finalizer = weakref.finalize(self, self._res.cleanup)
         self._lock = threading.Lock()          # requests in flight, failure state
         self._send_lock = threading.Lock()     # the head of channel 0
-        self._restart_lock = threading.Lock()  # channels and processes being replaced
+        self._restart_lock = self._res.lock    # channels and processes being replaced
         self._inflight: dict[int, dict[str, np.ndarray]] = {}
         self._crashes: dict[int, int] = {}
         self._failed: str | None = None
@@ -203,22 +217,32 @@ class LocalExecutor:
         self._layouts: list[Layout] = channel_layouts(self._specs, paced)
         self._backends = self._backend_classes()
         S = len(self._specs)
-        self._stats_seg = Segment.create(-1, 1, Layout((), stats_bytes(S)))
+        self._stages, self._by_stage = [], []
+        for k, spec in enumerate(self._specs):
+            self._by_stage.append([])
+            for r, rspec in enumerate(replica_specs(spec)):
+                self._by_stage[k].append(len(self._stages))
+                self._stages.append(_Stage(rspec, len(self._stages), k, r))
+        W = len(self._stages)
+        # channel (b, a, c): boundary b (feeding stage b; b = S feeds the parent) from process a to c
+        keys = [(b, a, c) for b in range(S + 1) for a in self._producers(b) for c in self._consumers(b)]
+        self._chan_row = {key: W + i for i, key in enumerate(keys)}
+        self._stats_seg = Segment.create(-1, 1, Layout((), stats_bytes(W + len(keys))))
         self._res.segments.append(self._stats_seg)
-        self._stats = stats_view(self._stats_seg.buf, S)
+        self._stats = stats_view(self._stats_seg.buf, W + len(keys))
         self._stats[:] = 0
-        self._stats[:S, CURRENT] = -1
-        self._stages = [_Stage(spec) for spec in self._specs]
+        self._stats[:W, CURRENT] = -1
         try:
-            self._channels = [self._new_channel(i) for i in range(S + 1)]
-            self._sender = Sender(self._channels[0][0], self._channels[0][2])
-            self._receiver = Receiver(self._channels[S][1], self._channels[S][2])
-            for k in range(S):
-                self._spawn(k, self._channels[k][1], self._channels[k][2], self._channels[k + 1][0],
-                            self._channels[k + 1][2])
-            for i in range(1, S):
-                self._channels[i][2].close()  # the parent never touches inner rings; it keeps the names
-            self._channels = [c[2] for c in self._channels]
+            ends = {key: self._new_channel(key[0]) for key in keys}
+            self._senders = [Sender(ends[(0, PARENT, w)][0], ends[(0, PARENT, w)][2]) for w in self._by_stage[0]]
+            self._receivers = [Receiver(ends[(S, w, PARENT)][1], ends[(S, w, PARENT)][2])
+                               for w in self._by_stage[S - 1]]
+            for st in self._stages:
+                self._spawn(st, ends)
+            for (_, a, c), (_, _, seg) in ends.items():
+                if PARENT not in (a, c):
+                    seg.close()  # the parent never touches inner rings; it keeps the names
+            self._channels = {key: e[2] for key, e in ends.items()}
             self._await_ready()
         except BaseException:
             self.close()
@@ -244,18 +268,25 @@ class LocalExecutor:
                 raise  # else the failure was already delivered (the stages were given up)
 
     def stage_stats(self) -> list[dict]:
-        S = len(self._stages)
+        """One row per plan stage (a replicated stage sums its replicas, listed under
+        "replicas")."""
         out = []
-        for k, st in enumerate(self._stages):
-            row = self._stats[k]
-            ch = self._stats[S + k]
-            out.append({
-                "index": k, "device": st.spec.device, "backend": st.spec.backend,
-                "items": int(row[ITEMS]), "busy_s": float(row[BUSY]), "overruns": int(row[OVERRUNS]),
-                "queue_depth": max(0, int(ch[PRODUCED] - ch[CONSUMED])),
-                "restarts": st.restarts, "pid": st.pid,
-                "alive": _alive(st.process),
-            })
+        for k, rows in enumerate(self._by_stage):
+            procs = []
+            for w in rows:
+                st, row = self._stages[w], self._stats[w]
+                queue = sum(max(0, int(self._stats[r, PRODUCED] - self._stats[r, CONSUMED]))
+                            for key, r in self._chan_row.items() if key[0] == k and key[2] == w)
+                procs.append({"device": st.spec.device, "items": int(row[ITEMS]), "busy_s": float(row[BUSY]),
+                              "overruns": int(row[OVERRUNS]), "queue_depth": queue, "restarts": st.restarts,
+                              "pid": st.pid, "alive": _alive(st.process)})
+            first = self._stages[rows[0]]
+            stage = {"index": k, "device": first.spec.device, "backend": first.spec.backend,
+                     **{f: sum(p[f] for p in procs) for f in ("items", "busy_s", "overruns", "queue_depth", "restarts")},
+                     "pid": procs[0]["pid"], "alive": all(p["alive"] for p in procs)}
+            if len(procs) > 1:
+                stage["replicas"] = procs
+            out.append(stage)
         return out
 
     def close(self) -> None:
@@ -281,9 +312,8 @@ class LocalExecutor:
         for st in self._stages:
             if st.ctrl is not None:
                 st.ctrl.close()
-        for end in (getattr(self, "_sender", None), getattr(self, "_receiver", None)):
-            if end is not None:
-                end.close()
+        for end in getattr(self, "_senders", []) + getattr(self, "_receivers", []):
+            end.close()
         if hasattr(self, "_stats"):
             self._stats = self._stats.copy()  # stage_stats() keeps answering after close
         got = self._send_lock.acquire(timeout=2.0)
@@ -315,25 +345,45 @@ class LocalExecutor:
                     pass
         return pickle.dumps(classes)
 
-    def _new_channel(self, i: int):
-        """(producer end, consumer end, segment) of a fresh channel i."""
-        seg = Segment.create(i, self.slots, self._layouts[i])
-        self._res.segments.append(seg)
-        a, b = self._ctx.Pipe(duplex=True)
-        return a, b, seg
+    def _producers(self, b: int) -> list[int]:
+        """The processes writing into boundary b (b feeds stage b)."""
+        return [PARENT] if b == 0 else self._by_stage[b - 1]
 
-    def _spawn(self, k: int, in_end, in_seg: Segment, out_end, out_seg: Segment) -> None:
-        st = self._stages[k]
-        S = len(self._stages)
+    def _consumers(self, b: int) -> list[int]:
+        return [PARENT] if b == len(self._specs) else self._by_stage[b]
+
+    def _in_keys(self, st: _Stage) -> list[tuple]:
+        return [(st.stage, a, st.row) for a in self._producers(st.stage)]
+
+    def _out_keys(self, st: _Stage) -> list[tuple]:
+        return [(st.stage + 1, st.row, c) for c in self._consumers(st.stage + 1)]
+
+    def _new_channel(self, b: int):
+        """(producer end, consumer end, segment) of a fresh channel at boundary b."""
+        seg = Segment.create(b, self.slots, self._layouts[b])
+        self._res.segments.append(seg)
+        a, c = self._ctx.Pipe(duplex=True)
+        return a, c, seg
+
+    def _spawn(self, st: _Stage, ends: dict) -> None:
+        """Start `st`'s process on the consumer ends of its input channels and the producer
+        ends of its output channels (taken from `ends`: key -> (producer, consumer, segment))."""
+        ins, outs = self._in_keys(st), self._out_keys(st)
         parent_ctrl, child_ctrl = self._ctx.Pipe(duplex=True)
-        boot = StageBoot(spec=st.spec, nstages=S, paced=self._paced, time_scale=self._time_scale,
-                         threads=self._threads_per_stage, in_desc=in_seg.desc, out_desc=out_seg.desc,
+        boot = StageBoot(spec=st.spec, row=st.row, nrows=len(self._stats), paced=self._paced,
+                         time_scale=self._time_scale, threads=self._threads_per_stage,
+                         in_descs=tuple(ends[key][2].desc for key in ins),
+                         in_rows=tuple(self._chan_row[key] for key in ins),
+                         out_descs=tuple(ends[key][2].desc for key in outs),
+                         out_rows=tuple(self._chan_row[key] for key in outs),
                          stats=self._stats_seg.desc, backends=self._backends, env=self.env)
-        p = self._ctx.Process(target=stage_main, args=(boot, child_ctrl, in_end, out_end),
-                              name=f"conveyor-stage-{k}", daemon=True)
+        in_ends, out_ends = [ends[key][1] for key in ins], [ends[key][0] for key in outs]
+        p = self._ctx.Process(target=stage_main, args=(boot, child_ctrl, in_ends, out_ends),
+                              name=f"conveyor-stage-{st.stage}" + (f".{st.replica}" if st.replica else ""),
+                              daemon=True)
         p.start()
         self._res.processes.append(p)
-        for c in (child_ctrl, in_end, out_end):
+        for c in [child_ctrl] + in_ends + out_ends:
             c.close()
         st.process, st.ctrl, st.pid, st.ready, st.last_error = p, parent_ctrl, p.pid, False, None
 
@@ -399,7 +449,8 @@ class LocalExecutor:
                     raise RuntimeFault(self._failed)
                 if self._closing:
                     raise RuntimeFault("the local executor is closed")
-                tx = self._sender
+                c = route(rid, len(self._senders))
+                tx = self._senders[c]
                 slot = tx.slot(100)
                 if slot is None:
                     if not tx.alive:
@@ -407,31 +458,36 @@ class LocalExecutor:
                     continue
                 try:
                     tx.put(rid, slot, bundle)
-                    self._stats[len(self._stages), PRODUCED] = tx.sent
+                    self._stats[self._chan_row[(0, PARENT, self._by_stage[0][c])], PRODUCED] = tx.sent
                 except OSError:
                     pass
                 return
 
     def _collect(self) -> None:
-        """The end of the pipeline: copy results out of channel S, return the slot, deliver."""
-        S = len(self._stages)
-        row = 2 * S
+        """The end of the pipeline: copy results out of the last stage's channels, return the
+        slots, deliver."""
+        S = len(self._specs)
+        rows = [self._chan_row[(S, w, PARENT)] for w in self._by_stage[S - 1]]
         while not self._closing and not self._failed:
-            rx = self._receiver
-            try:
-                if not rx.alive:
-                    time.sleep(0.005)  # the last stage died: wait for the new channel
-                    continue
-                if not rx.conn.poll(0.2):
-                    continue
-                rid, slot, views = rx.recv()
-            except (EOFError, OSError, ValueError):
+            live = {rx.conn: (i, rx) for i, rx in enumerate(self._receivers) if rx.alive}
+            if not live:
+                time.sleep(0.005)  # the last stage died: wait for the new channel
                 continue
-            result = {name: np.array(a, copy=True) for name, a in views.items()}
-            del views
-            rx.free(slot)
-            self._stats[row, CONSUMED] = rx.received
-            self._complete(rid, result)
+            try:
+                ready = wait(list(live), 0.2)
+            except (OSError, ValueError):
+                continue  # a channel replaced meanwhile
+            for conn in ready:
+                i, rx = live[conn]
+                try:
+                    rid, slot, views = rx.recv()
+                except (EOFError, OSError, ValueError):
+                    continue
+                result = {name: np.array(a, copy=True) for name, a in views.items()}
+                del views
+                rx.free(slot)
+                self._stats[rows[i], CONSUMED] = rx.received
+                self._complete(rid, result)
 
     def _hand_over(self, rid: int, result) -> None:
         """`deliver`, shielded: an exception in the callback must not stop the thread that
@@ -452,7 +508,7 @@ class LocalExecutor:
 
     # ---- faults --------------------------------------------------------------------------------
     def _supervise(self) -> None:
-        while not self._closing and not self._failed:
+        while not self._closing and not self._failed and not self._res.ended:
             objs = {self._wake_r: None}
             for st in self._stages:
                 if st.process is not None:
@@ -498,9 +554,12 @@ class LocalExecutor:
                 st.last_error = msg[1]
 
     def _on_death(self, st: _Stage) -> None:
-        k = st.spec.index
+        k = st.row
         self._drain_ctrl(st)
-        st.process.join(1.0)
+        with self._restart_lock:  # never join a process while close() or the finalizer does
+            if self._closing or self._res.ended:
+                return
+            st.process.join(1.0)
         code = st.process.exitcode
         if st.last_error is None:
             st.last_error = f"{st.where}: process {st.pid} {_exit_text(code)}"
@@ -535,15 +594,15 @@ class LocalExecutor:
                     heapq.heappush(self._replay_heap, rid)
             self._replay_cond.notify()
 
-    def _restart(self, k: int) -> None:
-        """A fresh process for stage k with fresh channels k and k+1; hand the neighbours their
-        new ends."""
-        S = len(self._stages)
-        st = self._stages[k]
+    def _restart(self, w: int) -> None:
+        """A fresh process for process w with fresh input and output channels; hand the
+        neighbours (or the parent's own head and tail) their new ends."""
+        st = self._stages[w]
         with self._restart_lock:
-            if self._closing:
+            if self._closing or self._res.ended:
                 return
-            old = (self._channels[k], self._channels[k + 1])
+            ins, outs = self._in_keys(st), self._out_keys(st)
+            old = [self._channels[key] for key in ins + outs]
             if st.process is not None:
                 try:
                     self._res.processes.remove(st.process)
@@ -555,26 +614,30 @@ class LocalExecutor:
                     pass
             if st.ctrl is not None:
                 st.ctrl.close()
-            cin, cout = self._new_channel(k), self._new_channel(k + 1)
-            self._channels[k], self._channels[k + 1] = cin[2], cout[2]
+            ends = {key: self._new_channel(key[0]) for key in ins + outs}
+            for key, e in ends.items():
+                self._channels[key] = e[2]
+                self._stats[self._chan_row[key], :] = 0
             st.restarts += 1
-            self._stats[S + k, :] = 0
-            self._stats[S + k + 1, :] = 0
-            self._spawn(k, cin[1], cin[2], cout[0], cout[2])
-            if k == 0:
-                self._sender = Sender(cin[0], cin[2])
-            else:
-                cin[2].close()
-                self._ctrl_send(self._stages[k - 1], ("rebind_out", cin[2].desc), cin[0])
-                cin[0].close()
-            if k == S - 1:
-                self._receiver = Receiver(cout[1], cout[2])
-            else:
-                cout[2].close()
-                self._ctrl_send(self._stages[k + 1], ("rebind_in", cout[2].desc), cout[1])
-                cout[1].close()
+            self._spawn(st, ends)
+            for key in ins:  # producer ends: to the parent's head, or the previous stage's process
+                producer, _, seg = ends[key]
+                if key[1] == PARENT:
+                    self._senders[st.replica] = Sender(producer, seg)
+                else:
+                    seg.close()
+                    self._ctrl_send(self._stages[key[1]], ("rebind_out", st.replica, seg.desc), producer)
+                    producer.close()
+            for key in outs:  # consumer ends: to the parent's tail, or the next stage's process
+                _, consumer, seg = ends[key]
+                if key[2] == PARENT:
+                    self._receivers[st.replica] = Receiver(consumer, seg)
+                else:
+                    seg.close()
+                    self._ctrl_send(self._stages[key[2]], ("rebind_in", st.replica, seg.desc), consumer)
+                    consumer.close()
             for seg in old:
-                seg.unlink()  # the parent's own mapping of ring 0 / ring S goes at close()
+                seg.unlink()  # the parent's own mapping of head and tail rings goes at close()
 
     def _replayer(self) -> None:
         """Sends again, oldest first, the requests in flight when a stage died (one thread, so

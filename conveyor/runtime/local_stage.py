@@ -18,34 +18,42 @@ import numpy as np
 from conveyor.errors import RuntimeFault
 from conveyor.runtime import device as _device
 from conveyor.runtime.channels import ChannelDesc, Receiver, Segment, Sender, recv_conn
+from conveyor.runtime.stages import route
 from conveyor.runtime.worker import StageWorker
 
-# columns of the shared stats block: one row per stage, then one row per channel
-ITEMS, BUSY, CURRENT, OVERRUNS = 0, 1, 2, 3  # stage rows: items done, busy seconds, request in
+# columns of the shared stats block: one row per stage process, then one row per channel
+ITEMS, BUSY, CURRENT, OVERRUNS = 0, 1, 2, 3  # process rows: items done, busy seconds, request in
                                               # hand (-1: none), paced items slower than modeled
 PRODUCED, CONSUMED = 0, 1              # channel rows: announced by the producer, taken by the consumer
 STAT_COLS = 4
 
 
-def stats_view(buf, nstages: int) -> np.ndarray:
-    return np.ndarray((2 * nstages + 1, STAT_COLS), np.float64, buffer=buf)
+def stats_view(buf, nrows: int) -> np.ndarray:
+    return np.ndarray((nrows, STAT_COLS), np.float64, buffer=buf)
 
 
-def stats_bytes(nstages: int) -> int:
-    return (2 * nstages + 1) * STAT_COLS * 8
+def stats_bytes(nrows: int) -> int:
+    return nrows * STAT_COLS * 8
 
 
 @dataclass(frozen=True)
 class StageBoot:
-    """Everything a stage process starts from (pickled once, at process start)."""
+    """Everything a stage process starts from (pickled once, at process start).
 
-    spec: Any                   # StageSpec
-    nstages: int
+    A stage process reads from one channel per producer (the previous stage's replicas, or
+    the parent) and writes to one channel per consumer (the next stage's replicas, or the
+    parent), choosing the consumer with `route`."""
+
+    spec: Any                   # StageSpec (its device: this replica's)
+    row: int                    # this process's row in the stats block
+    nrows: int                  # rows in the stats block
     paced: bool
     time_scale: float
     threads: int                # BLAS / OpenMP threads this stage may use
-    in_desc: ChannelDesc
-    out_desc: ChannelDesc
+    in_descs: tuple             # ChannelDesc per producer
+    in_rows: tuple              # their stats rows
+    out_descs: tuple            # ChannelDesc per consumer
+    out_rows: tuple
     stats: ChannelDesc          # the stats block (a segment with one "slot")
     backends: bytes             # pickled {name: Device subclass} the parent knows
     env: dict
@@ -55,39 +63,38 @@ class _Stop(Exception):
     pass
 
 
-def stage_main(boot: StageBoot, ctrl, in_conn, out_conn) -> None:
+def stage_main(boot: StageBoot, ctrl, in_conns, out_conns) -> None:
     """Load the stage once, then serve: receive, process, send on, free; obey the parent."""
     os.environ.update(boot.env)
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(boot.threads)  # in force for the process's life (only __exit__ would undo it)
     spec = boot.spec
-    k = spec.index
-    where = f"stage {k} on '{spec.device}' ({spec.backend})"
+    row = boot.row
+    where = f"stage {spec.index} on '{spec.device}' ({spec.backend})"
     try:
         try:
             _device.BACKENDS.update(pickle.loads(boot.backends))
         except Exception:  # a backend class this process cannot import: use what it knows
             pass
         stats_seg = Segment.attach(boot.stats)
-        stats = stats_view(stats_seg.buf, boot.nstages)
+        stats = stats_view(stats_seg.buf, boot.nrows)
         worker = StageWorker(spec, boot.paced, boot.time_scale)
     except BaseException as e:  # noqa: BLE001 - the parent counts this as a failed (re)start
         _send(ctrl, ("load_failed", f"{where}: {type(e).__name__}: {e}"))
         sys.exit(3)
-    worker.items, worker.busy_s = int(stats[k, ITEMS]), float(stats[k, BUSY])  # a restart goes on counting
+    worker.items, worker.busy_s = int(stats[row, ITEMS]), float(stats[row, BUSY])  # a restart goes on counting
     if worker.pacer is not None:
-        worker.pacer.overruns = int(stats[k, OVERRUNS])
-    inp = Receiver(in_conn, _attach(boot.in_desc, in_conn))
-    out = Sender(out_conn, _attach(boot.out_desc, out_conn))
+        worker.pacer.overruns = int(stats[row, OVERRUNS])
+    ins = [Receiver(c, _attach(d, c)) for c, d in zip(in_conns, boot.in_descs)]
+    outs = [Sender(c, _attach(d, c)) for c, d in zip(out_conns, boot.out_descs)]
     retired: list = []
     ctrl_poll = select.poll()
     ctrl_poll.register(ctrl.fileno(), select.POLLIN)
-    in_row, out_row = boot.nstages + k, boot.nstages + k + 1  # stats rows of channels k and k+1
-    main_poll: list = []  # [poll over ctrl and the input, the input it was made for]
+    main_poll: list = []  # [poll over ctrl and the live inputs, the inputs it was made for]
+    turn = 0              # the input read first when several are ready (round robin: none starves)
 
     def handle_ctrl() -> None:
-        nonlocal inp, out
         try:
             msg = ctrl.recv()
         except (EOFError, OSError):
@@ -96,24 +103,26 @@ def stage_main(boot: StageBoot, ctrl, in_conn, out_conn) -> None:
             raise _Stop
         if msg[0] == "rebind_in":
             conn = recv_conn(ctrl)
-            retired.append(inp)
-            inp = Receiver(conn, _attach(msg[1], conn))
+            retired.append(ins[msg[1]])
+            ins[msg[1]] = Receiver(conn, _attach(msg[2], conn))
         elif msg[0] == "rebind_out":
             conn = recv_conn(ctrl)
-            retired.append(out)
-            out = Sender(conn, _attach(msg[1], conn))
+            retired.append(outs[msg[1]])
+            outs[msg[1]] = Sender(conn, _attach(msg[2], conn))
 
     def send_on(rid: int, result) -> None:
         """To the next stage, waiting for a free slot; a rebind while waiting redirects it."""
+        c = route(rid, len(outs))
         while True:
             while ctrl_poll.poll(0):
                 handle_ctrl()
+            out = outs[c]
             if out.alive:
                 slot = out.slot(0)
                 if slot is not None:
                     try:
                         out.put(rid, slot, result)
-                        stats[out_row, PRODUCED] = out.sent
+                        stats[boot.out_rows[c], PRODUCED] = out.sent
                     except OSError:
                         pass  # the next stage died: the parent replays what was in flight
                     return
@@ -132,34 +141,41 @@ def stage_main(boot: StageBoot, ctrl, in_conn, out_conn) -> None:
     _send(ctrl, ("ready", os.getpid()))
     try:
         while True:
-            if not main_poll or main_poll[1] is not inp or not inp.alive:
+            live = [r if r.alive else None for r in ins]
+            if not main_poll or any(a is not b for a, b in zip(main_poll[1], live)):
                 poll = select.poll()
                 poll.register(ctrl.fileno(), select.POLLIN)
-                if inp.alive:
-                    poll.register(inp.fileno(), select.POLLIN)
-                main_poll[:] = [poll, inp if inp.alive else None]
+                for r in ins:
+                    if r.alive:
+                        poll.register(r.fileno(), select.POLLIN)
+                main_poll[:] = [poll, live]
             ready = {fd for fd, _ in main_poll[0].poll()}
             if ctrl.fileno() in ready:
                 handle_ctrl()
                 continue
-            src = inp
+            order = [(turn + j) % len(ins) for j in range(len(ins))]
+            p = next((p for p in order if ins[p].alive and ins[p].fileno() in ready), None)
+            if p is None:
+                continue
+            turn = (p + 1) % len(ins)
+            src = ins[p]
             try:
                 rid, slot, bundle = src.recv()
             except (EOFError, OSError):
                 continue  # the previous stage died: wait for the parent's rebind
-            stats[in_row, CONSUMED] = src.received
-            stats[k, CURRENT] = rid
+            stats[boot.in_rows[p], CONSUMED] = src.received
+            stats[row, CURRENT] = rid
             try:
                 result = worker.process(bundle)
             except Exception as e:  # noqa: BLE001 - fails this request only
                 del bundle
                 src.free(slot)
-                stats[k, CURRENT] = -1
+                stats[row, CURRENT] = -1
                 _send(ctrl, ("error", rid, _portable(e, where)))
                 continue
-            stats[k, CURRENT] = -1  # a death from here on is not this request's doing
-            stats[k, ITEMS], stats[k, BUSY] = worker.items, worker.busy_s  # before the result is seen
-            stats[k, OVERRUNS] = worker.overruns
+            stats[row, CURRENT] = -1  # a death from here on is not this request's doing
+            stats[row, ITEMS], stats[row, BUSY] = worker.items, worker.busy_s  # before the result is seen
+            stats[row, OVERRUNS] = worker.overruns
             send_on(rid, result)
             del bundle, result
             src.free(slot)

@@ -47,7 +47,7 @@ import numpy as np
 
 from conveyor.errors import RuntimeFault
 from conveyor.runtime.ray_stage import EchoActor, StageActor, _Failed
-from conveyor.runtime.stages import StageSpec
+from conveyor.runtime.stages import StageSpec, replica_specs, route
 
 log = logging.getLogger("conveyor.runtime.ray")
 
@@ -137,10 +137,17 @@ class RayExecutor:
     def start(self, specs: list[StageSpec], deliver: Callable[[int, Any], None], paced: bool,
               time_scale: float = 1.0) -> None:
         self.specs = list(specs)
+        # one actor per device: a replicated stage has one per replica (every n-th request each)
+        self.workers: list[StageSpec] = []
+        self._by_stage: list[list[int]] = []
+        for spec in self.specs:
+            reps = replica_specs(spec)
+            self._by_stage.append(list(range(len(self.workers), len(self.workers) + len(reps))))
+            self.workers += reps
         self._deliver_cb = deliver
         self.paced = paced
         self.time_scale = time_scale
-        n = len(self.specs)
+        n = len(self.workers)
         self._connect(n)
         self._restarts = [0] * n
         self._pids = [None] * n
@@ -149,7 +156,12 @@ class RayExecutor:
             self.max_inflight = max(8, 2 * n + 2)
         try:
             self._create_actors()
-            if self.use_compiled_graph:
+            if self.use_compiled_graph and len(self.workers) > len(self.specs):
+                self.mode = "plain"
+                self.fallback_reason = ("the plan replicates stages, and a compiled graph sends every request "
+                                        "through the same actors")
+                log.info("ray executor: %s; joining stages with plain actor calls", self.fallback_reason)
+            elif self.use_compiled_graph:
                 self._start_compiled()
             else:
                 self.mode = "plain"
@@ -198,14 +210,14 @@ class RayExecutor:
 
     def _create_actors(self) -> None:
         resources = ray.cluster_resources()
-        n_fpga = sum(1 for s in self.specs if _device_kind(s) == "fpga")
+        n_fpga = sum(1 for s in self.workers if _device_kind(s) == "fpga")
         if n_fpga and resources.get(self.fpga_resource, 0) <= 0:
             log.info("ray executor: the cluster offers no '%s' resource; FPGA stages are placed anywhere",
                      self.fpga_resource)
         cls = ray.remote(StageActor)
         copy_inputs = self.use_compiled_graph
         self.actors = []
-        for spec in self.specs:
+        for spec in self.workers:
             opts = self._stage_options(spec, resources, n_fpga)
             self.actors.append(cls.options(**opts).remote(spec, self.paced, copy_inputs, self.time_scale))
         refs = [a.ready.remote() for a in self.actors]
@@ -214,11 +226,12 @@ class RayExecutor:
             try:
                 info = ray.get(ref, timeout=max(0.1, deadline - time.monotonic()))
             except ray.exceptions.GetTimeoutError:
-                raise RuntimeFault(f"stage {i} on '{self.specs[i].device}' was not placed within "
+                raise RuntimeFault(f"stage {self.workers[i].index} on '{self.workers[i].device}' was not placed within "
                                    f"{self.start_timeout_s:g} s (asked for {self.placement[i]['placed']}; cluster "
                                    f"resources {ray.available_resources()})") from None
             except RayError as e:
-                raise RuntimeFault(f"stage {i} on '{self.specs[i].device}' failed to load: {_short(e)}") from None
+                raise RuntimeFault(f"stage {self.workers[i].index} on '{self.workers[i].device}' failed to load: "
+                                   f"{_short(e)}") from None
             self._pids[i] = info["pid"]
             self._nodes[i] = info["node_id"]
 
@@ -282,7 +295,8 @@ class RayExecutor:
     # ---- plain actor calls -----------------------------------------------------------
     def _send_plain(self, rid: int, bundle) -> None:
         ref = (rid, bundle)
-        for a in self.actors:
+        for rows in self._by_stage:
+            a = self.actors[rows[route(rid, len(rows))]]
             # a call lost with a dead actor is resubmitted to its restarted self (the restarts
             # themselves are bounded by max_restarts); per call, so that a compiled graph's
             # loop on the same actor is never retried
@@ -294,7 +308,8 @@ class RayExecutor:
             _, payload = fut.result()
         except RayActorError as e:
             stage = self._stage_of(e)
-            fault = RuntimeFault(f"stage {stage} on '{self.specs[stage].device}' died and could not be restarted "
+            fault = RuntimeFault(f"stage {self.workers[stage].index} on '{self.workers[stage].device}' died and "
+                                 f"could not be restarted "
                                  f"(max_restarts={self.max_restarts}): {_short(e)}" if stage is not None else
                                  f"a stage actor died and could not be restarted: {_short(e)}")
             self._deliver(rid, fault)
@@ -556,11 +571,12 @@ class RayExecutor:
 
     # ---- stats -----------------------------------------------------------------------
     def stage_stats(self) -> list[dict]:
+        """One row per plan stage (a replicated stage sums its replicas, listed under "replicas")."""
         refs = [a.stats.remote() for a in self.actors]
-        out = []
-        for i, spec in enumerate(self.specs):
+        rows = []
+        for i, spec in enumerate(self.workers):
             row = {"index": spec.index, "device": spec.device, "backend": spec.backend, "items": None,
-                   "busy_s": None, "restarts": self._restart_count(i), "node_id": self._nodes[i],
+                   "busy_s": None, "overruns": None, "restarts": self._restart_count(i), "node_id": self._nodes[i],
                    "pid": self._pids[i], "alive": False, "mode": self.mode}
             if i < len(refs):
                 try:
@@ -569,7 +585,18 @@ class RayExecutor:
                                pid=s["pid"], alive=True)
                 except Exception:
                     pass
-            out.append(row)
+            rows.append(row)
+        out = []
+        for k, idx in enumerate(getattr(self, "_by_stage", [])):
+            reps = [rows[i] for i in idx]
+            stage = dict(reps[0])
+            if len(reps) > 1:
+                for f in ("items", "busy_s", "overruns", "restarts"):
+                    vals = [r[f] for r in reps]
+                    stage[f] = None if None in vals else sum(vals)
+                stage["alive"] = all(r["alive"] for r in reps)
+                stage["replicas"] = reps
+            out.append(stage)
         with self._lock:
             in_flight = len(self._inputs)
         for row in out:

@@ -4,7 +4,7 @@ backend, its precision, the formats of the values it receives, which values it p
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 from conveyor.errors import PlanError
@@ -31,8 +31,8 @@ class StageSpec:
     #: releases each result when this model says (`conveyor.runtime.worker.Pacer`).
     timing: tuple[tuple[float, float], ...] = ()
     device_kind: str = "cpu"            # fpga | cpu | gpu (the plan's; placement uses it)
-    #: devices the plan replicates this stage on (timed as one: `modeled_s` is the effective
-    #: interval; the runtime runs the stage as one worker)
+    #: further devices the plan runs this stage on, each taking every n-th item (`modeled_s`
+    #: is then the effective interval of all n together; `replica_specs` gives each its own)
     replicas: tuple[str, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -100,3 +100,24 @@ def stage_timing(st) -> tuple[tuple[float, float], ...]:
     if link is not None and link.mode == "stage":
         servers.append((float(link.seconds), float(link.seconds)))
     return tuple(servers)
+
+
+def replica_specs(spec: StageSpec) -> list[StageSpec]:
+    """One spec per device running `spec`'s stage: itself when the stage is not replicated;
+    else one per device, each timed as one of n replicas (each takes every n-th item, so its
+    compute interval is n times the stage's effective one; its latency is unchanged)."""
+    n = 1 + len(spec.replicas)
+    if n == 1:
+        return [spec]
+    timing = spec.timing
+    if timing:
+        (interval, latency), *rest = timing
+        timing = ((interval * n, latency), *rest)
+    return [replace(spec, device=device, timing=timing, modeled_s=spec.modeled_s * n, replicas=())
+            for device in (spec.device,) + tuple(spec.replicas)]
+
+
+def route(request_id: int, n: int) -> int:
+    """Which of a stage's n replicas takes a request: every n-th request, by id — the same
+    choice at every producer, so a replayed request takes the same path."""
+    return request_id % n
