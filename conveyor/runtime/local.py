@@ -473,9 +473,9 @@ class LocalExecutor:
             if not live:
                 time.sleep(0.005)  # the last stage died: wait for the new channel
                 continue
-            try:
-                ready = wait(list(live), 0.2)
-            except (OSError, ValueError):
+            try:  # one channel (the usual case): poll it directly, cheaper than a selector
+                ready = ([c for c in live if c.poll(0.2)] if len(live) == 1 else wait(list(live), 0.2))
+            except (EOFError, OSError, ValueError):
                 continue  # a channel replaced meanwhile
             for conn in ready:
                 i, rx = live[conn]

@@ -91,7 +91,7 @@ def stage_main(boot: StageBoot, ctrl, in_conns, out_conns) -> None:
     retired: list = []
     ctrl_poll = select.poll()
     ctrl_poll.register(ctrl.fileno(), select.POLLIN)
-    main_poll: list = []  # [poll over ctrl and the live inputs, the inputs it was made for]
+    main_poll: list = []  # [poll over ctrl and the live inputs]; emptied when the inputs change
     turn = 0              # the input read first when several are ready (round robin: none starves)
 
     def handle_ctrl() -> None:
@@ -105,6 +105,7 @@ def stage_main(boot: StageBoot, ctrl, in_conns, out_conns) -> None:
             conn = recv_conn(ctrl)
             retired.append(ins[msg[1]])
             ins[msg[1]] = Receiver(conn, _attach(msg[2], conn))
+            main_poll.clear()
         elif msg[0] == "rebind_out":
             conn = recv_conn(ctrl)
             retired.append(outs[msg[1]])
@@ -141,28 +142,31 @@ def stage_main(boot: StageBoot, ctrl, in_conns, out_conns) -> None:
     _send(ctrl, ("ready", os.getpid()))
     try:
         while True:
-            live = [r if r.alive else None for r in ins]
-            if not main_poll or any(a is not b for a, b in zip(main_poll[1], live)):
+            if not main_poll:
                 poll = select.poll()
                 poll.register(ctrl.fileno(), select.POLLIN)
                 for r in ins:
                     if r.alive:
                         poll.register(r.fileno(), select.POLLIN)
-                main_poll[:] = [poll, live]
-            ready = {fd for fd, _ in main_poll[0].poll()}
+                main_poll[:] = [poll]
+            ready = [fd for fd, _ in main_poll[0].poll()]
             if ctrl.fileno() in ready:
                 handle_ctrl()
                 continue
-            order = [(turn + j) % len(ins) for j in range(len(ins))]
-            p = next((p for p in order if ins[p].alive and ins[p].fileno() in ready), None)
-            if p is None:
-                continue
-            turn = (p + 1) % len(ins)
+            if len(ins) == 1:
+                p = 0
+            else:
+                p = next((p for p in ((turn + j) % len(ins) for j in range(len(ins)))
+                          if ins[p].alive and ins[p].fileno() in ready), None)
+                if p is None:
+                    continue
+                turn = (p + 1) % len(ins)
             src = ins[p]
             try:
                 rid, slot, bundle = src.recv()
             except (EOFError, OSError):
-                continue  # the previous stage died: wait for the parent's rebind
+                main_poll.clear()  # the previous stage died: wait for the parent's rebind
+                continue
             stats[boot.in_rows[p], CONSUMED] = src.received
             stats[row, CURRENT] = rid
             try:
