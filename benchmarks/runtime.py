@@ -15,7 +15,7 @@
      plan's predicted rate (target >= 0.95);
    - latency: --latency-items requests at batch 1, one at a time (what the plan's latency
      predicts), measured p50/p99 over the predicted latency.
-   This machine emulates a stage up to ~7x slower than the modeled board computes it, so the
+   This machine emulates a stage 7-11x slower than the modeled board computes it, so the
    run is in slow motion: every modeled time is stretched by a time scale chosen from a
    calibration pass (each stage's emulation at most half its stretched interval, all stages
    together at most half the cores).  The ratios compare like with like (prediction
