@@ -8,6 +8,11 @@ format):
     parent ──ch0──▶ stage 0 ──ch1──▶ stage 1 ── … ──chS──▶ parent (collector thread → deliver)
        ╰──────── ctrl (one socketpair per stage: stop, rebinds; errors, ready) ────────╯
 
+A stage the plan replicates over n devices runs as n processes, replica r taking the
+requests whose id is r mod n (`stages.route`); between two stages there is then one channel
+per pair of their processes (a mesh; boundary b, producer a, consumer c), and each process
+reads from every channel into it and writes to the one its request routes to.
+
 - Each stage process (forkserver context by default: a fork of a single-threaded server that
   has already imported the runtime; `spawn` on request) builds its `StageWorker` once
   (weights resident) and loops: wait on its control connection and its input channel;
@@ -21,8 +26,8 @@ format):
 - An exception while processing one request is sent to the parent over the stage's control
   connection and fails that request alone; the stage keeps serving.
 - A supervisor thread waits on every stage's control connection and process sentinel. When
-  a stage process dies it is restarted (its weights loaded again) with a fresh input and
-  output channel; the neighbours are handed their new ends (SCM_RIGHTS over their control
+  a stage process dies it is restarted (its weights loaded again) with fresh input and
+  output channels; the neighbours are handed their new ends (SCM_RIGHTS over their control
   connections), and every request not yet delivered is replayed from stage 0. Copies that
   survive elsewhere in the pipeline and the replays meet at the collector, which keeps the
   first. A request that a stage was computing when it died, `poison_limit` times, fails
