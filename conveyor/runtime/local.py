@@ -84,6 +84,7 @@ from conveyor.runtime.local_stage import (
     stats_bytes,
     stats_view,
 )
+from conveyor.runtime.metrics import combine_replicas
 from conveyor.runtime.stages import replica_specs, route
 
 START_METHODS = ("forkserver", "spawn")
@@ -275,24 +276,15 @@ class LocalExecutor:
     def stage_stats(self) -> list[dict]:
         """One row per plan stage (a replicated stage sums its replicas, listed under
         "replicas")."""
-        out = []
-        for k, rows in enumerate(self._by_stage):
-            procs = []
-            for w in rows:
-                st, row = self._stages[w], self._stats[w]
-                queue = sum(max(0, int(self._stats[r, PRODUCED] - self._stats[r, CONSUMED]))
-                            for key, r in self._chan_row.items() if key[0] == k and key[2] == w)
-                procs.append({"device": st.spec.device, "items": int(row[ITEMS]), "busy_s": float(row[BUSY]),
-                              "overruns": int(row[OVERRUNS]), "queue_depth": queue, "restarts": st.restarts,
-                              "pid": st.pid, "alive": _alive(st.process)})
-            first = self._stages[rows[0]]
-            stage = {"index": k, "device": first.spec.device, "backend": first.spec.backend,
-                     **{f: sum(p[f] for p in procs) for f in ("items", "busy_s", "overruns", "queue_depth", "restarts")},
-                     "pid": procs[0]["pid"], "alive": all(p["alive"] for p in procs)}
-            if len(procs) > 1:
-                stage["replicas"] = procs
-            out.append(stage)
-        return out
+        def process_row(st: _Stage) -> dict:
+            row = self._stats[st.row]
+            queue = sum(max(0, int(self._stats[r, PRODUCED] - self._stats[r, CONSUMED]))
+                        for (_, _, c), r in self._chan_row.items() if c == st.row)
+            return {"index": st.stage, "device": st.spec.device, "backend": st.spec.backend,
+                    "items": int(row[ITEMS]), "busy_s": float(row[BUSY]), "overruns": int(row[OVERRUNS]),
+                    "queue_depth": queue, "restarts": st.restarts, "pid": st.pid, "alive": _alive(st.process)}
+
+        return [combine_replicas([process_row(self._stages[w]) for w in rows]) for rows in self._by_stage]
 
     def close(self) -> None:
         if self._closing:

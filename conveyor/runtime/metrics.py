@@ -10,14 +10,23 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
-@dataclass
-class StageStats:
-    index: int
-    device: str
-    items: int = 0
-    busy_s: float = 0.0
-    queue_depth: int = 0
-    restarts: int = 0
+#: per-process counters that add up over a stage's replicas
+SUMMED = ("items", "busy_s", "overruns", "queue_depth", "restarts")
+
+
+def combine_replicas(rows: list[dict]) -> dict:
+    """One plan stage's stats row from its processes' rows (one per replica): the first
+    one's identity, the counters summed (None when one replica's is unknown), alive when
+    all are; a replicated stage lists its replicas' rows under "replicas"."""
+    stage = dict(rows[0])
+    if len(rows) > 1:
+        for f in SUMMED:
+            if f in stage:
+                values = [r.get(f) for r in rows]
+                stage[f] = None if None in values else sum(values)
+        stage["alive"] = all(r.get("alive") for r in rows)
+        stage["replicas"] = rows
+    return stage
 
 
 @dataclass

@@ -47,6 +47,7 @@ import numpy as np
 
 from conveyor.errors import RuntimeFault
 from conveyor.runtime.ray_stage import EchoActor, StageActor, _Failed
+from conveyor.runtime.metrics import combine_replicas
 from conveyor.runtime.stages import StageSpec, replica_specs, route
 
 log = logging.getLogger("conveyor.runtime.ray")
@@ -586,17 +587,7 @@ class RayExecutor:
                 except Exception:
                     pass
             rows.append(row)
-        out = []
-        for k, idx in enumerate(getattr(self, "_by_stage", [])):
-            reps = [rows[i] for i in idx]
-            stage = dict(reps[0])
-            if len(reps) > 1:
-                for f in ("items", "busy_s", "overruns", "restarts"):
-                    vals = [r[f] for r in reps]
-                    stage[f] = None if None in vals else sum(vals)
-                stage["alive"] = all(r["alive"] for r in reps)
-                stage["replicas"] = reps
-            out.append(stage)
+        out = [combine_replicas([rows[i] for i in idx]) for idx in getattr(self, "_by_stage", [])]
         with self._lock:
             in_flight = len(self._inputs)
         for row in out:
