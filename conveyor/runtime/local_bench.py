@@ -47,7 +47,7 @@ def passthrough_specs(stages: int, nbytes: int, dtype=np.float32) -> list[StageS
         g = Graph.build(f"pass[{i}]", [Node(f"id{i}", "Identity", (src,), (dst,))],
                         [Tensor(src, (1, n), np.dtype(dtype))], [dst], {})
         specs.append(StageSpec(index=i, device=f"host{i}", backend="passthrough", graph=g, precision=None,
-                               input_formats={src: None}, needs=(src,), forwards=(dst,), modeled_s=0.0))
+                               input_formats={src: None}, needs=(src,), forwards=(dst,)))
     return specs
 
 

@@ -4,7 +4,7 @@ backend, its precision, the formats of the values it receives, which values it p
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 from conveyor.errors import PlanError
@@ -24,17 +24,15 @@ class StageSpec:
     input_formats: Mapping[str, Any]    # tensor -> number format its producer gave it
     needs: tuple[str, ...]              # tensors this stage reads from the incoming bundle
     forwards: tuple[str, ...]           # tensors it passes on: its outputs and earlier values read later
-    modeled_s: float                    # the plan's stage time: the interval at which it takes items
     #: how the plan times the stage, as servers in series, each (interval s, latency s): the
     #: stage's compute (a dataflow stage's latency exceeds its interval: items overlap inside
     #: it), then its outgoing link when that is a pipeline stage of its own. Paced mode
     #: releases each result when this model says (`conveyor.runtime.worker.Pacer`).
     timing: tuple[tuple[float, float], ...] = ()
     device_kind: str = "cpu"            # fpga | cpu | gpu (the plan's; placement uses it)
-    #: further devices the plan runs this stage on, each taking every n-th item (`modeled_s`
-    #: is then the effective interval of all n together; `replica_specs` gives each its own)
+    #: further devices the plan runs this stage on, each taking every n-th item (`timing` is
+    #: then the effective timing of all n together; `replica_specs` gives each its own)
     replicas: tuple[str, ...] = ()
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 def build_stages(plan: Plan, graph, backends: Mapping[str, str] | None = None) -> list[StageSpec]:
@@ -81,7 +79,6 @@ def build_stages(plan: Plan, graph, backends: Mapping[str, str] | None = None) -
             input_formats={t.name: formats.get(t.name) for t in sub.inputs},
             needs=tuple(t.name for t in sub.inputs),
             forwards=forwards,
-            modeled_s=st.stage_time_s,
             timing=stage_timing(st),
             device_kind=kind,
             replicas=tuple(st.replicas),
@@ -113,7 +110,7 @@ def replica_specs(spec: StageSpec) -> list[StageSpec]:
     if timing:
         (interval, latency), *rest = timing
         timing = ((interval * n, latency), *rest)
-    return [replace(spec, device=device, timing=timing, modeled_s=spec.modeled_s * n, replicas=())
+    return [replace(spec, device=device, timing=timing, replicas=())
             for device in (spec.device,) + tuple(spec.replicas)]
 
 
