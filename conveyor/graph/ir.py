@@ -156,11 +156,18 @@ class Graph:
     ) -> dict[str, np.ndarray]:
         """Execute the graph; returns the graph outputs (or the tensors named in `fetch`).
 
-        `feeds` is a dict by input name, or one array for a single-input graph. Without
+        `feeds` is a dict by input name, or one array for a single-input graph. Each input
+        may also carry a batch: N items of its shape, (N,) + shape (outputs then lead with N),
+        or its leading dimension replaced, (M,) + shape[1:] (conveyor.graph.batch). Without
         `precision` this is the float reference; with one (a format string such as
         "ap_fixed<16,6>", a config dict or a `PrecisionConfig`) every node computes
         bit-accurately in its formats and the values come back as float64, exactly.
         """
+        batch = self._batch_of(feeds)
+        if batch is not None:
+            from conveyor.graph.batch import run_batched
+
+            return run_batched(self, batch, precision, fetch)[0]
         if precision is not None:
             from conveyor.graph.quantized import emulator_for
 
@@ -191,7 +198,13 @@ class Graph:
                     env.pop(t, None)
         return {t: env[t] for t in wanted}
 
-    def _bind_feeds(self, feeds, cast_floats: bool = True) -> dict[str, np.ndarray]:
+    def _batch_of(self, feeds):
+        """None when `feeds` have the inputs' own shapes, else how they are batched."""
+        from conveyor.graph.batch import classify
+
+        return classify(self, self._feed_dict(feeds))
+
+    def _feed_dict(self, feeds) -> Mapping[str, np.ndarray]:
         if not isinstance(feeds, Mapping):
             if len(self.input_names) != 1:
                 raise ModelError(
@@ -206,6 +219,10 @@ class Graph:
                 f"graph '{self.name}': feeds {sorted(feeds)} do not match inputs {list(self.input_names)}"
                 + (f" (missing {missing})" if missing else "") + (f" (unknown {extra})" if extra else "")
             )
+        return feeds
+
+    def _bind_feeds(self, feeds, cast_floats: bool = True) -> dict[str, np.ndarray]:
+        feeds = self._feed_dict(feeds)
         bound = {}
         for t in self.inputs:
             value = np.asarray(feeds[t.name])

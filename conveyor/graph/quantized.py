@@ -136,6 +136,11 @@ class Emulator:
         from conveyor.numerics.cast import cast
 
         g = self.graph
+        batch = g._batch_of(feeds)
+        if batch is not None:  # a batch the graph was not built for (conveyor.graph.batch)
+            from conveyor.graph.batch import run_batched
+
+            return run_batched(g, batch, self.config, fetch, observe, emulator_of=self._at)
         wanted = tuple(fetch) if fetch is not None else g.output_names
         bound = g._bind_feeds(feeds, cast_floats=False)  # float64 values are exact: keep them
         ctx = CastContext(observe, self._param_ranges)
@@ -187,6 +192,18 @@ class Emulator:
         out = {t: env[t] if t in env else np.asarray(g.weights[t]) for t in wanted}
         self.last_formats = formats
         return out, ctx.stats
+
+
+    def _at(self, graph) -> "Emulator":
+        """This emulator's config and input formats on `graph` (the same graph at another batch)."""
+        if graph is self.graph:
+            return self
+        if not self.input_formats:
+            return emulator_for(graph, self.config)
+        cache = self.__dict__.setdefault("_rebatched", {})
+        if id(graph) not in cache:
+            cache[id(graph)] = (graph, Emulator(graph, self.config, self.input_formats))
+        return cache[id(graph)][1]
 
 
 def _param_axis(op_type: str, slot: int, ndim: int) -> int:
@@ -280,12 +297,11 @@ def quantization_report(graph, precision, inputs: np.ndarray, labels: np.ndarray
     out_name = graph.output_names[0]
     for start in range(0, len(inputs), batch):
         chunk = inputs[start:start + batch]
-        g = graph.with_batch(len(chunk)) if len(chunk) != graph.inputs[0].shape[0] else graph
         fetch = list(first_out.values())
-        ref = g.run(chunk.astype(g.inputs[0].dtype), fetch=fetch)
-        got, st = emulator_for(g, config).run(chunk, fetch=fetch, observe=True)
+        ref = graph.run(chunk.astype(graph.inputs[0].dtype), fetch=fetch)  # batched: conveyor.graph.batch
+        got, st = emulator_for(graph, config).run(chunk, fetch=fetch, observe=True)
         for name, s in st.items():
-            _merge(stats, s)
+            merge_stats(stats, s)
         for n in layer_nodes:
             t = first_out[n.name]
             r, q = ref[t].astype(np.float64), got[t].astype(np.float64)
@@ -317,7 +333,7 @@ def quantization_report(graph, precision, inputs: np.ndarray, labels: np.ndarray
     )
 
 
-def _merge(stats: dict[str, LayerStats], s: LayerStats) -> None:
+def merge_stats(stats: dict[str, LayerStats], s: LayerStats) -> None:
     if s.node not in stats:
         stats[s.node] = LayerStats(**s.as_dict())
         return

@@ -1,0 +1,213 @@
+"""Running a graph on a batch it was not built for.
+
+A graph's shapes are static (from_torch fixes them to the example's batch), but users
+feed many samples. `graph.run` accepts, for every input of shape S:
+
+- an array of shape (N,) + S: N items of the graph's own input shape ("stacked");
+  the outputs come back with the same leading N;
+- an array of shape (M,) + S[1:]: the leading (batch) dimension replaced by M, as
+  `with_batch(M)` would take it.
+
+Both run as ONE execution of the graph rebuilt at the larger leading dimension (every
+kernel is vectorised over it), when that is the same computation as running the items
+one by one. It is not when an op mixes items along axis 0 (a Softmax over axis 0, an
+LSTM whose axis 0 is time, a Reshape fixed to batch 1); so the rebuilt graph must (a)
+scale the leading dimension of every tensor computed from the inputs and nothing else,
+and (b) agree in float with item-by-item runs on a random probe of two items. A graph
+that fails either runs item by item (correct, slower). Both checks run once per graph
+and batch size (cached), never per call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from conveyor.errors import ModelError
+
+_CACHE_SIZE = 4  # rebuilt graphs kept per graph (each holds its own emulators)
+
+
+@dataclass(frozen=True)
+class BatchedFeeds:
+    """How a batch of feeds maps onto the graph: `items` executions of `unit` leading rows each."""
+
+    feeds: Mapping[str, np.ndarray]
+    items: int            # N (stacked) or M / b0 (replaced leading dimension)
+    stacked: bool         # True: feeds were (N,) + S; outputs get a leading N back
+
+
+def classify(graph, feeds: Mapping[str, np.ndarray]) -> BatchedFeeds | None:
+    """None when `feeds` have the graph's own shapes; else how they are batched."""
+    kinds, items = set(), set()
+    for t in graph.inputs:
+        v = np.asarray(feeds[t.name])
+        if tuple(v.shape) == t.shape:
+            kinds.add("exact")
+        elif t.shape and v.ndim == len(t.shape) + 1 and tuple(v.shape[1:]) == t.shape:
+            kinds.add("stacked")
+            items.add(v.shape[0])
+        elif t.shape and v.ndim == len(t.shape) and tuple(v.shape[1:]) == t.shape[1:] \
+                and v.shape[0] % t.shape[0] == 0 and v.shape[0] > 0:
+            kinds.add("leading")
+            items.add(v.shape[0] // t.shape[0])
+        else:
+            raise ModelError(
+                f"input '{t.name}': expected shape {t.shape}, got {tuple(v.shape)} (graph '{graph.name}' also "
+                f"takes N items of that shape, (N,) + {t.shape}, or a batch (M,) + {t.shape[1:]})")
+    if kinds == {"exact"}:
+        return None
+    if len(kinds) != 1 or len(items) != 1:
+        raise ModelError(f"graph '{graph.name}': feeds mix batch sizes or layouts "
+                         f"{ {k: tuple(np.shape(v)) for k, v in feeds.items()} }; give every input the same batch")
+    return BatchedFeeds(feeds, items.pop(), kinds == {"stacked"})
+
+
+def run_batched(graph, batch: BatchedFeeds, precision=None, fetch: Sequence[str] | None = None,
+                observe: bool = False, emulator_of=None):
+    """(outputs, stats or None) of running `batch` on `graph`, as N item-wise runs would give:
+    in float without `precision`, else bit-accurately (`emulator_of(g)`: the Emulator to run
+    graph `g` with; default `emulator_for(g, precision)`)."""
+    if precision is not None and emulator_of is None:
+        from conveyor.graph.quantized import emulator_for
+
+        def emulator_of(g):
+            return emulator_for(g, precision)
+    wanted = tuple(fetch) if fetch is not None else graph.output_names
+    big = batched_graph(graph, batch.items)
+    if big is not None:
+        flat = {k: _flatten_items(np.asarray(v), batch.stacked) for k, v in batch.feeds.items()}
+        out, stats = _run_one(big, flat, emulator_of, wanted, observe)
+        if batch.stacked:
+            live = _computed(graph)
+            out = {k: v.reshape((batch.items,) + graph.tensors[k].shape) if k in live else v
+                   for k, v in out.items()}
+        return out, stats
+    return _run_item_by_item(graph, batch, emulator_of, wanted, observe)
+
+
+def batched_graph(graph, items: int):
+    """The graph rebuilt at `items` times its leading dimension, or None when that would not
+    compute the items independently (see the module docstring). Cached on the graph."""
+    if items == 1:
+        return graph
+    cache = graph.__dict__.setdefault("_batched", {})
+    if items not in cache:
+        if len(cache) >= _CACHE_SIZE:
+            cache.pop(next(iter(cache)))
+        cache[items] = _build_separable(graph, items)
+    return cache[items]
+
+
+# ---- helpers ---------------------------------------------------------------------------
+
+def _build_separable(graph, items: int):
+    if any(not t.shape for t in graph.inputs):
+        return None
+    try:
+        big = _with_leading(graph, items)
+    except ModelError:
+        return None  # a shape fixed to the graph's batch (e.g. Reshape to [1, -1])
+    if not _scales_leading(graph, big, items):
+        return None
+    probe = _with_leading(graph, 2) if items != 2 else big
+    if not _scales_leading(graph, probe, 2) or not _float_probe_agrees(graph, probe):
+        return None
+    return big
+
+
+def _with_leading(graph, items: int):
+    from conveyor.graph.ir import Graph
+    from conveyor.graph.tensor import Tensor
+
+    inputs = [Tensor(t.name, (t.shape[0] * items,) + t.shape[1:], t.dtype) for t in graph.inputs]
+    nodes, weights = _scale_reshapes(graph, items)
+    return Graph.build(graph.name, nodes, inputs, graph.output_names, weights)
+
+
+def _scale_reshapes(graph, items: int):
+    """Exporters fold `x.view(x.size(0), -1)` into a constant shape [b0, -1]: such a Reshape
+    (its target's leading entry equal to its input's leading dimension) scales with the batch.
+    Whether the result computes the items independently is checked afterwards, as always."""
+    from dataclasses import replace
+
+    live, weights, nodes = _computed(graph), dict(graph.weights), []
+    for n in graph.nodes:
+        shape_in = n.inputs[1] if n.op_type == "Reshape" and len(n.inputs) > 1 else ""
+        if shape_in and graph.is_weight(shape_in) and n.inputs[0] in live:
+            target = np.asarray(graph.weights[shape_in])
+            lead = graph.tensors[n.inputs[0]].shape[:1]
+            if target.ndim == 1 and target.size and lead and int(target[0]) == lead[0]:
+                scaled = target.copy()
+                scaled[0] *= items
+                name = f"{shape_in}::batch{items}::{n.name}"
+                weights[name] = scaled
+                n = replace(n, inputs=(n.inputs[0], name) + tuple(n.inputs[2:]))
+        nodes.append(n)
+    return nodes, weights
+
+
+def _computed(graph) -> set[str]:
+    """Tensors whose values depend on a graph input (cached on the graph)."""
+    if "_computed" not in graph.__dict__:
+        live = set(graph.input_names)
+        for n in graph.nodes:
+            if any(t in live for t in n.inputs if t):
+                live.update(o for o in n.outputs if o)
+        graph.__dict__["_computed"] = frozenset(live)
+    return graph.__dict__["_computed"]
+
+
+def _scales_leading(graph, big, items: int) -> bool:
+    for name in _computed(graph):
+        s, b = graph.tensors[name].shape, big.tensors[name].shape
+        if not s or len(s) != len(b) or b[0] != s[0] * items or b[1:] != s[1:]:
+            return False
+    return True
+
+
+def _float_probe_agrees(graph, probe) -> bool:
+    rng = np.random.default_rng(12)
+    feeds = {t.name: (rng.standard_normal((2,) + t.shape).astype(t.dtype) if t.dtype.kind == "f"
+                      else np.zeros((2,) + t.shape, t.dtype)) for t in graph.inputs}
+    try:
+        together = probe.run({k: v.reshape((-1,) + v.shape[2:]) for k, v in feeds.items()})
+        alone = [graph.run({k: v[i] for k, v in feeds.items()}) for i in range(2)]
+    except Exception:  # noqa: BLE001 - any failure means: do not batch, run item by item
+        return False
+    for name in graph.output_names:
+        a = np.concatenate([np.asarray(r[name], np.float64).reshape(-1) for r in alone])
+        b = np.asarray(together[name], np.float64).reshape(-1)
+        if a.shape != b.shape or not np.allclose(a, b, rtol=1e-4, atol=1e-5 * (1.0 + float(np.max(np.abs(a), initial=0)))):
+            return False
+    return True
+
+
+def _flatten_items(v: np.ndarray, stacked: bool) -> np.ndarray:
+    return v.reshape((-1,) + v.shape[2:]) if stacked else v
+
+
+def _run_one(graph, feeds, emulator_of, wanted, observe):
+    if emulator_of is None:
+        return graph.run(feeds, fetch=wanted), None
+    return emulator_of(graph).run(feeds, fetch=wanted, observe=observe)
+
+
+def _run_item_by_item(graph, batch: BatchedFeeds, emulator_of, wanted, observe):
+    from conveyor.graph.quantized import merge_stats
+
+    per_item = {}
+    for k, v in batch.feeds.items():
+        v = np.asarray(v)
+        per_item[k] = v if batch.stacked else v.reshape((batch.items, -1) + v.shape[1:])
+    outs, stats = [], {} if observe else None
+    for i in range(batch.items):
+        out, st = _run_one(graph, {k: v[i] for k, v in per_item.items()}, emulator_of, wanted, observe)
+        outs.append(out)
+        for s in (st or {}).values():
+            merge_stats(stats, s)
+    if batch.stacked:
+        return {k: np.stack([o[k] for o in outs]) for k in wanted}, stats
+    return {k: np.concatenate([o[k] for o in outs]) for k in wanted}, stats
