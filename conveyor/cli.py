@@ -102,14 +102,14 @@ def inspect(model: str, as_json: bool) -> None:
         })
         return
     table = Table(title=f"{graph.name}: {len(rows)} layers", title_justify="left")
-    for col, just in (("layer", "left"), ("op", "left"), ("output", "left"), ("MACs", "right"),
+    for col, just in (("layer", "left"), ("node", "left"), ("op", "left"), ("output", "left"), ("MACs", "right"),
                       ("params", "right"), ("act in", "right"), ("act out", "right")):
         table.add_column(col, justify=just)
     for r in rows:
-        table.add_row(r.node, r.op_type, "x".join(map(str, r.output_shape)), _fmt_int(r.macs),
+        table.add_row(r.layer, r.node, r.op_type, "x".join(map(str, r.output_shape)), _fmt_int(r.macs),
                       _fmt_int(r.params), _fmt_bytes(r.act_in_bytes), _fmt_bytes(r.act_out_bytes))
     table.add_section()
-    table.add_row("total", "", "", _fmt_int(totals["macs"]), _fmt_int(totals["params"]), "",
+    table.add_row("total", "", "", "", _fmt_int(totals["macs"]), _fmt_int(totals["params"]), "",
                   _fmt_bytes(totals["act_out_bytes"]), style="bold")
     _out.print(table)
     ins = ", ".join(str(t) for t in graph.inputs)
@@ -269,7 +269,7 @@ def quantize(model: str, precisions: tuple[str, ...], config_path: str | None, d
             table.add_column(col, justify="left" if col in ("layer", "op", "result format") else "right")
         for l in r.layers:
             rng = "-" if l.min != l.min else f"[{l.min:.4g}, {l.max:.4g}]"
-            table.add_row(l.node, l.op_type, l.result_format, rng,
+            table.add_row(l.layer, l.op_type, l.result_format, rng,
                           "n/a" if l.overflow is None else _fmt_int(l.overflow),
                           "n/a" if l.saturated is None else _fmt_int(l.saturated),
                           f"{l.max_abs_error:.3g}", f"{l.rms_rel_error:.3g}")

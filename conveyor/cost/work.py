@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from conveyor.graph.counters import node_counters
-from conveyor.numerics.config import PrecisionConfig
 
 #: ops that are wiring in a dataflow design: no compute, no buffer (Flatten, Reshape...)
 MOVEMENT_OPS = frozenset({"Flatten", "Reshape", "Identity", "Dropout", "Transpose"})
@@ -55,7 +54,9 @@ def format_bits(fmt) -> int:
 
 def layer_work(graph, precision=None) -> list[LayerWork]:
     """One LayerWork per node, in the graph's order. Without a precision, float32."""
-    config = PrecisionConfig.coerce(precision) if precision is not None else None
+    from conveyor.graph.names import resolve_config
+
+    config = resolve_config(graph, precision) if precision is not None else None
     out = []
     for node in graph.nodes:
         c = node_counters(graph, node)

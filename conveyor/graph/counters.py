@@ -27,6 +27,7 @@ class LayerCounters:
     param_bytes: int
     act_in_bytes: int
     act_out_bytes: int
+    layer: str = ""  # the short layer name (conveyor.graph.names)
 
 
 def node_counters(graph: "Graph", node: Node) -> LayerCounters:
@@ -47,6 +48,7 @@ def node_counters(graph: "Graph", node: Node) -> LayerCounters:
         param_bytes=sum(p.nbytes for p in params),
         act_in_bytes=sum(a.nbytes for a in acts),
         act_out_bytes=sum(graph.tensors[t].nbytes for t in node.outputs if t),
+        layer=graph.layer_names[node.name],
     )
 
 

@@ -89,10 +89,20 @@ class Graph:
         return out
 
     def node(self, name: str) -> Node:
-        try:
-            return self._node_by_name[name]
-        except KeyError:
-            raise ModelError(f"graph '{self.name}' has no node '{name}'") from None
+        """The node with this node name or layer name (`fc1` for `/fc1/Gemm`)."""
+        from conveyor.graph.names import resolve
+
+        found = resolve(self, name)
+        if found is None:
+            raise ModelError(f"graph '{self.name}' has no node '{name}' (by node name or layer name)") from None
+        return self._node_by_name[found]
+
+    @property
+    def layer_names(self) -> dict[str, str]:
+        """node name -> the short, unique layer name users see (conveyor.graph.names)."""
+        from conveyor.graph.names import layer_names
+
+        return layer_names(self)
 
     def producer(self, tensor: str) -> Node | None:
         return self._producers.get(tensor)

@@ -87,7 +87,9 @@ class Emulator:
         self.graph = graph
         self.input_formats = dict(input_formats or {})
         self.last_formats: dict[str, Any] = {}
-        self.config = PrecisionConfig.coerce(precision)
+        from conveyor.graph.names import resolve_config
+
+        self.config = resolve_config(graph, precision)
         self.config.check_against({n.name for n in graph.nodes}, {n.op_type for n in graph.nodes}, graph.name)
         from conveyor.numerics.cast import cast
 
@@ -251,6 +253,7 @@ __all__ = ["Emulator", "LayerStats", "CastContext", "emulator_for"]
 class LayerReport:
     node: str
     op_type: str
+    layer: str             # the short layer name (conveyor.graph.names)
     result_format: str
     min: float
     max: float
@@ -317,7 +320,7 @@ def quantization_report(graph, precision, inputs: np.ndarray, labels: np.ndarray
     for n in layer_nodes:
         s = stats.get(n.name)
         layers.append(LayerReport(
-            node=n.name, op_type=n.op_type,
+            node=n.name, op_type=n.op_type, layer=graph.layer_names[n.name],
             result_format=s.result_format if s else "(passes its input's format)",
             min=s.min if s else float("nan"), max=s.max if s else float("nan"),
             overflow=s.overflow if s else 0, saturated=s.saturated if s else 0,

@@ -7,7 +7,7 @@ A config is a plain dict (or YAML file) that a Plan file can carry:
     input: "ap_fixed<16,6>"            # graph inputs (default: `default`)
     op_types:                          # per op type
       Softmax: {result: "ap_fixed<18,8,AP_RND,AP_SAT>"}
-    nodes:                             # per node name (wins over op_types)
+    nodes:                             # per node or layer name (`/fc1/Gemm` or `fc1`; wins over op_types)
       conv1: {weight: "ap_fixed<8,3>", result: "ap_fixed<16,6,AP_RND_CONV,AP_SAT>"}
     tables:                            # lookup tables of the nonlinear functions (docs/numerics.md)
       sigmoid: {size: 1024, min: -8, max: 8, format: "ap_fixed<18,8>"}
@@ -165,6 +165,25 @@ class PrecisionConfig:
 
         return replace(self, nodes={k: v for k, v in self.nodes.items() if k in node_names},
                        op_types={k: v for k, v in self.op_types.items() if k in op_types})
+
+    def with_node_keys(self, resolve) -> "PrecisionConfig":
+        """The same config with every `nodes:` key passed through `resolve` (a layer name such as
+        `fc1` -> its node name `/fc1/Gemm`; None: keep the key, check_against then names it).
+        Two keys for one node merge; a role they set differently is an error."""
+        from dataclasses import replace
+
+        merged: dict[str, dict[str, str]] = {}
+        origin: dict[str, str] = {}
+        for key, roles in self.nodes.items():
+            target = resolve(key) or key
+            entry = merged.setdefault(target, {})
+            for role, text in roles.items():
+                if role in entry and entry[role] != text:
+                    raise PrecisionError(f"precision.nodes: '{origin[target]}' and '{key}' both name node "
+                                         f"'{target}' and set {role} to {entry[role]!r} and {text!r}; keep one")
+                entry[role] = text
+            origin.setdefault(target, key)
+        return self if merged == {k: dict(v) for k, v in self.nodes.items()} else replace(self, nodes=merged)
 
     def check_against(self, node_names: set[str], op_types: set[str], graph_name: str) -> None:
         """Reject overrides that name no node or op type of the graph (a typo would be silent)."""

@@ -41,9 +41,9 @@ def build_stages(plan: Plan, graph, backends: Mapping[str, str] | None = None) -
         raise PlanError(f"the plan was made for model '{plan.model}' (fingerprint {plan.fingerprint[:12]}); "
                         f"graph '{graph.name}' has fingerprint {graph.fingerprint()[:12]}")
     from conveyor.graph.quantized import tensor_formats
-    from conveyor.numerics.config import PrecisionConfig
+    from conveyor.graph.names import resolve_config
 
-    config = PrecisionConfig.coerce(plan.precision)
+    config = resolve_config(graph, plan.precision)  # its nodes: may name layers (fc1)
     formats = tensor_formats(graph, config)
     backends = dict(backends or {})
     order = [n.name for n in graph.nodes]

@@ -1,0 +1,77 @@
+"""Layer names: `fc1` for `/fc1/Gemm`, unique, accepted wherever a node name is."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import conveyor
+from conveyor import PrecisionError
+from conveyor.graph.names import short_name
+
+
+class _Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = torch.nn.Linear(6, 8)
+        self.features = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Tanh())
+        self.fc_out = torch.nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.fc_out(self.features(torch.relu(self.fc1(x))))
+
+
+@pytest.fixture(scope="module")
+def graph():
+    torch.manual_seed(0)
+    return conveyor.from_torch(_Net(), torch.zeros(1, 6))
+
+
+def test_short_names_follow_module_paths():
+    assert short_name("/fc1/Gemm") == "fc1"
+    assert short_name("/features/features.0/Gemm") == "features_0"
+    assert short_name("/Relu_1") == "relu_1"
+    assert short_name("conv1") == "conv1"
+
+
+def test_every_node_has_a_unique_layer_name(graph):
+    names = graph.layer_names
+    assert set(names) == {n.name for n in graph.nodes}
+    assert len(set(names.values())) == len(names)
+    assert {"fc1", "features_0", "features_1", "fc_out"} <= set(names.values()), names
+    assert graph.node("fc1").name == next(k for k, v in names.items() if v == "fc1")
+
+
+def test_precision_config_takes_layer_names(graph):
+    x = np.random.default_rng(0).standard_normal((5, 1, 6))
+    fc1 = graph.node("fc1").name
+    by_layer = graph.run(x, precision={"default": "ap_fixed<16,6>", "nodes": {"fc1": {"weight": "ap_fixed<4,1>"}}})
+    by_node = graph.run(x, precision={"default": "ap_fixed<16,6>", "nodes": {fc1: {"weight": "ap_fixed<4,1>"}}})
+    plain = graph.run(x, precision="ap_fixed<16,6>")
+    k = graph.output_names[0]
+    np.testing.assert_array_equal(by_layer[k], by_node[k])
+    assert not np.array_equal(by_layer[k], plain[k])  # the override took effect
+    with pytest.raises(PrecisionError, match="both name node"):
+        graph.run(x, precision={"default": "ap_fixed<16,6>",
+                                "nodes": {"fc1": {"weight": "ap_fixed<4,1>"}, fc1: {"weight": "ap_fixed<6,1>"}}})
+    with pytest.raises(PrecisionError, match="fc9"):
+        graph.run(x, precision={"default": "ap_fixed<16,6>", "nodes": {"fc9": {"weight": "ap_fixed<4,1>"}}})
+
+
+def test_inspect_and_quantize_show_layer_names(graph, tmp_path):
+    from click.testing import CliRunner
+
+    from conveyor.cli import cli
+
+    path = tmp_path / "net.onnx"
+    torch.onnx.export(_Net(), torch.zeros(1, 6), str(path), dynamo=False)
+    r = CliRunner().invoke(cli, ["inspect", str(path), "--json"])
+    assert r.exit_code == 0, r.output
+    import json
+
+    layers = [row["layer"] for row in json.loads(r.output)["layers"]]
+    assert "fc1" in layers and "fc_out" in layers
+    r = CliRunner().invoke(cli, ["quantize", str(path), "--precision", "ap_fixed<16,6>", "--json", "-n", "4"])
+    assert r.exit_code == 0, r.output
+    assert "fc_out" in [row["layer"] for row in json.loads(r.output)["reports"][0]["layers"]]
