@@ -329,7 +329,7 @@ def quantization_report(graph, precision, inputs: np.ndarray, labels: np.ndarray
         ))
     n_samples = len(inputs)
     return QuantReport(
-        precision=str(config.default) if not (config.roles or config.op_types or config.nodes) else repr(config.to_dict()),
+        precision=precision if isinstance(precision, str) else str(config.default) if not (config.roles or config.op_types or config.nodes) else repr(config.to_dict()),
         samples=n_samples, layers=layers,
         accuracy=correct / n_samples if labels is not None else None,
         float_accuracy=correct_float / n_samples if labels is not None else None,

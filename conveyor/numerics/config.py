@@ -20,6 +20,10 @@ specific place that names it: nodes > op_types > top-level role key > default, e
 `res_T`; docs/numerics.md, "Kernels", item 7). Formats are
 ap_fixed family strings (`ap_fixed<16,6>`, `fixed<8,3>`, `ap_int<8>` ...) or block
 floating point (`mx:fp8_e4m3`, `mx:int8/32`, `msfp12`).
+
+A bare format string ("ap_fixed<16,6>") is `{default: ...}`: exact accumulators.
+"hls4ml:ap_fixed<16,6>" is what hls4ml 1.3.0 does with that model precision
+(conveyor.numerics.hls4ml_defaults): accumulators of the model precision too.
 """
 
 from __future__ import annotations
@@ -114,6 +118,7 @@ class PrecisionConfig:
             raise PrecisionError(f"{source}: unknown keys {sorted(unknown)}; accepted: {sorted(_TOP_KEYS)}")
         if "default" not in data:
             raise PrecisionError(f"{source}: 'default' is required (e.g. default: \"ap_fixed<16,6>\")")
+        data = _with_hls4ml_defaults(data)
         default = _format_text(data["default"], f"{source}.default", allow_auto=False)
         roles = {r: _format_text(data[r], f"{source}.{r}", allow_auto=r == "accum") for r in ROLES if r in data}
         inp = _format_text(data["input"], f"{source}.input", allow_auto=False) if "input" in data else None
@@ -197,6 +202,19 @@ class PrecisionConfig:
 
     def table(self, name: str, default: Mapping[str, Any]) -> dict[str, Any]:
         return {**default, **self.tables.get(name, {})}
+
+
+def _with_hls4ml_defaults(data: Mapping) -> Mapping:
+    """`default: "hls4ml:<format>"` -> hls4ml's defaults for that format (numerics.hls4ml_defaults),
+    under whatever else `data` sets (its tables merged by name)."""
+    from conveyor.numerics.hls4ml_defaults import expand
+
+    base = expand(data["default"]) if isinstance(data["default"], str) else None
+    if base is None:
+        return data
+    out = {**base, **{k: v for k, v in data.items() if k != "default"}}
+    out["tables"] = {**base["tables"], **dict(data.get("tables") or {})}
+    return out
 
 
 def _format_text(value: Any, where: str, *, allow_auto: bool) -> str:
