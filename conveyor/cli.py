@@ -265,13 +265,16 @@ def quantize(model: str, precisions: tuple[str, ...], config_path: str | None, d
         return
     for r in reports:
         table = Table(title=f"{graph.name} at {r.precision} ({r.samples} samples)", title_justify="left")
-        for col in ("layer", "op", "result format", "range seen", "overflow", "saturated", "max |err|", "rel RMS err"):
+        for col in ("layer", "op", "result format", "range seen", "overflow", "saturated", "accum sat/wrap",
+                    "max |err|", "rel RMS err"):
             table.add_column(col, justify="left" if col in ("layer", "op", "result format") else "right")
         for l in r.layers:
             rng = "-" if l.min != l.min else f"[{l.min:.4g}, {l.max:.4g}]"
             table.add_row(l.layer, l.op_type, l.result_format, rng,
                           "n/a" if l.overflow is None else _fmt_int(l.overflow),
                           "n/a" if l.saturated is None else _fmt_int(l.saturated),
+                          "-" if not l.accum_format else
+                          f"{_fmt_int(l.accum_overflow)} {'sat' if l.accum_saturating else 'wrap'}",
                           f"{l.max_abs_error:.3g}", f"{l.rms_rel_error:.3g}")
         _out.print(table)
     if y is not None:

@@ -31,6 +31,14 @@ class LayerStats:
     max: float = -np.inf
     overflow: int | None = 0   # values whose rounded value lay outside the result format's range
     saturated: int | None = 0  # of those, the ones clipped by a SAT mode (the rest wrapped); None: not counted
+    #: a lossy accumulator's casts (ops.fixed.CastCounts): its format, and the overflow events
+    #: of the bias, product and running-sum casts; the mode (SAT: saturations, else wraps)
+    accum_format: str | None = None
+    accum_bias_overflow: int = 0
+    accum_product_overflow: int = 0
+    accum_sum_overflow: int = 0
+    accum_casts: int = 0       # product casts + sum casts + bias casts seen
+    accum_saturating: bool = False
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -55,6 +63,16 @@ class CastContext:
         got = self._param_ranges.get(id(a))
         return got if got is not None else (float(np.min(a)), float(np.max(a)))
 
+    def record_accum(self, node, fmt, counts) -> None:
+        """Add one accumulate call's overflow counts (ops.fixed.CastCounts) to the node's stats."""
+        st = self.stats.setdefault(node.name, LayerStats(node.name, node.op_type, "(no result cast)"))
+        st.accum_format = str(fmt)
+        st.accum_saturating = str(getattr(fmt, "overflow", "")).startswith("SAT")
+        st.accum_bias_overflow += counts.bias
+        st.accum_product_overflow += counts.products
+        st.accum_sum_overflow += counts.sums
+        st.accum_casts += sum(counts.casts.values())
+
     def cast(self, node, values: np.ndarray, fmt, axis: int = -1, inplace: bool = False) -> np.ndarray:
         """`values` cast to `fmt`; `inplace`: the caller owns `values`, which may be overwritten."""
         if fmt is None:
@@ -63,6 +81,7 @@ class CastContext:
 
         if self.observe and values.size:
             st = self.stats.setdefault(node.name, LayerStats(node.name, node.op_type, str(fmt)))
+            st.result_format = str(fmt)
             st.count += int(values.size)
             st.min = min(st.min, float(np.min(values)))
             st.max = max(st.max, float(np.max(values)))
@@ -259,6 +278,10 @@ class LayerReport:
     max: float
     overflow: int | None
     saturated: int | None
+    accum_format: str | None   # a lossy accumulator's format (None: exact or none)
+    accum_overflow: int        # its overflow events: bias, product and running-sum casts
+    accum_saturating: bool     # True: those events saturated (SAT modes), else they wrapped
+    accum_casts: int           # casts the accumulator made
     max_abs_error: float   # against the float reference, same inputs
     rms_rel_error: float   # RMS error / RMS of the float values
 
@@ -324,6 +347,10 @@ def quantization_report(graph, precision, inputs: np.ndarray, labels: np.ndarray
             result_format=s.result_format if s else "(passes its input's format)",
             min=s.min if s else float("nan"), max=s.max if s else float("nan"),
             overflow=s.overflow if s else 0, saturated=s.saturated if s else 0,
+            accum_format=s.accum_format if s else None,
+            accum_overflow=(s.accum_bias_overflow + s.accum_product_overflow + s.accum_sum_overflow) if s else 0,
+            accum_saturating=bool(s and s.accum_saturating),
+            accum_casts=s.accum_casts if s else 0,
             max_abs_error=err_max[n.name],
             rms_rel_error=float(np.sqrt(err_sq[n.name] / ref_sq[n.name])) if ref_sq[n.name] > 0 else 0.0,
         ))
@@ -342,6 +369,10 @@ def merge_stats(stats: dict[str, LayerStats], s: LayerStats) -> None:
         return
     t = stats[s.node]
     t.count += s.count
+    for k in ("accum_bias_overflow", "accum_product_overflow", "accum_sum_overflow", "accum_casts"):
+        setattr(t, k, getattr(t, k) + getattr(s, k))
+    t.accum_format = t.accum_format or s.accum_format
+    t.accum_saturating = t.accum_saturating or s.accum_saturating
     t.min, t.max = min(t.min, s.min), max(t.max, s.max)
     if t.overflow is None or s.overflow is None:
         t.overflow = t.saturated = None

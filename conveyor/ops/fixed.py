@@ -16,9 +16,10 @@ The exact arithmetic of each is in docs/numerics.md.
 
 from __future__ import annotations
 
+import contextvars
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
@@ -30,6 +31,39 @@ from conveyor.numerics.cast import frac_bits, is_fixed
 Kernel = Callable[..., tuple[tuple[np.ndarray, ...], tuple]]
 
 _EXACT_UNITS = 2.0 ** 53  # float64 sums of integers below this are exact in any order
+
+
+@dataclass
+class CastCounts:
+    """Overflow events of a lossy accumulator's casts over one `accumulate` call: the bias
+    cast `(accum_t) b` (once per output), each product cast `(accum_t)(x * w)` and each
+    running sum's cast `acc = (accum_t)(acc + p)`; `casts` counts product casts (one per
+    product) and sum casts (one per product and output) alike."""
+
+    bias: int = 0
+    products: int = 0
+    sums: int = 0
+    casts: dict = field(default_factory=lambda: {"bias": 0, "products": 0, "sums": 0})
+
+
+#: set while an observing run (CastContext.observe) accumulates: the fast paths that cannot
+#: say how many casts overflowed (one wrap of the exact sum) step aside for the tap loop.
+_COUNTS: contextvars.ContextVar[CastCounts | None] = contextvars.ContextVar("conveyor_cast_counts", default=None)
+
+
+def counting_casts(counts: CastCounts):
+    """Context manager: record accumulator overflow events into `counts`."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def scope():
+        token = _COUNTS.set(counts)
+        try:
+            yield counts
+        finally:
+            _COUNTS.reset(token)
+
+    return scope()
 
 
 def result_axis(ndim: int) -> int:
@@ -118,13 +152,30 @@ def dot(float_dot: Callable[..., np.ndarray], reduce_len: Callable[[np.ndarray],
         fb = fmts[spec.b_slot] if has_b else None
         # The Emulator's values lie inside their formats' ranges: bounds come from the formats
         # and the parameters' ranges, which the context caches (no scan of x or w per run).
-        acc = accumulate(spec, node, x, w, b, fmts[spec.x_slot], fmts[spec.w_slot], fb, prec.accum,
-                         in_range=True, value_range=getattr(ctx, "value_range", None))
+        observe = getattr(ctx, "observe", False) and is_fixed(prec.accum)
+        counts = CastCounts() if observe else None
+        with counting_casts(counts) if observe else _nothing():
+            acc = accumulate(spec, node, x, w, b, fmts[spec.x_slot], fmts[spec.w_slot], fb, prec.accum,
+                             in_range=True, value_range=getattr(ctx, "value_range", None))
+        if observe:
+            counts.casts["sums"] = counts.casts["products"] = int(acc.size) * int(spec.reduce_len(w))
+            if b is not None and b.size:  # each output casts its bias once: (accum_t) b
+                from conveyor.numerics.cast import overflow_count
+
+                counts.casts["bias"] = int(acc.size)
+                counts.bias = overflow_count(b, prec.accum) * (int(acc.size) // int(b.size))
+            ctx.record_accum(node, prec.accum, counts)
         y = ctx.cast(node, acc, prec.result, result_axis(acc.ndim), **_owned(acc, x, w, b))
         return (y,), (prec.result,)
 
     run_fixed.spec = spec
     return run_fixed
+
+
+def _nothing():
+    import contextlib
+
+    return contextlib.nullcontext()
 
 
 def accumulate(spec: DotSpec, node, x: np.ndarray, w: np.ndarray, b: np.ndarray | None,
@@ -169,6 +220,7 @@ def accumulate(spec: DotSpec, node, x: np.ndarray, w: np.ndarray, b: np.ndarray 
 
     A = accum
     b_acc = A.quantize(b) if b is not None else None  # hls4ml: acc = (accum_t) bias
+    counts = _COUNTS.get()
     bias_units = A.frac_bits if not is_fixed(fb) else min(A.frac_bits, fb.frac_bits)
     units = max(prod_frac, bias_units) if b is not None else prod_frac
     on_grid = A.frac_bits >= prod_frac  # products land on accum's grid: nothing ever rounds
@@ -190,7 +242,7 @@ def accumulate(spec: DotSpec, node, x: np.ndarray, w: np.ndarray, b: np.ndarray 
         s = k * pmax
         if _fits(A, 0.0 if nonneg else -pmax, pmax) and _fits(A, blo - (0.0 if nonneg else s), bhi + s):
             return _exact_sum(spec, node, x, w, b_acc, units, s + _absmax(b_acc), A)
-        if A.overflow == "WRAP" and A.sat_bits == 0:
+        if A.overflow == "WRAP" and A.sat_bits == 0 and counts is None:
             return _wrapped_sum(spec, node, x, w, fracs, b_acc, A, units, s + _absmax(b_acc))
         if _fits(A, 0.0 if nonneg else -pmax, pmax):
             # A tighter bound per output: sum_k |x_k| |w_k| (one more product).
@@ -353,7 +405,7 @@ def _sequential(spec, node, x, w, fracs, b_acc, A, units: int, pmax: float, k: i
     fast_round = pmax * 2.0 ** prod_frac < 2.0 ** 52
     # AP_WRAP, N = 0 with rounding products: the casts of the sums are reductions mod 2^W,
     # so the rounded products may be summed exactly and wrapped once (any order).
-    deferred = (method == "auto" and not on_grid and fast_round and A.overflow == "WRAP" and A.sat_bits == 0
+    deferred = (method == "auto" and _COUNTS.get() is None and not on_grid and fast_round and A.overflow == "WRAP" and A.sat_bits == 0
                 and (_absmax(b_acc) + k * (pmax + A.lsb)) * 2.0 ** A.frac_bits < _EXACT_UNITS)
     if method == "sequential":
         mode = "literal"  # the reference: FixedType.quantize for every cast
@@ -404,12 +456,17 @@ def _tap_step(p, acc, A, lo: float, hi: float, scale: float, mode: str) -> np.nd
     """One tap of hls4ml's loop: ``acc += (accum_t) p; acc = (accum_t) acc``."""
     p = np.asarray(p, dtype=np.float64)
     if mode == "grid":
-        acc += _overflow(p, A, lo, hi, scale)
+        acc += _overflow(p, A, lo, hi, scale, what="products")
     elif mode == "round":
-        acc += _overflow(_round_units(p, A.rounding, inplace=False), A, lo, hi, scale, unrounded=p)
+        acc += _overflow(_round_units(p, A.rounding, inplace=False), A, lo, hi, scale, unrounded=p, what="products")
     else:
+        counts = _COUNTS.get()
+        if counts is not None:
+            from conveyor.numerics.cast import overflow_count
+
+            counts.products += overflow_count(p * (1.0 / scale), A)
         acc += A.quantize(p)
-    return A.quantize(acc) if mode == "literal" else _overflow(acc, A, lo, hi, scale)
+    return A.quantize(acc) if mode == "literal" else _overflow(acc, A, lo, hi, scale, what="sums")
 
 
 def _tap_groups(term, block, n_taps: int, shape, acc, A, lo: float, hi: float, scale: float,
@@ -442,7 +499,8 @@ def _tap_groups(term, block, n_taps: int, shape, acc, A, lo: float, hi: float, s
     return acc
 
 
-def _overflow(v: np.ndarray, A, lo: float, hi: float, scale: float, unrounded: np.ndarray | None = None) -> np.ndarray:
+def _overflow(v: np.ndarray, A, lo: float, hi: float, scale: float, unrounded: np.ndarray | None = None,
+              what: str | None = None) -> np.ndarray:
     """`(accum_t) v` for `v` (in units of 1/scale) on accum's grid after rounding, where only
     overflow can change a value: in-range arrays come back as they are, saturation is a
     clip; other modes cast the out-of-range values (from `unrounded` when given: AP_WRAP_SM
@@ -451,6 +509,9 @@ def _overflow(v: np.ndarray, A, lo: float, hi: float, scale: float, unrounded: n
         return v
     if lo <= float(v.min()) and float(v.max()) <= hi:
         return v
+    counts = _COUNTS.get() if what else None
+    if counts is not None:  # an observing run: count this cast's overflow events
+        setattr(counts, what, getattr(counts, what) + int(np.count_nonzero((v < lo) | (v > hi))))
     if A.overflow == "SAT" or (A.overflow == "SAT_SYM" and (A.width > 1 or not A.signed)):
         bottom = -A.max_value if A.overflow == "SAT_SYM" and A.signed else A.min_value
         np.clip(v, bottom * scale, A.max_value * scale, out=v)
