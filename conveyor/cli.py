@@ -199,6 +199,16 @@ _HARDWARE_TABLES = {
 }
 
 
+def _hls4ml_precision(path: str, graph) -> dict:
+    """The precision config of an hls4ml config.yml; what conveyor does not act on goes to stderr."""
+    from conveyor.frontends.hls4ml_config import read_hls4ml_config
+
+    cfg = read_hls4ml_config(path, graph)
+    for line in cfg.unused:
+        click.echo(f"{path}: not used: {line}", err=True)
+    return dict(cfg.precision)
+
+
 def _load_samples(data: str | None, graph, n: int | None):
     """(inputs, labels or None) for `--data`: 'digits', an .npz with x (and y), or seeded noise."""
     import numpy as np
@@ -228,6 +238,8 @@ def _load_samples(data: str | None, graph, n: int | None):
               help='A format for every role, e.g. "ap_fixed<16,6>" or "mx:fp8_e4m3"; repeat to compare several.')
 @click.option("--config", "config_path", type=click.Path(dir_okay=False),
               help="A precision config (YAML); each --precision replaces its default.")
+@click.option("--hls4ml-config", "hls4ml_path", type=click.Path(dir_okay=False),
+              help="hls4ml's config.yml: its precisions (hls4ml's meaning) instead of --config.")
 @click.option("--data", help="digits (the scikit-learn test split) or an .npz with x and optional labels y; default: seeded noise.")
 @click.option("-n", "samples", type=int, help="Use the first N samples.")
 @click.option("--sweep", help="LO:HI — vary the total width W of the (single) --precision from LO to HI, "
@@ -235,8 +247,8 @@ def _load_samples(data: str | None, graph, n: int | None):
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
               help="Where to write the sweep's accuracy-vs-width chart (SVG; default MODEL-sweep.svg).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def quantize(model: str, precisions: tuple[str, ...], config_path: str | None, data: str | None,
-             samples: int | None, sweep: str | None, plot_path: str | None, as_json: bool) -> None:
+def quantize(model: str, precisions: tuple[str, ...], config_path: str | None, hls4ml_path: str | None,
+             data: str | None, samples: int | None, sweep: str | None, plot_path: str | None, as_json: bool) -> None:
     """Run MODEL bit-accurately at each precision: per layer the range seen, overflow and
     saturation counts and error against float; end accuracy when labels are given."""
     from conveyor.graph.quantized import quantization_report
@@ -244,6 +256,8 @@ def quantize(model: str, precisions: tuple[str, ...], config_path: str | None, d
 
     graph = _resolve_model(model)
     base = PrecisionConfig.load(config_path).to_dict() if config_path else None
+    if hls4ml_path:
+        base = _hls4ml_precision(hls4ml_path, graph)
     if not precisions and base is None:
         raise ConveyorError('say which precision: --precision "ap_fixed<16,6>" (repeatable) or --config cfg.yaml')
     if sweep:
@@ -383,6 +397,8 @@ def _resolve_cluster(spec: str):
               help="A cluster .yaml file, or BOARD:K[:LINK] (e.g. zynq7035:4:srio-10g).")
 @click.option("--precision", default="ap_fixed<16,6>", show_default=True, help="Number format of every layer.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="A precision config (YAML) instead.")
+@click.option("--hls4ml-config", "hls4ml_path", type=click.Path(dir_okay=False),
+              help="hls4ml's config.yml: its precisions (hls4ml's meaning) instead of --precision.")
 @click.option("--objective", type=click.Choice(["throughput", "latency", "edge-cloud"]), default="throughput",
               show_default=True)
 @click.option("--arch", type=click.Choice(["dataflow", "overlay"]), default="dataflow", show_default=True,
@@ -393,7 +409,8 @@ def _resolve_cluster(spec: str):
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the plan (JSON) here.")
 @click.option("--report", type=click.Path(dir_okay=False), help="Write an HTML report with the stage chart here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
-def plan_cmd(model: str, cluster_spec: str, precision: str, config_path: str | None, objective: str, arch: str,
+def plan_cmd(model: str, cluster_spec: str, precision: str, config_path: str | None, hls4ml_path: str | None,
+             objective: str, arch: str,
              profile_specs: tuple[str, ...], pareto: bool, output: str | None, report: str | None,
              as_json: bool) -> None:
     """Cut MODEL into pipeline stages over the cluster's devices, choosing every layer's
@@ -407,6 +424,8 @@ def plan_cmd(model: str, cluster_spec: str, precision: str, config_path: str | N
     graph = _resolve_model(model)
     cluster = _resolve_cluster(cluster_spec)
     prec = PrecisionConfig.load(config_path) if config_path else precision
+    if hls4ml_path:
+        prec = _hls4ml_precision(hls4ml_path, graph)
     profiles = {}
     for spec in profile_specs:
         device, sep, path = spec.partition("=")
