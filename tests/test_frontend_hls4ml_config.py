@@ -54,6 +54,7 @@ def test_reads_precision_parallelism_part_clock(graph):
     cfg = read_hls4ml_config(CONFIG, graph)
     fc1, fc2 = graph.node("fc1").name, graph.node("fc2").name
     assert cfg.precision["default"] == "hls4ml:fixed<16,6>"
+    assert cfg.precision["order"] == "hls4ml_io_stream"
     assert cfg.precision["nodes"][fc1] == {"weight": "ap_fixed<8,3>", "bias": "ap_fixed<8,3>",
                                           "result": "ap_fixed<12,4,AP_RND,AP_SAT>", "accum": "auto"}
     assert cfg.precision["nodes"][fc2] == {r: "ap_fixed<14,5>" for r in ("weight", "bias", "result", "accum")}
@@ -73,7 +74,7 @@ def test_the_precision_runs_as_hls4ml_means_it(graph):
     x = np.random.default_rng(0).standard_normal((64, 10))
     got = graph.run(x, precision=cfg.precision)
     fc1, fc2 = graph.node("fc1").name, graph.node("fc2").name
-    by_hand = {"default": "ap_fixed<16,6>", "accum": "ap_fixed<16,6>",
+    by_hand = {"default": "ap_fixed<16,6>", "accum": "ap_fixed<16,6>", "order": "hls4ml_io_stream",
                "op_types": {"Softmax": {"weight": "ap_fixed<18,8>", "bias": "ap_fixed<18,8>",
                                         "result": "ap_fixed<18,8>", "accum": "ap_fixed<18,8>"}},
                "nodes": {fc1: {"weight": "ap_fixed<8,3>", "bias": "ap_fixed<8,3>",

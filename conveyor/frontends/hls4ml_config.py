@@ -12,7 +12,7 @@ hls4ml writes (and its users edit) a YAML file like
 
 `read_hls4ml_config(path, graph)` gives an `Hls4mlConfig`: a conveyor precision config with
 hls4ml's meaning (a Model precision P is `hls4ml:P`: accumulators of P too, see
-conveyor.numerics.hls4ml_defaults), the per-layer ReuseFactor and Strategy (for the planner to
+conveyor.numerics.hls4ml_defaults; `order` from IOType), the per-layer ReuseFactor and Strategy (for the planner to
 pin), IOType, part and clock; and `unused`: every key conveyor read but does not act on
 (Compression, BramFactor, Trace, OutputDir, ...), by its path in the file, never silently
 dropped. hls4ml's precision resolution is LayerName > LayerType > Model, per variable, then the
@@ -151,6 +151,7 @@ def read_hls4ml_config(source: str | os.PathLike | Mapping, graph) -> Hls4mlConf
     io_type = str(data.get("IOType", "io_parallel"))
     if io_type not in IO_TYPES:
         raise PrecisionError(f"{where}: IOType {io_type!r}; accepted: {list(IO_TYPES)}")
+    precision["order"] = f"hls4ml_{io_type}"  # the order its Dense after a Flatten sums in
     part = data.get("Part", data.get("XilinxPart"))
     if "Part" in data and "XilinxPart" in data and data["Part"] != data["XilinxPart"]:
         unused.append(f"XilinxPart: {data['XilinxPart']} (Part {data['Part']} wins)")

@@ -142,6 +142,15 @@ class Emulator:
                     w = graph.weights[node.inputs[slot]].astype(np.float64)
                     self.params[(node.name, slot)] = cast(w, fmt, _param_axis(node.op_type, slot, w.ndim))
                     self.param_formats[(node.name, slot)] = fmt
+        # hls4ml io_parallel's layout: a Dense after a Flatten sums its inputs in H, W, C order
+        self.input_order: dict[str, np.ndarray] = {}
+        if self.config.order == "hls4ml_io_parallel":
+            for node in graph.nodes:
+                perm = flatten_order(graph, node)
+                if perm is not None:
+                    self.input_order[node.name] = perm
+                    w = self.params[(node.name, 1)]
+                    self.params[(node.name, 1)] = w[:, perm] if node.attr("transB", 0) else w[perm]
         # Non-parameter constants (e.g. a Reshape's shape) pass through unquantized.
         # (min, max) of every parameter, once: kernels bound their sums with it (CastContext.value_range)
         self._param_ranges = {id(v): (float(np.min(v)), float(np.max(v))) for v in self.params.values()
@@ -194,6 +203,8 @@ class Emulator:
                 else:
                     args.append(env[t])
                     fmts.append(formats[t])
+            if node.name in self.input_order:  # the products in hls4ml's order (weights permuted once)
+                args[0] = args[0][:, self.input_order[node.name]]
             try:
                 results, out_fmts = opdef.run_fixed(node, args, fmts, prec, ctx)
             except (ModelError, PrecisionError):
@@ -225,6 +236,24 @@ class Emulator:
         if id(graph) not in cache:
             cache[id(graph)] = (graph, Emulator(graph, self.config, self.input_formats))
         return cache[id(graph)][1]
+
+
+def flatten_order(graph, node) -> np.ndarray | None:
+    """For a Dense/Gemm (weights constant, A not transposed) fed by a Flatten (or Reshape) of
+    a [N, C, *spatial] tensor: the input indices in hls4ml io_parallel's order (spatial
+    positions outer, channels inner); None for any other node."""
+    if node.op_type not in ("Dense", "Gemm") or node.attr("transA", 0) or not graph.is_weight(node.inputs[1]):
+        return None
+    src = graph.producer(node.inputs[0])
+    if src is None or src.op_type not in ("Flatten", "Reshape"):
+        return None
+    shape = graph.tensors[src.inputs[0]].shape
+    out = graph.tensors[node.inputs[0]].shape
+    if len(shape) < 3 or len(out) != 2 or out[0] != shape[0] or src.attr("axis", 1) != 1:
+        return None
+    c, spatial = shape[1], shape[2:]
+    idx = np.arange(int(np.prod(shape[1:]))).reshape((c,) + tuple(spatial))
+    return np.moveaxis(idx, 0, -1).reshape(-1)
 
 
 def _param_axis(op_type: str, slot: int, ndim: int) -> int:

@@ -9,6 +9,7 @@ A config is a plain dict (or YAML file) that a Plan file can carry:
       Softmax: {result: "ap_fixed<18,8,AP_RND,AP_SAT>"}
     nodes:                             # per node or layer name (`/fc1/Gemm` or `fc1`; wins over op_types)
       conv1: {weight: "ap_fixed<8,3>", result: "ap_fixed<16,6,AP_RND_CONV,AP_SAT>"}
+    order: onnx                        # a Dense after a Flatten sums in C,H,W (onnx, hls4ml_io_stream) or H,W,C (hls4ml_io_parallel)
     tables:                            # lookup tables of the nonlinear functions (docs/numerics.md)
       sigmoid: {size: 1024, min: -8, max: 8, format: "ap_fixed<18,8>"}
       softmax: {implementation: stable}
@@ -39,7 +40,12 @@ ROLES = ("weight", "bias", "accum", "result", "state", "cell")
 #: roles that, when no place names them, take the node's `result` format instead of `default`
 RESULT_LIKE = ("state", "cell")
 AUTO = "auto"
-_TOP_KEYS = {"default", "input", "op_types", "nodes", "tables", *ROLES}
+_TOP_KEYS = {"default", "input", "op_types", "nodes", "tables", "order", *ROLES}
+#: the order a Dense/Gemm fed by a Flatten of a [N, C, H, W] tensor sums its inputs in:
+#: "onnx" (C, H, W: the graph's own, conveyor's default, what code generation writes),
+#: "hls4ml_io_parallel" (H, W, C: hls4ml's RemoveTransposeBeforeFlatten permutes the weights),
+#: "hls4ml_io_stream" (C, H, W: hls4ml keeps the transpose)
+ORDERS = ("onnx", "hls4ml_io_parallel", "hls4ml_io_stream")
 #: the lookup tables a config may set and the keys each takes (defaults: conveyor.ops.lut)
 TABLE_KEYS = {
     "sigmoid": ("size", "min", "max", "format"),
@@ -88,6 +94,7 @@ class PrecisionConfig:
     op_types: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     nodes: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     tables: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    order: str = "onnx"
 
     # ---- construction ------------------------------------------------------------------
 
@@ -122,7 +129,11 @@ class PrecisionConfig:
         default = _format_text(data["default"], f"{source}.default", allow_auto=False)
         roles = {r: _format_text(data[r], f"{source}.{r}", allow_auto=r == "accum") for r in ROLES if r in data}
         inp = _format_text(data["input"], f"{source}.input", allow_auto=False) if "input" in data else None
+        order = data.get("order", "onnx")
+        if order not in ORDERS:
+            raise PrecisionError(f"{source}.order: {order!r}; accepted: {list(ORDERS)}")
         return cls(
+            order=order,
             default=default,
             roles=roles,
             input=inp,
@@ -135,6 +146,8 @@ class PrecisionConfig:
         out: dict[str, Any] = {"default": self.default, **self.roles}
         if self.input is not None:
             out["input"] = self.input
+        if self.order != "onnx":
+            out["order"] = self.order
         for key in ("op_types", "nodes", "tables"):
             value = getattr(self, key)
             if value:
