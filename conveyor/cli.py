@@ -206,6 +206,8 @@ def _hls4ml_precision(path: str, graph) -> dict:
     cfg = read_hls4ml_config(path, graph)
     for line in cfg.unused:
         click.echo(f"{path}: not used: {line}", err=True)
+    if cfg.part or cfg.clock_period_ns or set(cfg.reuse_factor.values()) - {1}:
+        click.echo(f"{path}: Part, ClockPeriod and ReuseFactor are read but not yet pinned by the planner", err=True)
     return dict(cfg.precision)
 
 
