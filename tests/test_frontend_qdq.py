@@ -1,0 +1,85 @@
+"""QDQ models (onnxruntime's quantizer, hand-written power-of-two QDQ) -> float graph + precision.
+
+The reference is onnxruntime with graph optimizations off, which executes the ONNX
+semantics of QuantizeLinear/DequantizeLinear; onnxruntime's optimized int8 kernels on
+x86 without VNNI can saturate 16-bit intermediates (see docs/numerics-quantized.md)."""
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto as TP
+from onnx import helper as h
+from onnx import numpy_helper as nh
+
+import conveyor
+
+
+def _ort(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+
+def _qdq_model(act_type=TP.INT8, zp=0, weight_type=TP.INT8, per_axis=False, seed=0):
+    """Conv -> Relu -> MaxPool -> MatMul with power-of-two QDQ on every activation, the
+    Conv/MatMul weights and the Conv's int32 bias, written with onnx.helper."""
+    rng = np.random.default_rng(seed)
+    inits, nodes = [], []
+
+    def const(name, arr, dt=None):
+        arr = np.asarray(arr)
+        inits.append(h.make_tensor(name, dt, arr.shape, arr.ravel().tolist()) if dt else nh.from_array(arr, name))
+        return name
+
+    def qdq(x, s, name):
+        const(name + "_s", np.float32(s))
+        const(name + "_z", np.array(zp), act_type)
+        nodes.append(h.make_node("QuantizeLinear", [x, name + "_s", name + "_z"], [name + "_q"]))
+        nodes.append(h.make_node("DequantizeLinear", [name + "_q", name + "_s", name + "_z"], [name + "_dq"]))
+        return name + "_dq"
+
+    lo, hi = (-8, 7) if weight_type == TP.INT4 else (-128, 127)
+    const("w_q", rng.integers(lo, hi + 1, (4, 3, 3, 3)), weight_type)
+    const("w_s", np.array([2**-6, 2**-5, 2**-6, 2**-7], np.float32) if per_axis else np.float32(2**-6))
+    const("w_z", np.zeros(4 if per_axis else (), int), weight_type)
+    const("b_q", rng.integers(-2000, 2000, 4), TP.INT32)
+    const("b_s", np.float32(2**-10))
+    const("w2_q", rng.integers(-128, 128, (64, 10)), TP.INT8)
+    const("w2_s", np.float32(2**-7))
+    nodes += [h.make_node("DequantizeLinear", ["w_q", "w_s", "w_z"], ["w"], axis=0),
+              h.make_node("DequantizeLinear", ["b_q", "b_s"], ["b"]),
+              h.make_node("DequantizeLinear", ["w2_q", "w2_s"], ["w2"])]
+    nodes.append(h.make_node("Conv", [qdq("x", 2**-4, "qin"), "w", "b"], ["conv"], pads=[1, 1, 1, 1]))
+    nodes.append(h.make_node("Relu", [qdq("conv", 2**-3, "qc")], ["relu"]))
+    nodes.append(h.make_node("MaxPool", [qdq("relu", 2**-3, "qr")], ["pool"], kernel_shape=[2, 2], strides=[2, 2]))
+    nodes.append(h.make_node("Flatten", ["pool"], ["flat"]))
+    nodes.append(h.make_node("MatMul", ["flat", "w2"], ["mm"]))
+    nodes.append(h.make_node("Identity", [qdq("mm", 2**-2, "qo")], ["out"]))
+    g = h.make_graph(nodes, "qdq", [h.make_tensor_value_info("x", TP.FLOAT, [1, 3, 8, 8])],
+                     [h.make_tensor_value_info("out", TP.FLOAT, [1, 10])], inits)
+    model = h.make_model(g, opset_imports=[h.make_opsetid("", 21)])
+    onnx.checker.check_model(model)
+    return model
+
+
+@pytest.mark.parametrize("kw, input_format", [
+    ({}, "ap_fixed<8,4,AP_RND_CONV,AP_SAT>"),
+    ({"act_type": TP.UINT8, "zp": 128}, "ap_fixed<8,4,AP_RND_CONV,AP_SAT>"),   # uint8 around 128 = int8
+    ({"act_type": TP.UINT8}, "ap_ufixed<8,4,AP_RND_CONV,AP_SAT>"),
+    ({"act_type": TP.INT4, "weight_type": TP.INT4, "per_axis": True}, "ap_fixed<4,0,AP_RND_CONV,AP_SAT>"),
+])
+def test_power_of_two_qdq_is_ap_fixed_and_bit_exact(kw, input_format):
+    model = _qdq_model(**kw)
+    graph = conveyor.from_model(model, name="qdq")
+    mp = graph.model_precision
+    assert mp.exact and mp.config.input == input_format
+    assert not any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in graph.nodes)
+    conv = next(n.name for n in graph.nodes if n.op_type == "Conv")
+    assert mp.config.nodes[conv]["result"] == input_format.replace(",4,", ",5,").replace(",0,", ",1,")
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        x = (rng.standard_normal((1, 3, 8, 8)) * 3).astype(np.float32)
+        ref = _ort(model, x)
+        got = graph.run(x, precision=mp.config)["out"]
+        np.testing.assert_array_equal(got, ref.astype(np.float64))
