@@ -4,6 +4,8 @@ The reference is onnxruntime with graph optimizations off, which executes the ON
 semantics of QuantizeLinear/DequantizeLinear; onnxruntime's optimized int8 kernels on
 x86 without VNNI can saturate 16-bit intermediates (see docs/numerics-quantized.md)."""
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -121,3 +123,65 @@ def test_onnxruntime_quantize_static_model_is_approximated_and_reported(tmp_path
         worst = max(worst, float(np.max(np.abs(got - _ort(model, x)))))
     # measured: 1.8 output steps (scale 0.0073) over these inputs
     assert 0 < worst <= 3 * out_q.scale[0]
+
+
+BREVITAS = Path(__file__).parent / "data" / "quantized"  # written by make_brevitas_models.py there
+
+
+def _inputs(n=4, seed=3):
+    rng = np.random.default_rng(seed)
+    return [(rng.standard_normal((1, 3, 8, 8)) * 2).astype(np.float32) for _ in range(n)]
+
+
+def test_brevitas_qcdq_fixed_point_model_is_bit_exact_against_onnxruntime():
+    graph = conveyor.load(BREVITAS / "brevitas_qcdq.onnx")
+    mp = graph.model_precision
+    assert mp.exact
+    formats = {q.kind: q.format for q in mp.quantizers}
+    assert mp.config.input == "ap_fixed<8,4,AP_RND_CONV,AP_SAT>"
+    # brevitas' int8 weights are narrow ([-127, 127], a Clip in QCDQ): symmetric saturation
+    assert formats["weight"].endswith("AP_RND_CONV,AP_SAT_SYM>")
+    model = onnx.load(BREVITAS / "brevitas_qcdq.onnx")
+    for x in _inputs():
+        np.testing.assert_array_equal(graph.run(x, precision=mp.config)["y"], _ort(model, x).astype(np.float64))
+
+
+def _qonnx_exec(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+
+    return execute_onnx(ModelWrapper(model), {"x": x})["y"]
+
+
+@pytest.mark.parametrize("rounding_mode, narrow, exact", [
+    ("ROUND", None, True), ("FLOOR", None, True), ("DOWN", None, True), ("HALF_UP", None, True),
+    ("HALF_DOWN", None, True),
+    ("ROUND", 1, False),   # narrow activations: the unsigned ReLU range [0, 254] is no format's
+])
+def test_brevitas_qonnx_model_matches_qonnx_execution(rounding_mode, narrow, exact):
+    """Brevitas' QONNX export, and the same model with its activation quantizers' rounding and
+    narrow options changed, against qonnx's own execution."""
+    model = onnx.load(BREVITAS / "brevitas_qonnx.onnx")
+    consts = {t.name for t in model.graph.initializer}
+    for n in model.graph.node:
+        if n.op_type == "Quant" and n.input[0] not in consts:   # activation quantizers
+            for a in n.attribute:
+                if a.name == "rounding_mode":
+                    a.s = rounding_mode.encode()
+                if a.name == "narrow" and narrow is not None:
+                    a.i = narrow
+    graph = conveyor.from_model(model, name="qonnx")
+    mp = graph.model_precision
+    assert mp.exact is exact
+    mode = {"ROUND": "AP_RND_CONV", "FLOOR": "AP_TRN", "DOWN": "AP_TRN_ZERO", "HALF_UP": "AP_RND_INF",
+            "HALF_DOWN": "AP_RND_ZERO"}[rounding_mode]
+    assert mp.config.input.startswith(f"ap_fixed<8,4,{mode},AP_SAT")
+    worst = 0.0
+    for x in _inputs():
+        ref = _qonnx_exec(model, x).astype(np.float64)
+        got = graph.run(x, precision=mp.config)["y"]
+        if exact:
+            np.testing.assert_array_equal(got, ref)
+        worst = max(worst, float(np.max(np.abs(got - ref))))
+    out = next(q for q in mp.quantizers if q.tensor == "y")
+    assert worst <= (0 if exact else 2 * out.scale[0])

@@ -48,8 +48,14 @@ _INT_RANGES = {
     onnx.TensorProto.INT16: (-32768, 32767), onnx.TensorProto.UINT16: (0, 65535),
     onnx.TensorProto.INT32: (-(2**31), 2**31 - 1),
 }
-# QONNX Quant rounding_mode -> ap_fixed quantization mode (round half to even is numpy's rint)
-_QONNX_ROUNDING = {"ROUND": "RND_CONV", "HALF_EVEN": "RND_CONV", "FLOOR": "TRN", "ROUND_TO_ZERO": "TRN_ZERO"}
+# QONNX rounding_mode (qonnx.custom_op.general.intquant.resolve_rounding_mode) -> ap_fixed mode;
+# CEIL and UP have no ap_fixed counterpart
+_QONNX_ROUNDING = {"ROUND": "RND_CONV", "HALF_EVEN": "RND_CONV", "FLOOR": "TRN", "DOWN": "TRN_ZERO",
+                   "HALF_UP": "RND_INF", "HALF_DOWN": "RND_ZERO"}
+# the reference's rounding of a constant, per ap_fixed mode (numpy's round is half to even)
+_ROUND_FN = {"RND_CONV": np.round, "TRN": np.floor, "TRN_ZERO": np.trunc,
+             "RND_INF": lambda y: np.sign(y) * np.floor(np.abs(y) + 0.5),
+             "RND_ZERO": lambda y: np.sign(y) * np.ceil(np.abs(y) - 0.5)}
 
 
 @dataclass(frozen=True)
@@ -177,7 +183,7 @@ class _Spec:
         if self.stored_ints:
             return ((x.astype(np.float32) - z) * s).astype(np.float32)
         y = (x.astype(np.float32) / s).astype(np.float32)
-        rounded = {"RND_CONV": np.rint, "TRN": np.floor, "TRN_ZERO": np.trunc}[self.q.rounding](y)
+        rounded = _ROUND_FN[self.q.rounding](y)
         qv = np.clip(rounded + z, self.q.qmin, self.q.qmax)
         return ((qv - z) * s).astype(np.float32)
 
