@@ -185,3 +185,23 @@ def test_brevitas_qonnx_model_matches_qonnx_execution(rounding_mode, narrow, exa
         worst = max(worst, float(np.max(np.abs(got - ref))))
     out = next(q for q in mp.quantizers if q.tensor == "y")
     assert worst <= (0 if exact else 2 * out.scale[0])
+
+
+def test_cli_inspect_shows_and_quantize_plan_use_the_model_precision(capsys):
+    import json
+
+    from tests.test_cli import run_cli
+
+    path = str(BREVITAS / "brevitas_qcdq.onnx")
+    code, out, _ = run_cli(capsys, "inspect", path, "--json")
+    prec = json.loads(out)["precision"]
+    assert code == 0 and prec["exact"] and prec["config"]["input"] == "ap_fixed<8,4,AP_RND_CONV,AP_SAT>"
+    assert {q["kind"] for q in prec["quantizers"]} == {"input", "weight", "activation"}
+    code, out, _ = run_cli(capsys, "inspect", path)
+    assert code == 0 and "precision read from the model's 6 quantizers (exact" in out
+    code, out, _ = run_cli(capsys, "quantize", path, "-n", "1", "--json")
+    assert code == 0 and "AP_SAT_SYM" in json.loads(out)["reports"][0]["precision"]
+    code, out, _ = run_cli(capsys, "quantize", path, "-n", "1", "--json", "--precision", "ap_fixed<16,6>")
+    assert code == 0 and json.loads(out)["reports"][0]["precision"] == "ap_fixed<16,6>"
+    code, out, _ = run_cli(capsys, "plan", path, "--cluster", "zynq7035:2", "--json")
+    assert code == 0 and json.loads(out)["plan"]["precision"]["input"] == "ap_fixed<8,4,AP_RND_CONV,AP_SAT>"
