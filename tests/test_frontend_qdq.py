@@ -149,8 +149,9 @@ def test_brevitas_qcdq_fixed_point_model_is_bit_exact_against_onnxruntime():
 def _qonnx_exec(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.core.onnx_exec import execute_onnx
+    from qonnx.transformation.infer_shapes import InferShapes
 
-    return execute_onnx(ModelWrapper(model), {"x": x})["y"]
+    return execute_onnx(ModelWrapper(model).transform(InferShapes()), {"x": x})["y"]
 
 
 @pytest.mark.parametrize("rounding_mode, narrow, exact", [
@@ -205,3 +206,37 @@ def test_cli_inspect_shows_and_quantize_plan_use_the_model_precision(capsys):
     assert code == 0 and json.loads(out)["reports"][0]["precision"] == "ap_fixed<16,6>"
     code, out, _ = run_cli(capsys, "plan", path, "--cluster", "zynq7035:2", "--json")
     assert code == 0 and json.loads(out)["plan"]["precision"]["input"] == "ap_fixed<8,4,AP_RND_CONV,AP_SAT>"
+
+
+def _qonnx_trunc_model(rounding_mode: str, signed: int, narrow: int) -> onnx.ModelProto:
+    """Quant -> Conv (Quant weights) -> Trunc, written with onnx.helper in qonnx's domain."""
+    rng = np.random.default_rng(5)
+    dom = "qonnx.custom_op.general"
+    inits = [nh.from_array(np.asarray(v, np.float32), k) for k, v in {
+        "s_in": 2**-4, "s_w": 2**-6, "zero": 0.0, "b8": 8.0, "w": rng.standard_normal((4, 3, 3, 3)) * 0.5,
+        "s_acc": 2**-10, "b24": 24.0, "s_out": 2**-5, "b_out": 6.0}.items()]
+    nodes = [
+        h.make_node("Quant", ["x", "s_in", "zero", "b8"], ["xq"], domain=dom, signed=1, narrow=0, rounding_mode="ROUND"),
+        h.make_node("Quant", ["w", "s_w", "zero", "b8"], ["wq"], domain=dom, signed=1, narrow=1, rounding_mode="ROUND"),
+        h.make_node("Conv", ["xq", "wq"], ["acc"], pads=[1, 1, 1, 1]),
+        h.make_node("Trunc", ["acc", "s_acc", "zero", "b24", "s_out", "b_out"], ["y"], domain=dom,
+                    rounding_mode=rounding_mode, signed=signed, narrow=narrow),
+    ]
+    g = h.make_graph(nodes, "trunc", [h.make_tensor_value_info("x", TP.FLOAT, [1, 3, 6, 6])],
+                     [h.make_tensor_value_info("y", TP.FLOAT, [1, 4, 6, 6])], inits)
+    return h.make_model(g, opset_imports=[h.make_opsetid("", 13), h.make_opsetid(dom, 2)])
+
+
+@pytest.mark.parametrize("rounding_mode, signed, narrow, out_format", [
+    ("FLOOR", 1, 0, "ap_fixed<6,1,AP_TRN,AP_SAT>"),
+    ("ROUND", 1, 1, "ap_fixed<6,1,AP_RND_CONV,AP_SAT_SYM>"),
+    ("FLOOR", 0, 0, "ap_ufixed<6,1,AP_TRN,AP_SAT>"),
+])
+def test_qonnx_trunc_is_a_cast_and_matches_qonnx(rounding_mode, signed, narrow, out_format):
+    model = _qonnx_trunc_model(rounding_mode, signed, narrow)
+    graph = conveyor.from_model(model, name="trunc")
+    mp = graph.model_precision
+    assert mp.exact and mp.config.nodes[graph.nodes[0].name]["result"] == out_format
+    for x in _inputs(3):
+        x = x[:, :, :6, :6].copy()
+        np.testing.assert_array_equal(graph.run(x, precision=mp.config)["y"], _qonnx_exec(model, x).astype(np.float64))

@@ -38,7 +38,7 @@ WIDE = "ap_fixed<48,24>"
 #: the graph passes that keep every node's name and result (folding BatchNorm or fusing
 #: MatMul + Add would merge a quantized result into its reader)
 PASSES = (drop_passthrough, fold_constants, drop_dead)
-QUANT_OPS = ("QuantizeLinear", "DequantizeLinear", "Quant")
+QUANT_OPS = ("QuantizeLinear", "DequantizeLinear", "Quant", "Trunc")
 _QONNX_DOMAINS = ("qonnx.custom_op.general", "finn.custom_op.general", "onnx.brevitas")
 
 # (lowest, highest) stored integer per ONNX integer type
@@ -206,6 +206,8 @@ def strip(model: onnx.ModelProto, source: str) -> tuple[onnx.ModelProto, dict[st
             specs.append((n, _dequantizer(n, producer, consts, source)))
         elif n.op_type == "Quant" and n.domain in _QONNX_DOMAINS:
             specs.append((n, _qonnx_quant(n, consts, source)))
+        elif n.op_type == "Trunc" and n.domain in _QONNX_DOMAINS:
+            specs.append((n, _qonnx_trunc(n, consts, source)))
     drop = {id(c) for _, sp in specs for c in sp.chain}
     rename: dict[str, str] = {}      # tensor read after a quantizer -> the tensor it quantized
     new_consts: dict[str, np.ndarray] = {}
@@ -317,16 +319,51 @@ def _qonnx_quant(n: onnx.NodeProto, consts: _Consts, source: str) -> _Spec:
     if bits != int(bits) or bits < 1:
         raise ModelError(f"{source}: Quant '{name}': bitwidth {bits} must be a positive integer")
     bits, signed, narrow = int(bits), bool(attrs.get("signed", 1)), bool(attrs.get("narrow", 0))
-    # the integer range of qonnx.custom_op.general.quant.min_int / max_int
-    if signed:
-        qmin, qmax = -(2 ** (bits - 1)) + int(narrow), 2 ** (bits - 1) - 1
-    else:
-        qmin, qmax = 0, 2 ** bits - 1 - int(narrow)
+    qmin, qmax = _int_range(bits, signed, narrow)
     if np.any(zp != np.round(zp)):
         raise ModelError(f"{source}: Quant '{name}': zero point {np.ravel(zp).tolist()} is not an integer")
     zpi = np.asarray(zp).astype(np.int64)
     q = _quantizer(n.output[0], scale, zpi, qmin, qmax, _QONNX_ROUNDING[mode], narrow)
     return _Spec(n.input[0], [n], q, np.asarray(scale), zpi, None, False)
+
+
+def _qonnx_trunc(n: onnx.NodeProto, consts: _Consts, source: str) -> _Spec:
+    """A QONNX Trunc (v2: x, scale, zeropt, input_bit_width, output_scale, output_bit_width).
+
+    qonnx.custom_op.general.trunc.trunc_v2 rounds x / scale + zeropt (x is on that grid), divides
+    by output_scale / scale, clips to the output bit width's range and rounds by rounding_mode
+    (default FLOOR): on an input already on its grid that is a quantizer with the output scale,
+    zero point zeropt / (output_scale / scale) and the output bit width."""
+    name = n.name or n.output[0]
+    if len(n.input) != 6:
+        raise ModelError(f"{source}: Trunc '{name}' has {len(n.input)} inputs; conveyor reads QONNX Trunc v2 "
+                         "(x, scale, zeropt, input_bit_width, output_scale, output_bit_width)")
+    for k in range(1, 6):
+        if not consts.has(n.input[k]):
+            raise ModelError(f"{source}: Trunc '{name}': input {k} '{n.input[k]}' is not a constant")
+    attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+    mode = attrs.get("rounding_mode", b"FLOOR")
+    mode = (mode.decode() if isinstance(mode, bytes) else str(mode)).upper()
+    if mode not in _QONNX_ROUNDING:
+        raise ModelError(f"{source}: Trunc '{name}': rounding_mode {mode!r}; accepted: {sorted(_QONNX_ROUNDING)}")
+    scale, zp, out_scale = (consts.array(n.input[k]).astype(np.float64) for k in (1, 2, 4))
+    bits = int(consts.array(n.input[5]))
+    signed, narrow = bool(attrs.get("signed", 1)), bool(attrs.get("narrow", 0))
+    qmin, qmax = _int_range(bits, signed, narrow)
+    trunc_scale = 2.0 ** np.round(np.log2(out_scale / scale))
+    zpo = zp / trunc_scale
+    if np.any(zpo != np.round(zpo)):
+        raise ModelError(f"{source}: Trunc '{name}': output zero point {np.ravel(zpo).tolist()} is not an integer")
+    zpi = np.asarray(zpo).astype(np.int64)
+    q = _quantizer(n.output[0], out_scale, zpi, qmin, qmax, _QONNX_ROUNDING[mode], narrow)
+    return _Spec(n.input[0], [n], q, out_scale, zpi, None, False)
+
+
+def _int_range(bits: int, signed: bool, narrow: bool) -> tuple[int, int]:
+    """qonnx.custom_op.general.quant.min_int / max_int."""
+    if signed:
+        return -(2 ** (bits - 1)) + int(narrow), 2 ** (bits - 1) - 1
+    return 0, 2 ** bits - 1 - int(narrow)
 
 
 def attach(graph, found: dict[str, tuple[str, Quantizer]], source: str) -> "ModelPrecision":
