@@ -240,3 +240,30 @@ def test_qonnx_trunc_is_a_cast_and_matches_qonnx(rounding_mode, signed, narrow, 
     for x in _inputs(3):
         x = x[:, :, :6, :6].copy()
         np.testing.assert_array_equal(graph.run(x, precision=mp.config)["y"], _qonnx_exec(model, x).astype(np.float64))
+
+
+def test_qonnx_bipolar_quant_on_weights_and_activations_matches_qonnx():
+    rng = np.random.default_rng(6)
+    dom = "qonnx.custom_op.general"
+    inits = [nh.from_array(np.asarray(v, np.float32), k) for k, v in {
+        "s_in": 2**-4, "zero": 0.0, "b8": 8.0, "w": rng.standard_normal((4, 3, 3, 3)), "s_w": 2**-3,
+        "s_y": 2**-1}.items()]
+    nodes = [
+        h.make_node("Quant", ["x", "s_in", "zero", "b8"], ["xq"], domain=dom, signed=1, narrow=0, rounding_mode="ROUND"),
+        h.make_node("BipolarQuant", ["w", "s_w"], ["wb"], domain=dom),
+        h.make_node("Conv", ["xq", "wb"], ["acc"], pads=[1, 1, 1, 1]),
+        h.make_node("BipolarQuant", ["acc", "s_y"], ["y"], domain=dom),
+    ]
+    g = h.make_graph(nodes, "bipolar", [h.make_tensor_value_info("x", TP.FLOAT, [1, 3, 6, 6])],
+                     [h.make_tensor_value_info("y", TP.FLOAT, [1, 4, 6, 6])], inits)
+    model = h.make_model(g, opset_imports=[h.make_opsetid("", 13), h.make_opsetid(dom, 1)])
+    graph = conveyor.from_model(model, name="bipolar")
+    mp = graph.model_precision
+    assert mp.exact and [n.op_type for n in graph.nodes] == ["Conv", "BipolarQuant"]
+    assert mp.config.nodes[graph.nodes[1].name]["result"] == "ap_fixed<2,1,AP_TRN,AP_SAT>"
+    assert mp.config.nodes[graph.nodes[0].name]["weight"] == "ap_fixed<2,-1,AP_TRN,AP_SAT>"
+    for x in _inputs(3):
+        x = x[:, :, :6, :6].copy()
+        ref = _qonnx_exec(model, x).astype(np.float64)
+        assert set(np.unique(ref)) == {-0.5, 0.5}
+        np.testing.assert_array_equal(graph.run(x, precision=mp.config)["y"], ref)

@@ -38,7 +38,7 @@ WIDE = "ap_fixed<48,24>"
 #: the graph passes that keep every node's name and result (folding BatchNorm or fusing
 #: MatMul + Add would merge a quantized result into its reader)
 PASSES = (drop_passthrough, fold_constants, drop_dead)
-QUANT_OPS = ("QuantizeLinear", "DequantizeLinear", "Quant", "Trunc")
+QUANT_OPS = ("QuantizeLinear", "DequantizeLinear", "Quant", "Trunc", "BipolarQuant")
 _QONNX_DOMAINS = ("qonnx.custom_op.general", "finn.custom_op.general", "onnx.brevitas")
 
 # (lowest, highest) stored integer per ONNX integer type
@@ -209,6 +209,7 @@ def strip(model: onnx.ModelProto, source: str) -> tuple[onnx.ModelProto, dict[st
         elif n.op_type == "Trunc" and n.domain in _QONNX_DOMAINS:
             specs.append((n, _qonnx_trunc(n, consts, source)))
     drop = {id(c) for _, sp in specs for c in sp.chain}
+    bipolar = _bipolar(g, consts, source)
     rename: dict[str, str] = {}      # tensor read after a quantizer -> the tensor it quantized
     new_consts: dict[str, np.ndarray] = {}
     found: dict[str, tuple[str, Quantizer]] = {}
@@ -251,6 +252,18 @@ def strip(model: onnx.ModelProto, source: str) -> tuple[onnx.ModelProto, dict[st
             n.input[i] = rename.get(t, t)
         for i, t in enumerate(n.output):
             n.output[i] = rename.get(t, t)
+    for n in kept:
+        if id(n) in bipolar:   # conveyor's own BipolarQuant op (conveyor/ops/quant.py)
+            role, q = bipolar[id(n)]
+            if consts.has(n.input[0]):
+                x = consts.array(n.input[0]).astype(np.float32)
+                new_consts[n.output[0]] = np.where(x / np.float32(q.scale[0]) >= 0, 1, -1).astype(np.float32) * np.float32(q.scale[0])
+                drop.add(id(n))
+                found[n.output[0]] = ("weight", replace(q, kind="weight"))
+            else:
+                n.ClearField("domain")
+                found[n.output[0]] = ("result", q)
+    kept = [n for n in kept if id(n) not in drop]
     del g.node[:]
     g.node.extend(kept)
     g.initializer.extend(numpy_helper.from_array(v, k) for k, v in new_consts.items())
@@ -357,6 +370,23 @@ def _qonnx_trunc(n: onnx.NodeProto, consts: _Consts, source: str) -> _Spec:
     zpi = np.asarray(zpo).astype(np.int64)
     q = _quantizer(n.output[0], out_scale, zpi, qmin, qmax, _QONNX_ROUNDING[mode], narrow)
     return _Spec(n.input[0], [n], q, out_scale, zpi, None, False)
+
+
+def _bipolar(g: onnx.GraphProto, consts: _Consts, source: str) -> dict[int, tuple[str, Quantizer]]:
+    """QONNX BipolarQuant(x, scale) nodes: values +-scale, the format ap_fixed<2, 2 - f> for scale 2^-f."""
+    out = {}
+    for n in g.node:
+        if n.op_type != "BipolarQuant" or n.domain not in _QONNX_DOMAINS:
+            continue
+        if not consts.has(n.input[1]) or consts.array(n.input[1]).size != 1:
+            raise ModelError(f"{source}: BipolarQuant '{n.name or n.output[0]}': scale must be one constant")
+        s = np.float64(consts.array(n.input[1]).item())
+        q = _quantizer(n.output[0], s, np.zeros(1, np.int64), -1, 1, "TRN", False)
+        fmt = FixedType.parse(q.format)
+        exact = bool(np.array_equal(fmt.quantize(np.array([-s, s])), [-s, s]))
+        out[id(n)] = ("result", replace(q, kind="activation", exact=exact,
+                                        note="" if exact else f"scale {s} is not a power of two"))
+    return out
 
 
 def _int_range(bits: int, signed: bool, narrow: bool) -> tuple[int, int]:
