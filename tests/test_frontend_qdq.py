@@ -87,7 +87,8 @@ def test_power_of_two_qdq_is_ap_fixed_and_bit_exact(kw, input_format):
         np.testing.assert_array_equal(got, ref.astype(np.float64))
 
 
-def test_onnxruntime_quantize_static_model_is_approximated_and_reported(tmp_path):
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_onnxruntime_quantize_static_model_is_approximated_and_reported(tmp_path, per_channel):
     """quantize_static writes float scales (uint8 activations with zero points, int8 weights,
     int32 biases): conveyor takes the nearest power-of-two grid, says so per quantizer, and
     stays within a few output steps of onnxruntime."""
@@ -109,11 +110,12 @@ def test_onnxruntime_quantize_static_model_is_approximated_and_reported(tmp_path
         def get_next(self):
             return next(self.it, None)
 
-    quantize_static(str(fp), str(qp), Reader(), quant_format=QuantFormat.QDQ)
+    quantize_static(str(fp), str(qp), Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel)
     graph = conveyor.load(qp)
     mp = graph.model_precision
     assert len(mp.quantizers) == 9 and not any(q.exact for q in mp.quantizers)
     assert all("not a power of two" in q.note for q in mp.quantizers)
+    assert any(len(q.scale) > 1 for q in mp.quantizers) == per_channel
     out_q = next(q for q in mp.quantizers if q.tensor == "y")
     model = onnx.load(qp)
     worst = 0.0
@@ -122,7 +124,7 @@ def test_onnxruntime_quantize_static_model_is_approximated_and_reported(tmp_path
         got = graph.run(x, precision=mp.config)["y"]
         worst = max(worst, float(np.max(np.abs(got - _ort(model, x)))))
     # measured: 1.8 output steps (scale 0.0073) over these inputs
-    assert 0 < worst <= 3 * out_q.scale[0]
+    assert 0 < worst <= 3 * out_q.scale[0]   # measured: 1.79 output steps, per-tensor and per-channel
 
 
 BREVITAS = Path(__file__).parent / "data" / "quantized"  # written by make_brevitas_models.py there

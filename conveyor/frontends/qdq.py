@@ -101,7 +101,7 @@ def fixed_format(scale: np.ndarray, zero_point: np.ndarray, qmin: int, qmax: int
 
     Exact when every scale is a power of two and the real range [(qmin - zp) s, (qmax - zp) s]
     is the range of a format (zp 0; or 2**(b-1) on an unsigned type, which is the signed
-    range). Otherwise: the LSB is the nearest power of two to the (largest) scale and the
+    range). Otherwise: the LSB is the nearest power of two to the (smallest) scale and the
     format the narrowest covering the real range; values then differ from the reference by up
     to about half the scale's mismatch per quantizer (the test measures it)."""
     scale = np.atleast_1d(np.asarray(scale, np.float64))
@@ -111,7 +111,8 @@ def fixed_format(scale: np.ndarray, zero_point: np.ndarray, qmin: int, qmax: int
     mant, _ = np.frexp(scale)
     pow2 = bool(np.all(mant == 0.5))
     exps = np.log2(scale)
-    frac = int(-np.floor(exps.min())) if pow2 else int(-np.round(np.log2(scale.max())))
+    # the finest scale sets the grid (per-axis weights keep every channel's resolution)
+    frac = int(-np.floor(exps.min())) if pow2 else int(-np.round(exps.min()))
     lo = float(np.min((qmin - zp) * scale))
     hi = float(np.max((qmax - zp) * scale))
     lsb = math.ldexp(1.0, -frac)
