@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from conveyor.errors import ConveyorError
+from conveyor import cli_quantized
 
 class _Out:
     """A rich console made at print time, so that it writes to the current stdout; when
@@ -99,6 +100,7 @@ def inspect(model: str, as_json: bool) -> None:
             "outputs": [{"name": t.name, "shape": t.shape, "dtype": str(t.dtype)} for t in graph.outputs],
             "layers": [r.__dict__ for r in rows],
             "totals": totals,
+            **({"precision": cli_quantized.as_json(graph)} if cli_quantized.model_config(graph) else {}),
         })
         return
     table = Table(title=f"{graph.name}: {len(rows)} layers", title_justify="left")
@@ -115,6 +117,7 @@ def inspect(model: str, as_json: bool) -> None:
     ins = ", ".join(str(t) for t in graph.inputs)
     outs = ", ".join(str(t) for t in graph.outputs)
     _out.print(f"inputs: {ins}\noutputs: {outs}\nweights: {_fmt_bytes(totals['param_bytes'])}")
+    cli_quantized.show(graph, _out)
 
 
 @cli.command()
@@ -260,6 +263,8 @@ def quantize(model: str, precisions: tuple[str, ...], config_path: str | None, h
     base = PrecisionConfig.load(config_path).to_dict() if config_path else None
     if hls4ml_path:
         base = _hls4ml_precision(hls4ml_path, graph)
+    if not precisions and base is None:  # a quantized model's own quantizers, unless overridden
+        base = cli_quantized.model_config(graph)
     if not precisions and base is None:
         raise ConveyorError('say which precision: --precision "ap_fixed<16,6>" (repeatable) or --config cfg.yaml')
     if sweep:
@@ -397,7 +402,8 @@ def _resolve_cluster(spec: str):
 @click.argument("model")
 @click.option("--cluster", "cluster_spec", required=True,
               help="A cluster .yaml file, or BOARD:K[:LINK] (e.g. zynq7035:4:srio-10g).")
-@click.option("--precision", default="ap_fixed<16,6>", show_default=True, help="Number format of every layer.")
+@click.option("--precision", help="Number format of every layer (default: a quantized model's own quantizers, "
+                                   "else ap_fixed<16,6>).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="A precision config (YAML) instead.")
 @click.option("--hls4ml-config", "hls4ml_path", type=click.Path(dir_okay=False),
               help="hls4ml's config.yml: its precisions (hls4ml's meaning) instead of --precision.")
@@ -425,7 +431,8 @@ def plan_cmd(model: str, cluster_spec: str, precision: str, config_path: str | N
 
     graph = _resolve_model(model)
     cluster = _resolve_cluster(cluster_spec)
-    prec = PrecisionConfig.load(config_path) if config_path else precision
+    prec = PrecisionConfig.load(config_path) if config_path else (
+        precision or cli_quantized.model_config(graph) or "ap_fixed<16,6>")
     if hls4ml_path:
         prec = _hls4ml_precision(hls4ml_path, graph)
     profiles = {}

@@ -9,6 +9,7 @@ else, and by default runs the graph passes.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -17,6 +18,7 @@ from onnx import helper, numpy_helper
 
 from conveyor import ops
 from conveyor.errors import ModelError
+from conveyor.frontends import qdq
 from conveyor.graph.ir import Graph
 from conveyor.graph.passes import optimize as run_passes
 from conveyor.graph.tensor import Node, Tensor
@@ -58,6 +60,9 @@ def from_model(
     `constants` pins graph inputs to fixed values (e.g. a Reshape's target shape fed as
     an input): they become weights, so that every shape is static.
     """
+    found = None
+    if qdq.is_quantized(model):  # its quantizers become graph.model_precision (frontends/qdq.py)
+        model, found = qdq.strip(model, source)
     opset = _default_opset(model, source)
     g = model.graph
     _check_supported(g, source)
@@ -86,7 +91,11 @@ def from_model(
         if unknown:
             raise ModelError(f"{source}: input_shapes names {sorted(unknown)}; the model's inputs are {[t.name for t in inputs]}")
     graph = Graph.build(name or g.name or "model", nodes, inputs, [o.name for o in g.output], weights)
-    return run_passes(graph) if optimize else graph
+    if found is None:
+        return run_passes(graph) if optimize else graph
+    precision = qdq.attach(graph, found, source)  # by node name: the passes qdq keeps preserve them
+    graph = run_passes(graph, qdq.PASSES) if optimize else graph
+    return replace(graph, model_precision=precision)
 
 
 def _default_opset(model: onnx.ModelProto, source: str) -> int:

@@ -11,7 +11,7 @@ import hashlib
 import heapq
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -31,6 +31,8 @@ class Graph:
     weights: Mapping[str, np.ndarray]
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
+    #: what a quantized model's own quantizers say (frontends.qdq.ModelPrecision), else None
+    model_precision: Any = None
 
     # ---- construction ----------------------------------------------------------------
 

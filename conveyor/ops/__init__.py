@@ -4,5 +4,6 @@ from conveyor.ops.registry import OpDef, ValueInfo, get, is_supported, register,
 
 # Each import registers that family's op types.
 from conveyor.ops import conv, elementwise, linear, norm, pool, rnn, shape, softmax  # noqa: F401,E402
+from conveyor.ops import quant  # noqa: F401,E402  (QONNX BipolarQuant)
 
 __all__ = ["OpDef", "ValueInfo", "get", "is_supported", "register", "supported_ops"]

@@ -1,0 +1,432 @@
+"""A quantized ONNX model's own quantizers -> the float graph plus its precision.
+
+QDQ (QuantizeLinear / DequantizeLinear, what onnxruntime's `quantize_static` writes),
+QCDQ (Brevitas: QuantizeLinear -> Clip -> DequantizeLinear) and QONNX's `Quant`
+describe fake quantization: a tensor is rounded onto a grid `scale * (q - zero_point)`,
+q clipped to an integer range. conveyor keeps no quantizer node: `strip` removes every
+quantizer from the ModelProto before the Graph is built and returns what each one said:
+
+- on a constant (weights, biases): the constant is replaced by its dequantized values
+  (computed as onnxruntime does, in float32) and the format becomes the `weight` or
+  `bias` role of the nodes that read it;
+- on an activation: readers of the quantizer read its input, and the format becomes the
+  `result` role of the node producing that input (the Emulator casts every result);
+- on a graph input: the config's `input` format.
+
+Every other role takes WIDE (exact for the sums of small quantized models) and `accum`
+is `auto` (exact), so that only the model's quantizers round. docs/numerics-quantized.md
+states the mapping, and where it is exact.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from conveyor.errors import ModelError
+from conveyor.graph.passes import drop_dead, drop_passthrough, fold_constants
+from conveyor.numerics.config import PrecisionConfig
+from conveyor.numerics.fixed import FixedType
+
+#: the format of every value no quantizer of the model names (see module docstring)
+WIDE = "ap_fixed<48,24>"
+#: the graph passes that keep every node's name and result (folding BatchNorm or fusing
+#: MatMul + Add would merge a quantized result into its reader)
+PASSES = (drop_passthrough, fold_constants, drop_dead)
+QUANT_OPS = ("QuantizeLinear", "DequantizeLinear", "Quant", "Trunc", "BipolarQuant")
+_QONNX_DOMAINS = ("qonnx.custom_op.general", "finn.custom_op.general", "onnx.brevitas")
+
+# (lowest, highest) stored integer per ONNX integer type
+_INT_RANGES = {
+    onnx.TensorProto.INT8: (-128, 127), onnx.TensorProto.UINT8: (0, 255),
+    onnx.TensorProto.INT4: (-8, 7), onnx.TensorProto.UINT4: (0, 15),
+    onnx.TensorProto.INT16: (-32768, 32767), onnx.TensorProto.UINT16: (0, 65535),
+    onnx.TensorProto.INT32: (-(2**31), 2**31 - 1),
+}
+# QONNX rounding_mode (qonnx.custom_op.general.intquant.resolve_rounding_mode) -> ap_fixed mode;
+# CEIL and UP have no ap_fixed counterpart
+_QONNX_ROUNDING = {"ROUND": "RND_CONV", "HALF_EVEN": "RND_CONV", "FLOOR": "TRN", "DOWN": "TRN_ZERO",
+                   "HALF_UP": "RND_INF", "HALF_DOWN": "RND_ZERO"}
+# the reference's rounding of a constant, per ap_fixed mode (numpy's round is half to even)
+_ROUND_FN = {"RND_CONV": np.round, "TRN": np.floor, "TRN_ZERO": np.trunc,
+             "RND_INF": lambda y: np.sign(y) * np.floor(np.abs(y) + 0.5),
+             "RND_ZERO": lambda y: np.sign(y) * np.ceil(np.abs(y) - 0.5)}
+
+
+@dataclass(frozen=True)
+class Quantizer:
+    """One quantizer of the model and the fixed-point format conveyor reads from it."""
+
+    tensor: str            # the tensor it quantizes (after load: the value its readers see)
+    kind: str              # "weight" (a constant) | "activation" | "input"
+    scale: tuple[float, ...]
+    zero_point: tuple[int, ...]
+    qmin: int
+    qmax: int
+    rounding: str          # ap_fixed quantization mode of the quantizer
+    format: str
+    exact: bool            # the format equals the quantizer bit for bit
+    note: str = ""
+
+    def as_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["scale"], d["zero_point"] = list(self.scale), list(self.zero_point)
+        return d
+
+
+@dataclass(frozen=True)
+class ModelPrecision:
+    """What a quantized model's quantizers say: the config and one entry per quantizer."""
+
+    config: PrecisionConfig
+    quantizers: tuple[Quantizer, ...]
+
+    @property
+    def exact(self) -> bool:
+        return all(q.exact for q in self.quantizers)
+
+
+def is_quantized(model: onnx.ModelProto) -> bool:
+    return any(n.op_type in QUANT_OPS for n in model.graph.node)
+
+
+def fixed_format(scale: np.ndarray, zero_point: np.ndarray, qmin: int, qmax: int, rounding: str,
+                 narrow: bool = False) -> tuple[FixedType, bool, str]:
+    """The ap_fixed format of `scale * (clip(q, qmin, qmax) - zero_point)`, whether it is exact, why not.
+
+    Exact when every scale is a power of two and the real range [(qmin - zp) s, (qmax - zp) s]
+    is the range of a format (zp 0; or 2**(b-1) on an unsigned type, which is the signed
+    range). Otherwise: the LSB is the nearest power of two to the (smallest) scale and the
+    format the narrowest covering the real range; values then differ from the reference by up
+    to about half the scale's mismatch per quantizer (the test measures it)."""
+    scale = np.atleast_1d(np.asarray(scale, np.float64))
+    zp = np.atleast_1d(np.asarray(zero_point, np.int64))
+    if np.any(scale <= 0) or not np.all(np.isfinite(scale)):
+        raise ModelError(f"quantizer scale {scale.tolist()} must be finite and > 0")
+    mant, _ = np.frexp(scale)
+    pow2 = bool(np.all(mant == 0.5))
+    exps = np.log2(scale)
+    # the finest scale sets the grid (per-axis weights keep every channel's resolution)
+    frac = int(-np.floor(exps.min())) if pow2 else int(-np.round(exps.min()))
+    lo = float(np.min((qmin - zp) * scale))
+    hi = float(np.max((qmax - zp) * scale))
+    lsb = math.ldexp(1.0, -frac)
+    signed = lo < 0
+    raw_lo, raw_hi = math.floor(lo / lsb), math.ceil(hi / lsb)
+    width = 1
+    while not (raw_lo >= (-(1 << (width - 1)) if signed else 0)
+               and raw_hi <= ((1 << (width - 1)) - 1 if signed else (1 << width) - 1)):
+        width += 1
+    symmetric = narrow and signed and raw_lo == -raw_hi and raw_hi == (1 << (width - 1)) - 1
+    overflow = "SAT_SYM" if symmetric else "SAT"
+    fmt = FixedType(width, width - frac, signed, rounding, overflow)
+    why = []
+    if not pow2:
+        why.append(f"scale {scale.tolist()} is not a power of two: the grid is 2^{-frac}")
+    elif np.any(exps != exps.min()):
+        why.append(f"per-axis scales {scale.tolist()} differ: the finest one's grid holds them all")
+    range_ok = (raw_lo * lsb, raw_hi * lsb) == (fmt.min_value if not symmetric else -fmt.max_value, fmt.max_value)
+    if not range_ok:
+        why.append(f"range [{lo}, {hi}] is not a format's: saturation is at [{fmt.min_value}, {fmt.max_value}]")
+    return fmt, not why, "; ".join(why)
+
+
+class _Consts:
+    """The model's constants (initializers and Constant nodes) as arrays and element types."""
+
+    def __init__(self, g: onnx.GraphProto):
+        self.protos: dict[str, onnx.TensorProto] = {t.name: t for t in g.initializer}
+        for n in g.node:
+            if n.op_type == "Constant":
+                for a in n.attribute:
+                    if a.name == "value":
+                        self.protos[n.output[0]] = a.t
+                    elif a.name in ("value_float", "value_int"):
+                        v = helper.get_attribute_value(a)
+                        self.protos[n.output[0]] = numpy_helper.from_array(
+                            np.asarray(v, np.float32 if a.name == "value_float" else np.int64), n.output[0])
+
+    def has(self, name: str) -> bool:
+        return bool(name) and name in self.protos
+
+    def array(self, name: str) -> np.ndarray:
+        return numpy_helper.to_array(self.protos[name])
+
+    def elem_type(self, name: str) -> int:
+        return self.protos[name].data_type
+
+
+@dataclass
+class _Spec:
+    """One quantizer as read: the tensor it quantizes and how to fake-quantize a constant."""
+
+    x: str
+    chain: list                 # the nodes the quantizer is made of (dropped)
+    q: Quantizer
+    scale: np.ndarray
+    zero_point: np.ndarray
+    axis: int | None            # per-axis quantization axis (None: broadcast as stored, QONNX)
+    stored_ints: bool           # x holds the quantized integers (else float values to quantize)
+
+    def fake_quantize(self, x: np.ndarray) -> np.ndarray:
+        """float32 values the reference computes for constant x (onnxruntime / qonnx: float32 x / scale,
+        round, + zero point, clip, then (q - zero point) * scale)."""
+        s, z = self.scale.astype(np.float32), self.zero_point.astype(np.float32)
+        if self.axis is not None and s.size > 1:
+            shape = [1] * x.ndim
+            shape[self.axis % x.ndim] = s.size
+            s, z = s.reshape(shape), z.reshape(shape)
+        if self.stored_ints:
+            return ((x.astype(np.float32) - z) * s).astype(np.float32)
+        y = (x.astype(np.float32) / s).astype(np.float32)
+        rounded = _ROUND_FN[self.q.rounding](y)
+        qv = np.clip(rounded + z, self.q.qmin, self.q.qmax)
+        return ((qv - z) * s).astype(np.float32)
+
+
+def strip(model: onnx.ModelProto, source: str) -> tuple[onnx.ModelProto, dict[str, tuple[str, Quantizer]]]:
+    """A copy of `model` without quantizers, and {tensor: (role, Quantizer)} for what they said
+    (role: "weight" for a constant, "result" for an activation, "input" for a graph input)."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    g = model.graph
+    consts = _Consts(g)
+    producer = {o: n for n in g.node for o in n.output}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for n in g.node:
+        for t in n.input:
+            readers.setdefault(t, []).append(n)
+    graph_inputs = {vi.name for vi in g.input}
+    specs = []
+    for n in g.node:
+        if n.op_type == "DequantizeLinear":
+            specs.append((n, _dequantizer(n, producer, consts, source)))
+        elif n.op_type == "Quant" and n.domain in _QONNX_DOMAINS:
+            specs.append((n, _qonnx_quant(n, consts, source)))
+        elif n.op_type == "Trunc" and n.domain in _QONNX_DOMAINS:
+            specs.append((n, _qonnx_trunc(n, consts, source)))
+    drop = {id(c) for _, sp in specs for c in sp.chain}
+    bipolar = _bipolar(g, consts, source)
+    rename: dict[str, str] = {}      # tensor read after a quantizer -> the tensor it quantized
+    new_consts: dict[str, np.ndarray] = {}
+    found: dict[str, tuple[str, Quantizer]] = {}
+    for n, sp in specs:
+        out = n.output[0]
+        if consts.has(sp.x):
+            values = new_consts[out] = sp.fake_quantize(consts.array(sp.x))
+            # a constant's format is exact when it holds every value (per-axis scales included)
+            held = np.array_equal(FixedType.parse(sp.q.format).quantize(values), values.astype(np.float64))
+            found[out] = ("weight", replace(sp.q, tensor=out, kind="weight", exact=held,
+                                            note="" if held else sp.q.note))
+            continue
+        outside = [r.name or r.op_type for r in readers.get(sp.x, []) if id(r) not in drop]
+        if outside:
+            raise ModelError(f"{source}: tensor '{sp.x}' is read both through quantizer '{n.name or out}' and "
+                             f"directly by {outside}; conveyor attaches a quantizer to the tensor's producer, "
+                             "so every reader must see the quantized value")
+        role = "input" if sp.x in graph_inputs else "result"
+        q = replace(sp.q, tensor=sp.x, kind="input" if role == "input" else "activation")
+        if sp.x in found and found[sp.x][1].format != q.format:
+            raise ModelError(f"{source}: tensor '{sp.x}' has two quantizers ({found[sp.x][1].format}, {q.format})")
+        found[sp.x] = (role, q)
+        rename[out] = sp.x
+    for o in g.output:   # a quantized graph output keeps its name: its producer is renamed to write it
+        src = rename.get(o.name)
+        if src is None:
+            continue
+        if src in graph_inputs or src in {x.name for x in g.output}:
+            raise ModelError(f"{source}: graph output '{o.name}' only quantizes '{src}'; not supported")
+        for k, v in list(rename.items()):
+            if v == src:
+                rename[k] = o.name
+        rename[src] = o.name
+        del rename[o.name]
+        role, q = found.pop(src)
+        found[o.name] = (role, replace(q, tensor=o.name))
+    kept = [n for n in g.node if id(n) not in drop]
+    for n in kept:
+        for i, t in enumerate(n.input):
+            n.input[i] = rename.get(t, t)
+        for i, t in enumerate(n.output):
+            n.output[i] = rename.get(t, t)
+    for n in kept:
+        if id(n) in bipolar:   # conveyor's own BipolarQuant op (conveyor/ops/quant.py)
+            role, q = bipolar[id(n)]
+            if consts.has(n.input[0]):
+                x = consts.array(n.input[0]).astype(np.float32)
+                new_consts[n.output[0]] = np.where(x / np.float32(q.scale[0]) >= 0, 1, -1).astype(np.float32) * np.float32(q.scale[0])
+                drop.add(id(n))
+                found[n.output[0]] = ("weight", replace(q, kind="weight"))
+            else:
+                n.ClearField("domain")
+                found[n.output[0]] = ("result", q)
+    kept = [n for n in kept if id(n) not in drop]
+    del g.node[:]
+    g.node.extend(kept)
+    g.initializer.extend(numpy_helper.from_array(v, k) for k, v in new_consts.items())
+    return model, found
+
+
+def _dequantizer(dq: onnx.NodeProto, producer, consts: _Consts, source: str) -> _Spec:
+    """One DequantizeLinear and what it dequantizes (stored integers, or a QuantizeLinear [-> Clip])."""
+    name = dq.name or dq.output[0]
+    attrs = {a.name: helper.get_attribute_value(a) for a in dq.attribute}
+    if not consts.has(dq.input[1]):
+        raise ModelError(f"{source}: DequantizeLinear '{name}': scale '{dq.input[1]}' is not a constant")
+    scale = consts.array(dq.input[1])
+    zp_name = dq.input[2] if len(dq.input) > 2 else ""
+    zp = consts.array(zp_name).astype(np.int64) if consts.has(zp_name) else np.zeros(1, np.int64)
+    chain, src, clip_range = [dq], dq.input[0], None
+    clip = producer.get(src)
+    if clip is not None and clip.op_type == "Clip":   # QCDQ: the Clip narrows the integer range
+        clip_range = tuple(int(consts.array(clip.input[k]).item()) for k in (1, 2))
+        chain.append(clip)
+        src = clip.input[0]
+    ql = producer.get(src)
+    if consts.has(src):            # stored integers: a weight or bias
+        elem, x, stored = consts.elem_type(src), src, True
+    elif ql is not None and ql.op_type == "QuantizeLinear":
+        zq = ql.input[2] if len(ql.input) > 2 else ""
+        elem = consts.elem_type(zq) if consts.has(zq) else onnx.TensorProto.UINT8
+        if not np.array_equal(consts.array(ql.input[1]), scale):
+            raise ModelError(f"{source}: QuantizeLinear '{ql.name}' and DequantizeLinear '{name}' scales differ")
+        x, stored = ql.input[0], False
+        chain.append(ql)
+    else:
+        raise ModelError(f"{source}: DequantizeLinear '{name}' reads '{src}', which is neither a constant nor "
+                         "a QuantizeLinear's output; conveyor reads quantizer pairs")
+    if elem not in _INT_RANGES:
+        raise ModelError(f"{source}: DequantizeLinear '{name}': integer type "
+                         f"{onnx.TensorProto.DataType.Name(elem)} unsupported; accepted: int/uint 4, 8, 16, int32")
+    qmin, qmax = _INT_RANGES[elem]
+    narrow = False
+    if clip_range is not None:
+        qmin, qmax = max(qmin, clip_range[0]), min(qmax, clip_range[1])
+        narrow = qmin == -qmax
+    q = _quantizer(dq.output[0], scale, zp, qmin, qmax, "RND_CONV", narrow)
+    return _Spec(x, chain, q, scale, zp, int(attrs.get("axis", 1)), stored)
+
+
+def _quantizer(tensor, scale, zp, qmin, qmax, rounding, narrow) -> Quantizer:
+    fmt, exact, note = fixed_format(scale, zp, qmin, qmax, rounding, narrow)
+    return Quantizer(tensor, "weight", tuple(float(s) for s in np.ravel(scale)), tuple(int(z) for z in np.ravel(zp)),
+                     qmin, qmax, rounding, str(fmt), exact, note)
+
+
+def _qonnx_quant(n: onnx.NodeProto, consts: _Consts, source: str) -> _Spec:
+    """A QONNX Quant(x, scale, zeropt, bitwidth; signed, narrow, rounding_mode)."""
+    name = n.name or n.output[0]
+    for k in (1, 2, 3):
+        if not consts.has(n.input[k]):
+            raise ModelError(f"{source}: Quant '{name}': input {k} '{n.input[k]}' is not a constant")
+    attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+    mode = attrs.get("rounding_mode", b"ROUND")
+    mode = (mode.decode() if isinstance(mode, bytes) else str(mode)).upper()
+    if mode not in _QONNX_ROUNDING:
+        raise ModelError(f"{source}: Quant '{name}': rounding_mode {mode!r}; accepted: {sorted(_QONNX_ROUNDING)}")
+    scale, zp = consts.array(n.input[1]), consts.array(n.input[2])
+    bits = float(consts.array(n.input[3]))
+    if bits != int(bits) or bits < 1:
+        raise ModelError(f"{source}: Quant '{name}': bitwidth {bits} must be a positive integer")
+    bits, signed, narrow = int(bits), bool(attrs.get("signed", 1)), bool(attrs.get("narrow", 0))
+    qmin, qmax = _int_range(bits, signed, narrow)
+    if np.any(zp != np.round(zp)):
+        raise ModelError(f"{source}: Quant '{name}': zero point {np.ravel(zp).tolist()} is not an integer")
+    zpi = np.asarray(zp).astype(np.int64)
+    q = _quantizer(n.output[0], scale, zpi, qmin, qmax, _QONNX_ROUNDING[mode], narrow)
+    return _Spec(n.input[0], [n], q, np.asarray(scale), zpi, None, False)
+
+
+def _qonnx_trunc(n: onnx.NodeProto, consts: _Consts, source: str) -> _Spec:
+    """A QONNX Trunc (v2: x, scale, zeropt, input_bit_width, output_scale, output_bit_width).
+
+    qonnx.custom_op.general.trunc.trunc_v2 rounds x / scale + zeropt (x is on that grid), divides
+    by output_scale / scale, clips to the output bit width's range and rounds by rounding_mode
+    (default FLOOR): on an input already on its grid that is a quantizer with the output scale,
+    zero point zeropt / (output_scale / scale) and the output bit width."""
+    name = n.name or n.output[0]
+    if len(n.input) != 6:
+        raise ModelError(f"{source}: Trunc '{name}' has {len(n.input)} inputs; conveyor reads QONNX Trunc v2 "
+                         "(x, scale, zeropt, input_bit_width, output_scale, output_bit_width)")
+    for k in range(1, 6):
+        if not consts.has(n.input[k]):
+            raise ModelError(f"{source}: Trunc '{name}': input {k} '{n.input[k]}' is not a constant")
+    attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+    mode = attrs.get("rounding_mode", b"FLOOR")
+    mode = (mode.decode() if isinstance(mode, bytes) else str(mode)).upper()
+    if mode not in _QONNX_ROUNDING:
+        raise ModelError(f"{source}: Trunc '{name}': rounding_mode {mode!r}; accepted: {sorted(_QONNX_ROUNDING)}")
+    scale, zp, out_scale = (consts.array(n.input[k]).astype(np.float64) for k in (1, 2, 4))
+    bits = int(consts.array(n.input[5]))
+    signed, narrow = bool(attrs.get("signed", 1)), bool(attrs.get("narrow", 0))
+    qmin, qmax = _int_range(bits, signed, narrow)
+    trunc_scale = 2.0 ** np.round(np.log2(out_scale / scale))
+    zpo = zp / trunc_scale
+    if np.any(zpo != np.round(zpo)):
+        raise ModelError(f"{source}: Trunc '{name}': output zero point {np.ravel(zpo).tolist()} is not an integer")
+    zpi = np.asarray(zpo).astype(np.int64)
+    q = _quantizer(n.output[0], out_scale, zpi, qmin, qmax, _QONNX_ROUNDING[mode], narrow)
+    return _Spec(n.input[0], [n], q, out_scale, zpi, None, False)
+
+
+def _bipolar(g: onnx.GraphProto, consts: _Consts, source: str) -> dict[int, tuple[str, Quantizer]]:
+    """QONNX BipolarQuant(x, scale) nodes: values +-scale, the format ap_fixed<2, 2 - f> for scale 2^-f."""
+    out = {}
+    for n in g.node:
+        if n.op_type != "BipolarQuant" or n.domain not in _QONNX_DOMAINS:
+            continue
+        if not consts.has(n.input[1]) or consts.array(n.input[1]).size != 1:
+            raise ModelError(f"{source}: BipolarQuant '{n.name or n.output[0]}': scale must be one constant")
+        s = np.float64(consts.array(n.input[1]).item())
+        q = _quantizer(n.output[0], s, np.zeros(1, np.int64), -1, 1, "TRN", False)
+        fmt = FixedType.parse(q.format)
+        exact = bool(np.array_equal(fmt.quantize(np.array([-s, s])), [-s, s]))
+        out[id(n)] = ("result", replace(q, kind="activation", exact=exact,
+                                        note="" if exact else f"scale {s} is not a power of two"))
+    return out
+
+
+def _int_range(bits: int, signed: bool, narrow: bool) -> tuple[int, int]:
+    """qonnx.custom_op.general.quant.min_int / max_int."""
+    if signed:
+        return -(2 ** (bits - 1)) + int(narrow), 2 ** (bits - 1) - 1
+    return 0, 2 ** bits - 1 - int(narrow)
+
+
+def attach(graph, found: dict[str, tuple[str, Quantizer]], source: str) -> "ModelPrecision":
+    """The PrecisionConfig that puts each quantizer's format on the role it maps to in `graph`."""
+    from conveyor import ops
+
+    nodes: dict[str, dict[str, str]] = {}
+    inputs = set()
+    lost = []
+    for tensor, (role, q) in found.items():
+        if role == "input":
+            inputs.add(q.format)
+            continue
+        if role == "result":
+            prod = graph.producer(tensor)
+            if prod is None:
+                lost.append(tensor)
+                continue
+            nodes.setdefault(prod.name, {})["result"] = q.format
+            continue
+        readers = [(n, slot) for n in graph.consumers(tensor) for slot, t in enumerate(n.inputs) if t == tensor]
+        for n, slot in readers:
+            opdef = ops.get(n.op_type, n)
+            if slot in opdef.param_slots:
+                nodes.setdefault(n.name, {})["bias" if slot in opdef.bias_slots else "weight"] = q.format
+    if lost:
+        raise ModelError(f"{source}: quantized tensors {lost} are produced by no node")
+    if len(inputs) > 1:
+        raise ModelError(f"{source}: graph inputs are quantized to different formats {sorted(inputs)}; "
+                         "conveyor has one input format")
+    config = {"default": WIDE, "accum": "auto", "nodes": nodes}
+    if inputs:
+        config["input"] = inputs.pop()
+    return ModelPrecision(PrecisionConfig.from_dict(config, source=source),
+                          tuple(q for _, q in found.values()))
