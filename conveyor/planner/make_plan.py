@@ -15,7 +15,7 @@ DEFAULT_PRECISION = "ap_fixed<16,6>"
 
 def plan(graph, cluster, *, precision=DEFAULT_PRECISION, objective: str = "throughput",
          method: str = "conveyor", arch: str = "dataflow", archs: dict | None = None,
-         profiles: dict | None = None, cuts: list[str] | None = None) -> Plan:
+         profiles: dict | None = None, cuts: list[str] | None = None, offchip: bool = True) -> Plan:
     """Plan `graph` on `cluster`'s devices, in the cluster's chain order.
 
     objective "throughput": the smallest pipeline interval, then the lowest latency;
@@ -27,13 +27,16 @@ def plan(graph, cluster, *, precision=DEFAULT_PRECISION, objective: str = "throu
     takes them from the user), each device then tuned on its own.
     FPGA boards run `arch` ("dataflow" or "overlay") unless `archs` names another per device;
     CPUs/GPUs use the roofline, or the measured `profiles[device]`.
+    FPGA boards with DDR/HBM may stream a stage's weights from it (pinned on chip when that
+    is as good); `offchip=False` forbids it.
     """
     if objective not in OBJECTIVES:
         raise PlanError(f"objective '{objective}'; accepted: {', '.join(OBJECTIVES)}")
     config = PrecisionConfig.coerce(precision)
-    prob = chain_problem(graph, cluster, config, arch=arch, archs=archs, profiles=profiles)
+    kwargs = dict(arch=arch, archs=archs, profiles=profiles, offchip=offchip)
+    prob = chain_problem(graph, cluster, config, **kwargs)
     if cluster.topology == "switch" and objective != "edge-cloud" and method == "conveyor":
-        prob = _best_order(graph, cluster, config, prob, objective, dict(arch=arch, archs=archs, profiles=profiles))
+        prob = _best_order(graph, cluster, config, prob, objective, kwargs)
     if objective == "edge-cloud":
         from conveyor.planner.edge import edge_cloud
 
@@ -122,7 +125,8 @@ def pareto_front(prob: ChainProblem, max_points: int = 400) -> list[JointResult]
     non-dominated results, fastest interval first."""
     best = plan_joint(prob, LINK_MODES)
     t = _Tables(prob)
-    candidates = sorted({x for board in t.secs for layer in board for x in layer if x > best.interval_s})
+    candidates = sorted({x for tm in t.modes() for board in tm.secs for layer in board for x in layer
+                         if x > best.interval_s})
     if len(candidates) > max_points:
         step = len(candidates) / max_points
         candidates = [candidates[int(i * step)] for i in range(max_points)] + [candidates[-1]]
@@ -153,7 +157,8 @@ def to_plan(graph, cluster, config: PrecisionConfig, objective: str, method: str
             options = [split_options(prob.works[i], prob.specs[b.board], b.replicas)[k]
                        for i, k in zip(range(b.start, b.end), b.option_index)]
         else:
-            options = [prob.options[b.board][i][k] for i, k in zip(range(b.start, b.end), b.option_index)]
+            table = prob.options if b.weights_in == "on_chip" else prob.stream_options
+            options = [table[b.board][i][k] for i, k in zip(range(b.start, b.end), b.option_index)]
         clock = prob.clocks[b.board]
         link = None
         if b.link_out_mode is not None:
@@ -167,7 +172,8 @@ def to_plan(graph, cluster, config: PrecisionConfig, objective: str, method: str
             resources, budget = b.resources.as_dict(), prob.budgets[b.board].as_dict()
         else:  # sequential devices: weight bytes against on-chip (overlay) or host memory
             key = "onchip_bytes" if arch == "overlay" else "memory_bytes"
-            resources, budget = {key: b.resources.bram18k}, {key: prob.budgets[b.board].bram18k}
+            shared_tiles = prob.stream_reserve[b.board] if b.weights_in != "on_chip" and prob.stream_reserve else 0
+            resources, budget = {key: b.resources.bram18k + shared_tiles}, {key: prob.budgets[b.board].bram18k}
         power = device.board.power_w if device.kind == "fpga" else device.host.tdp_w
         power = None if power is None else power * b.replicas
         stages.append(StagePlan(
@@ -176,6 +182,10 @@ def to_plan(graph, cluster, config: PrecisionConfig, objective: str, method: str
             layer_interval_s={n: o.interval_cycles / clock for n, o in zip(names, options)},
             compute_interval_s=b.compute_interval_s, stage_time_s=b.stage_time_s, latency_s=b.latency_s,
             resources=resources, budget=budget, power_w=power, link_out=link, replicas=replicas, split=b.split,
+            weights_in={n: b.weights_in if o.offchip_bytes else "on_chip" for n, o in zip(names, options)},
+            # each device of the stage takes one item per replicas x interval
+            weight_bandwidth_Bps={n: o.offchip_bytes / (result.interval_s * b.replicas) if o.offchip_bytes else 0.0
+                                  for n, o in zip(names, options)},
         ))
     notes = (
         "modeled: every time, resource and power figure is predicted by the cost model "
