@@ -100,6 +100,11 @@ class _Tables:
         strictly better (or the only way) for the objective."""
         return (self,) if self.streamed is None else (self, self.streamed)
 
+    def stream_floor(self, j: int, offchip_bytes: int, r: int) -> float:
+        """The least stage time at which device j's memory delivers `offchip_bytes` per item
+        (r replicas: each takes one item in r)."""
+        return offchip_bytes / (self.bandwidth[j] * r) if self.is_streamed and offchip_bytes else 0.0
+
     def for_board(self, b: "BoardAssignment") -> "_Tables":
         return self if b.weights_in == "on_chip" or self.streamed is None else self.streamed
     def needs_split(self, j: int, i: int) -> bool:
@@ -255,7 +260,8 @@ def _best_stage(prob: ChainProblem, t: _Tables, best: dict, j: int, s: int, merg
         lat += t.lat[j][i][kk]
         if e == m:
             if lat < result[0]:
-                result = (lat, (e, None, tuple(picks), (d, b, l, f), interval, (interval + t_in) / r, lat, 0.0, 0, r),
+                stage_time = max((interval + t_in) / r, t.stream_floor(j, w, r))
+                result = (lat, (e, None, tuple(picks), (d, b, l, f), interval, stage_time, lat, 0.0, 0, r),
                           t.weights_in[j], w)
             continue
         if last_dev + 1 >= k:
@@ -284,6 +290,7 @@ def _best_stage(prob: ChainProblem, t: _Tables, best: dict, j: int, s: int, merg
                         continue
                 stage_time = (cand[2] + t_in + t_out) / r
             total = cand[3] + t_out + nxt[0]
+            stage_time = max(stage_time, t.stream_floor(j, w, r))
             if total < result[0]:
                 result = (total, (e, mode, cand[0], cand[1], cand[2], stage_time, cand[3], t_out, buffer, r),
                           t.weights_in[j], w)
@@ -389,8 +396,8 @@ def spend_leftover(prob: ChainProblem, t: _Tables, result: JointResult) -> Joint
             interval = t.combine(b.board, interval, t.secs[b.board][i][k])
         lat = sum(t.lat[b.board][i][k] for i, k in zip(rng, picks))
         merged_out = b.link_out_s if b.link_out_mode == "merged" else 0.0
-        t_in = b.stage_time_s * b.replicas - b.compute_interval_s - merged_out
-        stage_time = (interval + t_in + merged_out) / b.replicas
+        t_in = prob.link_seconds[b.board - 1][b.start - 1] if b.link_in_merged else 0.0
+        stage_time = max((interval + t_in + merged_out) / b.replicas, t.stream_floor(b.board, b.offchip_bytes, b.replicas))
         boards.append(BoardAssignment(b.board, b.start, b.end, tuple(picks), interval, stage_time, lat,
                                       Resources(*used), b.link_in_merged, b.link_out_mode, b.link_out_s,
                                       b.buffer_bram18k, b.replicas, False, b.weights_in, b.offchip_bytes))
