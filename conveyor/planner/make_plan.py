@@ -44,7 +44,10 @@ def plan(graph, cluster, *, precision=DEFAULT_PRECISION, objective: str = "throu
             raise PlanError("the edge-cloud objective has no baselines; use method 'conveyor'")
         result = edge_cloud(graph, prob)
     elif method == "conveyor":
-        result = plan_joint(prob) if objective == "throughput" else _min_latency(prob)
+        try:
+            result = plan_joint(prob) if objective == "throughput" else _min_latency(prob)
+        except PlanError as e:
+            raise PlanError(f"{e}{_what_would_fit(prob)}") from None
     elif method in BASELINES:
         result = run_baseline(prob, method)
     elif method == "manual":
@@ -54,6 +57,47 @@ def plan(graph, cluster, *, precision=DEFAULT_PRECISION, objective: str = "throu
     else:
         raise PlanError(f"method '{method}'; accepted: conveyor, manual, {', '.join(BASELINES)}")
     return to_plan(graph, cluster, config, objective, method, prob, result)
+
+
+#: The most boards `_what_would_fit` considers.
+MAX_BOARDS = 256
+
+
+def _what_would_fit(prob: ChainProblem) -> str:
+    """When every device is the same kind: the smallest number of them that holds the model
+    (each count checked by the planner itself, one probe at a generous interval)."""
+    import dataclasses
+
+    from conveyor.planner.joint import _upper_bound
+
+    if len(set(prob.signatures)) != 1 or prob.links[0] is None:
+        return ""
+
+    def grown(n: int) -> ChainProblem:
+        rep = lambda xs: tuple(xs[:1]) * n
+        links = rep(prob.links)[:-1] + (None,)
+        return dataclasses.replace(
+            prob, devices=tuple(f"{prob.devices[0]}#{i}" for i in range(n)), clocks=rep(prob.clocks),
+            budgets=rep(prob.budgets), options=rep(prob.options), link_seconds=rep(prob.link_seconds)[:-1]
+            + (tuple(float("inf") for _ in prob.cuts),), link_names=rep(prob.link_names), archs=rep(prob.archs),
+            signatures=rep(prob.signatures), specs=rep(prob.specs), links=links,
+            stream_options=rep(prob.stream_options), stream_memory=rep(prob.stream_memory),
+            stream_Bps=rep(prob.stream_Bps), stream_bytes=rep(prob.stream_bytes), stream_reserve=rep(prob.stream_reserve))
+
+    def fits(n: int) -> bool:
+        p = grown(n)
+        t = _Tables(p)
+        return probe(p, t, _upper_bound(p, t), LINK_MODES) is not None
+
+    lo, hi = prob.k, prob.k + 1        # lo does not fit
+    while not fits(hi):
+        lo, hi = hi, hi * 2
+        if hi > MAX_BOARDS:
+            return f"; not even {MAX_BOARDS} such devices would hold it"
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if fits(mid) else (mid, hi)
+    return f"; {hi} such devices ({prob.specs[0].name}) would hold it"
 
 
 def _manual_ranges(prob: ChainProblem, cuts: list[str]) -> list[tuple[int, int]]:
