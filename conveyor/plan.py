@@ -54,6 +54,10 @@ class StagePlan:
     #: True: the stage is one layer split by output channel over device + replicas (each holds
     #: 1/n of its weights; resources are per device); False: replicas each run every n-th item
     split: bool = False
+    #: per layer: where its weights live ("on_chip" pinned; "dram" | "hbm" streamed each item
+    #: through double-buffered on-chip tiles) and the memory bandwidth that streaming takes
+    weights_in: Mapping[str, str] = field(default_factory=dict)
+    weight_bandwidth_Bps: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

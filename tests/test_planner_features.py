@@ -55,7 +55,9 @@ def test_overlay_pins_weights_on_chip_or_refuses(alexnet):
     assert all(s.resources["onchip_bytes"] <= s.budget["onchip_bytes"] for s in p.stages)
     vgg = conveyor.zoo.build("vgg16-conv")
     with pytest.raises(PlanError):
-        plan(vgg, Cluster.uniform("pynq-z2", 1, link="eth-1g"), arch="overlay")
+        plan(vgg, Cluster.uniform("pynq-z2", 1, link="eth-1g"), arch="overlay", offchip=False)
+    streamed = plan(vgg, Cluster.uniform("pynq-z2", 1, link="eth-1g"), arch="overlay")  # weights in its DDR
+    assert set(streamed.stages[0].weights_in.values()) == {"on_chip", "dram"}
 
 
 def test_replicas_on_a_switch_beat_a_single_bottleneck(alexnet):
@@ -118,8 +120,8 @@ def test_edge_cloud_picks_the_split_of_least_latency(alexnet):
 def test_layers_too_big_for_one_board_are_split_across_boards():
     g = conveyor.zoo.build("resnet18")
     with pytest.raises(PlanError):  # one board cannot hold layer4's 2.4 M-parameter convolutions
-        plan(g, Cluster.uniform("zynq7035", 1, link="srio-10g"), precision="ap_fixed<8,3>")
-    p = plan(g, Cluster.uniform("zynq7035", 12, link="srio-10g"), precision="ap_fixed<8,3>")
+        plan(g, Cluster.uniform("zynq7035", 1, link="srio-10g"), precision="ap_fixed<8,3>", offchip=False)
+    p = plan(g, Cluster.uniform("zynq7035", 12, link="srio-10g"), precision="ap_fixed<8,3>", offchip=False)
     split = [s for s in p.stages if s.split]
     assert split, "layer4's convolutions must be split"
     for s in split:

@@ -45,8 +45,36 @@ def _random_problem(rng, m: int, k: int) -> ChainProblem:
                         clocks, budgets, tuple(options), cuts, link_seconds, tuple("x" for _ in range(k)))
 
 
+def _with_streaming(rng, prob: ChainProblem) -> ChainProblem:
+    """`prob` where some boards may also stream their weights: each option again with less
+    BRAM (tiles instead of the weights), a little more latency (the first tile) and bytes per item."""
+    import dataclasses
+
+    stream, bw, cap = [], [], []
+    for j in range(prob.k):
+        if rng.random() < 0.3:
+            stream.append(None)
+            bw.append(0.0)
+            cap.append(0)
+            continue
+        per_layer = []
+        for layer in prob.options[j]:
+            off = int(rng.integers(0, 30))
+            saved = int(rng.integers(0, 3))
+            per_layer.append(tuple(LayerOption(o.parallelism, o.interval_cycles, o.latency_cycles + int(rng.integers(0, 3)),
+                                               Resources(o.resources.dsp, max(0, o.resources.bram18k - saved), 0, 0),
+                                               offchip_bytes=off) for o in layer))
+        stream.append(tuple(per_layer))
+        bw.append(float(rng.choice([1.0, 2.0, 4.0])))
+        cap.append(int(rng.integers(20, 80)))
+    return dataclasses.replace(prob, stream_options=tuple(stream), stream_memory=tuple("dram" if o else None for o in stream),
+                               stream_Bps=tuple(bw), stream_bytes=tuple(cap))
+
+
 def _brute(prob: ChainProblem):
-    """Every split into <= k leading boards, every link mode, every option per layer."""
+    """Every split into <= k leading boards, every link mode, every option per layer, and on
+    a board that can stream, weights pinned or streamed (then the board's bytes per item over
+    its memory bandwidth bound the interval, and they must fit the memory)."""
     m, k = prob.m, prob.k
     best = (float("inf"), float("inf"))
     for nb in range(1, k + 1):
@@ -61,16 +89,24 @@ def _brute(prob: ChainProblem):
                     merged_out = j < nb - 1 and modes[j] == "merged"
                     buffer = 2 * -(-prob.cuts[e - 1].bytes * 8 // 18432) if j < nb - 1 and modes[j] == "stage" else 0
                     choices = []
-                    for combo in itertools.product(*(range(len(prob.options[j][i])) for i in range(s, e))):
-                        opts = [prob.options[j][i][c] for i, c in zip(range(s, e), combo)]
-                        res = sum((o.resources for o in opts), Resources())
-                        if not (res + Resources(0, buffer, 0, 0)).fits(prob.budgets[j]):
-                            continue
-                        interval = max(o.interval_cycles for o in opts) / prob.clocks[j]
-                        lat = sum(o.latency_cycles for o in opts) / prob.clocks[j]
-                        stage = interval + t_in + (t_out if merged_out else 0.0)
-                        link_stage = t_out if (j < nb - 1 and modes[j] == "stage") else 0.0
-                        choices.append((max(stage, link_stage), lat + (t_out if j < nb - 1 else 0.0)))
+                    tables = [(prob.options[j], None)]
+                    if prob.stream_options and prob.stream_options[j] is not None:
+                        tables.append((prob.stream_options[j], j))
+                    for table, streams in tables:
+                        for combo in itertools.product(*(range(len(table[i])) for i in range(s, e))):
+                            opts = [table[i][c] for i, c in zip(range(s, e), combo)]
+                            res = sum((o.resources for o in opts), Resources())
+                            if not (res + Resources(0, buffer, 0, 0)).fits(prob.budgets[j]):
+                                continue
+                            off = sum(o.offchip_bytes for o in opts)
+                            if streams is not None and off > prob.stream_bytes[j]:
+                                continue
+                            bandwidth_bound = off / prob.stream_Bps[j] if streams is not None else 0.0
+                            interval = max(o.interval_cycles for o in opts) / prob.clocks[j]
+                            lat = sum(o.latency_cycles for o in opts) / prob.clocks[j]
+                            stage = interval + t_in + (t_out if merged_out else 0.0)
+                            link_stage = t_out if (j < nb - 1 and modes[j] == "stage") else 0.0
+                            choices.append((max(stage, link_stage, bandwidth_bound), lat + (t_out if j < nb - 1 else 0.0)))
                     if not choices:
                         break
                     per_board.append(choices)
@@ -81,12 +117,14 @@ def _brute(prob: ChainProblem):
     return best
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_joint_planner_matches_brute_force(seed):
+@pytest.mark.parametrize("seed, streaming", [(s, False) for s in range(6)] + [(s, True) for s in range(6)])
+def test_joint_planner_matches_brute_force(seed, streaming):
     rng = np.random.default_rng(seed)
     checked = 0
     for _ in range(60):
         prob = _random_problem(rng, m=int(rng.integers(1, 6)), k=int(rng.integers(1, 4)))
+        if streaming:
+            prob = _with_streaming(rng, prob)
         want = _brute(prob)
         if want[0] == float("inf"):
             with pytest.raises(PlanError):

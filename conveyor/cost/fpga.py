@@ -37,6 +37,10 @@ UTILIZATION_CAP = 0.85
 #: An overlay engine keeps this share of its DSPs busy on average (Brainwave reports high
 #: utilization at batch 1 for RNNs; convolution overlays such as the DPU report 60-80 %).
 OVERLAY_EFFICIENCY = 0.75
+#: A streamed weight tile holds what the engine consumes in this many cycles: one BRAM18K deep
+#: (512 words of 36 bits in simple-dual-port mode, UG473); two tiles double-buffer the stream
+#: so that one fills from DRAM while the engine reads the other (FINN's decoupled weights, the DPU).
+STREAM_TILE_CYCLES = 512
 
 
 @dataclass(frozen=True)
@@ -109,8 +113,18 @@ def parallelism_choices(work: LayerWork, limit: int = 1 << 22) -> list[int]:
     return sorted(set(small) | {top // d for d in small})
 
 
-def dataflow_option(work: LayerWork, board: Board, p: int) -> LayerOption:
-    """The engine of `work` with parallelism `p` on `board`, weights on chip."""
+def weight_memory(board: Board) -> tuple[str, float, int] | None:
+    """(name, bandwidth_Bps, bytes) of the off-chip memory weights stream from: the board's
+    HBM when it has the higher bandwidth, else its DDR; None when it has neither."""
+    best = max((("hbm", board.hbm_bandwidth_Bps, board.hbm_bytes), ("dram", board.dram_bandwidth_Bps, board.dram_bytes)),
+               key=lambda x: x[1])
+    return best if best[1] > 0 and best[2] > 0 else None
+
+
+def dataflow_option(work: LayerWork, board: Board, p: int, streamed: bool = False) -> LayerOption:
+    """The engine of `work` with parallelism `p` on `board`: weights on chip, or (`streamed`)
+    in off-chip memory, read once per item through two on-chip tiles while the layer's whole
+    input waits on chip (each weight then meets every pixel it multiplies while it is loaded)."""
     if work.is_movement:
         return LayerOption(1, 0, 0, Resources())
     if work.macs:
@@ -121,6 +135,12 @@ def dataflow_option(work: LayerWork, board: Board, p: int) -> LayerOption:
         dsp = math.ceil(p * dsp_per)
         lut = p * lut_per + p * work.accum_bits // 2 + ENGINE_OVERHEAD_LUT   # adder tree: ~1 LUT per 2 sum bits
         ff = p * (work.accum_bits + work.act_bits) + ENGINE_OVERHEAD_FF
+        if streamed and work.params:
+            bram, lut_w, ff_w = _tile_bram(work, p), 0, 0
+            bram += _buffer_bram(max(work.line_buffer_bits, work.in_bytes * 8 if work.stream_len > 1 else 0))
+            fill = _tile_fill_cycles(work, board, p)
+            return LayerOption(p, interval, interval + depth + fill,
+                               Resources(dsp, bram, lut, ff), offchip_bytes=work.weight_bytes)
         bram, lut_w, ff_w = _weight_storage(work, p)
         bram += _buffer_bram(work.line_buffer_bits)
         return LayerOption(p, interval, interval + depth,
@@ -150,11 +170,28 @@ def _weight_storage(work: LayerWork, p: int) -> tuple[int, int, int]:
     return max(banks, math.ceil(bits / BRAM18K_BITS)), 0, 0
 
 
+def _tile_bits(work: LayerWork, p: int) -> int:
+    """One streamed tile: the weights p multipliers read in STREAM_TILE_CYCLES (at most all of them)."""
+    return min(work.params, p * STREAM_TILE_CYCLES) * work.weight_bits
+
+
+def _tile_bram(work: LayerWork, p: int) -> int:
+    """Two tiles (double buffer), each wide enough to deliver p weights per cycle."""
+    banks = math.ceil(p * work.weight_bits / BRAM18K_READ_BITS)
+    return 2 * max(banks, math.ceil(_tile_bits(work, p) / BRAM18K_BITS))
+
+
+def _tile_fill_cycles(work: LayerWork, board: Board, p: int) -> int:
+    """Latency of the first tile's load before the engine starts (the rest overlaps compute)."""
+    mem = weight_memory(board)
+    return math.ceil(_tile_bits(work, p) / 8 / mem[1] * board.clock_hz) if mem else 0
+
+
 def _buffer_bram(bits: int) -> int:
     return math.ceil(bits / BRAM18K_BITS) if bits else 0
 
 
-def dataflow_options(work: LayerWork, board: Board) -> list[LayerOption]:
+def dataflow_options(work: LayerWork, board: Board, streamed: bool = False) -> list[LayerOption]:
     """Every candidate engine for `work` on `board`, slowest (cheapest) first.
 
     Options of equal speed keep the cheaper one. Resources are then made monotone along
@@ -164,7 +201,7 @@ def dataflow_options(work: LayerWork, board: Board) -> list[LayerOption]:
     interval" the cheapest in every resource, which the planner's exactness rests on."""
     if work.is_movement:
         return [dataflow_option(work, board, 1)]
-    opts = [dataflow_option(work, board, p) for p in parallelism_choices(work)]
+    opts = [dataflow_option(work, board, p, streamed) for p in parallelism_choices(work)]
     front: list[LayerOption] = []
     for o in sorted(opts, key=lambda o: (-o.interval_cycles, o.parallelism)):
         if front and front[-1].interval_cycles == o.interval_cycles:
@@ -188,7 +225,8 @@ def overlay_multipliers(board: Board, weight_bits: int, act_bits: int) -> int:
     return int(board.part.dsp * UTILIZATION_CAP / dsp_per)
 
 
-def overlay_layer_seconds(work: LayerWork, board: Board, weights_on_chip: bool) -> float:
+def overlay_layer_seconds(work: LayerWork, board: Board, weights_on_chip: bool,
+                          bandwidth_Bps: float | None = None) -> float:
     """max(compute, memory): compute at the engine's multipliers and efficiency; memory the
     weights streamed from DRAM/HBM when they are not pinned on chip, plus the activations
     when they are too big for half of the on-chip memory (the rest holds weights)."""
@@ -199,5 +237,13 @@ def overlay_layer_seconds(work: LayerWork, board: Board, weights_on_chip: bool) 
     compute = (work.macs + work.elem_ops / 4) / (mults * OVERLAY_EFFICIENCY) / clock
     acts = work.in_bytes + work.out_bytes
     traffic = (0 if weights_on_chip else work.weight_bytes) + (acts if acts * 8 > board.part.onchip_bits / 2 else 0)
-    memory = traffic / board.offchip_bandwidth_Bps if board.offchip_bandwidth_Bps else 0.0
+    bw = board.offchip_bandwidth_Bps if bandwidth_Bps is None else bandwidth_Bps
+    memory = traffic / bw if bw else 0.0
     return max(compute, memory)
+
+
+def overlay_tile_bytes(work: LayerWork, board: Board) -> int:
+    """On-chip bytes a streamed overlay layer holds: two weight tiles of what the engine's
+    multipliers consume in STREAM_TILE_CYCLES (double buffer), at most the layer's weights twice."""
+    mults = overlay_multipliers(board, work.weight_bits, work.act_bits)
+    return 2 * math.ceil(min(work.params, mults * STREAM_TILE_CYCLES) * work.weight_bits / 8)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from conveyor.cost.fpga import LayerOption, Resources, board_budget, dataflow_options, overlay_layer_seconds
+from conveyor.cost.fpga import (LayerOption, Resources, board_budget, dataflow_options, overlay_layer_seconds,
+                               overlay_tile_bytes, weight_memory)
 from conveyor.cost.host import roofline_seconds
 from conveyor.cost.work import LayerWork, layer_work
 from conveyor.errors import PlanError
@@ -38,6 +39,13 @@ class ChainProblem:
     signatures: tuple[str, ...] = ()                          # per device: what makes two devices identical
     specs: tuple = ()                                         # per device: its Board or Host
     links: tuple = ()                                         # [device j]: the Link j -> j+1 (None for the last)
+    #: [board][layer] -> options with the weights streamed from off-chip memory, or None for a
+    #: device that cannot (no DDR/HBM, or a host); a board streams all its layers' weights or none
+    stream_options: tuple = ()
+    stream_memory: tuple = ()                                 # per device: "dram" | "hbm" | None
+    stream_Bps: tuple = ()                                    # per device: that memory's bandwidth (dataflow: shared)
+    stream_bytes: tuple = ()                                  # per device: that memory's capacity
+    stream_reserve: tuple = ()                                # per device: on-chip bytes a streaming overlay's shared tiles take
 
     def __post_init__(self):
         if not self.archs:
@@ -87,12 +95,13 @@ _UNBOUNDED = 10**15
 
 def chain_problem(graph, cluster: Cluster, precision=None, *, arch: str = "dataflow",
                   archs: dict[str, str] | None = None, profiles: dict | None = None,
-                  order: tuple[str, ...] | None = None) -> ChainProblem:
+                  order: tuple[str, ...] | None = None, offchip: bool = True) -> ChainProblem:
     """The chain of `graph`'s layers over `cluster`'s devices in their listed order.
 
     FPGA boards run `arch` ("dataflow" engines, or one "overlay" engine) unless `archs`
     names another for a device; CPUs and GPUs run layers in turn at their roofline time,
-    or at the measured times of a `profiles[device]` Profile."""
+    or at the measured times of a `profiles[device]` Profile. `offchip=False` keeps every
+    weight on chip (no streaming from DDR/HBM)."""
     archs = dict(archs or {})
     for name, a in archs.items():
         cluster.device(name)
@@ -104,19 +113,32 @@ def chain_problem(graph, cluster: Cluster, precision=None, *, arch: str = "dataf
     works = layer_work(graph, precision)
     cuts = crossing_cuts(graph, works)
     kinds, options, clocks, budgets = [], [], [], []
+    streamed, memories, reserve = [], [], []
     for d in devices:
+        mem = weight_memory(d.board) if d.kind == "fpga" and offchip else None
+        memories.append(mem)
+        reserve.append(0)
         if d.kind == "fpga":
             a = archs.get(d.name, arch)
             if a == "dataflow":
                 kinds.append("dataflow")
                 options.append(tuple(tuple(dataflow_options(w, d.board)) for w in works))
+                streamed.append(None if mem is None else
+                                tuple(tuple(dataflow_options(w, d.board, streamed=True)) for w in works))
                 clocks.append(d.board.clock_hz)
                 budgets.append(board_budget(d.board))
                 continue
             seconds = [overlay_layer_seconds(w, d.board, weights_on_chip=True) for w in works]
             kinds.append("overlay")
             memory = int(d.board.part.onchip_bits // 8)
+            # one engine runs the layers in turn: its double-buffered tiles are shared by them all
+            reserve[-1] = max((overlay_tile_bytes(w, d.board) for w in works), default=0)
+            streamed.append(None if mem is None else tuple(
+                (_sequential_option(overlay_layer_seconds(w, d.board, weights_on_chip=False, bandwidth_Bps=mem[1]),
+                                    0, w.weight_bytes),)
+                for w in works))
         else:
+            streamed.append(None)
             kinds.append("host")
             seconds = _host_seconds(graph, works, d, (profiles or {}).get(d.name))
             memory = int(d.host.mem_bytes)
@@ -149,12 +171,17 @@ def chain_problem(graph, cluster: Cluster, precision=None, *, arch: str = "dataf
         signatures=tuple(f"{k}:{d.spec!r}" for k, d in zip(kinds, devices)),
         specs=tuple(d.spec for d in devices),
         links=tuple(links),
+        stream_options=tuple(streamed),
+        stream_memory=tuple(m[0] if m else None for m in memories),
+        stream_Bps=tuple(m[1] if m else 0.0 for m in memories),
+        stream_bytes=tuple(m[2] if m else 0 for m in memories),
+        stream_reserve=tuple(reserve),
     )
 
 
-def _sequential_option(seconds: float, weight_bytes: int) -> LayerOption:
+def _sequential_option(seconds: float, weight_bytes: int, offchip_bytes: int = 0) -> LayerOption:
     ticks = max(0, round(seconds * TICKS_PER_S))
-    return LayerOption(1, ticks, ticks, Resources(0, int(weight_bytes), 0, 0))
+    return LayerOption(1, ticks, ticks, Resources(0, int(weight_bytes), 0, 0), offchip_bytes=int(offchip_bytes))
 
 
 def _host_seconds(graph, works, device, profile) -> list[float]:

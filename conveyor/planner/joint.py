@@ -41,6 +41,8 @@ class BoardAssignment:
     buffer_bram18k: int
     replicas: int = 1               # devices board..board+replicas-1 each run every replicas-th item
     split: bool = False             # ...or, when True, each holds 1/replicas of the (single) layer
+    weights_in: str = "on_chip"     # where the stage's weights live: on_chip | dram | hbm (streamed)
+    offchip_bytes: int = 0          # weight bytes the stage streams from there per item
 
 
 @dataclass(frozen=True)
@@ -57,22 +59,54 @@ class _Tables:
     a sequential device (an overlay FPGA, a CPU, a GPU) runs its layers in turn, so its
     stage time is their sum. Sequential devices have one option per layer and carry their
     weight bytes in the second resource slot, against a budget of on-chip bytes (overlay:
-    weights pinned, Brainwave's persistent mode) or memory bytes (hosts)."""
+    weights pinned, Brainwave's persistent mode) or memory bytes (hosts).
 
-    def __init__(self, prob: ChainProblem):
+    `streamed=True` builds the tables of the boards streaming their weights from DDR/HBM
+    (`prob.stream_options`; a device that cannot has no options); a pinned table keeps the
+    streamed one in `.streamed` (None when no device can stream)."""
+
+    def __init__(self, prob: ChainProblem, streamed: bool = False):
         self.prob = prob
         self.sequential = [a != "dataflow" for a in prob.archs]
-        self.secs = [[[o.interval_cycles / prob.clocks[j] for o in opts] for opts in prob.options[j]]
+        if streamed:
+            options = [prob.stream_options[j] or tuple(() for _ in range(prob.m)) for j in range(prob.k)]
+            self.weights_in = [prob.stream_memory[j] or "on_chip" for j in range(prob.k)]
+            self.bandwidth = list(prob.stream_Bps)
+            self.capacity = list(prob.stream_bytes)
+        else:
+            options = prob.options
+            self.weights_in = ["on_chip"] * prob.k
+            self.bandwidth = self.capacity = None
+        self.is_streamed = streamed
+        self.off = [[[o.offchip_bytes for o in opts] for opts in options[j]] for j in range(prob.k)]
+        self.secs = [[[o.interval_cycles / prob.clocks[j] for o in opts] for opts in options[j]]
                      for j in range(prob.k)]
         # bisect needs ascending keys: store negated intervals
         self.neg = [[[-t for t in layer] for layer in board] for board in self.secs]
         self.res = [[[(o.resources.dsp, o.resources.bram18k, o.resources.lut, o.resources.ff) for o in opts]
-                     for opts in prob.options[j]] for j in range(prob.k)]
-        self.lat = [[[o.latency_cycles / prob.clocks[j] for o in opts] for opts in prob.options[j]]
+                     for opts in options[j]] for j in range(prob.k)]
+        self.lat = [[[o.latency_cycles / prob.clocks[j] for o in opts] for opts in options[j]]
                     for j in range(prob.k)]
         self.budget = [(b.dsp, b.bram18k, b.lut, b.ff) for b in prob.budgets]
+        if streamed and prob.stream_reserve:
+            self.budget = [(d, b - (prob.stream_reserve[j] if self.sequential[j] else 0), l, f)
+                           for j, (d, b, l, f) in enumerate(self.budget)]
         self.buffer = [2 * math.ceil(c.bytes * 8 / BRAM18K_BITS) for c in prob.cuts]
+        can_stream = not streamed and any(o is not None for o in prob.stream_options)
+        self.streamed = _Tables(prob, streamed=True) if can_stream else None
 
+    def modes(self) -> tuple["_Tables", ...]:
+        """Pinned first: on a tie the DP keeps the first, so weights stream only when that is
+        strictly better (or the only way) for the objective."""
+        return (self,) if self.streamed is None else (self, self.streamed)
+
+    def stream_floor(self, j: int, offchip_bytes: int, r: int) -> float:
+        """The least stage time at which device j's memory delivers `offchip_bytes` per item
+        (r replicas: each takes one item in r)."""
+        return offchip_bytes / (self.bandwidth[j] * r) if self.is_streamed and offchip_bytes else 0.0
+
+    def for_board(self, b: "BoardAssignment") -> "_Tables":
+        return self if b.weights_in == "on_chip" or self.streamed is None else self.streamed
     def needs_split(self, j: int, i: int) -> bool:
         """A MAC layer whose smallest engine alone exceeds dataflow device j's budget."""
         from conveyor.planner.split import SPLITTABLE
@@ -201,6 +235,10 @@ def _best_stage(prob: ChainProblem, t: _Tables, best: dict, j: int, s: int, merg
     if limit0 <= 0:
         return result
     last_dev = j + r - 1
+    # Streamed weights: each replica's memory delivers the stage's weight bytes once per item,
+    # one item every r intervals (the sum over its layers of bytes / interval <= bandwidth).
+    off_cap = (min(t.bandwidth[j] * r * T * (1 + _REL_TOL), t.capacity[j]) if t.is_streamed else 0)
+    w = 0
     # Layers [s, e) at limit0, grown one layer at a time (picks do not depend on e).
     d = b = l = f = 0
     picks: list[int] = []
@@ -212,7 +250,8 @@ def _best_stage(prob: ChainProblem, t: _Tables, best: dict, j: int, s: int, merg
             break
         rd, rb, rl, rf = t.res[j][i][kk]
         d, b, l, f = d + rd, b + rb, l + rl, f + rf
-        if d > bd or b > bb or l > bl or f > bf:
+        w += t.off[j][i][kk]
+        if d > bd or b > bb or l > bl or f > bf or w > off_cap:
             break  # more layers only need more
         picks.append(kk)
         interval = t.combine(j, interval, t.secs[j][i][kk])
@@ -221,7 +260,9 @@ def _best_stage(prob: ChainProblem, t: _Tables, best: dict, j: int, s: int, merg
         lat += t.lat[j][i][kk]
         if e == m:
             if lat < result[0]:
-                result = (lat, (e, None, tuple(picks), (d, b, l, f), interval, (interval + t_in) / r, lat, 0.0, 0, r))
+                stage_time = max((interval + t_in) / r, t.stream_floor(j, w, r))
+                result = (lat, (e, None, tuple(picks), (d, b, l, f), interval, stage_time, lat, 0.0, 0, r),
+                          t.weights_in[j], w)
             continue
         if last_dev + 1 >= k:
             continue
@@ -249,8 +290,10 @@ def _best_stage(prob: ChainProblem, t: _Tables, best: dict, j: int, s: int, merg
                         continue
                 stage_time = (cand[2] + t_in + t_out) / r
             total = cand[3] + t_out + nxt[0]
+            stage_time = max(stage_time, t.stream_floor(j, w, r))
             if total < result[0]:
-                result = (total, (e, mode, cand[0], cand[1], cand[2], stage_time, cand[3], t_out, buffer, r))
+                result = (total, (e, mode, cand[0], cand[1], cand[2], stage_time, cand[3], t_out, buffer, r),
+                          t.weights_in[j], w)
     return result
 
 
@@ -265,10 +308,11 @@ def probe(prob: ChainProblem, t: _Tables, T: float, link_modes=LINK_MODES) -> Jo
         for s in range(m - 1, -1, -1):
             for merged_in in ((False, True) if (s > 0 and j > 0) else (False,)):
                 result: tuple[float, tuple | None] = (INF, None)
-                for r in range(1, rmax + 1):
-                    cand = _best_stage(prob, t, best, j, s, merged_in, T, r, link_modes)
-                    if cand[0] < result[0]:
-                        result = cand
+                for tm in t.modes():
+                    for r in range(1, rmax + 1):
+                        cand = _best_stage(prob, tm, best, j, s, merged_in, T, r, link_modes)
+                        if cand[0] < result[0]:
+                            result = cand
                 if t.needs_split(j, s):
                     for r in range(2, _identical_run(prob, j) + 1):
                         cand = _split_stage(prob, t, best, j, s, merged_in, T, r, link_modes)
@@ -280,10 +324,11 @@ def probe(prob: ChainProblem, t: _Tables, T: float, link_modes=LINK_MODES) -> Jo
         return None
     boards, j, s, merged_in = [], 0, 0, False
     while s < m:
-        _, choice = best[(j, s, merged_in)]
+        _, choice, *where = best[(j, s, merged_in)]
         e, mode, picks, res, interval, stage_time, lat, t_out, buffer, r, *split = choice
+        weights_in, offchip = where if where else ("on_chip", 0)
         boards.append(BoardAssignment(j, s, e, picks, interval, stage_time, lat, Resources(*res), merged_in,
-                                      mode, t_out if mode else 0.0, buffer, r, bool(split)))
+                                      mode, t_out if mode else 0.0, buffer, r, bool(split), weights_in, offchip))
         j, s, merged_in = j + r, e, mode == "merged"
     worst = max(max(bd.stage_time_s for bd in boards),
                 max((bd.link_out_s for bd in boards if bd.link_out_mode == "stage"), default=0.0))
@@ -319,10 +364,12 @@ def spend_leftover(prob: ChainProblem, t: _Tables, result: JointResult) -> Joint
     per unit of the binding resource, while it fits. Intervals only shrink, so the pipeline
     interval never gets worse; latency is a heuristic optimum (docs/cost-model.md)."""
     boards = []
+    pinned = t
     for b in result.boards:
         if b.split:
             boards.append(b)
             continue
+        t = pinned.for_board(b)
         picks = list(b.option_index)
         used = [b.resources.dsp, b.resources.bram18k, b.resources.lut, b.resources.ff]
         budget = t.budget[b.board]
@@ -349,11 +396,11 @@ def spend_leftover(prob: ChainProblem, t: _Tables, result: JointResult) -> Joint
             interval = t.combine(b.board, interval, t.secs[b.board][i][k])
         lat = sum(t.lat[b.board][i][k] for i, k in zip(rng, picks))
         merged_out = b.link_out_s if b.link_out_mode == "merged" else 0.0
-        t_in = b.stage_time_s * b.replicas - b.compute_interval_s - merged_out
-        stage_time = (interval + t_in + merged_out) / b.replicas
+        t_in = prob.link_seconds[b.board - 1][b.start - 1] if b.link_in_merged else 0.0
+        stage_time = max((interval + t_in + merged_out) / b.replicas, t.stream_floor(b.board, b.offchip_bytes, b.replicas))
         boards.append(BoardAssignment(b.board, b.start, b.end, tuple(picks), interval, stage_time, lat,
                                       Resources(*used), b.link_in_merged, b.link_out_mode, b.link_out_s,
-                                      b.buffer_bram18k, b.replicas))
+                                      b.buffer_bram18k, b.replicas, False, b.weights_in, b.offchip_bytes))
     worst = max(max(bd.stage_time_s for bd in boards),
                 max((bd.link_out_s for bd in boards if bd.link_out_mode == "stage"), default=0.0))
     latency = sum(bd.latency_s + (bd.link_out_s if bd.link_out_mode else 0.0) for bd in boards)
@@ -365,14 +412,17 @@ def _upper_bound(prob: ChainProblem, t: _Tables) -> float:
     run every layer, and every link fits."""
     total = sum(max((t.secs[j][i][0] for j in range(prob.k) if t.secs[j][i]), default=0.0) for i in range(prob.m))
     links = [x for row in prob.link_seconds for x in row if x != float("inf")]
-    return (total + 2 * max(links, default=0.0)) * 2 + 1e-9
+    # streaming every weight through the slowest memory there is
+    streams = [bw for bw, o in zip(prob.stream_Bps, prob.stream_options) if o is not None and bw > 0]
+    stream = sum(w.weight_bytes for w in prob.works) / min(streams) if streams else 0.0
+    return (total + stream + 2 * max(links, default=0.0)) * 2 + 1e-9
 
 
 def _why_infeasible(prob: ChainProblem, t: _Tables) -> str:
     from conveyor.planner.split import split_options
 
     for i, name in enumerate(prob.layer_names):
-        alone = any(_evaluate(t, j, i, i + 1, float("inf"), 0) is not None for j in range(prob.k))
+        alone = any(_evaluate(tm, j, i, i + 1, float("inf"), 0) is not None for j in range(prob.k) for tm in t.modes())
         split = any(
             t.needs_split(j, i) and any(
                 all(x <= cap for x, cap in zip(split_options(prob.works[i], prob.specs[j], r)[0].resources.as_dict().values(),

@@ -15,7 +15,7 @@ DEFAULT_PRECISION = "ap_fixed<16,6>"
 
 def plan(graph, cluster, *, precision=DEFAULT_PRECISION, objective: str = "throughput",
          method: str = "conveyor", arch: str = "dataflow", archs: dict | None = None,
-         profiles: dict | None = None, cuts: list[str] | None = None) -> Plan:
+         profiles: dict | None = None, cuts: list[str] | None = None, offchip: bool = True) -> Plan:
     """Plan `graph` on `cluster`'s devices, in the cluster's chain order.
 
     objective "throughput": the smallest pipeline interval, then the lowest latency;
@@ -27,13 +27,16 @@ def plan(graph, cluster, *, precision=DEFAULT_PRECISION, objective: str = "throu
     takes them from the user), each device then tuned on its own.
     FPGA boards run `arch` ("dataflow" or "overlay") unless `archs` names another per device;
     CPUs/GPUs use the roofline, or the measured `profiles[device]`.
+    FPGA boards with DDR/HBM may stream a stage's weights from it (pinned on chip when that
+    is as good); `offchip=False` forbids it.
     """
     if objective not in OBJECTIVES:
         raise PlanError(f"objective '{objective}'; accepted: {', '.join(OBJECTIVES)}")
     config = PrecisionConfig.coerce(precision)
-    prob = chain_problem(graph, cluster, config, arch=arch, archs=archs, profiles=profiles)
+    kwargs = dict(arch=arch, archs=archs, profiles=profiles, offchip=offchip)
+    prob = chain_problem(graph, cluster, config, **kwargs)
     if cluster.topology == "switch" and objective != "edge-cloud" and method == "conveyor":
-        prob = _best_order(graph, cluster, config, prob, objective, dict(arch=arch, archs=archs, profiles=profiles))
+        prob = _best_order(graph, cluster, config, prob, objective, kwargs)
     if objective == "edge-cloud":
         from conveyor.planner.edge import edge_cloud
 
@@ -41,7 +44,10 @@ def plan(graph, cluster, *, precision=DEFAULT_PRECISION, objective: str = "throu
             raise PlanError("the edge-cloud objective has no baselines; use method 'conveyor'")
         result = edge_cloud(graph, prob)
     elif method == "conveyor":
-        result = plan_joint(prob) if objective == "throughput" else _min_latency(prob)
+        try:
+            result = plan_joint(prob) if objective == "throughput" else _min_latency(prob)
+        except PlanError as e:
+            raise PlanError(f"{e}{_what_would_fit(prob)}") from None
     elif method in BASELINES:
         result = run_baseline(prob, method)
     elif method == "manual":
@@ -51,6 +57,47 @@ def plan(graph, cluster, *, precision=DEFAULT_PRECISION, objective: str = "throu
     else:
         raise PlanError(f"method '{method}'; accepted: conveyor, manual, {', '.join(BASELINES)}")
     return to_plan(graph, cluster, config, objective, method, prob, result)
+
+
+#: The most boards `_what_would_fit` considers.
+MAX_BOARDS = 256
+
+
+def _what_would_fit(prob: ChainProblem) -> str:
+    """When every device is the same kind: the smallest number of them that holds the model
+    (each count checked by the planner itself, one probe at a generous interval)."""
+    import dataclasses
+
+    from conveyor.planner.joint import _upper_bound
+
+    if len(set(prob.signatures)) != 1 or prob.links[0] is None:
+        return ""
+
+    def grown(n: int) -> ChainProblem:
+        rep = lambda xs: tuple(xs[:1]) * n
+        links = rep(prob.links)[:-1] + (None,)
+        return dataclasses.replace(
+            prob, devices=tuple(f"{prob.devices[0]}#{i}" for i in range(n)), clocks=rep(prob.clocks),
+            budgets=rep(prob.budgets), options=rep(prob.options), link_seconds=rep(prob.link_seconds)[:-1]
+            + (tuple(float("inf") for _ in prob.cuts),), link_names=rep(prob.link_names), archs=rep(prob.archs),
+            signatures=rep(prob.signatures), specs=rep(prob.specs), links=links,
+            stream_options=rep(prob.stream_options), stream_memory=rep(prob.stream_memory),
+            stream_Bps=rep(prob.stream_Bps), stream_bytes=rep(prob.stream_bytes), stream_reserve=rep(prob.stream_reserve))
+
+    def fits(n: int) -> bool:
+        p = grown(n)
+        t = _Tables(p)
+        return probe(p, t, _upper_bound(p, t), LINK_MODES) is not None
+
+    lo, hi = prob.k, prob.k + 1        # lo does not fit
+    while not fits(hi):
+        lo, hi = hi, hi * 2
+        if hi > MAX_BOARDS:
+            return f"; not even {MAX_BOARDS} such devices would hold it"
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if fits(mid) else (mid, hi)
+    return f"; {hi} such devices ({prob.specs[0].name}) would hold it"
 
 
 def _manual_ranges(prob: ChainProblem, cuts: list[str]) -> list[tuple[int, int]]:
@@ -122,7 +169,8 @@ def pareto_front(prob: ChainProblem, max_points: int = 400) -> list[JointResult]
     non-dominated results, fastest interval first."""
     best = plan_joint(prob, LINK_MODES)
     t = _Tables(prob)
-    candidates = sorted({x for board in t.secs for layer in board for x in layer if x > best.interval_s})
+    candidates = sorted({x for tm in t.modes() for board in tm.secs for layer in board for x in layer
+                         if x > best.interval_s})
     if len(candidates) > max_points:
         step = len(candidates) / max_points
         candidates = [candidates[int(i * step)] for i in range(max_points)] + [candidates[-1]]
@@ -153,7 +201,8 @@ def to_plan(graph, cluster, config: PrecisionConfig, objective: str, method: str
             options = [split_options(prob.works[i], prob.specs[b.board], b.replicas)[k]
                        for i, k in zip(range(b.start, b.end), b.option_index)]
         else:
-            options = [prob.options[b.board][i][k] for i, k in zip(range(b.start, b.end), b.option_index)]
+            table = prob.options if b.weights_in == "on_chip" else prob.stream_options
+            options = [table[b.board][i][k] for i, k in zip(range(b.start, b.end), b.option_index)]
         clock = prob.clocks[b.board]
         link = None
         if b.link_out_mode is not None:
@@ -167,7 +216,8 @@ def to_plan(graph, cluster, config: PrecisionConfig, objective: str, method: str
             resources, budget = b.resources.as_dict(), prob.budgets[b.board].as_dict()
         else:  # sequential devices: weight bytes against on-chip (overlay) or host memory
             key = "onchip_bytes" if arch == "overlay" else "memory_bytes"
-            resources, budget = {key: b.resources.bram18k}, {key: prob.budgets[b.board].bram18k}
+            shared_tiles = prob.stream_reserve[b.board] if b.weights_in != "on_chip" and prob.stream_reserve else 0
+            resources, budget = {key: b.resources.bram18k + shared_tiles}, {key: prob.budgets[b.board].bram18k}
         power = device.board.power_w if device.kind == "fpga" else device.host.tdp_w
         power = None if power is None else power * b.replicas
         stages.append(StagePlan(
@@ -176,6 +226,10 @@ def to_plan(graph, cluster, config: PrecisionConfig, objective: str, method: str
             layer_interval_s={n: o.interval_cycles / clock for n, o in zip(names, options)},
             compute_interval_s=b.compute_interval_s, stage_time_s=b.stage_time_s, latency_s=b.latency_s,
             resources=resources, budget=budget, power_w=power, link_out=link, replicas=replicas, split=b.split,
+            weights_in={n: b.weights_in if o.offchip_bytes else "on_chip" for n, o in zip(names, options)},
+            # each device of the stage takes one item per replicas x interval
+            weight_bandwidth_Bps={n: o.offchip_bytes / (result.interval_s * b.replicas) if o.offchip_bytes else 0.0
+                                  for n, o in zip(names, options)},
         ))
     notes = (
         "modeled: every time, resource and power figure is predicted by the cost model "

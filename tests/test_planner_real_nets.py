@@ -1,0 +1,76 @@
+"""Torchvision networks (random weights) planned on real clusters: weights that do not fit on
+chip stream from the boards' DDR, every layer placed once, every stage within its budget, no
+board's memory bandwidth oversubscribed. Small input resolutions keep CI fast, except where
+the network's adaptive pooling needs its native 224 x 224 (AlexNet's classifier)."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+
+import conveyor
+from conveyor import PlanError
+from conveyor.cost.fpga import weight_memory
+from conveyor.hardware import Cluster
+from conveyor.planner import plan
+
+
+@functools.lru_cache(maxsize=None)
+def _net(name: str, size: int):
+    import torch
+
+    from conveyor.frontends.torchvision_compat import import_torchvision
+
+    tv = import_torchvision()
+    torch.manual_seed(0)
+    return conveyor.from_torch(getattr(tv.models, name)(), torch.randn(1, 3, size, size), name=name)
+
+
+def _check(p, g, cluster):
+    placed = [n for s in p.stages for n in s.layers]
+    assert sorted(placed) == sorted(n.name for n in g.nodes)   # every layer exactly once
+    assert len(placed) == len(set(placed))
+    for s in p.stages:
+        assert all(s.resources[k] <= s.budget[k] for k in s.budget), s.device
+        board = cluster.device(s.device).board
+        streamed = [n for n in s.layers if s.weights_in[n] != "on_chip"]
+        mem = weight_memory(board)
+        if streamed:
+            assert {s.weights_in[n] for n in streamed} == {mem[0]}
+        # the layers that stream share the board's memory: together within its bandwidth
+        assert sum(s.weight_bandwidth_Bps.values()) <= (mem[1] if mem else 0.0) * (1 + 1e-9), s.device
+        assert all(s.weight_bandwidth_Bps[n] == 0.0 for n in s.layers if s.weights_in[n] == "on_chip")
+    return sum(1 for s in p.stages for n in s.layers if s.weights_in[n] != "on_chip")
+
+
+def test_resnet50_on_eight_zcu102_at_16_bits_streams_what_does_not_fit():
+    # 25.5 M weights x 2 B = 51 MB; eight ZU9EG hold 8 x 0.85 x 32.1 Mb = 27 MB on chip (DS891)
+    g = _net("resnet50", 64)
+    cluster = Cluster.uniform("zcu102", 8, link="aurora-10g")
+    p = plan(g, cluster, precision="ap_fixed<16,6>")
+    assert _check(p, g, cluster) > 0
+
+
+@pytest.mark.parametrize("precision", ["ap_fixed<16,6>", "ap_fixed<8,3>"])
+def test_full_alexnet_on_four_zynq7035_keeps_its_classifier(precision):
+    # the multi-FPGA AlexNet paper dropped the fully connected layers: 58.6 M of its 61 M weights
+    g = _net("alexnet", 224)
+    assert any(n.op_type == "Gemm" for n in g.nodes)
+    cluster = Cluster.uniform("zynq7035", 4, link="srio-10g")
+    p = plan(g, cluster, precision=precision)
+    assert _check(p, g, cluster) > 0
+    fc = [n.name for n in g.nodes if n.op_type == "Gemm"]
+    weights_in = {n: w for s in p.stages for n, w in s.weights_in.items()}
+    assert any(weights_in[n] == "dram" for n in fc)   # 37.7 M weights of fc6 fit no Zynq-7035
+
+
+def test_the_error_names_how_many_boards_would_hold_the_model():
+    g = conveyor.zoo.build("resnet18")
+    with pytest.raises(PlanError) as e:
+        plan(g, Cluster.uniform("zynq7035", 2, link="srio-10g"), precision="ap_fixed<8,3>", offchip=False)
+    n = int(str(e.value).split("; ")[-1].split()[0])
+    assert n > 2
+    plan(g, Cluster.uniform("zynq7035", n, link="srio-10g"), precision="ap_fixed<8,3>", offchip=False)
+    with pytest.raises(PlanError):
+        plan(g, Cluster.uniform("zynq7035", n - 1, link="srio-10g"), precision="ap_fixed<8,3>", offchip=False)
