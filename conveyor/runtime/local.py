@@ -282,7 +282,8 @@ class LocalExecutor:
                         for (_, _, c), r in self._chan_row.items() if c == st.row)
             return {"index": st.stage, "device": st.spec.device, "backend": st.spec.backend,
                     "items": int(row[ITEMS]), "busy_s": float(row[BUSY]), "overruns": int(row[OVERRUNS]),
-                    "queue_depth": queue, "restarts": st.restarts, "pid": st.pid, "alive": _alive(st.process)}
+                    "queue_depth": queue, "restarts": st.restarts, "pid": st.pid, "alive": _alive(st.process),
+                    "ready": st.ready and _alive(st.process)}
 
         return [combine_replicas([process_row(self._stages[w]) for w in rows]) for rows in self._by_stage]
 
