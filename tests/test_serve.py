@@ -136,3 +136,107 @@ def test_plain_json_and_errors(digits):
     text = raw.decode()
     assert st == 200 and 'conveyor_request_failures_total{model="%s",reason="bad_request"}' % name in text
     assert "conveyor_stage_busy_fraction" in text and "conveyor_request_latency_seconds_bucket" in text
+
+
+def parent(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def descendants(pid):
+    kids = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                with open(f"/proc/{d}/cmdline", "rb") as f:
+                    kids[int(d)] = (ppid, f.read())
+            except (OSError, IndexError, ValueError):
+                pass
+    out, frontier = [], [pid]
+    while frontier:
+        p = frontier.pop()
+        for c, (pp, _) in kids.items():
+            if pp == p:
+                out.append(c)
+                frontier.append(c)
+    return out
+
+
+def test_overload_token_killed_stage_and_sigterm(tmp_path):
+    s = Served(tmp_path, "jet-mlp", 2, "--max-queue", "2", "--token", "secret")
+    try:
+        g, name = s.graph, s.graph.name
+        assert http("GET", s.url + "/v2/health/live")[0] == 200  # health needs no token
+        assert http("GET", f"{s.url}/v2/models/{name}")[0] == 401
+        auth = {"Authorization": "Bearer secret"}
+        assert http("GET", f"{s.url}/v2/models/{name}", headers=auth)[0] == 200
+        client = httpclient.InferenceServerClient(url=f"127.0.0.1:{s.port}", concurrency=16)
+        many = xs(g, 200, seed=7)
+
+        def request(x):
+            inp = httpclient.InferInput(g.input_names[0], list(x.shape), "FP32")
+            inp.set_data_from_numpy(x)
+            return client.async_infer(name, [inp], headers=auth)
+
+        def result(pending):
+            try:
+                return pending.get_result().as_numpy(g.output_names[0])
+            except httpclient.InferenceServerException as e:
+                return e
+
+        def call(x):
+            return result(request(x))
+
+        got = [result(r) for r in [request(x) for x in many[:100]]]  # 16 connections at once
+        refused = [e for e in got if isinstance(e, Exception)]
+        assert refused and all("503" in str(e.status()) or "max-queue" in e.message() for e in refused), refused[:3]
+        answered = [(x, y) for x, y in zip(many, got) if not isinstance(y, Exception)]
+        assert answered
+        for x, y in answered:
+            assert np.array_equal(y, g.run(x, precision=s.plan.precision)[g.output_names[0]])
+
+        # kill one stage process while requests are being served, one at a time (all admitted)
+        server_kids = [p for p in descendants(s.proc.pid) if parent(p) == s.proc.pid]
+        forkserver = [p for p in server_kids if b"forkserver" in open(f"/proc/{p}/cmdline", "rb").read()]
+        stage_pids = [p for p in descendants(forkserver[0]) if parent(p) == forkserver[0]]
+        assert len(stage_pids) == 2, stage_pids
+        outs = []
+        for i, x in enumerate(many[100:140]):
+            if i == 10:
+                os.kill(stage_pids[-1], signal.SIGKILL)
+            outs.append(call(x))
+        for x, y in zip(many[100:140], outs):
+            assert not isinstance(y, Exception), y
+            assert np.array_equal(y, g.run(x, precision=s.plan.precision)[g.output_names[0]])
+        text = http("GET", s.url + "/metrics", headers=auth)[2].decode()
+        assert "conveyor_stage_restarts_total" in text and any(
+            line.startswith("conveyor_stage_restarts_total") and line.endswith(" 1.0") for line in text.splitlines())
+        assert http("GET", s.url + "/v2/health/ready")[0] == 200
+        kids = descendants(s.proc.pid)
+    finally:
+        code = s.stop()
+    assert code == 0
+    def left():
+        out = []
+        for p in kids:
+            try:
+                with open(f"/proc/{p}/stat") as f:
+                    if f.read().rsplit(")", 1)[1].split()[0] != "Z":
+                        with open(f"/proc/{p}/cmdline", "rb") as f2:
+                            out.append((p, f2.read()))
+            except OSError:
+                pass
+        return out
+
+    deadline = time.monotonic() + 5  # the forkserver and resource tracker exit when their parent's pipe closes
+    while left() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not left()
+
+
+def test_beyond_loopback_needs_token_or_insecure(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "conveyor.cli", "serve", "nope.json", "--model", "jet-mlp",
+                        "--host", "0.0.0.0"], env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True)
+    assert r.returncode == 1 and "--token" in r.stderr and "--insecure" in r.stderr
