@@ -470,3 +470,30 @@ def test_a_killed_replica_is_restarted_and_every_request_comes_back_once():
     assert all(np.array_equal(o["output"], r) for o, r in zip(outs, refs))
     assert stats["completed"] == 90 and stats["failed"] == 0
     assert [[r["restarts"] for r in s["replicas"]] for s in stats["stages"]] == [[0, 0], [0, 0, 1], [0, 1]]
+
+
+@pytest.mark.parametrize("method", ["forkserver", "spawn"])
+def test_plain_script_without_main_guard(tmp_path, method):
+    """Stage processes never run the user's script again (no `if __name__ == "__main__":`)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "plain.py"
+    script.write_text(
+        "import numpy as np\n"
+        "from conveyor import zoo\nfrom conveyor.hardware import Cluster\nfrom conveyor.planner import plan\n"
+        "from conveyor.runtime import Pipeline\n"
+        "print('SCRIPT RAN', flush=True)\n"
+        "g = zoo.build('jet-mlp')\n"
+        "p = plan(g, Cluster.uniform('zcu102', 2, link='aurora-10g'), precision='ap_fixed<16,6>', method='equal')\n"
+        "x = np.random.default_rng(0).standard_normal(g.inputs[0].shape).astype(g.inputs[0].dtype)\n"
+        f"with Pipeline(p, g, start_method='{method}') as pipe:\n"
+        "    y = pipe(x)\n"
+        "ref = g.run(x, precision=p.precision)\n"
+        "assert all(np.array_equal(y[n], ref[n]) for n in g.output_names)\n"
+        "print('OK', flush=True)\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, PYTHONPATH=root))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["SCRIPT", "RAN", "OK"], r.stdout  # the script ran once, in the parent only

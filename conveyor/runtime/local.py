@@ -41,8 +41,8 @@ reads from every channel into it and writes to the one its request routes to.
   interpreter exit for an executor never closed. Segment names start with
   `conveyor-<parent pid>-`.
 
-As with any `spawn`/`forkserver` multiprocessing, a script that starts a pipeline must do
-so under `if __name__ == "__main__":` (stage processes import the main module). Backends
+Stage processes never import the user's main module (`_start_without_main`), so a plain
+script without `if __name__ == "__main__":` can start a pipeline. Backends
 registered in `conveyor.runtime.device.BACKENDS` travel to the stage processes by reference
 (their module must be importable there); `env=` sets environment variables in them.
 """
@@ -88,7 +88,31 @@ from conveyor.runtime.metrics import combine_replicas
 from conveyor.runtime.stages import replica_specs, route
 
 START_METHODS = ("forkserver", "spawn")
-_PRELOAD = ["__main__", "conveyor.runtime.local_stage"]
+_PRELOAD = ["conveyor.runtime.local_stage"]  # not "__main__": stage processes never run the user's script
+_PREP_LOCK = threading.Lock()
+
+
+def _start_without_main(process) -> None:
+    """Start `process` without the user's main module: multiprocessing's preparation data
+    ('init_main_from_path' / 'init_main_from_name') would make the child import __main__ again,
+    running a script that lacks `if __name__ == "__main__":` a second time in every stage. Stage
+    processes need nothing from __main__ (their target and arguments live in conveyor)."""
+    from multiprocessing import spawn
+
+    with _PREP_LOCK:
+        original = spawn.get_preparation_data
+
+        def without_main(name):
+            data = original(name)
+            data.pop("init_main_from_path", None)
+            data.pop("init_main_from_name", None)
+            return data
+
+        spawn.get_preparation_data = without_main
+        try:
+            process.start()
+        finally:
+            spawn.get_preparation_data = original
 
 
 PARENT = -1  # the parent process, as a channel end
@@ -282,7 +306,8 @@ class LocalExecutor:
                         for (_, _, c), r in self._chan_row.items() if c == st.row)
             return {"index": st.stage, "device": st.spec.device, "backend": st.spec.backend,
                     "items": int(row[ITEMS]), "busy_s": float(row[BUSY]), "overruns": int(row[OVERRUNS]),
-                    "queue_depth": queue, "restarts": st.restarts, "pid": st.pid, "alive": _alive(st.process)}
+                    "queue_depth": queue, "restarts": st.restarts, "pid": st.pid, "alive": _alive(st.process),
+                    "ready": st.ready and _alive(st.process)}
 
         return [combine_replicas([process_row(self._stages[w]) for w in rows]) for rows in self._by_stage]
 
@@ -378,7 +403,7 @@ class LocalExecutor:
         p = self._ctx.Process(target=stage_main, args=(boot, child_ctrl, in_ends, out_ends),
                               name=f"conveyor-stage-{st.stage}" + (f".{st.replica}" if st.replica else ""),
                               daemon=True)
-        p.start()
+        _start_without_main(p)
         self._res.processes.append(p)
         for c in [child_ctrl] + in_ends + out_ends:
             c.close()

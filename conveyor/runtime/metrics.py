@@ -25,6 +25,8 @@ def combine_replicas(rows: list[dict]) -> dict:
                 values = [r.get(f) for r in rows]
                 stage[f] = None if None in values else sum(values)
         stage["alive"] = all(r.get("alive") for r in rows)
+        if "ready" in stage:
+            stage["ready"] = all(r.get("ready") for r in rows)
         stage["replicas"] = rows
     return stage
 

@@ -1,0 +1,213 @@
+"""The HTTP front over one Pipeline (aiohttp; docs/serving.md says why): Open Inference
+Protocol routes, admission (max_queue -> 503), body limit (413), bearer token, metrics.
+
+    Server(plan, graph, name="digits").run(host="127.0.0.1", port=8000)   # until SIGTERM/SIGINT
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import ipaddress
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from aiohttp import web
+
+from conveyor.errors import ConveyorError, ModelError
+from conveyor.serve.metrics import ServeMetrics
+from conveyor.serve.protocol import HEADER_LENGTH, BadRequest, TensorSpec, datatype, encode_infer, parse_infer
+
+JSON_OVERHEAD = 20  # a JSON number of a float takes up to ~20 characters: the body limit's factor
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Server:
+    """One model's server. The pipeline loads in the background after the socket is bound
+    (`/v2/health/live` answers at once; `/v2/health/ready` once every stage has loaded)."""
+
+    def __init__(self, plan, graph, *, name: str | None = None, executor: str = "local", backends=None,
+                 paced: bool = False, time_scale: float = 1.0, max_queue: int = 64, token: str | None = None,
+                 max_body_bytes: int | None = None, **executor_options):
+        if max_queue < 1:
+            raise ConveyorError(f"max_queue must be >= 1, got {max_queue}")
+        self.plan, self.graph = plan, graph
+        self.name = name or graph.name
+        self.max_queue = max_queue
+        self.token = token
+        self.inputs = [TensorSpec(t.name, datatype(t.dtype), tuple(t.shape)) for t in graph.inputs]
+        in_bytes = sum(int(np.prod(t.shape)) * np.dtype(t.dtype).itemsize for t in graph.inputs)
+        # JSON writes each value in up to ~20 bytes; 4x that (and 64 KiB for headers) is "a few times"
+        self.max_body_bytes = max_body_bytes or 4 * JSON_OVERHEAD * in_bytes + 65536
+        self._pipe_args = dict(executor=executor, backends=backends, paced=paced, time_scale=time_scale,
+                               max_in_flight=max_queue, **executor_options)
+        self.pipeline = None
+        self.load_error: str | None = None
+        self.outputs: list[TensorSpec] = []
+        self._in_flight = 0
+        self._submitter = ThreadPoolExecutor(1, thread_name_prefix="conveyor-serve-submit")
+        self.metrics = ServeMetrics(self.name, lambda: self.pipeline.stats() if self.pipeline else None)
+        self.app = self._make_app()
+
+    # ---- lifecycle ----------------------------------------------------------------------
+    def _load(self) -> None:
+        from conveyor.runtime import Pipeline
+
+        try:
+            pipe = Pipeline(self.plan, self.graph, **self._pipe_args)
+            probe = {t.name: np.zeros(t.shape, t.dtype) for t in self.graph.inputs}
+            out = pipe.submit(probe).result()  # a warm-up, and the outputs' datatypes as served
+            self.outputs = [TensorSpec(n, datatype(out[n].dtype), tuple(out[n].shape)) for n in self.graph.output_names]
+            self.pipeline = pipe
+        except Exception as e:  # noqa: BLE001 - reported by /v2/health/ready and the log
+            self.load_error = f"{type(e).__name__}: {e}"
+            print(f"conveyor serve: cannot load the pipeline: {self.load_error}", flush=True)
+
+    async def _on_startup(self, app) -> None:
+        self._loader = threading.Thread(target=self._load, name="conveyor-serve-load", daemon=True)
+        self._loader.start()
+
+    async def _on_cleanup(self, app) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self._loader.join)
+        if self.pipeline is not None:
+            self.pipeline.close()
+        self._submitter.shutdown(wait=True)
+
+    def ready(self) -> bool:
+        if self.pipeline is None:
+            return False
+        return all(s.get("ready", s.get("alive")) for s in self.pipeline.executor.stage_stats())
+
+    def run(self, host: str = "127.0.0.1", port: int = 8000, print_fn=print) -> None:
+        """Serve until SIGTERM/SIGINT: then stop accepting, finish what is in flight, close."""
+        web.run_app(self.app, host=host, port=port, print=print_fn, shutdown_timeout=60.0, access_log=None,
+                    handle_signals=True)
+
+    # ---- routes -------------------------------------------------------------------------
+    def _make_app(self) -> web.Application:
+        app = web.Application(client_max_size=self.max_body_bytes, middlewares=[self._auth])
+        app.on_startup.append(self._on_startup)
+        app.on_cleanup.append(self._on_cleanup)
+        r = app.router
+        r.add_get("/v2/health/live", self._live)
+        r.add_get("/v2/health/ready", self._ready)
+        r.add_get("/v2", self._server_meta)
+        r.add_get("/v2/models/{name}", self._model_meta)
+        r.add_get("/v2/models/{name}/ready", self._model_ready)
+        r.add_post("/v2/models/{name}/infer", self._infer)
+        r.add_get("/metrics", self._metrics)
+        return app
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler):
+        if self.token is not None and not request.path.startswith("/v2/health/"):
+            got = request.headers.get("Authorization", "")
+            if not hmac.compare_digest(got.encode(), f"Bearer {self.token}".encode()):
+                self.metrics.failed("unauthorized")
+                return _error(401, "expected 'Authorization: Bearer <token>' (the server's --token)",
+                              {"WWW-Authenticate": "Bearer"})
+        return await handler(request)
+
+    async def _live(self, request):
+        return web.json_response({"live": True})
+
+    async def _ready(self, request):
+        ok = self.ready()
+        body = {"ready": ok} if self.load_error is None else {"ready": False, "error": self.load_error}
+        return web.json_response(body, status=200 if ok else 503)
+
+    async def _server_meta(self, request):
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            v = version("conveyor")
+        except PackageNotFoundError:
+            v = "dev"
+        return web.json_response({"name": "conveyor", "version": v, "extensions": ["binary_tensor_data"]})
+
+    def _model_or_404(self, request) -> web.Response | None:
+        name = request.match_info["name"]
+        if name != self.name:
+            self.metrics.failed("unknown_model")
+            return _error(404, f"unknown model '{name}'; this server serves '{self.name}'")
+        return None
+
+    async def _model_meta(self, request):
+        if (bad := self._model_or_404(request)) is not None:
+            return bad
+        return web.json_response({"name": self.name, "versions": ["1"], "platform": "conveyor",
+                                  "inputs": [t.meta() for t in self.inputs],
+                                  "outputs": [t.meta() for t in self.outputs]})
+
+    async def _model_ready(self, request):
+        if (bad := self._model_or_404(request)) is not None:
+            return bad
+        ok = self.ready()
+        return web.json_response({"name": self.name, "ready": ok}, status=200 if ok else 503)
+
+    async def _metrics(self, request):
+        return web.Response(body=self.metrics.text(), headers={"Content-Type": "text/plain; version=0.0.4"})
+
+    async def _infer(self, request: web.Request):
+        if (bad := self._model_or_404(request)) is not None:
+            return bad
+        if request.content_length is not None and request.content_length > self.max_body_bytes:
+            self.metrics.failed("too_large")  # refused before the body is read
+            return _error(413, f"body of {request.content_length} bytes; the limit is {self.max_body_bytes}")
+        if self.pipeline is None:
+            self.metrics.failed("not_ready")
+            return _error(503, "the model is still loading" if self.load_error is None else self.load_error,
+                          {"Retry-After": "1"})
+        if self._in_flight >= self.max_queue:
+            self.metrics.failed("overloaded")
+            return _error(503, f"{self._in_flight} requests in flight (--max-queue {self.max_queue}); retry",
+                          {"Retry-After": "1"})
+        self._in_flight += 1
+        self.metrics.in_flight.labels(self.name).inc()
+        t0 = time.perf_counter()
+        try:
+            try:
+                body = await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                self.metrics.failed("too_large")
+                return _error(413, f"body over the limit of {self.max_body_bytes} bytes")
+            try:
+                req = parse_infer(body, request.headers.get(HEADER_LENGTH), self.inputs)
+            except BadRequest as e:
+                self.metrics.failed("bad_request")
+                return _error(400, str(e))
+            loop = asyncio.get_running_loop()
+            fut = await loop.run_in_executor(self._submitter, self.pipeline.submit, req.inputs)
+            try:
+                out = await asyncio.wrap_future(fut)
+            except ModelError as e:
+                self.metrics.failed("bad_request")
+                return _error(400, str(e))
+            except ConveyorError as e:
+                self.metrics.failed("pipeline")
+                return _error(500, str(e))
+            try:
+                payload, headers = encode_infer(self.name, req, out, tuple(t.name for t in self.outputs))
+            except BadRequest as e:
+                self.metrics.failed("bad_request")
+                return _error(400, str(e))
+            self.metrics.latency.labels(self.name).observe(time.perf_counter() - t0)
+            self.metrics.requests.labels(self.name, "200").inc()
+            return web.Response(body=payload, headers=headers)
+        finally:
+            self._in_flight -= 1
+            self.metrics.in_flight.labels(self.name).dec()
+
+
+def _error(status: int, message: str, headers: dict | None = None) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers)

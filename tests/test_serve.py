@@ -1,0 +1,242 @@
+"""conveyor serve: a real server on a loopback port (a `conveyor serve` subprocess), called
+with tritonclient.http and plain HTTP; outputs bit for bit against graph.run; bad input,
+unknown model, body limit, overload, a killed stage, SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+import tritonclient.http as httpclient
+
+from conveyor import zoo
+from conveyor.hardware import Cluster
+from conveyor.planner import plan as make_plan
+
+PRECISION = "ap_fixed<16,6>"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http(method, url, body=None, headers=None):
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+class Served:
+    def __init__(self, tmp_path, model, k, *extra):
+        self.graph = zoo.build(model)
+        self.plan = make_plan(self.graph, Cluster.uniform("zcu102", k, link="aurora-10g"), precision=PRECISION,
+                              method="equal")
+        path = tmp_path / f"{model}.plan.json"
+        self.plan.save(path)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = dict(os.environ, PYTHONPATH=ROOT)
+        self.proc = subprocess.Popen([sys.executable, "-m", "conveyor.cli", "serve", str(path), "--model", model,
+                                      "--port", str(self.port), *extra], env=env, cwd=ROOT,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if http("GET", self.url + "/v2/health/ready")[0] == 200:
+                    return
+            except OSError:
+                pass
+            assert self.proc.poll() is None, self.proc.stdout.read()
+            time.sleep(0.2)
+        raise AssertionError("server not ready in 60 s")
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(30)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    s = Served(tmp_path_factory.mktemp("serve"), "digits-cnn", 2)
+    yield s
+    assert s.stop() == 0
+
+
+def xs(g, n, seed=0):
+    t = g.inputs[0]
+    return list(np.random.default_rng(seed).standard_normal((n,) + tuple(t.shape)).astype(t.dtype))
+
+
+def test_tritonclient_binary_and_json_bit_exact(digits):
+    g, name = digits.graph, digits.graph.name
+    client = httpclient.InferenceServerClient(url=f"127.0.0.1:{digits.port}")
+    assert client.is_server_live() and client.is_server_ready() and client.is_model_ready(name)
+    meta = client.get_model_metadata(name)
+    assert meta["inputs"][0]["shape"] == list(g.inputs[0].shape)
+    for binary in (True, False):
+        for x in xs(g, 3, seed=int(binary)):
+            inp = httpclient.InferInput(g.input_names[0], list(x.shape), "FP32")
+            inp.set_data_from_numpy(x, binary_data=binary)
+            res = client.infer(name, [inp], outputs=[httpclient.InferRequestedOutput("output", binary_data=binary)])
+            ref = g.run(x, precision=digits.plan.precision)["output"]
+            got = res.as_numpy("output")
+            assert got.dtype == ref.dtype and np.array_equal(got, ref)
+
+
+def test_plain_json_and_errors(digits):
+    g, name = digits.graph, digits.graph.name
+    x = xs(g, 1, seed=5)[0]
+    body = {"inputs": [{"name": g.input_names[0], "datatype": "FP32", "shape": list(x.shape),
+                        "data": x.ravel().tolist()}]}
+    st, _, raw = http("POST", f"{digits.url}/v2/models/{name}/infer", json.dumps(body).encode())
+    assert st == 200
+    out = json.loads(raw)["outputs"][0]
+    ref = g.run(x, precision=digits.plan.precision)["output"]
+    assert np.array_equal(np.array(out["data"], dtype=ref.dtype).reshape(out["shape"]), ref)
+
+    def bad(mutate, expect):
+        b = json.loads(json.dumps(body))
+        mutate(b["inputs"][0])
+        st, _, raw = http("POST", f"{digits.url}/v2/models/{name}/infer", json.dumps(b).encode())
+        assert st == 400, raw
+        msg = json.loads(raw)["error"]
+        assert all(e in msg for e in expect), msg
+
+    bad(lambda i: i.update(shape=[1, 8, 8]), ["expected shape [1, 1, 8, 8]", "got [1, 8, 8]"])
+    bad(lambda i: i.update(datatype="INT32"), ["expected datatype FP32", "INT32"])
+    bad(lambda i: i.update(name="nope"), ["'nope'", "expected ['input']"])
+    st, _, raw = http("POST", f"{digits.url}/v2/models/{name}/infer", b"{not json")
+    assert st == 400 and "malformed JSON" in json.loads(raw)["error"]
+    st, _, raw = http("POST", f"{digits.url}/v2/models/other/infer", json.dumps(body).encode())
+    assert st == 404 and "'other'" in json.loads(raw)["error"]
+    st, _, _ = http("GET", f"{digits.url}/v2/models/other")
+    assert st == 404
+    st, _, raw = http("POST", f"{digits.url}/v2/models/{name}/infer", b" " * (10 << 20))
+    assert st == 413
+    st, _, raw = http("GET", f"{digits.url}/metrics")
+    text = raw.decode()
+    assert st == 200 and 'conveyor_request_failures_total{model="%s",reason="bad_request"}' % name in text
+    assert "conveyor_stage_busy_fraction" in text and "conveyor_request_latency_seconds_bucket" in text
+
+
+def parent(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def descendants(pid):
+    kids = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                with open(f"/proc/{d}/cmdline", "rb") as f:
+                    kids[int(d)] = (ppid, f.read())
+            except (OSError, IndexError, ValueError):
+                pass
+    out, frontier = [], [pid]
+    while frontier:
+        p = frontier.pop()
+        for c, (pp, _) in kids.items():
+            if pp == p:
+                out.append(c)
+                frontier.append(c)
+    return out
+
+
+def test_overload_token_killed_stage_and_sigterm(tmp_path):
+    s = Served(tmp_path, "jet-mlp", 2, "--max-queue", "2", "--token", "secret")
+    try:
+        g, name = s.graph, s.graph.name
+        assert http("GET", s.url + "/v2/health/live")[0] == 200  # health needs no token
+        assert http("GET", f"{s.url}/v2/models/{name}")[0] == 401
+        auth = {"Authorization": "Bearer secret"}
+        assert http("GET", f"{s.url}/v2/models/{name}", headers=auth)[0] == 200
+        client = httpclient.InferenceServerClient(url=f"127.0.0.1:{s.port}", concurrency=16)
+        many = xs(g, 200, seed=7)
+
+        def request(x):
+            inp = httpclient.InferInput(g.input_names[0], list(x.shape), "FP32")
+            inp.set_data_from_numpy(x)
+            return client.async_infer(name, [inp], headers=auth)
+
+        def result(pending):
+            try:
+                return pending.get_result().as_numpy(g.output_names[0])
+            except httpclient.InferenceServerException as e:
+                return e
+
+        def call(x):
+            return result(request(x))
+
+        got = [result(r) for r in [request(x) for x in many[:100]]]  # 16 connections at once
+        refused = [e for e in got if isinstance(e, Exception)]
+        assert refused and all("503" in str(e.status()) or "max-queue" in e.message() for e in refused), refused[:3]
+        answered = [(x, y) for x, y in zip(many, got) if not isinstance(y, Exception)]
+        assert answered
+        for x, y in answered:
+            assert np.array_equal(y, g.run(x, precision=s.plan.precision)[g.output_names[0]])
+
+        # kill one stage process while requests are being served, one at a time (all admitted)
+        server_kids = [p for p in descendants(s.proc.pid) if parent(p) == s.proc.pid]
+        forkserver = [p for p in server_kids if b"forkserver" in open(f"/proc/{p}/cmdline", "rb").read()]
+        stage_pids = [p for p in descendants(forkserver[0]) if parent(p) == forkserver[0]]
+        assert len(stage_pids) == 2, stage_pids
+        outs = []
+        for i, x in enumerate(many[100:140]):
+            if i == 10:
+                os.kill(stage_pids[-1], signal.SIGKILL)
+            outs.append(call(x))
+        for x, y in zip(many[100:140], outs):
+            assert not isinstance(y, Exception), y
+            assert np.array_equal(y, g.run(x, precision=s.plan.precision)[g.output_names[0]])
+        text = http("GET", s.url + "/metrics", headers=auth)[2].decode()
+        assert "conveyor_stage_restarts_total" in text and any(
+            line.startswith("conveyor_stage_restarts_total") and line.endswith(" 1.0") for line in text.splitlines())
+        assert http("GET", s.url + "/v2/health/ready")[0] == 200
+        kids = descendants(s.proc.pid)
+    finally:
+        code = s.stop()
+    assert code == 0
+    def left():
+        out = []
+        for p in kids:
+            try:
+                with open(f"/proc/{p}/stat") as f:
+                    if f.read().rsplit(")", 1)[1].split()[0] != "Z":
+                        with open(f"/proc/{p}/cmdline", "rb") as f2:
+                            out.append((p, f2.read()))
+            except OSError:
+                pass
+        return out
+
+    deadline = time.monotonic() + 5  # the forkserver and resource tracker exit when their parent's pipe closes
+    while left() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not left()
+
+
+def test_beyond_loopback_needs_token_or_insecure(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "conveyor.cli", "serve", "nope.json", "--model", "jet-mlp",
+                        "--host", "0.0.0.0"], env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True)
+    assert r.returncode == 1 and "--token" in r.stderr and "--insecure" in r.stderr
