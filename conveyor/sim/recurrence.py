@@ -1,7 +1,7 @@
 """The exact timing of deterministic servers in series, vectorised over items.
 
-One replica taking items x_0, x_1, ... (the times each may start) in order, one every
-`interval`, starts item k at
+One replica taking items that may start at x_0, x_1, ... in order, one every `interval`,
+starts item k at
 
     s_k = max(x_k, s_{k-1} + interval) = k*interval + max_{j<=k} (x_j - j*interval),
 
@@ -9,11 +9,11 @@ a running maximum: one `np.maximum.accumulate` per server (max-plus algebra). It
 reaches the next server at s_k + latency.
 
 A bounded FIFO of depth D after a server lets it start item k only once item k-D has
-started at the next server (the sender stalls: back-pressure), which couples each server
-to the one after it. The coupled system is monotone in max-plus terms, so sweeping the
-servers with the block times of the previous sweep rises to its unique solution; the
-sweeps stop when nothing moves (exact) and give up after `max_sweeps` (the caller then
-uses the event simulation)."""
+started at the next server (the sender stalls: back-pressure). That couples each server
+to the one after it, but only D items back: so items go in chunks of D, each chunk swept
+forward through the servers with the block times of earlier chunks already known. With
+unbounded FIFOs the whole run is one chunk. Starts stay in item order (ready times do), so
+a FIFO's order is the item order."""
 
 from __future__ import annotations
 
@@ -28,43 +28,29 @@ def scan(ready: np.ndarray, interval: float) -> np.ndarray:
     return np.maximum.accumulate(ready - k) + k
 
 
-def _serve(server: Server, ready: np.ndarray) -> np.ndarray:
-    n = server.replicas
-    if n == 1:
-        return scan(ready, server.interval_s)
-    start = np.empty_like(ready)
-    for r in range(n):  # round robin: replica r takes items r, r+n, r+2n, ...
-        start[r::n] = scan(ready[r::n], server.interval_s)
-    return start
-
-
-def starts(path: tuple[Server, ...], arrivals: np.ndarray, fifo_depth: int | None = None,
-           max_sweeps: int = 200) -> tuple[list[np.ndarray], list[np.ndarray]] | None:
-    """(arrive, start) per server for items arriving at `arrivals` (sorted); None when the
-    blocking sweeps did not settle within `max_sweeps`."""
-    m = len(path)
-    arrive: list[np.ndarray] = [None] * m  # type: ignore[list-item]
-    start: list[np.ndarray] = [None] * m   # type: ignore[list-item]
-    block: list[np.ndarray | None] = [None] * m
-    for _ in range(max_sweeps if fifo_depth else 1):
-        moved = False
-        t = arrivals
+def starts(path: tuple[Server, ...], arrivals: np.ndarray, fifo_depth: int | None = None
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """(arrive, start) as arrays [server, item] for items arriving at `arrivals` (sorted)."""
+    m, n = len(path), arrivals.size
+    arrive = np.empty((m, n))
+    start = np.empty((m, n))
+    chunk = int(fifo_depth) if fifo_depth else max(n, 1)
+    for c0 in range(0, n, chunk):
+        idx = np.arange(c0, min(c0 + chunk, n))
+        t = arrivals[idx]
         for j, server in enumerate(path):
-            arrive[j] = t
-            ready = t if block[j] is None else np.maximum(t, block[j])
-            s = _serve(server, ready)
-            if start[j] is None or not np.array_equal(s, start[j]):
-                moved = True
-            start[j] = s
+            arrive[j, idx] = t
+            ready = t.copy()
+            if fifo_depth and j + 1 < m:
+                later = idx >= fifo_depth  # item k waits for item k-D to start at j+1
+                ready[later] = np.maximum(ready[later], start[j + 1, idx[later] - fifo_depth])
+            r = server.replicas
+            prev = idx - r  # the previous item of the same replica, when in an earlier chunk
+            carry = (prev >= 0) & (prev < c0)
+            ready[carry] = np.maximum(ready[carry], start[j, prev[carry]] + server.interval_s)
+            s = np.empty_like(ready)
+            for q in range(min(r, idx.size)):  # round robin: replica of item k is k % r
+                s[q::r] = scan(ready[q::r], server.interval_s)
+            start[j, idx] = s
             t = s + server.latency_s
-        if not fifo_depth:
-            return arrive, start
-        if not moved:
-            return arrive, start
-        d = int(fifo_depth)
-        for j in range(m - 1):  # item k may start at j once item k-D started at j+1
-            b = np.full(arrivals.size, -np.inf)  # (starts stay in item order: ready times do)
-            if d < arrivals.size:
-                b[d:] = start[j + 1][:-d]
-            block[j] = b
-    return None
+    return arrive, start

@@ -22,7 +22,7 @@ def simulate(plan: Plan, rate: float | None = None, closed: int | None = None, r
     in flight, each completion admitting the next). `fifo_depth`: items a stage may have
     inside it and in the FIFO after it before it stalls (None: unbounded, as the runtime's
     queues). `engine`: "recurrence" (vectorised, open loop), "events" (simpy), "auto"."""
-    if (rate is None) == (closed is None) and not (closed is None and not isinstance(arrivals, str)):
+    if rate is not None and closed is not None:
         raise ConveyorError("say how requests arrive: a rate (requests/s) or closed=N in flight, not both")
     if closed is not None and closed < 1:
         raise ConveyorError(f"closed must be >= 1 requests in flight, got {closed}")
@@ -32,15 +32,12 @@ def simulate(plan: Plan, rate: float | None = None, closed: int | None = None, r
         raise ConveyorError(f"engine {engine!r}: expected auto, recurrence or events")
     path = servers(plan, ingress_s, egress_s)
     times = None if closed is not None else arrival_times(arrivals, rate, requests, seed)
-    got = None
     if closed is None and engine != "events":
-        got = recurrence.starts(path, times, fifo_depth)
-    if got is not None:
-        arrive, start = np.vstack(got[0]), np.vstack(got[1])
+        arrive, start = recurrence.starts(path, times, fifo_depth)
         used = "recurrence"
     else:
         if engine == "recurrence":
-            raise ConveyorError("the recurrence covers open-loop arrivals only (and settled blocking); use engine='events'")
+            raise ConveyorError("the recurrence covers open-loop arrivals only; use engine='events' for closed=N")
         arrive, start, _ = events.run(path, times, closed, requests, fifo_depth)
         used = "events"
     return _result(plan, path, arrive, start, used, fifo_depth)
