@@ -36,21 +36,28 @@ def starts(path: tuple[Server, ...], arrivals: np.ndarray, fifo_depth: int | Non
     start = np.empty((m, n))
     chunk = int(fifo_depth) if fifo_depth else max(n, 1)
     for c0 in range(0, n, chunk):
-        idx = np.arange(c0, min(c0 + chunk, n))
-        t = arrivals[idx]
+        c1 = min(c0 + chunk, n)
+        t = arrivals[c0:c1]
         for j, server in enumerate(path):
-            arrive[j, idx] = t
-            ready = t.copy()
-            if fifo_depth and j + 1 < m:
-                later = idx >= fifo_depth  # item k waits for item k-D to start at j+1
-                ready[later] = np.maximum(ready[later], start[j + 1, idx[later] - fifo_depth])
+            arrive[j, c0:c1] = t
+            ready = t
+            if fifo_depth and j + 1 < m and c1 > fifo_depth:
+                # item k waits for item k-D to start at j+1 (positions p with c0+p >= D)
+                p0 = max(0, fifo_depth - c0)
+                ready = t.copy()
+                ready[p0:] = np.maximum(t[p0:], start[j + 1, c0 + p0 - fifo_depth:c1 - fifo_depth])
             r = server.replicas
-            prev = idx - r  # the previous item of the same replica, when in an earlier chunk
-            carry = (prev >= 0) & (prev < c0)
-            ready[carry] = np.maximum(ready[carry], start[j, prev[carry]] + server.interval_s)
-            s = np.empty_like(ready)
-            for q in range(min(r, idx.size)):  # round robin: replica of item k is k % r
-                s[q::r] = scan(ready[q::r], server.interval_s)
-            start[j, idx] = s
-            t = s + server.latency_s
+            if c0 > 0:  # the previous item of the same replica, k - r, when in an earlier chunk
+                p1 = min(r, c1 - c0)
+                lo = max(0, r - c0)
+                if lo < p1:
+                    ready = ready.copy() if ready is t else ready
+                    ready[lo:p1] = np.maximum(ready[lo:p1], start[j, c0 + lo - r:c0 + p1 - r] + server.interval_s)
+            row = start[j, c0:c1]
+            if r == 1:
+                row[:] = scan(ready, server.interval_s)
+            else:
+                for o in range(min(r, c1 - c0)):  # round robin: positions o, o+r, ... are one replica's
+                    row[o::r] = scan(ready[o::r], server.interval_s)
+            t = row + server.latency_s
     return arrive, start

@@ -64,7 +64,8 @@ def _result(plan: Plan, path: tuple[Server, ...], arrive: np.ndarray, start: np.
             prev = st[r::s.replicas]
             free = np.concatenate(([-np.inf], prev[:-1] + s.interval_s))
             own[r::s.replicas] = np.maximum(a[r::s.replicas], free)
-        q = np.searchsorted(np.sort(a), grid, side="right") - np.searchsorted(st, grid, side="right")
+        # arrivals and starts are in item order at every server (module recurrence), so sorted
+        q = np.searchsorted(a, grid, side="right") - np.searchsorted(st, grid, side="right")
         depths.append(tuple(int(x) for x in q))
         rows.append(StageResult(
             name=s.name, stage=s.stage, kind=s.kind, replicas=s.replicas, interval_s=s.interval_s,
