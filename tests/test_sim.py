@@ -119,3 +119,13 @@ def test_cli_json_keys_and_errors(alexnet):
     assert len(data["stages"]) == len(servers(alexnet))
     res = CliRunner().invoke(cli, ["simulate", ALEXNET_PLAN, "--closed", "0"])
     assert res.exit_code != 0 and "closed" in str(res.exception)
+
+
+def test_cli_report_draws_the_timeline_utilisation_and_knee(tmp_path):
+    from conveyor.cli import cli
+
+    out = tmp_path / "sim.html"
+    res = CliRunner().invoke(cli, ["simulate", ALEXNET_PLAN, "--rate", "200", "--requests", "500", "--report", str(out)])
+    assert res.exit_code == 0, res.output
+    html = out.read_text()
+    assert html.count("<svg") == 3 and "request 11:" in html and "Latency against offered load" in html
