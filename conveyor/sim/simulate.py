@@ -6,7 +6,7 @@ import numpy as np
 
 from conveyor.errors import ConveyorError
 from conveyor.plan import Plan
-from conveyor.sim import events, recurrence
+from conveyor.sim import recurrence
 from conveyor.sim.arrivals import arrival_times
 from conveyor.sim.model import Server, servers
 from conveyor.sim.result import SimResult, StageResult
@@ -38,6 +38,8 @@ def simulate(plan: Plan, rate: float | None = None, closed: int | None = None, r
     else:
         if engine == "recurrence":
             raise ConveyorError("the recurrence covers open-loop arrivals only; use engine='events' for closed=N")
+        from conveyor.sim import events  # simpy: the `sim` extra
+
         arrive, start, _ = events.run(path, times, closed, requests, fifo_depth)
         used = "events"
     return _result(plan, path, arrive, start, used, fifo_depth)
