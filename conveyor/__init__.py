@@ -32,6 +32,10 @@ def __getattr__(name):
         from conveyor.runtime import Pipeline
 
         return Pipeline
+    if name == "simulate":
+        from conveyor.sim import simulate
+
+        return simulate
     if name == "zoo":
         import importlib
 

@@ -589,6 +589,10 @@ from conveyor.cli_serve import serve  # noqa: E402
 
 cli.add_command(serve)
 
+from conveyor.cli_simulate import simulate as _simulate  # noqa: E402
+
+cli.add_command(_simulate)
+
 
 def main(argv: list[str] | None = None) -> None:
     try:

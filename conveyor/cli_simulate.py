@@ -1,0 +1,67 @@
+"""`conveyor simulate PLAN`: a plan under load, modeled (conveyor.sim)."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from conveyor.errors import ConveyorError
+
+JSON_KEYS = ("throughput_per_s", "latency_p50_s", "latency_p99_s", "latency_p999_s", "energy_per_inference_j",
+             "inferences_per_j", "average_power_w")
+
+
+@click.command("simulate")
+@click.argument("plan_file", type=click.Path(dir_okay=False))
+@click.option("--rate", type=float, help="offered load, requests/s (open loop)")
+@click.option("--closed", type=int, help="requests kept in flight (closed loop)")
+@click.option("--requests", type=int, default=10_000, show_default=True)
+@click.option("--arrivals", default="constant", show_default=True, help="constant | poisson | FILE.csv of times (s)")
+@click.option("--seed", type=int, default=None)
+@click.option("--fifo-depth", type=int, default=None, help="FIFO depth between stages (default: unbounded)")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@click.option("--report", type=click.Path(dir_okay=False), help="write an HTML report")
+def simulate(plan_file, rate, closed, requests, arrivals, seed, fifo_depth, as_json, report):
+    """Simulate PLAN under load: throughput, latency percentiles, queues, energy (all modeled)."""
+    from conveyor.plan import Plan
+    from conveyor.sim import simulate as run
+
+    plan = Plan.load(plan_file)
+    if rate is None and closed is None and arrivals in ("constant", "poisson"):
+        raise ConveyorError("say how requests arrive: --rate R (requests/s), --closed N, or --arrivals FILE.csv")
+    result = run(plan, rate=rate, closed=closed, requests=requests, arrivals=arrivals, seed=seed,
+                 fifo_depth=fifo_depth)
+    if report:
+        from conveyor.reports.sim_report import write_report
+
+        write_report(report, plan, result)
+    data = result.to_dict()
+    if as_json:
+        out = {k: data[k] for k in JSON_KEYS}
+        out.update({k: v for k, v in data.items() if k not in out})
+        click.echo(json.dumps(out, indent=2))
+        return
+    _print(plan, result)
+
+
+def _fmt(x, scale=1.0, unit=""):
+    return "-" if x is None else f"{x * scale:.4g}{unit}"
+
+
+def _print(plan, r) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    c = Console(highlight=False, width=160)
+    c.print(f"[bold]{plan.model}[/] ({plan.method}, {len(plan.stages)} stages) — {r.requests} requests, "
+            f"{r.engine} engine; everything below is MODELED")
+    c.print(f"throughput {_fmt(r.throughput_per_s)}/s   latency p50 {_fmt(r.latency_p50_s, 1e3, ' ms')}  "
+            f"p99 {_fmt(r.latency_p99_s, 1e3, ' ms')}  p99.9 {_fmt(r.latency_p999_s, 1e3, ' ms')}")
+    c.print(f"power {_fmt(r.average_power_w, 1, ' W')}   energy {_fmt(r.energy_per_inference_j, 1e3, ' mJ')}/inference"
+            f"   {_fmt(r.inferences_per_j)} inferences/J")
+    t = Table("server", "kind", "replicas", "interval", "latency", "util", "wait", "stall", "queue max")
+    for s in r.stages:
+        t.add_row(s.name, s.kind, str(s.replicas), _fmt(s.interval_s, 1e3, " ms"), _fmt(s.latency_s, 1e3, " ms"),
+                  f"{s.utilisation:.0%}", _fmt(s.wait_s, 1, " s"), _fmt(s.stall_s, 1, " s"), str(s.queue_max))
+    c.print(t)

@@ -1,0 +1,67 @@
+"""`conveyor simulate --report sim.html`: a static page with inline SVG — a Gantt chart of
+the first requests through the servers, utilisation per server, and p50/p99 latency against
+offered load (a Poisson rate sweep: the knee). All modeled."""
+
+from __future__ import annotations
+
+from html import escape
+
+import numpy as np
+
+from conveyor.reports.svg import PALETTE, Series, line_chart, stage_bars
+
+GANTT_ITEMS = 12
+SWEEP = (0.1, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 1.05, 1.2)  # x the plan's capacity
+
+
+def gantt(plan, width: int = 760) -> str:
+    """First requests, arriving at the plan's capacity, through every server: one bar per
+    (server, request) from its start to its hand-on (start + latency)."""
+    from conveyor.sim.model import servers
+    from conveyor.sim.recurrence import starts
+
+    path = servers(plan)
+    _, start = starts(path, np.arange(GANTT_ITEMS) * plan.interval_s)
+    end = start + np.array([s.latency_s for s in path])[:, None]
+    left, top, row = 170, 40, 18
+    t1 = float(end.max()) or 1.0
+    sx = lambda t: left + t / t1 * (width - left - 20)  # noqa: E731
+    height = top + row * len(path) + 40
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">',
+             f'<rect width="{width}" height="{height}" fill="white"/>',
+             f'<text x="10" y="22" font-size="15" font-weight="bold">First {GANTT_ITEMS} requests at capacity (modeled)</text>']
+    for j, s in enumerate(path):
+        y = top + j * row
+        parts.append(f'<text x="{left - 6}" y="{y + 12}" text-anchor="end">{escape(s.name)}</text>')
+        for k in range(GANTT_ITEMS):
+            x0, x1 = sx(start[j, k]), sx(end[j, k])
+            parts.append(f'<rect x="{x0:.1f}" y="{y + 2}" width="{max(x1 - x0, 1):.1f}" height="{row - 5}" '
+                         f'fill="{PALETTE[k % len(PALETTE)]}" fill-opacity="0.55"><title>request {k}: '
+                         f'{start[j, k] * 1e3:.3f}-{end[j, k] * 1e3:.3f} ms</title></rect>')
+    parts.append(f'<text x="{left}" y="{height - 12}">0 ms</text>'
+                 f'<text x="{width - 20}" y="{height - 12}" text-anchor="end">{t1 * 1e3:.2f} ms</text></svg>')
+    return "".join(parts)
+
+
+def write_report(path: str, plan, result) -> None:
+    from conveyor.sim import simulate
+
+    capacity = 1.0 / plan.interval_s
+    sweep = [(f, simulate(plan, rate=f * capacity, requests=5000, arrivals="poisson", seed=0)) for f in SWEEP]
+    knee = line_chart([Series("p50", [f * capacity for f, _ in sweep], [r.latency_p50_s * 1e3 for _, r in sweep]),
+                       Series("p99", [f * capacity for f, _ in sweep], [r.latency_p99_s * 1e3 for _, r in sweep])],
+                      title="Latency against offered load (Poisson, modeled)", x_label="offered requests/s",
+                      y_label="latency ms")
+    util = stage_bars([("utilisation", [(s.name, s.utilisation) for s in result.stages])],
+                      title="Utilisation per server (this run)", unit="%", scale=100)
+    summary = (f"throughput {result.throughput_per_s:.4g}/s; latency p50 {result.latency_p50_s * 1e3:.4g} ms, "
+               f"p99 {result.latency_p99_s * 1e3:.4g} ms, p99.9 {result.latency_p999_s * 1e3:.4g} ms")
+    if result.average_power_w is not None:
+        summary += (f"; power {result.average_power_w:.3g} W, {result.energy_per_inference_j * 1e3:.4g} mJ/inference, "
+                    f"{result.inferences_per_j:.4g} inferences/J")
+    html = (f"<!doctype html><html><head><meta charset='utf-8'><title>simulation: {escape(plan.model)}</title></head>"
+            f"<body style='font-family:sans-serif'><h1>{escape(plan.model)} under load ({escape(plan.method)})</h1>"
+            f"<p><b>Modeled</b>: times from the plan's cost model, power from conveyor/hardware/power.yaml "
+            f"(docs/simulate.md).</p><p>{escape(summary)}</p>{gantt(plan)}<br>{util}<br>{knee}</body></html>")
+    with open(path, "w") as f:
+        f.write(html)
