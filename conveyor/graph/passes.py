@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 
 from conveyor import ops
-from conveyor.graph.ir import Graph
+from conveyor.graph.ir import Graph, load_time_values
 from conveyor.graph.tensor import Node
 
 Pass = Callable[[Graph], "tuple[Graph, bool]"]
@@ -92,20 +92,22 @@ def drop_passthrough(graph: Graph) -> tuple[Graph, bool]:
 
 
 def fold_constants(graph: Graph) -> tuple[Graph, bool]:
-    """Evaluate every node whose inputs are all constants; its outputs become weights."""
+    """Evaluate every node whose outputs are known at load time (all inputs constant, or
+    shape arithmetic on static shapes: Shape, Size); its outputs become weights."""
     weights = dict(graph.weights)
     keep: list[Node] = []
     changed = False
     for n in graph.nodes:
-        consts = all(not t or t in weights for t in n.inputs)
-        if consts and not any(o in graph.output_names for o in n.outputs):
-            values = ops.get(n.op_type, n).run(n, [weights[t] if t else None for t in n.inputs])
-            for t, v in zip(n.outputs, values):
-                if t:
-                    weights[t] = np.asarray(v)
-            changed = True
-        else:
+        values = None
+        if not any(o in graph.output_names for o in n.outputs):
+            values = load_time_values(n, graph.tensors, weights, limit=None)
+        if values is None:
             keep.append(n)
+            continue
+        for t, v in zip(n.outputs, values):
+            if t:
+                weights[t] = v
+        changed = True
     return (_rebuild(graph, keep, weights), True) if changed else (graph, False)
 
 

@@ -3,6 +3,6 @@
 from conveyor.ops.registry import OpDef, ValueInfo, get, is_supported, register, supported_ops
 
 # Each import registers that family's op types.
-from conveyor.ops import conv, elementwise, linear, norm, pool, rnn, shape, softmax  # noqa: F401,E402
+from conveyor.ops import conv, elementwise, linear, norm, pool, rnn, shape, shape_arith, softmax  # noqa: F401,E402
 
 __all__ = ["OpDef", "ValueInfo", "get", "is_supported", "register", "supported_ops"]
