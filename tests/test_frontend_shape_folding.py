@@ -111,3 +111,34 @@ def test_training_mode_dropout_declined_either_way(optimize):
                        [("x", [3])], [("y", [3])], initializers={"train": np.array(True), "ratio": np.array(0.5, np.float32)})
     with pytest.raises(ModelError, match="training_mode"):
         conveyor.from_model(model, optimize=optimize)
+
+
+def test_float_only_op_is_refused_under_a_precision_by_name():
+    from onnx import helper
+
+    from conveyor.errors import PrecisionError
+    from tests.helpers import make_model
+
+    model = make_model([helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Sqrt", ["r"], ["y"])],
+                       [("x", [4])], [("y", [4])])
+    g = conveyor.from_model(model)
+    x = np.array([0.0, 1.0, 4.0, 9.0], np.float32)
+    np.testing.assert_allclose(g.run(x)["y"], [0, 1, 2, 3])
+    with pytest.raises(PrecisionError, match="Sqrt"):
+        g.run(x, precision="ap_fixed<16,6>")
+
+
+def test_reduce_mean_runs_bit_accurately_like_global_average_pool():
+    from onnx import helper
+
+    from tests.helpers import make_model
+
+    x = np.random.default_rng(0).standard_normal((1, 3, 4, 4)).astype(np.float32)
+    rm = make_model([helper.make_node("ReduceMean", ["x"], ["y"], axes=[2, 3], keepdims=1)],
+                    [("x", [1, 3, 4, 4])], [("y", [1, 3, 1, 1])], opset=17)
+    gap = make_model([helper.make_node("GlobalAveragePool", ["x"], ["y"])],
+                     [("x", [1, 3, 4, 4])], [("y", [1, 3, 1, 1])], opset=17)
+    a = conveyor.from_model(rm).run(x, precision="ap_fixed<10,3>")["y"]
+    b = conveyor.from_model(gap).run(x, precision="ap_fixed<10,3>")["y"]
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(a, x.mean(axis=(2, 3), keepdims=True), atol=2 ** -5)  # input and result truncation, 2^-6 each

@@ -30,12 +30,17 @@ def load(
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     optimize: bool = True,
 ) -> Graph:
-    """Load an `.onnx` file into a Graph."""
+    """Load an `.onnx` file (or a Keras 3 `.keras` / `.h5` file) into a Graph."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise ModelError(f"{path}: no such file")
+    from conveyor.frontends.keras import KERAS_SUFFIXES, load_keras
+
+    if path.endswith(KERAS_SUFFIXES):
+        return load_keras(path, input_shapes=input_shapes, optimize=optimize)
     if not path.endswith(".onnx"):
-        raise ModelError(f"{path}: not an ONNX file; conveyor.load reads .onnx files (use from_torch for PyTorch)")
+        raise ModelError(f"{path}: not an ONNX or Keras file; conveyor.load reads .onnx, .keras and .h5 files "
+                         "(use from_torch for PyTorch)")
     try:
         model = onnx.load(path)
     except Exception as e:

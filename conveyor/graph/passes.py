@@ -1,7 +1,7 @@
 """Graph passes. Each has one contract, `apply(graph) -> (graph, changed)` (qonnx's),
 and `optimize` applies them all until none changes the graph.
 
-- `drop_passthrough`: remove Identity and inference-mode Dropout;
+- `drop_passthrough`: remove Identity, Cast to the same dtype and inference-mode Dropout;
 - `fold_constants`: evaluate nodes whose inputs are all constants;
 - `fold_batchnorm`: fold BatchNormalization into the Conv / Gemm / Dense before it;
 - `fuse_dense`: MatMul(x, W) + B  ->  Dense(x, W, B);
@@ -53,6 +53,8 @@ def _unique_name(graph: Graph, base: str, taken: set[str]) -> str:
 def _is_passthrough(graph: Graph, n: Node) -> bool:
     if n.op_type == "Identity":
         return True
+    if n.op_type == "Cast":  # to the dtype it already has (Keras' exports write many)
+        return graph.tensors[n.inputs[0]].dtype == graph.tensors[n.outputs[0]].dtype
     if n.op_type != "Dropout":  # (training-mode Dropout is rejected when the graph is built)
         return False
     mask = n.outputs[1] if len(n.outputs) > 1 else ""

@@ -3,6 +3,8 @@
 from conveyor.ops.registry import OpDef, ValueInfo, get, is_supported, register, supported_ops
 
 # Each import registers that family's op types.
-from conveyor.ops import conv, elementwise, linear, norm, pool, rnn, shape, shape_arith, softmax  # noqa: F401,E402
+from conveyor.ops import (  # noqa: F401,E402
+    conv, elementwise, layernorm, linear, math_unary, norm, pool, reduce, rnn, shape, shape_arith, softmax,
+)
 
 __all__ = ["OpDef", "ValueInfo", "get", "is_supported", "register", "supported_ops"]

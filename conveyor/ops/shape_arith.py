@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import helper
 
-from conveyor.errors import ModelError
+from conveyor.errors import ModelError, PrecisionError
 from conveyor.ops import fixed
 from conveyor.ops.registry import OpDef, attr_error, register, require_const
 
@@ -210,11 +210,25 @@ def _cast_check(node):
         raise attr_error(node, "to", node.attr("to"), "bool, [u]int8..64, float16/32/64 (ONNX TensorProto 1-7, 9-13)")
 
 
+def _cast_run(node, x):
+    return (np.asarray(x[0]).astype(_cast_dtype(node)),)
+
+
+def _cast_fixed(node, args, fmts, prec, ctx):
+    # float32/float64 -> float32/float64 (Keras' exports are full of them) changes nothing on
+    # an ap_fixed grid: a wire. Any other cast at run time has no fixed-point meaning yet.
+    if fmts[0] is not None and _cast_dtype(node) in (np.float32, np.float64):
+        return (np.asarray(args[0], dtype=np.float64),), (fmts[0],)
+    raise PrecisionError(f"{node}: a run-time cast of a fixed-point value to {_cast_dtype(node)} has no "
+                         "fixed-point kernel; accepted at run time: casts to float32/float64")
+
+
 register(OpDef(
     "Cast",
     infer=lambda node, ins: [(ins[0].shape, _cast_dtype(node))],
-    run=lambda node, x: (np.asarray(x[0]).astype(_cast_dtype(node)),),
+    run=_cast_run,
     check=_cast_check,
+    run_fixed=_cast_fixed,
 ))
 
 
