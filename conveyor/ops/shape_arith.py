@@ -1,4 +1,4 @@
-"""Shape arithmetic and index movement: Shape, Size, Gather, Slice, Squeeze, Unsqueeze,
+"""Shape arithmetic and index movement: Shape, Size, Gather, Slice, Split, Squeeze, Unsqueeze,
 Expand, Cast, ConstantOfShape, Equal, Where, Mod, Range.
 
 Exporters write these around reshapes and recurrent states (`x.view(x.size(0), -1)`,
@@ -6,9 +6,9 @@ an LSTM's zero initial state, channel shuffles). Shapes are static in conveyor, 
 values known at load time they fold into constants (`Graph.build` propagates their
 values, `passes.fold_constants` replaces them; Shape and Size fold from the input's
 static shape alone, see `OpDef.from_shapes`). What remains at run time is data movement
-(Gather with constant indices, Slice, Squeeze, Unsqueeze, Expand: the values keep their
+(Gather with constant indices, Slice, Split, Squeeze, Unsqueeze, Expand: the values keep their
 format, as wires do in HLS) or a selection (Where: cast to the result format).
-Integer-valued arithmetic (Equal, Mod, Range, ConstantOfShape, Cast) has no
+Integer-valued arithmetic (Equal, Mod, Range, ConstantOfShape; Cast but float to float) has no
 fixed-point kernel: left at run time in a graph run under a precision it is refused with
 a PrecisionError naming the op.
 """
@@ -306,3 +306,40 @@ def _range_infer(node, ins):
 
 
 register(OpDef("Range", infer=_range_infer, run=_range_run))
+
+
+# ---- Split ---------------------------------------------------------------------------
+
+def _split_sizes(node, dim, split, n_out):
+    if node.opset < 13:
+        split = node.attr("split")
+    if split is not None and np.size(split):
+        sizes = _ints(split)
+        if sum(sizes) != dim or any(s < 0 for s in sizes):
+            raise ModelError(f"{node}: split sizes {sizes} do not add up to the axis size {dim}")
+        return sizes
+    n = node.attr("num_outputs", n_out)
+    chunk = -(-dim // n)  # ONNX: equal chunks, the last one smaller
+    return [min(chunk, dim - i * chunk) for i in range(n)]
+
+
+def _split_infer(node, ins):
+    shape = ins[0].shape
+    axis = _axis(node, node.attr("axis", 0), len(shape))
+    split = require_const(node, ins, 1, "split") if node.opset >= 13 else None
+    sizes = _split_sizes(node, shape[axis], split, len(node.outputs))
+    return [(tuple(s if i == axis else d for i, d in enumerate(shape)), ins[0].dtype) for s in sizes]
+
+
+def _split_run(node, x):
+    axis = _axis(node, node.attr("axis", 0), x[0].ndim)
+    sizes = _split_sizes(node, x[0].shape[axis], x[1] if len(x) > 1 else None, len(node.outputs))
+    return tuple(np.split(x[0], np.cumsum(sizes)[:-1], axis=axis))
+
+
+def _split_fixed(node, args, fmts, prec, ctx):
+    outs = _split_run(node, args)
+    return outs, (fmts[0],) * len(outs)  # pieces of the input keep its format
+
+
+register(OpDef("Split", infer=_split_infer, run=_split_run, run_fixed=_split_fixed))
