@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from conveyor.errors import ModelError
-from conveyor.ops.registry import OpDef, register
+from conveyor.ops.registry import OpDef, no_fixed_kernel, register
 
 
 def _axis(node, rank):
@@ -50,4 +50,5 @@ def _macs(node, ins, outs):
     return 2 * int(np.prod(ins[0].shape, dtype=np.int64))  # a scale and a normalising multiply
 
 
-register(OpDef("LayerNormalization", infer=_infer, run=_run, macs=_macs, param_slots=(1, 2), bias_slots=(2,)))
+register(OpDef("LayerNormalization", infer=_infer, run=_run, macs=_macs, param_slots=(1, 2), bias_slots=(2,),
+               run_fixed=no_fixed_kernel("float reference only")))

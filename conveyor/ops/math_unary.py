@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from conveyor.errors import ModelError
-from conveyor.ops.registry import OpDef, attr_error, register
+from conveyor.ops.registry import OpDef, attr_error, no_fixed_kernel, register
 
 _erf = np.frompyfunc(math.erf, 1, 1)
 
@@ -57,7 +57,8 @@ _UNARY = {
 }
 
 for _op, _fn in _UNARY.items():
-    register(OpDef(_op, infer=_same, run=_f64(_fn), **({"check": _gelu_check} if _op == "Gelu" else {})))
+    register(OpDef(_op, infer=_same, run=_f64(_fn), run_fixed=no_fixed_kernel("float reference only"),
+                   **({"check": _gelu_check} if _op == "Gelu" else {})))
 
 
 def _pow_infer(node, ins):
@@ -75,4 +76,4 @@ def _pow_run(node, x):
     return (np.power(a, b.astype(a.dtype)),)
 
 
-register(OpDef("Pow", infer=_pow_infer, run=_pow_run))
+register(OpDef("Pow", infer=_pow_infer, run=_pow_run, run_fixed=no_fixed_kernel("float reference only")))

@@ -37,7 +37,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from conveyor.errors import ModelError
+from conveyor.errors import ModelError, PrecisionError
 
 Shape = tuple[int, ...]
 
@@ -119,3 +119,13 @@ def require_const(node: Any, ins: Sequence[ValueInfo | None], slot: int, what: s
             "(an initializer or foldable expression) so that shapes are static"
         )
     return ins[slot].value
+
+
+def no_fixed_kernel(what: str) -> Callable[..., tuple]:
+    """`run_fixed` for an op without a bit-accurate kernel yet: refuses by node name instead
+    of silently computing in float."""
+    def run_fixed(node, args, fmts, prec, ctx):
+        raise PrecisionError(f"{node}: no bit-accurate kernel yet ({what}); run it in float "
+                             "(no precision) or replace the op")
+
+    return run_fixed

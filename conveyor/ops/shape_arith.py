@@ -20,7 +20,7 @@ from onnx import helper
 
 from conveyor.errors import ModelError, PrecisionError
 from conveyor.ops import fixed
-from conveyor.ops.registry import OpDef, attr_error, register, require_const
+from conveyor.ops.registry import OpDef, attr_error, no_fixed_kernel, register, require_const
 
 
 def _axis(node, axis, rank, what="axis"):
@@ -245,6 +245,7 @@ register(OpDef(
     "ConstantOfShape",
     infer=lambda node, ins: [(tuple(_ints(require_const(node, ins, 0, "shape"))), _fill_value(node).dtype)],
     run=_cos_run,
+    run_fixed=no_fixed_kernel("integer shape arithmetic: it folds at load when its input is known"),
 ))
 
 
@@ -261,6 +262,7 @@ register(OpDef(
     "Equal",
     infer=lambda node, ins: [(_broadcast(node, ins[0].shape, ins[1].shape), np.dtype(bool))],
     run=lambda node, x: (np.equal(x[0], x[1]),),
+    run_fixed=no_fixed_kernel("a comparison; it folds at load when its inputs are known"),
 ))
 
 
@@ -291,6 +293,7 @@ register(OpDef(
     "Mod",
     infer=lambda node, ins: [(_broadcast(node, ins[0].shape, ins[1].shape), ins[0].dtype)],
     run=_mod_run,
+    run_fixed=no_fixed_kernel("integer arithmetic; it folds at load when its inputs are known"),
 ))
 
 
@@ -305,7 +308,8 @@ def _range_infer(node, ins):
     return [(_range_run(node, vals)[0].shape, ins[0].dtype)]
 
 
-register(OpDef("Range", infer=_range_infer, run=_range_run))
+register(OpDef("Range", infer=_range_infer, run=_range_run,
+               run_fixed=no_fixed_kernel("it folds at load when its inputs are known")))
 
 
 # ---- Split ---------------------------------------------------------------------------
