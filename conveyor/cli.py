@@ -31,11 +31,11 @@ _out = _Out()
 
 
 def _resolve_model(model: str):
-    """A model argument is an .onnx path or a zoo name."""
+    """A model argument is an .onnx / .keras / .h5 path or a zoo name."""
     from conveyor import zoo
     from conveyor.frontends.onnx import load
 
-    if os.path.exists(model) or model.endswith(".onnx"):
+    if os.path.exists(model) or model.endswith((".onnx", ".keras", ".h5")):
         return load(model)
     if model in zoo.names():
         return zoo.build(model)

@@ -37,7 +37,12 @@ def _collect_generated():
         warnings.simplefilter("ignore")
         cases = node.collect_testcases(None)
     for c in cases:
-        yield c.name, c.model, [(list(i), list(o)) for i, o in c.data_sets or []], c.rtol, c.atol
+        yield c.name, c.model, [([_array(a) for a in i], [_array(a) for a in o]) for i, o in c.data_sets or []], c.rtol, c.atol
+
+
+def _array(a):
+    # Some cases (Cast's) carry their data as TensorProtos.
+    return numpy_helper.to_array(a) if isinstance(a, onnx.TensorProto) else a
 
 
 def _collect_files():

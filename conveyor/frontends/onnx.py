@@ -32,12 +32,17 @@ def load(
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     optimize: bool = True,
 ) -> Graph:
-    """Load an `.onnx` file into a Graph."""
+    """Load an `.onnx` file (or a Keras 3 `.keras` / `.h5` file) into a Graph."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise ModelError(f"{path}: no such file")
+    from conveyor.frontends.keras import KERAS_SUFFIXES, load_keras
+
+    if path.endswith(KERAS_SUFFIXES):
+        return load_keras(path, input_shapes=input_shapes, optimize=optimize)
     if not path.endswith(".onnx"):
-        raise ModelError(f"{path}: not an ONNX file; conveyor.load reads .onnx files (use from_torch for PyTorch)")
+        raise ModelError(f"{path}: not an ONNX or Keras file; conveyor.load reads .onnx, .keras and .h5 files "
+                         "(use from_torch for PyTorch)")
     try:
         model = onnx.load(path)
     except Exception as e:
@@ -106,17 +111,40 @@ def _default_opset(model: onnx.ModelProto, source: str) -> int:
 
 
 def _check_supported(g: onnx.GraphProto, source: str) -> None:
-    bad = [
-        (pn.domain or "ai.onnx", pn.op_type, pn.name or f"#{i}")
-        for i, pn in enumerate(g.node)
-        if pn.op_type != "Constant" and (pn.domain not in _DEFAULT_DOMAINS or not ops.is_supported(pn.op_type))
-    ]
-    if bad:
-        listed = "; ".join(f"{op} (node '{n}'{'' if d == 'ai.onnx' else ', domain ' + d})" for d, op, n in bad[:8])
-        more = f" and {len(bad) - 8} more" if len(bad) > 8 else ""
-        raise ModelError(
-            f"{source}: unsupported ops: {listed}{more}; supported: {', '.join(ops.supported_ops())}"
-        )
+    """One ModelError naming every unsupported op type, with one node of each, and whether
+    that node reads only shapes and constants (it would fold at load once the input shapes
+    are static: `input_shapes=`) or computes on data."""
+    first: dict[tuple[str, str], tuple[str, int]] = {}
+    count: dict[tuple[str, str], int] = {}
+    for i, pn in enumerate(g.node):
+        if pn.op_type != "Constant" and (pn.domain not in _DEFAULT_DOMAINS or not ops.is_supported(pn.op_type)):
+            key = (pn.domain or "ai.onnx", pn.op_type)
+            first.setdefault(key, (pn.name or f"#{i}", i))
+            count[key] = count.get(key, 0) + 1
+    if not first:
+        return
+    data = _data_dependence(g)
+    parts = []
+    for (d, op), (n, i) in first.items():
+        reads = sorted({t for x in g.node[i].input if x for t in data.get(x, ())})
+        fold = (f"reads the values of {reads}: computes on data" if reads else
+                "reads only shapes and constants: would fold with static input_shapes= if conveyor had its kernel")
+        where = "" if d == "ai.onnx" else f", domain {d}"
+        parts.append(f"{op} x{count[(d, op)]} (e.g. node '{n}'{where}; {fold})")
+    raise ModelError(
+        f"{source}: {len(first)} unsupported op types: {'; '.join(parts)}; supported: {', '.join(ops.supported_ops())}"
+    )
+
+
+def _data_dependence(g: onnx.GraphProto) -> dict[str, set[str]]:
+    """For each tensor, the graph inputs whose *values* (not just shapes) it depends on."""
+    init = {t.name for t in g.initializer}
+    dep: dict[str, set[str]] = {vi.name: {vi.name} for vi in g.input if vi.name not in init}
+    for pn in g.node:
+        reads = set() if pn.op_type in ("Shape", "Size") else {t for x in pn.input if x for t in dep.get(x, ())}
+        for o in pn.output:
+            dep[o] = reads
+    return dep
 
 
 def _node_name(pn: onnx.NodeProto, index: int, used: set[str]) -> str:

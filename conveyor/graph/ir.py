@@ -55,10 +55,14 @@ class Graph:
         tensors: dict[str, Tensor] = {i.name: i for i in inputs}
         for k, v in weights.items():
             tensors[k] = Tensor(k, tuple(int(d) for d in v.shape), v.dtype)
+        known = dict(weights)  # weights plus the values of shape arithmetic on them
         for node in ordered:
-            for out, (shape, dtype) in zip(node.outputs, _infer(node, tensors, weights)):
+            for out, (shape, dtype) in zip(node.outputs, _infer(node, tensors, known)):
                 if out:
                     tensors[out] = Tensor(out, tuple(int(d) for d in shape), np.dtype(dtype))
+            for out, value in zip(node.outputs, load_time_values(node, tensors, known) or ()):
+                if out:
+                    known[out] = value
         missing = [o for o in outputs if o not in tensors]
         if missing:
             raise ModelError(f"graph '{name}': outputs {missing} are produced by no node, input or weight")
@@ -304,6 +308,26 @@ def _topological_order(nodes: list[Node], available: set[str]) -> list[Node]:
         stuck = [n.name for n in nodes if pending[n.name] > 0]
         raise ModelError(f"graph has a cycle through nodes {stuck[:10]}")
     return order
+
+
+#: constant inputs up to this many elements are evaluated while shapes are inferred (shape
+#: arithmetic is tiny; larger constant expressions are left to `passes.fold_constants`)
+_PROPAGATE_ELEMENTS = 1 << 16
+
+
+def load_time_values(node: Node, tensors: Mapping[str, Tensor], known: Mapping[str, np.ndarray],
+                     limit: int | None = _PROPAGATE_ELEMENTS) -> tuple[np.ndarray, ...] | None:
+    """`node`'s outputs when they are known before run time: from its inputs' static shapes
+    (Shape, Size), or from constant inputs (up to `limit` elements in all; None: any size)."""
+    opdef = ops.get(node.op_type, node)
+    if opdef.from_shapes is not None:
+        ins = [ValueInfo(tensors[t].shape, tensors[t].dtype, known.get(t)) if t else None for t in node.inputs]
+        return tuple(np.asarray(v) for v in opdef.from_shapes(node, ins))
+    if not all(not t or t in known for t in node.inputs):
+        return None
+    if limit is not None and sum(known[t].size for t in node.inputs if t) > limit:
+        return None
+    return tuple(np.asarray(v) for v in opdef.run(node, [known[t] if t else None for t in node.inputs]))
 
 
 def _infer(node: Node, tensors: dict[str, Tensor], weights: Mapping[str, np.ndarray]):

@@ -1,7 +1,7 @@
 """Graph passes. Each has one contract, `apply(graph) -> (graph, changed)` (qonnx's),
 and `optimize` applies them all until none changes the graph.
 
-- `drop_passthrough`: remove Identity and inference-mode Dropout;
+- `drop_passthrough`: remove Identity, Cast to the same dtype and inference-mode Dropout;
 - `fold_constants`: evaluate nodes whose inputs are all constants;
 - `fold_batchnorm`: fold BatchNormalization into the Conv / Gemm / Dense before it;
 - `fuse_dense`: MatMul(x, W) + B  ->  Dense(x, W, B);
@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 
 from conveyor import ops
-from conveyor.graph.ir import Graph
+from conveyor.graph.ir import Graph, load_time_values
 from conveyor.graph.tensor import Node
 
 Pass = Callable[[Graph], "tuple[Graph, bool]"]
@@ -53,6 +53,8 @@ def _unique_name(graph: Graph, base: str, taken: set[str]) -> str:
 def _is_passthrough(graph: Graph, n: Node) -> bool:
     if n.op_type == "Identity":
         return True
+    if n.op_type == "Cast":  # to the dtype it already has (Keras' exports write many)
+        return graph.tensors[n.inputs[0]].dtype == graph.tensors[n.outputs[0]].dtype
     if n.op_type != "Dropout":  # (training-mode Dropout is rejected when the graph is built)
         return False
     mask = n.outputs[1] if len(n.outputs) > 1 else ""
@@ -92,20 +94,22 @@ def drop_passthrough(graph: Graph) -> tuple[Graph, bool]:
 
 
 def fold_constants(graph: Graph) -> tuple[Graph, bool]:
-    """Evaluate every node whose inputs are all constants; its outputs become weights."""
+    """Evaluate every node whose outputs are known at load time (all inputs constant, or
+    shape arithmetic on static shapes: Shape, Size); its outputs become weights."""
     weights = dict(graph.weights)
     keep: list[Node] = []
     changed = False
     for n in graph.nodes:
-        consts = all(not t or t in weights for t in n.inputs)
-        if consts and not any(o in graph.output_names for o in n.outputs):
-            values = ops.get(n.op_type, n).run(n, [weights[t] if t else None for t in n.inputs])
-            for t, v in zip(n.outputs, values):
-                if t:
-                    weights[t] = np.asarray(v)
-            changed = True
-        else:
+        values = None
+        if not any(o in graph.output_names for o in n.outputs):
+            values = load_time_values(n, graph.tensors, weights, limit=None)
+        if values is None:
             keep.append(n)
+            continue
+        for t, v in zip(n.outputs, values):
+            if t:
+                weights[t] = v
+        changed = True
     return (_rebuild(graph, keep, weights), True) if changed else (graph, False)
 
 

@@ -3,7 +3,9 @@
 from conveyor.ops.registry import OpDef, ValueInfo, get, is_supported, register, supported_ops
 
 # Each import registers that family's op types.
-from conveyor.ops import conv, elementwise, linear, norm, pool, rnn, shape, softmax  # noqa: F401,E402
+from conveyor.ops import (  # noqa: F401,E402
+    conv, elementwise, layernorm, linear, math_unary, norm, pool, reduce, rnn, shape, shape_arith, softmax,
+)
 from conveyor.ops import quant  # noqa: F401,E402  (QONNX BipolarQuant)
 
 __all__ = ["OpDef", "ValueInfo", "get", "is_supported", "register", "supported_ops"]

@@ -25,6 +25,9 @@ Signatures (kept duck-typed so that this package never imports the graph package
   derived from gamma, beta, mean, var; Div: the divisor's reciprocal). `consts[i]` is the
   float64 value of input slot i when it is a constant, else None. Called once per graph and
   precision; when set it replaces the default cast of `param_slots` to weight/bias.
+- ``from_shapes(node, ins) -> tuple[np.ndarray, ...]``: for ops whose outputs depend only on
+  their inputs' static shapes (Shape, Size): the outputs, computed at load time, so that
+  shape arithmetic folds away even though the input is a run-time value.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from conveyor.errors import ModelError
+from conveyor.errors import ModelError, PrecisionError
 
 Shape = tuple[int, ...]
 
@@ -69,6 +72,7 @@ class OpDef:
     bias_slots: tuple[int, ...] = ()
     run_fixed: Callable[..., tuple[np.ndarray, ...]] | None = None
     fixed_params: Callable[..., dict] | None = None
+    from_shapes: Callable[..., tuple[np.ndarray, ...]] | None = None
 
 
 _REGISTRY: dict[str, OpDef] = {}
@@ -115,3 +119,13 @@ def require_const(node: Any, ins: Sequence[ValueInfo | None], slot: int, what: s
             "(an initializer or foldable expression) so that shapes are static"
         )
     return ins[slot].value
+
+
+def no_fixed_kernel(what: str) -> Callable[..., tuple]:
+    """`run_fixed` for an op without a bit-accurate kernel yet: refuses by node name instead
+    of silently computing in float."""
+    def run_fixed(node, args, fmts, prec, ctx):
+        raise PrecisionError(f"{node}: no bit-accurate kernel yet ({what}); run it in float "
+                             "(no precision) or replace the op")
+
+    return run_fixed
