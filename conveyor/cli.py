@@ -199,7 +199,7 @@ _HARDWARE_TABLES = {
 }
 
 
-def _load_samples(data: str | None, graph, n: int | None):
+def _load_samples(data: str | None, graph, n: int | None, option: str = "--data"):
     """(inputs, labels or None) for `--data`: 'digits', an .npz with x (and y), or seeded noise."""
     import numpy as np
 
@@ -211,12 +211,9 @@ def _load_samples(data: str | None, graph, n: int | None):
 
         x, y = digits_dataset("test")
     else:
-        if not os.path.exists(data):
-            raise ConveyorError(f"--data {data}: no such file; accepted: digits or an .npz with arrays x (and y)")
-        with np.load(data) as f:
-            if "x" not in f:
-                raise ConveyorError(f"--data {data}: no array 'x' in it (found {list(f.keys())}); expected x and optionally y")
-            x, y = f["x"], (f["y"] if "y" in f else None)
+        from conveyor.cli_inputs import load_array_file
+
+        x, y = load_array_file(data, option)
     if n is not None:
         x, y = x[:n], (None if y is None else y[:n])
     return x, y
@@ -229,7 +226,7 @@ def _load_samples(data: str | None, graph, n: int | None):
 @click.option("--config", "config_path", type=click.Path(dir_okay=False),
               help="A precision config (YAML); each --precision replaces its default.")
 @click.option("--data", help="digits (the scikit-learn test split) or an .npz with x and optional labels y; default: seeded noise.")
-@click.option("-n", "samples", type=int, help="Use the first N samples.")
+@click.option("-n", "samples", type=click.IntRange(min=1), help="Use the first N samples.")
 @click.option("--sweep", help="LO:HI — vary the total width W of the (single) --precision from LO to HI, "
                               "integer bits and modes kept; prints accuracy per width and draws it.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
@@ -250,6 +247,9 @@ def quantize(model: str, precisions: tuple[str, ...], config_path: str | None, d
         precisions = _sweep_precisions(sweep, precisions)
     configs = [base] if not precisions else [{**(base or {}), "default": p} for p in precisions]
     x, y = _load_samples(data, graph, samples)
+    from conveyor.cli_inputs import check_sample_shape
+
+    x = check_sample_shape(x, graph.inputs[0].shape, "--data", data or "noise", graph.name)
     if sweep and y is None:
         raise ConveyorError("--sweep measures accuracy: give labelled data (--data digits or an .npz with x and y)")
     reports = [quantization_report(graph, c, x, y) for c in configs]
@@ -340,6 +340,11 @@ def profile(model: str, output: str | None, runs: int, threads: int, as_json: bo
 
     if runs < 1:
         raise ConveyorError(f"--runs {runs}: need at least 1")
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise ConveyorError("conveyor profile times layers with onnxruntime, which is not installed; "
+                            "install it with: pip install 'conveyor[profile]'") from None
     graph = _resolve_model(model)
     prof = profile_graph(graph, runs=runs, threads=threads)
     if output:
@@ -424,8 +429,9 @@ def plan_cmd(model: str, cluster_spec: str, precision: str, config_path: str | N
     if report:
         from conveyor.reports.plan_report import render
 
+        html = render(best, baselines)  # rendered first: a failure leaves no empty file behind
         with open(report, "w") as f:
-            f.write(render(best, baselines))
+            f.write(html)
     if as_json:
         _print_json({"plan": best.to_dict(), "baselines": {
             k: ({"throughput": v.throughput, "interval_s": v.interval_s, "latency_s": v.latency_s,
@@ -490,7 +496,7 @@ def plan_cmd(model: str, cluster_spec: str, precision: str, config_path: str | N
                    "machine emulates a stage slower than the modeled board).")
 @click.option("--in-flight", type=click.IntRange(min=1), default=None,
               help="Requests in the pipeline at once (default: twice the stages); 1 measures batch-1 latency.")
-@click.option("-n", "count", type=int, default=None, help="Run the first N samples (default: all, or 100 of noise).")
+@click.option("-n", "count", type=click.IntRange(min=1), default=None, help="Run the first N samples (default: all, or 100 of noise).")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 def run(plan_path: str, model: str, inputs_spec: str | None, executor: str, paced: bool, time_scale: float,
         in_flight: int | None, count: int | None, as_json: bool) -> None:
@@ -502,17 +508,13 @@ def run(plan_path: str, model: str, inputs_spec: str | None, executor: str, pace
     from conveyor.plan import Plan
     from conveyor.runtime import Pipeline
 
+    from conveyor.cli_inputs import check_sample_shape
+
     plan_obj = Plan.load(plan_path)
     graph = _resolve_model(model)
-    if inputs_spec and inputs_spec.endswith(".npy"):
-        if not os.path.exists(inputs_spec):
-            raise ConveyorError(f"--inputs {inputs_spec}: no such file")
-        x, y = np.load(inputs_spec), None
-    else:
-        x, y = _load_samples(inputs_spec, graph, count or (None if inputs_spec else 100))
-    if count is not None:
-        x, y = x[:count], (None if y is None else y[:count])
+    x, y = _load_samples(inputs_spec, graph, count or (None if inputs_spec else 100), option="--inputs")
     shape = graph.inputs[0].shape
+    x = check_sample_shape(x, shape, "--inputs", inputs_spec or "noise", graph.name)
     samples = [np.asarray(s, dtype=graph.inputs[0].dtype).reshape(shape) for s in x]
     outputs = []
     with Pipeline(plan_obj, graph, executor=executor, paced=paced, time_scale=time_scale,

@@ -30,7 +30,9 @@ def render(plan: Plan, baselines: dict[str, Plan | str]) -> str:
                                              "link out", "power (datasheet)"))
     body = []
     for s in plan.stages:
-        util = {r: f"{s.resources[r]:,} / {s.budget[r]:,}" for r in ("dsp", "bram18k", "lut")}
+        # host stages carry no FPGA resources and overlay stages only BRAM: "-" where a board has none
+        util = {r: (f"{s.resources[r]:,} / {s.budget[r]:,}" if r in s.resources and r in s.budget else "-")
+                for r in ("dsp", "bram18k", "lut")}
         link = "-" if s.link_out is None else (f"{s.link_out.link} {s.link_out.mode}, {s.link_out.bytes:,} B, "
                                                f"{s.link_out.seconds * 1e6:.1f} us")
         power = "-" if s.power_w is None else f"{s.power_w:g} W"
