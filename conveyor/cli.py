@@ -243,6 +243,8 @@ def quantize(model: str, precisions: tuple[str, ...], config_path: str | None, d
     base = PrecisionConfig.load(config_path).to_dict() if config_path else None
     if not precisions and base is None:
         raise ConveyorError('say which precision: --precision "ap_fixed<16,6>" (repeatable) or --config cfg.yaml')
+    if plot_path and not sweep:
+        raise ConveyorError("--plot draws a sweep's chart: give --sweep LO:HI with it")
     if sweep:
         precisions = _sweep_precisions(sweep, precisions)
     configs = [base] if not precisions else [{**(base or {}), "default": p} for p in precisions]
@@ -510,6 +512,8 @@ def run(plan_path: str, model: str, inputs_spec: str | None, executor: str, pace
 
     from conveyor.cli_inputs import check_sample_shape
 
+    if time_scale != 1.0 and not paced:
+        raise ConveyorError(f"--time-scale {time_scale:g} stretches paced stages only: add --paced, or drop it")
     plan_obj = Plan.load(plan_path)
     graph = _resolve_model(model)
     x, y = _load_samples(inputs_spec, graph, count or (None if inputs_spec else 100), option="--inputs")
@@ -547,6 +551,9 @@ def run(plan_path: str, model: str, inputs_spec: str | None, executor: str, pace
     pred_thr = 1 / interval if interval else float("inf")
     scaled = f" at time scale {time_scale:g}" if time_scale != 1 else ""
     _out.print(f"throughput {thr:.2f}/s (plan predicts {pred_thr:.2f}/s{scaled}: ratio {thr / pred_thr:.3f})")
+    if not paced:
+        _out.print("unpaced: each stage runs as fast as this machine emulates it, not at the modeled board's "
+                   "speed, so the ratio compares this machine to the boards; --paced times stages as planned")
     if p50 is not None:
         queued = (f"; with up to {stats['max_in_flight']} requests in flight they queue — "
                   "--in-flight 1 measures batch 1" if stats["max_in_flight"] > 1 else "")

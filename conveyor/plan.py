@@ -104,6 +104,8 @@ class Plan:
     def from_dict(cls, data: Any, source: str = "plan") -> "Plan":
         if not isinstance(data, dict):
             raise PlanError(f"{source}: a plan is a JSON object")
+        if "version" not in data and isinstance(data.get("plan"), dict) and "baselines" in data:
+            data = data["plan"]  # `conveyor plan --json` output: {plan, baselines}; the next command reads its plan
         if data.get("version") != PLAN_VERSION:
             raise PlanError(f"{source}: plan version {data.get('version')!r}; this conveyor reads version {PLAN_VERSION}")
         try:

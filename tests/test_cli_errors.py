@@ -127,3 +127,18 @@ def test_profile_without_onnxruntime_is_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 1, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "conveyor[profile]" in r.stderr, r.stderr
+
+
+def test_run_reads_plan_json_output(capsys, tmp_path, jet_plan):
+    wrapped = tmp_path / "wrapped.json"
+    wrapped.write_text(json.dumps({"plan": json.loads(jet_plan.read_text()), "baselines": {}}))
+    code, out, err = run_cli(capsys, "run", wrapped, "--model", "digits-cnn", "-n", 3, "--json")
+    assert code == 0, err
+    assert json.loads(out)["completed"] == 3
+
+
+def test_options_that_need_another_are_refused(capsys, jet_plan):
+    code, _, err = run_cli(capsys, "run", jet_plan, "--model", "digits-cnn", "--time-scale", 5)
+    assert_one_line_error(code, err, "add --paced")
+    code, _, err = run_cli(capsys, "quantize", "jet-mlp", "--precision", "ap_fixed<16,6>", "--plot", "x.svg")
+    assert_one_line_error(code, err, "--sweep")
