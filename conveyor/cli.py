@@ -411,6 +411,8 @@ def plan_cmd(model: str, cluster_spec: str, precision: str, config_path: str | N
     graph = _resolve_model(model)
     cluster = _resolve_cluster(cluster_spec)
     prec = PrecisionConfig.load(config_path) if config_path else precision
+    if config_path:  # the same check quantize makes: a node name the graph lacks is a typo, not a no-op
+        prec.check_against({n.name for n in graph.nodes}, {n.op_type for n in graph.nodes}, graph.name)
     profiles = {}
     for spec in profile_specs:
         device, sep, path = spec.partition("=")

@@ -142,3 +142,12 @@ def test_options_that_need_another_are_refused(capsys, jet_plan):
     assert_one_line_error(code, err, "add --paced")
     code, _, err = run_cli(capsys, "quantize", "jet-mlp", "--precision", "ap_fixed<16,6>", "--plot", "x.svg")
     assert_one_line_error(code, err, "--sweep")
+
+
+def test_plan_config_rejects_a_node_the_graph_lacks(capsys, tmp_path):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text('default: "ap_fixed<16,6>"\nnodes:\n  no_such_layer: "ap_fixed<8,3>"\n')
+    code, _, err = run_cli(capsys, "plan", "jet-mlp", "--cluster", "zcu102:2", "--config", cfg)
+    assert_one_line_error(code, err, "no_such_layer")
+    code, _, err = run_cli(capsys, "quantize", "jet-mlp", "--config", cfg)
+    assert_one_line_error(code, err, "no_such_layer")
