@@ -442,8 +442,10 @@ def plan_cmd(model: str, cluster_spec: str, precision: str, config_path: str | N
                  "stages": [list(s.layers) for s in v.stages]} if not isinstance(v, str) else {"error": v})
             for k, v in baselines.items()}})
         return
-    table = Table(title=f"{graph.name} on {cluster.name}: {best.throughput:.2f} items/s, "
-                        f"latency {best.latency_s * 1e3:.2f} ms (modeled)", title_justify="left")
+    from conveyor.units import rate, seconds, span
+
+    table = Table(title=f"{graph.name} on {cluster.name}: {rate(best.throughput)} items/s, "
+                        f"latency {seconds(best.latency_s)} (modeled)", title_justify="left")
     for col in ("stage", "arch", "layers", "stage time", "DSP", "BRAM18K", "LUT", "memory", "link out"):
         table.add_column(col, justify="left" if col in ("stage", "arch", "layers", "link out") else "right")
     for st in best.stages:
@@ -453,8 +455,7 @@ def plan_cmd(model: str, cluster_spec: str, precision: str, config_path: str | N
         link = "" if st.link_out is None else (f"{st.link_out.link} ({st.link_out.mode}) "
                                               f"{st.link_out.seconds * 1e6:.1f} us")
         name = st.device + (f" x{1 + len(st.replicas)}" if st.replicas else "")
-        table.add_row(name, st.arch, f"{st.layers[0]}..{st.layers[-1]} ({len(st.layers)})",
-                      f"{st.stage_time_s * 1e3:.3f} ms", pct["dsp"], pct["bram18k"], pct["lut"], memory, link)
+        table.add_row(name, st.arch, span(st.layers), seconds(st.stage_time_s), pct["dsp"], pct["bram18k"], pct["lut"], memory, link)
     _out.print(table)
     if pareto:
         from conveyor.planner.chain import chain_problem
@@ -473,12 +474,12 @@ def plan_cmd(model: str, cluster_spec: str, precision: str, config_path: str | N
     comp = Table(title="against the baselines (partition first, then tune each board)", title_justify="left")
     for col in ("method", "items/s", "latency", "vs conveyor"):
         comp.add_column(col, justify="left" if col == "method" else "right")
-    comp.add_row("conveyor", f"{best.throughput:.2f}", f"{best.latency_s * 1e3:.2f} ms", "1.00x")
+    comp.add_row("conveyor", rate(best.throughput), seconds(best.latency_s), "1.00x")
     for name, b in baselines.items():
         if isinstance(b, str):
             comp.add_row(name, "-", "-", b)
         else:
-            comp.add_row(name, f"{b.throughput:.2f}", f"{b.latency_s * 1e3:.2f} ms",
+            comp.add_row(name, rate(b.throughput), seconds(b.latency_s),
                          f"{b.throughput / best.throughput:.2f}x")
     _out.print(comp)
     _out.print(f"bottleneck: {best.bottleneck()}; utilization is of each board's budget (85% of the part)")

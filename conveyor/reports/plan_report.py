@@ -7,13 +7,14 @@ from html import escape
 
 from conveyor.plan import Plan
 from conveyor.reports.svg import stage_bars
+from conveyor.units import plural
 
 
 def stage_rows(plan: Plan) -> list[tuple[str, float]]:
     """(label, seconds) of every pipeline stage of a plan, link stages included."""
     rows = []
     for s in plan.stages:
-        rows.append((f"{s.device} ({len(s.layers)} layers)", s.stage_time_s))
+        rows.append((f"{s.device} ({plural(len(s.layers), 'layer')})", s.stage_time_s))
         if s.link_out is not None and s.link_out.mode == "stage":
             rows.append((f"link {s.link_out.src}->{s.link_out.dst}", s.link_out.seconds))
     return rows
