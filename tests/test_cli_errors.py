@@ -151,3 +151,27 @@ def test_plan_config_rejects_a_node_the_graph_lacks(capsys, tmp_path):
     assert_one_line_error(code, err, "no_such_layer")
     code, _, err = run_cli(capsys, "quantize", "jet-mlp", "--config", cfg)
     assert_one_line_error(code, err, "no_such_layer")
+
+
+def test_plan_report_lists_layer_engines_and_weight_location_when_present(jet_plan):
+    from dataclasses import replace
+
+    from conveyor.plan import Plan
+    from conveyor.reports.plan_report import engine_rows, render
+
+    plan = Plan.load(jet_plan)
+    head, rows = engine_rows(plan)
+    assert head == ["layer", "stage", "parallelism", "interval"]  # today's plans: no weight fields
+    assert [r[0] for r in rows] == [l for s in plan.stages for l in s.layers]
+    first = plan.stages[0]
+    assert rows[0][2] == f"{first.parallelism[first.layers[0]]:,}"
+    # a stage that carries the planner's per-layer weight fields (set as plain attributes here,
+    # as the planner's StagePlan will carry them)
+    stage = replace(first)
+    object.__setattr__(stage, "weights_in", {first.layers[0]: "dram"})
+    object.__setattr__(stage, "weight_bandwidth_Bps", {first.layers[0]: 12.8e9})
+    plan2 = replace(plan, stages=(stage,) + plan.stages[1:])
+    head, rows = engine_rows(plan2)
+    assert head[-2:] == ["weights in", "weight bandwidth"]
+    assert rows[0][-2:] == ["dram", "12.8 GB/s"]
+    assert "<h2>Layer engines</h2>" in render(plan2, {})
