@@ -214,7 +214,7 @@ def _hls4ml_precision(path: str, graph) -> dict:
     return dict(cfg.precision)
 
 
-def _load_samples(data: str | None, graph, n: int | None):
+def _load_samples(data: str | None, graph, n: int | None, option: str = "--data"):
     """(inputs, labels or None) for `--data`: 'digits', an .npz with x (and y), or seeded noise."""
     import numpy as np
 
@@ -226,12 +226,9 @@ def _load_samples(data: str | None, graph, n: int | None):
 
         x, y = digits_dataset("test")
     else:
-        if not os.path.exists(data):
-            raise ConveyorError(f"--data {data}: no such file; accepted: digits or an .npz with arrays x (and y)")
-        with np.load(data) as f:
-            if "x" not in f:
-                raise ConveyorError(f"--data {data}: no array 'x' in it (found {list(f.keys())}); expected x and optionally y")
-            x, y = f["x"], (f["y"] if "y" in f else None)
+        from conveyor.cli_inputs import load_array_file
+
+        x, y = load_array_file(data, option)
     if n is not None:
         x, y = x[:n], (None if y is None else y[:n])
     return x, y
@@ -246,7 +243,7 @@ def _load_samples(data: str | None, graph, n: int | None):
 @click.option("--hls4ml-config", "hls4ml_path", type=click.Path(dir_okay=False),
               help="hls4ml's config.yml: its precisions (hls4ml's meaning) instead of --config.")
 @click.option("--data", help="digits (the scikit-learn test split) or an .npz with x and optional labels y; default: seeded noise.")
-@click.option("-n", "samples", type=int, help="Use the first N samples.")
+@click.option("-n", "samples", type=click.IntRange(min=1), help="Use the first N samples.")
 @click.option("--sweep", help="LO:HI — vary the total width W of the (single) --precision from LO to HI, "
                               "integer bits and modes kept; prints accuracy per width and draws it.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
@@ -267,10 +264,15 @@ def quantize(model: str, precisions: tuple[str, ...], config_path: str | None, h
         base = cli_quantized.model_config(graph)
     if not precisions and base is None:
         raise ConveyorError('say which precision: --precision "ap_fixed<16,6>" (repeatable) or --config cfg.yaml')
+    if plot_path and not sweep:
+        raise ConveyorError("--plot draws a sweep's chart: give --sweep LO:HI with it")
     if sweep:
         precisions = _sweep_precisions(sweep, precisions)
     configs = [base] if not precisions else [{**(base or {}), "default": p} for p in precisions]
     x, y = _load_samples(data, graph, samples)
+    from conveyor.cli_inputs import check_sample_shape
+
+    x = check_sample_shape(x, graph.inputs[0].shape, "--data", data or "noise", graph.name)
     if sweep and y is None:
         raise ConveyorError("--sweep measures accuracy: give labelled data (--data digits or an .npz with x and y)")
     reports = [quantization_report(graph, c, x, y) for c in configs]
@@ -364,6 +366,11 @@ def profile(model: str, output: str | None, runs: int, threads: int, as_json: bo
 
     if runs < 1:
         raise ConveyorError(f"--runs {runs}: need at least 1")
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise ConveyorError("conveyor profile times layers with onnxruntime, which is not installed; "
+                            "install it with: pip install 'conveyor[profile]'") from None
     graph = _resolve_model(model)
     prof = profile_graph(graph, runs=runs, threads=threads)
     if output:
@@ -433,6 +440,11 @@ def plan_cmd(model: str, cluster_spec: str, precision: str, config_path: str | N
     cluster = _resolve_cluster(cluster_spec)
     prec = PrecisionConfig.load(config_path) if config_path else (
         precision or cli_quantized.model_config(graph) or "ap_fixed<16,6>")
+    if config_path:  # the same check quantize makes: a node name the graph lacks is a typo, not a no-op
+        from conveyor.graph.names import resolve_config
+
+        resolve_config(graph, prec).check_against({n.name for n in graph.nodes}, {n.op_type for n in graph.nodes},
+                                                   graph.name)
     if hls4ml_path:
         prec = _hls4ml_precision(hls4ml_path, graph)
     profiles = {}
@@ -455,16 +467,19 @@ def plan_cmd(model: str, cluster_spec: str, precision: str, config_path: str | N
     if report:
         from conveyor.reports.plan_report import render
 
+        html = render(best, baselines)  # rendered first: a failure leaves no empty file behind
         with open(report, "w") as f:
-            f.write(render(best, baselines))
+            f.write(html)
     if as_json:
         _print_json({"plan": best.to_dict(), "baselines": {
             k: ({"throughput": v.throughput, "interval_s": v.interval_s, "latency_s": v.latency_s,
                  "stages": [list(s.layers) for s in v.stages]} if not isinstance(v, str) else {"error": v})
             for k, v in baselines.items()}})
         return
-    table = Table(title=f"{graph.name} on {cluster.name}: {best.throughput:.2f} items/s, "
-                        f"latency {best.latency_s * 1e3:.2f} ms (modeled)", title_justify="left")
+    from conveyor.units import rate, seconds, span
+
+    table = Table(title=f"{graph.name} on {cluster.name}: {rate(best.throughput)} items/s, "
+                        f"latency {seconds(best.latency_s)} (modeled)", title_justify="left")
     for col in ("stage", "arch", "layers", "stage time", "DSP", "BRAM18K", "LUT", "memory", "link out"):
         table.add_column(col, justify="left" if col in ("stage", "arch", "layers", "link out") else "right")
     for st in best.stages:
@@ -474,8 +489,7 @@ def plan_cmd(model: str, cluster_spec: str, precision: str, config_path: str | N
         link = "" if st.link_out is None else (f"{st.link_out.link} ({st.link_out.mode}) "
                                               f"{st.link_out.seconds * 1e6:.1f} us")
         name = st.device + (f" x{1 + len(st.replicas)}" if st.replicas else "")
-        table.add_row(name, st.arch, f"{st.layers[0]}..{st.layers[-1]} ({len(st.layers)})",
-                      f"{st.stage_time_s * 1e3:.3f} ms", pct["dsp"], pct["bram18k"], pct["lut"], memory, link)
+        table.add_row(name, st.arch, span(st.layers), seconds(st.stage_time_s), pct["dsp"], pct["bram18k"], pct["lut"], memory, link)
     _out.print(table)
     if pareto:
         from conveyor.planner.chain import chain_problem
@@ -494,12 +508,12 @@ def plan_cmd(model: str, cluster_spec: str, precision: str, config_path: str | N
     comp = Table(title="against the baselines (partition first, then tune each board)", title_justify="left")
     for col in ("method", "items/s", "latency", "vs conveyor"):
         comp.add_column(col, justify="left" if col == "method" else "right")
-    comp.add_row("conveyor", f"{best.throughput:.2f}", f"{best.latency_s * 1e3:.2f} ms", "1.00x")
+    comp.add_row("conveyor", rate(best.throughput), seconds(best.latency_s), "1.00x")
     for name, b in baselines.items():
         if isinstance(b, str):
             comp.add_row(name, "-", "-", b)
         else:
-            comp.add_row(name, f"{b.throughput:.2f}", f"{b.latency_s * 1e3:.2f} ms",
+            comp.add_row(name, rate(b.throughput), seconds(b.latency_s),
                          f"{b.throughput / best.throughput:.2f}x")
     _out.print(comp)
     _out.print(f"bottleneck: {best.bottleneck()}; utilization is of each board's budget (85% of the part)")
@@ -521,7 +535,7 @@ def plan_cmd(model: str, cluster_spec: str, precision: str, config_path: str | N
                    "machine emulates a stage slower than the modeled board).")
 @click.option("--in-flight", type=click.IntRange(min=1), default=None,
               help="Requests in the pipeline at once (default: twice the stages); 1 measures batch-1 latency.")
-@click.option("-n", "count", type=int, default=None, help="Run the first N samples (default: all, or 100 of noise).")
+@click.option("-n", "count", type=click.IntRange(min=1), default=None, help="Run the first N samples (default: all, or 100 of noise).")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 def run(plan_path: str, model: str, inputs_spec: str | None, executor: str, paced: bool, time_scale: float,
         in_flight: int | None, count: int | None, as_json: bool) -> None:
@@ -533,17 +547,15 @@ def run(plan_path: str, model: str, inputs_spec: str | None, executor: str, pace
     from conveyor.plan import Plan
     from conveyor.runtime import Pipeline
 
+    from conveyor.cli_inputs import check_sample_shape
+
+    if time_scale != 1.0 and not paced:
+        raise ConveyorError(f"--time-scale {time_scale:g} stretches paced stages only: add --paced, or drop it")
     plan_obj = Plan.load(plan_path)
     graph = _resolve_model(model)
-    if inputs_spec and inputs_spec.endswith(".npy"):
-        if not os.path.exists(inputs_spec):
-            raise ConveyorError(f"--inputs {inputs_spec}: no such file")
-        x, y = np.load(inputs_spec), None
-    else:
-        x, y = _load_samples(inputs_spec, graph, count or (None if inputs_spec else 100))
-    if count is not None:
-        x, y = x[:count], (None if y is None else y[:count])
+    x, y = _load_samples(inputs_spec, graph, count or (None if inputs_spec else 100), option="--inputs")
     shape = graph.inputs[0].shape
+    x = check_sample_shape(x, shape, "--inputs", inputs_spec or "noise", graph.name)
     samples = [np.asarray(s, dtype=graph.inputs[0].dtype).reshape(shape) for s in x]
     outputs = []
     with Pipeline(plan_obj, graph, executor=executor, paced=paced, time_scale=time_scale,
@@ -576,6 +588,9 @@ def run(plan_path: str, model: str, inputs_spec: str | None, executor: str, pace
     pred_thr = 1 / interval if interval else float("inf")
     scaled = f" at time scale {time_scale:g}" if time_scale != 1 else ""
     _out.print(f"throughput {thr:.2f}/s (plan predicts {pred_thr:.2f}/s{scaled}: ratio {thr / pred_thr:.3f})")
+    if not paced:
+        _out.print("unpaced: each stage runs as fast as this machine emulates it, not at the modeled board's "
+                   "speed, so the ratio compares this machine to the boards; --paced times stages as planned")
     if p50 is not None:
         queued = (f"; with up to {stats['max_in_flight']} requests in flight they queue — "
                   "--in-flight 1 measures batch 1" if stats["max_in_flight"] > 1 else "")

@@ -108,6 +108,8 @@ class Plan:
     def from_dict(cls, data: Any, source: str = "plan") -> "Plan":
         if not isinstance(data, dict):
             raise PlanError(f"{source}: a plan is a JSON object")
+        if "version" not in data and isinstance(data.get("plan"), dict) and "baselines" in data:
+            data = data["plan"]  # `conveyor plan --json` output: {plan, baselines}; the next command reads its plan
         if data.get("version") != PLAN_VERSION:
             raise PlanError(f"{source}: plan version {data.get('version')!r}; this conveyor reads version {PLAN_VERSION}")
         try:
@@ -128,7 +130,14 @@ class Plan:
         from conveyor.fileio import read_document
 
         path, data = read_document(path, "plan", PlanError)
-        return cls.from_dict(data, source=path)
+        plan = cls.from_dict(data, source=path)
+        validate(plan, source=str(path))
+        return plan
+
+    def check_graph(self, graph, source: str = "plan") -> None:
+        """Raise PlanError unless the stages cover `graph`'s nodes once each, in an order
+        the graph allows (a hand-edited plan with swapped stages would die in a worker)."""
+        validate_against_graph(self, graph, source)
 
 
 def _stage(d: Mapping[str, Any]) -> StagePlan:
@@ -138,3 +147,57 @@ def _stage(d: Mapping[str, Any]) -> StagePlan:
         **{**d, "layers": tuple(d["layers"]), "replicas": tuple(d.get("replicas", ()))},
         link_out=None if link is None else LinkPlan(**{**link, "tensors": tuple(link["tensors"])}),
     )
+
+
+def validate(plan: Plan, source: str = "plan") -> None:
+    """The checks a hand-edited plan must pass before anything runs it: each message names
+    the stage and field at fault and what is accepted."""
+    devices = plan.cluster.get("devices") if isinstance(plan.cluster, Mapping) else None
+    known = {d.get("name") for d in devices if isinstance(d, Mapping)} if isinstance(devices, list) else None
+    if not plan.stages:
+        raise PlanError(f"{source}: stages is empty; a plan needs at least one stage")
+    if not (plan.interval_s >= 0):
+        raise PlanError(f"{source}: interval_s {plan.interval_s!r}; accepted: a time >= 0 s")
+    if not (plan.latency_s >= 0):
+        raise PlanError(f"{source}: latency_s {plan.latency_s!r}; accepted: a time >= 0 s")
+    for i, s in enumerate(plan.stages):
+        where = f"{source}: stages[{i}]"
+        for dev in (s.device, *s.replicas):
+            if known is not None and dev not in known:
+                raise PlanError(f"{where}.device {dev!r} is not in the plan's cluster; accepted: {', '.join(sorted(known))}")
+        if s.device_kind not in ("fpga", "cpu", "gpu"):
+            raise PlanError(f"{where}.device_kind {s.device_kind!r}; accepted: fpga, cpu, gpu")
+        if not s.layers:
+            raise PlanError(f"{where}.layers is empty; a stage runs at least one layer")
+        for name, p in s.parallelism.items():
+            if not isinstance(p, int) or p < 1:
+                raise PlanError(f"{where}.parallelism[{name!r}] {p!r}; accepted: an integer >= 1")
+        for name, t in s.layer_interval_s.items():
+            if not (isinstance(t, (int, float)) and t >= 0):
+                raise PlanError(f"{where}.layer_interval_s[{name!r}] {t!r}; accepted: a time >= 0 s")
+        for f in ("compute_interval_s", "stage_time_s", "latency_s"):
+            v = getattr(s, f)
+            if not (isinstance(v, (int, float)) and v >= 0):
+                raise PlanError(f"{where}.{f} {v!r}; accepted: a time >= 0 s")
+
+
+def validate_against_graph(plan: Plan, graph, source: str = "plan") -> None:
+    order = {n.name: i for i, n in enumerate(graph.nodes)}
+    seen: dict[str, int] = {}
+    for i, s in enumerate(plan.stages):
+        for layer in s.layers:
+            if layer not in order:
+                raise PlanError(f"{source}: stages[{i}].layers names {layer!r}, which graph {graph.name} lacks")
+            if layer in seen:
+                raise PlanError(f"{source}: layer {layer!r} is in stages[{seen[layer]}] and stages[{i}]; each layer runs once")
+            seen[layer] = i
+    missing = [n for n in order if n not in seen]
+    if missing:
+        raise PlanError(f"{source}: no stage runs {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''} of {graph.name}")
+    producer = {t: n.name for n in graph.nodes for t in n.outputs}
+    for n in graph.nodes:
+        for t in n.inputs:
+            src = producer.get(t)
+            if src is not None and seen[src] > seen[n.name]:
+                raise PlanError(f"{source}: stages[{seen[n.name]}] runs {n.name!r} before stages[{seen[src]}] "
+                                f"computes its input {t!r}; stages must follow the graph's order")

@@ -1,0 +1,177 @@
+"""Every command fed the bad inputs a new user tries: exit 1, one line on stderr, no traceback
+(issue 13). Plans are made once per module on small models; most cases go through main()."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conveyor.cli import main
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as e:
+        main([str(a) for a in argv])
+        raise SystemExit(0)
+    out = capsys.readouterr()
+    return e.value.code or 0, out.out, out.err
+
+
+def assert_one_line_error(code, err, needle):
+    assert code == 1, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert needle in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def jet_plan(tmp_path_factory):
+    path = tmp_path_factory.mktemp("plans") / "jet.json"
+    with pytest.raises(SystemExit) as e:
+        main(["plan", "digits-cnn", "--cluster", "zcu102:2:aurora-10g", "-o", str(path)])
+        raise SystemExit(0)
+    assert (e.value.code or 0) == 0
+    return path
+
+
+def _edited(tmp_path, plan_path, edit) -> str:
+    data = json.loads(plan_path.read_text())
+    edit(data)
+    out = tmp_path / "edited.json"
+    out.write_text(json.dumps(data))
+    return str(out)
+
+
+def _swap(d):
+    # the plan's layers cut in two stages, then the stages put in the wrong order
+    first = d["stages"][0]
+    mid = len(first["layers"]) // 2
+    late = {**first, "layers": first["layers"][mid:], "device": "fpga1", "link_out": None}
+    d["stages"] = [late, {**first, "layers": first["layers"][:mid]}]
+
+
+def _device(d):
+    d["stages"][0]["device"] = "fpga9"
+
+
+def _parallelism(d):
+    layer = d["stages"][0]["layers"][0]
+    d["stages"][0]["parallelism"][layer] = -4
+
+
+def _interval(d):
+    d["interval_s"] = -1.0
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (_swap, "stages must follow the graph's order"),
+    (_device, "stages[0].device 'fpga9'"),
+    (_parallelism, ".parallelism["),
+    (_interval, "interval_s -1.0"),
+])
+def test_hand_edited_plan_is_refused_naming_the_field(capsys, tmp_path, jet_plan, edit, needle):
+    code, _, err = run_cli(capsys, "run", _edited(tmp_path, jet_plan, edit), "--model", "digits-cnn", "-n", 2)
+    assert_one_line_error(code, err, needle)
+
+
+def test_run_bad_inputs(capsys, tmp_path, jet_plan):
+    wrong = tmp_path / "wrong.npy"
+    np.save(wrong, np.zeros((3, 7), np.float32))
+    code, _, err = run_cli(capsys, "run", jet_plan, "--model", "digits-cnn", "--inputs", wrong)
+    assert_one_line_error(code, err, "digits-cnn takes samples of shape")
+    objs = tmp_path / "obj.npy"
+    np.save(objs, np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    code, _, err = run_cli(capsys, "run", jet_plan, "--model", "digits-cnn", "--inputs", objs)
+    assert_one_line_error(code, err, "not a numeric array file")
+    for n in ("-1", "0"):
+        code, _, err = run_cli(capsys, "run", jet_plan, "--model", "digits-cnn", "-n", n)
+        assert code == 2 and "Traceback" not in err and "-n" in err, err  # click's usage error
+
+
+def test_quantize_npy_data_and_sample_counts(capsys, tmp_path):
+    good = tmp_path / "x.npy"
+    np.save(good, np.random.default_rng(0).standard_normal((4, 16)).astype(np.float32))
+    code, out, err = run_cli(capsys, "quantize", "jet-mlp", "--precision", "ap_fixed<16,6>", "--data", good, "--json")
+    assert code == 0, err
+    assert json.loads(out)["reports"][0]["samples"] == 4
+    for n in ("0", "-1"):
+        code, _, err = run_cli(capsys, "quantize", "jet-mlp", "--precision", "ap_fixed<16,6>", "-n", n)
+        assert code == 2 and "Traceback" not in err and "-n" in err, err
+
+
+def test_plan_report_for_host_stage_plan(capsys, tmp_path):
+    cluster = tmp_path / "c.yaml"
+    cluster.write_text("name: het\ntopology: chain\nlink: pcie3-x16\ndevices:\n"
+                       "  - {name: host, host: xeon-gold-6248}\n  - {name: f, board: zcu102}\n")
+    report = tmp_path / "r.html"
+    code, _, err = run_cli(capsys, "plan", "digits-cnn", "--cluster", cluster, "--report", report)
+    assert code == 0, err
+    assert report.stat().st_size > 0 and "</html>" in report.read_text()
+
+
+def test_plan_report_for_overlay_plan(capsys, tmp_path):
+    report = tmp_path / "o.html"
+    code, _, err = run_cli(capsys, "plan", "jet-mlp", "--cluster", "zcu102:2", "--arch", "overlay", "--report", report)
+    assert code == 0, err
+    assert report.stat().st_size > 0 and "</html>" in report.read_text()
+
+
+def test_profile_without_onnxruntime_is_one_line(tmp_path):
+    # a real process where onnxruntime cannot be imported (a None entry in sys.modules)
+    code = ("import sys; sys.modules['onnxruntime'] = None; from conveyor.cli import main; "
+            "main(['profile', 'jet-mlp'])")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "conveyor[profile]" in r.stderr, r.stderr
+
+
+def test_run_reads_plan_json_output(capsys, tmp_path, jet_plan):
+    wrapped = tmp_path / "wrapped.json"
+    wrapped.write_text(json.dumps({"plan": json.loads(jet_plan.read_text()), "baselines": {}}))
+    code, out, err = run_cli(capsys, "run", wrapped, "--model", "digits-cnn", "-n", 3, "--json")
+    assert code == 0, err
+    assert json.loads(out)["completed"] == 3
+
+
+def test_options_that_need_another_are_refused(capsys, jet_plan):
+    code, _, err = run_cli(capsys, "run", jet_plan, "--model", "digits-cnn", "--time-scale", 5)
+    assert_one_line_error(code, err, "add --paced")
+    code, _, err = run_cli(capsys, "quantize", "jet-mlp", "--precision", "ap_fixed<16,6>", "--plot", "x.svg")
+    assert_one_line_error(code, err, "--sweep")
+
+
+def test_plan_config_rejects_a_node_the_graph_lacks(capsys, tmp_path):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text('default: "ap_fixed<16,6>"\nnodes:\n  no_such_layer: "ap_fixed<8,3>"\n')
+    code, _, err = run_cli(capsys, "plan", "jet-mlp", "--cluster", "zcu102:2", "--config", cfg)
+    assert_one_line_error(code, err, "no_such_layer")
+    code, _, err = run_cli(capsys, "quantize", "jet-mlp", "--config", cfg)
+    assert_one_line_error(code, err, "no_such_layer")
+
+
+def test_plan_report_lists_layer_engines_and_weight_location_when_present(jet_plan):
+    from dataclasses import replace
+
+    from conveyor.plan import Plan
+    from conveyor.reports.plan_report import engine_rows, render
+
+    plan = Plan.load(jet_plan)
+    head, rows = engine_rows(plan)
+    assert head == ["layer", "stage", "parallelism", "interval"]  # today's plans: no weight fields
+    assert [r[0] for r in rows] == [l for s in plan.stages for l in s.layers]
+    first = plan.stages[0]
+    assert rows[0][2] == f"{first.parallelism[first.layers[0]]:,}"
+    # a stage that carries the planner's per-layer weight fields (set as plain attributes here,
+    # as the planner's StagePlan will carry them)
+    stage = replace(first)
+    object.__setattr__(stage, "weights_in", {first.layers[0]: "dram"})
+    object.__setattr__(stage, "weight_bandwidth_Bps", {first.layers[0]: 12.8e9})
+    plan2 = replace(plan, stages=(stage,) + plan.stages[1:])
+    head, rows = engine_rows(plan2)
+    assert head[-2:] == ["weights in", "weight bandwidth"]
+    assert rows[0][-2:] == ["dram", "12.8 GB/s"]
+    assert "<h2>Layer engines</h2>" in render(plan2, {})
