@@ -161,15 +161,15 @@ def test_plan_report_lists_layer_engines_and_weight_location_when_present(jet_pl
 
     plan = Plan.load(jet_plan)
     head, rows = engine_rows(plan)
-    assert head == ["layer", "stage", "parallelism", "interval"]  # today's plans: no weight fields
+    # the planner records where every layer's weights live (jet-mlp fits on chip)
+    assert head == ["layer", "stage", "parallelism", "interval", "weights in", "weight bandwidth"]
     assert [r[0] for r in rows] == [l for s in plan.stages for l in s.layers]
     first = plan.stages[0]
     assert rows[0][2] == f"{first.parallelism[first.layers[0]]:,}"
-    # a stage that carries the planner's per-layer weight fields (set as plain attributes here,
-    # as the planner's StagePlan will carry them)
-    stage = replace(first)
-    object.__setattr__(stage, "weights_in", {first.layers[0]: "dram"})
-    object.__setattr__(stage, "weight_bandwidth_Bps", {first.layers[0]: 12.8e9})
+    assert rows[0][4] == "on_chip"
+    # a stage whose first layer streams its weights from DRAM
+    stage = replace(first, weights_in={**first.weights_in, first.layers[0]: "dram"},
+                    weight_bandwidth_Bps={**first.weight_bandwidth_Bps, first.layers[0]: 12.8e9})
     plan2 = replace(plan, stages=(stage,) + plan.stages[1:])
     head, rows = engine_rows(plan2)
     assert head[-2:] == ["weights in", "weight bandwidth"]
