@@ -1,0 +1,164 @@
+"""One HLS layer per graph node: the hls4ml-style config struct and the call into nnet_utils.
+
+Each writer gets a `Layer` (the node, its resolved precision, the formats of its operands
+and result, its quantized parameters, the plan's parallelism) and returns the C++ of its
+config struct and of its call. The numerics are nnet_utils' own (the emulator matches them
+bit for bit, docs/numerics.md); the reduction order is the emulator's, i.e. the ONNX graph's
+(Dense: data index ii = 0 .. n_in-1 into each output, as `DenseLatency` adds them).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from conveyor.errors import CodegenError
+from conveyor.numerics.fixed import FixedType
+
+
+def ident(name: str) -> str:
+    """A C identifier for a graph name (prefixed so that it never starts with a digit or clashes)."""
+    return "t_" + re.sub(r"[^0-9A-Za-z_]", "_", name)
+
+
+@dataclass(frozen=True)
+class Layer:
+    node: Any
+    index: int
+    prec: Any                         # NodePrecision
+    in_fmts: tuple                    # formats of the non-parameter inputs
+    out_fmt: Any
+    in_shapes: tuple
+    out_shape: tuple
+    params: Mapping[int, tuple[np.ndarray, Any]]   # slot -> (quantized values, format)
+    parallelism: int
+
+    @property
+    def cfg(self) -> str:
+        return f"config{self.index}"
+
+
+def fixed(fmt, where: str) -> FixedType:
+    if not isinstance(fmt, FixedType):
+        raise CodegenError(f"{where}: format {fmt} is not ap_fixed; code generation takes ap_fixed formats only")
+    return fmt
+
+
+def _size(shape) -> int:
+    return int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else int(shape[0])
+
+
+def exact_accum(fx: FixedType, fw: FixedType, fb: FixedType | None, n: int, wmax: float, bmax: float) -> FixedType:
+    """An ap_fixed that holds every partial sum of a dot product exactly ('auto' accum)."""
+    frac = max(fx.frac_bits + fw.frac_bits, fb.frac_bits if fb is not None else 0)
+    xmax = max(abs(fx.min_value), abs(fx.max_value))
+    bound = n * xmax * wmax + bmax
+    integer = max(1, math.ceil(math.log2(bound + 2.0 ** -frac)) + 1) if bound > 0 else 1
+    return FixedType(integer + frac, integer)
+
+
+def dense(layer: Layer) -> tuple[str, str]:
+    node = layer.node
+    if len(layer.in_shapes[0]) != 2:
+        raise CodegenError(f"node '{node.name}' (Dense): code generation takes 2-D inputs [1, n], got {layer.in_shapes[0]}")
+    (w, fw), (b, fb) = layer.params[1], layer.params[2]
+    n_in, n_out = w.shape
+    fx = fixed(layer.in_fmts[0], f"node '{node.name}' input")
+    fw, fb = fixed(fw, f"node '{node.name}' weight"), fixed(fb, f"node '{node.name}' bias")
+    acc = layer.prec.accum
+    acc = exact_accum(fx, fw, fb, n_in, float(np.max(np.abs(w))), float(np.max(np.abs(b)))) if acc is None \
+        else fixed(acc, f"node '{node.name}' accum")
+    reuse = max(1, math.ceil(n_in * n_out / max(layer.parallelism, 1)))
+    cfg = f"""struct {layer.cfg} : nnet::dense_config {{  // {node.name}: Dense {n_in} -> {n_out}
+    static const unsigned n_in = {n_in};
+    static const unsigned n_out = {n_out};
+    static const unsigned io_type = nnet::io_parallel;
+    static const unsigned strategy = nnet::latency;
+    static const unsigned reuse_factor = {reuse};  // plan: {layer.parallelism} multipliers
+    static const unsigned n_zeros = 0;
+    static const unsigned n_nonzeros = {n_in * n_out};
+    static const unsigned multiplier_limit = DIV_ROUNDUP(n_in * n_out, reuse_factor) - n_zeros / reuse_factor;
+    static const bool store_weights_in_bram = false;
+    typedef {acc} accum_t;
+    typedef {fb} bias_t;
+    typedef {fw} weight_t;
+    typedef ap_uint<1> index_t;
+    template<class data_T, class res_T, class CONFIG_T>
+    using kernel = nnet::DenseLatency<data_T, res_T, CONFIG_T>;
+    template<class x_T, class y_T>
+    using product = nnet::product::mult<x_T, y_T>;
+}};
+"""
+    return cfg, "nnet::dense<{x}_t, {y}_t, %s>({x}, {y}, w%d, b%d);" % (layer.cfg, layer.index, layer.index)
+
+
+def relu(layer: Layer) -> tuple[str, str]:
+    n = _size(layer.out_shape)
+    cfg = f"""struct {layer.cfg} : nnet::activ_config {{  // {layer.node.name}: Relu
+    static const unsigned n_in = {n};
+    static const unsigned table_size = 1024;
+    static const unsigned io_type = nnet::io_parallel;
+    static const unsigned reuse_factor = 1;
+    typedef ap_fixed<18,8> table_t;
+}};
+"""
+    return cfg, "nnet::relu<{x}_t, {y}_t, %s>({x}, {y});" % layer.cfg
+
+
+def softmax(layer: Layer) -> tuple[str, str]:
+    from conveyor.ops import lut
+    from conveyor.ops.softmax import softmax_table_sizes
+
+    node, prec = layer.node, layer.prec
+    shape = layer.in_shapes[0]
+    if len(shape) != 2:
+        raise CodegenError(f"node '{node.name}' (Softmax): code generation takes [1, n] inputs, got {shape}")
+    n = int(shape[1])
+    fin = fixed(layer.in_fmts[0], f"node '{node.name}' input")
+    impl = lut.settings(prec, "softmax")["implementation"]
+    es, vs = lut.settings(prec, "softmax_exp"), lut.settings(prec, "softmax_inv")
+    exp_fmt = lut.fixed_format(es["format"], f"{node}: tables.softmax_exp.format")
+    inv_fmt = lut.fixed_format(vs["format"], f"{node}: tables.softmax_inv.format")
+    inv_addr = lut.fixed_format(vs.get("input", es["format"]), f"{node}: tables.softmax_inv.input")
+    s = int(fin.signed)
+    norm = (lut.fixed_format(es["input"], f"{node}: tables.softmax_exp.input") if "input" in es
+            else FixedType(fin.width - s, fin.integer - s, signed=False))
+    exp_addr = norm if impl == "stable" else fin
+    n_exp, n_inv = softmax_table_sizes(fin, impl, int(es["size"]), int(vs["size"]), inv_fmt, exp_addr, inv_addr,
+                                       str(node))
+    acc = prec.accum
+    if acc is None:  # hls4ml's exact accum_t formula (the emulator's 'auto')
+        k = math.ceil(math.log2(n))
+        acc = FixedType(exp_fmt.width + k, exp_fmt.integer + k, signed=exp_fmt.signed)
+    acc = fixed(acc, f"node '{node.name}' accum")
+    cfg = f"""struct {layer.cfg} : nnet::activ_config {{  // {node.name}: Softmax ({impl})
+    static const unsigned n_in = {n};
+    static const unsigned n_slice = {n};
+    static const unsigned n_outer = 1;
+    static const unsigned n_inner = 1;
+    static const unsigned parallelization_factor = -1;
+    static const unsigned exp_table_size = {n_exp};
+    static const unsigned inv_table_size = {n_inv};
+    static const unsigned io_type = nnet::io_parallel;
+    static const unsigned reuse_factor = 1;
+    static const unsigned axis = 1;
+    static const nnet::softmax_implementation implementation = nnet::softmax_implementation::{impl};
+    static constexpr float exp_scale = 1.0;
+    typedef {exp_fmt} exp_table_t;
+    typedef {inv_fmt} inv_table_t;
+    typedef {acc} accum_t;
+    typedef {inv_addr} inv_inp_t;
+    typedef {norm if impl == "stable" else "ap_fixed<1,0>"} inp_norm_t;
+}};
+"""
+    return cfg, "nnet::softmax<{x}_t, {y}_t, %s>({x}, {y});" % layer.cfg
+
+
+#: op type -> writer; `compile` refuses any other op with a CodegenError naming this list
+WRITERS: dict[str, Callable[[Layer], tuple[str, str]]] = {"Dense": dense, "Relu": relu, "Softmax": softmax}
+#: ops that only rewire a flat array (no code; the output is the input under another name)
+WIRING = ("Flatten", "Reshape", "Identity")
