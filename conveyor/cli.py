@@ -554,6 +554,12 @@ def run(plan_path: str, model: str, inputs_spec: str | None, executor: str, pace
         _out.print(f"accuracy {stats['accuracy']:.2%} on {len(outputs)} labelled samples")
 
 
+from conveyor.cli_codegen import compile_cmd, csim_cmd  # noqa: E402
+
+cli.add_command(compile_cmd)
+cli.add_command(csim_cmd)
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="conveyor", standalone_mode=False)
