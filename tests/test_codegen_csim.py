@@ -1,0 +1,106 @@
+"""conveyor compile + csim: each board's generated HLS C++, built with g++ against the real
+ap_types / nnet_utils headers (hls4ml wheel), chained, equals the emulator bit for bit."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conveyor.cli import _resolve_cluster, _resolve_model
+from conveyor.codegen import compile as compile_plan
+from conveyor.codegen.csim import compare, run_chain
+from conveyor.errors import CodegenError
+from conveyor.planner import plan
+
+Q16 = "ap_fixed<16,6>"
+#: narrow formats, a lossy accumulator (fewer fractional bits than the products), RND / SAT
+NARROW = {"default": "ap_fixed<10,4,AP_RND,AP_SAT>", "accum": "ap_fixed<14,6,AP_RND,AP_SAT>"}
+
+
+def _plan(model: str, boards: int, precision, cuts=None):
+    graph = _resolve_model(model)
+    cluster = _resolve_cluster(f"zynq7035:{boards}")
+    p = plan(graph, cluster, precision=precision, method="manual" if cuts else "conveyor", cuts=cuts)
+    assert len(p.stages) == (len(cuts) + 1 if cuts else boards)
+    return graph, p
+
+
+def _check(tmp_path, graph, p, x):
+    manifest = compile_plan(p, graph, tmp_path)
+    feeds = {graph.input_names[0]: x}
+    env, runs = run_chain(tmp_path, feeds)
+    assert [r.device for r in runs] == [st.device for st in p.stages]
+    assert [b["device"] for b in manifest["boards"]] == [st.device for st in p.stages]
+    bad = compare(graph, p.precision, feeds, runs)
+    assert bad is None, str(bad)
+    out = graph.output_names[0]
+    want = graph.with_batch(len(x)).run(x.reshape((len(x), *graph.inputs[0].shape[1:])), precision=p.precision)[out]
+    np.testing.assert_array_equal(env[out], np.asarray(want, np.float64).reshape(len(x), -1))
+    return manifest, runs
+
+
+def _jets(n, seed=0):
+    return np.random.default_rng(seed).normal(size=(n, 16)) * 2.0
+
+
+def test_jet_mlp_one_board_q16(tmp_path):
+    graph, p = _plan("jet-mlp", 1, Q16)
+    manifest, _ = _check(tmp_path, graph, p, _jets(400))
+    b = manifest["boards"][0]
+    assert b["part"] == "xc7z035" and b["clock_hz"] == 150e6 and b["control"] == "s_axilite"
+    assert b["ports"][0]["tensors"][0] == {"tensor": "input", "element_type": Q16, "element_bits": 16, "items": 16}
+    assert "create_clock -period 6.6667" in (tmp_path / "fpga0" / "build_prj.tcl").read_text()
+    assert "set_part {xc7z035}" in (tmp_path / "fpga0" / "build_prj.tcl").read_text()
+
+
+def test_jet_mlp_two_boards_narrow_lossy_accumulator(tmp_path):
+    graph, p = _plan("jet-mlp", 2, NARROW, cuts=["relu2"])
+    manifest, runs = _check(tmp_path, graph, p, _jets(400, seed=1))
+    assert manifest["boards"][0]["ports"][1]["link"] == "srio-10g"
+    assert manifest["boards"][1]["ports"][0]["tensors"][0]["tensor"] == "relu2"
+    # the lossy accumulator matters: the emulator's result differs from an exact accumulator's
+    exact = graph.with_batch(400).run(_jets(400, seed=1), precision={**NARROW, "accum": "auto"})["output"]
+    assert np.any(exact.reshape(400, -1) != runs[-1].outputs["output"])
+
+
+def test_a_wrong_weight_is_reported_with_its_board_and_layer(tmp_path):
+    graph, p = _plan("jet-mlp", 2, Q16, cuts=["relu1"])
+    compile_plan(p, graph, tmp_path)
+    header = tmp_path / "fpga1" / "firmware" / "weights" / "w2.h"   # fc2's weights, on the second board
+    text = header.read_text()
+    head, values = text.split("{", 1)
+    first, rest = values.split(",", 1)
+    header.write_text(head + "{" + str(int(first) + 37) + "," + rest)
+    x = _jets(50, seed=2)
+    _, runs = run_chain(tmp_path, {"input": x})
+    bad = compare(graph, p.precision, {"input": x}, runs)
+    # the first board is untouched; the second's output (softmax's) is the first value to differ
+    assert bad is not None and (bad.board, bad.layer, bad.tensor) == ("fpga1", "softmax", "output"), bad
+    assert "board fpga1, layer softmax" in str(bad)
+
+
+def test_unsupported_op_names_node_op_and_supported(tmp_path):
+    graph, p = _plan("lstm-small", 1, Q16)
+    with pytest.raises(CodegenError, match=r"node '.*': op LSTM has no HLS writer yet; supported: Dense"):
+        compile_plan(p, graph, tmp_path)
+
+
+def test_cli_compile_and_csim(tmp_path):
+    from click.testing import CliRunner
+
+    from conveyor.cli import cli
+
+    graph, p = _plan("jet-mlp", 2, Q16, cuts=["relu3"])
+    p.save(tmp_path / "plan.json")
+    np.save(tmp_path / "x.npy", _jets(20, seed=3))
+    r = CliRunner().invoke(cli, ["compile", str(tmp_path / "plan.json"), "--model", "jet-mlp", "-o", str(tmp_path / "hls")])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "hls" / "manifest.json").read_text())["model_source"] == "jet-mlp"
+    r = CliRunner().invoke(cli, ["csim", str(tmp_path / "hls"), "--inputs", str(tmp_path / "x.npy"),
+                                 "-o", str(tmp_path / "out.npz")])
+    assert r.exit_code == 0, r.output
+    assert r.output.count("equal to the emulator") == 2
+    with np.load(tmp_path / "out.npz") as f:
+        assert f["output"].shape == (20, 5)
