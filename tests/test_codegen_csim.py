@@ -104,3 +104,21 @@ def test_cli_compile_and_csim(tmp_path):
     assert r.output.count("equal to the emulator") == 2
     with np.load(tmp_path / "out.npz") as f:
         assert f["output"].shape == (20, 5)
+
+
+def _digits(n):
+    from conveyor.zoo import digits_dataset
+
+    return digits_dataset("test")[0][:n].astype(np.float64)
+
+
+def test_digits_cnn_one_board_q16(tmp_path):
+    graph, p = _plan("digits-cnn", 1, Q16)
+    _check(tmp_path, graph, p, _digits(300))
+
+
+def test_digits_cnn_three_boards_narrow_cut_inside_the_convolutions(tmp_path):
+    # the cuts carry 4-D values: channels-first on the links, channels-last inside each board
+    graph, p = _plan("digits-cnn", 3, NARROW, cuts=["pool1", "relu2"])
+    manifest, _ = _check(tmp_path, graph, p, _digits(300))
+    assert manifest["boards"][1]["ports"][0]["tensors"][0]["items"] == 8 * 4 * 4

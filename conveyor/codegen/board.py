@@ -57,13 +57,29 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
     typedefs, configs, calls, weight_decls, loads = [], [], [], [], []
     for t in g.input_names:
         typedefs.append(f"typedef {fixed(fmts[t], f'input {t}')} {var[t]}_t;  // {t}")
+    hwc_inputs = {t for t in g.input_names if len(shapes[t]) == 4}
+    hwc: set[str] = set(hwc_inputs)   # tensors whose C array is channels last (4-D inputs: transposed on entry)
+
+    def chw(t):  # the transpose template arguments of a 4-D tensor
+        _, c, h, w = shapes[t]
+        return f"{c}, {h}, {w}"
+
     for i, node in enumerate(g.nodes):
         outs = [o for o in node.outputs if o]
         if node.op_type in WIRING:
-            src = node.inputs[0]
-            var[outs[0]] = var[src]
-            if fmts.get(outs[0]) != fmts.get(src):
+            src, y = node.inputs[0], outs[0]
+            if fmts.get(y) != fmts.get(src):
                 raise CodegenError(f"node '{node.name}' ({node.op_type}) changes its value's format")
+            if src in hwc and len(shapes[y]) != 4:
+                # back to ONNX's channels-first order, so the next Dense reads its inputs in the graph's order
+                var[y] = ident(y)
+                typedefs.append(f"typedef {var[src]}_t {var[y]}_t;  // {y} ({node.name})")
+                calls.append(f"    {var[y]}_t {var[y]}[{size[y]}];\n"
+                             f"    conveyor::hwc_to_chw<{var[y]}_t, {chw(src)}>({var[src]}, {var[y]});  // {node.name}")
+            else:
+                var[y] = var[src]
+                if src in hwc:
+                    hwc.add(y)
             continue
         writer = WRITERS.get(node.op_type)
         if writer is None:
@@ -77,15 +93,19 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
         layer = Layer(node=node, index=i, prec=emu.node_precision[node.name], in_fmts=tuple(fmts[t] for t in data_ins),
                       out_fmt=fmts[y], in_shapes=tuple(shapes[t] for t in data_ins), out_shape=shapes[y], params=params,
                       parallelism=int(stage.parallelism.get(node.name, 1)))
-        cfg, call = writer(layer)
+        cfg, call, flat = writer(layer)
         configs.append(cfg)
         x = data_ins[0]
+        if len(shapes[y]) == 4:
+            if x not in hwc:
+                raise CodegenError(f"node '{node.name}' ({node.op_type}): its 4-D input '{x}' is not channels last")
+            hwc.add(y)
         calls.append(f"    {var[y]}_t {var[y]}[{size[y]}];\n#pragma HLS ARRAY_PARTITION variable={var[y]} complete\n"
                      f"    {call.format(x=var[x], y=var[y])}  // {node.name}")
         for slot, (values, pf) in params.items():
             name = f"{'w' if slot == 1 else 'b'}{i}"
             ctype = f"{layer.cfg}::{'weight_t' if slot == 1 else 'bias_t'}"
-            raw = np.asarray(fixed(pf, f"node '{node.name}' parameter").quantize_raw(values.reshape(-1)), dtype=np.int64)
+            raw = np.asarray(fixed(pf, f"node '{node.name}' parameter").quantize_raw(flat[slot]), dtype=np.int64)
             weight_decls.append(f"static {ctype} {name}[{raw.size}];")
             if raw.size <= HEADER_WEIGHTS_MAX:
                 (fw / "weights" / f"{name}.h").write_text(
@@ -112,7 +132,8 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
     (fw / "parameters.h").write_text("\n".join([
         "#ifndef CONVEYOR_PARAMETERS_H_", "#define CONVEYOR_PARAMETERS_H_",
         '#include "defines.h"', '#include "nnet_common.h"', '#include "nnet_mult.h"', '#include "nnet_dense.h"',
-        '#include "nnet_dense_latency.h"', '#include "nnet_activation.h"', '#include "conveyor_weights.h"', "",
+        '#include "nnet_dense_latency.h"', '#include "nnet_activation.h"', '#include "nnet_conv2d.h"',
+        '#include "nnet_pooling.h"', '#include "conveyor_im2col.h"', '#include "conveyor_weights.h"', "",
         *configs, *weight_decls, "", "#endif", ""]))
     (fw / f"{top}.h").write_text(f'#pragma once\n#include "defines.h"\n{sig};\n')
     middle = link_in != "host" and link_out != "host"
@@ -127,10 +148,20 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
             "#pragma HLS DATAFLOW", "    load_weights();"]
     for t in in_tensors:
         body.append(f"    {var[t]}_t {var[t]}[{size[t]}];\n#pragma HLS ARRAY_PARTITION variable={var[t]} complete")
-        body.append(f"    conveyor::unpack<{STREAM_WIDTH}, {var[t]}_t, {size[t]}>(link_in, {var[t]});")
+        if t in hwc_inputs:
+            body.append(f"    {var[t]}_t {var[t]}_chw[{size[t]}];")
+            body.append(f"    conveyor::unpack<{STREAM_WIDTH}, {var[t]}_t, {size[t]}>(link_in, {var[t]}_chw);")
+            body.append(f"    conveyor::chw_to_hwc<{var[t]}_t, {chw(t)}>({var[t]}_chw, {var[t]});")
+        else:
+            body.append(f"    conveyor::unpack<{STREAM_WIDTH}, {var[t]}_t, {size[t]}>(link_in, {var[t]});")
     body += calls
     for k, t in enumerate(out_tensors):
-        body.append(f"    conveyor::pack<{STREAM_WIDTH}, {var[t]}_t, {size[t]}>({var[t]}, link_out, "
+        src = var[t]
+        if t in hwc:
+            body.append(f"    {var[t]}_t {var[t]}_chw[{size[t]}];")
+            body.append(f"    conveyor::hwc_to_chw<{var[t]}_t, {chw(t)}>({var[t]}, {var[t]}_chw);")
+            src = f"{var[t]}_chw"
+        body.append(f"    conveyor::pack<{STREAM_WIDTH}, {var[t]}_t, {size[t]}>({src}, link_out, "
                     f"{'true' if k == len(out_tensors) - 1 else 'false'});")
     body += ["}", ""]
     (fw / f"{top}.cpp").write_text("\n".join(body))

@@ -2,7 +2,9 @@
 
 Each writer gets a `Layer` (the node, its resolved precision, the formats of its operands
 and result, its quantized parameters, the plan's parallelism) and returns the C++ of its
-config struct and of its call. The numerics are nnet_utils' own (the emulator matches them
+config struct, of its call, and its parameters flattened in the order nnet_utils reads them.
+Inside a board, 4-D values are channels last ([H][W][C], hls4ml's `_cl` kernels); ports and
+Flatten carry ONNX's channels-first order. The numerics are nnet_utils' own (the emulator matches them
 bit for bit, docs/numerics.md); the reduction order is the emulator's, i.e. the ONNX graph's
 (Dense: data index ii = 0 .. n_in-1 into each output, as `DenseLatency` adds them).
 """
@@ -93,7 +95,124 @@ def dense(layer: Layer) -> tuple[str, str]:
     using product = nnet::product::mult<x_T, y_T>;
 }};
 """
-    return cfg, "nnet::dense<{x}_t, {y}_t, %s>({x}, {y}, w%d, b%d);" % (layer.cfg, layer.index, layer.index)
+    return cfg, "nnet::dense<{x}_t, {y}_t, %s>({x}, {y}, w%d, b%d);" % (layer.cfg, layer.index, layer.index), \
+        {1: w.reshape(-1), 2: b.reshape(-1)}
+
+
+def gemm(layer: Layer):
+    """Gemm as a Dense: W stored [in][out] (B transposed when transB), same reduction order."""
+    node = layer.node
+    if node.attr("transA", 0) or node.attr("alpha", 1.0) != 1.0 or node.attr("beta", 1.0) != 1.0 or 2 not in layer.params:
+        raise CodegenError(f"node '{node.name}' (Gemm): code generation takes transA=0, alpha=beta=1 and a constant C")
+    w, fw = layer.params[1]
+    if node.attr("transB", 0):
+        w = w.T
+    return dense(Layer(**{**layer.__dict__, "params": {1: (np.ascontiguousarray(w), fw), 2: layer.params[2]}}))
+
+
+def conv(layer: Layer):
+    """nnet::conv_2d_cl (channels last) with hls4ml's im2col filler; W as [kh][kw][c][f]."""
+    node = layer.node
+    (w, fw), (b, fb) = layer.params[1], layer.params.get(2, (None, None))
+    if len(layer.in_shapes[0]) != 4 or node.attr("group", 1) != 1 or b is None:
+        raise CodegenError(f"node '{node.name}' (Conv): code generation takes 2-D, group=1 convolutions with a bias "
+                           f"(got input {layer.in_shapes[0]}, group {node.attr('group', 1)})")
+    _, ch, h, wd = layer.in_shapes[0]
+    _, nf, oh, ow = layer.out_shape
+    kh, kw = w.shape[2:]
+    top, left, bot, right = (list(node.attr("pads", [0, 0, 0, 0])) + [0] * 4)[:4]
+    sh, sw = node.attr("strides", [1, 1])
+    dh, dw = node.attr("dilations", [1, 1])
+    fx = fixed(layer.in_fmts[0], f"node '{node.name}' input")
+    fw, fb = fixed(fw, f"node '{node.name}' weight"), fixed(fb, f"node '{node.name}' bias")
+    acc = layer.prec.accum
+    acc = exact_accum(fx, fw, fb, ch * kh * kw, float(np.max(np.abs(w))), float(np.max(np.abs(b)))) if acc is None \
+        else fixed(acc, f"node '{node.name}' accum")
+    macs = kh * kw * ch * nf
+    reuse = max(1, math.ceil(macs / max(layer.parallelism, 1)))
+    c = layer.cfg
+    cfg = f"""struct {c}_mult : nnet::dense_config {{
+    static const unsigned n_in = {kh * kw * ch};
+    static const unsigned n_out = {nf};
+    static const unsigned reuse_factor = 1;
+    static const unsigned strategy = nnet::latency;
+    static const unsigned n_zeros = 0;
+    static const unsigned multiplier_limit = DIV_ROUNDUP(n_in * n_out, reuse_factor) - n_zeros / reuse_factor;
+    typedef {acc} accum_t;
+    typedef {fb} bias_t;
+    typedef {fw} weight_t;
+    template<class data_T, class res_T, class CONFIG_T>
+    using kernel = nnet::DenseLatency<data_T, res_T, CONFIG_T>;
+    template<class x_T, class y_T>
+    using product = nnet::product::mult<x_T, y_T>;
+}};
+struct {c} : nnet::conv2d_config {{  // {node.name}: Conv {ch}x{h}x{wd} -> {nf}x{oh}x{ow}, kernel {kh}x{kw}
+    static const unsigned pad_top = {top};
+    static const unsigned pad_bottom = {bot};
+    static const unsigned pad_left = {left};
+    static const unsigned pad_right = {right};
+    static const unsigned in_height = {h};
+    static const unsigned in_width = {wd};
+    static const unsigned n_chan = {ch};
+    static const unsigned filt_height = {kh};
+    static const unsigned filt_width = {kw};
+    static const unsigned kernel_size = filt_height * filt_width;
+    static const unsigned n_filt = {nf};
+    static const unsigned stride_height = {sh};
+    static const unsigned stride_width = {sw};
+    static const unsigned out_height = {oh};
+    static const unsigned out_width = {ow};
+    static const unsigned dilation_height = {dh};
+    static const unsigned dilation_width = {dw};
+    static const unsigned reuse_factor = {reuse};  // plan: {layer.parallelism} multipliers
+    static const unsigned n_zeros = 0;
+    static const unsigned multiplier_limit = DIV_ROUNDUP(kernel_size * n_chan * n_filt, reuse_factor) - n_zeros / reuse_factor;
+    static const bool store_weights_in_bram = false;
+    static const unsigned strategy = nnet::latency;
+    static const unsigned n_partitions = {oh * ow};
+    static const unsigned n_pixels = out_height * out_width / n_partitions;
+    template<class data_T, class CONFIG_T>
+    using fill_buffer = conveyor::fill_im2col<data_T, CONFIG_T>;
+    typedef {acc} accum_t;
+    typedef {fb} bias_t;
+    typedef {fw} weight_t;
+    typedef {c}_mult mult_config;
+}};
+"""
+    return cfg, "nnet::conv_2d_cl<{x}_t, {y}_t, %s>({x}, {y}, w%d, b%d);" % (c, layer.index, layer.index), \
+        {1: np.transpose(w, (2, 3, 1, 0)).reshape(-1), 2: b.reshape(-1)}
+
+
+def maxpool(layer: Layer):
+    node = layer.node
+    _, ch, h, wd = layer.in_shapes[0]
+    _, _, oh, ow = layer.out_shape
+    ph, pw = node.attr("kernel_shape")
+    sh, sw = node.attr("strides", [1, 1])
+    top, left, bot, right = (list(node.attr("pads", [0, 0, 0, 0])) + [0] * 4)[:4]
+    if node.attr("ceil_mode", 0) or any(d != 1 for d in node.attr("dilations", [1, 1])):
+        raise CodegenError(f"node '{node.name}' (MaxPool): code generation takes ceil_mode=0 and no dilation")
+    cfg = f"""struct {layer.cfg} : nnet::pooling2d_config {{  // {node.name}: MaxPool {ph}x{pw}
+    static const unsigned in_height = {h};
+    static const unsigned in_width = {wd};
+    static const unsigned n_filt = {ch};
+    static const unsigned stride_height = {sh};
+    static const unsigned stride_width = {sw};
+    static const unsigned pool_height = {ph};
+    static const unsigned pool_width = {pw};
+    static const unsigned out_height = {oh};
+    static const unsigned out_width = {ow};
+    static const unsigned pad_top = {top};
+    static const unsigned pad_bottom = {bot};
+    static const unsigned pad_left = {left};
+    static const unsigned pad_right = {right};
+    static const bool count_pad = false;
+    static const nnet::Pool_Op pool_op = nnet::Max;
+    static const unsigned reuse_factor = 1;
+    typedef {fixed(layer.in_fmts[0], node.name)} accum_t;
+}};
+"""
+    return cfg, "nnet::pooling2d_cl<{x}_t, {y}_t, %s>({x}, {y});" % layer.cfg, {}
 
 
 def relu(layer: Layer) -> tuple[str, str]:
@@ -106,7 +225,7 @@ def relu(layer: Layer) -> tuple[str, str]:
     typedef ap_fixed<18,8> table_t;
 }};
 """
-    return cfg, "nnet::relu<{x}_t, {y}_t, %s>({x}, {y});" % layer.cfg
+    return cfg, "nnet::relu<{x}_t, {y}_t, %s>({x}, {y});" % layer.cfg, {}
 
 
 def softmax(layer: Layer) -> tuple[str, str]:
@@ -155,10 +274,11 @@ def softmax(layer: Layer) -> tuple[str, str]:
     typedef {norm if impl == "stable" else "ap_fixed<1,0>"} inp_norm_t;
 }};
 """
-    return cfg, "nnet::softmax<{x}_t, {y}_t, %s>({x}, {y});" % layer.cfg
+    return cfg, "nnet::softmax<{x}_t, {y}_t, %s>({x}, {y});" % layer.cfg, {}
 
 
 #: op type -> writer; `compile` refuses any other op with a CodegenError naming this list
-WRITERS: dict[str, Callable[[Layer], tuple[str, str]]] = {"Dense": dense, "Relu": relu, "Softmax": softmax}
-#: ops that only rewire a flat array (no code; the output is the input under another name)
+WRITERS: dict[str, Callable[[Layer], tuple]] = {"Dense": dense, "Gemm": gemm, "Conv": conv, "MaxPool": maxpool,
+                                                "Relu": relu, "Softmax": softmax}
+#: ops that only rewire an array (no arithmetic; a 4-D value leaves channels-last order)
 WIRING = ("Flatten", "Reshape", "Identity")
