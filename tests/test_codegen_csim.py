@@ -66,9 +66,9 @@ def test_jet_mlp_two_boards_narrow_lossy_accumulator(tmp_path):
 
 
 def test_a_wrong_weight_is_reported_with_its_board_and_layer(tmp_path):
-    graph, p = _plan("jet-mlp", 2, Q16, cuts=["relu1"])
+    graph, p = _plan("jet-mlp", 2, NARROW, cuts=["relu2"])   # the boards above: only fpga1 is rebuilt
     compile_plan(p, graph, tmp_path)
-    header = tmp_path / "fpga1" / "firmware" / "weights" / "w2.h"   # fc2's weights, on the second board
+    header = tmp_path / "fpga1" / "firmware" / "weights" / "w4.h"   # fc3's weights, on the second board
     text = header.read_text()
     head, values = text.split("{", 1)
     first, rest = values.split(",", 1)
@@ -92,7 +92,7 @@ def test_cli_compile_and_csim(tmp_path):
 
     from conveyor.cli import cli
 
-    graph, p = _plan("jet-mlp", 2, Q16, cuts=["relu3"])
+    graph, p = _plan("jet-mlp", 2, NARROW, cuts=["relu2"])   # built above: cached
     p.save(tmp_path / "plan.json")
     np.save(tmp_path / "x.npy", _jets(20, seed=3))
     r = CliRunner().invoke(cli, ["compile", str(tmp_path / "plan.json"), "--model", "jet-mlp", "-o", str(tmp_path / "hls")])
@@ -117,8 +117,21 @@ def test_digits_cnn_one_board_q16(tmp_path):
     _check(tmp_path, graph, p, _digits(300))
 
 
-def test_digits_cnn_three_boards_narrow_cut_inside_the_convolutions(tmp_path):
-    # the cuts carry 4-D values: channels-first on the links, channels-last inside each board
-    graph, p = _plan("digits-cnn", 3, NARROW, cuts=["pool1", "relu2"])
+def test_digits_cnn_two_boards_narrow_cut_inside_the_convolutions(tmp_path):
+    # the cut carries a 4-D value: channels first on the link, channels last inside each board
+    graph, p = _plan("digits-cnn", 2, NARROW, cuts=["pool1"])
     manifest, _ = _check(tmp_path, graph, p, _digits(300))
     assert manifest["boards"][1]["ports"][0]["tensors"][0]["items"] == 8 * 4 * 4
+
+
+def test_csim_backend_runs_a_pipeline_stage():
+    from conveyor.runtime import Pipeline
+
+    graph, p = _plan("jet-mlp", 1, Q16)
+    xs = [x.reshape(1, 16).astype(np.float32) for x in _jets(12, seed=4)]
+    with Pipeline(p, graph, backends={"fpga0": "csim"}) as pipe:
+        outs = list(pipe.map(xs))
+        stages = pipe.stats()["stages"]
+    assert [st["backend"] for st in stages] == ["csim"]
+    want = graph.with_batch(12).run(np.concatenate(xs).astype(np.float64), precision=p.precision)["output"]
+    np.testing.assert_array_equal(np.concatenate([o["output"].reshape(1, -1) for o in outs]), want.reshape(12, -1))

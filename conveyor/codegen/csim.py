@@ -83,8 +83,6 @@ def run_chain(out_dir, inputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndar
     """Run the compiled boards in pipeline order on `inputs` (model input name -> values with
     items on axis 0, already on the input format's grid or cast to it); returns the values
     of every tensor the boards produced and one BoardRun per board."""
-    from conveyor.numerics.config import parse_format
-
     out_dir = Path(out_dir)
     manifest = json.loads((out_dir / "manifest.json").read_text())
     if manifest.get("hosts"):
@@ -97,30 +95,38 @@ def run_chain(out_dir, inputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndar
     env = {k: np.asarray(v, dtype=np.float64).reshape(n_items, -1) for k, v in inputs.items()}
     runs = []
     for b, (exe, build_s, cached) in zip(boards, builds):
-        port_in, port_out = b["ports"]
-        with tempfile.TemporaryDirectory() as tmp:
-            cols = []
-            for t in port_in["tensors"]:
-                fmt = parse_format(t["element_type"])
-                cols.append(_raw(fmt.quantize(env[t["tensor"]]), fmt).reshape(n_items, -1))
-            np.concatenate(cols, axis=1).astype("<i8").tofile(Path(tmp) / "in.raw")
-            t0 = time.perf_counter()
-            p = subprocess.run([str(exe), str(Path(tmp) / "in.raw"), str(Path(tmp) / "out.raw")],
-                               capture_output=True, text=True, check=False,
-                               env={**os.environ, "CONVEYOR_WEIGHTS": str(out_dir / b["device"] / "firmware" / "weights")})
-            seconds = time.perf_counter() - t0
-            if p.returncode:
-                raise CodegenError(f"board {b['device']}: C simulation exited {p.returncode}: {p.stderr[-1000:]}")
-            bits = np.fromfile(Path(tmp) / "out.raw", dtype="<u8").reshape(n_items, -1)
-        run = BoardRun(b["device"], n_items, seconds, build_s, cached)
-        at = 0
-        for t in port_out["tensors"]:
-            fmt = parse_format(t["element_type"])
-            run.outputs[t["tensor"]] = _from_bits(bits[:, at:at + t["items"]], fmt)
-            env[t["tensor"]] = run.outputs[t["tensor"]]
-            at += t["items"]
+        t0 = time.perf_counter()
+        outputs = run_board(exe, b, env, out_dir / b["device"] / "firmware" / "weights")
+        run = BoardRun(b["device"], n_items, time.perf_counter() - t0, build_s, cached, outputs)
+        env.update(outputs)
         runs.append(run)
     return env, runs
+
+
+def run_board(exe: Path, board: dict, env: dict[str, np.ndarray], weights_dir: Path) -> dict[str, np.ndarray]:
+    """One board's C simulation on the values of its input port's tensors (`env`: tensor ->
+    values, items on axis 0); returns its output port's tensors, items on axis 0."""
+    from conveyor.numerics.config import parse_format
+
+    port_in, port_out = board["ports"]
+    n_items = len(env[port_in["tensors"][0]["tensor"]])
+    with tempfile.TemporaryDirectory() as tmp:
+        cols = []
+        for t in port_in["tensors"]:
+            fmt = parse_format(t["element_type"])
+            cols.append(_raw(fmt.quantize(np.asarray(env[t["tensor"]], np.float64)), fmt).reshape(n_items, -1))
+        np.concatenate(cols, axis=1).astype("<i8").tofile(Path(tmp) / "in.raw")
+        p = subprocess.run([str(exe), str(Path(tmp) / "in.raw"), str(Path(tmp) / "out.raw")],
+                           capture_output=True, text=True, check=False,
+                           env={**os.environ, "CONVEYOR_WEIGHTS": str(weights_dir)})
+        if p.returncode:
+            raise CodegenError(f"board {board['device']}: C simulation exited {p.returncode}: {p.stderr[-1000:]}")
+        bits = np.fromfile(Path(tmp) / "out.raw", dtype="<u8").reshape(n_items, -1)
+    outputs, at = {}, 0
+    for t in port_out["tensors"]:
+        outputs[t["tensor"]] = _from_bits(bits[:, at:at + t["items"]], parse_format(t["element_type"]))
+        at += t["items"]
+    return outputs
 
 
 @dataclass(frozen=True)

@@ -75,7 +75,7 @@ def build_stages(plan: Plan, graph, backends: Mapping[str, str] | None = None) -
         specs.append(StageSpec(
             index=i, device=st.device, backend=backend, graph=sub,
             precision=config.restricted({n for n in nodes}, {graph.node(n).op_type for n in nodes}).to_dict()
-            if backend == "emulator" else None,
+            if backend in ("emulator", "csim") else None,
             input_formats={t.name: formats.get(t.name) for t in sub.inputs},
             needs=tuple(t.name for t in sub.inputs),
             forwards=forwards,
