@@ -32,6 +32,10 @@ def __getattr__(name):
         from conveyor.runtime import Pipeline
 
         return Pipeline
+    if name == "compile":  # conveyor.compile(plan, graph, out_dir): HLS projects per board
+        from conveyor.codegen import compile
+
+        return compile
     if name == "zoo":
         import importlib
 

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from conveyor.cli import _resolve_cluster, _resolve_model
 from conveyor.codegen import compile as compile_plan
@@ -68,7 +69,7 @@ def test_jet_mlp_two_boards_narrow_lossy_accumulator(tmp_path):
 def test_a_wrong_weight_is_reported_with_its_board_and_layer(tmp_path):
     graph, p = _plan("jet-mlp", 2, NARROW, cuts=["relu2"])   # the boards above: only fpga1 is rebuilt
     compile_plan(p, graph, tmp_path)
-    header = tmp_path / "fpga1" / "firmware" / "weights" / "w4.h"   # fc3's weights, on the second board
+    header = tmp_path / "fpga1" / "firmware" / "weights" / "w0.h"   # fc3's weights: the second board's first layer
     text = header.read_text()
     head, values = text.split("{", 1)
     first, rest = values.split(",", 1)
@@ -122,6 +123,31 @@ def test_digits_cnn_two_boards_narrow_cut_inside_the_convolutions(tmp_path):
     graph, p = _plan("digits-cnn", 2, NARROW, cuts=["pool1"])
     manifest, _ = _check(tmp_path, graph, p, _digits(300))
     assert manifest["boards"][1]["ports"][0]["tensors"][0]["items"] == 8 * 4 * 4
+
+
+class _Residual(torch.nn.Module):
+    """conv -> relu -> conv, + the skip, relu, pool, linear: resnet's Add in miniature."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = torch.nn.Conv2d(1, 4, 3, padding=1)
+        self.c2 = torch.nn.Conv2d(4, 4, 3, padding=1)
+        self.fc = torch.nn.Linear(4 * 4 * 4, 5)
+
+    def forward(self, x):
+        a = torch.relu(self.c1(x))
+        y = torch.relu(a + self.c2(a))
+        return self.fc(torch.nn.functional.max_pool2d(y, 2).flatten(1))
+
+
+def test_residual_add_on_two_boards_the_skip_on_the_link(tmp_path):
+    from conveyor.frontends.torch import from_torch
+
+    torch.manual_seed(0)
+    graph = from_torch(_Residual().eval(), torch.zeros(1, 1, 8, 8))
+    p = plan(graph, _resolve_cluster("zynq7035:2"), precision=Q16, method="manual",
+             cuts=[next(n.name for n in graph.nodes if n.op_type == "Relu")])
+    _check(tmp_path, graph, p, np.random.default_rng(5).normal(size=(60, 1, 8, 8)))
 
 
 def test_csim_backend_runs_a_pipeline_stage():

@@ -97,11 +97,11 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
         configs.append(cfg)
         x = data_ins[0]
         if len(shapes[y]) == 4:
-            if x not in hwc:
+            if any(t not in hwc for t in data_ins):
                 raise CodegenError(f"node '{node.name}' ({node.op_type}): its 4-D input '{x}' is not channels last")
             hwc.add(y)
         calls.append(f"    {var[y]}_t {var[y]}[{size[y]}];\n#pragma HLS ARRAY_PARTITION variable={var[y]} complete\n"
-                     f"    {call.format(x=var[x], y=var[y])}  // {node.name}")
+                     f"    {call.format(x=var[x], x2=var[data_ins[-1]], y=var[y])}  // {node.name}")
         for slot, (values, pf) in params.items():
             name = f"{'w' if slot == 1 else 'b'}{i}"
             ctype = f"{layer.cfg}::{'weight_t' if slot == 1 else 'bias_t'}"
@@ -119,9 +119,10 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
     top = ident(device)[2:]
     top = f"{top}_top"
     in_tensors, out_tensors = list(spec.needs), list(spec.forwards)
-    for t in out_tensors:
-        if t not in var:  # a value passed on untouched (skip connection) has its input's type
-            var[t] = ident(t)
+    passed = [t for t in out_tensors if t not in var]
+    if passed:
+        raise CodegenError(f"board {device}: values {passed} cross it untouched (a skip connection over the board); "
+                           "code generation does not route skip connections through a board yet")
     sig = f"void {top}(hls::stream<link_t> &link_in, hls::stream<link_t> &link_out)"
     defines = ["#ifndef CONVEYOR_DEFINES_H_", "#define CONVEYOR_DEFINES_H_", '#include "conveyor_link.h"',
                f"typedef ap_axiu<{STREAM_WIDTH}, 0, 0, 1> link_t;", *typedefs]
@@ -133,7 +134,7 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
         "#ifndef CONVEYOR_PARAMETERS_H_", "#define CONVEYOR_PARAMETERS_H_",
         '#include "defines.h"', '#include "nnet_common.h"', '#include "nnet_mult.h"', '#include "nnet_dense.h"',
         '#include "nnet_dense_latency.h"', '#include "nnet_activation.h"', '#include "nnet_conv2d.h"',
-        '#include "nnet_pooling.h"', '#include "conveyor_im2col.h"', '#include "conveyor_weights.h"', "",
+        '#include "nnet_pooling.h"', '#include "nnet_merge.h"', '#include "conveyor_im2col.h"', '#include "conveyor_weights.h"', "",
         *configs, *weight_decls, "", "#endif", ""]))
     (fw / f"{top}.h").write_text(f'#pragma once\n#include "defines.h"\n{sig};\n')
     middle = link_in != "host" and link_out != "host"

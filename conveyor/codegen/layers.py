@@ -215,6 +215,21 @@ def maxpool(layer: Layer):
     return cfg, "nnet::pooling2d_cl<{x}_t, {y}_t, %s>({x}, {y});" % layer.cfg, {}
 
 
+def add(layer: Layer):
+    """nnet::add: the exact sum, one cast to the result (no broadcasting)."""
+    if len(layer.in_shapes) != 2 or layer.in_shapes[0] != layer.in_shapes[1]:
+        raise CodegenError(f"node '{layer.node.name}' (Add): code generation adds two same-shape values, got "
+                           f"{list(layer.in_shapes)}")
+    cfg = f"""struct {layer.cfg} : nnet::merge_config {{  // {layer.node.name}: Add
+    static const unsigned n_elem = {_size(layer.out_shape)};
+    static const unsigned n_elem1 = {_size(layer.out_shape)};
+    static const unsigned n_elem2 = {_size(layer.out_shape)};
+    static const unsigned reuse_factor = 1;
+}};
+"""
+    return cfg, "nnet::add<{x}_t, {x2}_t, {y}_t, %s>({x}, {x2}, {y});" % layer.cfg, {}
+
+
 def relu(layer: Layer) -> tuple[str, str]:
     n = _size(layer.out_shape)
     cfg = f"""struct {layer.cfg} : nnet::activ_config {{  // {layer.node.name}: Relu
@@ -279,6 +294,6 @@ def softmax(layer: Layer) -> tuple[str, str]:
 
 #: op type -> writer; `compile` refuses any other op with a CodegenError naming this list
 WRITERS: dict[str, Callable[[Layer], tuple]] = {"Dense": dense, "Gemm": gemm, "Conv": conv, "MaxPool": maxpool,
-                                                "Relu": relu, "Softmax": softmax}
+                                                "Add": add, "Relu": relu, "Softmax": softmax}
 #: ops that only rewire an array (no arithmetic; a 4-D value leaves channels-last order)
 WIRING = ("Flatten", "Reshape", "Identity")
