@@ -23,7 +23,7 @@ class CsimDevice(Device):
 
         self._dir = Path(tempfile.mkdtemp(prefix=f"conveyor-csim-{spec.device}-"))
         stage = StagePlan(device=spec.device, device_kind="fpga", arch="dataflow",
-                          layers=tuple(n.name for n in spec.graph.nodes))
+                          layers=tuple(n.name for n in spec.graph.nodes), parallelism=spec.parallelism)
         self._board = write_board(spec, stage, spec.device, self._dir / spec.device, link_in="host", link_out="host",
                                   part="", clock_hz=200e6, host_interface="csim")
         self._exe, _, _ = build_board(self._dir / spec.device)

@@ -4,7 +4,7 @@ backend, its precision, the formats of the values it receives, which values it p
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 from conveyor.errors import PlanError
@@ -33,6 +33,8 @@ class StageSpec:
     #: further devices the plan runs this stage on, each taking every n-th item (`timing` is
     #: then the effective timing of all n together; `replica_specs` gives each its own)
     replicas: tuple[str, ...] = ()
+    #: the plan's per-layer parallelism (the `csim` backend writes it into the HLS code)
+    parallelism: Mapping[str, int] = field(default_factory=dict)
 
 
 def build_stages(plan: Plan, graph, backends: Mapping[str, str] | None = None) -> list[StageSpec]:
@@ -82,6 +84,7 @@ def build_stages(plan: Plan, graph, backends: Mapping[str, str] | None = None) -
             timing=stage_timing(st),
             device_kind=kind,
             replicas=tuple(st.replicas),
+            parallelism=dict(st.parallelism),
         ))
         available = set(forwards)
     return specs
