@@ -36,6 +36,10 @@ def __getattr__(name):
         from conveyor.sim import simulate
 
         return simulate
+    if name == "compile":  # conveyor.compile(plan, graph, out_dir): HLS projects per board
+        from conveyor.codegen import compile
+
+        return compile
     if name == "zoo":
         import importlib
 

@@ -27,3 +27,7 @@ class PlanError(ConveyorError):
 
 class RuntimeFault(ConveyorError):
     """A pipeline stage failed and could not be recovered."""
+
+
+class CodegenError(ConveyorError):
+    """A plan cannot be turned into HLS C++ (unsupported op or format), or its C simulation failed."""

@@ -24,9 +24,7 @@ from pathlib import Path
 
 import pytest
 
-
-def cache_root() -> Path:
-    return Path(os.environ.get("CONVEYOR_CACHE") or Path.home() / ".cache" / "conveyor")
+from conveyor.codegen.headers import cache_root  # one cache for the oracle tests and the C simulation
 
 
 def parallel_parts(cap: int, per_cpu: int = 1) -> int:

@@ -7,7 +7,8 @@ Backends:
 - `emulator`: the bit-accurate kernels (`Graph.run(..., precision=...)`); the default for
   FPGA stages until a board is attached;
 - `cpu`: onnxruntime on the stage's sub-graph, float;
-- `gpu`: onnxruntime's CUDA provider (torch is not needed); only where a GPU is present.
+- `gpu`: onnxruntime's CUDA provider (torch is not needed); only where a GPU is present;
+- `csim`: the HLS C++ of `conveyor compile`, C-simulated with g++ (runtime/csim_device.py).
 A new backend (HLS C simulation, PYNQ, XRT) subclasses `Device` and registers itself;
 docs/runtime.md lists what it must implement.
 """
@@ -138,6 +139,10 @@ class GpuDevice(CpuDevice):
 
 
 BACKENDS: dict[str, type[Device]] = {"emulator": EmulatorDevice, "cpu": CpuDevice, "gpu": GpuDevice}
+
+from conveyor.runtime.csim_device import CsimDevice  # noqa: E402  (it subclasses Device)
+
+BACKENDS["csim"] = CsimDevice
 
 
 def open_device(spec: StageSpec) -> Device:

@@ -4,7 +4,7 @@ backend, its precision, the formats of the values it receives, which values it p
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 from conveyor.errors import PlanError
@@ -33,6 +33,8 @@ class StageSpec:
     #: further devices the plan runs this stage on, each taking every n-th item (`timing` is
     #: then the effective timing of all n together; `replica_specs` gives each its own)
     replicas: tuple[str, ...] = ()
+    #: the plan's per-layer parallelism (the `csim` backend writes it into the HLS code)
+    parallelism: Mapping[str, int] = field(default_factory=dict)
 
 
 def build_stages(plan: Plan, graph, backends: Mapping[str, str] | None = None) -> list[StageSpec]:
@@ -76,13 +78,14 @@ def build_stages(plan: Plan, graph, backends: Mapping[str, str] | None = None) -
         specs.append(StageSpec(
             index=i, device=st.device, backend=backend, graph=sub,
             precision=config.restricted({n for n in nodes}, {graph.node(n).op_type for n in nodes}).to_dict()
-            if backend == "emulator" else None,
+            if backend in ("emulator", "csim") else None,
             input_formats={t.name: formats.get(t.name) for t in sub.inputs},
             needs=tuple(t.name for t in sub.inputs),
             forwards=forwards,
             timing=stage_timing(st),
             device_kind=kind,
             replicas=tuple(st.replicas),
+            parallelism=dict(st.parallelism),
         ))
         available = set(forwards)
     return specs

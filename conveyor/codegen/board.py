@@ -1,0 +1,243 @@
+"""One FPGA board's HLS project: firmware/ (top function, layers, typedefs, weights), tb/,
+build_csim.sh and build_prj.tcl, written from a runtime StageSpec and the plan's stage."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from conveyor.codegen.layers import WIRING, WRITERS, Layer, fixed, ident
+from conveyor.errors import CodegenError
+
+#: the AXI4-Stream data width of every board port (the catalog gives links' bandwidths, not
+#: widths; 64 bits is the user interface of Aurora 64B/66B, PG074, and of a PYNQ AXI DMA)
+STREAM_WIDTH = 64
+#: weight sets larger than this (values) go to binary files read by the C simulation
+HEADER_WEIGHTS_MAX = 4096
+INCLUDE = Path(__file__).parent / "include"
+
+
+@dataclass(frozen=True)
+class Port:
+    name: str
+    tensors: tuple[tuple[str, str, int, int], ...]   # (tensor, element type, width bits, items per inference)
+    link: str                                        # catalog link, or "host"
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "stream": f"hls::stream<ap_axiu<{STREAM_WIDTH},0,0,1>>", "width_bits": STREAM_WIDTH,
+                "link": self.link, "tensors": [{"tensor": t, "element_type": ty, "element_bits": w, "items": n}
+                                               for t, ty, w, n in self.tensors],
+                "beats": sum(-(-n // (STREAM_WIDTH // w)) for _, _, w, n in self.tensors)}
+
+
+def _formats(spec):
+    """Every tensor's format and shape in the stage sub-graph, and the emulator with its parameters."""
+    from conveyor.graph.quantized import Emulator
+
+    emu = Emulator(spec.graph, spec.precision, input_formats=spec.input_formats)
+    zeros = {t.name: np.zeros(t.shape, t.dtype) for t in spec.graph.inputs}
+    emu.run(zeros, fetch=[t for t in spec.graph.tensors if not spec.graph.is_weight(t)])
+    return emu, dict(emu.last_formats)
+
+
+def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: str, part: str, clock_hz: float,
+                host_interface: str) -> dict:
+    """Write `device`'s project under `out`; returns its manifest entry."""
+    g = spec.graph
+    emu, fmts = _formats(spec)
+    shapes = {name: t.shape for name, t in g.tensors.items() if not g.is_weight(name)}
+    var = {t: ident(t) for t in shapes}          # tensor -> C array holding it
+    size = {t: int(np.prod(s[1:], dtype=np.int64)) if s else 0 for t, s in shapes.items()}
+    fw = out / "firmware"
+    (fw / "weights").mkdir(parents=True, exist_ok=True)
+    (out / "tb").mkdir(parents=True, exist_ok=True)
+    typedefs, configs, calls, weight_decls, loads = [], [], [], [], []
+    for t in g.input_names:
+        typedefs.append(f"typedef {fixed(fmts[t], f'input {t}')} {var[t]}_t;  // {t}")
+    hwc_inputs = {t for t in g.input_names if len(shapes[t]) == 4}
+    hwc: set[str] = set(hwc_inputs)   # tensors whose C array is channels last (4-D inputs: transposed on entry)
+
+    def chw(t):  # the transpose template arguments of a 4-D tensor
+        _, c, h, w = shapes[t]
+        return f"{c}, {h}, {w}"
+
+    for i, node in enumerate(g.nodes):
+        outs = [o for o in node.outputs if o]
+        if node.op_type in WIRING:
+            src, y = node.inputs[0], outs[0]
+            if fmts.get(y) != fmts.get(src):
+                raise CodegenError(f"node '{node.name}' ({node.op_type}) changes its value's format")
+            if src in hwc and len(shapes[y]) != 4:
+                # back to ONNX's channels-first order, so the next Dense reads its inputs in the graph's order
+                var[y] = ident(y)
+                typedefs.append(f"typedef {var[src]}_t {var[y]}_t;  // {y} ({node.name})")
+                calls.append(f"    {var[y]}_t {var[y]}[{size[y]}];\n"
+                             f"    conveyor::hwc_to_chw<{var[y]}_t, {chw(src)}>({var[src]}, {var[y]});  // {node.name}")
+            else:
+                var[y] = var[src]
+                if src in hwc:
+                    hwc.add(y)
+            continue
+        writer = WRITERS.get(node.op_type)
+        if writer is None:
+            raise CodegenError(f"node '{node.name}': op {node.op_type} has no HLS writer yet; supported: "
+                               f"{', '.join([*WRITERS, *WIRING])}")
+        y = outs[0]
+        typedefs.append(f"typedef {fixed(fmts[y], f'node {node.name!r} result')} {var[y]}_t;  // {y} ({node.name})")
+        params = {slot: (emu.params[(node.name, slot)], emu.param_formats[(node.name, slot)])
+                  for slot in range(len(node.inputs)) if (node.name, slot) in emu.params}
+        data_ins = [t for s, t in enumerate(node.inputs) if t and s not in params and not g.is_weight(t)]
+        layer = Layer(node=node, index=i, prec=emu.node_precision[node.name], in_fmts=tuple(fmts[t] for t in data_ins),
+                      out_fmt=fmts[y], in_shapes=tuple(shapes[t] for t in data_ins), out_shape=shapes[y], params=params,
+                      parallelism=int(stage.parallelism.get(node.name, 1)))
+        cfg, call, flat = writer(layer)
+        configs.append(cfg)
+        x = data_ins[0]
+        if len(shapes[y]) == 4:
+            if any(t not in hwc for t in data_ins):
+                raise CodegenError(f"node '{node.name}' ({node.op_type}): its 4-D input '{x}' is not channels last")
+            hwc.add(y)
+        calls.append(f"    {var[y]}_t {var[y]}[{size[y]}];\n#pragma HLS ARRAY_PARTITION variable={var[y]} complete\n"
+                     f"    {call.format(x=var[x], x2=var[data_ins[-1]], y=var[y])}  // {node.name}")
+        for slot, (values, pf) in params.items():
+            name = f"{'w' if slot == 1 else 'b'}{i}"
+            ctype = f"{layer.cfg}::{'weight_t' if slot == 1 else 'bias_t'}"
+            raw = np.asarray(fixed(pf, f"node '{node.name}' parameter").quantize_raw(flat[slot]), dtype=np.int64)
+            weight_decls.append(f"static {ctype} {name}[{raw.size}];")
+            if raw.size <= HEADER_WEIGHTS_MAX:
+                (fw / "weights" / f"{name}.h").write_text(
+                    f"// {node.name} slot {slot}: raw integers of {pf}, {raw.size} values\n"
+                    f"static const long long {name}_raw[{raw.size}] = {{{', '.join(map(str, raw.tolist()))}}};\n")
+                weight_decls.append(f'#include "weights/{name}.h"')
+                loads.append(f"    for (int i = 0; i < {raw.size}; i++) conveyor::from_raw({name}[i], {name}_raw[i]);")
+            else:
+                raw.astype("<i8").tofile(fw / "weights" / f"{name}.bin")
+                loads.append(f'    conveyor::load_raw_file({name}, {raw.size}, "{name}.bin");')
+    top = ident(device)[2:]
+    top = f"{top}_top"
+    in_tensors, out_tensors = list(spec.needs), list(spec.forwards)
+    passed = [t for t in out_tensors if t not in var]
+    if passed:
+        raise CodegenError(f"board {device}: values {passed} cross it untouched (a skip connection over the board); "
+                           "code generation does not route skip connections through a board yet")
+    sig = f"void {top}(hls::stream<link_t> &link_in, hls::stream<link_t> &link_out)"
+    defines = ["#ifndef CONVEYOR_DEFINES_H_", "#define CONVEYOR_DEFINES_H_", '#include "conveyor_link.h"',
+               f"typedef ap_axiu<{STREAM_WIDTH}, 0, 0, 1> link_t;", *typedefs]
+    for t in set(in_tensors + out_tensors):
+        defines.append(f"#define N_{var[t]} {size[t]}")
+    defines += ["#endif", ""]
+    (fw / "defines.h").write_text("\n".join(defines))
+    (fw / "parameters.h").write_text("\n".join([
+        "#ifndef CONVEYOR_PARAMETERS_H_", "#define CONVEYOR_PARAMETERS_H_",
+        '#include "defines.h"', '#include "nnet_common.h"', '#include "nnet_mult.h"', '#include "nnet_dense.h"',
+        '#include "nnet_dense_latency.h"', '#include "nnet_activation.h"', '#include "nnet_conv2d.h"',
+        '#include "nnet_pooling.h"', '#include "nnet_merge.h"', '#include "conveyor_im2col.h"', '#include "conveyor_weights.h"', "",
+        *configs, *weight_decls, "", "#endif", ""]))
+    (fw / f"{top}.h").write_text(f'#pragma once\n#include "defines.h"\n{sig};\n')
+    middle = link_in != "host" and link_out != "host"
+    control = ("#pragma HLS INTERFACE ap_ctrl_none port=return" if middle
+               else "#pragma HLS INTERFACE s_axilite port=return bundle=control")
+    body = [f"// {device}: layers {', '.join(n.name for n in g.nodes)}",
+            "// generated by conveyor (conveyor/codegen); numerics: hls4ml nnet_utils, checked against the emulator",
+            f'#include "{top}.h"', '#include "parameters.h"', "",
+            "static void load_weights() {", "#ifndef __SYNTHESIS__", "    static bool loaded = false;",
+            "    if (loaded) return;", "    loaded = true;", "#endif", *loads, "}", "",
+            sig + " {", "#pragma HLS INTERFACE axis port=link_in", "#pragma HLS INTERFACE axis port=link_out", control,
+            "#pragma HLS DATAFLOW", "    load_weights();"]
+    for t in in_tensors:
+        body.append(f"    {var[t]}_t {var[t]}[{size[t]}];\n#pragma HLS ARRAY_PARTITION variable={var[t]} complete")
+        if t in hwc_inputs:
+            body.append(f"    {var[t]}_t {var[t]}_chw[{size[t]}];")
+            body.append(f"    conveyor::unpack<{STREAM_WIDTH}, {var[t]}_t, {size[t]}>(link_in, {var[t]}_chw);")
+            body.append(f"    conveyor::chw_to_hwc<{var[t]}_t, {chw(t)}>({var[t]}_chw, {var[t]});")
+        else:
+            body.append(f"    conveyor::unpack<{STREAM_WIDTH}, {var[t]}_t, {size[t]}>(link_in, {var[t]});")
+    body += calls
+    for k, t in enumerate(out_tensors):
+        src = var[t]
+        if t in hwc:
+            body.append(f"    {var[t]}_t {var[t]}_chw[{size[t]}];")
+            body.append(f"    conveyor::hwc_to_chw<{var[t]}_t, {chw(t)}>({var[t]}, {var[t]}_chw);")
+            src = f"{var[t]}_chw"
+        body.append(f"    conveyor::pack<{STREAM_WIDTH}, {var[t]}_t, {size[t]}>({src}, link_out, "
+                    f"{'true' if k == len(out_tensors) - 1 else 'false'});")
+    body += ["}", ""]
+    (fw / f"{top}.cpp").write_text("\n".join(body))
+    for h in INCLUDE.iterdir():
+        shutil.copy(h, fw / h.name)
+    _write_tb(out, top, in_tensors, out_tensors, var, size)
+    _write_scripts(out, top, part, clock_hz)
+    widths = {t: fixed(fmts[t], t).width for t in set(in_tensors + out_tensors)}
+    for t, w in widths.items():
+        if w > STREAM_WIDTH:
+            raise CodegenError(f"tensor '{t}' has {w}-bit values, wider than the {STREAM_WIDTH}-bit stream")
+    ports = [Port("link_in", tuple((t, str(fmts[t]), widths[t], size[t]) for t in in_tensors), link_in),
+             Port("link_out", tuple((t, str(fmts[t]), widths[t], size[t]) for t in out_tensors), link_out)]
+    return {"device": device, "part": part, "clock_hz": clock_hz, "top": top, "layers": [n.name for n in g.nodes],
+            "control": "ap_ctrl_none" if middle else "s_axilite", "host_interface": host_interface,
+            "ports": [p.as_dict() for p in ports],
+            "modeled": {"latency_s": stage.latency_s, "interval_s": stage.compute_interval_s,
+                        "stage_time_s": stage.stage_time_s, "resources": dict(stage.resources),
+                        "parallelism": dict(stage.parallelism)}}
+
+
+def _write_tb(out: Path, top: str, ins, outs, var, size) -> None:
+    """A testbench: raw int64 values per item in, raw bit patterns (uint64) per item out."""
+    n_in = sum(size[t] for t in ins)
+    lines = [f'#include "{top}.h"', "#include <cstdio>", "#include <cstdlib>", "#include <vector>", "",
+             "// usage: tb INPUT.raw OUTPUT.raw  (little-endian int64 per value, items one after another)",
+             "int main(int argc, char **argv) {",
+             '    if (argc < 3) { std::fprintf(stderr, "usage: %s INPUT.raw OUTPUT.raw\\n", argv[0]); return 2; }',
+             '    FILE *fi = std::fopen(argv[1], "rb"), *fo = std::fopen(argv[2], "wb");',
+             '    if (!fi || !fo) { std::fprintf(stderr, "tb: cannot open the data files\\n"); return 2; }',
+             f"    std::vector<long long> raw({n_in});", "    long items = 0;",
+             f"    while (std::fread(raw.data(), sizeof(long long), {n_in}, fi) == {n_in}) {{",
+             "        hls::stream<link_t> link_in, link_out;", "        size_t at = 0;"]
+    for k, t in enumerate(ins):
+        lines += [f"        static {var[t]}_t {var[t]}[{size[t]}];",
+                  f"        for (int i = 0; i < {size[t]}; i++) conveyor::from_raw({var[t]}[i], raw[at++]);",
+                  f"        conveyor::pack<{STREAM_WIDTH}, {var[t]}_t, {size[t]}>({var[t]}, link_in, "
+                  f"{'true' if k == len(ins) - 1 else 'false'});"]
+    lines.append(f"        {top}(link_in, link_out);")
+    for t in outs:
+        lines += [f"        static {var[t]}_t o_{var[t]}[{size[t]}];",
+                  f"        conveyor::unpack<{STREAM_WIDTH}, {var[t]}_t, {size[t]}>(link_out, o_{var[t]});",
+                  f"        for (int i = 0; i < {size[t]}; i++) {{ unsigned long long b = conveyor::to_bits(o_{var[t]}[i]); "
+                  "std::fwrite(&b, sizeof b, 1, fo); }"]
+    lines += ["        items++;", "    }", "    std::fclose(fi);", "    std::fclose(fo);",
+              '    std::fprintf(stderr, "tb: %ld items\\n", items);', "    return 0;", "}", ""]
+    (out / "tb" / "tb.cpp").write_text("\n".join(lines))
+
+
+def _write_scripts(out: Path, top: str, part: str, clock_hz: float) -> None:
+    (out / "build_csim.sh").write_text(f"""#!/bin/sh
+# C simulation with g++: AP_TYPES and NNET_UTILS point at hls4ml {__import__('conveyor.codegen.headers', fromlist=['x']).HLS4ML_VERSION}'s
+# templates/vivado/ap_types and templates/vivado/nnet_utils (conveyor csim sets them from the wheel).
+set -e
+cd "$(dirname "$0")"
+: "${{AP_TYPES:?set AP_TYPES to hls4ml's templates/vivado/ap_types}}"
+: "${{NNET_UTILS:?set NNET_UTILS to hls4ml's templates/vivado/nnet_utils}}"
+${{CXX:-g++}} -std=c++14 -O1 -w -isystem "$AP_TYPES" -I "$NNET_UTILS" -I firmware \\
+    firmware/{top}.cpp tb/tb.cpp -o ${{OUT:-csim}}
+""")
+    (out / "build_csim.sh").chmod(0o755)
+    period_ns = 1e9 / clock_hz
+    (out / "build_prj.tcl").write_text(f"""# Vitis HLS project for {top}: vitis_hls -f build_prj.tcl [-tclargs csim=1 synth=1 cosim=0 export=0]
+array set opt {{csim 0 synth 1 cosim 0 export 0}}
+foreach arg $::argv {{ foreach {{k v}} [split $arg =] {{ set opt($k) $v }} }}
+open_project -reset {top}_prj
+set_top {top}
+add_files firmware/{top}.cpp -cflags "-std=c++14 -I firmware -I nnet_utils"
+add_files -tb tb/tb.cpp -cflags "-std=c++14 -I firmware -I nnet_utils"
+open_solution -reset solution1
+set_part {{{part}}}
+create_clock -period {period_ns:.4f} -name default
+if {{$opt(csim)}} {{ csim_design -argv "tb_data/input.raw tb_data/output.raw" }}
+if {{$opt(synth)}} {{ csynth_design }}
+if {{$opt(cosim)}} {{ cosim_design -argv "tb_data/input.raw tb_data/cosim_output.raw" }}
+if {{$opt(export)}} {{ export_design -format ip_catalog }}
+exit
+""")

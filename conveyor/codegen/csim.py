@@ -1,0 +1,165 @@
+"""C simulation of a compiled pipeline: each board's firmware + testbench built with g++
+(cached by content hash), run in pipeline order, compared with the emulator bit for bit."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from conveyor.codegen.headers import cache_root, vivado_headers
+from conveyor.errors import CodegenError
+
+CXXFLAGS = ("-std=c++14", "-O1", "-w")
+
+
+def build_board(board_dir: Path) -> tuple[Path, float, bool]:
+    """(executable, seconds compiling, cached) for one board folder."""
+    cxx = shutil.which(os.environ.get("CXX", "g++"))
+    if not cxx:
+        raise CodegenError("C simulation needs g++ (or $CXX): none found on PATH")
+    ap_dir, nnet_dir, digest = vivado_headers()
+    version = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=False).stdout
+    h = hashlib.sha256(repr((digest, version, CXXFLAGS)).encode())
+    for p in sorted((board_dir / "firmware").rglob("*.h")) + sorted((board_dir / "firmware").glob("*.cpp")) \
+            + sorted((board_dir / "tb").glob("*.cpp")):
+        h.update(str(p.relative_to(board_dir)).encode() + p.read_bytes())
+    exe = cache_root() / "csim" / h.hexdigest()[:20] / "csim"
+    if exe.is_file():
+        return exe, 0.0, True
+    exe.parent.mkdir(parents=True, exist_ok=True)
+    top = next((board_dir / "firmware").glob("*_top.cpp"))
+    tmp = Path(tempfile.mkdtemp(prefix="build-", dir=exe.parent.parent))
+    t0 = time.perf_counter()
+    try:
+        cmd = [cxx, *CXXFLAGS, "-isystem", str(ap_dir), "-I", str(nnet_dir), "-I", str(board_dir / "firmware"),
+               str(top), str(board_dir / "tb" / "tb.cpp"), "-o", str(tmp / "csim")]
+        p = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if p.returncode:
+            raise CodegenError(f"{board_dir.name}: g++ failed: {(p.stdout + p.stderr)[-3000:]}")
+        os.replace(tmp / "csim", exe)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return exe, time.perf_counter() - t0, False
+
+
+@dataclass
+class BoardRun:
+    device: str
+    items: int
+    seconds: float
+    build_s: float
+    cached: bool
+    outputs: dict = field(default_factory=dict)   # tensor -> float64 values, items on axis 0
+
+    @property
+    def items_per_s(self) -> float:
+        return self.items / self.seconds if self.seconds > 0 else float("inf")
+
+
+def _raw(values: np.ndarray, fmt) -> np.ndarray:
+    return np.asarray(fmt.quantize_raw(values.reshape(-1)), dtype=np.int64)
+
+
+def _from_bits(bits: np.ndarray, fmt) -> np.ndarray:
+    w = fmt.width
+    v = bits.astype(np.uint64) & np.uint64((1 << w) - 1) if w < 64 else bits.astype(np.uint64)
+    v = v.astype(np.int64)
+    if fmt.signed and w < 64:
+        v = np.where(v >= (1 << (w - 1)), v - (1 << w), v)
+    return v.astype(np.float64) * 2.0 ** -fmt.frac_bits
+
+
+def run_chain(out_dir, inputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list[BoardRun]]:
+    """Run the compiled boards in pipeline order on `inputs` (model input name -> values with
+    items on axis 0, already on the input format's grid or cast to it); returns the values
+    of every tensor the boards produced and one BoardRun per board."""
+    out_dir = Path(out_dir)
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+    if manifest.get("hosts"):
+        raise CodegenError(f"{out_dir}: the plan has host stages {[h['device'] for h in manifest['hosts']]}; "
+                           "csim chains FPGA boards only")
+    boards = [b for b in manifest["boards"] if b.get("replica_of") is None]
+    with cf.ThreadPoolExecutor(max(1, min(len(boards), os.cpu_count() or 1))) as pool:
+        builds = list(pool.map(lambda b: build_board(out_dir / b["device"]), boards))
+    n_items = len(next(iter(inputs.values())))
+    env = {k: np.asarray(v, dtype=np.float64).reshape(n_items, -1) for k, v in inputs.items()}
+    runs = []
+    for b, (exe, build_s, cached) in zip(boards, builds):
+        t0 = time.perf_counter()
+        outputs = run_board(exe, b, env, out_dir / b["device"] / "firmware" / "weights")
+        run = BoardRun(b["device"], n_items, time.perf_counter() - t0, build_s, cached, outputs)
+        env.update(outputs)
+        runs.append(run)
+    return env, runs
+
+
+def run_board(exe: Path, board: dict, env: dict[str, np.ndarray], weights_dir: Path) -> dict[str, np.ndarray]:
+    """One board's C simulation on the values of its input port's tensors (`env`: tensor ->
+    values, items on axis 0); returns its output port's tensors, items on axis 0."""
+    from conveyor.numerics.config import parse_format
+
+    port_in, port_out = board["ports"]
+    n_items = len(env[port_in["tensors"][0]["tensor"]])
+    with tempfile.TemporaryDirectory() as tmp:
+        cols = []
+        for t in port_in["tensors"]:
+            fmt = parse_format(t["element_type"])
+            cols.append(_raw(fmt.quantize(np.asarray(env[t["tensor"]], np.float64)), fmt).reshape(n_items, -1))
+        np.concatenate(cols, axis=1).astype("<i8").tofile(Path(tmp) / "in.raw")
+        p = subprocess.run([str(exe), str(Path(tmp) / "in.raw"), str(Path(tmp) / "out.raw")],
+                           capture_output=True, text=True, check=False,
+                           env={**os.environ, "CONVEYOR_WEIGHTS": str(weights_dir)})
+        if p.returncode:
+            raise CodegenError(f"board {board['device']}: C simulation exited {p.returncode}: {p.stderr[-1000:]}")
+        bits = np.fromfile(Path(tmp) / "out.raw", dtype="<u8").reshape(n_items, -1)
+    outputs, at = {}, 0
+    for t in port_out["tensors"]:
+        outputs[t["tensor"]] = _from_bits(bits[:, at:at + t["items"]], parse_format(t["element_type"]))
+        at += t["items"]
+    return outputs
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    board: str
+    tensor: str
+    layer: str
+    item: int
+    index: int
+    csim: float
+    emulator: float
+
+    def __str__(self) -> str:
+        return (f"board {self.board}, layer {self.layer} (tensor {self.tensor}), item {self.item} value {self.index}: "
+                f"csim {self.csim!r} vs emulator {self.emulator!r}")
+
+
+def compare(graph, precision, inputs: dict[str, np.ndarray], runs: list[BoardRun]) -> Mismatch | None:
+    """The first value (in pipeline order) where a board's output differs from the emulator's."""
+    from conveyor.graph.quantized import Emulator
+
+    wanted = sorted({t for r in runs for t in r.outputs})
+    n = len(next(iter(inputs.values())))
+    g = graph.with_batch(n) if graph.inputs[0].shape[0] != n else graph
+    feeds = {k: np.asarray(v, dtype=np.float64).reshape((n, *graph.tensors[k].shape[1:])) for k, v in inputs.items()}
+    ref, _ = Emulator(g, precision).run(feeds, fetch=wanted)
+    for r in runs:
+        for t, got in r.outputs.items():
+            want = np.asarray(ref[t], dtype=np.float64).reshape(n, -1)
+            bad = np.argwhere(got != want)
+            if len(bad):
+                i, j = (int(v) for v in bad[0])
+                prod = graph.producer(t)
+                return Mismatch(r.device, t, prod.name if prod is not None else "(input)", i, j,
+                                float(got[i, j]), float(want[i, j]))
+    return None

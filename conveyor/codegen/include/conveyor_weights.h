@@ -1,0 +1,33 @@
+// conveyor: large weight sets as binary files of raw int64 (C simulation only; see README).
+#ifndef CONVEYOR_WEIGHTS_H_
+#define CONVEYOR_WEIGHTS_H_
+
+#include "conveyor_link.h"
+#ifndef __SYNTHESIS__
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+#endif
+
+namespace conveyor {
+
+#ifndef __SYNTHESIS__
+// Reads `n` raw integers from $CONVEYOR_WEIGHTS (default firmware/weights)/name.
+template <class T> void load_raw_file(T *dst, int n, const char *name) {
+    const char *dir = std::getenv("CONVEYOR_WEIGHTS");
+    std::string path = std::string(dir ? dir : "firmware/weights") + "/" + name;
+    FILE *f = std::fopen(path.c_str(), "rb");
+    std::vector<long long> raw(n);
+    if (!f || std::fread(raw.data(), sizeof(long long), n, f) != (size_t)n) {
+        std::fprintf(stderr, "conveyor: cannot read %d weights from %s\n", n, path.c_str());
+        std::exit(3);
+    }
+    std::fclose(f);
+    for (int i = 0; i < n; i++) from_raw(dst[i], raw[i]);
+}
+#endif
+
+} // namespace conveyor
+
+#endif
