@@ -19,10 +19,12 @@ from conveyor.errors import ConveyorError
 @click.option("--max-queue", type=click.IntRange(min=1), default=64, show_default=True,
               help="Requests in flight at most; more are answered 503 with Retry-After.")
 @click.option("--paced", is_flag=True, help="Time each emulated FPGA stage as the plan models it.")
+@click.option("--time-scale", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="With --paced: stretch every modeled time by this factor (slow motion).")
 @click.option("--token", default=None, envvar="CONVEYOR_SERVE_TOKEN",
               help="Bearer token required on every route but /v2/health/*.")
 @click.option("--insecure", is_flag=True, help="Allow binding beyond loopback without --token.")
-def serve(plan_path, model, name, executor, backends, host, port, max_queue, paced, token, insecure) -> None:
+def serve(plan_path, model, name, executor, backends, host, port, max_queue, paced, time_scale, token, insecure) -> None:
     """Serve PLAN over HTTP (Open Inference Protocol / KServe v2) until SIGTERM."""
     from conveyor.cli import _resolve_model
     from conveyor.plan import Plan
@@ -31,6 +33,8 @@ def serve(plan_path, model, name, executor, backends, host, port, max_queue, pac
     if not is_loopback(host) and token is None and not insecure:
         raise ConveyorError(f"--host {host} is beyond loopback: give --token T (clients send "
                             "'Authorization: Bearer T') or --insecure")
+    if time_scale is not None and not paced:
+        raise ConveyorError("--time-scale stretches paced timing: give --paced as well")
     mapping = {}
     for b in backends:
         device, sep, backend = b.partition("=")
@@ -38,5 +42,6 @@ def serve(plan_path, model, name, executor, backends, host, port, max_queue, pac
             raise ConveyorError(f"--backend '{b}': expected DEVICE=BACKEND, e.g. fpga0=emulator")
         mapping[device] = backend
     server = Server(Plan.load(plan_path), _resolve_model(model), name=name, executor=executor,
-                    backends=mapping or None, paced=paced, max_queue=max_queue, token=token)
+                    backends=mapping or None, paced=paced, time_scale=time_scale or 1.0, max_queue=max_queue,
+                    token=token)
     server.run(host=host, port=port, print_fn=lambda s: click.echo(s, err=True))

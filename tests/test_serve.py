@@ -42,10 +42,12 @@ def http(method, url, body=None, headers=None):
 
 
 class Served:
-    def __init__(self, tmp_path, model, k, *extra):
+    def __init__(self, tmp_path, model, k, *extra, paced_latency_s: float | None = None):
         self.graph = zoo.build(model)
         self.plan = make_plan(self.graph, Cluster.uniform("zcu102", k, link="aurora-10g"), precision=PRECISION,
                               method="equal")
+        if paced_latency_s:  # slow motion: every request takes about this long, whatever the machine's speed
+            extra = (*extra, "--paced", "--time-scale", repr(paced_latency_s / self.plan.latency_s))
         path = tmp_path / f"{model}.plan.json"
         self.plan.save(path)
         self.port = free_port()
@@ -165,7 +167,8 @@ def descendants(pid):
 
 
 def test_overload_token_killed_stage_and_sigterm(tmp_path):
-    s = Served(tmp_path, "jet-mlp", 2, "--max-queue", "2", "--token", "secret")
+    # paced at 20 ms a request, so that 16 connections at once must find the 2 slots taken
+    s = Served(tmp_path, "jet-mlp", 2, "--max-queue", "2", "--token", "secret", paced_latency_s=0.02)
     try:
         g, name = s.graph, s.graph.name
         assert http("GET", s.url + "/v2/health/live")[0] == 200  # health needs no token

@@ -317,17 +317,23 @@ def _quantizer(tensor, scale, zp, qmin, qmax, rounding, narrow) -> Quantizer:
                      qmin, qmax, rounding, str(fmt), exact, note)
 
 
+def _qonnx_attrs(n: onnx.NodeProto, default_mode: str, where: str) -> tuple[dict, str]:
+    """A QONNX node's attributes and its rounding_mode (upper case), checked against those ap_fixed has."""
+    attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+    mode = attrs.get("rounding_mode", default_mode)
+    mode = (mode.decode() if isinstance(mode, bytes) else str(mode)).upper()
+    if mode not in _QONNX_ROUNDING:
+        raise ModelError(f"{where}: rounding_mode {mode!r}; accepted: {sorted(_QONNX_ROUNDING)}")
+    return attrs, mode
+
+
 def _qonnx_quant(n: onnx.NodeProto, consts: _Consts, source: str) -> _Spec:
     """A QONNX Quant(x, scale, zeropt, bitwidth; signed, narrow, rounding_mode)."""
     name = n.name or n.output[0]
     for k in (1, 2, 3):
         if not consts.has(n.input[k]):
             raise ModelError(f"{source}: Quant '{name}': input {k} '{n.input[k]}' is not a constant")
-    attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
-    mode = attrs.get("rounding_mode", b"ROUND")
-    mode = (mode.decode() if isinstance(mode, bytes) else str(mode)).upper()
-    if mode not in _QONNX_ROUNDING:
-        raise ModelError(f"{source}: Quant '{name}': rounding_mode {mode!r}; accepted: {sorted(_QONNX_ROUNDING)}")
+    attrs, mode = _qonnx_attrs(n, "ROUND", f"{source}: Quant '{name}'")
     scale, zp = consts.array(n.input[1]), consts.array(n.input[2])
     bits = float(consts.array(n.input[3]))
     if bits != int(bits) or bits < 1:
@@ -355,11 +361,7 @@ def _qonnx_trunc(n: onnx.NodeProto, consts: _Consts, source: str) -> _Spec:
     for k in range(1, 6):
         if not consts.has(n.input[k]):
             raise ModelError(f"{source}: Trunc '{name}': input {k} '{n.input[k]}' is not a constant")
-    attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
-    mode = attrs.get("rounding_mode", b"FLOOR")
-    mode = (mode.decode() if isinstance(mode, bytes) else str(mode)).upper()
-    if mode not in _QONNX_ROUNDING:
-        raise ModelError(f"{source}: Trunc '{name}': rounding_mode {mode!r}; accepted: {sorted(_QONNX_ROUNDING)}")
+    attrs, mode = _qonnx_attrs(n, "FLOOR", f"{source}: Trunc '{name}'")
     scale, zp, out_scale = (consts.array(n.input[k]).astype(np.float64) for k in (1, 2, 4))
     bits = int(consts.array(n.input[5]))
     signed, narrow = bool(attrs.get("signed", 1)), bool(attrs.get("narrow", 0))

@@ -61,9 +61,35 @@ def _export_dynamo(torch, module, args, names, opset):
             warnings.simplefilter("ignore")
             program = torch.onnx.export(module, args, input_names=names, opset_version=max(opset, 18),
                                         dynamo=True, verbose=False)
-        return program.model_proto
+        model = program.model_proto
     except Exception as e:  # noqa: BLE001 - any failure falls back, with its reason shown
         return f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+    _name_nodes_by_module(model)
+    return model
+
+
+def _name_nodes_by_module(model) -> None:
+    """Name each node after the module that made it, as the TorchScript exporter does
+    (`/fc1/Gemm`), from the dynamo exporter's name-scope metadata: the dynamo exporter's own
+    names (`node_linear_1`) say nothing a user recognises, and layer names derive from these."""
+    import ast
+
+    taken: set[str] = set()
+    for node in model.graph.node:
+        scopes = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), None)
+        try:
+            path = [s for s in ast.literal_eval(scopes)[1:-1] if s] if scopes else []
+        except (ValueError, SyntaxError):
+            path = []
+        if not path:
+            continue
+        base = "/" + "/".join(path) + "/" + node.op_type
+        name, k = base, 0
+        while name in taken:
+            k += 1
+            name = f"{base}_{k}"
+        taken.add(name)
+        node.name = name
 
 
 def _export_torchscript(torch, onnx, module, args, names, opset):

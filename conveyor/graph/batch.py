@@ -123,11 +123,11 @@ def _with_leading(graph, items: int):
     from conveyor.graph.tensor import Tensor
 
     inputs = [Tensor(t.name, (t.shape[0] * items,) + t.shape[1:], t.dtype) for t in graph.inputs]
-    nodes, weights = _scale_reshapes(graph, items)
+    nodes, weights = scale_reshapes(graph, items)
     return Graph.build(graph.name, nodes, inputs, graph.output_names, weights)
 
 
-def _scale_reshapes(graph, items: int):
+def scale_reshapes(graph, items: int):
     """Exporters fold `x.view(x.size(0), -1)` into a constant shape [b0, -1]: such a Reshape
     (its target's leading entry equal to its input's leading dimension) scales with the batch.
     Whether the result computes the items independently is checked afterwards, as always."""

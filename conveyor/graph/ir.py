@@ -140,6 +140,16 @@ class Graph:
         try:
             return Graph.build(self.name, self.nodes, inputs, self.output_names, self.weights)
         except ModelError as e:
+            leads = {t.shape[0] for t in self.inputs if t.shape}
+            lead = leads.pop() if len(leads) == 1 else 0
+            if lead and n % lead == 0:  # a Reshape the exporter fixed to the batch (x.view(x.size(0), -1))
+                from conveyor.graph.batch import scale_reshapes
+
+                nodes, weights = scale_reshapes(self, n // lead)
+                try:
+                    return Graph.build(self.name, nodes, inputs, self.output_names, weights)
+                except ModelError:
+                    pass
             raise ModelError(f"graph '{self.name}' cannot run at batch {n} (a shape is fixed to batch 1?): {e}") from None
 
     def subgraph(self, nodes: Iterable[Node | str], name: str | None = None) -> "Graph":
