@@ -110,10 +110,7 @@ def read_hls4ml_config(source: str | os.PathLike | Mapping, graph) -> Hls4mlConf
             if op in present_ops:
                 if roles:
                     op_types[op] = roles
-                if "ReuseFactor" in entry:
-                    type_rf[op] = _reuse(entry["ReuseFactor"], f"{at}.ReuseFactor")
-                if "Strategy" in entry:
-                    type_strategy[op] = _strategy(entry["Strategy"], f"{at}.Strategy")
+                _read_engine(entry, at, op, type_rf, type_strategy)
 
     from conveyor.graph.names import resolve
 
@@ -134,10 +131,7 @@ def read_hls4ml_config(source: str | os.PathLike | Mapping, graph) -> Hls4mlConf
                 roles = {**{r: d for r in ("weight", "bias", "result", "accum")}, **roles}
             if roles:
                 nodes[node] = roles
-        if "ReuseFactor" in entry:
-            name_rf[node] = _reuse(entry["ReuseFactor"], f"{at}.ReuseFactor")
-        if "Strategy" in entry:
-            name_strategy[node] = _strategy(entry["Strategy"], f"{at}.Strategy")
+        _read_engine(entry, at, node, name_rf, name_strategy)
     if op_types:
         precision["op_types"] = op_types
     if nodes:
@@ -214,6 +208,14 @@ def _type(text: Any, at: str) -> str:
     except PrecisionError as e:
         raise PrecisionError(f"{at}: {e}") from None
     return text.strip()
+
+
+def _read_engine(entry: dict, at: str, key: str, reuse: dict, strategy: dict) -> None:
+    """An entry's ReuseFactor and Strategy, where given, into `reuse[key]` / `strategy[key]`."""
+    if "ReuseFactor" in entry:
+        reuse[key] = _reuse(entry["ReuseFactor"], f"{at}.ReuseFactor")
+    if "Strategy" in entry:
+        strategy[key] = _strategy(entry["Strategy"], f"{at}.Strategy")
 
 
 def _reuse(value: Any, at: str) -> int:
