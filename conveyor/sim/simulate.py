@@ -33,7 +33,8 @@ def simulate(plan: Plan, rate: float | None = None, closed: int | None = None, r
     path = servers(plan, ingress_s, egress_s)
     times = None if closed is not None else arrival_times(arrivals, rate, requests, seed)
     if closed is None and engine != "events":
-        arrive, start = recurrence.starts(path, times, fifo_depth)
+        start = recurrence.start_times(path, times, fifo_depth)
+        arrive = _Arrivals(path, times, start)
         used = "recurrence"
     else:
         if engine == "recurrence":
@@ -45,13 +46,27 @@ def simulate(plan: Plan, rate: float | None = None, closed: int | None = None, r
     return _result(plan, path, arrive, start, used, fifo_depth)
 
 
-def _result(plan: Plan, path: tuple[Server, ...], arrive: np.ndarray, start: np.ndarray, engine: str,
+class _Arrivals:
+    """arrive[j] for the recurrence's result, computed row by row from the start times
+    (start at j-1 + its latency: the sum the recurrence used), never all held at once."""
+
+    def __init__(self, path, arrivals, start):
+        self.path, self.arrivals, self.start = path, arrivals, start
+        self._buf = np.empty(arrivals.size)
+
+    def __getitem__(self, j: int) -> np.ndarray:
+        return recurrence.arrive_row(self.path, self.arrivals, self.start, j, out=self._buf)
+
+
+def _result(plan: Plan, path: tuple[Server, ...], arrive, start: np.ndarray, engine: str,
             fifo_depth) -> SimResult:
     from conveyor.sim.energy import power_model
 
+    first_arrival = arrive[0]
+    first = float(first_arrival.min())
     done = start[-1] + path[-1].latency_s
-    latency = done - arrive[0]
-    first, last = float(arrive[0].min()), float(done.max())
+    latency = done - first_arrival
+    last = float(done.max())
     span = last - first
     n = done.size
     out_span = float(done.max() - done.min())
@@ -59,13 +74,15 @@ def _result(plan: Plan, path: tuple[Server, ...], arrive: np.ndarray, start: np.
     grid = np.linspace(first, last, QUEUE_SAMPLES)
     tol = 1e-9 * max(1.0, abs(last))  # the running-max scan rounds at ~1e-16 x the clock
     rows, depths = [], []
+    own, diff = np.empty(n), np.empty(n)
+    mask = np.empty(n, dtype=bool)
     for j, s in enumerate(path):
         a, st = arrive[j], start[j]
-        own = np.empty_like(st)  # when the replica alone would have let item k start
-        for r in range(s.replicas):
-            prev = st[r::s.replicas]
-            free = np.concatenate(([-np.inf], prev[:-1] + s.interval_s))
-            own[r::s.replicas] = np.maximum(a[r::s.replicas], free)
+        # when the replica alone would have let item k start: its previous item + interval
+        r = min(s.replicas, n)
+        own[:r] = -np.inf
+        np.add(st[:n - r], s.interval_s, out=own[r:])
+        np.maximum(a, own, out=own)
         # arrivals and starts are in item order at every server (module recurrence), so sorted
         q = np.searchsorted(a, grid, side="right") - np.searchsorted(st, grid, side="right")
         depths.append(tuple(int(x) for x in q))
@@ -73,15 +90,16 @@ def _result(plan: Plan, path: tuple[Server, ...], arrive: np.ndarray, start: np.
             name=s.name, stage=s.stage, kind=s.kind, replicas=s.replicas, interval_s=s.interval_s,
             latency_s=s.latency_s,
             utilisation=float(min(1.0, n * s.interval_s / (s.replicas * span))) if span > 0 else 0.0,
-            wait_s=_sum_above(st - a, tol), stall_s=_sum_above(st - own, tol),
+            wait_s=_sum_above(np.subtract(st, a, out=diff), tol, mask),
+            stall_s=_sum_above(np.subtract(st, own, out=diff), tol, mask),
             queue_max=int(q.max()), queue_mean=float(q.mean())))
     power = power_model(plan, rows)
     avg = sum(power.values()) if power else None
     energy = avg * span / n if avg is not None and n else None
+    p50, p99, p999 = (float(x) for x in np.percentile(latency, [50, 99, 99.9]))
     return SimResult(
         requests=n, span_s=span, throughput_per_s=throughput,
-        latency_p50_s=float(np.percentile(latency, 50)), latency_p99_s=float(np.percentile(latency, 99)),
-        latency_p999_s=float(np.percentile(latency, 99.9)), latency_mean_s=float(latency.mean()),
+        latency_p50_s=p50, latency_p99_s=p99, latency_p999_s=p999, latency_mean_s=float(latency.mean()),
         energy_per_inference_j=energy, inferences_per_j=(1.0 / energy) if energy else None,
         average_power_w=avg, power_w=power, stages=tuple(rows),
         queue_times_s=tuple(float(t) for t in grid), queue_depths=tuple(depths), engine=engine,
@@ -90,5 +108,6 @@ def _result(plan: Plan, path: tuple[Server, ...], arrive: np.ndarray, start: np.
     )
 
 
-def _sum_above(x: np.ndarray, tol: float) -> float:
-    return float(np.sum(x[x > tol]))
+def _sum_above(x: np.ndarray, tol: float, mask: np.ndarray | None = None) -> float:
+    mask = np.greater(x, tol, out=mask)
+    return float(np.sum(x[mask]))
