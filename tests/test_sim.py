@@ -129,3 +129,17 @@ def test_cli_report_draws_the_timeline_utilisation_and_knee(tmp_path):
     assert res.exit_code == 0, res.output
     html = out.read_text()
     assert html.count("<svg") == 3 and "request 11:" in html and "Latency against offered load" in html
+
+
+def test_an_overlay_boards_power_counts_its_engine():
+    from conveyor.hardware.power import load_power
+
+    g = zoo.build("jet-mlp")
+    plan = make_plan(g, Cluster.uniform("zynq7035", 2, link="srio-10g"), precision="ap_fixed<8,3>",
+                     arch="overlay", method="equal")
+    assert {st.arch for st in plan.stages} == {"overlay"}
+    busy = simulate(plan, rate=1 / plan.interval_s, requests=500)
+    idle = simulate(plan, rate=0.01 / plan.interval_s, requests=50)
+    static = load_power()[0]["zynq-7000"].static_w
+    for st in plan.stages:  # the engine's multipliers draw dynamic power while it works
+        assert busy.power_w[st.device] > idle.power_w[st.device] > static

@@ -19,6 +19,21 @@ def _board_of(plan: Plan, device: str) -> str | None:
     return None
 
 
+BRAM18K_BYTES = 18 * 1024 // 8  # one 18 Kb block RAM
+
+
+def fpga_resources(st, part: dict) -> dict:
+    """The resources a stage's board runs on. A dataflow stage lists them; an overlay stage
+    lists only its on-chip bytes, its engine being the whole part's multipliers (the cost
+    model's `overlay_multipliers`: UTILIZATION_CAP of the DSPs) with its weights in block RAM."""
+    if st.arch != "overlay":
+        return st.resources
+    from conveyor.cost.fpga import UTILIZATION_CAP
+
+    return {"dsp": int(float(part.get("dsp", 0)) * UTILIZATION_CAP),
+            "bram18k": -(-int(st.resources.get("onchip_bytes", 0)) // BRAM18K_BYTES)}
+
+
 def power_model(plan: Plan, rows) -> dict[str, float]:
     """Modeled average power (W) per device and link of `plan`, given the simulated stage
     rows (their utilisation is each stage's activity). Devices without figures are left out."""
@@ -37,7 +52,7 @@ def power_model(plan: Plan, rows) -> dict[str, float]:
                 fam = families.get(part.get("family"))
                 if fam is not None:
                     clock = float(board.get("clock_hz") or part.get("clock_hz") or 0.0)
-                    out[device] = fam.board_w(st.resources, clock, activity)
+                    out[device] = fam.board_w(fpga_resources(st, part), clock, activity)
             elif name in hosts and hosts[name].get("tdp_w"):
                 out[device] = float(hosts[name]["tdp_w"]) * activity
         link = st.link_out
