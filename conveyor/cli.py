@@ -423,11 +423,14 @@ def _resolve_cluster(spec: str):
 @click.option("--pareto", is_flag=True, help="Also print the latency/throughput Pareto front.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the plan (JSON) here.")
 @click.option("--report", type=click.Path(dir_okay=False), help="Write an HTML report with the stage chart here.")
+@click.option("--sim-report", type=click.Path(dir_okay=False),
+              help="Also simulate the plan under load (Poisson, 90% of capacity) and write that report here, "
+                   "linked from --report (docs/simulate.md).")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 def plan_cmd(model: str, cluster_spec: str, precision: str, config_path: str | None, hls4ml_path: str | None,
              objective: str, arch: str,
              profile_specs: tuple[str, ...], pareto: bool, output: str | None, report: str | None,
-             as_json: bool) -> None:
+             sim_report: str | None, as_json: bool) -> None:
     """Cut MODEL into pipeline stages over the cluster's devices, choosing every layer's
     parallelism and each link's structure; compare with the baselines."""
     from conveyor.cost.profile import Profile
@@ -464,10 +467,16 @@ def plan_cmd(model: str, cluster_spec: str, precision: str, config_path: str | N
             baselines[name] = f"does not fit: {e}"
     if output:
         best.save(output)
+    if sim_report:
+        from conveyor.cli_simulate import write_sim_report
+
+        write_sim_report(sim_report, best, plan_report=report)
     if report:
         from conveyor.reports.plan_report import render
+        from conveyor.reports.sim_report import relative_link
 
-        html = render(best, baselines)  # rendered first: a failure leaves no empty file behind
+        # rendered first: a failure leaves no empty file behind
+        html = render(best, baselines, sim_link=relative_link(sim_report, report) if sim_report else None)
         with open(report, "w") as f:
             f.write(html)
     if as_json:
@@ -521,6 +530,8 @@ def plan_cmd(model: str, cluster_spec: str, precision: str, config_path: str | N
         _out.print(f"plan: {output}")
     if report:
         _out.print(f"report: {report}")
+    if sim_report:
+        _out.print(f"simulation report: {sim_report}")
 
 
 @cli.command()

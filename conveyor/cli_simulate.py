@@ -65,3 +65,18 @@ def _print(plan, r) -> None:
         t.add_row(s.name, s.kind, str(s.replicas), _fmt(s.interval_s, 1e3, " ms"), _fmt(s.latency_s, 1e3, " ms"),
                   f"{s.utilisation:.0%}", _fmt(s.wait_s, 1, " s"), _fmt(s.stall_s, 1, " s"), str(s.queue_max))
     c.print(t)
+
+
+#: the load `conveyor plan --sim-report` simulates: Poisson arrivals at this share of the plan's capacity
+PLAN_REPORT_LOAD = 0.9
+PLAN_REPORT_REQUESTS = 10_000
+
+
+def write_sim_report(path: str, plan, plan_report: str | None = None) -> None:
+    """`conveyor plan --sim-report PATH`: simulate the plan under Poisson arrivals at 90 % of
+    its capacity and write the simulation report, linked back to `plan_report`."""
+    from conveyor.reports.sim_report import write_report
+    from conveyor.sim import simulate as run
+
+    result = run(plan, rate=PLAN_REPORT_LOAD / plan.interval_s, requests=PLAN_REPORT_REQUESTS, arrivals="poisson", seed=0)
+    write_report(path, plan, result, plan_report=plan_report)

@@ -48,3 +48,21 @@ def test_plan_report_renders_in_chromium(tmp_path, argv):
         assert part in dom, part
     console = [l for l in log.splitlines() if "CONSOLE" in l or "Uncaught" in l]
     assert not console, console
+
+
+def test_plan_report_links_the_simulation_report_and_both_render(tmp_path):
+    plan_html, sim_html = tmp_path / "plan.html", tmp_path / "sim" / "jet.sim.html"
+    sim_html.parent.mkdir()
+    with pytest.raises(SystemExit) as e:
+        main(["plan", "jet-mlp", "--cluster", "zcu102:2:aurora-10g", "--report", str(plan_html),
+              "--sim-report", str(sim_html)])
+        raise SystemExit(0)
+    assert (e.value.code or 0) == 0
+    dom, log = _dump_dom(plan_html, tmp_path)
+    assert 'class="sim-report" href="sim/jet.sim.html"' in dom
+    sim_dom, sim_log = _dump_dom(sim_html, tmp_path)
+    for part in ("<h2>Timeline</h2>", "<h2>Utilisation</h2>", "<h2>Latency against load</h2>", "request 11:", "knee: "):
+        assert part in sim_dom, part
+    assert sim_dom.count("<svg") == 3 and "href=\"../plan.html\"" in sim_dom
+    console = [l for l in (log + sim_log).splitlines() if "CONSOLE" in l or "Uncaught" in l]
+    assert not console, console

@@ -51,7 +51,8 @@ def engine_rows(plan: Plan) -> tuple[list[str], list[list[str]]]:
     return head, rows
 
 
-def render(plan: Plan, baselines: dict[str, Plan | str]) -> str:
+def render(plan: Plan, baselines: dict[str, Plan | str], sim_link: str | None = None) -> str:
+    """The page; `sim_link`: a simulation report of this plan to link to (a relative URL)."""
     groups = [(f"conveyor ({plan.throughput:.1f}/s)", stage_rows(plan))]
     for name, b in baselines.items():
         groups.append((f"{name} ({b.throughput:.1f}/s)" if isinstance(b, Plan) else name,
@@ -81,6 +82,8 @@ def render(plan: Plan, baselines: dict[str, Plan | str]) -> str:
     engines = ("<tr>" + "".join(f"<th>{escape(h)}</th>" for h in ehead) + "</tr>" + "".join(
         "<tr>" + "".join(f"<td>{escape(c)}</td>" for c in r) + "</tr>" for r in erows))
     notes = "".join(f"<li>{escape(n)}</li>" for n in plan.notes)
+    sim = (f'<p>Under load (simulated): <a class="sim-report" href="{escape(sim_link)}">{escape(sim_link)}</a> '
+           "(timeline, utilisation, latency against offered load)</p>") if sim_link else ""
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>conveyor plan: {escape(plan.model)}</title>
 <style>body{{font-family:sans-serif;margin:24px;max-width:1100px}} table{{border-collapse:collapse;margin:12px 0}}
@@ -89,7 +92,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} td:first-child,t
 <h1>{escape(plan.model)} on {escape(str(plan.cluster.get("name", "cluster")))}</h1>
 <p>Predicted <b>{plan.throughput:.2f} items/s</b> (interval {plan.interval_s * 1e3:.3f} ms, bottleneck {escape(plan.bottleneck())}),
 latency {plan.latency_s * 1e3:.2f} ms at batch 1; precision {escape(str(plan.precision.get("default")))}; objective {escape(plan.objective)}.</p>
-{chart}
+{sim}{chart}
 <h2>Stages</h2><table><tr>{head}</tr>{"".join(body)}</table>
 <h2>Layer engines</h2><table class="engines">{engines}</table>
 <h2>Against the baselines</h2><table><tr><th>method</th><th>items/s</th><th>latency (ms)</th></tr>{"".join(comp)}</table>

@@ -4,6 +4,7 @@ offered load (a Poisson rate sweep: the knee). All modeled."""
 
 from __future__ import annotations
 
+import os
 from html import escape
 
 import numpy as np
@@ -43,12 +44,28 @@ def gantt(plan, width: int = 760) -> str:
     return "".join(parts)
 
 
-def write_report(path: str, plan, result) -> None:
+def relative_link(target: str, page: str) -> str:
+    """`target`'s path as a link from an HTML file at `page` (both as given on the command line)."""
+    return os.path.relpath(os.path.abspath(target), os.path.dirname(os.path.abspath(page))).replace(os.sep, "/")
+
+
+def knee(sweep, capacity: float) -> str:
+    """Where queueing sets in: the first offered load whose p99 is twice the lightest load's."""
+    base = sweep[0][1].latency_p99_s
+    for f, r in sweep:
+        if r.latency_p99_s > 2 * base:
+            return (f"knee: p99 passes twice its light-load value ({base * 1e3:.4g} ms) at {f * capacity:.4g} "
+                    f"requests/s offered ({f:.0%} of the plan's capacity, {capacity:.4g}/s)")
+    return f"no knee up to {SWEEP[-1]:.0%} of the plan's capacity ({capacity:.4g}/s)"
+
+
+def write_report(path: str, plan, result, plan_report: str | None = None) -> None:
+    """The page at `path`; `plan_report`: the plan report to link back to."""
     from conveyor.sim import simulate
 
     capacity = 1.0 / plan.interval_s
     sweep = [(f, simulate(plan, rate=f * capacity, requests=5000, arrivals="poisson", seed=0)) for f in SWEEP]
-    knee = line_chart([Series("p50", [f * capacity for f, _ in sweep], [r.latency_p50_s * 1e3 for _, r in sweep]),
+    chart = line_chart([Series("p50", [f * capacity for f, _ in sweep], [r.latency_p50_s * 1e3 for _, r in sweep]),
                        Series("p99", [f * capacity for f, _ in sweep], [r.latency_p99_s * 1e3 for _, r in sweep])],
                       title="Latency against offered load (Poisson, modeled)", x_label="offered requests/s",
                       y_label="latency ms")
@@ -59,9 +76,13 @@ def write_report(path: str, plan, result) -> None:
     if result.average_power_w is not None:
         summary += (f"; power {result.average_power_w:.3g} W, {result.energy_per_inference_j * 1e3:.4g} mJ/inference, "
                     f"{result.inferences_per_j:.4g} inferences/J")
+    back = (f"<p>Plan report: <a class='plan-report' href='{escape(relative_link(plan_report, path))}'>"
+            f"{escape(os.path.basename(plan_report))}</a></p>") if plan_report else ""
     html = (f"<!doctype html><html><head><meta charset='utf-8'><title>simulation: {escape(plan.model)}</title></head>"
             f"<body style='font-family:sans-serif'><h1>{escape(plan.model)} under load ({escape(plan.method)})</h1>"
             f"<p><b>Modeled</b>: times from the plan's cost model, power from conveyor/hardware/power.yaml "
-            f"(docs/simulate.md).</p><p>{escape(summary)}</p>{gantt(plan)}<br>{util}<br>{knee}</body></html>")
+            f"(docs/simulate.md).</p>{back}<p>{escape(summary)}</p><h2>Timeline</h2>{gantt(plan)}"
+            f"<h2>Utilisation</h2>{util}<h2>Latency against load</h2>{chart}<p class='knee'>{escape(knee(sweep, capacity))}</p>"
+            f"</body></html>")
     with open(path, "w") as f:
         f.write(html)
