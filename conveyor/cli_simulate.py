@@ -65,6 +65,8 @@ def _print(plan, r) -> None:
         t.add_row(s.name, s.kind, str(s.replicas), _fmt(s.interval_s, 1e3, " ms"), _fmt(s.latency_s, 1e3, " ms"),
                   f"{s.utilisation:.0%}", _fmt(s.wait_s, 1, " s"), _fmt(s.stall_s, 1, " s"), str(s.queue_max))
     c.print(t)
+    for note in r.notes[2:]:  # after "modeled" and the FIFOs: which power figures are assumed
+        c.print(note)
 
 
 #: the load `conveyor plan --sim-report` simulates: Poisson arrivals at this share of the plan's capacity

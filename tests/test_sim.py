@@ -143,3 +143,17 @@ def test_an_overlay_boards_power_counts_its_engine():
     static = load_power()[0]["zynq-7000"].static_w
     for st in plan.stages:  # the engine's multipliers draw dynamic power while it works
         assert busy.power_w[st.device] > idle.power_w[st.device] > static
+
+
+def test_results_name_the_assumed_power_figures_and_bad_power_files_are_refused(alexnet, tmp_path):
+    from conveyor.errors import HardwareSpecError
+    from conveyor.hardware.power import load_power
+
+    r = simulate(alexnet, rate=100, requests=50)
+    assumed = [n for n in r.notes if n.startswith("assumed power figures")]
+    assert assumed and "zynq-7000 dsp_w_per_mhz" in assumed[0]
+    bad = tmp_path / "power.yaml"
+    bad.write_text("families:\n  zynq-7000: {static_w: 1, dsp_w_per_mhz: 1, bram18k_w_per_mhz: 1, lut_w_per_mhz: 1,"
+                   " assumed: [dsp_w]}\n")
+    with pytest.raises(HardwareSpecError, match="zynq-7000: unknown field.*dsp_w"):
+        load_power(str(bad))

@@ -76,6 +76,7 @@ def write_report(path: str, plan, result, plan_report: str | None = None) -> Non
     if result.average_power_w is not None:
         summary += (f"; power {result.average_power_w:.3g} W, {result.energy_per_inference_j * 1e3:.4g} mJ/inference, "
                     f"{result.inferences_per_j:.4g} inferences/J")
+    notes = "".join(f"<li>{escape(n)}</li>" for n in result.notes)
     back = (f"<p>Plan report: <a class='plan-report' href='{escape(relative_link(plan_report, path))}'>"
             f"{escape(os.path.basename(plan_report))}</a></p>") if plan_report else ""
     html = (f"<!doctype html><html><head><meta charset='utf-8'><title>simulation: {escape(plan.model)}</title></head>"
@@ -83,6 +84,6 @@ def write_report(path: str, plan, result, plan_report: str | None = None) -> Non
             f"<p><b>Modeled</b>: times from the plan's cost model, power from conveyor/hardware/power.yaml "
             f"(docs/simulate.md).</p>{back}<p>{escape(summary)}</p><h2>Timeline</h2>{gantt(plan)}"
             f"<h2>Utilisation</h2>{util}<h2>Latency against load</h2>{chart}<p class='knee'>{escape(knee(sweep, capacity))}</p>"
-            f"</body></html>")
+            f"<ul class='notes'>{notes}</ul></body></html>")
     with open(path, "w") as f:
         f.write(html)

@@ -63,3 +63,20 @@ def power_model(plan: Plan, rows) -> dict[str, float]:
             busy = min(1.0, activity * (link.bytes / bw) / max(st.stage_time_s, 1e-30)) if bw else 1.0
             out[f"link {link.src}->{link.dst}"] = 2 * link_w[link.link] * busy
     return out
+
+
+def assumed_figures(plan: Plan) -> list[str]:
+    """'family figure' for every assumed power figure (power.yaml) a board of `plan` uses."""
+    families, _ = load_power()
+    cat = _catalog(plan)
+    boards, parts = cat.get("boards", {}), cat.get("parts", {})
+    used = set()
+    for st in plan.stages:
+        if st.device_kind != "fpga":
+            continue
+        for device in (st.device,) + tuple(st.replicas):
+            board = boards.get(_board_of(plan, device), {})
+            family = parts.get(board.get("part"), {}).get("family")
+            if family in families:
+                used.update(f"{family} {f}" for f in families[family].assumed)
+    return sorted(used)

@@ -104,8 +104,16 @@ def _result(plan: Plan, path: tuple[Server, ...], arrive, start: np.ndarray, eng
         average_power_w=avg, power_w=power, stages=tuple(rows),
         queue_times_s=tuple(float(t) for t in grid), queue_depths=tuple(depths), engine=engine,
         notes=("modeled: times from the plan's cost model, power from conveyor/hardware/power.yaml",)
-        + ((f"FIFOs of depth {fifo_depth}",) if fifo_depth else ("unbounded FIFOs (as the runtime's queues)",)),
+        + ((f"FIFOs of depth {fifo_depth}",) if fifo_depth else ("unbounded FIFOs (as the runtime's queues)",))
+        + _assumed_note(plan),
     )
+
+
+def _assumed_note(plan: Plan) -> tuple[str, ...]:
+    from conveyor.sim.energy import assumed_figures
+
+    used = assumed_figures(plan)
+    return (f"assumed power figures (no published source; docs/simulate.md): {', '.join(used)}",) if used else ()
 
 
 def _sum_above(x: np.ndarray, tol: float, mask: np.ndarray | None = None) -> float:
