@@ -54,7 +54,7 @@ def _path(rng, m, replicas):
 
 
 @pytest.mark.parametrize("fifo", [None, 1, 2, 3, 5, 8, 64, 10_000])
-@pytest.mark.parametrize("replicas", [(1, 1, 1, 1, 1), (1, 2, 1, 3, 1), (3, 1, 1, 1, 2)])
+@pytest.mark.parametrize("replicas", [(1, 1, 1, 1, 1), (1, 2, 1, 3, 1), (3, 1, 1, 1, 2), (2,), (1, 3)])
 def test_fast_recurrence_is_bit_identical_to_the_chunked_loop(fifo, replicas):
     rng = np.random.default_rng(len(replicas) * 100 + (fifo or 0))
     path = _path(rng, len(replicas), replicas)
@@ -64,7 +64,7 @@ def test_fast_recurrence_is_bit_identical_to_the_chunked_loop(fifo, replicas):
         arrive, start = starts(path, arrivals, fifo)
         np.testing.assert_array_equal(start, ref_start)
         np.testing.assert_array_equal(arrive, ref_arrive)
-        if n == 301 and fifo and fifo <= 8:
+        if n == 301 and fifo and fifo <= 8 and len(path) > 1:
             assert np.any(start != reference_starts(path, arrivals, None)[1])  # the FIFO does bind here
 
 

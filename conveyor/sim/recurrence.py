@@ -124,6 +124,8 @@ def _wavefront(path: tuple[Server, ...], arrivals: np.ndarray, depth: int) -> np
         views.append((view(0), view(-L), view(L - D), view(-1), len(js), lat_before[js_a][:, None],
                       interval[js_a], pos[None, :] * interval[js_a][:, None], held))
     for tau in range(2 * (C - 1) + m):
+        if views[tau % 2] is None:  # a single server: odd steps have nothing to do
+            continue
         out_v, arrive_v, fifo_v, prev_v, ncols, lat, ivl, offs, held = views[tau % 2]
         q = tau // 2
         a_lo, a_hi = max(0, q - (C - 1)), min(ncols - 1, q) + 1
