@@ -20,7 +20,7 @@ from conveyor.planner.joint import plan_joint
 from conveyor.planner.make_plan import to_plan
 from conveyor.sim import simulate
 
-# 8-bit: at 16 bits the equal and dichotomy splits do not fit the boards' BRAM (README)
+# 8-bit: at 16 bits the boards' on-chip memory cannot hold these splits' weights
 PRECISION = "ap_fixed<8,3>"
 
 # The paper's measured figures per step (as quoted in issue 14): img/s, latency ms, W, img/J.
@@ -34,9 +34,10 @@ PAPER = {
 
 
 def steps():
-    """(step, plan) for each of the paper's steps and conveyor's joint plan. Before its last
-    step the paper's boards each ran one engine over their layers in turn: conveyor's
-    "overlay" architecture (one engine of the whole part's multipliers). "Parallel engines"
+    """(step, plan) for each of the paper's steps and conveyor's joint plan. Read from the
+    last step's name, "parallel engines inside each board": before it each board ran one
+    engine over its layers in turn, conveyor's "overlay" architecture (one engine of the
+    whole part's multipliers). "Parallel engines"
     gives every layer of the same split its own engine (conveyor's "dataflow"), each tuned
     on its own; conveyor's joint plan then chooses split and engines together."""
     g = zoo.build("alexnet-conv")
