@@ -123,18 +123,27 @@ def _wavefront(path: tuple[Server, ...], arrivals: np.ndarray, depth: int) -> np
                 held.append((a, r, j, np.empty(D), off_r, np.empty(-(-D // r) * r)))
         views.append((view(0), view(-L), view(L - D), view(-1), len(js), lat_before[js_a][:, None],
                       interval[js_a], pos[None, :] * interval[js_a][:, None], held))
+    add, maximum, subtract, accumulate = np.add, np.maximum, np.subtract, np.maximum.accumulate
+    carry = np.empty(m // 2 + 1)
     for tau in range(2 * (C - 1) + m):
-        if views[tau % 2] is None:  # a single server: odd steps have nothing to do
+        v = views[tau % 2]
+        if v is None:  # a single server: odd steps have nothing to do
             continue
-        out_v, arrive_v, fifo_v, prev_v, ncols, lat, ivl, offs, held = views[tau % 2]
+        out_v, arrive_v, fifo_v, prev_v, ncols, lat, ivl, offs, held = v
         q = tau // 2
         a_lo, a_hi = max(0, q - (C - 1)), min(ncols - 1, q) + 1
         if a_lo >= a_hi:
             continue
-        out = out_v[q, a_lo:a_hi]
+        if a_lo == 0 and a_hi == ncols:  # every server of this parity is active: no slicing
+            out, arrive, fifo, prev_col = out_v[q], arrive_v[q], fifo_v[q], prev_v[q, :, 0]
+            lat_s, ivl_s, off = lat, ivl, offs
+        else:
+            out, arrive, fifo, prev_col = out_v[q, a_lo:a_hi], arrive_v[q, a_lo:a_hi], fifo_v[q, a_lo:a_hi], \
+                prev_v[q, a_lo:a_hi, 0]
+            lat_s, ivl_s, off = lat[a_lo:a_hi], ivl[a_lo:a_hi], offs[a_lo:a_hi]
         ready = buf[:a_hi - a_lo]
-        np.add(arrive_v[q, a_lo:a_hi], lat[a_lo:a_hi], out=ready)   # t = start at j-1 + its latency
-        np.maximum(ready, fifo_v[q, a_lo:a_hi], out=ready)         # item k waits for k-D to start at j+1
+        add(arrive, lat_s, out=ready)        # t = start at j-1 + its latency
+        maximum(ready, fifo, out=ready)      # item k waits for k-D to start at j+1
         busy = []
         for h in held:
             a = h[0]
@@ -143,17 +152,18 @@ def _wavefront(path: tuple[Server, ...], arrivals: np.ndarray, depth: int) -> np
                 row0 = (j + 1) * L + (F + q - a) * D
                 w = min(r, D)
                 rr[:] = ready[a - a_lo]
-                np.maximum(rr[:w], flat[row0 - r:row0 - r + w] + interval[j], out=rr[:w])
+                maximum(rr[:w], flat[row0 - r:row0 - r + w] + interval[j], out=rr[:w])
                 busy.append(h)
         col = ready[:, 0]  # one replica: the previous item is the last of the chunk before
-        np.maximum(col, prev_v[q, a_lo:a_hi, 0] + ivl[a_lo:a_hi], out=col)
-        off = offs[a_lo:a_hi]
-        np.subtract(ready, off, out=ready)
-        np.maximum.accumulate(ready, axis=1, out=ready)
-        np.add(ready, off, out=out)
+        c = carry[:a_hi - a_lo]
+        add(prev_col, ivl_s, out=c)
+        maximum(col, c, out=col)
+        subtract(ready, off, out=ready)
+        accumulate(ready, axis=1, out=ready)
+        add(ready, off, out=out)
         for a, r, j, rr, off_r, pad in busy:  # round robin in the chunk: positions o, o+r, ... per replica
-            np.subtract(rr, off_r, out=pad[:D])  # pad's tail (past D) never reaches back: left as is
+            subtract(rr, off_r, out=pad[:D])  # pad's tail (past D) never reaches back: left as is
             grid = pad.reshape(-1, r)
-            np.maximum.accumulate(grid, axis=0, out=grid)
-            np.add(pad[:D], off_r, out=out[a - a_lo])
+            accumulate(grid, axis=0, out=grid)
+            add(pad[:D], off_r, out=out[a - a_lo])
     return S[1:m + 1, F * D:F * D + n]
