@@ -10,6 +10,7 @@ from html import escape
 import numpy as np
 
 from conveyor.reports.svg import PALETTE, Series, line_chart, stage_bars
+from conveyor.units import eng, rate, seconds
 
 GANTT_ITEMS = 12
 SWEEP = (0.1, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 1.05, 1.2)  # x the plan's capacity
@@ -38,9 +39,9 @@ def gantt(plan, width: int = 760) -> str:
             x0, x1 = sx(start[j, k]), sx(end[j, k])
             parts.append(f'<rect x="{x0:.1f}" y="{y + 2}" width="{max(x1 - x0, 1):.1f}" height="{row - 5}" '
                          f'fill="{PALETTE[k % len(PALETTE)]}" fill-opacity="0.55"><title>request {k}: '
-                         f'{start[j, k] * 1e3:.3f}-{end[j, k] * 1e3:.3f} ms</title></rect>')
-    parts.append(f'<text x="{left}" y="{height - 12}">0 ms</text>'
-                 f'<text x="{width - 20}" y="{height - 12}" text-anchor="end">{t1 * 1e3:.2f} ms</text></svg>')
+                         f'{seconds(start[j, k])} - {seconds(end[j, k])}</title></rect>')
+    parts.append(f'<text x="{left}" y="{height - 12}">0 s</text>'
+                 f'<text x="{width - 20}" y="{height - 12}" text-anchor="end">{seconds(t1)}</text></svg>')
     return "".join(parts)
 
 
@@ -54,9 +55,9 @@ def knee(sweep, capacity: float) -> str:
     base = sweep[0][1].latency_p99_s
     for f, r in sweep:
         if r.latency_p99_s > 2 * base:
-            return (f"knee: p99 passes twice its light-load value ({base * 1e3:.4g} ms) at {f * capacity:.4g} "
-                    f"requests/s offered ({f:.0%} of the plan's capacity, {capacity:.4g}/s)")
-    return f"no knee up to {SWEEP[-1]:.0%} of the plan's capacity ({capacity:.4g}/s)"
+            return (f"knee: p99 passes twice its light-load value ({seconds(base)}) at {rate(f * capacity)} "
+                    f"requests/s offered ({f:.0%} of the plan's capacity, {rate(capacity)}/s)")
+    return f"no knee up to {SWEEP[-1]:.0%} of the plan's capacity ({rate(capacity)}/s)"
 
 
 def write_report(path: str, plan, result, plan_report: str | None = None) -> None:
@@ -71,10 +72,10 @@ def write_report(path: str, plan, result, plan_report: str | None = None) -> Non
                       y_label="latency ms")
     util = stage_bars([("utilisation", [(s.name, s.utilisation) for s in result.stages])],
                       title="Utilisation per server (this run)", unit="%", scale=100)
-    summary = (f"throughput {result.throughput_per_s:.4g}/s; latency p50 {result.latency_p50_s * 1e3:.4g} ms, "
-               f"p99 {result.latency_p99_s * 1e3:.4g} ms, p99.9 {result.latency_p999_s * 1e3:.4g} ms")
+    summary = (f"throughput {rate(result.throughput_per_s)}/s; latency p50 {seconds(result.latency_p50_s)}, "
+               f"p99 {seconds(result.latency_p99_s)}, p99.9 {seconds(result.latency_p999_s)}")
     if result.average_power_w is not None:
-        summary += (f"; power {result.average_power_w:.3g} W, {result.energy_per_inference_j * 1e3:.4g} mJ/inference, "
+        summary += (f"; power {eng(result.average_power_w, 'W')}, {eng(result.energy_per_inference_j, 'J')}/inference, "
                     f"{result.inferences_per_j:.4g} inferences/J")
     notes = "".join(f"<li>{escape(n)}</li>" for n in result.notes)
     back = (f"<p>Plan report: <a class='plan-report' href='{escape(relative_link(plan_report, path))}'>"
