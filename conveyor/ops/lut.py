@@ -322,6 +322,24 @@ def _frozen(t: RangeTable) -> RangeTable:
     return t
 
 
+#: op type -> the conveyor-own / LayerNorm table it reads (Pow: by its exponent, `table_of`)
+TABLE_OF_OP = {"Exp": "exp", "Sqrt": "sqrt", "Reciprocal": "reciprocal", "Erf": "erf", "Gelu": "gelu",
+               "LayerNormalization": "layernorm"}
+
+
+def table_of(op_type: str, prec, exponent: float | None = None) -> tuple[str, int, int] | None:
+    """(table name, entries, bits per entry) of the lookup table an op of the new families reads
+    under `prec` (None: the defaults), for the cost model; None when it reads none (Pow reads
+    the sqrt table for exponent 0.5 and the reciprocal table for -1)."""
+    name = TABLE_OF_OP.get(op_type)
+    if op_type == "Pow":
+        name = {0.5: "sqrt", -1.0: "reciprocal"}.get(exponent)
+    if name is None:
+        return None
+    spec = settings(prec, name)
+    return name, int(spec["size"]), int(fixed_format(spec["format"], f"tables.{name}.format").width)
+
+
 # ---- top-bits tables: softmax -------------------------------------------------------------
 
 def address_bits(size: int) -> int:
@@ -390,5 +408,5 @@ def tree_reduce(cols: list[np.ndarray], fmt: FixedType) -> np.ndarray:
 __all__ = [
     "DEFAULTS", "settings", "RangeTable", "range_index", "table_inputs", "sigmoid_table",
     "tanh_table", "lrn_table", "range_spec", "address_bits", "top_bits_index", "softmax_exp_table",
-    "softmax_inv_table", "tree_reduce", "own_table", "invert_sqrt_table", "c_double_fn", "OWN_TABLES", "require_fixed", "require_exact", "fixed_format", "c_float_fn",
+    "softmax_inv_table", "tree_reduce", "own_table", "invert_sqrt_table", "c_double_fn", "OWN_TABLES", "table_of", "require_fixed", "require_exact", "fixed_format", "c_float_fn",
 ]

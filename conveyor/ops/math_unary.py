@@ -34,8 +34,9 @@ def _f64(fn):
     return run
 
 
-def _one_product(node, ins, outs):
-    return int(np.prod(outs[0][0], dtype=np.int64))  # slope * x (HardSigmoid), x * Phi / x * hs
+def _products(node, ins, outs):
+    """Products per execution: slope * x (HardSigmoid), and x * hard_sigmoid (HardSwish), x * Phi (Gelu)."""
+    return (2 if node.op_type == "HardSwish" else 1) * int(np.prod(outs[0][0], dtype=np.int64))
 
 
 def _no_macs(node, ins, outs):
@@ -165,7 +166,7 @@ _FIXED = {
 
 for _op, _fn in _UNARY.items():
     register(OpDef(_op, infer=_same, run=_f64(_fn), run_fixed=_FIXED[_op],
-                   macs=_one_product if _op in ("HardSigmoid", "HardSwish", "Gelu") else _no_macs,
+                   macs=_products if _op in ("HardSigmoid", "HardSwish", "Gelu") else _no_macs,
                    **({"check": _gelu_check} if _op == "Gelu" else {})))
 
 
