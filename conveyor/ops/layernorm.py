@@ -76,7 +76,8 @@ def auto_accum(fx: FixedType, dim: int) -> FixedType:
     """The `accum: auto` type of a LayerNorm (hls4ml has no 'auto'): integer bits for the sum
     of `dim` squared differences (|x - mean| < 2^I), twice the input's fraction bits (squares of
     the input grid exact), AP_RND_CONV and AP_SAT as hls4ml's default LayerNorm accum_t."""
-    i = 2 * fx.integer + max(1, math.ceil(math.log2(max(dim, 2)))) + 1
+    lg = max(1, math.ceil(math.log2(max(dim, 2))))
+    i = max(2 * fx.integer, fx.integer) + lg + 1   # the sum of the inputs too, for I < 0
     f = 2 * max(fx.frac_bits, 0)
     return FixedType(i + f, i, True, "RND_CONV", "SAT")
 
@@ -95,22 +96,22 @@ def _acc_sum(cols: np.ndarray, acc: FixedType) -> np.ndarray:
 
 def _fixed(node, args, fmts, prec, ctx):
     x = args[0]
-    fin = lut.require_fixed(node, fmts[0])
+    why = "is computed in ap_fixed arithmetic (hls4ml's layernorm_1d)"
+    fin = lut.require_fixed(node, fmts[0], why=why)
     axis = _axis(node, x.ndim)
     lead, dim = x.shape[:axis], int(np.prod(x.shape[axis:], dtype=np.int64))
     rows = x.reshape(-1, dim)
     acc = prec.accum if prec.accum is not None else auto_accum(fin, dim)
-    acc = lut.require_fixed(node, acc, "accum")
+    acc = lut.require_fixed(node, acc, "accum", why)
     spec = lut.settings(prec, "layernorm")
     size, p2 = int(spec["size"]), int(spec["range_power2"])
     tfmt = lut.fixed_format(spec["format"], f"{node}: tables.layernorm.format")
     table = lut.invert_sqrt_table(size, p2, epsilon_power_of_10(node), tfmt)
     scale = np.ones(dim) if len(args) < 2 or args[1] is None else np.broadcast_to(args[1], x.shape[axis:]).reshape(-1)
     bias = np.zeros(dim) if len(args) < 3 or args[2] is None else np.broadcast_to(args[2], x.shape[axis:]).reshape(-1)
-    for a, f, what in ((scale, fmts[1] if len(fmts) > 1 else None, "scale"),
-                       (bias, fmts[2] if len(fmts) > 2 else None, "bias")):
+    for f, what in ((fmts[1] if len(fmts) > 1 else None, "scale"), (fmts[2] if len(fmts) > 2 else None, "bias")):
         if f is not None:
-            lut.require_fixed(node, f, what)
+            lut.require_fixed(node, f, what, why)
     q = acc.quantize
     k_inv = float(q(np.array(1.0 / dim)))                     # const accum_t k_inv = 1.0 / dim
     xa = q(rows)                                               # static_cast<accum_t>(data[i])
@@ -120,11 +121,13 @@ def _fixed(node, args, fmts, prec, ctx):
         lut.require_exact(node, float(np.max(np.abs(s), initial=0.0)) * abs(k_inv), f2, "sums times 1/dim")
         return q(s * k_inv)
 
+    lut.require_exact(node, dim * float(np.max(np.abs(xa), initial=0.0)), acc.frac_bits, "sums")
     mean = times_k_inv(_acc_sum(xa, acc))
     diff = q(xa - mean[:, None])                               # data_diff[i]
     dmax = float(np.max(np.abs(diff), initial=0.0))
     lut.require_exact(node, dmax * dmax, f2, "squared differences")
     sq = q(diff * diff)                                        # diff = data_diff[i] * data_diff[i]
+    lut.require_exact(node, dim * float(np.max(sq, initial=0.0)), acc.frac_bits, "sums of squares")
     var = times_k_inv(_acc_sum(sq, acc))
     # int index = var * table_size * (1 << range_power2): exact, to_int() truncates (low 32 bits)
     t = np.trunc(np.ldexp(var * size, p2)).astype(np.int64)

@@ -71,12 +71,12 @@ def fixed_format(text_or_fmt, where: str) -> FixedType:
     return fmt
 
 
-def require_fixed(node, fmt, what: str = "input") -> FixedType:
+def require_fixed(node, fmt, what: str = "input",
+                  why: str = "is computed through a lookup table addressed by the bits of an ap_fixed value") -> FixedType:
     """The ap_fixed format of a kernel operand, or a PrecisionError naming the node."""
     if not is_fixed(fmt):
         raise PrecisionError(
-            f"{node}: the {what} format is {fmt}; {node.op_type} is computed through a lookup table "
-            "addressed by the bits of an ap_fixed value; accepted: an ap_fixed/ap_ufixed format"
+            f"{node}: the {what} format is {fmt}; {node.op_type} {why}; accepted: an ap_fixed/ap_ufixed format"
         )
     if fmt.width > 53:
         raise PrecisionError(f"{node}: the {what} format {fmt} is wider than 53 bits; bit-accurate "

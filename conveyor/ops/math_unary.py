@@ -131,7 +131,7 @@ def hard_sigmoid_params(node, prec, alpha: float, beta: float):
 def _hard_sigmoid_exact(node, prec, x, fx, alpha, beta):
     """hls4ml's nnet::hard_sigmoid before its result cast: `auto datareg = slope * x + shift`
     (exact), clamped to [0, 1] (both exact in datareg's type)."""
-    fin = lut.require_fixed(node, fx)
+    fin = lut.require_fixed(node, fx, why="is computed in ap_fixed arithmetic (hls4ml's hard_sigmoid)")
     slope, shift, fs, fsh = hard_sigmoid_params(node, prec, alpha, beta)
     frac = max(fin.frac_bits + fs.frac_bits, fsh.frac_bits)
     _exact_product(node, x, np.array(max(abs(slope), 1.0)), frac)
@@ -221,7 +221,7 @@ def _pow_fixed(node, args, fmts, prec, ctx):
         return _result(node, ctx, prec, np.broadcast_to(_table_lookup(node, prec, x, fmts[0], "reciprocal"),
                                                         np.broadcast_shapes(x.shape, np.shape(args[1]))))
     n = int(e)
-    fin = lut.require_fixed(node, fmts[0])
+    fin = lut.require_fixed(node, fmts[0], why="is computed as exact ap_fixed products")
     amax = float(np.max(np.abs(x))) if x.size else 0.0
     lut.require_exact(node, amax ** n, n * fin.frac_bits, f"powers x^{n}")
     y = np.ones_like(x)
