@@ -119,12 +119,12 @@ def test_float_only_op_is_refused_under_a_precision_by_name():
     from conveyor.errors import PrecisionError
     from tests.helpers import make_model
 
-    model = make_model([helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Sqrt", ["r"], ["y"])],
-                       [("x", [4])], [("y", [4])])
+    model = make_model([helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Mod", ["r", "d"], ["y"], fmod=1)],
+                       [("x", [4])], [("y", [4])], initializers={"d": np.array([4.0], np.float32)})
     g = conveyor.from_model(model)
     x = np.array([0.0, 1.0, 4.0, 9.0], np.float32)
-    np.testing.assert_allclose(g.run(x)["y"], [0, 1, 2, 3])
-    with pytest.raises(PrecisionError, match="Sqrt"):
+    np.testing.assert_allclose(g.run(x)["y"], [0, 1, 0, 1])
+    with pytest.raises(PrecisionError, match="Mod"):
         g.run(x, precision="ap_fixed<16,6>")
 
 

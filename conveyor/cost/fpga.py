@@ -153,7 +153,31 @@ def dataflow_option(work: LayerWork, board: Board, p: int, streamed: bool = Fals
     ff = p * work.act_bits * 2 + ENGINE_OVERHEAD_FF
     dsp = p if work.op_type in ("LRN", "Mul", "Softmax", "Sigmoid", "Tanh") else 0  # a scaling multiply per lane
     bram = _buffer_bram(work.line_buffer_bits) + (1 if work.op_type in ("LRN", "Softmax", "Sigmoid", "Tanh") else 0)
+    if work.lane_products or work.table_words:
+        d, lt, b = _lane_products_and_table(work, board, p)
+        dsp, lut, bram = dsp + d, lut + lt, bram + b
     return LayerOption(p, interval, interval + ENGINE_DEPTH_CYCLES, Resources(dsp, bram, lut, ff))
+
+
+def _lane_products_and_table(work: LayerWork, board: Board, p: int) -> tuple[int, int, int]:
+    """(DSP, LUT, BRAM18K) of the products and the lookup table of an element-wise engine
+    (HardSigmoid, HardSwish, Gelu, Pow, Exp, Sqrt, Reciprocal, Erf, LayerNormalization):
+    `lane_products` multipliers per lane at act_bits x max(weight_bits, table_width)
+    (`multiplier_cost`); the table is a ROM of table_words x table_width bits: in BRAM18K, one
+    copy per two lanes (a BRAM has two read ports, UG473), or in LUTRAM (64 bits per LUT, UG474)
+    when shallower than MIN_BRAM_DEPTH_WORDS. LayerNormalization reads its table once per row:
+    one copy."""
+    dsp_per, lut_per = multiplier_cost(board, max(work.weight_bits, work.table_width), work.act_bits)
+    mults = p * work.lane_products
+    dsp, lut, bram = math.ceil(mults * dsp_per), mults * lut_per, 0
+    if work.table_words:
+        copies = 1 if work.op_type == "LayerNormalization" else math.ceil(p / 2)
+        bits = work.table_words * work.table_width
+        if work.table_words < MIN_BRAM_DEPTH_WORDS:
+            lut += copies * math.ceil(bits / 64)
+        else:
+            bram += copies * math.ceil(bits / BRAM18K_BITS)
+    return dsp, lut, bram
 
 
 def _weight_storage(work: LayerWork, p: int) -> tuple[int, int, int]:

@@ -36,6 +36,12 @@ class LayerWork:
     stream_len: int       # words (pixels, rows) streamed in per inference: a streaming engine's floor
     max_parallel: int     # most multipliers (or lanes) that can work in the same cycle
     line_buffer_bits: int  # on-chip window buffer a streaming conv/pool needs
+    #: element-wise engines of the newer op families (HardSigmoid, HardSwish, Gelu, Pow, Exp, Sqrt,
+    #: Reciprocal, Erf, LayerNormalization): products per output element, and the lookup table
+    #: they read (entries, bits per entry; 0 when none)
+    lane_products: int = 0
+    table_words: int = 0
+    table_width: int = 0
 
     @property
     def is_movement(self) -> bool:
@@ -70,6 +76,7 @@ def layer_work(graph, precision=None) -> list[LayerWork]:
         out_elems = int(np.prod(c.output_shape, dtype=np.int64))
         k = _reduction_len(graph, node)
         accum_bits = format_bits(accum) if accum is not None else wbits + abits + max(1, int(np.ceil(np.log2(max(k, 2)))))
+        table = _table(graph, node, p if config is not None else None)
         out.append(LayerWork(
             node=node.name,
             op_type=node.op_type,
@@ -85,8 +92,29 @@ def layer_work(graph, precision=None) -> list[LayerWork]:
             stream_len=_stream_len(graph, node),
             max_parallel=_max_parallel(graph, node, c.macs, out_elems),
             line_buffer_bits=_line_buffer_bits(graph, node, abits),
+            lane_products=-(-c.macs // out_elems) if node.op_type in TABLE_AND_PRODUCT_OPS and out_elems else 0,
+            table_words=table[1] if table else 0,
+            table_width=table[2] if table else 0,
         ))
     return out
+
+
+#: element-wise ops whose products and lookup table the FPGA model prices from the LayerWork
+#: (`lane_products`, `table_words`, `table_width`); older ones keep their fixed rule (cost/fpga.py)
+TABLE_AND_PRODUCT_OPS = frozenset({"HardSigmoid", "HardSwish", "Gelu", "Pow", "Exp", "Sqrt", "Reciprocal",
+                                   "Erf", "LayerNormalization"})
+
+
+def _table(graph, node, prec):
+    if node.op_type not in TABLE_AND_PRODUCT_OPS:
+        return None
+    from conveyor.ops import lut
+
+    exponent = None
+    if node.op_type == "Pow" and len(node.inputs) > 1 and graph.is_weight(node.inputs[1]):
+        e = np.unique(np.asarray(graph.weights[node.inputs[1]], np.float64))
+        exponent = float(e[0]) if e.size == 1 else None
+    return lut.table_of(node.op_type, prec, exponent)
 
 
 def _bytes(count: int, bits: int) -> int:

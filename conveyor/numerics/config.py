@@ -54,6 +54,9 @@ TABLE_KEYS = {
     "softmax": ("implementation",),
     "softmax_exp": ("size", "format", "input"),
     "softmax_inv": ("size", "format", "input"),
+    "hard_sigmoid": ("slope", "shift"),              # HardSigmoid / HardSwish: hls4ml's slope_t, shift_t
+    "layernorm": ("size", "range_power2", "format"),  # hls4ml's table_size, table_range_power2, table_t
+    **{t: ("size", "min", "max", "format") for t in ("exp", "sqrt", "reciprocal", "erf", "gelu")},  # conveyor's
 }
 SOFTMAX_IMPLEMENTATIONS = ("stable", "latency", "argmax")
 
@@ -283,7 +286,12 @@ def _tables(data: Any, where: str) -> dict[str, dict[str, Any]]:
                     raise PrecisionError(f"{at}: expected an integer (the table index is data * size / "
                                          f"(max - min) in integer arithmetic, as in hls4ml), got {v!r}")
                 entry[k] = float(v)
-            elif k in ("format", "input"):
+            elif k == "range_power2":
+                if isinstance(v, bool) or not isinstance(v, int) or not -32 < v < 32:
+                    raise PrecisionError(f"{at}: expected an integer in (-32, 32) (the table covers variances "
+                                         f"in [0, 2^-range_power2)), got {v!r}")
+                entry[k] = int(v)
+            elif k in ("format", "input", "slope", "shift"):
                 text = _format_text(v, at, allow_auto=False)
                 if text.lower().startswith(("mx:", "msfp")):
                     raise PrecisionError(f"{at}: lookup tables are addressed and stored in ap_fixed formats, got {text!r}")

@@ -41,7 +41,19 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "softmax": {"implementation": "stable"},
     "softmax_exp": {"size": 1024, "format": "ap_fixed<18,8,AP_RND,AP_SAT>"},
     "softmax_inv": {"size": 1024, "format": "ap_fixed<18,8,AP_RND,AP_SAT>"},
+    # hls4ml 1.3.0: HardActivation.initialize (slope_prec ap_ufixed<16,0>, shift_prec ap_ufixed<2,0>)
+    "hard_sigmoid": {"slope": "ap_ufixed<16,0>", "shift": "ap_ufixed<2,0>"},
+    # hls4ml 1.3.0 vivado_backend.py, LayerNormalization attributes: table_range_power2 0,
+    # table_size 4096, table_t ap_ufixed<8,5,AP_RND_CONV,AP_SAT> (its accum_t default is the node's accum)
+    "layernorm": {"size": 4096, "range_power2": 0, "format": "ap_ufixed<8,5,AP_RND_CONV,AP_SAT>"},
+    # conveyor's own tables (hls4ml has no HLS Exp, Sqrt, Reciprocal, Erf, Gelu): range tables
+    # addressed like sigmoid's, entries in double, stored in hls4ml's softmax table type
+    **{name: {"size": 1024, "min": lo, "max": hi, "format": "ap_fixed<18,8,AP_RND,AP_SAT>"}
+       for name, lo, hi in (("exp", -8, 8), ("sqrt", 0, 32), ("reciprocal", -8, 8), ("erf", -4, 4),
+                            ("gelu", -4, 4))},
 }
+#: conveyor's own range tables: table name -> what entry i holds, f(x_i) in double (docs/numerics.md)
+OWN_TABLES = ("exp", "sqrt", "reciprocal", "erf", "gelu", "gelu_tanh")
 
 _EXACT = 2.0 ** 53
 
@@ -59,12 +71,12 @@ def fixed_format(text_or_fmt, where: str) -> FixedType:
     return fmt
 
 
-def require_fixed(node, fmt, what: str = "input") -> FixedType:
+def require_fixed(node, fmt, what: str = "input",
+                  why: str = "is computed through a lookup table addressed by the bits of an ap_fixed value") -> FixedType:
     """The ap_fixed format of a kernel operand, or a PrecisionError naming the node."""
     if not is_fixed(fmt):
         raise PrecisionError(
-            f"{node}: the {what} format is {fmt}; {node.op_type} is computed through a lookup table "
-            "addressed by the bits of an ap_fixed value; accepted: an ap_fixed/ap_ufixed format"
+            f"{node}: the {what} format is {fmt}; {node.op_type} {why}; accepted: an ap_fixed/ap_ufixed format"
         )
     if fmt.width > 53:
         raise PrecisionError(f"{node}: the {what} format {fmt} is wider than 53 bits; bit-accurate "
@@ -108,6 +120,34 @@ def _load_libm():
 
 
 _LIBM = _load_libm()
+
+
+def _load_libm_double():
+    for name in (ctypes.util.find_library("m"), "libm.so.6", "libm.dylib"):
+        if not name:
+            continue
+        try:
+            lib = ctypes.CDLL(name)
+            fns = {}
+            for fn in ("exp", "erf", "tanh"):
+                f = getattr(lib, fn)
+                f.restype, f.argtypes = ctypes.c_double, [ctypes.c_double]
+                fns[fn] = f
+            return fns
+        except (OSError, AttributeError):
+            continue
+    return None
+
+
+_LIBM_D = _load_libm_double()
+
+
+def c_double_fn(name: str, x: np.ndarray) -> np.ndarray:
+    """libm's double function `name` ('exp', 'erf', 'tanh') elementwise, as C++ calls it
+    (numpy's own exp may differ from libm's in the last bit); without libm, Python's math."""
+    x = np.asarray(x, np.float64)
+    f = _LIBM_D[name] if _LIBM_D is not None else getattr(math, name)
+    return np.array([f(float(v)) for v in x.ravel()], dtype=np.float64).reshape(x.shape)
 
 
 def c_float_fn(name: str, x: np.ndarray) -> np.ndarray:
@@ -221,6 +261,53 @@ def lrn_table(size: int, lo: int, hi: int, fmt: FixedType, bias: float, alpha_ov
     return _frozen(RangeTable(size, lo, hi, fmt, fmt.quantize(np.array(vals, np.float64))))
 
 
+@lru_cache(maxsize=64)
+def own_table(name: str, size: int, lo: int, hi: int, fmt: FixedType) -> RangeTable:
+    """conveyor's own range tables: entry i is f(x_i) computed in double (x_i of `table_inputs`,
+    not rounded to float), then `table_t v = value;` (C++: tests/hls4ml_oracle/conveyor_math.h).
+
+    exp: exp(x); sqrt: sqrt(x) (min >= 0); reciprocal: 1.0 / x (1/0 = +inf: the format's
+    maximum under AP_SAT); erf: erf(x); gelu: Phi(x) = 0.5 * (1.0 + erf(x / 1.4142135623730951));
+    gelu_tanh: 0.5 * (1.0 + tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))."""
+    xs = table_inputs(size, lo, hi)
+    if name == "exp":
+        v = c_double_fn("exp", xs)
+    elif name == "sqrt":
+        if lo < 0:
+            raise PrecisionError(f"tables.sqrt: min {lo} < 0; the square-root table must start at 0 or above")
+        v = np.sqrt(xs)  # IEEE square root: correctly rounded, as C's sqrt
+    elif name == "reciprocal":
+        with np.errstate(divide="ignore"):
+            v = 1.0 / xs
+    elif name == "erf":
+        v = c_double_fn("erf", xs)
+    elif name == "gelu":
+        v = 0.5 * (1.0 + c_double_fn("erf", xs / 1.4142135623730951))
+    elif name == "gelu_tanh":
+        v = 0.5 * (1.0 + c_double_fn("tanh", 0.7978845608028654 * (xs + 0.044715 * xs * xs * xs)))
+    else:
+        raise ValueError(f"no conveyor table {name!r}; accepted: {OWN_TABLES}")
+    return _frozen(RangeTable(size, lo, hi, fmt, fmt.quantize(v)))
+
+
+@lru_cache(maxsize=64)
+def invert_sqrt_table(size: int, range_power2: int, epsilon_power_of_10: int, fmt: FixedType) -> np.ndarray:
+    """hls4ml's init_invert_sqr_table (nnet_layernorm.h), in its float arithmetic:
+    min_val = (float) pow(10.0f, -eps_p10) (pow(float, int) computes in double);
+    max_val = (float) pow(2.0f, -range_power2); step = max_val / (float) N;
+    in_val = min_val + step * ii (float); table_t(1.0 / sqrt(in_val)) (sqrt of a float: sqrtf)."""
+    f32 = np.float32
+    min_val = f32(math.pow(10.0, -epsilon_power_of_10))
+    max_val = f32(math.pow(2.0, -range_power2))
+    step = f32(max_val / f32(size))
+    ii = np.arange(size, dtype=np.float32)
+    in_val = (min_val + (step * ii).astype(np.float32)).astype(np.float32)
+    root = np.sqrt(in_val).astype(np.float32)
+    v = fmt.quantize(1.0 / root.astype(np.float64))
+    v.setflags(write=False)
+    return v
+
+
 def range_spec(node, prec, name: str) -> tuple[int, int, int, FixedType]:
     spec = settings(prec, name)
     lo, hi = spec["min"], spec["max"]
@@ -233,6 +320,24 @@ def range_spec(node, prec, name: str) -> tuple[int, int, int, FixedType]:
 def _frozen(t: RangeTable) -> RangeTable:
     t.values.setflags(write=False)
     return t
+
+
+#: op type -> the conveyor-own / LayerNorm table it reads (Pow: by its exponent, `table_of`)
+TABLE_OF_OP = {"Exp": "exp", "Sqrt": "sqrt", "Reciprocal": "reciprocal", "Erf": "erf", "Gelu": "gelu",
+               "LayerNormalization": "layernorm"}
+
+
+def table_of(op_type: str, prec, exponent: float | None = None) -> tuple[str, int, int] | None:
+    """(table name, entries, bits per entry) of the lookup table an op of the new families reads
+    under `prec` (None: the defaults), for the cost model; None when it reads none (Pow reads
+    the sqrt table for exponent 0.5 and the reciprocal table for -1)."""
+    name = TABLE_OF_OP.get(op_type)
+    if op_type == "Pow":
+        name = {0.5: "sqrt", -1.0: "reciprocal"}.get(exponent)
+    if name is None:
+        return None
+    spec = settings(prec, name)
+    return name, int(spec["size"]), int(fixed_format(spec["format"], f"tables.{name}.format").width)
 
 
 # ---- top-bits tables: softmax -------------------------------------------------------------
@@ -303,5 +408,5 @@ def tree_reduce(cols: list[np.ndarray], fmt: FixedType) -> np.ndarray:
 __all__ = [
     "DEFAULTS", "settings", "RangeTable", "range_index", "table_inputs", "sigmoid_table",
     "tanh_table", "lrn_table", "range_spec", "address_bits", "top_bits_index", "softmax_exp_table",
-    "softmax_inv_table", "tree_reduce", "require_fixed", "require_exact", "fixed_format", "c_float_fn",
+    "softmax_inv_table", "tree_reduce", "own_table", "invert_sqrt_table", "c_double_fn", "OWN_TABLES", "table_of", "require_fixed", "require_exact", "fixed_format", "c_float_fn",
 ]
