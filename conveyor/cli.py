@@ -278,7 +278,7 @@ def quantize(model: str, precisions: tuple[str, ...], config_path: str | None, h
     reports = [quantization_report(graph, c, x, y) for c in configs]
     if sweep:
         path = plot_path or f"{graph.name}-sweep.svg"
-        _write_sweep_chart(path, graph.name, precisions, reports)
+        _write_sweep_chart(path, graph.name, precisions, reports, sweep)
     if as_json:
         _print_json({"model": graph.name, "reports": [r.as_dict() for r in reports]})
         return
@@ -317,33 +317,30 @@ def _print_accuracy(reports) -> None:
 
 
 def _sweep_precisions(sweep: str, precisions: tuple[str, ...]) -> tuple[str, ...]:
-    from dataclasses import replace
-
-    from conveyor.numerics.fixed import FixedType
+    from conveyor.numerics.sweep import sweep_formats
 
     if len(precisions) != 1:
-        raise ConveyorError('--sweep varies one fixed-point format: give exactly one --precision, e.g. "ap_fixed<16,6>"')
+        raise ConveyorError('--sweep varies one format: give exactly one --precision, e.g. "ap_fixed<16,6>" '
+                            'or "mx:fp8_e4m3"')
     try:
         lo, hi = (int(v) for v in sweep.split(":"))
     except ValueError:
         raise ConveyorError(f"--sweep {sweep}: expected LO:HI total widths, e.g. 6:18") from None
     if not 1 <= lo <= hi <= 64:
         raise ConveyorError(f"--sweep {sweep}: widths must satisfy 1 <= LO <= HI <= 64")
-    template = FixedType.parse(precisions[0])
-    return tuple(str(replace(template, width=w, sat_bits=min(template.sat_bits, w))) for w in range(lo, hi + 1))
+    return tuple(text for _, text in sweep_formats(precisions[0], lo, hi))
 
 
-def _write_sweep_chart(path: str, model: str, precisions, reports) -> None:
+def _write_sweep_chart(path: str, model: str, precisions, reports, sweep: str) -> None:
+    from conveyor.numerics.sweep import series_label, sweep_formats
     from conveyor.reports.svg import Series, line_chart
-    from conveyor.numerics.fixed import FixedType
 
-    widths = [FixedType.parse(p).width for p in precisions]
+    lo, hi = (int(v) for v in sweep.split(":"))
+    widths = [w for w, _ in sweep_formats(precisions[0], lo, hi)]
     acc = [100 * r.accuracy for r in reports]
     flt = [100 * reports[0].float_accuracy] * len(widths)
-    template = FixedType.parse(precisions[0])
     svg = line_chart(
-        [Series(str(template).replace(f"<{template.width},", "<W,", 1), widths, acc),
-         Series("float32", widths, flt, dashed=True)],
+        [Series(series_label(precisions[0]), widths, acc), Series("float32", widths, flt, dashed=True)],
         title=f"{model}: top-1 accuracy vs bit width", x_label="total width W (bits)", y_label="top-1 accuracy (%)",
         y_range=(0, 100),
     )
