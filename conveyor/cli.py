@@ -275,7 +275,12 @@ def quantize(model: str, precisions: tuple[str, ...], config_path: str | None, h
     x = check_sample_shape(x, graph.inputs[0].shape, "--data", data or "noise", graph.name)
     if sweep and y is None:
         raise ConveyorError("--sweep measures accuracy: give labelled data (--data digits or an .npz with x and y)")
-    reports = [quantization_report(graph, c, x, y) for c in configs]
+    from conveyor.cli_progress import progress
+
+    batch = min(256, max(1, -(-len(x) // 20)))  # about 20 steps per bar
+    with progress(f"{graph.name}: float and bit-accurate", len(x) * len(configs), quiet=as_json,
+                  unit="samples") as advance:
+        reports = [quantization_report(graph, c, x, y, batch=batch, on_batch=advance) for c in configs]
     if sweep:
         path = plot_path or f"{graph.name}-sweep.svg"
         _write_sweep_chart(path, graph.name, precisions, reports, sweep)
@@ -533,22 +538,27 @@ def plan_cmd(model: str, cluster_spec: str, precision: str, config_path: str | N
 @click.option("--in-flight", type=click.IntRange(min=1), default=None,
               help="Requests in the pipeline at once (default: twice the stages); 1 measures batch-1 latency.")
 @click.option("-n", "count", type=click.IntRange(min=1), default=None, help="Run the first N samples (default: all, or 100 of noise).")
+@click.option("--backend", "backend_specs", multiple=True, metavar="[DEVICE=]BACKEND",
+              help="Run DEVICE's stage on BACKEND (emulator, cpu, gpu, csim); a bare BACKEND applies to every "
+                   "host (CPU/GPU) stage: --backend cpu dry-runs a GPU-host plan on a machine without a GPU.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 def run(plan_path: str, model: str, inputs_spec: str | None, executor: str, paced: bool, time_scale: float,
-        in_flight: int | None, count: int | None, as_json: bool) -> None:
+        in_flight: int | None, count: int | None, backend_specs: tuple[str, ...], as_json: bool) -> None:
     """Run PLAN on a distributed pipeline: per-stage busy time and queue depth, throughput,
     latency p50/p99 (measured), against the plan's prediction; accuracy when labels are given."""
     import numpy as np
-    from rich.progress import Progress
 
+    from conveyor.cli_inputs import check_sample_shape, parse_backends
+    from conveyor.cli_progress import progress
     from conveyor.plan import Plan
     from conveyor.runtime import Pipeline
-
-    from conveyor.cli_inputs import check_sample_shape
+    from conveyor.runtime.calibrate import calibrated_time_scale, measured_compute_s
+    from conveyor.units import plural
 
     if time_scale != 1.0 and not paced:
         raise ConveyorError(f"--time-scale {time_scale:g} stretches paced stages only: add --paced, or drop it")
     plan_obj = Plan.load(plan_path)
+    backends = parse_backends(backend_specs, plan_obj)
     graph = _resolve_model(model)
     x, y = _load_samples(inputs_spec, graph, count or (None if inputs_spec else 100), option="--inputs")
     shape = graph.inputs[0].shape
@@ -556,45 +566,68 @@ def run(plan_path: str, model: str, inputs_spec: str | None, executor: str, pace
     samples = [np.asarray(s, dtype=graph.inputs[0].dtype).reshape(shape) for s in x]
     outputs = []
     with Pipeline(plan_obj, graph, executor=executor, paced=paced, time_scale=time_scale,
-                  max_in_flight=in_flight) as pipe:
-        with Progress(transient=True, disable=as_json) as progress:
-            task = progress.add_task(f"{executor} pipeline, {len(plan_obj.stages)} stages", total=len(samples))
+                  max_in_flight=in_flight, backends=backends or None) as pipe:
+        with progress(f"{executor} pipeline, {plural(len(plan_obj.stages), 'stage')}", len(samples), quiet=as_json,
+                      unit="requests") as advance:
             for out in pipe.map(samples):
                 outputs.append(out[graph.output_names[0]])
-                progress.advance(task)
+                advance(1)
         stats = pipe.stats()
         stats["max_in_flight"] = pipe.max_in_flight
     if y is not None:
         pred = np.array([np.argmax(o) for o in outputs])
         stats["accuracy"] = float(np.mean(pred == np.asarray(y)))
+    compute = measured_compute_s(stats["stages"])
+    overruns = sum(st.get("overruns") or 0 for st in stats["stages"]) if paced else 0
+    if paced:  # what benchmarks/runtime.py would run this plan at on this machine
+        stats["calibrated_time_scale"] = calibrated_time_scale(compute, plan_obj)
     if as_json:
         _print_json(stats)
         return
+    _print_run(graph, plan_obj, stats, executor, paced, time_scale, compute, overruns, len(outputs))
+
+
+def _print_run(graph, plan_obj, stats, executor, paced, time_scale, compute, overruns, n_outputs) -> None:
+    from conveyor.units import rate, seconds
+
     table = Table(title=f"{graph.name}: {stats['completed']} requests on the {executor} executor"
                         f"{f' (paced, time scale {time_scale:g})' if paced else ''} (measured)",
                   title_justify="left")
-    for col in ("stage", "device", "backend", "items", "busy", "queue", "restarts") + (("overruns",) if paced else ()):
+    for col in ("stage", "device", "backend", "items", "busy", "per item", "queue", "restarts") + (
+            ("overruns",) if paced else ()):
         table.add_column(col, justify="left" if col in ("device", "backend") else "right")
-    for st in stats["stages"]:
+    for st, c in zip(stats["stages"], compute):
         row = [str(st.get("index")), str(st.get("device")), str(st.get("backend")), _fmt_int(st.get("items") or 0),
-               f"{st.get('busy_s') or 0.0:.3f} s", str(st.get("queue_depth", "-")), str(st.get("restarts", 0))]
+               seconds(st.get("busy_s") or 0.0), seconds(c), str(st.get("queue_depth", "-")),
+               str(st.get("restarts", 0))]
         table.add_row(*row, *((str(st.get("overruns", "-")),) if paced else ()))
     _out.print(table)
     thr, p50, p99 = stats["throughput_per_s"], stats["latency_p50_s"], stats["latency_p99_s"]
     interval, latency = stats["predicted_interval_s"], stats["predicted_latency_s"]
     pred_thr = 1 / interval if interval else float("inf")
     scaled = f" at time scale {time_scale:g}" if time_scale != 1 else ""
-    _out.print(f"throughput {thr:.2f}/s (plan predicts {pred_thr:.2f}/s{scaled}: ratio {thr / pred_thr:.3f})")
-    if not paced:
-        _out.print("unpaced: each stage runs as fast as this machine emulates it, not at the modeled board's "
-                   "speed, so the ratio compares this machine to the boards; --paced times stages as planned")
+    why = ""
+    if not paced and compute:
+        k = max(range(len(compute)), key=compute.__getitem__)
+        st = plan_obj.stages[k]
+        why = (f"; unpaced, so this machine's speed, not the boards': stage {k} ({st.device}, "
+               f"{stats['stages'][k].get('backend')}) takes {seconds(compute[k])} per item here, "
+               f"the plan models {seconds(st.stage_time_s)}; --paced times stages as planned")
+    _out.print(f"throughput {rate(thr)}/s (plan predicts {rate(pred_thr)}/s{scaled}: ratio {thr / pred_thr:.3g}){why}")
+    if paced and overruns:
+        scale = stats["calibrated_time_scale"]
+        k = max(range(len(compute)), key=lambda i: compute[i] / max(plan_obj.stages[i].stage_time_s, 1e-30))
+        _out.print(f"{overruns} items overran their modeled time: stage {k} emulates in {seconds(compute[k])} per item "
+                   f"what the plan times at {seconds(plan_obj.stages[k].stage_time_s * time_scale)}{scaled}; "
+                   f"run in slow motion with --time-scale {scale:g} (calibrated on this run as "
+                   "benchmarks/runtime.py does)")
     if p50 is not None:
         queued = (f"; with up to {stats['max_in_flight']} requests in flight they queue — "
                   "--in-flight 1 measures batch 1" if stats["max_in_flight"] > 1 else "")
-        _out.print(f"latency p50 {p50 * 1e3:.3f} ms, p99 {p99 * 1e3:.3f} ms (plan predicts {latency * 1e3:.3f} ms "
+        _out.print(f"latency p50 {seconds(p50)}, p99 {seconds(p99)} (plan predicts {seconds(latency)} "
                    f"at batch 1{scaled}{queued})")
     if "accuracy" in stats:
-        _out.print(f"accuracy {stats['accuracy']:.2%} on {len(outputs)} labelled samples")
+        _out.print(f"accuracy {stats['accuracy']:.2%} on {n_outputs} labelled samples")
 
 
 from conveyor.cli_serve import serve  # noqa: E402

@@ -48,3 +48,29 @@ def check_sample_shape(x, shape: tuple, option: str, source: str, model: str):
         raise ConveyorError(f"{option} {source}: samples of shape {tuple(got[1:])} (array {tuple(got)}); "
                             f"{model} takes samples of shape {want} (array (N, {', '.join(map(str, want))}))")
     return x.reshape((x.shape[0],) + want)
+
+
+def parse_backends(specs, plan) -> dict[str, str]:
+    """`--backend` values to {device: backend}: DEVICE=BACKEND for one stage, a bare BACKEND
+    for every host (CPU/GPU) stage of the plan (e.g. `cpu`: a GPU-host plan without a GPU)."""
+    from conveyor.runtime.device import BACKENDS
+
+    devices = {st.device: st for st in plan.stages}
+    out: dict[str, str] = {}
+    for spec in specs:
+        device, sep, backend = spec.rpartition("=")
+        if backend not in BACKENDS:
+            raise ConveyorError(f"--backend {spec}: unknown backend '{backend}'; accepted: {', '.join(BACKENDS)} "
+                                "(as BACKEND for every host stage or DEVICE=BACKEND)")
+        if not sep:
+            hosts = [d for d, st in devices.items() if st.device_kind in ("cpu", "gpu")]
+            if not hosts:
+                raise ConveyorError(f"--backend {spec}: the plan has no host (CPU/GPU) stage; "
+                                    f"name a device: DEVICE={backend} with DEVICE one of {', '.join(devices)}")
+            out.update({d: backend for d in hosts})
+        elif device not in devices:
+            raise ConveyorError(f"--backend {spec}: the plan has no stage on '{device}'; "
+                                f"its stage devices: {', '.join(devices)}")
+        else:
+            out[device] = backend
+    return out

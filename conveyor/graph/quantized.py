@@ -331,10 +331,11 @@ class QuantReport:
 
 
 def quantization_report(graph, precision, inputs: np.ndarray, labels: np.ndarray | None = None,
-                        batch: int = 256) -> QuantReport:
+                        batch: int = 256, on_batch=None) -> QuantReport:
     """Run `inputs` (one array, samples along axis 0, each of the graph's input shape) in
     float and under `precision`; per layer the range the result cast saw, overflows,
-    saturations and error against float; top-1 accuracy when `labels` are given."""
+    saturations and error against float; top-1 accuracy when `labels` are given.
+    `on_batch(n)` is called after every batch of n samples (a progress bar)."""
     if len(graph.inputs) != 1:
         raise ModelError(f"graph '{graph.name}': the report takes single-input graphs, this one has {graph.input_names}")
     inputs = np.asarray(inputs)
@@ -368,6 +369,8 @@ def quantization_report(graph, precision, inputs: np.ndarray, labels: np.ndarray
             lab = np.asarray(labels[start:start + batch])
             correct += int(np.sum(np.argmax(got[out_name].reshape(len(chunk), -1), axis=1) == lab))
             correct_float += int(np.sum(np.argmax(ref[out_name].reshape(len(chunk), -1), axis=1) == lab))
+        if on_batch is not None:
+            on_batch(len(chunk))
     layers = []
     for n in layer_nodes:
         s = stats.get(n.name)
