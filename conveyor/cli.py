@@ -235,12 +235,30 @@ def _hls4ml_precision(path: str, graph) -> dict:
     return dict(cfg.precision)
 
 
+def _check_formats(option: str, texts) -> None:
+    """Each number format given on the command line parses, else one short line naming it."""
+    from conveyor.errors import PrecisionError
+    from conveyor.numerics.config import parse_format
+
+    for t in texts:
+        try:
+            parse_format(t)
+        except PrecisionError as e:
+            msg, q = str(e), repr(t.strip())
+            for prefix in (f"precision {q}: ", f"precision {q} ", f"MX format {q}: ", f"MSFP format {q} is ",
+                           f"{q} is "):  # the option and value are said once, in front
+                msg = msg.removeprefix(prefix)
+            raise ConveyorError(f"{option} {t}: {msg}") from None
+
+
 def _load_samples(data: str | None, graph, n: int | None, option: str = "--data"):
     """(inputs, labels or None) for `--data`: 'digits', an .npz with x (and y), or seeded noise."""
     import numpy as np
 
     if data is None:
-        x = np.random.default_rng(0).standard_normal((n or 32,) + graph.inputs[0].shape[1:]).astype(np.float32)
+        from conveyor.cli_inputs import sample_shape
+
+        x = np.random.default_rng(0).standard_normal((n or 32,) + sample_shape(graph.inputs[0].shape)).astype(np.float32)
         return x, None
     if data == "digits":
         from conveyor.zoo import digits_dataset
@@ -277,6 +295,7 @@ def quantize(model: str, precisions: tuple[str, ...], config_path: str | None, h
     from conveyor.graph.quantized import quantization_report
     from conveyor.numerics.config import PrecisionConfig
 
+    _check_formats("--precision", precisions)
     graph = _resolve_model(model)
     base = PrecisionConfig.load(config_path).to_dict() if config_path else None
     if hls4ml_path:
@@ -467,6 +486,7 @@ def plan_cmd(model: str, cluster_spec: str, precision: str, config_path: str | N
     from conveyor.planner import plan
     from conveyor.planner.baselines import BASELINES
 
+    _check_formats("--precision", [precision] if precision else [])
     graph = _resolve_model(model)
     cluster = _resolve_cluster(cluster_spec)
     prec = PrecisionConfig.load(config_path) if config_path else (

@@ -36,12 +36,19 @@ def load_array_file(path: str, option: str):
     return x, y
 
 
+def sample_shape(shape: tuple) -> tuple:
+    """One sample of a graph input: the input less its batch axis of 1 ([1, 3, 32, 32] -> [3, 32, 32]);
+    an input whose leading axis is not 1 (a sequence [16, 1, 32]) is one whole sample."""
+    shape = tuple(int(d) for d in shape)
+    return shape[1:] if shape and shape[0] == 1 else shape
+
+
 def check_sample_shape(x, shape: tuple, option: str, source: str, model: str):
     """x reshaped to (N, *shape[1:]) or a ConveyorError naming both shapes."""
     import numpy as np
 
     x = np.asarray(x)
-    want = tuple(int(d) for d in shape[1:])
+    want = sample_shape(shape)
     per = int(np.prod(want)) if want else 1
     if x.ndim == 0 or x[0].size != per:
         got = x.shape if x.ndim else ()

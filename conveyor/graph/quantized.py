@@ -339,9 +339,11 @@ def quantization_report(graph, precision, inputs: np.ndarray, labels: np.ndarray
     if len(graph.inputs) != 1:
         raise ModelError(f"graph '{graph.name}': the report takes single-input graphs, this one has {graph.input_names}")
     inputs = np.asarray(inputs)
-    per_sample = graph.inputs[0].shape[1:]
-    if inputs.shape[1:] != per_sample:
-        raise ModelError(f"inputs have sample shape {inputs.shape[1:]}, graph '{graph.name}' expects {per_sample}")
+    shape = graph.inputs[0].shape
+    # samples along axis 0: each a slice of the graph's leading (batch) axis, or, for a graph whose
+    # leading axis is not a batch of 1 (a sequence [T, 1, F]), whole inputs stacked
+    if inputs.shape[1:] != shape[1:] and not (len(shape) and shape[0] != 1 and inputs.shape[1:] == shape):
+        raise ModelError(f"inputs have sample shape {inputs.shape[1:]}, graph '{graph.name}' expects {shape[1:]}")
     config = PrecisionConfig.coerce(precision)
     layer_nodes = [n for n in graph.nodes]
     first_out = {n.name: next(o for o in n.outputs if o) for n in layer_nodes}
