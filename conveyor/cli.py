@@ -518,7 +518,7 @@ def plan_cmd(model: str, cluster_spec: str, precision: str, config_path: str | N
     if report:
         from conveyor.reports.plan_report import render
 
-        html = render(best, baselines)  # rendered first: a failure leaves no empty file behind
+        html = render(best, baselines, graph)  # rendered first: a failure leaves no empty file behind
         with open(report, "w") as f:
             f.write(html)
     if as_json:
