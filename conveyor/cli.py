@@ -700,9 +700,13 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.UsageError as e:  # one line, as every user error: what is wrong, and where the help is
+        ctx = e.ctx.command_path if e.ctx is not None else "conveyor"
+        click.echo(f"error: {' '.join(e.format_message().split())} (see {ctx} --help)", err=True)
+        sys.exit(1)
     except click.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
+        click.echo(f"error: {' '.join(e.format_message().split())}", err=True)
+        sys.exit(1)
     except ConveyorError as e:
         click.echo(f"error: {' '.join(str(e).split()) or type(e).__name__}", err=True)
         sys.exit(1)
