@@ -238,13 +238,13 @@ def _hls4ml_precision(path: str, graph) -> dict:
 def _check_formats(option: str, texts) -> None:
     """Each number format given on the command line parses, else one short line naming it."""
     from conveyor.errors import PrecisionError
-    from conveyor.numerics.config import parse_format
+    from conveyor.numerics.config import PrecisionConfig
 
     for t in texts:
         try:
-            parse_format(t)
+            PrecisionConfig.from_dict({"default": t})  # as the commands read it ("hls4ml:..." included)
         except PrecisionError as e:
-            msg, q = str(e), repr(t.strip())
+            msg, q = str(e).removeprefix("precision.default: "), repr(t.strip())
             for prefix in (f"precision {q}: ", f"precision {q} ", f"MX format {q}: ", f"MSFP format {q} is ",
                            f"{q} is "):  # the option and value are said once, in front
                 msg = msg.removeprefix(prefix)
