@@ -13,7 +13,6 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.table import Table
 
 from conveyor.errors import ConveyorError
 from conveyor import cli_quantized
