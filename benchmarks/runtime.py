@@ -32,7 +32,6 @@ What is measured: wall time on this machine.  What is modeled: every board and l
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import platform
 import statistics
@@ -46,7 +45,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 PLAN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "reports",
                     "alexnet-conv-zynq7035x4.plan.json")
 THROUGHPUT_TARGET = 0.95
-SCALES = (1, 2, 5, 10, 20, 30, 50, 100, 200)
+from conveyor.runtime.calibrate import SCALES, calibrated_time_scale  # noqa: E402
 
 
 # -- 1. per-hop overhead ---------------------------------------------------------------------------
@@ -110,11 +109,7 @@ def calibrate(plan, graph, x) -> tuple[list[float], float]:
         w.close()
         compute.append(statistics.median(times))
         bundle = out
-    cores = os.cpu_count() or 1
-    need = max(2 * max(c / s.stage_time_s for c, s in zip(compute, plan.stages)),
-               2 * sum(compute) / (cores * plan.interval_s))
-    scale = next((s for s in SCALES if s >= need), math.ceil(need))
-    return compute, float(scale)
+    return compute, calibrated_time_scale(compute, plan)
 
 
 def paced_run(plan, graph, x, executor: str, scale: float, items: int, latency_items: int) -> dict:

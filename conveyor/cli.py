@@ -13,18 +13,33 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.table import Table
 
 from conveyor.errors import ConveyorError
 from conveyor import cli_quantized
+from conveyor.units import plural
 
 class _Out:
-    """A rich console made at print time, so that it writes to the current stdout; when
-    that is not a terminal (a pipe, a file, a test) tables get room instead of '…'."""
+    """A rich console made at print time, so that it writes to the current stdout: a terminal's
+    width (or $COLUMNS); when stdout is neither (a pipe, a file, a test) 160 columns."""
+
+    def _console(self) -> Console:
+        width = None if sys.stdout.isatty() or os.environ.get("COLUMNS", "").isdigit() else 160
+        return Console(highlight=False, width=width)
 
     def print(self, *args, **kwargs) -> None:
-        width = None if sys.stdout.isatty() else 160
-        Console(highlight=False, width=width).print(*args, **kwargs)
+        self._console().print(*args, **kwargs)
+
+    def table(self, title, cols, rows, footer=()) -> None:
+        """A table fitted to the width (conveyor.cli_tables); a line names what it left out."""
+        from conveyor.cli_tables import fit_table
+
+        console = self._console()
+        table, dropped = fit_table(None, cols, rows, console.width, footer)
+        if title:  # on its own line: a title over a narrow table would wrap at the table's width
+            console.print(title)
+        console.print(table)
+        if dropped:
+            console.print(f"(not shown at {console.width} columns: {', '.join(dropped)}; see --json)")
 
 
 _out = _Out()
@@ -103,17 +118,18 @@ def inspect(model: str, as_json: bool) -> None:
             **({"precision": cli_quantized.as_json(graph)} if cli_quantized.model_config(graph) else {}),
         })
         return
-    table = Table(title=f"{graph.name}: {len(rows)} layers", title_justify="left")
-    for col, just in (("layer", "left"), ("node", "left"), ("op", "left"), ("output", "left"), ("MACs", "right"),
-                      ("params", "right"), ("act in", "right"), ("act out", "right")):
-        table.add_column(col, justify=just)
-    for r in rows:
-        table.add_row(r.layer, r.node, r.op_type, "x".join(map(str, r.output_shape)), _fmt_int(r.macs),
-                      _fmt_int(r.params), _fmt_bytes(r.act_in_bytes), _fmt_bytes(r.act_out_bytes))
-    table.add_section()
-    table.add_row("total", "", "", "", _fmt_int(totals["macs"]), _fmt_int(totals["params"]), "",
-                  _fmt_bytes(totals["act_out_bytes"]), style="bold")
-    _out.print(table)
+    from conveyor.cli_tables import Col
+
+    named = any(r.layer != r.node for r in rows)  # the node column only where a layer name differs
+    cols = [Col("layer", rank=None)] + ([Col("node", rank=1)] if named else []) + [
+        Col("op", rank=9), Col("output", rank=6), Col("MACs", True, 8), Col("params", True, 7),
+        Col("act in", True, 2), Col("act out", True, 5)]
+    body = [[r.layer] + ([r.node] if named else []) + [
+        r.op_type, "x".join(map(str, r.output_shape)), _fmt_int(r.macs), _fmt_int(r.params),
+        _fmt_bytes(r.act_in_bytes), _fmt_bytes(r.act_out_bytes)] for r in rows]
+    total = ["total"] + ([""] if named else []) + ["", "", _fmt_int(totals["macs"]), _fmt_int(totals["params"]), "",
+                                                   _fmt_bytes(totals["act_out_bytes"])]
+    _out.table(f"{graph.name}: {plural(len(rows), 'layer')}", cols, body, footer=[total])
     ins = ", ".join(str(t) for t in graph.inputs)
     outs = ", ".join(str(t) for t in graph.outputs)
     _out.print(f"inputs: {ins}\noutputs: {outs}\nweights: {_fmt_bytes(totals['param_bytes'])}")
@@ -135,12 +151,10 @@ def zoo(name: str | None, output: str | None, as_json: bool) -> None:
         if as_json:
             _print_json(rows)
             return
-        table = Table(title="model zoo", title_justify="left")
-        table.add_column("name")
-        table.add_column("description")
-        for r in rows:
-            table.add_row(r["name"], r["description"])
-        _out.print(table)
+        from conveyor.cli_tables import Col
+
+        _out.table("model zoo", [Col("name", rank=None), Col("description", rank=None)],
+                   [[r["name"], r["description"].removeprefix(f"{r['name']}: ")] for r in rows])
         return
     if name not in model_zoo.names():
         raise ConveyorError(f"unknown zoo model '{name}'; known: {', '.join(model_zoo.names())}")
@@ -169,13 +183,19 @@ def hardware(as_json: bool) -> None:
         items = [r for r in rows if r["kind"] == kind]
         if not items:
             continue
-        table = Table(title=title, title_justify="left")
-        for header, _, _ in columns:
-            table.add_column(header, justify="left" if header in ("name", "part", "encoding") else "right")
-        for it in items:
-            table.add_row(*[fmt(it.get(key)) if it.get(key) not in (None, 0) else "-" for _, key, fmt in columns])
-        _out.print(table)
+        from conveyor.cli_tables import Col
+
+        cols = [Col(h, h not in ("name", "part", "encoding"), None if h in ("name", "part") else 0)
+                for h, _, _ in columns]
+        _out.table(title, cols, [[fmt(it.get(key)) if it.get(key) not in (None, 0) else "-"
+                                  for _, key, fmt in columns] for it in items])
     _out.print("Datasheet figures (sources in the catalog YAML; `--json` lists them); none is measured here.")
+
+
+def _eng(unit: str):
+    from conveyor.units import eng
+
+    return lambda v: eng(v, unit)
 
 
 def _si(unit: str, scale: float, digits: int = 4):
@@ -185,20 +205,20 @@ def _si(unit: str, scale: float, digits: int = 4):
 _HARDWARE_TABLES = {
     "part": ("FPGA parts", [("name", "name", str), ("DSP", "dsp", _fmt_int), ("mult", "dsp_mult_width", str),
                             ("BRAM18K", "bram18k", _fmt_int), ("URAM", "uram", _fmt_int), ("M20K", "m20k", _fmt_int),
-                            ("LUT", "lut", _fmt_int), ("FF", "ff", _fmt_int), ("clock", "clock_hz", _si("MHz", 1e6))]),
-    "board": ("boards", [("name", "name", str), ("part", "part", str), ("clock", "clock_hz", _si("MHz", 1e6)),
-                         ("DRAM", "dram_bytes", _si("GiB", 2**30)), ("DRAM BW", "dram_bandwidth_Bps", _si("GB/s", 1e9)),
-                         ("HBM", "hbm_bytes", _si("GiB", 2**30)), ("HBM BW", "hbm_bandwidth_Bps", _si("GB/s", 1e9)),
-                         ("power", "power_w", _si("W", 1))]),
-    "cpu": ("host CPUs", [("name", "name", str), ("peak fp32", "peak_flops", _si("TFLOP/s", 1e12)),
-                          ("mem BW", "mem_bandwidth_Bps", _si("GB/s", 1e9)), ("memory", "mem_bytes", _si("GiB", 2**30)),
-                          ("TDP", "tdp_w", _si("W", 1))]),
-    "gpu": ("GPUs", [("name", "name", str), ("peak fp32", "peak_flops", _si("TFLOP/s", 1e12)),
-                     ("mem BW", "mem_bandwidth_Bps", _si("GB/s", 1e9)), ("memory", "mem_bytes", _si("GiB", 2**30)),
-                     ("TDP", "tdp_w", _si("W", 1))]),
-    "link": ("links", [("name", "name", str), ("lanes", "lanes", _fmt_int), ("line rate", "line_rate_bps", _si("Gb/s", 1e9)),
-                       ("encoding", "encoding", str), ("payload BW", "bandwidth_Bps", _si("GB/s", 1e9)),
-                       ("latency/hop", "latency_s", _si("us", 1e-6))]),
+                            ("LUT", "lut", _fmt_int), ("FF", "ff", _fmt_int), ("clock", "clock_hz", _eng("Hz"))]),
+    "board": ("boards", [("name", "name", str), ("part", "part", str), ("clock", "clock_hz", _eng("Hz")),
+                         ("DRAM", "dram_bytes", _si("GiB", 2**30)), ("DRAM BW", "dram_bandwidth_Bps", _eng("B/s")),
+                         ("HBM", "hbm_bytes", _si("GiB", 2**30)), ("HBM BW", "hbm_bandwidth_Bps", _eng("B/s")),
+                         ("power", "power_w", _eng("W"))]),
+    "cpu": ("host CPUs", [("name", "name", str), ("peak fp32", "peak_flops", _eng("FLOP/s")),
+                          ("mem BW", "mem_bandwidth_Bps", _eng("B/s")), ("memory", "mem_bytes", _si("GiB", 2**30)),
+                          ("TDP", "tdp_w", _eng("W"))]),
+    "gpu": ("GPUs", [("name", "name", str), ("peak fp32", "peak_flops", _eng("FLOP/s")),
+                     ("mem BW", "mem_bandwidth_Bps", _eng("B/s")), ("memory", "mem_bytes", _si("GiB", 2**30)),
+                     ("TDP", "tdp_w", _eng("W"))]),
+    "link": ("links", [("name", "name", str), ("lanes", "lanes", _fmt_int), ("line rate", "line_rate_bps", _eng("b/s")),
+                       ("encoding", "encoding", str), ("payload BW", "bandwidth_Bps", _eng("B/s")),
+                       ("latency/hop", "latency_s", _eng("s"))]),
 }
 
 
@@ -214,12 +234,30 @@ def _hls4ml_precision(path: str, graph) -> dict:
     return dict(cfg.precision)
 
 
+def _check_formats(option: str, texts) -> None:
+    """Each number format given on the command line parses, else one short line naming it."""
+    from conveyor.errors import PrecisionError
+    from conveyor.numerics.config import PrecisionConfig
+
+    for t in texts:
+        try:
+            PrecisionConfig.from_dict({"default": t})  # as the commands read it ("hls4ml:..." included)
+        except PrecisionError as e:
+            msg, q = str(e).removeprefix("precision.default: "), repr(t.strip())
+            for prefix in (f"precision {q}: ", f"precision {q} ", f"MX format {q}: ", f"MSFP format {q} is ",
+                           f"{q} is "):  # the option and value are said once, in front
+                msg = msg.removeprefix(prefix)
+            raise ConveyorError(f"{option} {t}: {msg}") from None
+
+
 def _load_samples(data: str | None, graph, n: int | None, option: str = "--data"):
     """(inputs, labels or None) for `--data`: 'digits', an .npz with x (and y), or seeded noise."""
     import numpy as np
 
     if data is None:
-        x = np.random.default_rng(0).standard_normal((n or 32,) + graph.inputs[0].shape[1:]).astype(np.float32)
+        from conveyor.cli_inputs import sample_shape
+
+        x = np.random.default_rng(0).standard_normal((n or 32,) + sample_shape(graph.inputs[0].shape)).astype(np.float32)
         return x, None
     if data == "digits":
         from conveyor.zoo import digits_dataset
@@ -256,6 +294,7 @@ def quantize(model: str, precisions: tuple[str, ...], config_path: str | None, h
     from conveyor.graph.quantized import quantization_report
     from conveyor.numerics.config import PrecisionConfig
 
+    _check_formats("--precision", precisions)
     graph = _resolve_model(model)
     base = PrecisionConfig.load(config_path).to_dict() if config_path else None
     if hls4ml_path:
@@ -275,10 +314,15 @@ def quantize(model: str, precisions: tuple[str, ...], config_path: str | None, h
     x = check_sample_shape(x, graph.inputs[0].shape, "--data", data or "noise", graph.name)
     if sweep and y is None:
         raise ConveyorError("--sweep measures accuracy: give labelled data (--data digits or an .npz with x and y)")
-    reports = [quantization_report(graph, c, x, y) for c in configs]
+    from conveyor.cli_progress import progress
+
+    batch = min(256, max(1, -(-len(x) // 20)))  # about 20 steps per bar
+    with progress(f"{graph.name}: float and bit-accurate", len(x) * len(configs), quiet=as_json,
+                  unit="samples") as advance:
+        reports = [quantization_report(graph, c, x, y, batch=batch, on_batch=advance) for c in configs]
     if sweep:
         path = plot_path or f"{graph.name}-sweep.svg"
-        _write_sweep_chart(path, graph.name, precisions, reports)
+        _write_sweep_chart(path, graph.name, precisions, reports, sweep)
     if as_json:
         _print_json({"model": graph.name, "reports": [r.as_dict() for r in reports]})
         return
@@ -286,64 +330,71 @@ def quantize(model: str, precisions: tuple[str, ...], config_path: str | None, h
         _print_accuracy(reports)
         _out.print(f"chart: {path}")
         return
+    from conveyor.cli_tables import Col
+
+    cols = [Col("layer", rank=None), Col("op", rank=8), Col("result format", rank=None), Col("range seen", rank=5),
+            Col("overflow", True, 7), Col("saturated", True, 6), Col("accum sat/wrap", True, 4),
+            Col("max |err|", True, 3), Col("rel RMS err", True, 6)]
     for r in reports:
-        table = Table(title=f"{graph.name} at {r.precision} ({r.samples} samples)", title_justify="left")
-        for col in ("layer", "op", "result format", "range seen", "overflow", "saturated", "accum sat/wrap",
-                    "max |err|", "rel RMS err"):
-            table.add_column(col, justify="left" if col in ("layer", "op", "result format") else "right")
+        rows = []
         for l in r.layers:
             rng = "-" if l.min != l.min else f"[{l.min:.4g}, {l.max:.4g}]"
-            table.add_row(l.layer, l.op_type, l.result_format, rng,
-                          "n/a" if l.overflow is None else _fmt_int(l.overflow),
-                          "n/a" if l.saturated is None else _fmt_int(l.saturated),
-                          "-" if not l.accum_format else
-                          f"{_fmt_int(l.accum_overflow)} {'sat' if l.accum_saturating else 'wrap'}",
-                          f"{l.max_abs_error:.3g}", f"{l.rms_rel_error:.3g}")
-        _out.print(table)
+            rows.append([l.layer, l.op_type, l.result_format, rng,
+                         "n/a" if l.overflow is None else _fmt_int(l.overflow),
+                         "n/a" if l.saturated is None else _fmt_int(l.saturated),
+                         "-" if not l.accum_format else
+                         f"{_fmt_int(l.accum_overflow)} {'sat' if l.accum_saturating else 'wrap'}",
+                         f"{l.max_abs_error:.3g}", f"{l.rms_rel_error:.3g}"])
+        formats = {row[2] for row in rows} - {"(passes its input's format)"}
+        title = f"{graph.name} at {r.precision} ({plural(r.samples, 'sample')})"
+        if len(formats) == 1:  # one result format everywhere: said once, not per row
+            keep = [i for i in range(len(cols)) if i != 2]
+            only = formats.pop()
+            _out.table(f"{title}; every result in {'it' if only == r.precision else only}", [cols[i] for i in keep],
+                       [[row[i] for i in keep] for row in rows])
+        else:
+            _out.table(title, cols, rows)
     if y is not None:
         _print_accuracy(reports)
 
 
 def _print_accuracy(reports) -> None:
-    summary = Table(title="accuracy", title_justify="left")
-    for col, just in (("precision", "left"), ("top-1", "right"), ("vs float", "right"), ("overflows", "right")):
-        summary.add_column(col, justify=just)
-    summary.add_row("float32", f"{reports[0].float_accuracy:.2%}", "", "")
+    from conveyor.cli_tables import Col
+
+    rows = [["float32", f"{reports[0].float_accuracy:.2%}", "", ""]]
     for r in reports:
         over = [layer.overflow for layer in r.layers]
-        summary.add_row(r.precision, f"{r.accuracy:.2%}", f"{(r.accuracy - r.float_accuracy) * 100:+.2f} pt",
-                        "n/a" if None in over else _fmt_int(sum(over)))
-    _out.print(summary)
+        rows.append([r.precision, f"{r.accuracy:.2%}", f"{(r.accuracy - r.float_accuracy) * 100:+.2f} pt",
+                     "n/a" if None in over else _fmt_int(sum(over))])
+    _out.table("accuracy", [Col("precision", rank=None), Col("top-1", True, None), Col("vs float", True, 2),
+                            Col("overflows", True, 1)], rows)
 
 
 def _sweep_precisions(sweep: str, precisions: tuple[str, ...]) -> tuple[str, ...]:
-    from dataclasses import replace
-
-    from conveyor.numerics.fixed import FixedType
+    from conveyor.numerics.sweep import sweep_formats
 
     if len(precisions) != 1:
-        raise ConveyorError('--sweep varies one fixed-point format: give exactly one --precision, e.g. "ap_fixed<16,6>"')
+        raise ConveyorError('--sweep varies one format: give exactly one --precision, e.g. "ap_fixed<16,6>" '
+                            'or "mx:fp8_e4m3"')
     try:
         lo, hi = (int(v) for v in sweep.split(":"))
     except ValueError:
         raise ConveyorError(f"--sweep {sweep}: expected LO:HI total widths, e.g. 6:18") from None
     if not 1 <= lo <= hi <= 64:
         raise ConveyorError(f"--sweep {sweep}: widths must satisfy 1 <= LO <= HI <= 64")
-    template = FixedType.parse(precisions[0])
-    return tuple(str(replace(template, width=w, sat_bits=min(template.sat_bits, w))) for w in range(lo, hi + 1))
+    return tuple(text for _, text in sweep_formats(precisions[0], lo, hi))
 
 
-def _write_sweep_chart(path: str, model: str, precisions, reports) -> None:
+def _write_sweep_chart(path: str, model: str, precisions, reports, sweep: str) -> None:
+    from conveyor.numerics.sweep import series_label, sweep_formats
     from conveyor.reports.svg import Series, line_chart
-    from conveyor.numerics.fixed import FixedType
 
-    widths = [FixedType.parse(p).width for p in precisions]
+    lo, hi = (int(v) for v in sweep.split(":"))
+    widths = [w for w, _ in sweep_formats(precisions[0], lo, hi)]
     acc = [100 * r.accuracy for r in reports]
     flt = [100 * reports[0].float_accuracy] * len(widths)
-    template = FixedType.parse(precisions[0])
     svg = line_chart(
-        [Series(str(template).replace(f"<{template.width},", "<W,", 1), widths, acc),
-         Series("float32", widths, flt, dashed=True)],
+        [Series(series_label(precisions[0]), widths, acc), Series("float32", widths, flt, dashed=True)],
         title=f"{model}: top-1 accuracy vs bit width", x_label="total width W (bits)", y_label="top-1 accuracy (%)",
         y_range=(0, 100),
     )
@@ -378,17 +429,15 @@ def profile(model: str, output: str | None, runs: int, threads: int, as_json: bo
     if as_json:
         _print_json(asdict(prof))
         return
-    table = Table(title=f"{graph.name} on {prof.machine}, {threads} thread(s), median of {runs} (measured)",
-                  title_justify="left")
-    for col in ("layer", "op", "time", "share"):
-        table.add_column(col, justify="left" if col in ("layer", "op") else "right")
+    from conveyor.cli_tables import Col
+    from conveyor.units import seconds
+
     total = prof.total_seconds or 1.0
-    for n in graph.nodes:
-        t = prof.layer_seconds[n.name]
-        table.add_row(n.name, n.op_type, f"{t * 1e3:.3f} ms", f"{100 * t / total:.1f}%")
-    table.add_section()
-    table.add_row("total", "", f"{prof.total_seconds * 1e3:.3f} ms", "", style="bold")
-    _out.print(table)
+    rows = [[n.name, n.op_type, seconds(prof.layer_seconds[n.name]), f"{100 * prof.layer_seconds[n.name] / total:.1f}%"]
+            for n in graph.nodes]
+    _out.table(f"{graph.name} on {prof.machine}, {plural(threads, 'thread')}, median of {runs} (measured)",
+               [Col("layer", rank=None), Col("op", rank=2), Col("time", True, None), Col("share", True, 1)], rows,
+               footer=[["total", "", seconds(prof.total_seconds), ""]])
     if output:
         _out.print(f"profile: {output}")
 
@@ -439,6 +488,7 @@ def plan_cmd(model: str, cluster_spec: str, precision: str, config_path: str | N
     from conveyor.planner import plan
     from conveyor.planner.baselines import BASELINES
 
+    _check_formats("--precision", [precision] if precision else [])
     graph = _resolve_model(model)
     cluster = _resolve_cluster(cluster_spec)
     prec = PrecisionConfig.load(config_path) if config_path else (
@@ -476,7 +526,7 @@ def plan_cmd(model: str, cluster_spec: str, precision: str, config_path: str | N
         from conveyor.reports.sim_report import relative_link
 
         # rendered first: a failure leaves no empty file behind
-        html = render(best, baselines, sim_link=relative_link(sim_report, report) if sim_report else None)
+        html = render(best, baselines, graph, sim_link=relative_link(sim_report, report) if sim_report else None)
         with open(report, "w") as f:
             f.write(html)
     if as_json:
@@ -487,44 +537,47 @@ def plan_cmd(model: str, cluster_spec: str, precision: str, config_path: str | N
         return
     from conveyor.units import rate, seconds, span
 
-    table = Table(title=f"{graph.name} on {cluster.name}: {rate(best.throughput)} items/s, "
-                        f"latency {seconds(best.latency_s)} (modeled)", title_justify="left")
-    for col in ("stage", "arch", "layers", "stage time", "DSP", "BRAM18K", "LUT", "memory", "link out"):
-        table.add_column(col, justify="left" if col in ("stage", "arch", "layers", "link out") else "right")
+    from conveyor.cli_tables import Col
+
+    cols = [Col("stage", rank=None), Col("arch", rank=2), Col("layers", rank=None), Col("stage time", True, 9),
+            Col("DSP", True, 8), Col("BRAM18K", True, 7), Col("LUT", True, 6), Col("memory", True, 4),
+            Col("link out", True, 5), Col("link", rank=1)]
+    rows = []
     for st in best.stages:
         pct = {r: (f"{100 * st.resources[r] / max(st.budget[r], 1):.0f}%" if r in st.budget else "-")
                for r in ("dsp", "bram18k", "lut", "memory_bytes", "onchip_bytes")}
         memory = pct["memory_bytes"] if pct["memory_bytes"] != "-" else pct["onchip_bytes"]
-        link = "" if st.link_out is None else (f"{st.link_out.link} ({st.link_out.mode}) "
-                                              f"{st.link_out.seconds * 1e6:.1f} us")
+        link = st.link_out
         name = st.device + (f" x{1 + len(st.replicas)}" if st.replicas else "")
-        table.add_row(name, st.arch, span(st.layers), seconds(st.stage_time_s), pct["dsp"], pct["bram18k"], pct["lut"], memory, link)
-    _out.print(table)
+        rows.append([name, st.arch, span(st.layers), seconds(st.stage_time_s), pct["dsp"], pct["bram18k"], pct["lut"],
+                     memory, "-" if link is None else f"{seconds(link.seconds)} {link.mode}",
+                     "-" if link is None else link.link])
+    _out.table(f"{graph.name} on {cluster.name}: {rate(best.throughput)} items/s, "
+               f"latency {seconds(best.latency_s)} (modeled)", cols, rows)
     if pareto:
         from conveyor.planner.chain import chain_problem
         from conveyor.planner.make_plan import pareto_front
 
-        front_table = Table(title="latency / throughput Pareto front", title_justify="left")
-        for col in ("items/s", "latency", "stages"):
-            front_table.add_column(col, justify="right")
         prob = chain_problem(graph, cluster, PrecisionConfig.coerce(prec), arch=arch, profiles=profiles)
-        for r in pareto_front(prob):
-            front_table.add_row(f"{1 / r.interval_s:.2f}", f"{r.latency_s * 1e3:.3f} ms", str(len(r.boards)))
-        _out.print(front_table)
+        _out.table("latency / throughput Pareto front",
+                   [Col("items/s", True, None), Col("latency", True, None), Col("stages", True, None)],
+                   [[rate(1 / r.interval_s), seconds(r.latency_s), str(len(r.boards))] for r in pareto_front(prob)])
     if not baselines:
         _out.print(f"bottleneck: {best.bottleneck()}")
         return
-    comp = Table(title="against the baselines (partition first, then tune each board)", title_justify="left")
-    for col in ("method", "items/s", "latency", "vs conveyor"):
-        comp.add_column(col, justify="left" if col == "method" else "right")
-    comp.add_row("conveyor", rate(best.throughput), seconds(best.latency_s), "1.00x")
+    rows = [["conveyor", rate(best.throughput), seconds(best.latency_s), "1.00x"]]
+    refused = []
     for name, b in baselines.items():
-        if isinstance(b, str):
-            comp.add_row(name, "-", "-", b)
+        if isinstance(b, str):  # a sentence: said below the table, not in a number's column
+            rows.append([name, "-", "-", "-"])
+            refused.append(f"{name} does not fit: {b.removeprefix('does not fit: ')}")
         else:
-            comp.add_row(name, rate(b.throughput), seconds(b.latency_s),
-                         f"{b.throughput / best.throughput:.2f}x")
-    _out.print(comp)
+            rows.append([name, rate(b.throughput), seconds(b.latency_s), f"{b.throughput / best.throughput:.2f}x"])
+    _out.table("against the baselines (partition first, then tune each board)",
+               [Col("method", rank=None), Col("items/s", True, None), Col("latency", True, None),
+                Col("vs conveyor", True, None)], rows)
+    for line in refused:
+        _out.print(line)
     _out.print(f"bottleneck: {best.bottleneck()}; utilization is of each board's budget (85% of the part)")
     if output:
         _out.print(f"plan: {output}")
@@ -547,22 +600,26 @@ def plan_cmd(model: str, cluster_spec: str, precision: str, config_path: str | N
 @click.option("--in-flight", type=click.IntRange(min=1), default=None,
               help="Requests in the pipeline at once (default: twice the stages); 1 measures batch-1 latency.")
 @click.option("-n", "count", type=click.IntRange(min=1), default=None, help="Run the first N samples (default: all, or 100 of noise).")
+@click.option("--backend", "backend_specs", multiple=True, metavar="[DEVICE=]BACKEND",
+              help="Run DEVICE's stage on BACKEND (emulator, cpu, gpu, csim); a bare BACKEND applies to every "
+                   "host (CPU/GPU) stage: --backend cpu dry-runs a GPU-host plan on a machine without a GPU.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 def run(plan_path: str, model: str, inputs_spec: str | None, executor: str, paced: bool, time_scale: float,
-        in_flight: int | None, count: int | None, as_json: bool) -> None:
+        in_flight: int | None, count: int | None, backend_specs: tuple[str, ...], as_json: bool) -> None:
     """Run PLAN on a distributed pipeline: per-stage busy time and queue depth, throughput,
     latency p50/p99 (measured), against the plan's prediction; accuracy when labels are given."""
     import numpy as np
-    from rich.progress import Progress
 
+    from conveyor.cli_inputs import check_sample_shape, parse_backends
+    from conveyor.cli_progress import progress
     from conveyor.plan import Plan
     from conveyor.runtime import Pipeline
-
-    from conveyor.cli_inputs import check_sample_shape
+    from conveyor.runtime.calibrate import calibrated_time_scale, measured_compute_s
 
     if time_scale != 1.0 and not paced:
         raise ConveyorError(f"--time-scale {time_scale:g} stretches paced stages only: add --paced, or drop it")
     plan_obj = Plan.load(plan_path)
+    backends = parse_backends(backend_specs, plan_obj)
     graph = _resolve_model(model)
     x, y = _load_samples(inputs_spec, graph, count or (None if inputs_spec else 100), option="--inputs")
     shape = graph.inputs[0].shape
@@ -570,45 +627,67 @@ def run(plan_path: str, model: str, inputs_spec: str | None, executor: str, pace
     samples = [np.asarray(s, dtype=graph.inputs[0].dtype).reshape(shape) for s in x]
     outputs = []
     with Pipeline(plan_obj, graph, executor=executor, paced=paced, time_scale=time_scale,
-                  max_in_flight=in_flight) as pipe:
-        with Progress(transient=True, disable=as_json) as progress:
-            task = progress.add_task(f"{executor} pipeline, {len(plan_obj.stages)} stages", total=len(samples))
+                  max_in_flight=in_flight, backends=backends or None) as pipe:
+        with progress(f"{executor} pipeline, {plural(len(plan_obj.stages), 'stage')}", len(samples), quiet=as_json,
+                      unit="requests") as advance:
             for out in pipe.map(samples):
                 outputs.append(out[graph.output_names[0]])
-                progress.advance(task)
+                advance(1)
         stats = pipe.stats()
         stats["max_in_flight"] = pipe.max_in_flight
     if y is not None:
         pred = np.array([np.argmax(o) for o in outputs])
         stats["accuracy"] = float(np.mean(pred == np.asarray(y)))
+    compute = measured_compute_s(stats["stages"])
+    overruns = sum(st.get("overruns") or 0 for st in stats["stages"]) if paced else 0
+    if paced:  # what benchmarks/runtime.py would run this plan at on this machine
+        stats["calibrated_time_scale"] = calibrated_time_scale(compute, plan_obj)
     if as_json:
         _print_json(stats)
         return
-    table = Table(title=f"{graph.name}: {stats['completed']} requests on the {executor} executor"
-                        f"{f' (paced, time scale {time_scale:g})' if paced else ''} (measured)",
-                  title_justify="left")
-    for col in ("stage", "device", "backend", "items", "busy", "queue", "restarts") + (("overruns",) if paced else ()):
-        table.add_column(col, justify="left" if col in ("device", "backend") else "right")
-    for st in stats["stages"]:
-        row = [str(st.get("index")), str(st.get("device")), str(st.get("backend")), _fmt_int(st.get("items") or 0),
-               f"{st.get('busy_s') or 0.0:.3f} s", str(st.get("queue_depth", "-")), str(st.get("restarts", 0))]
-        table.add_row(*row, *((str(st.get("overruns", "-")),) if paced else ()))
-    _out.print(table)
+    _print_run(graph, plan_obj, stats, executor, paced, time_scale, compute, overruns, len(outputs))
+
+
+def _print_run(graph, plan_obj, stats, executor, paced, time_scale, compute, overruns, n_outputs) -> None:
+    from conveyor.units import rate, seconds
+
+    from conveyor.cli_tables import Col
+
+    cols = [Col("stage", True, None), Col("device", rank=None), Col("backend", rank=8), Col("items", True, 7),
+            Col("busy", True, 3), Col("per item", True, 9), Col("queue", True, 4), Col("restarts", True, 2)] + (
+        [Col("overruns", True, 6)] if paced else [])
+    rows = [[str(st.get("index")), str(st.get("device")), str(st.get("backend")), _fmt_int(st.get("items") or 0),
+             seconds(st.get("busy_s") or 0.0), seconds(c), str(st.get("queue_depth", "-")),
+             str(st.get("restarts", 0))] + ([str(st.get("overruns", "-"))] if paced else [])
+            for st, c in zip(stats["stages"], compute)]
+    _out.table(f"{graph.name}: {stats['completed']} requests on the {executor} executor"
+               f"{f' (paced, time scale {time_scale:g})' if paced else ''} (measured)", cols, rows)
     thr, p50, p99 = stats["throughput_per_s"], stats["latency_p50_s"], stats["latency_p99_s"]
     interval, latency = stats["predicted_interval_s"], stats["predicted_latency_s"]
     pred_thr = 1 / interval if interval else float("inf")
     scaled = f" at time scale {time_scale:g}" if time_scale != 1 else ""
-    _out.print(f"throughput {thr:.2f}/s (plan predicts {pred_thr:.2f}/s{scaled}: ratio {thr / pred_thr:.3f})")
-    if not paced:
-        _out.print("unpaced: each stage runs as fast as this machine emulates it, not at the modeled board's "
-                   "speed, so the ratio compares this machine to the boards; --paced times stages as planned")
+    why = ""
+    if not paced and compute:
+        k = max(range(len(compute)), key=compute.__getitem__)
+        st = plan_obj.stages[k]
+        why = (f"; unpaced, so this machine's speed, not the boards': stage {k} ({st.device}, "
+               f"{stats['stages'][k].get('backend')}) takes {seconds(compute[k])} per item here, "
+               f"the plan models {seconds(st.stage_time_s)}; --paced times stages as planned")
+    _out.print(f"throughput {rate(thr)}/s (plan predicts {rate(pred_thr)}/s{scaled}: ratio {thr / pred_thr:.3g}){why}")
+    if paced and overruns:
+        scale = stats["calibrated_time_scale"]
+        k = max(range(len(compute)), key=lambda i: compute[i] / max(plan_obj.stages[i].stage_time_s, 1e-30))
+        _out.print(f"{overruns} items overran their modeled time: stage {k} emulates in {seconds(compute[k])} per item "
+                   f"what the plan times at {seconds(plan_obj.stages[k].stage_time_s * time_scale)}{scaled}; "
+                   f"run in slow motion with --time-scale {scale:g} (calibrated on this run as "
+                   "benchmarks/runtime.py does)")
     if p50 is not None:
         queued = (f"; with up to {stats['max_in_flight']} requests in flight they queue — "
                   "--in-flight 1 measures batch 1" if stats["max_in_flight"] > 1 else "")
-        _out.print(f"latency p50 {p50 * 1e3:.3f} ms, p99 {p99 * 1e3:.3f} ms (plan predicts {latency * 1e3:.3f} ms "
+        _out.print(f"latency p50 {seconds(p50)}, p99 {seconds(p99)} (plan predicts {seconds(latency)} "
                    f"at batch 1{scaled}{queued})")
     if "accuracy" in stats:
-        _out.print(f"accuracy {stats['accuracy']:.2%} on {len(outputs)} labelled samples")
+        _out.print(f"accuracy {stats['accuracy']:.2%} on {n_outputs} labelled samples")
 
 
 from conveyor.cli_serve import serve  # noqa: E402
@@ -631,9 +710,13 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.UsageError as e:  # one line, as every user error: what is wrong, and where the help is
+        ctx = e.ctx.command_path if e.ctx is not None else "conveyor"
+        click.echo(f"error: {' '.join(e.format_message().split())} (see {ctx} --help)", err=True)
+        sys.exit(1)
     except click.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
+        click.echo(f"error: {' '.join(e.format_message().split())}", err=True)
+        sys.exit(1)
     except ConveyorError as e:
         click.echo(f"error: {' '.join(str(e).split()) or type(e).__name__}", err=True)
         sys.exit(1)

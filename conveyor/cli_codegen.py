@@ -4,7 +4,6 @@ boards' C simulation (g++) chained and compared with the emulator bit for bit.""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import click
@@ -40,7 +39,7 @@ def compile_cmd(plan_path: str, model: str, out_dir: str) -> None:
 @click.argument("out_dir", metavar="DIR", type=click.Path(file_okay=False, exists=True))
 @click.option("--inputs", "inputs_spec", required=True, help="digits, a .npy of samples (axis 0), or an .npz with x.")
 @click.option("--model", default=None, help="The model (default: the one `conveyor compile` recorded).")
-@click.option("-n", "count", type=int, default=None, help="Simulate the first N samples.")
+@click.option("-n", "count", type=click.IntRange(min=1), default=None, help="Simulate the first N samples.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the model's outputs (.npz) here.")
 def csim_cmd(out_dir: str, inputs_spec: str, model: str | None, count: int | None, output: str | None) -> None:
     """Build every board's C simulation with g++, run them in pipeline order on the inputs
@@ -50,15 +49,17 @@ def csim_cmd(out_dir: str, inputs_spec: str, model: str | None, count: int | Non
     from conveyor.cli import _load_samples, _resolve_model
     from conveyor.codegen.csim import compare, run_chain
 
+    if not (Path(out_dir) / "manifest.json").exists():
+        raise ConveyorError(f"{out_dir}: no manifest.json; DIR is what `conveyor compile PLAN -o DIR` wrote")
     manifest = json.loads((Path(out_dir) / "manifest.json").read_text())
     model = model or manifest.get("model_source")
     if not model:
         raise ConveyorError(f"{out_dir}/manifest.json names no model; pass --model")
     graph = _resolve_model(model)
     if inputs_spec.endswith(".npy"):
-        if not os.path.exists(inputs_spec):
-            raise ConveyorError(f"--inputs {inputs_spec}: no such file")
-        x = np.load(inputs_spec)
+        from conveyor.cli_inputs import load_array_file  # allow_pickle off, each bad file one line
+
+        x, _ = load_array_file(inputs_spec, "--inputs")
     else:
         x, _ = _load_samples(inputs_spec, graph, count)
     if count is not None:

@@ -36,15 +36,48 @@ def load_array_file(path: str, option: str):
     return x, y
 
 
+def sample_shape(shape: tuple) -> tuple:
+    """One sample of a graph input: the input less its batch axis of 1 ([1, 3, 32, 32] -> [3, 32, 32]);
+    an input whose leading axis is not 1 (a sequence [16, 1, 32]) is one whole sample."""
+    shape = tuple(int(d) for d in shape)
+    return shape[1:] if shape and shape[0] == 1 else shape
+
+
 def check_sample_shape(x, shape: tuple, option: str, source: str, model: str):
     """x reshaped to (N, *shape[1:]) or a ConveyorError naming both shapes."""
     import numpy as np
 
     x = np.asarray(x)
-    want = tuple(int(d) for d in shape[1:])
+    want = sample_shape(shape)
     per = int(np.prod(want)) if want else 1
     if x.ndim == 0 or x[0].size != per:
         got = x.shape if x.ndim else ()
         raise ConveyorError(f"{option} {source}: samples of shape {tuple(got[1:])} (array {tuple(got)}); "
                             f"{model} takes samples of shape {want} (array (N, {', '.join(map(str, want))}))")
     return x.reshape((x.shape[0],) + want)
+
+
+def parse_backends(specs, plan) -> dict[str, str]:
+    """`--backend` values to {device: backend}: DEVICE=BACKEND for one stage, a bare BACKEND
+    for every host (CPU/GPU) stage of the plan (e.g. `cpu`: a GPU-host plan without a GPU)."""
+    from conveyor.runtime.device import BACKENDS
+
+    devices = {st.device: st for st in plan.stages}
+    out: dict[str, str] = {}
+    for spec in specs:
+        device, sep, backend = spec.rpartition("=")
+        if backend not in BACKENDS:
+            raise ConveyorError(f"--backend {spec}: unknown backend '{backend}'; accepted: {', '.join(BACKENDS)} "
+                                "(as BACKEND for every host stage or DEVICE=BACKEND)")
+        if not sep:
+            hosts = [d for d, st in devices.items() if st.device_kind in ("cpu", "gpu")]
+            if not hosts:
+                raise ConveyorError(f"--backend {spec}: the plan has no host (CPU/GPU) stage; "
+                                    f"name a device: DEVICE={backend} with DEVICE one of {', '.join(devices)}")
+            out.update({d: backend for d in hosts})
+        elif device not in devices:
+            raise ConveyorError(f"--backend {spec}: the plan has no stage on '{device}'; "
+                                f"its stage devices: {', '.join(devices)}")
+        else:
+            out[device] = backend
+    return out

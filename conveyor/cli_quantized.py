@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from rich.table import Table
-
 
 def model_config(graph):
     """The precision config a quantized model's quantizers give, as a dict; None for a float model."""
@@ -21,13 +19,20 @@ def show(graph, out) -> None:
     mp = getattr(graph, "model_precision", None)
     if mp is None:
         return
-    table = Table(title=f"precision read from the model's {len(mp.quantizers)} quantizers "
-                        f"({'exact' if mp.exact else 'some approximated'}; other values: {mp.config.default}, "
-                        f"accumulators exact)", title_justify="left")
-    for col in ("tensor", "kind", "scale", "zero point", "integers", "format", "exact"):
-        table.add_column(col)
+    from conveyor.cli_tables import Col
+
+    rows = []
     for q in mp.quantizers:
         scale = f"{q.scale[0]:.6g}" + (f" (+{len(q.scale) - 1} per axis)" if len(q.scale) > 1 else "")
-        table.add_row(q.tensor, q.kind, scale, str(q.zero_point[0]) if len(set(q.zero_point)) == 1 else "per axis",
-                      f"[{q.qmin}, {q.qmax}]", q.format, "yes" if q.exact else f"no: {q.note}")
-    out.print(table)
+        rows.append([q.tensor, q.kind, scale, str(q.zero_point[0]) if len(set(q.zero_point)) == 1 else "per axis",
+                     f"[{q.qmin}, {q.qmax}]", q.format, "yes" if q.exact else f"no: {q.note}"])
+    cols = [Col("tensor", rank=None), Col("kind", rank=3), Col("scale", True, 2), Col("zero point", True, 1),
+            Col("integers", rank=4), Col("format", rank=None), Col("exact", rank=5)]
+    title = (f"precision read from the model's {len(mp.quantizers)} quantizers "
+             f"({'exact' if mp.exact else 'some approximated'}; other values: {mp.config.default}, accumulators exact)")
+    if hasattr(out, "table"):
+        out.table(title, cols, rows)
+    else:
+        from conveyor.cli_tables import fit_table
+
+        out.print(fit_table(title, cols, rows, 160)[0])

@@ -41,7 +41,11 @@ def serve(plan_path, model, name, executor, backends, host, port, max_queue, pac
         if not sep or not device or not backend:
             raise ConveyorError(f"--backend '{b}': expected DEVICE=BACKEND, e.g. fpga0=emulator")
         mapping[device] = backend
-    server = Server(Plan.load(plan_path), _resolve_model(model), name=name, executor=executor,
+    plan, graph = Plan.load(plan_path), _resolve_model(model)
+    from conveyor.runtime.stages import build_stages
+
+    build_stages(plan, graph)  # a plan made for another model, or hand-edited wrongly: one line, before serving
+    server = Server(plan, graph, name=name, executor=executor,
                     backends=mapping or None, paced=paced, time_scale=time_scale or 1.0, max_queue=max_queue,
                     token=token)
     server.run(host=host, port=port, print_fn=lambda s: click.echo(s, err=True))

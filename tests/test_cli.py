@@ -132,7 +132,7 @@ def test_plan_writes_plan_and_report_and_compares_baselines(capsys, tmp_path):
     plan = Plan.load(out_plan)
     assert len(plan.stages) == 4 and plan.method == "conveyor" and plan.interval_s > 0
     html = report.read_text()
-    assert "<svg" in html and "dichotomy" in html and "best bottleneck" in html
+    assert "<svg" in html and "dichotomy" in html and "conveyor&#x27;s bottleneck" in html
 
 
 def test_plan_json_and_cluster_file(capsys, tmp_path):

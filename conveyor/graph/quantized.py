@@ -331,16 +331,19 @@ class QuantReport:
 
 
 def quantization_report(graph, precision, inputs: np.ndarray, labels: np.ndarray | None = None,
-                        batch: int = 256) -> QuantReport:
+                        batch: int = 256, on_batch=None) -> QuantReport:
     """Run `inputs` (one array, samples along axis 0, each of the graph's input shape) in
     float and under `precision`; per layer the range the result cast saw, overflows,
-    saturations and error against float; top-1 accuracy when `labels` are given."""
+    saturations and error against float; top-1 accuracy when `labels` are given.
+    `on_batch(n)` is called after every batch of n samples (a progress bar)."""
     if len(graph.inputs) != 1:
         raise ModelError(f"graph '{graph.name}': the report takes single-input graphs, this one has {graph.input_names}")
     inputs = np.asarray(inputs)
-    per_sample = graph.inputs[0].shape[1:]
-    if inputs.shape[1:] != per_sample:
-        raise ModelError(f"inputs have sample shape {inputs.shape[1:]}, graph '{graph.name}' expects {per_sample}")
+    shape = graph.inputs[0].shape
+    # samples along axis 0: each a slice of the graph's leading (batch) axis, or, for a graph whose
+    # leading axis is not a batch of 1 (a sequence [T, 1, F]), whole inputs stacked
+    if inputs.shape[1:] != shape[1:] and not (len(shape) and shape[0] != 1 and inputs.shape[1:] == shape):
+        raise ModelError(f"inputs have sample shape {inputs.shape[1:]}, graph '{graph.name}' expects {shape[1:]}")
     config = PrecisionConfig.coerce(precision)
     layer_nodes = [n for n in graph.nodes]
     first_out = {n.name: next(o for o in n.outputs if o) for n in layer_nodes}
@@ -368,6 +371,8 @@ def quantization_report(graph, precision, inputs: np.ndarray, labels: np.ndarray
             lab = np.asarray(labels[start:start + batch])
             correct += int(np.sum(np.argmax(got[out_name].reshape(len(chunk), -1), axis=1) == lab))
             correct_float += int(np.sum(np.argmax(ref[out_name].reshape(len(chunk), -1), axis=1) == lab))
+        if on_batch is not None:
+            on_batch(len(chunk))
     layers = []
     for n in layer_nodes:
         s = stats.get(n.name)

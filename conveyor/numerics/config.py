@@ -69,8 +69,11 @@ def parse_format(text: str):
         from conveyor.numerics.mx import parse_block_format
 
         return parse_block_format(t)
-    from conveyor.numerics.fixed import FixedType
+    from conveyor.numerics.fixed import FixedType, _TYPE_RE
 
+    if not _TYPE_RE.match(t):  # neither family: say both, briefly
+        raise PrecisionError(f"{t!r} is not a number format; accepted: ap_fixed<W,I[,Q[,O[,N]]]>, "
+                             "ap_ufixed<W,I,...>, ap_int<W>, ap_uint<W>, mx:<element>[/<block>] or msfp<N>")
     return FixedType.parse(t)
 
 

@@ -31,10 +31,7 @@ OVERFLOW_MODES = ("WRAP", "SAT", "SAT_ZERO", "SAT_SYM", "WRAP_SM")
 
 GRAMMAR = (
     "ap_fixed<W,I[,Q[,O[,N]]]>, ap_ufixed<W,I[,Q[,O[,N]]]>, ap_int<W> or ap_uint<W> "
-    "(the 'ap_' prefix is optional, as in hls4ml's fixed<16,6,RND_CONV,SAT>; W >= 1 and I "
-    "are integers, Q one of " + ", ".join("AP_" + q for q in ROUNDING_MODES) + ", O one of "
-    + ", ".join("AP_" + o for o in OVERFLOW_MODES) + " (the 'AP_' prefix is optional), "
-    "0 <= N <= W saturation bits)"
+    "(hls4ml's fixed<...> too; Q and O modes in docs/numerics.md)"
 )
 
 _TYPE_RE = re.compile(r"^\s*(?:ap_)?(u?)(fixed|int)\s*<(.*)>\s*$", re.IGNORECASE)

@@ -134,7 +134,8 @@ class GpuDevice(CpuDevice):
 
         if "CUDAExecutionProvider" not in ort.get_available_providers():
             raise RuntimeFault(f"stage {spec.index} on '{spec.device}' needs a GPU: onnxruntime here has no "
-                               "CUDAExecutionProvider (install onnxruntime-gpu on a machine with a GPU)")
+                               "CUDAExecutionProvider; run it on the CPU (conveyor run --backend cpu, or "
+                               f"backends={{'{spec.device}': 'cpu'}}) or install onnxruntime-gpu where there is a GPU")
         super()._load(spec)
 
 

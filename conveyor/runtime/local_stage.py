@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from conveyor.errors import RuntimeFault
+from conveyor.errors import ConveyorError, RuntimeFault
 from conveyor.runtime import device as _device
 from conveyor.runtime.channels import ChannelDesc, Receiver, Segment, Sender, recv_conn
 from conveyor.runtime.stages import route
@@ -81,7 +81,8 @@ def stage_main(boot: StageBoot, ctrl, in_conns, out_conns) -> None:
         stats = stats_view(stats_seg.buf, boot.nrows)
         worker = StageWorker(spec, boot.paced, boot.time_scale)
     except BaseException as e:  # noqa: BLE001 - the parent counts this as a failed (re)start
-        _send(ctrl, ("load_failed", f"{where}: {type(e).__name__}: {e}"))
+        what = str(e) if isinstance(e, ConveyorError) else f"{type(e).__name__}: {e}"  # a user error: its own words
+        _send(ctrl, ("load_failed", f"{where}: {what}"))
         sys.exit(3)
     worker.items, worker.busy_s = int(stats[row, ITEMS]), float(stats[row, BUSY])  # a restart goes on counting
     if worker.pacer is not None:
