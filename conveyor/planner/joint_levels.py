@@ -51,6 +51,7 @@ class Levels:
                                         o.latency_cycles, o.interval_cycles, o.offchip_bytes) for o in layer],
                                       dtype=np.int64).T
         self.picks = picks
+        self.single = bool((n_opts <= 1).all())
         bad = picks >= n_opts[None, :]
         cols = np.where(bad, nmax, picks)
         rows = np.arange(m)[None, :]
@@ -139,9 +140,12 @@ def board_batch(t, lv: Levels, j: int, r: int, merged_in: bool, T: float, nxt, l
     emax = np.minimum(emax, lv.last_end("W", q0, s_all, off_cap))
     sequential = t.sequential[j]
     clock = lv.clock
-    if sequential:  # a sequential device's time is the sum of its layers' (one option each: any
-        iv = lv.IV[-1]  # row where every layer qualifies gives the sums wherever none is bad)
-        emax = np.minimum(emax, np.searchsorted(iv, iv[s_all] + limit0 * (1 + tol) * clock, side="right") - 1)
+    if sequential:  # a sequential device's time is the sum of its layers'
+        if lv.single:   # one option per layer: the row where all qualify has the sums wherever none is bad
+            iv = lv.IV[-1]
+            emax = np.minimum(emax, np.searchsorted(iv, iv[s_all] + limit0 * (1 + tol) * clock, side="right") - 1)
+        else:
+            emax = np.minimum(emax, lv.last_end("IV", q0, s_all, limit0 * (1 + tol) * clock))
     # the first end past each start's reach: what would let it in
     short = np.flatnonzero(emax < m)
     if short.size:
@@ -155,7 +159,7 @@ def board_batch(t, lv: Levels, j: int, r: int, merged_in: bool, T: float, nxt, l
             w = w[(w > off_cap) & (w <= t.capacity[j])]
             ev.append(_min(w) / (t.bandwidth[j] * r * (1 + tol)) if t.bandwidth[j] > 0 else INF)
         if sequential:
-            need = (iv[eb] - iv[sb]) / clock
+            need = (lv.IV[qb, eb] - lv.IV[qb, sb]) / clock
             over = need > limit0[short] * (1 + tol)
             ev.append(_min((need[over] / (1 + tol) + t_in[short][over]) / r))
     cnt = np.maximum(emax - s_all, 0)
