@@ -244,3 +244,23 @@ def test_vectorised_probe_matches_the_reference_dp(seed):
             assert [(b.start, b.end) for b in fast.boards][-1][1] == prob.m
             compared += 1
     assert compared >= 40 and infeasible >= 10
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_upgrade_heap_equals_the_rescanning_greedy(seed):
+    from conveyor.planner.joint import _Tables, _upgrade, probe
+
+    rng = np.random.default_rng(200 + seed)
+    boards = 0
+    for _ in range(40):
+        prob = _random_problem(rng, m=int(rng.integers(2, 9)), k=int(rng.integers(1, 4)))
+        prob = _with_streaming(rng, prob) if rng.random() < 0.5 else prob
+        t = _Tables(prob)
+        secs = sorted({x for board in t.secs for layer in board for x in layer})
+        r = probe(prob, t, secs[-1] * 3)
+        if r is None:
+            continue
+        for b in r.boards:
+            assert _upgrade(t.for_board(b), b) == _upgrade(t.for_board(b), b, plain=True)
+            boards += 1
+    assert boards >= 30

@@ -519,6 +519,57 @@ def plan_joint(prob: ChainProblem, link_modes=LINK_MODES, upgrade: bool = True) 
     return spend_leftover(prob, t, best) if upgrade else best
 
 
+def _upgrade(t: _Tables, b: BoardAssignment, plain: bool = False) -> tuple[list[int], list[int]]:
+    """spend_leftover's greedy on one board: (picks, resources used). Each step takes, among the
+    moves that still fit, the one of most latency saved per share of the binding resource (ties:
+    the earliest layer, then the slowest engine). A move's ratio does not depend on what the board
+    uses, and what it uses only grows, so a move that no longer fits never will: a heap of every
+    layer's moves from its current engine finds each step's move without rescanning (`plain`:
+    the rescanning loop, which also serves option tables that are not monotone)."""
+    import heapq
+
+    j = b.board
+    picks = list(b.option_index)
+    used = [b.resources.dsp, b.resources.bram18k, b.resources.lut, b.resources.ff]
+    budget = t.budget[j]
+    layers = list(range(b.start, b.end))
+
+    def moves(n: int):
+        i, cur = layers[n], picks[n]
+        res, lat = t.res[j][i], t.lat[j][i]
+        for nxt in range(cur + 1, len(res)):
+            delta = [x - y for x, y in zip(res[nxt], res[cur])]
+            gain = lat[cur] - lat[nxt]
+            cost = max([d / cap for d, cap in zip(delta, budget) if cap > 0] + [1e-12])
+            if gain > 0:
+                yield gain / cost, nxt, delta
+
+    monotone = all(x <= y for i in layers for a, c in zip(t.res[j][i], t.res[j][i][1:]) for x, y in zip(a, c))
+    if plain or not monotone:
+        while True:
+            best_gain, best_move = 0.0, None
+            for n in range(len(layers)):
+                for ratio, nxt, delta in moves(n):
+                    if ratio > best_gain and not any(u + d > cap for u, d, cap in zip(used, delta, budget)):
+                        best_gain, best_move = ratio, (n, nxt, delta)
+            if best_move is None:
+                return picks, used
+            n, nxt, delta = best_move
+            picks[n] = nxt
+            used = [u + d for u, d in zip(used, delta)]
+    heap = [(-ratio, n, nxt, picks[n], delta) for n in range(len(layers)) for ratio, nxt, delta in moves(n)]
+    heapq.heapify(heap)
+    while heap:
+        _, n, nxt, cur, delta = heapq.heappop(heap)
+        if picks[n] != cur or any(u + d > cap for u, d, cap in zip(used, delta, budget)):
+            continue   # stale (the layer moved since), or it no longer fits (and never will)
+        picks[n] = nxt
+        used = [u + d for u, d in zip(used, delta)]
+        for ratio, nxt2, delta2 in moves(n):
+            heapq.heappush(heap, (-ratio, n, nxt2, nxt, delta2))
+    return picks, used
+
+
 def spend_leftover(prob: ChainProblem, t: _Tables, result: JointResult) -> JointResult:
     """Greedy: on each board, move the layer whose next faster engine saves the most latency
     per unit of the binding resource, while it fits. Intervals only shrink, so the pipeline
@@ -530,26 +581,7 @@ def spend_leftover(prob: ChainProblem, t: _Tables, result: JointResult) -> Joint
             boards.append(b)
             continue
         t = pinned.for_board(b)
-        picks = list(b.option_index)
-        used = [b.resources.dsp, b.resources.bram18k, b.resources.lut, b.resources.ff]
-        budget = t.budget[b.board]
-        while True:
-            best_gain, best_move = 0.0, None
-            for n, i in enumerate(range(b.start, b.end)):
-                cur = picks[n]
-                for nxt in range(cur + 1, len(t.res[b.board][i])):
-                    delta = [x - y for x, y in zip(t.res[b.board][i][nxt], t.res[b.board][i][cur])]
-                    if any(u + d > cap for u, d, cap in zip(used, delta, budget)):
-                        continue
-                    gain = t.lat[b.board][i][cur] - t.lat[b.board][i][nxt]
-                    cost = max([d / cap for d, cap in zip(delta, budget) if cap > 0] + [1e-12])
-                    if gain > 0 and gain / cost > best_gain:
-                        best_gain, best_move = gain / cost, (n, nxt, delta)
-            if best_move is None:
-                break
-            n, nxt, delta = best_move
-            picks[n] = nxt
-            used = [u + d for u, d in zip(used, delta)]
+        picks, used = _upgrade(t, b)
         rng = range(b.start, b.end)
         interval = 0.0
         for i, k in zip(rng, picks):

@@ -198,26 +198,34 @@ def board_batch(t, lv: Levels, j: int, r: int, merged_in: bool, T: float, nxt, l
             live = inner & np.isfinite(nxt_merged[Ei])
             pos = limit_m > 0
             ev.append(_min((T_in + t_out)[live & ~pos]) / r)
-            live &= pos
-            qm = lv.q_of(limit_m, tol)
-            fits = lv.BAD[qm, E] == lv.BAD[qm, S]
+            live = np.flatnonzero(live & pos)   # only these can be a merged stage: work on them alone
+            Es, Ss, lim, ext = E[live], S[live], limit_m[live], (T_in + t_out)[live]
+            qm = lv.q_of(lim, tol)
+            w = m + 1
+            ie, is_ = qm * w + Es, qm * w + Ss
+
+            def diff(X):
+                X = X.ravel()
+                return X.take(ie) - X.take(is_)
+
+            fits = diff(lv.BAD) == 0
             for X, cap in ((lv.D, bd), (lv.B, bb), (lv.LUT, bl), (lv.FF, bf)):
-                fits &= X[qm, E] - X[qm, S] <= cap
-            full = live & ~fits
-            ev.append(_level_T(lv, qm[full], (T_in + t_out)[full], r, tol))
-            ok = live & fits
-            wm = lv.W[qm, E] - lv.W[qm, S]
+                fits &= diff(X) <= cap
+            ev.append(_level_T(lv, qm[~fits], ext[~fits], r, tol))
+            ok = fits
+            wm = diff(lv.W)
             if t.is_streamed and t.bandwidth[j] > 0:
                 wfail = ok & (wm > off_cap) & (wm <= t.capacity[j])
                 ev.append(_min(wm[wfail]) / (t.bandwidth[j] * r * (1 + tol)))
             ok &= wm <= off_cap
             if sequential:
-                need = (lv.IV[qm, E] - lv.IV[qm, S]) / clock
-                slow = ok & (need > limit_m * (1 + tol))
-                ev.append(_min((need[slow] / (1 + tol) + (T_in + t_out)[slow]) / r))
+                need = diff(lv.IV) / clock
+                slow = ok & (need > lim * (1 + tol))
+                ev.append(_min((need[slow] / (1 + tol) + ext[slow]) / r))
                 ok &= ~slow
-            lat_m = (lv.LAT[qm, E] - lv.LAT[qm, S]) / clock
-            cand = np.where(ok, lat_m + t_out + nxt_merged[Ei], INF)
+            cand = np.full(P, INF)
+            sub = live[ok]
+            cand[sub] = diff(lv.LAT)[ok] / clock + t_out[sub] + nxt_merged[Ei[sub]]
             better = cand < val
             val = np.where(better, cand, val)
             mode[better] = 2
