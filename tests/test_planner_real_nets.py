@@ -70,7 +70,9 @@ def test_the_error_names_how_many_boards_would_hold_the_model():
     g = conveyor.zoo.build("resnet18")
     with pytest.raises(PlanError) as e:
         plan(g, Cluster.uniform("zynq7035", 2, link="srio-10g"), precision="ap_fixed<8,3>", offchip=False)
-    n = int(str(e.value).split("; ")[-1].split()[0])
+    import re
+
+    n = int(re.search(r"; (\d+) such devices", str(e.value)).group(1))
     assert n > 2
     plan(g, Cluster.uniform("zynq7035", n, link="srio-10g"), precision="ap_fixed<8,3>", offchip=False)
     with pytest.raises(PlanError):
@@ -110,3 +112,18 @@ def test_vgg11_with_its_classifier_on_eight_zcu102():
     weights_in = {n: w for s in p.stages for n, w in s.weights_in.items()}
     fc6 = next(n.name for n in g.nodes if n.op_type in ("Gemm", "Dense"))
     assert weights_in[fc6] == "dram"   # 102.8 M weights x 2 B: no ZCU102 holds them on chip
+
+
+def test_the_error_names_the_widest_precision_that_would_fit():
+    from conveyor.planner.make_plan import NARROWER
+
+    g = conveyor.zoo.build("resnet18")
+    cluster = Cluster.uniform("zynq7035", 6, link="srio-10g")
+    with pytest.raises(PlanError) as e:
+        plan(g, cluster, precision="ap_fixed<16,6>", offchip=False)
+    fmt = str(e.value).split("; at ")[1].split()[0]
+    plan(g, cluster, precision=fmt, offchip=False)          # it does fit there
+    wider = NARROWER[:NARROWER.index(fmt)]
+    if wider:                                               # and not one format wider
+        with pytest.raises(PlanError):
+            plan(g, cluster, precision=wider[-1], offchip=False)
