@@ -502,11 +502,12 @@ def plan_joint(prob: ChainProblem, link_modes=LINK_MODES, upgrade: bool = True) 
     found = probe(prob, t, hi, link_modes)
     if found is None:
         raise PlanError(_why_infeasible(prob, t))
-    lo = 0.0   # every T <= lo is infeasible
+    lo = _lower_bound(prob, t) * (1 - 1e-12)   # every T <= lo is infeasible
     best = found
     hi = found.interval_s
     while hi - lo > _REL_TOL * hi:
-        mid = (lo + hi) / 2
+        # far apart: halve the ratio (a loose probe scores the most stages); near: halve the gap
+        mid = math.sqrt(lo * hi) if lo > 0 and hi > 4 * lo else (lo + hi) / 2
         events: list = []
         r = probe(prob, t, mid, link_modes, events)
         if r is None:
@@ -597,6 +598,13 @@ def spend_leftover(prob: ChainProblem, t: _Tables, result: JointResult) -> Joint
                 max((bd.link_out_s for bd in boards if bd.link_out_mode == "stage"), default=0.0))
     latency = sum(bd.latency_s + (bd.link_out_s if bd.link_out_mode else 0.0) for bd in boards)
     return JointResult(tuple(boards), worst, latency)
+
+
+def _lower_bound(prob: ChainProblem, t: _Tables) -> float:
+    """No plan has an interval below this: some stage runs each layer, at best at its fastest
+    engine anywhere, shared by at most k replicas (a split layer's slice is no faster)."""
+    return max((min((min(tm.secs[j][i]) for tm in t.modes() for j in range(prob.k) if tm.secs[j][i]),
+                    default=0.0) for i in range(prob.m)), default=0.0) / prob.k
 
 
 def _upper_bound(prob: ChainProblem, t: _Tables) -> float:
