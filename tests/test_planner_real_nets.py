@@ -127,3 +127,19 @@ def test_the_error_names_the_widest_precision_that_would_fit():
     if wider:                                               # and not one format wider
         with pytest.raises(PlanError):
             plan(g, cluster, precision=wider[-1], offchip=False)
+
+
+def test_the_report_names_the_tensors_crossing_each_link():
+    from html import escape
+
+    from conveyor.reports.plan_report import render
+
+    g = conveyor.zoo.build("resnet18")
+    p = plan(g, Cluster.uniform("zcu102", 8, link="aurora-10g"), precision="ap_fixed<16,6>")
+    html = render(p, {})
+    links = [s.link_out for s in p.stages if s.link_out is not None]
+    assert links
+    for link in links:
+        assert escape(link.tensors[0]) in html and f"{len(link.tensors)} tensor" in html
+    # a residual block cut in its middle sends its skip tensor too
+    assert any(len(link.tensors) > 1 for link in links)

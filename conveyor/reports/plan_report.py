@@ -51,6 +51,12 @@ def engine_rows(plan: Plan) -> tuple[list[str], list[list[str]]]:
     return head, rows
 
 
+def crossing(tensors, shown: int = 4) -> str:
+    """The tensors a cut sends (skip connections included: each crosses every link up to its reader)."""
+    names = ", ".join(tensors[:shown]) + (f" +{len(tensors) - shown} more" if len(tensors) > shown else "")
+    return f"{plural(len(tensors), 'tensor')}: {names}"
+
+
 def render(plan: Plan, baselines: dict[str, Plan | str]) -> str:
     groups = [(f"conveyor ({plan.throughput:.1f}/s)", stage_rows(plan))]
     for name, b in baselines.items():
@@ -66,7 +72,7 @@ def render(plan: Plan, baselines: dict[str, Plan | str]) -> str:
         util = {r: (f"{s.resources[r]:,} / {s.budget[r]:,}" if r in s.resources and r in s.budget else "-")
                 for r in ("dsp", "bram18k", "lut")}
         link = "-" if s.link_out is None else (f"{s.link_out.link} {s.link_out.mode}, {s.link_out.bytes:,} B, "
-                                               f"{s.link_out.seconds * 1e6:.1f} us")
+                                               f"{s.link_out.seconds * 1e6:.1f} us; {crossing(s.link_out.tensors)}")
         power = "-" if s.power_w is None else f"{s.power_w:g} W"
         body.append("<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in (
             s.device, f"{s.layers[0]} .. {s.layers[-1]} ({len(s.layers)})", f"{s.stage_time_s * 1e3:.3f} ms",
