@@ -6,9 +6,11 @@ A script, not a test:
 1. The exact chain partition (conveyor.partition.balance) on 10,000 layers x 64 boards,
    stage and merged links: target 0.1 s.
 2. The joint planner (`conveyor.plan`, throughput objective, weights may stream from DDR)
-   on the zoo models and, with --torchvision, ResNet-50 (64 px), MobileNetV2 (64 px) and the
-   full AlexNet (224 px, its adaptive pooling needs it) on ZCU102 chains: target 2 s for a
-   400-node DAG on 8 boards, printed as the ratio of the measured time to it.
+   on the zoo models on ZCU102 chains and, with --torchvision, the issue's networks on its
+   clusters: ResNet-50, MobileNetV2, DenseNet-121 (64 px) on 8 ZCU102, EfficientNet-B0 (64 px)
+   on 4 Alveo U250, VGG-11 and the full AlexNet (224 px, their adaptive pooling needs it) on
+   8 ZCU102: target 2 s for a 400-node DAG on 8 boards, printed as the ratio of the measured
+   time to it (export time not included).
 Wall and CPU time are both printed: on a shared machine the wall time includes waiting.
 """
 
@@ -56,19 +58,25 @@ def _torchvision_models():
 
     tv = import_torchvision()
     torch.manual_seed(0)
-    for name, size in (("resnet50", 64), ("mobilenet_v2", 64), ("alexnet", 224)):
-        yield name, conveyor.from_torch(getattr(tv.models, name)(), torch.randn(1, 3, size, size), name=name)
+    for name, size, board, k in (("resnet50", 64, "zcu102", 8), ("mobilenet_v2", 64, "zcu102", 8),
+                                 ("densenet121", 64, "zcu102", 8), ("efficientnet_b0", 64, "alveo-u250", 4),
+                                 ("vgg11", 224, "zcu102", 8), ("alexnet", 224, "zcu102", 8)):
+        g = conveyor.from_torch(getattr(tv.models, name)(), torch.randn(1, 3, size, size), name=name,
+                                exporter="torchscript")
+        yield name, g, [(board, k)]
 
 
 def joint_table(boards, torchvision: bool):
-    models = [(n, conveyor.zoo.build(n)) for n in ("jet-mlp", "digits-cnn", "alexnet-conv", "resnet18")]
+    models = [(n, conveyor.zoo.build(n), [("zcu102", k) for k in boards])
+              for n in ("jet-mlp", "digits-cnn", "alexnet-conv", "resnet18")]
     if torchvision:
         models += list(_torchvision_models())
-    print(f"\n== joint planner on ZCU102 chains at ap_fixed<16,6> (target {DAG_TARGET_S} s for 400 nodes x 8 boards) ==")
-    print(f"{'model':14} {'nodes':>6} {'boards':>6} {'wall (s)':>9} {'/target':>8} {'cpu (s)':>8}  result")
-    for name, g in models:
-        for k in boards:
-            cluster = Cluster.uniform("zcu102", k, link="aurora-10g")
+    print(f"\n== joint planner at ap_fixed<16,6> (target {DAG_TARGET_S} s for 400 nodes x 8 boards) ==")
+    print(f"{'model':16} {'nodes':>6} {'boards':>14} {'wall (s)':>9} {'/target':>8} {'cpu (s)':>8} {'/target':>8}  result")
+    for name, g, clusters in models:
+        for board, k in clusters:
+            link = "aurora-10g" if board == "zcu102" else "eth-100g"
+            cluster = Cluster.uniform(board, k, link=link)
             try:
                 p, wall, cpu = _timed(lambda: conveyor.plan(g, cluster, precision="ap_fixed<16,6>"))
                 streamed = sum(1 for s in p.stages for w in s.weights_in.values() if w != "on_chip")
@@ -76,7 +84,8 @@ def joint_table(boards, torchvision: bool):
             except PlanError as e:
                 wall = cpu = float("nan")
                 result = f"no plan: {str(e)[:60]}"
-            print(f"{name:14} {len(g.nodes):6} {k:6} {wall:9.3f} {wall / DAG_TARGET_S:8.2f} {cpu:8.3f}  {result}")
+            print(f"{name:16} {len(g.nodes):6} {f'{k} x {board}':>14} {wall:9.3f} {wall / DAG_TARGET_S:8.2f} "
+                  f"{cpu:8.3f} {cpu / DAG_TARGET_S:8.2f}  {result}")
 
 
 def main(argv=None):

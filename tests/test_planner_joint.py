@@ -178,3 +178,89 @@ def test_a_layer_too_big_for_any_board_is_named():
     g = conveyor.zoo.build("vgg16-conv")
     with pytest.raises(PlanError, match="conv3_2.*fits no device.*nor split"):
         plan(g, Cluster.uniform("pynq-z2", 2, link="eth-1g"))
+
+
+def _variant(rng, prob: ChainProblem) -> ChainProblem:
+    """`prob` with some devices sequential (one option per layer, times summed) and, sometimes,
+    every device identical on a switch (replicas)."""
+    import dataclasses
+
+    archs = list(prob.archs)
+    options, stream = list(prob.options), list(prob.stream_options)
+    if rng.random() < 0.5:
+        for j in range(prob.k):
+            if rng.random() < 0.4:
+                archs[j] = "overlay"
+                options[j] = tuple(layer[:1] for layer in options[j])
+                if stream and stream[j] is not None:
+                    stream[j] = tuple(layer[:1] for layer in stream[j])
+    prob = dataclasses.replace(prob, archs=tuple(archs), options=tuple(options), stream_options=tuple(stream),
+                               links=(None,) * prob.k)
+    if rng.random() < 0.4:
+        same = lambda xs: (xs[0],) * prob.k  # noqa: E731
+        prob = dataclasses.replace(
+            prob, archs=same(prob.archs), options=same(prob.options), clocks=same(prob.clocks),
+            budgets=same(prob.budgets), replicable=True, signatures=("x",) * prob.k,
+            stream_options=same(prob.stream_options) if prob.stream_options else (),
+            stream_memory=same(prob.stream_memory) if prob.stream_memory else (),
+            stream_Bps=same(prob.stream_Bps) if prob.stream_Bps else (),
+            stream_bytes=same(prob.stream_bytes) if prob.stream_bytes else ())
+    return prob
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_vectorised_probe_matches_the_reference_dp(seed):
+    """The fast probe (per-level prefix tables, joint_levels) against the plain DP, state by state,
+    on random chains with streaming, sequential devices and replicas, at every interval where an
+    engine choice changes and between them; and its "next event": the plain DP stays
+    infeasible everywhere between a failed probe and the event it reports."""
+    from conveyor.planner.joint import _Tables, probe, probe_reference
+
+    rng = np.random.default_rng(100 + seed)
+    compared = infeasible = 0
+    for _ in range(25):
+        prob = _random_problem(rng, m=int(rng.integers(1, 8)), k=int(rng.integers(1, 5)))
+        if rng.random() < 0.6:
+            prob = _with_streaming(rng, prob)
+        prob = _variant(rng, prob)
+        t = _Tables(prob)
+        secs = sorted({x for tm in t.modes() for board in tm.secs for layer in board for x in layer})
+        grid = sorted(set(secs) | {x * f for x in secs for f in (0.5, 1.5, 2.5, 4.0)})
+        for T in grid[:: max(1, len(grid) // 12)]:
+            events: list = []
+            fast, ref = probe(prob, t, T, events=events), probe_reference(prob, t, T)
+            assert (fast is None) == (ref is None), (seed, T)
+            if fast is None:
+                event = min(events, default=float("inf"))
+                assert event > T * (1 - 1e-12)
+                for f in (0.25, 0.5, 0.999):
+                    below = T + (min(event, 4 * T + 100) - T) * f
+                    if below < event * (1 - 1e-9):
+                        assert probe_reference(prob, t, below) is None, (seed, T, below, event)
+                infeasible += 1
+                continue
+            assert fast.latency_s == pytest.approx(ref.latency_s, rel=1e-9), (seed, T)
+            assert fast.interval_s <= T * (1 + 1e-9)
+            assert [(b.start, b.end) for b in fast.boards][-1][1] == prob.m
+            compared += 1
+    assert compared >= 40 and infeasible >= 10
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_upgrade_heap_equals_the_rescanning_greedy(seed):
+    from conveyor.planner.joint import _Tables, _upgrade, probe
+
+    rng = np.random.default_rng(200 + seed)
+    boards = 0
+    for _ in range(40):
+        prob = _random_problem(rng, m=int(rng.integers(2, 9)), k=int(rng.integers(1, 4)))
+        prob = _with_streaming(rng, prob) if rng.random() < 0.5 else prob
+        t = _Tables(prob)
+        secs = sorted({x for board in t.secs for layer in board for x in layer})
+        r = probe(prob, t, secs[-1] * 3)
+        if r is None:
+            continue
+        for b in r.boards:
+            assert _upgrade(t.for_board(b), b) == _upgrade(t.for_board(b), b, plain=True)
+            boards += 1
+    assert boards >= 30

@@ -114,6 +114,15 @@ def chain_problem(graph, cluster: Cluster, precision=None, *, arch: str = "dataf
     cuts = crossing_cuts(graph, works)
     kinds, options, clocks, budgets = [], [], [], []
     streamed, memories, reserve = [], [], []
+    # identical boards share one options table (built once; the planner keys its tables on it)
+    tables: dict[tuple[str, bool], tuple] = {}
+
+    def table(board, stream: bool) -> tuple:
+        key = (repr(board), stream)
+        if key not in tables:
+            tables[key] = tuple(tuple(dataflow_options(w, board, streamed=stream)) for w in works)
+        return tables[key]
+
     for d in devices:
         mem = weight_memory(d.board) if d.kind == "fpga" and offchip else None
         memories.append(mem)
@@ -122,9 +131,8 @@ def chain_problem(graph, cluster: Cluster, precision=None, *, arch: str = "dataf
             a = archs.get(d.name, arch)
             if a == "dataflow":
                 kinds.append("dataflow")
-                options.append(tuple(tuple(dataflow_options(w, d.board)) for w in works))
-                streamed.append(None if mem is None else
-                                tuple(tuple(dataflow_options(w, d.board, streamed=True)) for w in works))
+                options.append(table(d.board, False))
+                streamed.append(None if mem is None else table(d.board, True))
                 clocks.append(d.board.clock_hz)
                 budgets.append(board_budget(d.board))
                 continue

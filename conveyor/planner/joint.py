@@ -23,6 +23,7 @@ from conveyor.planner.chain import ChainProblem
 
 LINK_MODES = ("stage", "merged")
 _REL_TOL = 1e-9
+INF = float("inf")
 
 
 @dataclass(frozen=True)
@@ -78,15 +79,24 @@ class _Tables:
             self.weights_in = ["on_chip"] * prob.k
             self.bandwidth = self.capacity = None
         self.is_streamed = streamed
-        self.off = [[[o.offchip_bytes for o in opts] for opts in options[j]] for j in range(prob.k)]
-        self.secs = [[[o.interval_cycles / prob.clocks[j] for o in opts] for opts in options[j]]
-                     for j in range(prob.k)]
-        # bisect needs ascending keys: store negated intervals
-        self.neg = [[[-t for t in layer] for layer in board] for board in self.secs]
-        self.res = [[[(o.resources.dsp, o.resources.bram18k, o.resources.lut, o.resources.ff) for o in opts]
-                     for opts in options[j]] for j in range(prob.k)]
-        self.lat = [[[o.latency_cycles / prob.clocks[j] for o in opts] for opts in options[j]]
-                    for j in range(prob.k)]
+        self.options = options
+        # identical devices share their option tuples: build each device kind's lists once
+        memo: dict[tuple[int, float], tuple] = {}
+        per = []
+        for j in range(prob.k):
+            key = (id(options[j]), prob.clocks[j])
+            if key not in memo:
+                clock = prob.clocks[j]
+                secs = [[o.interval_cycles / clock for o in opts] for opts in options[j]]
+                memo[key] = (
+                    [[o.offchip_bytes for o in opts] for opts in options[j]], secs,
+                    [[-x for x in layer] for layer in secs],    # bisect needs ascending keys
+                    [[(o.resources.dsp, o.resources.bram18k, o.resources.lut, o.resources.ff) for o in opts]
+                     for opts in options[j]],
+                    [[o.latency_cycles / clock for o in opts] for opts in options[j]])
+            per.append(memo[key])
+        self.off, self.secs, self.neg, self.res, self.lat = (list(x) for x in zip(*per))
+        self._levels: dict[tuple[int, float], object] = {}
         self.budget = [(b.dsp, b.bram18k, b.lut, b.ff) for b in prob.budgets]
         if streamed and prob.stream_reserve:
             self.budget = [(d, b - (prob.stream_reserve[j] if self.sequential[j] else 0), l, f)
@@ -94,6 +104,24 @@ class _Tables:
         self.buffer = [2 * math.ceil(c.bytes * 8 / BRAM18K_BITS) for c in prob.cuts]
         can_stream = not streamed and any(o is not None for o in prob.stream_options)
         self.streamed = _Tables(prob, streamed=True) if can_stream else None
+        self._splits: dict[int, tuple[int, ...]] = {}
+
+    def levels(self, j: int):
+        """Device j's per-level prefix tables (joint_levels.Levels), shared by identical devices."""
+        from conveyor.planner.joint_levels import Levels
+
+        key = (id(self.options[j]), self.prob.clocks[j])
+        got = self._levels.get(key)
+        if got is None:
+            got = self._levels[key] = Levels(self.options[j], self.prob.clocks[j])
+        return got
+
+    def split_starts(self, j: int) -> tuple[int, ...]:
+        """The layers that need splitting on device j (see needs_split)."""
+        got = self._splits.get(j)
+        if got is None:
+            got = self._splits[j] = tuple(i for i in range(self.prob.m) if self.needs_split(j, i))
+        return got
 
     def modes(self) -> tuple["_Tables", ...]:
         """Pinned first: on a tie the DP keeps the first, so weights stream only when that is
@@ -160,26 +188,46 @@ def _identical_run(prob: ChainProblem, j: int) -> int:
     return r
 
 
-def _split_stage(prob: ChainProblem, t: _Tables, best: dict, j: int, s: int, merged_in: bool, T: float,
-                 r: int, link_modes) -> tuple[float, tuple | None]:
-    """Layer s split r ways by output channel over devices j..j+r-1 (conveyor.planner.split),
-    with the channel-wise layers after it (ReLU, pooling...) split the same way."""
+def _split_layers(prob: ChainProblem, t: _Tables, j: int, s: int, r: int) -> list:
+    """T-independent facts of splitting layer s r ways on device j (cached on t): per possible
+    end e, (e, gather seconds, per layer: (negated intervals, resources, latencies))."""
     from conveyor.planner.split import CHANNELWISE, gather_seconds, split_options
 
+    key = (j if not prob.signatures else prob.signatures[j], s, r)
+    cache = t.__dict__.setdefault("_split_cache", {})
+    got = cache.get(key)
+    if got is None:
+        clock = prob.clocks[j]
+        got, layers = [], []
+        for e in range(s + 1, prob.m + 1):
+            i = e - 1
+            if i > s and prob.works[i].op_type not in CHANNELWISE:
+                break
+            opts = split_options(prob.works[i], prob.specs[j], r)
+            layers.append(([-o.interval_cycles / clock for o in opts],
+                           [(o.resources.dsp, o.resources.bram18k, o.resources.lut, o.resources.ff) for o in opts],
+                           [o.latency_cycles / clock for o in opts]))
+            got.append((e, gather_seconds(prob.works[s], prob.links[j], r, out_bytes=prob.works[i].out_bytes),
+                        tuple(layers)))
+        cache[key] = got
+    return got
+
+
+def _split_stage(prob: ChainProblem, t: _Tables, best: dict, j: int, s: int, merged_in: bool, T: float,
+                 r: int, link_modes, events: list | None = None) -> tuple[float, tuple | None]:
+    """Layer s split r ways by output channel over devices j..j+r-1 (conveyor.planner.split),
+    with the channel-wise layers after it (ReLU, pooling...) split the same way. `events` as
+    for joint_levels.board_batch: for each failed comparison, the least T that passes it."""
+    ev = events if events is not None else []
     INF = float("inf")
     result: tuple[float, tuple | None] = (INF, None)
     if prob.links[j] is None:
         return result
-    clock, budget, m = prob.clocks[j], t.budget[j], prob.m
+    budget, m = t.budget[j], prob.m
     t_in = prob.link_seconds[j - 1][s - 1] if merged_in else 0.0
     last_dev = j + r - 1
-    layer_opts = []
-    for e in range(s + 1, m + 1):
+    for e, gather, layers in _split_layers(prob, t, j, s, r):
         i = e - 1
-        if i > s and prob.works[i].op_type not in CHANNELWISE:
-            break
-        layer_opts.append(split_options(prob.works[i], prob.specs[j], r))
-        gather = gather_seconds(prob.works[s], prob.links[j], r, out_bytes=prob.works[i].out_bytes)
         outs = [(None, 0.0)] if e == m else [(mode, prob.link_seconds[last_dev][i]) for mode in link_modes
                                              if last_dev + 1 < prob.k]
         for mode, t_out in outs:
@@ -187,21 +235,25 @@ def _split_stage(prob: ChainProblem, t: _Tables, best: dict, j: int, s: int, mer
             if nxt is None or nxt[0] == INF:
                 continue
             if mode == "stage" and t_out > T * (1 + _REL_TOL):
+                ev.append(t_out / (1 + _REL_TOL))
                 continue
-            limit = (T - t_in - gather - (t_out if mode == "merged" else 0.0)) * (1 + _REL_TOL)
+            base = t_in + gather + (t_out if mode == "merged" else 0.0)
+            limit = (T - base) * (1 + _REL_TOL)
             buffer = t.link_buffer(j, i) if mode == "stage" else 0
             picks, res, interval, lat = [], [0, buffer, 0, 0], 0.0, gather
-            for opts in layer_opts:  # each layer's slowest (cheapest) engine meeting the limit
-                idx = next((n for n, o in enumerate(opts) if o.interval_cycles / clock <= limit), None)
-                if idx is None:
+            for neg, res_o, lat_o in layers:  # each layer's slowest (cheapest) engine meeting the limit
+                idx = bisect.bisect_left(neg, -limit)
+                if idx >= len(neg):
+                    ev.append(-neg[-1] / (1 + _REL_TOL) + base)
                     break
-                o = opts[idx]
                 picks.append(idx)
-                res = [x + y for x, y in zip(res, (o.resources.dsp, o.resources.bram18k, o.resources.lut, o.resources.ff))]
-                interval = max(interval, o.interval_cycles / clock)
-                lat += o.latency_cycles / clock
+                res = [x + y for x, y in zip(res, res_o[idx])]
+                interval = max(interval, -neg[idx])
+                lat += lat_o[idx]
             else:
                 if any(x > cap for x, cap in zip(res, budget)):
+                    # a slower, cheaper engine for any of the layers
+                    ev.extend(-neg[k - 1] / (1 + _REL_TOL) + base for (neg, _, _), k in zip(layers, picks) if k)
                     continue
                 total = lat + (t_out if mode else 0.0) + nxt[0]
                 if total < result[0]:
@@ -297,8 +349,9 @@ def _best_stage(prob: ChainProblem, t: _Tables, best: dict, j: int, s: int, merg
     return result
 
 
-def probe(prob: ChainProblem, t: _Tables, T: float, link_modes=LINK_MODES) -> JointResult | None:
-    """A minimum-latency assignment whose every stage (and link stage) takes <= T, or None."""
+def probe_reference(prob: ChainProblem, t: _Tables, T: float, link_modes=LINK_MODES) -> JointResult | None:
+    """`probe`, one state and one end at a time: the plain statement of the DP, kept as the
+    reference the vectorised probe is tested against."""
     m, k = prob.m, prob.k
     INF = float("inf")
     # best[(j, s, merged_in)] = (latency from layer s to the end, choice made at this state)
@@ -335,6 +388,111 @@ def probe(prob: ChainProblem, t: _Tables, T: float, link_modes=LINK_MODES) -> Jo
     return JointResult(tuple(boards), worst, start[0])
 
 
+class _BestView:
+    """`best.get((device, layer, merged_in))` over the vectorised probe's arrays, for _split_stage."""
+
+    def __init__(self, best):
+        self.best = best
+
+    def get(self, key):
+        j, e, merged_in = key
+        arr = self.best[j][int(merged_in)] if j < len(self.best) else None
+        return None if arr is None or e >= arr.size else (float(arr[e]),)
+
+
+def probe(prob: ChainProblem, t: _Tables, T: float, link_modes=LINK_MODES,
+          events: list | None = None) -> JointResult | None:
+    """A minimum-latency assignment whose every stage (and link stage) takes <= T, or None.
+    When None, `events` (if given) gets values whose minimum is a T' > T below which every
+    probe is infeasible too (see joint_levels.board_batch).
+
+    best[j][merged_in][s] = least latency from layer s to the end when device j runs the stage
+    starting at s; a device depends only on later ones, so each device's every start is one
+    vectorised pass per (weights mode, replicas, incoming link) (conveyor.planner.joint_levels)."""
+    import numpy as np
+
+    from conveyor.planner.joint_levels import board_batch
+
+    m, k = prob.m, prob.k
+    tables = t.modes()
+    best: list[list] = [[None, None] for _ in range(k)]
+    choice: list[list] = [[None, None] for _ in range(k)]
+    split_won: dict[tuple[int, int, bool], tuple] = {}
+    view = _BestView(best)
+    for j in range(k - 1, -1, -1):
+        rmax = _replica_limit(prob, j)
+        for mi in (False, True):
+            tot = np.full(m, INF)
+            c_t = np.zeros(m, dtype=np.int8)
+            c_r = np.ones(m, dtype=np.int64)
+            c_e = np.zeros(m, dtype=np.int64)
+            c_mode = np.zeros(m, dtype=np.int8)
+            for ti, tm in enumerate(tables):
+                lv = tm.levels(j)
+                for r in range(1, rmax + 1):
+                    nxt = (best[j + r][0], best[j + r][1]) if j + r < k else None
+                    v, e, md = board_batch(tm, lv, j, r, mi, T, nxt, link_modes, _REL_TOL, events)
+                    better = v < tot
+                    if better.any():
+                        tot[better] = v[better]
+                        c_t[better], c_r[better], c_e[better], c_mode[better] = ti, r, e[better], md[better]
+            for s in t.split_starts(j):
+                if mi and (s == 0 or j == 0):
+                    continue
+                for r in range(2, _identical_run(prob, j) + 1):
+                    cand = _split_stage(prob, t, view, j, s, mi, T, r, link_modes, events)
+                    if cand[0] < tot[s]:
+                        tot[s] = cand[0]
+                        split_won[(j, s, mi)] = cand[1]
+            best[j][int(mi)] = tot
+            choice[j][int(mi)] = (c_t, c_r, c_e, c_mode)
+    if not np.isfinite(best[0][0][0]):
+        return None
+    boards, j, s, merged_in = [], 0, 0, False
+    while s < m:
+        won = split_won.get((j, s, merged_in))
+        if won is not None:  # compared after every unsplit stage: recorded only when strictly better
+            e, mode, picks, res, interval, stage_time, lat, t_out, buffer, r, _ = won
+            boards.append(BoardAssignment(j, s, e, picks, interval, stage_time, lat, Resources(*res), merged_in,
+                                          mode, t_out if mode else 0.0, buffer, r, True))
+        else:
+            c_t, c_r, c_e, c_mode = choice[j][int(merged_in)]
+            tm, r, e, md = tables[int(c_t[s])], int(c_r[s]), int(c_e[s]), int(c_mode[s])
+            boards.append(_assignment(prob, tm, j, s, e, md, r, merged_in, T))
+            mode = boards[-1].link_out_mode
+        j, s, merged_in = j + r, e, mode == "merged"
+    worst = max(max(bd.stage_time_s for bd in boards),
+                max((bd.link_out_s for bd in boards if bd.link_out_mode == "stage"), default=0.0))
+    return JointResult(tuple(boards), worst, float(best[0][0][0]))
+
+
+def _assignment(prob: ChainProblem, t: _Tables, j: int, s: int, e: int, md: int, r: int, merged_in: bool,
+                T: float) -> BoardAssignment:
+    """The stage [s, e) on device j chosen by the vectorised probe, with its figures."""
+    lv = t.levels(j)
+    t_in = prob.link_seconds[j - 1][s - 1] if merged_in else 0.0
+    limit = r * T - t_in
+    last_dev = j + r - 1
+    t_out = prob.link_seconds[last_dev][e - 1] if md else 0.0
+    if md == 2:
+        limit -= t_out
+    q = int(lv.q_of(limit, _REL_TOL))
+    picks = tuple(int(x) for x in lv.picks[q, s:e])
+    res = [int(X[q, e] - X[q, s]) for X in (lv.D, lv.B, lv.LUT, lv.FF)]
+    w = int(lv.W[q, e] - lv.W[q, s])
+    lat = float(lv.LAT[q, e] - lv.LAT[q, s]) / lv.clock
+    interval = 0.0
+    for i, kk in zip(range(s, e), picks):
+        interval = t.combine(j, interval, t.secs[j][i][kk])
+    buffer = t.link_buffer(j, e - 1) if md == 1 else 0
+    res[1] += buffer
+    stage_time = (interval + t_in + (t_out if md == 2 else 0.0)) / r
+    stage_time = max(stage_time, t.stream_floor(j, w, r))
+    mode = (None, "stage", "merged")[md]
+    return BoardAssignment(j, s, e, picks, interval, stage_time, lat, Resources(*res), merged_in, mode,
+                           t_out if mode else 0.0, buffer, r, False, t.weights_in[j], w)
+
+
 def plan_joint(prob: ChainProblem, link_modes=LINK_MODES, upgrade: bool = True) -> JointResult:
     """The smallest feasible interval (bisection to a relative 1e-9). Among assignments at that
     interval, the DP picks the lowest latency with every layer at its cheapest qualifying
@@ -344,19 +502,73 @@ def plan_joint(prob: ChainProblem, link_modes=LINK_MODES, upgrade: bool = True) 
     found = probe(prob, t, hi, link_modes)
     if found is None:
         raise PlanError(_why_infeasible(prob, t))
-    lo = 0.0
+    lo = _lower_bound(prob, t) * (1 - 1e-12)   # every T <= lo is infeasible
     best = found
     hi = found.interval_s
     while hi - lo > _REL_TOL * hi:
-        mid = (lo + hi) / 2
-        r = probe(prob, t, mid, link_modes)
+        # far apart: halve the ratio (a loose probe scores the most stages); near: halve the gap
+        mid = math.sqrt(lo * hi) if lo > 0 and hi > 4 * lo else (lo + hi) / 2
+        events: list = []
+        r = probe(prob, t, mid, link_modes, events)
         if r is None:
-            lo = mid
+            # nothing changes below the next event: jump there (a hair below, against rounding)
+            lo = max(mid, min(min(events, default=INF), hi) * (1 - 1e-12))
         else:
             hi = min(mid, r.interval_s)  # mid is feasible; the plan may do better than asked
             if r.interval_s < best.interval_s or (r.interval_s == best.interval_s and r.latency_s < best.latency_s):
                 best = r
     return spend_leftover(prob, t, best) if upgrade else best
+
+
+def _upgrade(t: _Tables, b: BoardAssignment, plain: bool = False) -> tuple[list[int], list[int]]:
+    """spend_leftover's greedy on one board: (picks, resources used). Each step takes, among the
+    moves that still fit, the one of most latency saved per share of the binding resource (ties:
+    the earliest layer, then the slowest engine). A move's ratio does not depend on what the board
+    uses, and what it uses only grows, so a move that no longer fits never will: a heap of every
+    layer's moves from its current engine finds each step's move without rescanning (`plain`:
+    the rescanning loop, which also serves option tables that are not monotone)."""
+    import heapq
+
+    j = b.board
+    picks = list(b.option_index)
+    used = [b.resources.dsp, b.resources.bram18k, b.resources.lut, b.resources.ff]
+    budget = t.budget[j]
+    layers = list(range(b.start, b.end))
+
+    def moves(n: int):
+        i, cur = layers[n], picks[n]
+        res, lat = t.res[j][i], t.lat[j][i]
+        for nxt in range(cur + 1, len(res)):
+            delta = [x - y for x, y in zip(res[nxt], res[cur])]
+            gain = lat[cur] - lat[nxt]
+            cost = max([d / cap for d, cap in zip(delta, budget) if cap > 0] + [1e-12])
+            if gain > 0:
+                yield gain / cost, nxt, delta
+
+    monotone = all(x <= y for i in layers for a, c in zip(t.res[j][i], t.res[j][i][1:]) for x, y in zip(a, c))
+    if plain or not monotone:
+        while True:
+            best_gain, best_move = 0.0, None
+            for n in range(len(layers)):
+                for ratio, nxt, delta in moves(n):
+                    if ratio > best_gain and not any(u + d > cap for u, d, cap in zip(used, delta, budget)):
+                        best_gain, best_move = ratio, (n, nxt, delta)
+            if best_move is None:
+                return picks, used
+            n, nxt, delta = best_move
+            picks[n] = nxt
+            used = [u + d for u, d in zip(used, delta)]
+    heap = [(-ratio, n, nxt, picks[n], delta) for n in range(len(layers)) for ratio, nxt, delta in moves(n)]
+    heapq.heapify(heap)
+    while heap:
+        _, n, nxt, cur, delta = heapq.heappop(heap)
+        if picks[n] != cur or any(u + d > cap for u, d, cap in zip(used, delta, budget)):
+            continue   # stale (the layer moved since), or it no longer fits (and never will)
+        picks[n] = nxt
+        used = [u + d for u, d in zip(used, delta)]
+        for ratio, nxt2, delta2 in moves(n):
+            heapq.heappush(heap, (-ratio, n, nxt2, nxt, delta2))
+    return picks, used
 
 
 def spend_leftover(prob: ChainProblem, t: _Tables, result: JointResult) -> JointResult:
@@ -370,26 +582,7 @@ def spend_leftover(prob: ChainProblem, t: _Tables, result: JointResult) -> Joint
             boards.append(b)
             continue
         t = pinned.for_board(b)
-        picks = list(b.option_index)
-        used = [b.resources.dsp, b.resources.bram18k, b.resources.lut, b.resources.ff]
-        budget = t.budget[b.board]
-        while True:
-            best_gain, best_move = 0.0, None
-            for n, i in enumerate(range(b.start, b.end)):
-                cur = picks[n]
-                for nxt in range(cur + 1, len(t.res[b.board][i])):
-                    delta = [x - y for x, y in zip(t.res[b.board][i][nxt], t.res[b.board][i][cur])]
-                    if any(u + d > cap for u, d, cap in zip(used, delta, budget)):
-                        continue
-                    gain = t.lat[b.board][i][cur] - t.lat[b.board][i][nxt]
-                    cost = max([d / cap for d, cap in zip(delta, budget) if cap > 0] + [1e-12])
-                    if gain > 0 and gain / cost > best_gain:
-                        best_gain, best_move = gain / cost, (n, nxt, delta)
-            if best_move is None:
-                break
-            n, nxt, delta = best_move
-            picks[n] = nxt
-            used = [u + d for u, d in zip(used, delta)]
+        picks, used = _upgrade(t, b)
         rng = range(b.start, b.end)
         interval = 0.0
         for i, k in zip(rng, picks):
@@ -405,6 +598,13 @@ def spend_leftover(prob: ChainProblem, t: _Tables, result: JointResult) -> Joint
                 max((bd.link_out_s for bd in boards if bd.link_out_mode == "stage"), default=0.0))
     latency = sum(bd.latency_s + (bd.link_out_s if bd.link_out_mode else 0.0) for bd in boards)
     return JointResult(tuple(boards), worst, latency)
+
+
+def _lower_bound(prob: ChainProblem, t: _Tables) -> float:
+    """No plan has an interval below this: some stage runs each layer, at best at its fastest
+    engine anywhere, shared by at most k replicas (a split layer's slice is no faster)."""
+    return max((min((min(tm.secs[j][i]) for tm in t.modes() for j in range(prob.k) if tm.secs[j][i]),
+                    default=0.0) for i in range(prob.m)), default=0.0) / prob.k
 
 
 def _upper_bound(prob: ChainProblem, t: _Tables) -> float:

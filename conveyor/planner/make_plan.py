@@ -47,7 +47,7 @@ def plan(graph, cluster, *, precision=DEFAULT_PRECISION, objective: str = "throu
         try:
             result = plan_joint(prob) if objective == "throughput" else _min_latency(prob)
         except PlanError as e:
-            raise PlanError(f"{e}{_what_would_fit(prob)}") from None
+            raise PlanError(f"{e}{_what_would_fit(prob)}{_precision_that_fits(graph, cluster, config, prob, kwargs)}") from None
     elif method in BASELINES:
         result = run_baseline(prob, method)
     elif method == "manual":
@@ -85,9 +85,7 @@ def _what_would_fit(prob: ChainProblem) -> str:
             stream_Bps=rep(prob.stream_Bps), stream_bytes=rep(prob.stream_bytes), stream_reserve=rep(prob.stream_reserve))
 
     def fits(n: int) -> bool:
-        p = grown(n)
-        t = _Tables(p)
-        return probe(p, t, _upper_bound(p, t), LINK_MODES) is not None
+        return _fits(grown(n))
 
     lo, hi = prob.k, prob.k + 1        # lo does not fit
     while not fits(hi):
@@ -98,6 +96,33 @@ def _what_would_fit(prob: ChainProblem) -> str:
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if fits(mid) else (mid, hi)
     return f"; {hi} such devices ({prob.specs[0].name}) would hold it"
+
+
+#: Uniform formats `_precision_that_fits` tries, widest first (hls4ml's usual widths).
+NARROWER = ("ap_fixed<12,4>", "ap_fixed<8,3>", "ap_fixed<6,2>", "ap_fixed<4,2>")
+
+
+def _fits(prob: ChainProblem) -> bool:
+    from conveyor.planner.joint import _upper_bound
+
+    t = _Tables(prob)
+    return probe(prob, t, _upper_bound(prob, t), LINK_MODES) is not None
+
+
+def _precision_that_fits(graph, cluster, config: PrecisionConfig, prob: ChainProblem, kwargs) -> str:
+    """The widest uniform format narrower than the model's widest weights with which these
+    devices hold the model (each checked by the planner, one probe at a generous interval)."""
+    widest = max((w.weight_bits for w in prob.works if w.params), default=0)
+    for fmt in NARROWER:
+        bits = int(fmt.split("<")[1].split(",")[0])
+        if bits >= widest:
+            continue
+        try:
+            if _fits(chain_problem(graph, cluster, PrecisionConfig.coerce(fmt), **kwargs)):
+                return f"; at {fmt} these devices would hold it"
+        except PlanError:
+            continue
+    return f"; not even at {NARROWER[-1]} would these devices hold it" if widest > 4 else ""
 
 
 def _manual_ranges(prob: ChainProblem, cuts: list[str]) -> list[tuple[int, int]]:

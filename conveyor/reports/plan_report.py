@@ -64,6 +64,12 @@ def engine_rows(plan: Plan, graph=None) -> tuple[list[str], list[list[str]]]:
     return head, rows
 
 
+def crossing(tensors, shown: int = 4) -> str:
+    """The tensors a cut sends (skip connections included: each crosses every link up to its reader)."""
+    names = ", ".join(tensors[:shown]) + (f" +{len(tensors) - shown} more" if len(tensors) > shown else "")
+    return f"{plural(len(tensors), 'tensor')}: {names}"
+
+
 def _table(head, rows, cls: str) -> str:
     """An HTML table; a column whose cells are all numbers (or '-') is right-aligned, text left."""
     numeric = [all(str(r[i])[:1].isdigit() or str(r[i]) in ("-", "") for r in rows) for i in range(len(head))]
@@ -114,7 +120,7 @@ def render(plan: Plan, baselines: dict[str, Plan | str], graph=None, sim_link: s
                 for r in ("dsp", "bram18k", "lut", "ff")}
         link = "-" if s.link_out is None else (
             f"{s.link_out.link} ({'own stage' if s.link_out.mode == 'stage' else 'merged'}), "
-            f"{eng(s.link_out.bytes, 'B')}, {seconds(s.link_out.seconds)}")
+            f"{eng(s.link_out.bytes, 'B')}, {seconds(s.link_out.seconds)}; {crossing(s.link_out.tensors)}")
         stage_body.append([s.device + (f" x{1 + len(s.replicas)}" if s.replicas else ""),
                            span(s.layers), seconds(s.stage_time_s), seconds(s.compute_interval_s), util["dsp"],
                            util["bram18k"], util["lut"], util["ff"], link,
