@@ -92,7 +92,9 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
         data_ins = [t for s, t in enumerate(node.inputs) if t and s not in params and not g.is_weight(t)]
         layer = Layer(node=node, index=i, prec=emu.node_precision[node.name], in_fmts=tuple(fmts[t] for t in data_ins),
                       out_fmt=fmts[y], in_shapes=tuple(shapes[t] for t in data_ins), out_shape=shapes[y], params=params,
-                      parallelism=int(stage.parallelism.get(node.name, 1)))
+                      parallelism=int(stage.parallelism.get(node.name, 1)),
+                      consts={s: np.asarray(g.weights[t]) for s, t in enumerate(node.inputs)
+                              if t and s not in params and t in g.weights})
         cfg, call, flat = writer(layer)
         configs.append(cfg)
         x = data_ins[0]
@@ -100,8 +102,10 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
             if any(t not in hwc for t in data_ins):
                 raise CodegenError(f"node '{node.name}' ({node.op_type}): its 4-D input '{x}' is not channels last")
             hwc.add(y)
+        code = call.format(x=var[x], x2=var[data_ins[-1]], y=var[y], xs=[var[t] for t in data_ins],
+                           xs_t=[var[t] + "_t" for t in data_ins])
         calls.append(f"    {var[y]}_t {var[y]}[{size[y]}];\n#pragma HLS ARRAY_PARTITION variable={var[y]} complete\n"
-                     f"    {call.format(x=var[x], x2=var[data_ins[-1]], y=var[y])}  // {node.name}")
+                     f"    {code}  // {node.name}")
         for slot, (values, pf) in params.items():
             name = f"{'w' if slot == 1 else 'b'}{i}"
             ctype = f"{layer.cfg}::{'weight_t' if slot == 1 else 'bias_t'}"
@@ -134,7 +138,8 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
         "#ifndef CONVEYOR_PARAMETERS_H_", "#define CONVEYOR_PARAMETERS_H_",
         '#include "defines.h"', '#include "nnet_common.h"', '#include "nnet_mult.h"', '#include "nnet_dense.h"',
         '#include "nnet_dense_latency.h"', '#include "nnet_activation.h"', '#include "nnet_conv2d.h"',
-        '#include "nnet_pooling.h"', '#include "nnet_merge.h"', '#include "conveyor_im2col.h"', '#include "conveyor_weights.h"', "",
+        '#include "nnet_pooling.h"', '#include "nnet_merge.h"', '#include "nnet_batchnorm.h"',
+        '#include "conveyor_im2col.h"', '#include "conveyor_layers.h"', '#include "conveyor_weights.h"', "",
         *configs, *weight_decls, "", "#endif", ""]))
     (fw / f"{top}.h").write_text(f'#pragma once\n#include "defines.h"\n{sig};\n')
     middle = link_in != "host" and link_out != "host"

@@ -1,0 +1,135 @@
+"""conveyor compile + csim for the ops real CNNs need beyond conv/dense/maxpool: grouped and
+depthwise Conv, Clip (ReLU6), an unfolded BatchNormalization, Concat (a squeezenet fire
+module), LeakyRelu, AveragePool, Sigmoid/Tanh tables, ReduceMean/GlobalAveragePool — each
+board's g++-built C simulation equal to the emulator bit for bit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from onnx import helper
+from torch import nn
+
+from conveyor.cli import _resolve_cluster
+from conveyor.codegen import compile as compile_plan
+from conveyor.codegen.csim import compare, run_chain
+from conveyor.errors import CodegenError
+from conveyor.frontends.onnx import from_model
+from conveyor.frontends.torch import from_torch
+from conveyor.planner import plan
+from helpers import make_model
+
+Q16 = "ap_fixed<16,6>"
+NARROW = {"default": "ap_fixed<10,4,AP_RND,AP_SAT>", "accum": "ap_fixed<14,6,AP_RND,AP_SAT>"}
+
+
+class MobileFire(nn.Module):
+    """A mobilenet block (conv-BN-ReLU6, depthwise 3x3, pointwise, residual Add), a squeezenet
+    fire module (squeeze 1x1, expand 1x1 and 3x3, Concat), then an unfolded BatchNorm,
+    LeakyRelu, AveragePool with pads not counted, a 2-group conv, Sigmoid, a spatial mean,
+    Linear and Tanh."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.bn0 = nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.dw, self.pw = nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.Conv2d(8, 8, 1)
+        self.sq, self.e1, self.e3 = nn.Conv2d(8, 4, 1), nn.Conv2d(4, 4, 1), nn.Conv2d(4, 4, 3, padding=1)
+        self.bn, self.g, self.fc = nn.BatchNorm2d(8), nn.Conv2d(8, 8, 3, padding=1, groups=2), nn.Linear(8, 6)
+
+    def forward(self, x):
+        a = nn.functional.relu6(self.bn0(self.stem(x)))
+        a = nn.functional.relu6(self.dw(a))
+        a = a + self.pw(a)
+        q = torch.relu(self.sq(a))
+        f = torch.cat([torch.relu(self.e1(q)), torch.relu(self.e3(q))], 1)
+        f = nn.functional.leaky_relu(self.bn(f), 0.1)
+        f = nn.functional.avg_pool2d(f, 3, stride=2, padding=1, count_include_pad=False)
+        f = torch.sigmoid(self.g(f))
+        return torch.tanh(self.fc(nn.functional.adaptive_avg_pool2d(f, 1).flatten(1)))
+
+
+def _mobile_fire():
+    torch.manual_seed(0)
+    m = MobileFire().eval()
+    with torch.no_grad():
+        for b in (m.bn0, m.bn):   # statistics away from the identity, so that BN does something
+            b.running_mean.uniform_(-0.5, 0.5)
+            b.running_var.uniform_(0.5, 2.0)
+            b.weight.uniform_(0.5, 1.5)
+            b.bias.uniform_(-0.3, 0.3)
+        m.g.weight.mul_(8)   # spread the values over the sigmoid and tanh tables
+        m.fc.weight.mul_(6)
+        m.sq.weight.mul_(2)
+    return from_torch(m, torch.zeros(1, 1, 8, 8))
+
+
+def _check(tmp_path, graph, p, x):
+    manifest = compile_plan(p, graph, tmp_path)
+    feeds = {graph.input_names[0]: x}
+    env, runs = run_chain(tmp_path, feeds)
+    bad = compare(graph, p.precision, feeds, runs)
+    assert bad is None, str(bad)
+    for out in graph.output_names:
+        want = graph.with_batch(len(x)).run(x, precision=p.precision)[out]
+        np.testing.assert_array_equal(env[out], np.asarray(want, np.float64).reshape(len(x), -1))
+    return manifest, env
+
+
+def _x(n, seed):
+    return np.random.default_rng(seed).normal(size=(n, 1, 8, 8)) * 1.5
+
+
+def test_mobilenet_block_and_fire_module_one_board_q16(tmp_path):
+    graph = _mobile_fire()
+    ops = {n.op_type for n in graph.nodes}
+    assert {"Clip", "Concat", "BatchNormalization", "LeakyRelu", "AveragePool", "Sigmoid", "Tanh",
+            "ReduceMean"} <= ops, ops
+    assert {n.attr("group") for n in graph.nodes if n.op_type == "Conv"} >= {2, 8}
+    p = plan(graph, _resolve_cluster("zynq7035:1"), precision=Q16)
+    _, env = _check(tmp_path, graph, p, _x(120, 1))
+    assert len(np.unique(env[graph.output_names[0]], axis=0)) > 100   # the outputs follow the inputs
+
+
+def test_mobilenet_block_and_fire_module_two_boards_narrow(tmp_path):
+    # the cut carries the fire module's Concat (a 4-D value): channels first on the link
+    graph = _mobile_fire()
+    cat = next(n.name for n in graph.nodes if n.op_type == "Concat")
+    p = plan(graph, _resolve_cluster("zynq7035:2"), precision=NARROW, method="manual", cuts=[cat])
+    manifest, _ = _check(tmp_path, graph, p, _x(120, 2))
+    assert manifest["boards"][1]["ports"][0]["tensors"][0]["items"] == 8 * 8 * 8
+
+
+def test_average_pools_round_once_in_every_mode(tmp_path):
+    """AveragePool (pads counted and not, ceil_mode) and GlobalAveragePool at results narrow
+    enough that quotients fall between grid points and on ties, in five rounding modes."""
+    nodes = [
+        helper.make_node("AveragePool", ["x"], ["a1"], name="a1", kernel_shape=[3, 3], strides=[2, 2],
+                         pads=[1, 1, 1, 1], count_include_pad=1),
+        helper.make_node("AveragePool", ["x"], ["a2"], name="a2", kernel_shape=[3, 3], strides=[2, 2],
+                         pads=[1, 1, 1, 1], count_include_pad=0, ceil_mode=1),
+        helper.make_node("AveragePool", ["x"], ["a3"], name="a3", kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("GlobalAveragePool", ["x"], ["a4"], name="a4"),
+        helper.make_node("GlobalAveragePool", ["x"], ["a5"], name="a5"),
+    ]
+    model = make_model(nodes, [("x", [1, 3, 7, 7])], [("a1", [1, 3, 4, 4]), ("a2", [1, 3, 4, 4]),
+                                                         ("a3", [1, 3, 3, 3]), ("a4", [1, 3, 1, 1]),
+                                                         ("a5", [1, 3, 1, 1])])
+    graph = from_model(model)
+    precision = {"default": "ap_fixed<10,4,AP_RND,AP_SAT>",
+                 "nodes": {"a1": {"result": "ap_fixed<6,3,AP_TRN,AP_WRAP>"},
+                           "a2": {"result": "ap_fixed<6,3,AP_RND_CONV,AP_SAT>"},
+                           "a3": {"result": "ap_fixed<5,3,AP_RND_ZERO,AP_SAT>"},
+                           "a4": {"result": "ap_fixed<8,2,AP_RND_MIN_INF,AP_SAT>"},
+                           "a5": {"result": "ap_fixed<8,2,AP_TRN_ZERO,AP_SAT>"}}}
+    p = plan(graph, _resolve_cluster("zynq7035:1"), precision=precision)
+    x = np.random.default_rng(3).normal(size=(200, 3, 7, 7)) * 2.0
+    _check(tmp_path, graph, p, x)
+
+
+def test_sigmoid_table_range_hls4ml_lacks_is_refused_by_node(tmp_path):
+    graph = _mobile_fire()
+    p = plan(graph, _resolve_cluster("zynq7035:1"),
+             precision={"default": Q16, "tables": {"sigmoid": {"min": -4, "max": 4}}})
+    with pytest.raises(CodegenError, match=r"node 'node_sigmoid' \(Sigmoid\): tables.sigmoid spans \[-4, 4\)"):
+        compile_plan(p, graph, tmp_path)
