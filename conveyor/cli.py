@@ -537,8 +537,11 @@ def plan_cmd(model: str, cluster_spec: str, precision: str, config_path: str | N
               help="Requests in the pipeline at once (default: twice the stages); 1 measures batch-1 latency.")
 @click.option("-n", "count", type=click.IntRange(min=1), default=None, help="Run the first N samples (default: all, or 100 of noise).")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+@click.option("--backend", "backend_specs", multiple=True, metavar="[DEVICE=]NAME",
+              help="Run FPGA stages on this backend (emulator, csim: the generated HLS C++ built with g++); "
+                   "DEVICE=NAME for one device. Repeatable.")
 def run(plan_path: str, model: str, inputs_spec: str | None, executor: str, paced: bool, time_scale: float,
-        in_flight: int | None, count: int | None, as_json: bool) -> None:
+        in_flight: int | None, count: int | None, as_json: bool, backend_specs: tuple[str, ...]) -> None:
     """Run PLAN on a distributed pipeline: per-stage busy time and queue depth, throughput,
     latency p50/p99 (measured), against the plan's prediction; accuracy when labels are given."""
     import numpy as np
@@ -558,8 +561,10 @@ def run(plan_path: str, model: str, inputs_spec: str | None, executor: str, pace
     x = check_sample_shape(x, shape, "--inputs", inputs_spec or "noise", graph.name)
     samples = [np.asarray(s, dtype=graph.inputs[0].dtype).reshape(shape) for s in x]
     outputs = []
+    from conveyor.cli_codegen import parse_backends
+
     with Pipeline(plan_obj, graph, executor=executor, paced=paced, time_scale=time_scale,
-                  max_in_flight=in_flight) as pipe:
+                  max_in_flight=in_flight, backends=parse_backends(backend_specs, plan_obj)) as pipe:
         with Progress(transient=True, disable=as_json) as progress:
             task = progress.add_task(f"{executor} pipeline, {len(plan_obj.stages)} stages", total=len(samples))
             for out in pipe.map(samples):

@@ -80,3 +80,23 @@ def csim_cmd(out_dir: str, inputs_spec: str, model: str | None, count: int | Non
         click.echo(f"outputs: {output}")
     if bad is not None:
         raise ConveyorError(f"C simulation differs from the emulator: {bad}")
+
+
+def parse_backends(specs: tuple[str, ...], plan) -> dict[str, str]:
+    """`run --backend`: NAME for every FPGA stage's devices, or DEVICE=NAME for one device."""
+    from conveyor.runtime.device import BACKENDS
+
+    devices = {d for st in plan.stages for d in (st.device, *st.replicas)}
+    fpga = [d for st in plan.stages if st.device_kind == "fpga" for d in (st.device, *st.replicas)]
+    out: dict[str, str] = {}
+    for spec in specs:
+        device, _, name = spec.rpartition("=")
+        if name not in BACKENDS:
+            raise ConveyorError(f"--backend {spec}: unknown backend '{name}'; accepted: {', '.join(BACKENDS)}, "
+                                "as NAME (every FPGA stage) or DEVICE=NAME")
+        if device and device not in devices:
+            raise ConveyorError(f"--backend {spec}: the plan has no device '{device}'; its devices: "
+                                f"{', '.join(sorted(devices))}")
+        for d in ([device] if device else fpga):
+            out[d] = name
+    return out
