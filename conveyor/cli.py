@@ -613,10 +613,11 @@ from conveyor.cli_simulate import simulate as _simulate  # noqa: E402
 
 cli.add_command(_simulate)
 
-from conveyor.cli_codegen import compile_cmd, csim_cmd  # noqa: E402
+from conveyor.cli_codegen import compile_cmd, csim_cmd, report_cmd  # noqa: E402
 
 cli.add_command(compile_cmd)
 cli.add_command(csim_cmd)
+cli.add_command(report_cmd)
 
 
 def main(argv: list[str] | None = None) -> None:
