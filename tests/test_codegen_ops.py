@@ -100,10 +100,15 @@ def test_mobilenet_block_and_fire_module_two_boards_narrow(tmp_path):
     assert manifest["boards"][1]["ports"][0]["tensors"][0]["items"] == 8 * 8 * 8
 
 
-def test_average_pools_round_once_in_every_mode(tmp_path):
+def test_average_pools_round_once_in_every_mode_and_lrn(tmp_path):
     """AveragePool (pads counted and not, ceil_mode) and GlobalAveragePool at results narrow
-    enough that quotients fall between grid points and on ties, in five rounding modes."""
+    enough that quotients fall between grid points and on ties, in five rounding modes; and
+    conveyor's LRN (conv -> relu -> LRN, its own accumulator and table) on the same board."""
+    rng = np.random.default_rng(0)
     nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("LRN", ["r"], ["n"], name="lrn", size=5, alpha=1e-2, beta=0.75, bias=1.0),
         helper.make_node("AveragePool", ["x"], ["a1"], name="a1", kernel_shape=[3, 3], strides=[2, 2],
                          pads=[1, 1, 1, 1], count_include_pad=1),
         helper.make_node("AveragePool", ["x"], ["a2"], name="a2", kernel_shape=[3, 3], strides=[2, 2],
@@ -114,9 +119,12 @@ def test_average_pools_round_once_in_every_mode(tmp_path):
     ]
     model = make_model(nodes, [("x", [1, 3, 7, 7])], [("a1", [1, 3, 4, 4]), ("a2", [1, 3, 4, 4]),
                                                          ("a3", [1, 3, 3, 3]), ("a4", [1, 3, 1, 1]),
-                                                         ("a5", [1, 3, 1, 1])])
+                                                         ("a5", [1, 3, 1, 1]), ("n", [1, 8, 7, 7])],
+                       {"w": (rng.normal(size=(8, 3, 3, 3)) * 0.8).astype(np.float32),
+                        "b": np.zeros(8, np.float32)})
     graph = from_model(model)
-    precision = {"default": "ap_fixed<10,4,AP_RND,AP_SAT>",
+    precision = {"default": "ap_fixed<10,4,AP_RND,AP_SAT>", "tables": {"lrn": {"max": 1024}},
+                 "op_types": {"LRN": {"accum": "ap_fixed<14,8,AP_RND,AP_SAT>"}},
                  "nodes": {"a1": {"result": "ap_fixed<6,3,AP_TRN,AP_WRAP>"},
                            "a2": {"result": "ap_fixed<6,3,AP_RND_CONV,AP_SAT>"},
                            "a3": {"result": "ap_fixed<5,3,AP_RND_ZERO,AP_SAT>"},
@@ -124,7 +132,9 @@ def test_average_pools_round_once_in_every_mode(tmp_path):
                            "a5": {"result": "ap_fixed<8,2,AP_TRN_ZERO,AP_SAT>"}}}
     p = plan(graph, _resolve_cluster("zynq7035:1"), precision=precision)
     x = np.random.default_rng(3).normal(size=(200, 3, 7, 7)) * 2.0
-    _check(tmp_path, graph, p, x)
+    _, env = _check(tmp_path, graph, p, x)
+    r = graph.with_batch(200).run(x, precision=p.precision, fetch=["r"])["r"].reshape(200, -1)
+    assert np.mean(env["n"] < r) > 0.3   # the LRN does scale values down
 
 
 def test_sigmoid_table_range_hls4ml_lacks_is_refused_by_node(tmp_path):
@@ -133,3 +143,25 @@ def test_sigmoid_table_range_hls4ml_lacks_is_refused_by_node(tmp_path):
              precision={"default": Q16, "tables": {"sigmoid": {"min": -4, "max": 4}}})
     with pytest.raises(CodegenError, match=r"node 'node_sigmoid' \(Sigmoid\): tables.sigmoid spans \[-4, 4\)"):
         compile_plan(p, graph, tmp_path)
+
+
+def test_alexnet_conv_on_four_boards_compiles(tmp_path):
+    """alexnet-conv (227 px, LRN, 3.7 M weights) on 4 Zynq-7035: every board's firmware and
+    testbench pass g++ -fsyntax-only (the full chained C simulation, bit-exact, takes ~20 s of
+    g++ per board: benchmarks/codegen.py runs it)."""
+    from conveyor.cli import _resolve_model
+    from conveyor.codegen.csim import check_syntax
+
+    graph = _resolve_model("alexnet-conv")
+    p = plan(graph, _resolve_cluster("zynq7035:4"), precision=Q16)
+    manifest = compile_plan(p, graph, tmp_path)
+    assert [b["device"] for b in manifest["boards"]] == ["fpga0", "fpga1", "fpga2", "fpga3"]
+    assert sorted({n for b in manifest["boards"] for n in b["layers"]}) == sorted(n.name for n in graph.nodes)
+    assert [b["control"] for b in manifest["boards"]] == ["s_axilite", "ap_ctrl_none", "ap_ctrl_none", "s_axilite"]
+    bins = sorted(f.name for f in tmp_path.glob("*/firmware/weights/*.bin"))
+    assert len(bins) == 5   # every conv's weights as raw int64 files, not as C++ text
+    import concurrent.futures as cf
+    import os
+
+    with cf.ThreadPoolExecutor(os.cpu_count() or 1) as pool:   # g++ processes, in parallel
+        list(pool.map(check_syntax, [tmp_path / b["device"] for b in manifest["boards"]]))

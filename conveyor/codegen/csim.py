@@ -22,12 +22,35 @@ from conveyor.errors import CodegenError
 CXXFLAGS = ("-std=c++14", "-O1", "-w")
 
 
-def build_board(board_dir: Path) -> tuple[Path, float, bool]:
-    """(executable, seconds compiling, cached) for one board folder."""
+def _compiler() -> str:
     cxx = shutil.which(os.environ.get("CXX", "g++"))
     if not cxx:
         raise CodegenError("C simulation needs g++ (or $CXX): none found on PATH")
-    ap_dir, nnet_dir, digest = vivado_headers()
+    return cxx
+
+
+def _gxx(cxx: str, board_dir: Path, *extra: str) -> list[str]:
+    ap_dir, nnet_dir, _ = vivado_headers()
+    top = next((board_dir / "firmware").glob("*_top.cpp"))
+    return [cxx, *CXXFLAGS, "-isystem", str(ap_dir), "-I", str(nnet_dir), "-I", str(board_dir / "firmware"),
+            str(top), str(board_dir / "tb" / "tb.cpp"), *extra]
+
+
+def check_syntax(board_dir: Path) -> float:
+    """g++ -fsyntax-only over one board's firmware and testbench (no object code: a quick check
+    for boards too large to C-simulate in a test); returns the seconds it took."""
+    board_dir = Path(board_dir)
+    t0 = time.perf_counter()
+    p = subprocess.run(_gxx(_compiler(), board_dir, "-fsyntax-only"), capture_output=True, text=True, check=False)
+    if p.returncode:
+        raise CodegenError(f"{board_dir.name}: g++ -fsyntax-only failed: {(p.stdout + p.stderr)[-3000:]}")
+    return time.perf_counter() - t0
+
+
+def build_board(board_dir: Path) -> tuple[Path, float, bool]:
+    """(executable, seconds compiling, cached) for one board folder."""
+    cxx = _compiler()
+    _, _, digest = vivado_headers()
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=False).stdout
     h = hashlib.sha256(repr((digest, version, CXXFLAGS)).encode())
     for p in sorted((board_dir / "firmware").rglob("*.h")) + sorted((board_dir / "firmware").glob("*.cpp")) \
@@ -37,13 +60,10 @@ def build_board(board_dir: Path) -> tuple[Path, float, bool]:
     if exe.is_file():
         return exe, 0.0, True
     exe.parent.mkdir(parents=True, exist_ok=True)
-    top = next((board_dir / "firmware").glob("*_top.cpp"))
     tmp = Path(tempfile.mkdtemp(prefix="build-", dir=exe.parent.parent))
     t0 = time.perf_counter()
     try:
-        cmd = [cxx, *CXXFLAGS, "-isystem", str(ap_dir), "-I", str(nnet_dir), "-I", str(board_dir / "firmware"),
-               str(top), str(board_dir / "tb" / "tb.cpp"), "-o", str(tmp / "csim")]
-        p = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        p = subprocess.run(_gxx(cxx, board_dir, "-o", str(tmp / "csim")), capture_output=True, text=True, check=False)
         if p.returncode:
             raise CodegenError(f"{board_dir.name}: g++ failed: {(p.stdout + p.stderr)[-3000:]}")
         os.replace(tmp / "csim", exe)

@@ -552,11 +552,40 @@ def clip(layer: Layer):
     return _activ(layer, f"Clip [{lo}, {hi}]", extra), "conveyor::clip<{x}_t, {y}_t, %s>({x}, {y});" % layer.cfg, {}
 
 
+
+def lrn(layer: Layer):
+    """LRN: conveyor::lrn_cl (conveyor_layers.h; hls4ml has none), the emulator's table (tables.lrn)."""
+    from conveyor.ops import lut
+    from conveyor.ops.norm import lrn_sum_format
+
+    node = layer.node
+    shape = layer.in_shapes[0]
+    if len(shape) != 4:
+        raise CodegenError(f"node '{node.name}' (LRN): code generation takes 4-D inputs, got {shape}")
+    fin = fixed(layer.in_fmts[0], f"node '{node.name}' input")
+    n, lo, hi, tfmt = lut.range_spec(node, layer.prec, "lrn")
+    size = int(node.attr("size"))
+    acc = lrn_sum_format(fin, size) if layer.prec.accum is None else fixed(layer.prec.accum, f"node '{node.name}' accum")
+    _, ch, h, w = shape
+    cfg = f"""struct {layer.cfg} {{  // {node.name}: LRN size {size}
+    static const unsigned n_chan = {ch};
+    static const unsigned n_spatial = {h * w};
+    static const unsigned size = {size};
+    static const unsigned table_size = {n};
+    static const int table_min = {lo};
+    static const int table_max = {hi};
+    static constexpr double alpha = {float(node.attr("alpha", 1e-4))!r}, beta = {float(node.attr("beta", 0.75))!r}, bias = {float(node.attr("bias", 1.0))!r};
+    typedef {tfmt} table_t;
+    typedef {acc} accum_t;
+}};
+"""
+    return cfg, "conveyor::lrn_cl<{x}_t, {y}_t, %s>({x}, {y});" % layer.cfg, {}
+
 #: op type -> writer; `compile` refuses any other op with a CodegenError naming this list
 WRITERS: dict[str, Callable[[Layer], tuple]] = {
     "Dense": dense, "Gemm": gemm, "Conv": conv, "MaxPool": maxpool, "AveragePool": avgpool,
     "GlobalAveragePool": global_avgpool, "ReduceMean": global_avgpool, "Add": add, "Concat": concat,
-    "BatchNormalization": batchnorm, "Relu": relu, "LeakyRelu": leaky_relu, "Clip": clip,
+    "BatchNormalization": batchnorm, "LRN": lrn, "Relu": relu, "LeakyRelu": leaky_relu, "Clip": clip,
     "Sigmoid": table_activation, "Tanh": table_activation, "Softmax": softmax}
 #: ops that only rewire an array (no arithmetic; a 4-D value leaves channels-last order)
 WIRING = ("Flatten", "Reshape", "Identity")

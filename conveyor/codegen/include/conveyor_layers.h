@@ -7,6 +7,7 @@
 #include "ap_fixed.h"
 #include "ap_int.h"
 #include "nnet_dense_latency.h"
+#include <cmath>
 
 namespace conveyor {
 
@@ -131,6 +132,54 @@ ClipValues:
         if (CONFIG_T::has_lo && v < CONFIG_T::lo) v = CONFIG_T::lo;
         if (CONFIG_T::has_hi && v > CONFIG_T::hi) v = CONFIG_T::hi;
         res[i] = (res_T)v;
+    }
+}
+
+// LRN (hls4ml has none), channels last: the arithmetic of the kernel the emulator was checked
+// against (tests/hls4ml_oracle/conveyor_lrn.h, channel-major there): the window's square sum in
+// accum_t (each += one cast), a table of (bias + alpha / size * s)^-beta addressed like hls4ml's
+// sigmoid table over [table_min, table_max), res = data * table[index], one cast.
+template <typename CONFIG_T, int N_TABLE> void init_lrn_table_cl(typename CONFIG_T::table_t table_out[N_TABLE]) {
+    const double r = double(CONFIG_T::table_max - CONFIG_T::table_min);
+    const double c = double(-CONFIG_T::table_min) / r;
+    for (int ii = 0; ii < N_TABLE; ii++) {
+        double in_val = r * (ii - double(N_TABLE) * c) / double(N_TABLE);
+        table_out[ii] = std::pow(CONFIG_T::bias + CONFIG_T::alpha / CONFIG_T::size * in_val, -CONFIG_T::beta);
+    }
+}
+
+template <class data_T, class res_T, typename CONFIG_T>
+void lrn_cl(data_T data[CONFIG_T::n_spatial * CONFIG_T::n_chan], res_T res[CONFIG_T::n_spatial * CONFIG_T::n_chan]) {
+#ifdef __SYNTHESIS__
+    bool initialized = false;
+    typename CONFIG_T::table_t table[CONFIG_T::table_size];
+#else
+    static bool initialized = false;
+    static typename CONFIG_T::table_t table[CONFIG_T::table_size];
+#endif
+    if (!initialized) {
+        init_lrn_table_cl<CONFIG_T, CONFIG_T::table_size>(table);
+        initialized = true;
+    }
+    const int range = CONFIG_T::table_max - CONFIG_T::table_min;
+    const int before = (CONFIG_T::size - 1) / 2, after = CONFIG_T::size - 1 - before;
+LrnPixels:
+    for (int s = 0; s < (int)CONFIG_T::n_spatial; s++) {
+    LrnChannels:
+        for (int c = 0; c < (int)CONFIG_T::n_chan; c++) {
+            typename CONFIG_T::accum_t sum = 0;
+            for (int k = c - before; k <= c + after; k++) {
+                if (k >= 0 && k < (int)CONFIG_T::n_chan)
+                    sum += data[s * CONFIG_T::n_chan + k] * data[s * CONFIG_T::n_chan + k];
+            }
+            int data_round = sum * CONFIG_T::table_size / range;
+            int index = data_round + (-CONFIG_T::table_min) * (long long)CONFIG_T::table_size / range;
+            if (index < 0)
+                index = 0;
+            if (index > (int)CONFIG_T::table_size - 1)
+                index = CONFIG_T::table_size - 1;
+            res[s * CONFIG_T::n_chan + c] = data[s * CONFIG_T::n_chan + c] * table[index];
+        }
     }
 }
 
