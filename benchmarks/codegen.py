@@ -139,7 +139,7 @@ def main(argv=None) -> int:
             gmax = max(s for _, s, _ in r["builds"])
             mem = max(m for _, _, m in r["builds"])
             print(f"{r['model']:14} {r['boards']:>6} {r['compile_s']:>8.2f}s {r['compile_mib']:>6.0f}Mi "
-                  f"{gmax:>21.1f}s {mem:>7.0f}Mi {r['csim_per_s']:>9,.1f} {r['emu_per_s']:>9,.1f} "
+                  f"{gmax:>21.1f}s {mem:>7.0f}Mi {r['csim_per_s']:>9.3g} {r['emu_per_s']:>9.3g} "
                   f"{r['csim_per_s'] / r['emu_per_s']:>9.3f} {str(r['equal']):>9}")
             if not r["equal"]:
                 print(f"   first difference: {r['bad']}")

@@ -165,3 +165,36 @@ def test_alexnet_conv_on_four_boards_compiles(tmp_path):
 
     with cf.ThreadPoolExecutor(os.cpu_count() or 1) as pool:   # g++ processes, in parallel
         list(pool.map(check_syntax, [tmp_path / b["device"] for b in manifest["boards"]]))
+
+
+class _Skip(nn.Module):
+    """a = relu(conv(x)); y = relu(a + conv(relu(conv(a)))): on 3 boards, `a` crosses the middle one."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2, self.c3 = nn.Conv2d(1, 2, 3, padding=1), nn.Conv2d(2, 2, 3, padding=1), nn.Conv2d(2, 2, 1)
+        self.fc = nn.Linear(2 * 4 * 4, 3)
+
+    def forward(self, x):
+        a = torch.relu(self.c1(x))
+        y = torch.relu(a + self.c3(torch.relu(self.c2(a))))
+        return self.fc(y.flatten(1))
+
+
+def test_skip_connection_crosses_a_board_untouched(tmp_path):
+    # boards: c1 relu c2 | relu c3 | add relu fc -- `a` (the first relu) crosses the middle board
+    torch.manual_seed(1)
+    graph = from_torch(_Skip().eval(), torch.zeros(1, 1, 4, 4))
+    relus = [n.name for n in graph.nodes if n.op_type == "Relu"]
+    convs = [n.name for n in graph.nodes if n.op_type == "Conv"]
+    p = plan(graph, _resolve_cluster("zynq7035:3"), precision=NARROW, method="manual", cuts=convs[1:3])
+    manifest, _ = _check(tmp_path, graph, p, np.random.default_rng(4).normal(size=(150, 1, 4, 4)) * 2)
+    mid = manifest["boards"][1]
+    a = graph.node(relus[0]).outputs[0]
+    carried_in = [t["tensor"] for t in mid["ports"][0]["tensors"]]
+    carried_out = [t["tensor"] for t in mid["ports"][1]["tensors"]]
+    assert mid["layers"] == [relus[1], convs[2]]
+    assert a in carried_in and a in carried_out and a not in {i for n in mid["layers"] for i in graph.node(n).inputs}
+    # each link carries exactly what the board before it sends, in its order
+    for prev, nxt in zip(manifest["boards"], manifest["boards"][1:]):
+        assert prev["ports"][1]["tensors"] == nxt["ports"][0]["tensors"]

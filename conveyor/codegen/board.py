@@ -44,19 +44,30 @@ def _formats(spec):
 
 
 def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: str, part: str, clock_hz: float,
-                host_interface: str) -> dict:
-    """Write `device`'s project under `out`; returns its manifest entry."""
+                host_interface: str, port_in: tuple[str, ...] | None = None,
+                passthrough: dict | None = None) -> dict:
+    """Write `device`'s project under `out`; returns its manifest entry. `port_in`: the tensors
+    the incoming link carries, in its order (the previous board's outputs; default the stage's
+    inputs); those the stage does not read (`passthrough`: tensor -> (format, shape)) cross
+    the board untouched, from link_in to link_out, in ONNX order (a skip connection)."""
     g = spec.graph
     emu, fmts = _formats(spec)
     shapes = {name: t.shape for name, t in g.tensors.items() if not g.is_weight(name)}
+    port_in = tuple(port_in) if port_in is not None else tuple(spec.needs)
+    crossing = [t for t in port_in if t not in spec.needs]
+    for t in crossing:
+        if t not in (passthrough or {}) or t not in spec.forwards:
+            raise CodegenError(f"board {device}: link_in carries '{t}', which the stage neither reads nor passes on")
+        fmts[t], shapes[t] = passthrough[t]
     var = {t: ident(t) for t in shapes}          # tensor -> C array holding it
     size = {t: int(np.prod(s[1:], dtype=np.int64)) if s else 0 for t, s in shapes.items()}
     fw = out / "firmware"
     (fw / "weights").mkdir(parents=True, exist_ok=True)
     (out / "tb").mkdir(parents=True, exist_ok=True)
     typedefs, configs, calls, weight_decls, loads = [], [], [], [], []
-    for t in g.input_names:
-        typedefs.append(f"typedef {fixed(fmts[t], f'input {t}')} {var[t]}_t;  // {t}")
+    for t in (*g.input_names, *crossing):
+        typedefs.append(f"typedef {fixed(fmts[t], f'input {t}')} {var[t]}_t;  // {t}"
+                        + (" (crosses the board)" if t in crossing else ""))
     hwc_inputs = {t for t in g.input_names if len(shapes[t]) == 4}
     hwc: set[str] = set(hwc_inputs)   # tensors whose C array is channels last (4-D inputs: transposed on entry)
 
@@ -122,7 +133,7 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
                 loads.append(f'    conveyor::load_raw_file({name}, {raw.size}, "{name}.bin");')
     top = ident(device)[2:]
     top = f"{top}_top"
-    in_tensors, out_tensors = list(spec.needs), list(spec.forwards)
+    in_tensors, out_tensors = list(port_in), list(spec.forwards)
     passed = [t for t in out_tensors if t not in var]
     if passed:
         raise CodegenError(f"board {device}: values {passed} cross it untouched (a skip connection over the board); "
@@ -163,7 +174,9 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
     body += calls
     for k, t in enumerate(out_tensors):
         src = var[t]
-        if t in hwc:
+        if t in hwc_inputs and t in in_tensors:   # read and passed on: its channels-first copy is at hand
+            src = f"{var[t]}_chw"
+        elif t in hwc:
             body.append(f"    {var[t]}_t {var[t]}_chw[{size[t]}];")
             body.append(f"    conveyor::hwc_to_chw<{var[t]}_t, {chw(t)}>({var[t]}, {var[t]}_chw);")
             src = f"{var[t]}_chw"
@@ -221,6 +234,7 @@ def _write_scripts(out: Path, top: str, part: str, clock_hz: float) -> None:
     (out / "build_csim.sh").write_text(f"""#!/bin/sh
 # C simulation with g++: AP_TYPES and NNET_UTILS point at hls4ml {__import__('conveyor.codegen.headers', fromlist=['x']).HLS4ML_VERSION}'s
 # templates/vivado/ap_types and templates/vivado/nnet_utils (conveyor csim sets them from the wheel).
+# Large boards keep tens of MB of arrays on the stack: run ./csim after `ulimit -s unlimited`.
 set -e
 cd "$(dirname "$0")"
 : "${{AP_TYPES:?set AP_TYPES to hls4ml's templates/vivado/ap_types}}"

@@ -72,6 +72,20 @@ def build_board(board_dir: Path) -> tuple[Path, float, bool]:
     return exe, time.perf_counter() - t0, False
 
 
+#: the C simulation keeps a board's arrays on the stack, as the HLS top does (a VGG board's
+#: 224 x 224 x 64 activations and nnet's per-layer product arrays are tens of MB)
+CSIM_STACK_BYTES = 4 << 30
+
+
+def _big_stack() -> None:
+    """In the csim child before exec: a main-thread stack of CSIM_STACK_BYTES (or the hard limit)."""
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_STACK)
+    want = CSIM_STACK_BYTES if hard == resource.RLIM_INFINITY else min(hard, CSIM_STACK_BYTES)
+    resource.setrlimit(resource.RLIMIT_STACK, (want, hard))
+
+
 @dataclass
 class BoardRun:
     device: str
@@ -138,7 +152,7 @@ def run_board(exe: Path, board: dict, env: dict[str, np.ndarray], weights_dir: P
         np.concatenate(cols, axis=1).astype("<i8").tofile(Path(tmp) / "in.raw")
         p = subprocess.run([str(exe), str(Path(tmp) / "in.raw"), str(Path(tmp) / "out.raw")],
                            capture_output=True, text=True, check=False,
-                           env={**os.environ, "CONVEYOR_WEIGHTS": str(weights_dir)})
+                           env={**os.environ, "CONVEYOR_WEIGHTS": str(weights_dir)}, preexec_fn=_big_stack)
         if p.returncode:
             raise CodegenError(f"board {board['device']}: C simulation exited {p.returncode}: {p.stderr[-1000:]}")
         bits = np.fromfile(Path(tmp) / "out.raw", dtype="<u8").reshape(n_items, -1)
