@@ -198,3 +198,21 @@ def test_skip_connection_crosses_a_board_untouched(tmp_path):
     # each link carries exactly what the board before it sends, in its order
     for prev, nxt in zip(manifest["boards"], manifest["boards"][1:]):
         assert prev["ports"][1]["tensors"] == nxt["ports"][0]["tensors"]
+
+
+def test_csim_backend_stage_with_a_crossing_value():
+    """The csim Device backend on the middle stage of the skip net: the crossing value stays
+    with the runtime, the board's computed value comes from its C simulation."""
+    from conveyor.runtime import Pipeline
+
+    torch.manual_seed(1)
+    graph = from_torch(_Skip().eval(), torch.zeros(1, 1, 4, 4))
+    convs = [n.name for n in graph.nodes if n.op_type == "Conv"]
+    p = plan(graph, _resolve_cluster("zynq7035:3"), precision=NARROW, method="manual", cuts=convs[1:3])
+    xs = [x.reshape(1, 1, 4, 4).astype(np.float32) for x in np.random.default_rng(6).normal(size=(10, 16)) * 2]
+    with Pipeline(p, graph, backends={"fpga1": "csim"}) as pipe:
+        outs = list(pipe.map(xs))
+        assert [st["backend"] for st in pipe.stats()["stages"]] == ["emulator", "csim", "emulator"]
+    want = graph.with_batch(10).run(np.concatenate(xs).astype(np.float64), precision=p.precision)
+    got = np.concatenate([o[graph.output_names[0]].reshape(1, -1) for o in outs])
+    np.testing.assert_array_equal(got, np.asarray(want[graph.output_names[0]]).reshape(10, -1))

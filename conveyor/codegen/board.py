@@ -45,11 +45,13 @@ def _formats(spec):
 
 def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: str, part: str, clock_hz: float,
                 host_interface: str, port_in: tuple[str, ...] | None = None,
-                passthrough: dict | None = None) -> dict:
+                passthrough: dict | None = None, host_forwards: bool = False) -> dict:
     """Write `device`'s project under `out`; returns its manifest entry. `port_in`: the tensors
     the incoming link carries, in its order (the previous board's outputs; default the stage's
     inputs); those the stage does not read (`passthrough`: tensor -> (format, shape)) cross
-    the board untouched, from link_in to link_out, in ONNX order (a skip connection)."""
+    the board untouched, from link_in to link_out, in ONNX order (a skip connection).
+    `host_forwards`: values the stage passes on without computing them stay with the host
+    (the csim Device backend's runtime forwards them) instead of on the ports."""
     g = spec.graph
     emu, fmts = _formats(spec)
     shapes = {name: t.shape for name, t in g.tensors.items() if not g.is_weight(name)}
@@ -134,6 +136,9 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
     top = ident(device)[2:]
     top = f"{top}_top"
     in_tensors, out_tensors = list(port_in), list(spec.forwards)
+    if host_forwards:
+        made = {o for n in g.nodes for o in n.outputs if o}
+        out_tensors = [t for t in out_tensors if t in made]
     passed = [t for t in out_tensors if t not in var]
     if passed:
         raise CodegenError(f"board {device}: values {passed} cross it untouched (a skip connection over the board); "
