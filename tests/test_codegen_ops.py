@@ -216,3 +216,19 @@ def test_csim_backend_stage_with_a_crossing_value():
     want = graph.with_batch(10).run(np.concatenate(xs).astype(np.float64), precision=p.precision)
     got = np.concatenate([o[graph.output_names[0]].reshape(1, -1) for o in outs])
     np.testing.assert_array_equal(got, np.asarray(want[graph.output_names[0]]).reshape(10, -1))
+
+
+def test_alveo_boards_face_the_host_through_m_axi(tmp_path):
+    """On PCIe cards (catalog host_interface pcie3-x16) the host side is memory (m_axi, offsets
+    over s_axilite); the board-to-board link stays AXI4-Stream. Bit-exact through both."""
+    from conveyor.cli import _resolve_model
+
+    graph = _resolve_model("jet-mlp")
+    p = plan(graph, _resolve_cluster("alveo-u50:2"), precision=NARROW, method="manual", cuts=["relu2"])
+    x = np.random.default_rng(7).normal(size=(200, 16)) * 2.0
+    manifest, _ = _check(tmp_path, graph, p, x)
+    assert [[pt["interface"] for pt in b["ports"]] for b in manifest["boards"]] == [["m_axi", "axis"],
+                                                                                  ["axis", "m_axi"]]
+    top = (tmp_path / "fpga0" / "firmware" / "fpga0_top.cpp").read_text()
+    assert "#pragma HLS INTERFACE m_axi port=host_in offset=slave" in top
+    assert "#pragma HLS INTERFACE axis port=link_out" in top

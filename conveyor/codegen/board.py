@@ -25,12 +25,19 @@ class Port:
     name: str
     tensors: tuple[tuple[str, str, int, int], ...]   # (tensor, element type, width bits, items per inference)
     link: str                                        # catalog link, or "host"
+    m_axi: bool = False                              # an Alveo card's host side: memory, not a stream
+
+    @property
+    def beats(self) -> int:
+        return sum(-(-n // (STREAM_WIDTH // w)) for _, _, w, n in self.tensors)
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "stream": f"hls::stream<ap_axiu<{STREAM_WIDTH},0,0,1>>", "width_bits": STREAM_WIDTH,
+        iface = ({"interface": "m_axi", "stream": f"ap_uint<{STREAM_WIDTH}> * (m_axi, offset via s_axilite)"}
+                 if self.m_axi else {"interface": "axis", "stream": f"hls::stream<ap_axiu<{STREAM_WIDTH},0,0,1>>"})
+        return {"name": self.name, **iface, "width_bits": STREAM_WIDTH,
                 "link": self.link, "tensors": [{"tensor": t, "element_type": ty, "element_bits": w, "items": n}
                                                for t, ty, w, n in self.tensors],
-                "beats": sum(-(-n // (STREAM_WIDTH // w)) for _, _, w, n in self.tensors)}
+                "beats": self.beats}
 
 
 def _formats(spec):
@@ -143,7 +150,25 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
     if passed:
         raise CodegenError(f"board {device}: values {passed} cross it untouched (a skip connection over the board); "
                            "code generation does not route skip connections through a board yet")
-    sig = f"void {top}(hls::stream<link_t> &link_in, hls::stream<link_t> &link_out)"
+    widths = {t: fixed(fmts[t], t).width for t in set(in_tensors + out_tensors)}
+    for t, w in widths.items():
+        if w > STREAM_WIDTH:
+            raise CodegenError(f"tensor '{t}' has {w}-bit values, wider than the {STREAM_WIDTH}-bit stream")
+    alveo = host_interface.startswith("pcie")   # a PCIe card: the host reaches it through its memory
+    ports = [Port("link_in", tuple((t, str(fmts[t]), widths[t], size[t]) for t in in_tensors), link_in,
+                  m_axi=alveo and link_in == "host"),
+             Port("link_out", tuple((t, str(fmts[t]), widths[t], size[t]) for t in out_tensors), link_out,
+                  m_axi=alveo and link_out == "host")]
+    p_in = (f"const ap_uint<{STREAM_WIDTH}> *host_in" if ports[0].m_axi else "hls::stream<link_t> &link_in")
+    p_out = (f"ap_uint<{STREAM_WIDTH}> *host_out" if ports[1].m_axi else "hls::stream<link_t> &link_out")
+    sig = f"void {top}({p_in}, {p_out})"
+    pragmas = []
+    for port, name, bundle in ((ports[0], "host_in", "gmem_in"), (ports[1], "host_out", "gmem_out")):
+        if port.m_axi:
+            pragmas += [f"#pragma HLS INTERFACE m_axi port={name} offset=slave bundle={bundle} depth={port.beats}",
+                        f"#pragma HLS INTERFACE s_axilite port={name} bundle=control"]
+        else:
+            pragmas.append(f"#pragma HLS INTERFACE axis port={port.name}")
     defines = ["#ifndef CONVEYOR_DEFINES_H_", "#define CONVEYOR_DEFINES_H_", '#include "conveyor_link.h"',
                f"typedef ap_axiu<{STREAM_WIDTH}, 0, 0, 1> link_t;", *typedefs]
     for t in set(in_tensors + out_tensors):
@@ -166,8 +191,12 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
             f'#include "{top}.h"', '#include "parameters.h"', "",
             "static void load_weights() {", "#ifndef __SYNTHESIS__", "    static bool loaded = false;",
             "    if (loaded) return;", "    loaded = true;", "#endif", *loads, "}", "",
-            sig + " {", "#pragma HLS INTERFACE axis port=link_in", "#pragma HLS INTERFACE axis port=link_out", control,
-            "#pragma HLS DATAFLOW", "    load_weights();"]
+            sig + " {", *pragmas, control, "#pragma HLS DATAFLOW", "    load_weights();"]
+    if ports[0].m_axi:
+        body += ["    hls::stream<link_t> link_in(\"link_in\");",
+                 f"    conveyor::mem_to_stream<{STREAM_WIDTH}, {ports[0].beats}>(host_in, link_in);"]
+    if ports[1].m_axi:
+        body.append("    hls::stream<link_t> link_out(\"link_out\");")
     for t in in_tensors:
         body.append(f"    {var[t]}_t {var[t]}[{size[t]}];\n#pragma HLS ARRAY_PARTITION variable={var[t]} complete")
         if t in hwc_inputs:
@@ -187,18 +216,14 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
             src = f"{var[t]}_chw"
         body.append(f"    conveyor::pack<{STREAM_WIDTH}, {var[t]}_t, {size[t]}>({src}, link_out, "
                     f"{'true' if k == len(out_tensors) - 1 else 'false'});")
+    if ports[1].m_axi:
+        body.append(f"    conveyor::stream_to_mem<{STREAM_WIDTH}, {ports[1].beats}>(link_out, host_out);")
     body += ["}", ""]
     (fw / f"{top}.cpp").write_text("\n".join(body))
     for h in INCLUDE.iterdir():
         shutil.copy(h, fw / h.name)
-    _write_tb(out, top, in_tensors, out_tensors, var, size)
+    _write_tb(out, top, in_tensors, out_tensors, var, size, ports)
     _write_scripts(out, top, part, clock_hz)
-    widths = {t: fixed(fmts[t], t).width for t in set(in_tensors + out_tensors)}
-    for t, w in widths.items():
-        if w > STREAM_WIDTH:
-            raise CodegenError(f"tensor '{t}' has {w}-bit values, wider than the {STREAM_WIDTH}-bit stream")
-    ports = [Port("link_in", tuple((t, str(fmts[t]), widths[t], size[t]) for t in in_tensors), link_in),
-             Port("link_out", tuple((t, str(fmts[t]), widths[t], size[t]) for t in out_tensors), link_out)]
     return {"device": device, "part": part, "clock_hz": clock_hz, "top": top, "layers": [n.name for n in g.nodes],
             "control": "ap_ctrl_none" if middle else "s_axilite", "host_interface": host_interface,
             "ports": [p.as_dict() for p in ports],
@@ -207,7 +232,7 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
                         "parallelism": dict(stage.parallelism)}}
 
 
-def _write_tb(out: Path, top: str, ins, outs, var, size) -> None:
+def _write_tb(out: Path, top: str, ins, outs, var, size, ports) -> None:
     """A testbench: raw int64 values per item in, raw bit patterns (uint64) per item out."""
     n_in = sum(size[t] for t in ins)
     lines = [f'#include "{top}.h"', "#include <cstdio>", "#include <cstdlib>", "#include <vector>", "",
@@ -224,7 +249,17 @@ def _write_tb(out: Path, top: str, ins, outs, var, size) -> None:
                   f"        for (int i = 0; i < {size[t]}; i++) conveyor::from_raw({var[t]}[i], raw[at++]);",
                   f"        conveyor::pack<{STREAM_WIDTH}, {var[t]}_t, {size[t]}>({var[t]}, link_in, "
                   f"{'true' if k == len(ins) - 1 else 'false'});"]
-    lines.append(f"        {top}(link_in, link_out);")
+    args = ["link_in", "link_out"]
+    if ports[0].m_axi:   # the host's DMA: the input beats in card memory
+        lines += [f"        static ap_uint<{STREAM_WIDTH}> mem_in[{ports[0].beats}];",
+                  f"        for (int i = 0; i < {ports[0].beats}; i++) mem_in[i] = link_in.read().data;"]
+        args[0] = "mem_in"
+    if ports[1].m_axi:
+        lines.append(f"        static ap_uint<{STREAM_WIDTH}> mem_out[{ports[1].beats}];")
+        args[1] = "mem_out"
+    lines.append(f"        {top}({args[0]}, {args[1]});")
+    if ports[1].m_axi:
+        lines.append(f"        conveyor::mem_to_stream<{STREAM_WIDTH}, {ports[1].beats}>(mem_out, link_out);")
     for t in outs:
         lines += [f"        static {var[t]}_t o_{var[t]}[{size[t]}];",
                   f"        conveyor::unpack<{STREAM_WIDTH}, {var[t]}_t, {size[t]}>(link_out, o_{var[t]});",
