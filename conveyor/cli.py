@@ -601,8 +601,9 @@ def plan_cmd(model: str, cluster_spec: str, precision: str, config_path: str | N
               help="Requests in the pipeline at once (default: twice the stages); 1 measures batch-1 latency.")
 @click.option("-n", "count", type=click.IntRange(min=1), default=None, help="Run the first N samples (default: all, or 100 of noise).")
 @click.option("--backend", "backend_specs", multiple=True, metavar="[DEVICE=]BACKEND",
-              help="Run DEVICE's stage on BACKEND (emulator, cpu, gpu, csim); a bare BACKEND applies to every "
-                   "host (CPU/GPU) stage: --backend cpu dry-runs a GPU-host plan on a machine without a GPU.")
+              help="Run DEVICE's stage on BACKEND (emulator, cpu, gpu, csim: the generated HLS C++ built with g++). "
+                   "A bare BACKEND applies to every stage it can run: cpu/gpu to the host stages (--backend cpu "
+                   "dry-runs a GPU-host plan on a machine without a GPU), emulator/csim to the FPGA stages. Repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 def run(plan_path: str, model: str, inputs_spec: str | None, executor: str, paced: bool, time_scale: float,
         in_flight: int | None, count: int | None, backend_specs: tuple[str, ...], as_json: bool) -> None:
@@ -698,10 +699,11 @@ from conveyor.cli_simulate import simulate as _simulate  # noqa: E402
 
 cli.add_command(_simulate)
 
-from conveyor.cli_codegen import compile_cmd, csim_cmd  # noqa: E402
+from conveyor.cli_codegen import compile_cmd, csim_cmd, report_cmd  # noqa: E402
 
 cli.add_command(compile_cmd)
 cli.add_command(csim_cmd)
+cli.add_command(report_cmd)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,12 +16,20 @@ from conveyor.errors import ConveyorError
 @click.option("--model", required=True, help="The model the plan was made for (.onnx file or zoo name).")
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Write DIR/<device>/ per FPGA board, DIR/manifest.json and DIR/README.md here.")
-def compile_cmd(plan_path: str, model: str, out_dir: str) -> None:
+@click.option("--synth", is_flag=True, help="Then run `vitis_hls -f build_prj.tcl` (C synthesis) in every board "
+                                          "folder; `conveyor report DIR` reads the results.")
+def compile_cmd(plan_path: str, model: str, out_dir: str, synth: bool) -> None:
     """Write one Vitis HLS project per FPGA board of PLAN (docs/codegen.md)."""
+    import shutil
+
     from conveyor.cli import _resolve_model
     from conveyor.codegen import compile as compile_plan
     from conveyor.plan import Plan
 
+    vitis = shutil.which("vitis_hls")
+    if synth and vitis is None:
+        raise ConveyorError("--synth runs vitis_hls, which is not on PATH (source Vitis' settings64.sh); "
+                            "without it: conveyor compile, then vitis_hls -f build_prj.tcl per board")
     plan = Plan.load(plan_path)
     graph = _resolve_model(model)
     manifest = compile_plan(plan, graph, out_dir)
@@ -33,6 +41,31 @@ def compile_cmd(plan_path: str, model: str, out_dir: str) -> None:
     for h in manifest["hosts"]:
         click.echo(f"{h['device']}: {h['kind']} stage, not compiled")
     click.echo(f"manifest: {Path(out_dir) / 'manifest.json'}")
+    if synth:
+        _synthesize(Path(out_dir), manifest, vitis)
+
+
+def _synthesize(out_dir: Path, manifest: dict, vitis: str) -> None:
+    """vitis_hls -f build_prj.tcl -tclargs synth=1 per board, with nnet_utils/ap_types from the wheel beside it."""
+    import shutil
+    import subprocess
+
+    from conveyor.codegen.headers import vivado_headers
+
+    ap_dir, nnet_dir, _ = vivado_headers()
+    for b in manifest["boards"]:
+        if b.get("replica_of"):
+            continue
+        d = out_dir / b["device"]
+        for src, name in ((nnet_dir, "nnet_utils"), (ap_dir, "ap_types")):
+            shutil.copytree(src, d / name, dirs_exist_ok=True)
+        click.echo(f"{b['device']}: vitis_hls -f build_prj.tcl -tclargs synth=1 ...")
+        p = subprocess.run([vitis, "-f", "build_prj.tcl", "-tclargs", "synth=1"], cwd=d, capture_output=True,
+                           text=True, check=False)
+        (d / "vitis_hls_synth.log").write_text(p.stdout + p.stderr)
+        if p.returncode:
+            raise ConveyorError(f"{b['device']}: vitis_hls exited {p.returncode}; see {d / 'vitis_hls_synth.log'}")
+    click.echo(f"synthesis reports: conveyor report {out_dir}")
 
 
 @click.command("csim")
@@ -81,3 +114,49 @@ def csim_cmd(out_dir: str, inputs_spec: str, model: str | None, count: int | Non
         click.echo(f"outputs: {output}")
     if bad is not None:
         raise ConveyorError(f"C simulation differs from the emulator: {bad}")
+
+
+@click.command("report")
+@click.argument("out_dir", metavar="DIR", type=click.Path(file_okay=False, exists=True))
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def report_cmd(out_dir: str, as_json: bool) -> None:
+    """Read each board's Vitis HLS csynth.xml under DIR (from `conveyor compile` and
+    `vitis_hls -f build_prj.tcl`) and print it beside the plan's modeled figures."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from conveyor.codegen.synth_report import compare_board, find_report, read_csynth
+
+    manifest = json.loads((Path(out_dir) / "manifest.json").read_text())
+    result, missing = [], []
+    for b in manifest["boards"]:
+        path = find_report(Path(out_dir) / b["device"], b["top"])
+        if path is None:
+            missing.append(b["device"])
+            continue
+        rep = read_csynth(path)
+        result.append({"device": b["device"], "report": rep.as_dict(), "rows": compare_board(b, rep)})
+    if not result:
+        raise ConveyorError(f"{out_dir}: no board has a csynth.xml (looked for <device>/<top>_prj/solution1/syn/"
+                            f"report/csynth.xml for {', '.join(missing)}); run `vitis_hls -f build_prj.tcl` "
+                            "in each board folder, or `conveyor compile --synth`")
+    if as_json:
+        click.echo(json.dumps({"boards": result, "missing": missing}, indent=2))
+        return
+    from conveyor.units import eng
+
+    out = Console()
+    for r in result:
+        rep = r["report"]
+        t = Table(title=f"{r['device']}: {rep['top']} on {rep['part']} (HLS {rep['version']})", title_justify="left",
+                  caption=rep["path"], caption_justify="left")
+        for col in ("", "synthesized", "plan", "ratio"):
+            t.add_column(col, justify="left" if not col else "right")
+        for row in r["rows"]:
+            fmt = (lambda v, u=row["unit"]: eng(v, u)) if row["unit"] else (lambda v: f"{v:,}")
+            t.add_row(row["quantity"], "-" if row["synthesized"] is None else fmt(row["synthesized"]),
+                      "-" if row["modeled"] is None else fmt(row["modeled"]),
+                      "-" if row["ratio"] is None else f"{row['ratio']:.2f}x")
+        out.print(t)
+    for d in missing:
+        out.print(f"{d}: no csynth.xml yet")

@@ -58,23 +58,26 @@ def check_sample_shape(x, shape: tuple, option: str, source: str, model: str):
 
 
 def parse_backends(specs, plan) -> dict[str, str]:
-    """`--backend` values to {device: backend}: DEVICE=BACKEND for one stage, a bare BACKEND
-    for every host (CPU/GPU) stage of the plan (e.g. `cpu`: a GPU-host plan without a GPU)."""
+    """`--backend` values to {device: backend}. DEVICE=BACKEND for one device; a bare BACKEND for
+    every stage it can run: `cpu`/`gpu` every host (CPU/GPU) stage (`cpu`: a GPU-host plan on a
+    machine without a GPU), `emulator`/`csim` every FPGA stage (csim: the generated HLS C++)."""
     from conveyor.runtime.device import BACKENDS
 
-    devices = {st.device: st for st in plan.stages}
+    devices = {d: st for st in plan.stages for d in (st.device, *st.replicas)}
     out: dict[str, str] = {}
     for spec in specs:
         device, sep, backend = spec.rpartition("=")
         if backend not in BACKENDS:
             raise ConveyorError(f"--backend {spec}: unknown backend '{backend}'; accepted: {', '.join(BACKENDS)} "
-                                "(as BACKEND for every host stage or DEVICE=BACKEND)")
+                                "(as BACKEND for every stage it runs, or DEVICE=BACKEND)")
         if not sep:
-            hosts = [d for d, st in devices.items() if st.device_kind in ("cpu", "gpu")]
-            if not hosts:
-                raise ConveyorError(f"--backend {spec}: the plan has no host (CPU/GPU) stage; "
+            kinds = ("cpu", "gpu") if backend in ("cpu", "gpu") else ("fpga",)
+            chosen = [d for d, st in devices.items() if st.device_kind in kinds]
+            if not chosen:
+                what = "host (CPU/GPU)" if kinds != ("fpga",) else "FPGA"
+                raise ConveyorError(f"--backend {spec}: the plan has no {what} stage; "
                                     f"name a device: DEVICE={backend} with DEVICE one of {', '.join(devices)}")
-            out.update({d: backend for d in hosts})
+            out.update({d: backend for d in chosen})
         elif device not in devices:
             raise ConveyorError(f"--backend {spec}: the plan has no stage on '{device}'; "
                                 f"its stage devices: {', '.join(devices)}")

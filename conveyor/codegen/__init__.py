@@ -22,7 +22,11 @@ def compile(plan, graph, out_dir) -> dict:  # noqa: A001 (conveyor.compile, as t
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    from conveyor.graph.names import resolve_config
+    from conveyor.graph.quantized import tensor_formats
+
     specs = build_stages(plan, graph, backends={st.device: "emulator" for st in plan.stages})
+    formats = tensor_formats(graph, resolve_config(graph, plan.precision))
     catalog = plan.cluster.get("catalog", {})
     board_of = {d["name"]: d.get("board") for d in plan.cluster.get("devices", [])}
     boards, hosts = [], []
@@ -42,9 +46,12 @@ def compile(plan, graph, out_dir) -> dict:  # noqa: A001 (conveyor.compile, as t
         link_in = prev.link if prev is not None and plan.stages[i - 1].device_kind == "fpga" else "host"
         link_out = st.link_out.link if st.link_out is not None and i + 1 < len(plan.stages) \
             and plan.stages[i + 1].device_kind == "fpga" else "host"
+        port_in = specs[i - 1].forwards if i > 0 else spec.needs   # what the incoming link carries, in order
+        crossing = {t: (formats[t], graph.tensors[t].shape) for t in port_in if t not in spec.needs}
         for device in (st.device, *st.replicas):
             entry = write_board(spec, st, device, out / device, link_in=link_in, link_out=link_out, part=part,
-                                clock_hz=clock, host_interface=board.get("host_interface", "?"))
+                                clock_hz=clock, host_interface=board.get("host_interface", "?"), port_in=port_in,
+                                passthrough=crossing)
             entry["stage"] = i
             entry["replica_of"] = st.device if device != st.device else None
             boards.append(entry)

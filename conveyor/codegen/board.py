@@ -25,12 +25,19 @@ class Port:
     name: str
     tensors: tuple[tuple[str, str, int, int], ...]   # (tensor, element type, width bits, items per inference)
     link: str                                        # catalog link, or "host"
+    m_axi: bool = False                              # an Alveo card's host side: memory, not a stream
+
+    @property
+    def beats(self) -> int:
+        return sum(-(-n // (STREAM_WIDTH // w)) for _, _, w, n in self.tensors)
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "stream": f"hls::stream<ap_axiu<{STREAM_WIDTH},0,0,1>>", "width_bits": STREAM_WIDTH,
+        iface = ({"interface": "m_axi", "stream": f"ap_uint<{STREAM_WIDTH}> * (m_axi, offset via s_axilite)"}
+                 if self.m_axi else {"interface": "axis", "stream": f"hls::stream<ap_axiu<{STREAM_WIDTH},0,0,1>>"})
+        return {"name": self.name, **iface, "width_bits": STREAM_WIDTH,
                 "link": self.link, "tensors": [{"tensor": t, "element_type": ty, "element_bits": w, "items": n}
                                                for t, ty, w, n in self.tensors],
-                "beats": sum(-(-n // (STREAM_WIDTH // w)) for _, _, w, n in self.tensors)}
+                "beats": self.beats}
 
 
 def _formats(spec):
@@ -44,19 +51,32 @@ def _formats(spec):
 
 
 def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: str, part: str, clock_hz: float,
-                host_interface: str) -> dict:
-    """Write `device`'s project under `out`; returns its manifest entry."""
+                host_interface: str, port_in: tuple[str, ...] | None = None,
+                passthrough: dict | None = None, host_forwards: bool = False) -> dict:
+    """Write `device`'s project under `out`; returns its manifest entry. `port_in`: the tensors
+    the incoming link carries, in its order (the previous board's outputs; default the stage's
+    inputs); those the stage does not read (`passthrough`: tensor -> (format, shape)) cross
+    the board untouched, from link_in to link_out, in ONNX order (a skip connection).
+    `host_forwards`: values the stage passes on without computing them stay with the host
+    (the csim Device backend's runtime forwards them) instead of on the ports."""
     g = spec.graph
     emu, fmts = _formats(spec)
     shapes = {name: t.shape for name, t in g.tensors.items() if not g.is_weight(name)}
+    port_in = tuple(port_in) if port_in is not None else tuple(spec.needs)
+    crossing = [t for t in port_in if t not in spec.needs]
+    for t in crossing:
+        if t not in (passthrough or {}) or t not in spec.forwards:
+            raise CodegenError(f"board {device}: link_in carries '{t}', which the stage neither reads nor passes on")
+        fmts[t], shapes[t] = passthrough[t]
     var = {t: ident(t) for t in shapes}          # tensor -> C array holding it
     size = {t: int(np.prod(s[1:], dtype=np.int64)) if s else 0 for t, s in shapes.items()}
     fw = out / "firmware"
     (fw / "weights").mkdir(parents=True, exist_ok=True)
     (out / "tb").mkdir(parents=True, exist_ok=True)
     typedefs, configs, calls, weight_decls, loads = [], [], [], [], []
-    for t in g.input_names:
-        typedefs.append(f"typedef {fixed(fmts[t], f'input {t}')} {var[t]}_t;  // {t}")
+    for t in (*g.input_names, *crossing):
+        typedefs.append(f"typedef {fixed(fmts[t], f'input {t}')} {var[t]}_t;  // {t}"
+                        + (" (crosses the board)" if t in crossing else ""))
     hwc_inputs = {t for t in g.input_names if len(shapes[t]) == 4}
     hwc: set[str] = set(hwc_inputs)   # tensors whose C array is channels last (4-D inputs: transposed on entry)
 
@@ -92,7 +112,9 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
         data_ins = [t for s, t in enumerate(node.inputs) if t and s not in params and not g.is_weight(t)]
         layer = Layer(node=node, index=i, prec=emu.node_precision[node.name], in_fmts=tuple(fmts[t] for t in data_ins),
                       out_fmt=fmts[y], in_shapes=tuple(shapes[t] for t in data_ins), out_shape=shapes[y], params=params,
-                      parallelism=int(stage.parallelism.get(node.name, 1)))
+                      parallelism=int(stage.parallelism.get(node.name, 1)),
+                      consts={s: np.asarray(g.weights[t]) for s, t in enumerate(node.inputs)
+                              if t and s not in params and t in g.weights})
         cfg, call, flat = writer(layer)
         configs.append(cfg)
         x = data_ins[0]
@@ -100,8 +122,10 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
             if any(t not in hwc for t in data_ins):
                 raise CodegenError(f"node '{node.name}' ({node.op_type}): its 4-D input '{x}' is not channels last")
             hwc.add(y)
+        code = call.format(x=var[x], x2=var[data_ins[-1]], y=var[y], xs=[var[t] for t in data_ins],
+                           xs_t=[var[t] + "_t" for t in data_ins])
         calls.append(f"    {var[y]}_t {var[y]}[{size[y]}];\n#pragma HLS ARRAY_PARTITION variable={var[y]} complete\n"
-                     f"    {call.format(x=var[x], x2=var[data_ins[-1]], y=var[y])}  // {node.name}")
+                     f"    {code}  // {node.name}")
         for slot, (values, pf) in params.items():
             name = f"{'w' if slot == 1 else 'b'}{i}"
             ctype = f"{layer.cfg}::{'weight_t' if slot == 1 else 'bias_t'}"
@@ -118,12 +142,33 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
                 loads.append(f'    conveyor::load_raw_file({name}, {raw.size}, "{name}.bin");')
     top = ident(device)[2:]
     top = f"{top}_top"
-    in_tensors, out_tensors = list(spec.needs), list(spec.forwards)
+    in_tensors, out_tensors = list(port_in), list(spec.forwards)
+    if host_forwards:
+        made = {o for n in g.nodes for o in n.outputs if o}
+        out_tensors = [t for t in out_tensors if t in made]
     passed = [t for t in out_tensors if t not in var]
     if passed:
         raise CodegenError(f"board {device}: values {passed} cross it untouched (a skip connection over the board); "
                            "code generation does not route skip connections through a board yet")
-    sig = f"void {top}(hls::stream<link_t> &link_in, hls::stream<link_t> &link_out)"
+    widths = {t: fixed(fmts[t], t).width for t in set(in_tensors + out_tensors)}
+    for t, w in widths.items():
+        if w > STREAM_WIDTH:
+            raise CodegenError(f"tensor '{t}' has {w}-bit values, wider than the {STREAM_WIDTH}-bit stream")
+    alveo = host_interface.startswith("pcie")   # a PCIe card: the host reaches it through its memory
+    ports = [Port("link_in", tuple((t, str(fmts[t]), widths[t], size[t]) for t in in_tensors), link_in,
+                  m_axi=alveo and link_in == "host"),
+             Port("link_out", tuple((t, str(fmts[t]), widths[t], size[t]) for t in out_tensors), link_out,
+                  m_axi=alveo and link_out == "host")]
+    p_in = (f"const ap_uint<{STREAM_WIDTH}> *host_in" if ports[0].m_axi else "hls::stream<link_t> &link_in")
+    p_out = (f"ap_uint<{STREAM_WIDTH}> *host_out" if ports[1].m_axi else "hls::stream<link_t> &link_out")
+    sig = f"void {top}({p_in}, {p_out})"
+    pragmas = []
+    for port, name, bundle in ((ports[0], "host_in", "gmem_in"), (ports[1], "host_out", "gmem_out")):
+        if port.m_axi:
+            pragmas += [f"#pragma HLS INTERFACE m_axi port={name} offset=slave bundle={bundle} depth={port.beats}",
+                        f"#pragma HLS INTERFACE s_axilite port={name} bundle=control"]
+        else:
+            pragmas.append(f"#pragma HLS INTERFACE axis port={port.name}")
     defines = ["#ifndef CONVEYOR_DEFINES_H_", "#define CONVEYOR_DEFINES_H_", '#include "conveyor_link.h"',
                f"typedef ap_axiu<{STREAM_WIDTH}, 0, 0, 1> link_t;", *typedefs]
     for t in set(in_tensors + out_tensors):
@@ -134,7 +179,8 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
         "#ifndef CONVEYOR_PARAMETERS_H_", "#define CONVEYOR_PARAMETERS_H_",
         '#include "defines.h"', '#include "nnet_common.h"', '#include "nnet_mult.h"', '#include "nnet_dense.h"',
         '#include "nnet_dense_latency.h"', '#include "nnet_activation.h"', '#include "nnet_conv2d.h"',
-        '#include "nnet_pooling.h"', '#include "nnet_merge.h"', '#include "conveyor_im2col.h"', '#include "conveyor_weights.h"', "",
+        '#include "nnet_pooling.h"', '#include "nnet_merge.h"', '#include "nnet_batchnorm.h"',
+        '#include "conveyor_im2col.h"', '#include "conveyor_layers.h"', '#include "conveyor_weights.h"', "",
         *configs, *weight_decls, "", "#endif", ""]))
     (fw / f"{top}.h").write_text(f'#pragma once\n#include "defines.h"\n{sig};\n')
     middle = link_in != "host" and link_out != "host"
@@ -145,8 +191,12 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
             f'#include "{top}.h"', '#include "parameters.h"', "",
             "static void load_weights() {", "#ifndef __SYNTHESIS__", "    static bool loaded = false;",
             "    if (loaded) return;", "    loaded = true;", "#endif", *loads, "}", "",
-            sig + " {", "#pragma HLS INTERFACE axis port=link_in", "#pragma HLS INTERFACE axis port=link_out", control,
-            "#pragma HLS DATAFLOW", "    load_weights();"]
+            sig + " {", *pragmas, control, "#pragma HLS DATAFLOW", "    load_weights();"]
+    if ports[0].m_axi:
+        body += ["    hls::stream<link_t> link_in(\"link_in\");",
+                 f"    conveyor::mem_to_stream<{STREAM_WIDTH}, {ports[0].beats}>(host_in, link_in);"]
+    if ports[1].m_axi:
+        body.append("    hls::stream<link_t> link_out(\"link_out\");")
     for t in in_tensors:
         body.append(f"    {var[t]}_t {var[t]}[{size[t]}];\n#pragma HLS ARRAY_PARTITION variable={var[t]} complete")
         if t in hwc_inputs:
@@ -158,24 +208,22 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
     body += calls
     for k, t in enumerate(out_tensors):
         src = var[t]
-        if t in hwc:
+        if t in hwc_inputs and t in in_tensors:   # read and passed on: its channels-first copy is at hand
+            src = f"{var[t]}_chw"
+        elif t in hwc:
             body.append(f"    {var[t]}_t {var[t]}_chw[{size[t]}];")
             body.append(f"    conveyor::hwc_to_chw<{var[t]}_t, {chw(t)}>({var[t]}, {var[t]}_chw);")
             src = f"{var[t]}_chw"
         body.append(f"    conveyor::pack<{STREAM_WIDTH}, {var[t]}_t, {size[t]}>({src}, link_out, "
                     f"{'true' if k == len(out_tensors) - 1 else 'false'});")
+    if ports[1].m_axi:
+        body.append(f"    conveyor::stream_to_mem<{STREAM_WIDTH}, {ports[1].beats}>(link_out, host_out);")
     body += ["}", ""]
     (fw / f"{top}.cpp").write_text("\n".join(body))
     for h in INCLUDE.iterdir():
         shutil.copy(h, fw / h.name)
-    _write_tb(out, top, in_tensors, out_tensors, var, size)
+    _write_tb(out, top, in_tensors, out_tensors, var, size, ports)
     _write_scripts(out, top, part, clock_hz)
-    widths = {t: fixed(fmts[t], t).width for t in set(in_tensors + out_tensors)}
-    for t, w in widths.items():
-        if w > STREAM_WIDTH:
-            raise CodegenError(f"tensor '{t}' has {w}-bit values, wider than the {STREAM_WIDTH}-bit stream")
-    ports = [Port("link_in", tuple((t, str(fmts[t]), widths[t], size[t]) for t in in_tensors), link_in),
-             Port("link_out", tuple((t, str(fmts[t]), widths[t], size[t]) for t in out_tensors), link_out)]
     return {"device": device, "part": part, "clock_hz": clock_hz, "top": top, "layers": [n.name for n in g.nodes],
             "control": "ap_ctrl_none" if middle else "s_axilite", "host_interface": host_interface,
             "ports": [p.as_dict() for p in ports],
@@ -184,7 +232,7 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
                         "parallelism": dict(stage.parallelism)}}
 
 
-def _write_tb(out: Path, top: str, ins, outs, var, size) -> None:
+def _write_tb(out: Path, top: str, ins, outs, var, size, ports) -> None:
     """A testbench: raw int64 values per item in, raw bit patterns (uint64) per item out."""
     n_in = sum(size[t] for t in ins)
     lines = [f'#include "{top}.h"', "#include <cstdio>", "#include <cstdlib>", "#include <vector>", "",
@@ -201,7 +249,17 @@ def _write_tb(out: Path, top: str, ins, outs, var, size) -> None:
                   f"        for (int i = 0; i < {size[t]}; i++) conveyor::from_raw({var[t]}[i], raw[at++]);",
                   f"        conveyor::pack<{STREAM_WIDTH}, {var[t]}_t, {size[t]}>({var[t]}, link_in, "
                   f"{'true' if k == len(ins) - 1 else 'false'});"]
-    lines.append(f"        {top}(link_in, link_out);")
+    args = ["link_in", "link_out"]
+    if ports[0].m_axi:   # the host's DMA: the input beats in card memory
+        lines += [f"        static ap_uint<{STREAM_WIDTH}> mem_in[{ports[0].beats}];",
+                  f"        for (int i = 0; i < {ports[0].beats}; i++) mem_in[i] = link_in.read().data;"]
+        args[0] = "mem_in"
+    if ports[1].m_axi:
+        lines.append(f"        static ap_uint<{STREAM_WIDTH}> mem_out[{ports[1].beats}];")
+        args[1] = "mem_out"
+    lines.append(f"        {top}({args[0]}, {args[1]});")
+    if ports[1].m_axi:
+        lines.append(f"        conveyor::mem_to_stream<{STREAM_WIDTH}, {ports[1].beats}>(mem_out, link_out);")
     for t in outs:
         lines += [f"        static {var[t]}_t o_{var[t]}[{size[t]}];",
                   f"        conveyor::unpack<{STREAM_WIDTH}, {var[t]}_t, {size[t]}>(link_out, o_{var[t]});",
@@ -216,6 +274,7 @@ def _write_scripts(out: Path, top: str, part: str, clock_hz: float) -> None:
     (out / "build_csim.sh").write_text(f"""#!/bin/sh
 # C simulation with g++: AP_TYPES and NNET_UTILS point at hls4ml {__import__('conveyor.codegen.headers', fromlist=['x']).HLS4ML_VERSION}'s
 # templates/vivado/ap_types and templates/vivado/nnet_utils (conveyor csim sets them from the wheel).
+# Large boards keep tens of MB of arrays on the stack: run ./csim after `ulimit -s unlimited`.
 set -e
 cd "$(dirname "$0")"
 : "${{AP_TYPES:?set AP_TYPES to hls4ml's templates/vivado/ap_types}}"

@@ -22,12 +22,35 @@ from conveyor.errors import CodegenError
 CXXFLAGS = ("-std=c++14", "-O1", "-w")
 
 
-def build_board(board_dir: Path) -> tuple[Path, float, bool]:
-    """(executable, seconds compiling, cached) for one board folder."""
+def _compiler() -> str:
     cxx = shutil.which(os.environ.get("CXX", "g++"))
     if not cxx:
         raise CodegenError("C simulation needs g++ (or $CXX): none found on PATH")
-    ap_dir, nnet_dir, digest = vivado_headers()
+    return cxx
+
+
+def _gxx(cxx: str, board_dir: Path, *extra: str) -> list[str]:
+    ap_dir, nnet_dir, _ = vivado_headers()
+    top = next((board_dir / "firmware").glob("*_top.cpp"))
+    return [cxx, *CXXFLAGS, "-isystem", str(ap_dir), "-I", str(nnet_dir), "-I", str(board_dir / "firmware"),
+            str(top), str(board_dir / "tb" / "tb.cpp"), *extra]
+
+
+def check_syntax(board_dir: Path) -> float:
+    """g++ -fsyntax-only over one board's firmware and testbench (no object code: a quick check
+    for boards too large to C-simulate in a test); returns the seconds it took."""
+    board_dir = Path(board_dir)
+    t0 = time.perf_counter()
+    p = subprocess.run(_gxx(_compiler(), board_dir, "-fsyntax-only"), capture_output=True, text=True, check=False)
+    if p.returncode:
+        raise CodegenError(f"{board_dir.name}: g++ -fsyntax-only failed: {(p.stdout + p.stderr)[-3000:]}")
+    return time.perf_counter() - t0
+
+
+def build_board(board_dir: Path) -> tuple[Path, float, bool]:
+    """(executable, seconds compiling, cached) for one board folder."""
+    cxx = _compiler()
+    _, _, digest = vivado_headers()
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=False).stdout
     h = hashlib.sha256(repr((digest, version, CXXFLAGS)).encode())
     for p in sorted((board_dir / "firmware").rglob("*.h")) + sorted((board_dir / "firmware").glob("*.cpp")) \
@@ -37,19 +60,30 @@ def build_board(board_dir: Path) -> tuple[Path, float, bool]:
     if exe.is_file():
         return exe, 0.0, True
     exe.parent.mkdir(parents=True, exist_ok=True)
-    top = next((board_dir / "firmware").glob("*_top.cpp"))
     tmp = Path(tempfile.mkdtemp(prefix="build-", dir=exe.parent.parent))
     t0 = time.perf_counter()
     try:
-        cmd = [cxx, *CXXFLAGS, "-isystem", str(ap_dir), "-I", str(nnet_dir), "-I", str(board_dir / "firmware"),
-               str(top), str(board_dir / "tb" / "tb.cpp"), "-o", str(tmp / "csim")]
-        p = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        p = subprocess.run(_gxx(cxx, board_dir, "-o", str(tmp / "csim")), capture_output=True, text=True, check=False)
         if p.returncode:
             raise CodegenError(f"{board_dir.name}: g++ failed: {(p.stdout + p.stderr)[-3000:]}")
         os.replace(tmp / "csim", exe)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return exe, time.perf_counter() - t0, False
+
+
+#: the C simulation keeps a board's arrays on the stack, as the HLS top does (a VGG board's
+#: 224 x 224 x 64 activations and nnet's per-layer product arrays are tens of MB)
+CSIM_STACK_BYTES = 4 << 30
+
+
+def _big_stack() -> None:
+    """In the csim child before exec: a main-thread stack of CSIM_STACK_BYTES (or the hard limit)."""
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_STACK)
+    want = CSIM_STACK_BYTES if hard == resource.RLIM_INFINITY else min(hard, CSIM_STACK_BYTES)
+    resource.setrlimit(resource.RLIMIT_STACK, (want, hard))
 
 
 @dataclass
@@ -118,7 +152,7 @@ def run_board(exe: Path, board: dict, env: dict[str, np.ndarray], weights_dir: P
         np.concatenate(cols, axis=1).astype("<i8").tofile(Path(tmp) / "in.raw")
         p = subprocess.run([str(exe), str(Path(tmp) / "in.raw"), str(Path(tmp) / "out.raw")],
                            capture_output=True, text=True, check=False,
-                           env={**os.environ, "CONVEYOR_WEIGHTS": str(weights_dir)})
+                           env={**os.environ, "CONVEYOR_WEIGHTS": str(weights_dir)}, preexec_fn=_big_stack)
         if p.returncode:
             raise CodegenError(f"board {board['device']}: C simulation exited {p.returncode}: {p.stderr[-1000:]}")
         bits = np.fromfile(Path(tmp) / "out.raw", dtype="<u8").reshape(n_items, -1)

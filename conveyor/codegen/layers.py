@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -38,6 +38,7 @@ class Layer:
     out_shape: tuple
     params: Mapping[int, tuple[np.ndarray, Any]]   # slot -> (quantized values, format)
     parallelism: int
+    consts: Mapping[int, np.ndarray] = field(default_factory=dict)   # slot -> a constant input (Clip bounds, axes)
 
     @property
     def cfg(self) -> str:
@@ -114,9 +115,11 @@ def conv(layer: Layer):
     """nnet::conv_2d_cl (channels last) with hls4ml's im2col filler; W as [kh][kw][c][f]."""
     node = layer.node
     (w, fw), (b, fb) = layer.params[1], layer.params.get(2, (None, None))
-    if len(layer.in_shapes[0]) != 4 or node.attr("group", 1) != 1 or b is None:
-        raise CodegenError(f"node '{node.name}' (Conv): code generation takes 2-D, group=1 convolutions with a bias "
-                           f"(got input {layer.in_shapes[0]}, group {node.attr('group', 1)})")
+    if len(layer.in_shapes[0]) != 4 or b is None:
+        raise CodegenError(f"node '{node.name}' (Conv): code generation takes 2-D convolutions with a bias "
+                           f"(got input {layer.in_shapes[0]}, bias {'present' if b is not None else 'absent'})")
+    if node.attr("group", 1) != 1:
+        return conv_grouped(layer)
     _, ch, h, wd = layer.in_shapes[0]
     _, nf, oh, ow = layer.out_shape
     kh, kw = w.shape[2:]
@@ -292,8 +295,297 @@ def softmax(layer: Layer) -> tuple[str, str]:
     return cfg, "nnet::softmax<{x}_t, {y}_t, %s>({x}, {y});" % layer.cfg, {}
 
 
+
+def _conv_geometry(layer: Layer):
+    node = layer.node
+    top, left, bot, right = (list(node.attr("pads", [0, 0, 0, 0])) + [0] * 4)[:4]
+    sh, sw = node.attr("strides", [1, 1])
+    dh, dw = node.attr("dilations", [1, 1])
+    return top, left, bot, right, sh, sw, dh, dw
+
+
+def conv_grouped(layer: Layer):
+    """Grouped / depthwise Conv: conveyor::conv_2d_grouped_cl, one nnet::dense_latency per
+    pixel and group (conveyor_layers.h); W as [g][kh][kw][c][m]."""
+    node = layer.node
+    (w, fw), (b, fb) = layer.params[1], layer.params[2]
+    group = int(node.attr("group", 1))
+    _, ch, h, wd = layer.in_shapes[0]
+    _, nf, oh, ow = layer.out_shape
+    kh, kw = w.shape[2:]
+    cg, mg = ch // group, nf // group
+    top, left, bot, right, sh, sw, dh, dw = _conv_geometry(layer)
+    fx = fixed(layer.in_fmts[0], f"node '{node.name}' input")
+    fw, fb = fixed(fw, f"node '{node.name}' weight"), fixed(fb, f"node '{node.name}' bias")
+    acc = layer.prec.accum
+    acc = exact_accum(fx, fw, fb, cg * kh * kw, float(np.max(np.abs(w))), float(np.max(np.abs(b)))) if acc is None \
+        else fixed(acc, f"node '{node.name}' accum")
+    macs = kh * kw * cg * nf
+    reuse = max(1, math.ceil(macs / max(layer.parallelism, 1)))
+    c = layer.cfg
+    cfg = f"""struct {c}_mult : nnet::dense_config {{
+    static const unsigned n_in = {kh * kw * cg};
+    static const unsigned n_out = {mg};
+    static const unsigned reuse_factor = 1;
+    static const unsigned strategy = nnet::latency;
+    static const unsigned n_zeros = 0;
+    static const unsigned multiplier_limit = DIV_ROUNDUP(n_in * n_out, reuse_factor) - n_zeros / reuse_factor;
+    typedef {acc} accum_t;
+    typedef {fb} bias_t;
+    typedef {fw} weight_t;
+    template<class x_T, class y_T>
+    using product = nnet::product::mult<x_T, y_T>;
+}};
+struct {c} {{  // {node.name}: Conv {ch}x{h}x{wd} -> {nf}x{oh}x{ow}, kernel {kh}x{kw}, {group} groups
+    static const unsigned pad_top = {top};
+    static const unsigned pad_bottom = {bot};
+    static const unsigned pad_left = {left};
+    static const unsigned pad_right = {right};
+    static const unsigned in_height = {h};
+    static const unsigned in_width = {wd};
+    static const unsigned n_chan = {ch};
+    static const unsigned n_group = {group};
+    static const unsigned filt_height = {kh};
+    static const unsigned filt_width = {kw};
+    static const unsigned n_filt = {nf};
+    static const unsigned stride_height = {sh};
+    static const unsigned stride_width = {sw};
+    static const unsigned out_height = {oh};
+    static const unsigned out_width = {ow};
+    static const unsigned dilation_height = {dh};
+    static const unsigned dilation_width = {dw};
+    static const unsigned reuse_factor = {reuse};  // plan: {layer.parallelism} multipliers
+    typedef {fb} bias_t;
+    typedef {fw} weight_t;
+    typedef {c}_mult mult_config;
+}};
+"""
+    flat_w = np.transpose(w.reshape(group, mg, cg, kh, kw), (0, 3, 4, 2, 1)).reshape(-1)
+    return cfg, "conveyor::conv_2d_grouped_cl<{x}_t, {y}_t, %s>({x}, {y}, w%d, b%d);" % (c, layer.index, layer.index), \
+        {1: flat_w, 2: b.reshape(-1)}
+
+
+def _avg_config(layer: Layer, ch, h, wd, oh, ow, ph, pw, sh, sw, pads, count_pad: bool, what: str) -> str:
+    node = layer.node
+    fin = fixed(layer.in_fmts[0], f"node '{node.name}' input")
+    fout = fixed(layer.out_fmt, f"node '{node.name}' result")
+    g = max(ph * pw - 1, 0).bit_length()
+    acc = FixedType(fin.width + g, fin.integer + g, signed=fin.signed)   # the window's exact sum
+    s = fout.frac_bits + 1 - acc.frac_bits
+    nw = max(acc.width + max(s, 0), (ph * pw).bit_length() + max(-s, 0)) + 3
+    top, left, bot, right = pads
+    return f"""struct {layer.cfg} {{  // {node.name}: {what}
+    static const unsigned in_height = {h};
+    static const unsigned in_width = {wd};
+    static const unsigned n_chan = {ch};
+    static const unsigned pool_height = {ph};
+    static const unsigned pool_width = {pw};
+    static const unsigned stride_height = {sh};
+    static const unsigned stride_width = {sw};
+    static const unsigned out_height = {oh};
+    static const unsigned out_width = {ow};
+    static const unsigned pad_top = {top};
+    static const unsigned pad_bottom = {bot};
+    static const unsigned pad_left = {left};
+    static const unsigned pad_right = {right};
+    static const bool count_pad = {'true' if count_pad else 'false'};
+    static const int div_width = {nw};
+    typedef {acc} accum_t;  // exact window sum
+}};
+"""
+
+
+def avgpool(layer: Layer):
+    """AveragePool: conveyor::avgpool_2d_cl, the exact window sum divided by the tap count and
+    rounded once to the result (the emulator's; hls4ml truncates the quotient to accum_t first)."""
+    from conveyor.ops.conv import window_geometry
+
+    node = layer.node
+    if len(layer.in_shapes[0]) != 4 or any(d != 1 for d in node.attr("dilations", [1, 1])):
+        raise CodegenError(f"node '{node.name}' (AveragePool): code generation takes 2-D pools without dilation")
+    _, ch, h, wd = layer.in_shapes[0]
+    _, _, oh, ow = layer.out_shape
+    ph, pw = node.attr("kernel_shape")
+    geo = window_geometry(node, (h, wd), (ph, pw), ceil_mode=bool(node.attr("ceil_mode", 0)), dilations=(1, 1))
+    cfg = _avg_config(layer, ch, h, wd, oh, ow, ph, pw, *geo.strides,
+                      (geo.begin[0], geo.begin[1], geo.end[0], geo.end[1]), bool(node.attr("count_include_pad", 0)),
+                      f"AveragePool {ph}x{pw}")
+    return cfg, "conveyor::avgpool_2d_cl<{x}_t, {y}_t, %s>({x}, {y});" % layer.cfg, {}
+
+
+def global_avgpool(layer: Layer):
+    """GlobalAveragePool, and ReduceMean over the two spatial axes of a 4-D value: one window
+    over the whole plane (conveyor::avgpool_2d_cl)."""
+    node = layer.node
+    shape = layer.in_shapes[0]
+    if len(shape) != 4:
+        raise CodegenError(f"node '{node.name}' ({node.op_type}): code generation takes 4-D inputs, got {shape}")
+    if node.op_type == "ReduceMean":
+        axes = layer.consts[1] if 1 in layer.consts else node.attr("axes")
+        axes = sorted(int(a) % 4 for a in np.asarray(axes).reshape(-1)) if axes is not None else None
+        if axes != [2, 3]:
+            raise CodegenError(f"node '{node.name}' (ReduceMean): code generation takes the mean over axes [2, 3] "
+                               f"(H, W) of an NCHW value, got axes {axes}")
+    _, ch, h, wd = shape
+    cfg = _avg_config(layer, ch, h, wd, 1, 1, h, wd, 1, 1, (0, 0, 0, 0), False, f"{node.op_type} over {h}x{wd}")
+    return cfg, "conveyor::avgpool_2d_cl<{x}_t, {y}_t, %s>({x}, {y});" % layer.cfg, {}
+
+
+def concat(layer: Layer):
+    """Concat: conveyor::concat2 (chained for more than two inputs), each value cast to the
+    result; in a board's channels-last order for 4-D values."""
+    node = layer.node
+    shapes = layer.in_shapes
+    nd = len(layer.out_shape)
+    axis = int(node.attr("axis")) % nd
+    if nd == 4:
+        _, c, h, w = layer.out_shape
+        # channels-last [H][W][C]: the ONNX axis 1 (C) is the innermost
+        outer, inner = {1: (h * w, lambda s: s[1]), 2: (1, lambda s: s[2] * w * c), 3: (h, lambda s: s[3] * c)}[axis]
+    elif nd in (2, 3):
+        outer = int(np.prod(layer.out_shape[1:axis], dtype=np.int64)) if axis > 1 else 1
+        rest = int(np.prod(layer.out_shape[axis + 1:], dtype=np.int64))
+        inner = (lambda s: s[axis] * rest)  # noqa: E731
+        if axis == 0:
+            raise CodegenError(f"node '{node.name}' (Concat): code generation does not concatenate items (axis 0)")
+    else:
+        raise CodegenError(f"node '{node.name}' (Concat): code generation takes 2-, 3- or 4-D values, got {nd}-D")
+    sizes = [int(inner(s)) for s in shapes]
+    lines, prev, prev_n = [], "{xs[0]}", sizes[0]
+    for k in range(1, len(shapes)):
+        last = k == len(shapes) - 1
+        dst = "{y}" if last else "{y}_c%d" % k
+        if not last:
+            lines.append("{y}_t %s[%d];" % (dst, outer * (prev_n + sizes[k])))
+        src_t = "{xs_t[0]}" if k == 1 else "{y}_t"
+        lines.append("conveyor::concat2<%s, {xs_t[%d]}, {y}_t, %d, %d, %d>(%s, {xs[%d]}, %s);"
+                     % (src_t, k, outer, prev_n, sizes[k], prev, k, dst))
+        prev, prev_n = dst, prev_n + sizes[k]
+    cfg = f"// {layer.cfg}: {node.name}: Concat axis {axis} of {len(shapes)} values ({sizes} x {outer})\n"
+    return cfg, " ".join(lines), {}
+
+
+def batchnorm(layer: Layer):
+    """An unfolded BatchNormalization: nnet::normalize, res = data * scale + bias (exact), cast once."""
+    node = layer.node
+    (a, fa), (b, fb) = layer.params[1], layer.params[2]
+    shape = layer.out_shape
+    if len(shape) not in (2, 4):
+        raise CodegenError(f"node '{node.name}' (BatchNormalization): code generation takes 2-D or 4-D values, got {shape}")
+    c = int(shape[1])
+    cfg = f"""struct {layer.cfg} : nnet::batchnorm_config {{  // {node.name}: BatchNormalization over {c} channels
+    static const unsigned n_in = {_size(shape)};
+    static const unsigned n_filt = {c if len(shape) == 4 else -1};
+    static const unsigned n_scale_bias = {c};
+    static const unsigned io_type = nnet::io_parallel;
+    static const unsigned reuse_factor = 1;
+    static const unsigned multiplier_limit = {_size(shape)};
+    static const bool store_weights_in_bram = false;
+    static const unsigned n_zeros = 0;
+    typedef {fixed(fb, f"node '{node.name}' bias")} bias_t;
+    typedef {fixed(fa, f"node '{node.name}' weight")} scale_t;
+    typedef scale_t weight_t;
+    template<class x_T, class y_T>
+    using product = nnet::product::mult<x_T, y_T>;
+}};
+"""
+    return cfg, "nnet::normalize<{x}_t, {y}_t, %s>({x}, {y}, w%d, b%d);" % (layer.cfg, layer.index, layer.index), \
+        {1: a.reshape(-1), 2: b.reshape(-1)}
+
+
+def _activ(layer: Layer, what: str, extra: str = "") -> str:
+    return f"""struct {layer.cfg} : nnet::activ_config {{  // {layer.node.name}: {what}
+    static const unsigned n_in = {_size(layer.out_shape)};
+    static const unsigned io_type = nnet::io_parallel;
+    static const unsigned reuse_factor = 1;
+{extra}}};
+"""
+
+
+def table_activation(layer: Layer):
+    """Sigmoid / Tanh: hls4ml's nnet::sigmoid / nnet::tanh with the config's table size and format
+    (their tables span hls4ml's fixed ranges [-8, 8) and [-4, 4))."""
+    from conveyor.ops import lut
+
+    node = layer.node
+    name = node.op_type.lower()
+    size, lo, hi, tfmt = lut.range_spec(node, layer.prec, name)
+    want = (int(lut.DEFAULTS[name]["min"]), int(lut.DEFAULTS[name]["max"]))
+    if (lo, hi) != want:
+        raise CodegenError(f"node '{node.name}' ({node.op_type}): tables.{name} spans [{lo}, {hi}); nnet::{name}'s "
+                           f"table spans [{want[0]}, {want[1]}), the only range code generation takes")
+    fixed(layer.in_fmts[0], f"node '{node.name}' input")
+    cfg = _activ(layer, f"{node.op_type}, {size}-entry table of {tfmt}",
+                 f"    static const unsigned table_size = {size};\n    typedef {tfmt} table_t;\n")
+    return cfg, "nnet::%s<{x}_t, {y}_t, %s>({x}, {y});" % (name, layer.cfg), {}
+
+
+def leaky_relu(layer: Layer):
+    """nnet::leaky_relu with alpha in the node's weight format (the emulator's param_t)."""
+    node = layer.node
+    fw = fixed(layer.prec.weight, f"node '{node.name}' weight (alpha)")
+    alpha = float(node.attr("alpha", 0.01))
+    raw = int(np.asarray(fw.quantize_raw(np.asarray([alpha], np.float64)), dtype=np.int64)[0])
+    cfg = _activ(layer, f"LeakyRelu alpha {alpha!r}", f"    typedef {fw} param_t;\n    static const long long alpha_raw = {raw};\n")
+    c = layer.cfg
+    return cfg, ("{c}::param_t a{i}; conveyor::from_raw(a{i}, {c}::alpha_raw); "
+                 "nnet::leaky_relu<{{x}}_t, {c}::param_t, {{y}}_t, {c}>({{x}}, a{i}, {{y}});").format(c=c, i=layer.index), {}
+
+
+def clip(layer: Layer):
+    """Clip (ReLU6 among others): conveyor::clip with the model's bounds as doubles."""
+    node = layer.node
+    if node.opset < 11:
+        lo, hi = node.attr("min"), node.attr("max")
+    else:
+        lo, hi = layer.consts.get(1), layer.consts.get(2)
+        named = [t for t in node.inputs[1:] if t]
+        if len(named) > len([v for v in (lo, hi) if v is not None]):
+            raise CodegenError(f"node '{node.name}' (Clip): its bounds must be constants")
+    lo = None if lo is None else float(np.asarray(lo).reshape(-1)[0])
+    hi = None if hi is None else float(np.asarray(hi).reshape(-1)[0])
+    fixed(layer.in_fmts[0], f"node '{node.name}' input")
+    extra = (f"    static const bool has_lo = {'true' if lo is not None else 'false'};\n"
+             f"    static constexpr double lo = {repr(lo if lo is not None else 0.0)};\n"
+             f"    static const bool has_hi = {'true' if hi is not None else 'false'};\n"
+             f"    static constexpr double hi = {repr(hi if hi is not None else 0.0)};\n")
+    return _activ(layer, f"Clip [{lo}, {hi}]", extra), "conveyor::clip<{x}_t, {y}_t, %s>({x}, {y});" % layer.cfg, {}
+
+
+
+def lrn(layer: Layer):
+    """LRN: conveyor::lrn_cl (conveyor_layers.h; hls4ml has none), the emulator's table (tables.lrn)."""
+    from conveyor.ops import lut
+    from conveyor.ops.norm import lrn_sum_format
+
+    node = layer.node
+    shape = layer.in_shapes[0]
+    if len(shape) != 4:
+        raise CodegenError(f"node '{node.name}' (LRN): code generation takes 4-D inputs, got {shape}")
+    fin = fixed(layer.in_fmts[0], f"node '{node.name}' input")
+    n, lo, hi, tfmt = lut.range_spec(node, layer.prec, "lrn")
+    size = int(node.attr("size"))
+    acc = lrn_sum_format(fin, size) if layer.prec.accum is None else fixed(layer.prec.accum, f"node '{node.name}' accum")
+    _, ch, h, w = shape
+    cfg = f"""struct {layer.cfg} {{  // {node.name}: LRN size {size}
+    static const unsigned n_chan = {ch};
+    static const unsigned n_spatial = {h * w};
+    static const unsigned size = {size};
+    static const unsigned table_size = {n};
+    static const int table_min = {lo};
+    static const int table_max = {hi};
+    static constexpr double alpha = {float(node.attr("alpha", 1e-4))!r}, beta = {float(node.attr("beta", 0.75))!r}, bias = {float(node.attr("bias", 1.0))!r};
+    typedef {tfmt} table_t;
+    typedef {acc} accum_t;
+}};
+"""
+    return cfg, "conveyor::lrn_cl<{x}_t, {y}_t, %s>({x}, {y});" % layer.cfg, {}
+
 #: op type -> writer; `compile` refuses any other op with a CodegenError naming this list
-WRITERS: dict[str, Callable[[Layer], tuple]] = {"Dense": dense, "Gemm": gemm, "Conv": conv, "MaxPool": maxpool,
-                                                "Add": add, "Relu": relu, "Softmax": softmax}
+WRITERS: dict[str, Callable[[Layer], tuple]] = {
+    "Dense": dense, "Gemm": gemm, "Conv": conv, "MaxPool": maxpool, "AveragePool": avgpool,
+    "GlobalAveragePool": global_avgpool, "ReduceMean": global_avgpool, "Add": add, "Concat": concat,
+    "BatchNormalization": batchnorm, "LRN": lrn, "Relu": relu, "LeakyRelu": leaky_relu, "Clip": clip,
+    "Sigmoid": table_activation, "Tanh": table_activation, "Softmax": softmax}
 #: ops that only rewire an array (no arithmetic; a 4-D value leaves channels-last order)
 WIRING = ("Flatten", "Reshape", "Identity")

@@ -25,7 +25,8 @@ class CsimDevice(Device):
         stage = StagePlan(device=spec.device, device_kind="fpga", arch="dataflow",
                           layers=tuple(n.name for n in spec.graph.nodes), parallelism=spec.parallelism)
         self._board = write_board(spec, stage, spec.device, self._dir / spec.device, link_in="host", link_out="host",
-                                  part="", clock_hz=200e6, host_interface="csim")
+                                  part="", clock_hz=200e6, host_interface="csim",
+                                  host_forwards=True)
         self._exe, _, _ = build_board(self._dir / spec.device)
         self._shapes = {t: spec.graph.tensors[t].shape for t in spec.forwards if t in spec.graph.tensors}
 

@@ -67,6 +67,32 @@ UnpackBeats:
     }
 }
 
+// An Alveo card's host side (m_axi, the host's DMA writes / reads the card's memory): the same
+// beats as on a link, one W-bit word each, converted at the top's edge.
+template <int W, int BEATS, class L> void mem_to_stream(const ap_uint<W> *mem, hls::stream<L> &s) {
+MemToStream:
+    for (int i = 0; i < BEATS; i++) {
+#pragma HLS PIPELINE II = 1
+        L beat;
+        beat.data = mem[i];
+        beat.keep = -1;
+        beat.strb = -1;
+        beat.user = 0;
+        beat.id = 0;
+        beat.dest = 0;
+        beat.last = (i == BEATS - 1) ? 1 : 0;
+        s.write(beat);
+    }
+}
+
+template <int W, int BEATS, class L> void stream_to_mem(hls::stream<L> &s, ap_uint<W> *mem) {
+StreamToMem:
+    for (int i = 0; i < BEATS; i++) {
+#pragma HLS PIPELINE II = 1
+        mem[i] = s.read().data;
+    }
+}
+
 // Raw two's-complement integers <-> values (weights in files, testbench data): exact, no decimal text.
 template <class T> void from_raw(T &v, long long raw) {
     ap_int<64> bits = raw;
