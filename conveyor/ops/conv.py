@@ -221,6 +221,13 @@ def _conv_run(node, arrays):
     x, w = arrays[0], arrays[1]
     b = arrays[2] if len(arrays) > 2 else None
     geo, group = _conv_shapes(node, x.shape, w.shape, None if b is None else b.shape)
+    return (conv_nd(x, w, b, geo, group),)
+
+
+def conv_nd(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, geo: Windows, group: int) -> np.ndarray:
+    """Grouped N-d convolution of x (N, C, *spatial) by w (M, C/group, *kernel) over the
+    windows `geo`, plus bias b (M,): the float kernel of Conv (and of ConvTranspose, which
+    is a Conv of its stretched input)."""
     out_dtype = x.dtype
     work = np.float64 if x.dtype in (np.float16, np.float32) else x.dtype
     x = np.asarray(x, dtype=work)
@@ -259,7 +266,7 @@ def _conv_run(node, arrays):
             y[i, :, r0:r1] = part.reshape((m, r1 - r0) + geo.out[1:])
     if b is not None:
         y += np.asarray(b, dtype=work).reshape((m,) + (1,) * nd)
-    return (y.astype(out_dtype, copy=False),)
+    return y.astype(out_dtype, copy=False)
 
 
 def _conv_macs(node, ins, outs):
@@ -274,6 +281,11 @@ def _conv_taps(node, x, w):
     `conv_2d_latency_cl`, `(kh * KW + kw) * C + c`). Tap k is one strided window of the
     padded input times one weight per output channel: (N, M, *out)."""
     geo, group = _conv_shapes(node, x.shape, w.shape)
+    return conv_taps(x, w, geo, group)
+
+
+def conv_taps(x: np.ndarray, w: np.ndarray, geo: Windows, group: int):
+    """`_conv_taps` for given windows and group (shared with ConvTranspose)."""
     n, c = x.shape[:2]
     m, nd = w.shape[0], len(geo.out)
     cg, mg = c // group, m // group
