@@ -27,17 +27,20 @@ def _raw(fmt, a):
     return np.asarray(fmt.to_raw(np.asarray(a, np.float64)), np.int64)
 
 
-def _lossy_matmul(a_raw, b_raw, frac_in: int, A: FixedType) -> np.ndarray:
-    """hls4ml's loop on integers for accum_t with AP_TRN, AP_WRAP: acc += (accum_t)(a[k] b[k]),
-    k ascending; each product floored to accum's LSB, each sum wrapped to accum's width."""
+def _einsum_matmul(a_raw, b_raw, frac_in: int, A: FixedType) -> np.ndarray:
+    """hls4ml's einsum loop (nnet_einsum.h) on integers: ``accum_buf += product(a, b)``, k
+    ascending: the exact product added to the running sum, the sum assigned to accum_t. Written
+    here for AP_TRN (floor) or AP_RND_CONV (ties to even), with AP_WRAP or AP_SAT."""
     shift = frac_in - A.frac_bits
     assert shift > 0
     acc = np.zeros(np.broadcast_shapes(a_raw.shape[:-2], b_raw.shape[:-2]) + (a_raw.shape[-2], b_raw.shape[-1]), np.int64)
     half = 1 << (A.width - 1)
     for k in range(a_raw.shape[-1]):
-        p = a_raw[..., :, k, None] * b_raw[..., k, None, :]
-        acc = acc + (p >> shift)                    # floor (arithmetic shift)
-        acc = (acc + half) % (1 << A.width) - half  # wrap to W bits, signed
+        v = (acc << shift) + a_raw[..., :, k, None] * b_raw[..., k, None, :]   # exact, in product LSBs
+        q, r = v >> shift, v & ((1 << shift) - 1)                             # floor and remainder
+        if A.rounding == "RND_CONV":
+            q = q + ((r > (1 << (shift - 1))) | ((r == (1 << (shift - 1))) & (q % 2 == 1)))
+        acc = np.clip(q, -half, half - 1) if A.overflow == "SAT" else (q + half) % (1 << A.width) - half
     return acc.astype(np.float64) * 2.0 ** -A.frac_bits
 
 
@@ -53,18 +56,28 @@ def test_attention_matmuls_exact_accumulator_equal_the_integer_product():
     np.testing.assert_array_equal(got["y"], y)
 
 
-def test_attention_matmuls_lossy_accumulator_follow_the_loop():
+# 10-bit inputs with 7 fractional bits; 8-bit ones with 3, whose products (6) are one bit finer than
+# accum (5): rounding ties are frequent, where AP_RND_CONV on sums and on products part ways
+@pytest.mark.parametrize("accum,fmt", [("ap_fixed<9,4>", "ap_fixed<10,3>"), ("ap_fixed<9,4,AP_RND_CONV,AP_SAT>", "ap_fixed<8,5>")])
+def test_attention_matmuls_lossy_accumulator_follow_hls4ml_einsum(accum, fmt):
     m, feeds = _attention_core()
     g = conveyor.from_model(m)
-    A = FixedType.parse("ap_fixed<9,4>")  # AP_TRN, AP_WRAP; products carry 14 fractional bits, accum 5
-    cfg = {"default": "ap_fixed<10,3>", "accum": str(A), "result": "ap_fixed<9,4>"}
+    A, Q = FixedType.parse(accum), FixedType.parse(fmt)
+    cfg = {"default": fmt, "accum": accum, "result": accum}
     got = g.run(feeds, precision=cfg)
     q, kt, v = _raw(Q, feeds["q"]), _raw(Q, feeds["k"]).swapaxes(-1, -2), _raw(Q, feeds["v"])
-    s = A.quantize(_lossy_matmul(q, kt, 2 * Q.frac_bits, A))  # result format = accum format here
-    y = _lossy_matmul(_raw(A, s), v, A.frac_bits + Q.frac_bits, A)
-    np.testing.assert_array_equal(got["y"], A.quantize(y))
-    exact = g.run(feeds, precision={"default": "ap_fixed<10,3>", "result": "ap_fixed<9,4>"})["y"]
+    s = _einsum_matmul(q, kt, 2 * Q.frac_bits, A)  # result format = accum format here: no further cast
+    y = _einsum_matmul(_raw(A, s), v, A.frac_bits + Q.frac_bits, A)
+    np.testing.assert_array_equal(got["y"], y)
+    exact = g.run(feeds, precision={"default": fmt, "result": accum})["y"]
     assert not np.array_equal(exact, got["y"])  # the accumulator's casts matter here
+    if A.rounding == "RND_CONV":  # ... and casting each product first (hls4ml's Dense) differs from einsum's
+        from conveyor.ops import fixed, get
+
+        node = next(n for n in g.nodes if n.name == "qk")
+        xs = [Q.quantize(feeds["q"]), Q.quantize(feeds["k"]).swapaxes(-1, -2)]
+        dense = fixed.accumulate(get("MatMul").run_fixed.spec, node, *xs, None, Q, Q, None, A, method="sequential")
+        assert not np.array_equal(dense, s)
 
 
 def test_multihead_attention_under_a_precision():
