@@ -240,6 +240,11 @@ def conv_nd(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, geo: Windows, gr
     k_size = int(np.prod(geo.kernel))
     wmat = w.reshape(group, mg, cg * k_size)
     xp = pad_for_windows(x, geo, 0)
+    bias = None if b is None else np.asarray(b, dtype=work).reshape((m,) + (1,) * nd)
+    if k_size == 1 and all(s == 1 for s in geo.strides) and xp.shape[2:] == geo.out:
+        # pointwise (1x1, stride 1): one GEMM per group on the input as it lies, no column copy
+        y = np.matmul(wmat, xp.reshape(n, group, cg, -1)).reshape((n, m) + geo.out)
+        return (y if bias is None else y + bias).astype(out_dtype, copy=False)
 
     # Windows of the padded input: (N, C, *positions, *kernel extent), then stride the
     # positions and dilate the taps by slicing; no data is copied yet.
