@@ -82,7 +82,10 @@ def _run_case(model, data_sets, rtol, atol, optimize, pin_integer_inputs):
         feeds = dict(zip(names, ins))
         # Shape-setting inputs (a Reshape's shape, Pad's pads) are fixed in a deployed
         # model; the suite feeds them at run time, so pin them as constants.
-        pinned = {k: v for k, v in feeds.items() if pin_integer_inputs and v.dtype.kind in "iu"}
+        # So are a Resize's scales and roi: 1-D float inputs that feed no node's first slot.
+        first = {n.input[0] for n in model.graph.node if n.input}
+        pinned = {k: v for k, v in feeds.items()
+                  if pin_integer_inputs and (v.dtype.kind in "iu" or (v.ndim == 1 and k not in first))}
         graph = conveyor.from_model(model, optimize=optimize, source="suite", constants=pinned)
         got = graph.run({k: v for k, v in feeds.items() if k not in pinned})
         for expected, name in zip(outs, [o.name for o in model.graph.output]):

@@ -17,7 +17,7 @@ from conveyor.graph.counters import node_counters
 #: ops that are wiring in a dataflow design: no compute, no buffer (Flatten, Reshape...)
 MOVEMENT_OPS = frozenset({"Flatten", "Reshape", "Identity", "Dropout", "Transpose"})
 #: ops whose MACs run on multipliers (weights x activations)
-MAC_OPS = frozenset({"Conv", "Gemm", "MatMul", "Dense", "LSTM", "GRU"})
+MAC_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Dense", "LSTM", "GRU"})
 
 
 @dataclass(frozen=True)
@@ -130,6 +130,11 @@ def _reduction_len(graph, node) -> int:
     if node.op_type == "Conv":
         w = graph.tensors[node.inputs[1]].shape
         return int(np.prod(w[1:]))
+    if node.op_type == "ConvTranspose":  # W [C, M/g, *k]: (C/g) inputs times the taps that land per output
+        w = graph.tensors[node.inputs[1]].shape
+        strides = node.attr("strides") or [1] * (len(w) - 2)
+        taps = int(np.prod([-(-int(k) // int(s)) for k, s in zip(w[2:], strides)]))
+        return max(1, int(w[0]) // int(node.attr("group", 1)) * taps)
     if node.op_type in ("Gemm", "MatMul", "Dense"):
         a = graph.tensors[node.inputs[0]].shape
         if node.op_type == "Gemm" and node.attr("transA", 0):
@@ -153,7 +158,7 @@ def _stream_len(graph, node) -> int:
 
 
 def _max_parallel(graph, node, macs: int, out_elems: int) -> int:
-    if node.op_type == "Conv":
+    if node.op_type in ("Conv", "ConvTranspose"):
         w = graph.tensors[node.inputs[1]].shape   # every weight its own multiplier (FINN PE x SIMD = M x C*k*k)
         return int(np.prod(w))
     if node.op_type in ("Gemm", "MatMul", "Dense"):

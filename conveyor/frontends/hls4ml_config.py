@@ -38,6 +38,7 @@ LAYER_TYPES: dict[str, tuple[str, ...]] = {
     "LeakyReLU": ("LeakyRelu",), "Softmax": ("Softmax",),
     "BatchNormalization": ("BatchNormalization",), "LSTM": ("LSTM",), "GRU": ("GRU",),
     "Merge": ("Add", "Sub", "Mul"), "Concatenate": ("Concat",),
+    "Resize": ("Resize", "Upsample"), "UpSampling1D": ("Resize", "Upsample"), "UpSampling2D": ("Resize", "Upsample"),
 }
 #: hls4ml precision variables -> conveyor roles
 VARIABLES = {"weight": "weight", "bias": "bias", "result": "result", "accum": "accum",

@@ -63,6 +63,10 @@ class CastContext:
         got = self._param_ranges.get(id(a))
         return got if got is not None else (float(np.min(a)), float(np.max(a)))
 
+    def is_param(self, a: np.ndarray | None) -> bool:
+        """Whether `a` is one of the graph's quantized parameters (not a run-time value)."""
+        return a is not None and id(a) in self._param_ranges
+
     def record_accum(self, node, fmt, counts) -> None:
         """Add one accumulate call's overflow counts (ops.fixed.CastCounts) to the node's stats."""
         st = self.stats.setdefault(node.name, LayerStats(node.name, node.op_type, "(no result cast)"))

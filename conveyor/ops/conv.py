@@ -221,6 +221,13 @@ def _conv_run(node, arrays):
     x, w = arrays[0], arrays[1]
     b = arrays[2] if len(arrays) > 2 else None
     geo, group = _conv_shapes(node, x.shape, w.shape, None if b is None else b.shape)
+    return (conv_nd(x, w, b, geo, group),)
+
+
+def conv_nd(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, geo: Windows, group: int) -> np.ndarray:
+    """Grouped N-d convolution of x (N, C, *spatial) by w (M, C/group, *kernel) over the
+    windows `geo`, plus bias b (M,): the float kernel of Conv (and of ConvTranspose, which
+    is a Conv of its stretched input)."""
     out_dtype = x.dtype
     work = np.float64 if x.dtype in (np.float16, np.float32) else x.dtype
     x = np.asarray(x, dtype=work)
@@ -233,6 +240,11 @@ def _conv_run(node, arrays):
     k_size = int(np.prod(geo.kernel))
     wmat = w.reshape(group, mg, cg * k_size)
     xp = pad_for_windows(x, geo, 0)
+    bias = None if b is None else np.asarray(b, dtype=work).reshape((m,) + (1,) * nd)
+    if k_size == 1 and all(s == 1 for s in geo.strides) and xp.shape[2:] == geo.out:
+        # pointwise (1x1, stride 1): one GEMM per group on the input as it lies, no column copy
+        y = np.matmul(wmat, xp.reshape(n, group, cg, -1)).reshape((n, m) + geo.out)
+        return (y if bias is None else y + bias).astype(out_dtype, copy=False)
 
     # Windows of the padded input: (N, C, *positions, *kernel extent), then stride the
     # positions and dilate the taps by slicing; no data is copied yet.
@@ -259,7 +271,7 @@ def _conv_run(node, arrays):
             y[i, :, r0:r1] = part.reshape((m, r1 - r0) + geo.out[1:])
     if b is not None:
         y += np.asarray(b, dtype=work).reshape((m,) + (1,) * nd)
-    return (y.astype(out_dtype, copy=False),)
+    return y.astype(out_dtype, copy=False)
 
 
 def _conv_macs(node, ins, outs):
@@ -274,6 +286,11 @@ def _conv_taps(node, x, w):
     `conv_2d_latency_cl`, `(kh * KW + kw) * C + c`). Tap k is one strided window of the
     padded input times one weight per output channel: (N, M, *out)."""
     geo, group = _conv_shapes(node, x.shape, w.shape)
+    return conv_taps(x, w, geo, group)
+
+
+def conv_taps(x: np.ndarray, w: np.ndarray, geo: Windows, group: int):
+    """`_conv_taps` for given windows and group (shared with ConvTranspose)."""
     n, c = x.shape[:2]
     m, nd = w.shape[0], len(geo.out)
     cg, mg = c // group, m // group

@@ -131,19 +131,22 @@ class DotSpec:
     b_slot: int | None = 2
     bias_shape: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
     rows: bool = False  # output axis 0 is x's axis 0: the sequential path may go block by block
+    #: False for hls4ml's einsum (nnet_einsum.h: ``accum_buf += product(a, b)``): the products are
+    #: not cast to accum_t, only each running sum is (the MatMul of two run-time tensors)
+    cast_products: bool = True
 
 
 def dot(float_dot: Callable[..., np.ndarray], reduce_len: Callable[[np.ndarray], int],
         x_slot: int = 0, w_slot: int = 1, b_slot: int | None = 2,
         bias_shape: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
-        taps: Taps | None = None, rows: bool = False) -> Kernel:
+        taps: Taps | None = None, rows: bool = False, cast_products: bool = True) -> Kernel:
     """A products-and-sums kernel. `float_dot(node, x, w)` is the float kernel without bias
     (bilinear in x and w); `reduce_len(w)` bounds the number of products summed per output;
     `bias_shape(b, y)` shapes the bias to broadcast over the output (default: as given);
     `taps(node, x, w)` lists the products per output in hls4ml's order (default:
     `matmul_taps(x, w)`, numpy.matmul's layout). The kernel's `spec` attribute holds these."""
     spec = DotSpec(float_dot, reduce_len, taps or (lambda node, x, w: matmul_taps(x, w)),
-                   x_slot, w_slot, b_slot, bias_shape, rows)
+                   x_slot, w_slot, b_slot, bias_shape, rows, cast_products)
 
     def run_fixed(node, args, fmts, prec, ctx):
         x, w = args[spec.x_slot], args[spec.w_slot]
@@ -159,6 +162,8 @@ def dot(float_dot: Callable[..., np.ndarray], reduce_len: Callable[[np.ndarray],
                              in_range=True, value_range=getattr(ctx, "value_range", None))
         if observe:
             counts.casts["sums"] = counts.casts["products"] = int(acc.size) * int(spec.reduce_len(w))
+            if not spec.cast_products:
+                counts.casts["products"] = 0
             if b is not None and b.size:  # each output casts its bias once: (accum_t) b
                 from conveyor.numerics.cast import overflow_count
 
@@ -252,7 +257,38 @@ def accumulate(spec: DotSpec, node, x: np.ndarray, w: np.ndarray, b: np.ndarray 
             lo = float(np.min(bb if nonneg else bb - sabs)) if sabs.size else 0.0
             if _fits(A, lo, hi):
                 return _exact_sum(spec, node, x, w, b_acc, units, max(abs(lo), abs(hi)), A)
+    if not spec.cast_products:
+        return _sequential_sums(spec, node, x, w, fracs, b_acc, A, xmax * wmax, k)
     return _sequential(spec, node, x, w, fracs, b_acc, A, units, xmax * wmax, k, method)
+
+
+def _sequential_sums(spec, node, x, w, fracs, b_acc, A, pmax: float, k: int) -> np.ndarray:
+    """hls4ml's einsum loop (nnet_einsum.h), vectorized over the outputs: ``acc = (accum_t)(acc +
+    x[k] * w[k])``, the exact product added to the running sum and only that sum cast. (With
+    AP_TRN, AP_RND or AP_RND_MIN_INF and no overflow this equals casting the products first, as
+    rounding commutes with adding a grid value; AP_RND_CONV, the sign-symmetric modes and
+    saturation tell them apart.)"""
+    units = max(A.frac_bits, fracs[0] + fracs[1])
+    lo, hi = _acc_range(A)
+    if (max(-lo, hi) + pmax) * 2.0 ** units >= _EXACT_UNITS:
+        raise PrecisionError(
+            f"{node}: accumulator {A} plus products of {fracs[0]}- and {fracs[1]}-fractional-bit values reach "
+            f"{max(-lo, hi) + pmax:.3g} on a 2^-{units} grid, beyond float64's exact range (53 bits); "
+            "bit-accurate emulation needs narrower formats")
+    n_taps, shape, term = spec.taps(node, x, w)
+    if b_acc is not None:
+        acc = np.array(np.broadcast_to(_shaped_bias(spec, b_acc, np.broadcast_to(0.0, shape)), shape), np.float64)
+    else:
+        acc = np.zeros(shape, np.float64)
+    counts = _COUNTS.get()
+    for i in range(n_taps):
+        acc += np.asarray(term(i), dtype=np.float64)  # exact: both on the 2^-units grid, below 2^53 units
+        if counts is not None:
+            from conveyor.numerics.cast import overflow_count
+
+            counts.sums += overflow_count(acc, A)
+        acc = A.quantize(acc)
+    return acc
 
 
 def _absmax(a: np.ndarray | None) -> float:

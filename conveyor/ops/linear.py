@@ -105,14 +105,31 @@ def _matmul_macs(node, ins, outs):
     return int(np.prod(out, dtype=np.int64)) * k
 
 
+_MATMUL_ARGS = dict(float_dot=lambda node, x, w: np.matmul(x, w),
+                    reduce_len=lambda w: w.shape[-2] if w.ndim > 1 else w.shape[0], b_slot=None)
+#: MatMul by constant weights: hls4ml's Dense (each product cast to accum_t, then added)
+_matmul_dense = fixed.dot(**_MATMUL_ARGS)
+#: MatMul of two run-time tensors (attention's Q K^T, A V): hls4ml's einsum (nnet_einsum.h), which
+#: adds the exact products and casts only the running sums
+_matmul_einsum = fixed.dot(**_MATMUL_ARGS, cast_products=False)
+
+
+def _matmul_fixed(node, args, fmts, prec, ctx):
+    weights = getattr(ctx, "is_param", lambda a: True)(args[1])
+    return (_matmul_dense if weights else _matmul_einsum)(node, args, fmts, prec, ctx)
+
+
+_matmul_fixed.spec = _matmul_dense.spec
+_matmul_fixed.einsum_spec = _matmul_einsum.spec
+
+
 register(OpDef(
     "MatMul",
     infer=_matmul_infer,
     run=lambda node, x: (np.matmul(x[0], x[1]).astype(x[0].dtype, copy=False),),
     macs=_matmul_macs,
     param_slots=(1,),
-    run_fixed=fixed.dot(lambda node, x, w: np.matmul(x, w), reduce_len=lambda w: w.shape[-2] if w.ndim > 1 else w.shape[0],
-                        b_slot=None),
+    run_fixed=_matmul_fixed,
 ))
 
 
