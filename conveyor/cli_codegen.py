@@ -127,9 +127,17 @@ def report_cmd(out_dir: str, as_json: bool) -> None:
 
     from conveyor.codegen.synth_report import compare_board, find_report, read_csynth
 
-    manifest = json.loads((Path(out_dir) / "manifest.json").read_text())
+    manifest_path = Path(out_dir) / "manifest.json"
+    if not manifest_path.is_file():
+        raise ConveyorError(f"{out_dir}: no manifest.json; give the folder `conveyor compile -o DIR` wrote")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        boards = manifest["boards"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConveyorError(f"{manifest_path}: not a conveyor compile manifest ({e}); "
+                            "give the folder `conveyor compile -o DIR` wrote") from None
     result, missing = [], []
-    for b in manifest["boards"]:
+    for b in boards:
         path = find_report(Path(out_dir) / b["device"], b["top"])
         if path is None:
             missing.append(b["device"])
