@@ -131,19 +131,23 @@ class DotSpec:
     b_slot: int | None = 2
     bias_shape: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
     rows: bool = False  # output axis 0 is x's axis 0: the sequential path may go block by block
+    #: (node, x, w) -> the products as rows times matrices, taps in hls4ml's order, or None:
+    #: ([X_g [M, K]], [W_g [K, N_g]], assemble([acc_g [M, N_g]]) -> the output); the groups'
+    #: columns together are the bias' entries in order. Pure indexing (any dtype).
+    matrix: Callable[..., Any] | None = None
 
 
 def dot(float_dot: Callable[..., np.ndarray], reduce_len: Callable[[np.ndarray], int],
         x_slot: int = 0, w_slot: int = 1, b_slot: int | None = 2,
         bias_shape: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
-        taps: Taps | None = None, rows: bool = False) -> Kernel:
+        taps: Taps | None = None, rows: bool = False, matrix: Callable[..., Any] | None = None) -> Kernel:
     """A products-and-sums kernel. `float_dot(node, x, w)` is the float kernel without bias
     (bilinear in x and w); `reduce_len(w)` bounds the number of products summed per output;
     `bias_shape(b, y)` shapes the bias to broadcast over the output (default: as given);
     `taps(node, x, w)` lists the products per output in hls4ml's order (default:
     `matmul_taps(x, w)`, numpy.matmul's layout). The kernel's `spec` attribute holds these."""
     spec = DotSpec(float_dot, reduce_len, taps or (lambda node, x, w: matmul_taps(x, w)),
-                   x_slot, w_slot, b_slot, bias_shape, rows)
+                   x_slot, w_slot, b_slot, bias_shape, rows, matrix)
 
     def run_fixed(node, args, fmts, prec, ctx):
         x, w = args[spec.x_slot], args[spec.w_slot]
@@ -224,6 +228,11 @@ def accumulate(spec: DotSpec, node, x: np.ndarray, w: np.ndarray, b: np.ndarray 
     bias_units = A.frac_bits if not is_fixed(fb) else min(A.frac_bits, fb.frac_bits)
     units = max(prod_frac, bias_units) if b is not None else prod_frac
     on_grid = A.frac_bits >= prod_frac  # products land on accum's grid: nothing ever rounds
+    if method == "auto" and spec.matrix is not None:  # integers, compiled (conveyor.ops.intdot)
+        xmax_fmt = x_fmt_max if in_range else _absmax(x)
+        acc = _int_dot(spec, node, x, w, b_acc, fracs, A, xmax_fmt, wmax, counts)
+        if acc is not None:
+            return acc
     if method == "auto" and on_grid and in_range:
         # From the formats alone: x in fx's range, w and b as they are.
         nonneg = _format_range(fx)[0] >= 0 and (w.size == 0 or w_lo >= 0)
@@ -253,6 +262,89 @@ def accumulate(spec: DotSpec, node, x: np.ndarray, w: np.ndarray, b: np.ndarray 
             if _fits(A, lo, hi):
                 return _exact_sum(spec, node, x, w, b_acc, units, max(abs(lo), abs(hi)), A)
     return _sequential(spec, node, x, w, fracs, b_acc, A, units, xmax * wmax, k, method)
+
+
+#: rows of X per call of the integer kernels (bounds the im2col copy)
+_INT_BLOCK_BYTES = 16 << 20
+
+
+def _int_dot(spec, node, x, w, b_acc, fracs, A, xmax: float, wmax: float, counts) -> np.ndarray | None:
+    """hls4ml's loop for the lossy accumulator A on raw integers (conveyor.ops.intdot), or
+    None when numba is absent or the values do not fit its machine integers."""
+    from conveyor.ops import intdot
+
+    if not intdot.available() or A.width > 62 or (A.overflow == "WRAP" and A.sat_bits):
+        return None
+    if A.overflow not in ("WRAP", "SAT", "SAT_SYM") or (A.overflow == "SAT_SYM" and A.signed and A.width == 1):
+        return None
+    fx, fw = fracs
+    s = fx + fw - A.frac_bits  # the fractional bits a product drops (< 0: it gains them)
+    lift = 2.0 ** max(0, -s)
+    pmax = xmax * 2.0 ** fx * wmax * 2.0 ** fw * lift
+    if not pmax < 2.0 ** 62:
+        return None
+    wrap_sum = A.overflow == "WRAP" and counts is None
+    xraw, wraw = xmax * 2.0 ** fx, wmax * 2.0 ** fw * lift
+    if not (xraw < 2.0 ** 62 and wraw < 2.0 ** 62):
+        return None
+    small = (wrap_sum and A.width <= 32 and pmax + 2.0 ** max(s, 0) < 2.0 ** 31
+             and xraw < 2.0 ** 31 and wraw < 2.0 ** 31)
+    dt = np.int32 if small else np.int64
+    wi = (w * (2.0 ** fw * lift)).astype(dt)
+    braw = None if b_acc is None else np.asarray(b_acc * 2.0 ** A.frac_bits).astype(np.int64)
+    s = max(s, 0)
+    lo, hi = _acc_range(A)
+    unit = 2.0 ** A.frac_bits
+    if A.overflow == "WRAP":
+        how, clo, chi = intdot.WRAP, 0, 0
+    else:
+        bottom = -A.max_value if A.overflow == "SAT_SYM" and A.signed else A.min_value
+        how, clo, chi = intdot.CLIP, int(round(bottom * unit)), int(round(A.max_value * unit))
+    tally = np.zeros(2, np.int64)
+
+    def run(xs):
+        form = spec.matrix(node, (xs * 2.0 ** fx).astype(dt), wi)
+        if form is None:
+            return None
+        xg, wg, assemble = form
+        n_out = sum(m.shape[1] for m in wg)
+        if braw is None:
+            bvec = np.zeros(n_out, np.int64)
+        elif braw.size in (1, n_out):
+            bvec = np.broadcast_to(braw.reshape(-1), (n_out,))
+        else:
+            return None
+        accs, j0 = [], 0
+        for X, Wm in zip(xg, wg):
+            X, Wm = np.ascontiguousarray(X), np.ascontiguousarray(Wm)
+            b = np.ascontiguousarray(bvec[j0:j0 + Wm.shape[1]])
+            j0 += Wm.shape[1]
+            if wrap_sum:
+                accs.append(intdot.sum_rounded(X, Wm, b, s, A.rounding))
+            else:
+                accs.append(intdot.literal(X, Wm.astype(np.int64), b, s, A.rounding, how, A.width, A.signed,
+                                           int(round(lo * unit)), int(round(hi * unit)), clo, chi, tally))
+        return assemble(accs)
+
+    if spec.rows and x.ndim >= 2 and x.shape[0] > 1:
+        per_row = 8 * max(1, int(np.prod(x.shape[1:], dtype=np.int64))) * max(1, int(spec.reduce_len(w)))
+        step = max(1, _INT_BLOCK_BYTES // per_row)
+        parts = [run(x[i:i + step]) for i in range(0, x.shape[0], step)]
+        if any(p is None for p in parts):
+            return None
+        raw = np.concatenate(parts) if len(parts) > 1 else parts[0]
+    else:
+        raw = run(x)
+        if raw is None:
+            return None
+    if counts is not None:
+        counts.products += int(tally[0])
+        counts.sums += int(tally[1])
+    if wrap_sum:  # the exact sum's low W bits, read back signed or unsigned
+        raw = raw.astype(np.int64, copy=False)
+        free = np.int64(64 - A.width)
+        raw = (raw << free) >> free if A.signed else raw & ((np.int64(1) << np.int64(A.width)) - 1)
+    return raw.astype(np.float64) * (1.0 / unit) + 0.0
 
 
 def _absmax(a: np.ndarray | None) -> float:
@@ -587,9 +679,16 @@ def matmul_taps(a: np.ndarray, b: np.ndarray):
     return k, shape, term
 
 
+def matmul_matrix(node, x: np.ndarray, w: np.ndarray):
+    """A 2-D x @ w as `DotSpec.matrix`: one group, taps k ascending (hls4ml's Dense order)."""
+    if x.ndim != 2 or w.ndim != 2:
+        return None
+    return [x], [w], lambda accs: accs[0]
+
+
 def conv_bias_shape(b: np.ndarray, y: np.ndarray) -> np.ndarray:
     return b.reshape((1, -1) + (1,) * (y.ndim - 2))
 
 
-__all__: Sequence[str] = ["DotSpec", "accumulate", "conv_bias_shape", "dot", "exact_then_cast", "matmul_taps",
+__all__: Sequence[str] = ["DotSpec", "accumulate", "conv_bias_shape", "dot", "exact_then_cast", "matmul_matrix", "matmul_taps",
                           "movement", "result_axis"]

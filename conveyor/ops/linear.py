@@ -71,7 +71,8 @@ register(OpDef(
     "Gemm", infer=_gemm_infer, run=_gemm_run, macs=_gemm_macs, param_slots=(1, 2), bias_slots=(2,),
     # The exactness bound takes max(B.shape) as K: an upper bound whatever transB says.
     run_fixed=fixed.dot(_gemm_dot, reduce_len=lambda b: max(b.shape),
-                        taps=lambda node, a, b: fixed.matmul_taps(*_gemm_operands(node, a, b))),
+                        taps=lambda node, a, b: fixed.matmul_taps(*_gemm_operands(node, a, b)),
+                        matrix=lambda node, a, b: fixed.matmul_matrix(node, *_gemm_operands(node, a, b))),
 ))
 
 
@@ -112,7 +113,7 @@ register(OpDef(
     macs=_matmul_macs,
     param_slots=(1,),
     run_fixed=fixed.dot(lambda node, x, w: np.matmul(x, w), reduce_len=lambda w: w.shape[-2] if w.ndim > 1 else w.shape[0],
-                        b_slot=None),
+                        b_slot=None, matrix=fixed.matmul_matrix),
 ))
 
 
@@ -130,5 +131,6 @@ register(OpDef(
     macs=_matmul_macs,
     param_slots=(1, 2),
     bias_slots=(2,),
-    run_fixed=fixed.dot(lambda node, x, w: np.matmul(x, w), reduce_len=lambda w: w.shape[0], rows=True),
+    run_fixed=fixed.dot(lambda node, x, w: np.matmul(x, w), reduce_len=lambda w: w.shape[0], rows=True,
+                        matrix=fixed.matmul_matrix),
 ))

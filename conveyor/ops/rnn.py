@@ -437,7 +437,7 @@ def _gru_run(node: Any, arrays: Sequence[np.ndarray | None]) -> tuple[np.ndarray
 
 #: x [rows, K] @ w [K, N] with hls4ml's dense_latency order (input index ascending)
 _DENSE = fixed.DotSpec(float_dot=lambda node, x, w: x @ w, reduce_len=lambda w: w.shape[0],
-                       taps=lambda node, x, w: fixed.matmul_taps(x, w), rows=True)
+                       taps=lambda node, x, w: fixed.matmul_taps(x, w), rows=True, matrix=fixed.matmul_matrix)
 
 #: the activations hls4ml's recurrent layers take (nnet_recr_activations.h)
 _FIXED_ACTS = ("Sigmoid", "Tanh", "Relu")
