@@ -289,7 +289,7 @@ def quantize(model: str, precisions: tuple[str, ...], config_path: str | None, h
     for r in reports:
         table = Table(title=f"{graph.name} at {r.precision} ({r.samples} samples)", title_justify="left")
         for col in ("layer", "op", "result format", "range seen", "overflow", "saturated", "accum sat/wrap",
-                    "max |err|", "rel RMS err"):
+                    "table clamp", "state ovf", "max |err|", "rel RMS err"):
             table.add_column(col, justify="left" if col in ("layer", "op", "result format") else "right")
         for l in r.layers:
             rng = "-" if l.min != l.min else f"[{l.min:.4g}, {l.max:.4g}]"
@@ -298,6 +298,8 @@ def quantize(model: str, precisions: tuple[str, ...], config_path: str | None, h
                           "n/a" if l.saturated is None else _fmt_int(l.saturated),
                           "-" if not l.accum_format else
                           f"{_fmt_int(l.accum_overflow)} {'sat' if l.accum_saturating else 'wrap'}",
+                          "-" if not l.table_lookups else f"{_fmt_int(l.table_clamped)}/{_fmt_int(l.table_lookups)}",
+                          "-" if not l.state_casts else _fmt_int(l.state_overflow),
                           f"{l.max_abs_error:.3g}", f"{l.rms_rel_error:.3g}")
         _out.print(table)
     if y is not None:
