@@ -302,8 +302,10 @@ def _int_dot(spec, node, x, w, b_acc, fracs, A, xmax: float, wmax: float, counts
         how, clo, chi = intdot.CLIP, int(round(bottom * unit)), int(round(A.max_value * unit))
     tally = np.zeros(2, np.int64)
 
+    xi = np.multiply(x, 2.0 ** fx).astype(dt)  # exact: x lies on its 2^-fx grid
+
     def run(xs):
-        form = spec.matrix(node, (xs * 2.0 ** fx).astype(dt), wi)
+        form = spec.matrix(node, xs, wi)
         if form is None:
             return None
         xg, wg, assemble = form
@@ -329,22 +331,30 @@ def _int_dot(spec, node, x, w, b_acc, fracs, A, xmax: float, wmax: float, counts
     if spec.rows and x.ndim >= 2 and x.shape[0] > 1:
         per_row = 8 * max(1, int(np.prod(x.shape[1:], dtype=np.int64))) * max(1, int(spec.reduce_len(w)))
         step = max(1, _INT_BLOCK_BYTES // per_row)
-        parts = [run(x[i:i + step]) for i in range(0, x.shape[0], step)]
-        if any(p is None for p in parts):
-            return None
-        raw = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        raw = None
+        for i in range(0, x.shape[0], step):
+            part = run(xi[i:i + step])
+            if part is None:
+                return None
+            if raw is None:
+                raw = np.empty((x.shape[0],) + part.shape[1:], part.dtype)
+            raw[i:i + step] = part
     else:
-        raw = run(x)
+        raw = run(xi)
         if raw is None:
             return None
     if counts is not None:
         counts.products += int(tally[0])
         counts.sums += int(tally[1])
-    if wrap_sum:  # the exact sum's low W bits, read back signed or unsigned
-        raw = raw.astype(np.int64, copy=False)
-        free = np.int64(64 - A.width)
-        raw = (raw << free) >> free if A.signed else raw & ((np.int64(1) << np.int64(A.width)) - 1)
-    return raw.astype(np.float64) * (1.0 / unit) + 0.0
+    if wrap_sum:  # the exact sum's low W bits (in place), read back signed or unsigned
+        bits = 8 * raw.dtype.itemsize
+        free = raw.dtype.type(bits - A.width)
+        if A.signed:
+            np.left_shift(raw, free, out=raw)
+            np.right_shift(raw, free, out=raw)
+        else:
+            np.bitwise_and(raw, raw.dtype.type((1 << A.width) - 1), out=raw)
+    return np.multiply(raw, 1.0 / unit, dtype=np.float64)
 
 
 def _absmax(a: np.ndarray | None) -> float:
