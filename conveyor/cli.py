@@ -334,7 +334,7 @@ def quantize(model: str, precisions: tuple[str, ...], config_path: str | None, h
 
     cols = [Col("layer", rank=None), Col("op", rank=8), Col("result format", rank=None), Col("range seen", rank=5),
             Col("overflow", True, 7), Col("saturated", True, 6), Col("accum sat/wrap", True, 4),
-            Col("max |err|", True, 3), Col("rel RMS err", True, 6)]
+            Col("table clamp", True, 2), Col("state ovf", True, 2), Col("max |err|", True, 3), Col("rel RMS err", True, 6)]
     for r in reports:
         rows = []
         for l in r.layers:
@@ -344,16 +344,18 @@ def quantize(model: str, precisions: tuple[str, ...], config_path: str | None, h
                          "n/a" if l.saturated is None else _fmt_int(l.saturated),
                          "-" if not l.accum_format else
                          f"{_fmt_int(l.accum_overflow)} {'sat' if l.accum_saturating else 'wrap'}",
+                         "-" if not l.table_lookups else f"{_fmt_int(l.table_clamped)}/{_fmt_int(l.table_lookups)}",
+                         "-" if not l.state_casts else _fmt_int(l.state_overflow),
                          f"{l.max_abs_error:.3g}", f"{l.rms_rel_error:.3g}"])
         formats = {row[2] for row in rows} - {"(passes its input's format)"}
         title = f"{graph.name} at {r.precision} ({plural(r.samples, 'sample')})"
+        # table look-ups and recurrent states: columns only for models that have them
+        keep = [i for i in range(len(cols)) if i not in (7, 8) or any(row[i] != "-" for row in rows)]
         if len(formats) == 1:  # one result format everywhere: said once, not per row
-            keep = [i for i in range(len(cols)) if i != 2]
+            keep.remove(2)
             only = formats.pop()
-            _out.table(f"{title}; every result in {'it' if only == r.precision else only}", [cols[i] for i in keep],
-                       [[row[i] for i in keep] for row in rows])
-        else:
-            _out.table(title, cols, rows)
+            title = f"{title}; every result in {'it' if only == r.precision else only}"
+        _out.table(title, [cols[i] for i in keep], [[row[i] for i in keep] for row in rows])
     if y is not None:
         _print_accuracy(reports)
 

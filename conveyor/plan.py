@@ -136,8 +136,27 @@ class Plan:
 
     def check_graph(self, graph, source: str = "plan") -> None:
         """Raise PlanError unless the stages cover `graph`'s nodes once each, in an order
-        the graph allows (a hand-edited plan with swapped stages would die in a worker)."""
-        validate_against_graph(self, graph, source)
+        the graph allows (a hand-edited plan with swapped stages would die in a worker).
+        Stages may name layers by layer name (`fc1`) as well as node name."""
+        validate_against_graph(self.with_node_names(graph), graph, source)
+
+    def with_node_names(self, graph) -> "Plan":
+        """This plan with every layer name (`fc1`, conveyor.graph.names) in its stages'
+        `layers` and per-layer maps replaced by the node name it stands for; names that are
+        neither stay as they are (validation then names them)."""
+        from dataclasses import replace
+
+        from conveyor.graph.names import resolve
+
+        def node(name):
+            return resolve(graph, name) or name
+
+        stages = tuple(replace(
+            st, layers=tuple(node(n) for n in st.layers),
+            **{f: {node(k): v for k, v in getattr(st, f).items()}
+               for f in ("parallelism", "layer_interval_s", "weights_in", "weight_bandwidth_Bps")})
+            for st in self.stages)
+        return self if stages == self.stages else replace(self, stages=stages)
 
 
 def _stage(d: Mapping[str, Any]) -> StagePlan:

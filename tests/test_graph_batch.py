@@ -29,6 +29,20 @@ class _Cnn(torch.nn.Module):
         return torch.softmax(self.fc(x.view(x.size(0), -1)), dim=-1)
 
 
+class _BatchFirstLstm(torch.nn.Module):
+    """Exported as Transpose -> LSTM (time-major) -> Transposes/Reshape -> Gather: the batch
+    axis moves off axis 0 and back; the exporter's zero initial states are fixed to batch 1."""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm = torch.nn.LSTM(input_size=3, hidden_size=4, batch_first=True)
+        self.fc = torch.nn.Linear(4, 2)
+
+    def forward(self, x):
+        out, _ = self.lstm(x)
+        return self.fc(out[:, -1])
+
+
 def _models():
     torch.manual_seed(0)
     mlp = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3), torch.nn.Sigmoid())
@@ -36,6 +50,7 @@ def _models():
         "mlp": conveyor.from_torch(mlp, torch.zeros(1, 6)),
         "cnn": conveyor.from_torch(_Cnn(), torch.zeros(1, 2, 8, 8)),
         "lstm": from_model(zoo.lstm_small()),  # [seq, batch, features]: axis 0 is time
+        "lstm_batch_first": conveyor.from_torch(_BatchFirstLstm(), torch.zeros(1, 5, 3)),
     }
 
 
@@ -91,3 +106,7 @@ def test_wrong_shape_names_what_is_accepted():
     g = MODELS["mlp"]
     with pytest.raises(conveyor.ModelError, match=r"expected shape \(1, 6\), got \(2, 7\).*N items"):
         g.run(np.zeros((2, 7), np.float32))
+
+
+def test_batch_first_lstm_runs_as_one_batch():
+    assert batched_graph(MODELS["lstm_batch_first"], 7) is not None

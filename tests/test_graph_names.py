@@ -75,3 +75,33 @@ def test_inspect_and_quantize_show_layer_names(graph, tmp_path):
     r = CliRunner().invoke(cli, ["quantize", str(path), "--precision", "ap_fixed<16,6>", "--json", "-n", "4"])
     assert r.exit_code == 0, r.output
     assert "fc_out" in [row["layer"] for row in json.loads(r.output)["reports"][0]["layers"]]
+
+
+def test_plan_stages_take_layer_names(graph):
+    """A plan written with layer names (fc1) builds the same stages as one with node names."""
+    from conveyor import PlanError
+    from conveyor.hardware import Cluster
+    from conveyor.plan import Plan
+    from conveyor.planner import plan as make_plan
+    from conveyor.runtime.stages import build_stages
+
+    p = make_plan(graph, Cluster.uniform("zcu102", 2, link="aurora-10g"), precision="ap_fixed<16,6>", method="equal")
+    names = graph.layer_names
+    assert any(names[n] != n for st in p.stages for n in st.layers), "the test needs node names that differ"
+    data = p.to_dict()
+    for st in data["stages"]:
+        st["layers"] = [names[n] for n in st["layers"]]
+        st["parallelism"] = {names[k]: v for k, v in st["parallelism"].items()}
+    by_layer = Plan.from_dict(data)
+    by_layer.check_graph(graph)
+    assert by_layer.with_node_names(graph).stages == p.stages
+    ref, got = build_stages(p, graph), build_stages(by_layer, graph)
+    assert [s.graph.nodes for s in got] == [s.graph.nodes for s in ref]
+    assert [s.parallelism for s in got] == [s.parallelism for s in ref]
+    x = np.random.default_rng(0).standard_normal((1, 6)).astype(np.float32)
+    with conveyor.runtime.pipeline.Pipeline(by_layer, graph, executor="local") as pipe:
+        out = list(pipe.map([x]))[0]
+    np.testing.assert_array_equal(out[graph.output_names[0]], graph.run(x, precision=p.precision)[graph.output_names[0]])
+    data["stages"][0]["layers"][0] = "no_such_layer"
+    with pytest.raises(PlanError, match="no_such_layer"):
+        Plan.from_dict(data).check_graph(graph)

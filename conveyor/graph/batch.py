@@ -80,11 +80,7 @@ def run_batched(graph, batch: BatchedFeeds, precision=None, fetch: Sequence[str]
     if big is not None:
         flat = {k: _flatten_items(np.asarray(v), batch.stacked) for k, v in batch.feeds.items()}
         out, stats = _run_one(big, flat, emulator_of, wanted, observe)
-        if batch.stacked:
-            live = _computed(graph)
-            out = {k: v.reshape((batch.items,) + graph.tensors[k].shape) if k in live else v
-                   for k, v in out.items()}
-        return out, stats
+        return {k: _unbatch(graph, big, k, v, batch) for k, v in out.items()}, stats
     return _run_item_by_item(graph, batch, emulator_of, wanted, observe)
 
 
@@ -109,22 +105,93 @@ def _build_separable(graph, items: int):
     try:
         big = _with_leading(graph, items)
     except ModelError:
-        return None  # a shape fixed to the graph's batch (e.g. Reshape to [1, -1])
-    if not _scales_leading(graph, big, items):
-        return None
+        return None  # a shape fixed to the graph's batch that no rule scales, or an op that mixes items
     probe = _with_leading(graph, 2) if items != 2 else big
-    if not _scales_leading(graph, probe, 2) or not _float_probe_agrees(graph, probe):
+    if not _float_probe_agrees(graph, probe):
         return None
     return big
 
 
+#: recurrent ops: (slots of initial states and sequence lengths, their batch axis per layout)
+_RECURRENT = {"LSTM": (4, 5, 6), "GRU": (4, 5), "RNN": (4, 5)}
+
+
 def _with_leading(graph, items: int):
-    from conveyor.graph.ir import Graph
+    """`graph` with every input's leading dimension times `items`, rebuilt node by node: each
+    computed tensor must scale exactly one axis (its batch axis, recorded in the result's
+    `_batch_axes`; a Transpose or a time-major LSTM moves it off axis 0). Constants that carry
+    the batch are adapted to it: a Reshape's target scales the entry its input's batch axis
+    maps to, and a recurrent op's constant initial states / sequence lengths repeat per item.
+    A ModelError when a tensor does not scale so."""
+    from conveyor.graph.ir import Graph, _infer, load_time_values
     from conveyor.graph.tensor import Tensor
 
     inputs = [Tensor(t.name, (t.shape[0] * items,) + t.shape[1:], t.dtype) for t in graph.inputs]
-    nodes, weights = scale_reshapes(graph, items)
-    return Graph.build(graph.name, nodes, inputs, graph.output_names, weights)
+    tensors: dict = {t.name: t for t in inputs}
+    weights = dict(graph.weights)
+    for k, v in weights.items():
+        tensors[k] = Tensor(k, tuple(int(d) for d in np.shape(v)), np.asarray(v).dtype)
+    known = dict(weights)
+    axes = {t.name: 0 for t in inputs}
+    nodes = []
+    for n in graph.nodes:
+        n = _adapt(graph, n, axes, items, weights, tensors, known)
+        for out, (shape, dtype) in zip(n.outputs, _infer(n, tensors, known)):
+            if out:
+                tensors[out] = Tensor(out, tuple(int(d) for d in shape), np.dtype(dtype))
+        for out, value in zip(n.outputs, load_time_values(n, tensors, known) or ()):
+            if out:
+                known[out] = value
+        if any(t in axes for t in n.inputs if t):
+            for out in n.outputs:
+                if out:
+                    axes[out] = _scaled_axis(graph.tensors[out].shape, tensors[out].shape, items, n)
+        nodes.append(n)
+    big = Graph.build(graph.name, nodes, inputs, graph.output_names, weights)
+    big.__dict__["_batch_axes"] = axes
+    return big
+
+
+def _scaled_axis(small: tuple, big: tuple, items: int, node) -> int:
+    diff = [i for i, (a, b) in enumerate(zip(small, big)) if a != b]
+    if len(small) != len(big) or len(diff) != 1 or big[diff[0]] != small[diff[0]] * items:
+        raise ModelError(f"{node}: output shape {big} at {items} items is not {small} with one axis scaled")
+    return diff[0]
+
+
+def _adapt(graph, n, axes, items: int, weights: dict, tensors: dict, known: dict):
+    """`n` with the constants that carry the batch replaced by their batched versions."""
+    from dataclasses import replace
+
+    from conveyor.graph.tensor import Tensor
+
+    def swap(slot: int, value: np.ndarray):
+        name = f"{n.inputs[slot]}::batch{items}::{n.name}"
+        weights[name] = known[name] = value
+        tensors[name] = Tensor(name, tuple(int(d) for d in value.shape), value.dtype)
+        ins = list(n.inputs)
+        ins[slot] = name
+        return replace(n, inputs=tuple(ins))
+
+    if n.op_type == "Reshape" and len(n.inputs) > 1 and n.inputs[0] in axes and graph.is_weight(n.inputs[1]):
+        a = axes[n.inputs[0]]
+        s_in, s_out = graph.tensors[n.inputs[0]].shape, graph.tensors[n.outputs[0]].shape
+        prefix = int(np.prod(s_in[:a], dtype=np.int64))
+        for j in range(len(s_out)):
+            if int(np.prod(s_out[:j], dtype=np.int64)) == prefix and s_out[j] == s_in[a]:
+                target = np.array(s_out, dtype=np.asarray(graph.weights[n.inputs[1]]).dtype)
+                target[j] *= items
+                return swap(1, target)
+        return n
+    if n.op_type in _RECURRENT and n.inputs and n.inputs[0] in axes:
+        batch_axis = 0 if n.attr("layout", 0) else 1  # of initial_h / initial_c: [dirs, batch, hidden]
+        for slot in _RECURRENT[n.op_type]:
+            if slot < len(n.inputs) and n.inputs[slot] and graph.is_weight(n.inputs[slot]):
+                v = np.asarray(graph.weights[n.inputs[slot]])
+                ax = 0 if slot == 4 else batch_axis  # sequence_lens: [batch]
+                n = swap(slot, np.tile(v, tuple(items if i == ax else 1 for i in range(v.ndim))))
+        return n
+    return n
 
 
 def scale_reshapes(graph, items: int):
@@ -160,12 +227,18 @@ def _computed(graph) -> set[str]:
     return graph.__dict__["_computed"]
 
 
-def _scales_leading(graph, big, items: int) -> bool:
-    for name in _computed(graph):
-        s, b = graph.tensors[name].shape, big.tensors[name].shape
-        if not s or len(s) != len(b) or b[0] != s[0] * items or b[1:] != s[1:]:
-            return False
-    return True
+def _unbatch(graph, big, name: str, v: np.ndarray, batch: BatchedFeeds) -> np.ndarray:
+    """A tensor of the batched graph as the item-by-item runs give it: (N,) + its shape
+    (stacked), or the items' values concatenated along axis 0."""
+    axes = big.__dict__.get("_batch_axes", {})
+    if name not in axes:  # a constant: the same for every item
+        return v
+    small = graph.tensors[name].shape
+    a = axes[name]
+    if a:  # items along axis a (each its own slab of small[a]): move them to the front
+        v = np.moveaxis(v.reshape(small[:a] + (batch.items, small[a]) + small[a + 1:]), a, 0)
+        return v if batch.stacked else v.reshape((batch.items * small[0],) + small[1:])
+    return v.reshape((batch.items,) + small) if batch.stacked else v
 
 
 def _float_probe_agrees(graph, probe) -> bool:
@@ -174,6 +247,8 @@ def _float_probe_agrees(graph, probe) -> bool:
                       else np.zeros((2,) + t.shape, t.dtype)) for t in graph.inputs}
     try:
         together = probe.run({k: v.reshape((-1,) + v.shape[2:]) for k, v in feeds.items()})
+        together = {k: _unbatch(graph, probe, k, np.asarray(v), BatchedFeeds(feeds, 2, True))
+                    for k, v in together.items()}
         alone = [graph.run({k: v[i] for k, v in feeds.items()}) for i in range(2)]
     except Exception:  # noqa: BLE001 - any failure means: do not batch, run item by item
         return False

@@ -39,6 +39,13 @@ class LayerStats:
     accum_sum_overflow: int = 0
     accum_casts: int = 0       # product casts + sum casts + bias casts seen
     accum_saturating: bool = False
+    #: table look-ups (sigmoid/tanh/softmax, also inside LSTM/GRU) and the ones whose input
+    #: lay outside the table: a range table's index clamped, a softmax address cast overflowing
+    table_lookups: int = 0
+    table_clamped: int = 0
+    #: a recurrent layer's state casts (h, c, GRU's r*h) and the values they overflowed
+    state_casts: int = 0
+    state_overflow: int = 0
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -76,6 +83,25 @@ class CastContext:
         st.accum_product_overflow += counts.products
         st.accum_sum_overflow += counts.sums
         st.accum_casts += sum(counts.casts.values())
+
+    def _stats(self, node) -> LayerStats:
+        return self.stats.setdefault(node.name, LayerStats(node.name, node.op_type, "(no result cast)"))
+
+    def record_tables(self, node, lookups: int, clamped: int) -> None:
+        st = self._stats(node)
+        st.table_lookups += int(lookups)
+        st.table_clamped += int(clamped)
+
+    def cast_state(self, node, values: np.ndarray, fmt, result: bool = True) -> np.ndarray:
+        """A recurrent layer's state cast, counted in `state_*`; `result`: also in the result
+        statistics (h and c, which the layer's outputs are; not GRU's r*h)."""
+        from conveyor.numerics.cast import cast, overflow_count
+
+        if self.observe and values.size:
+            st = self._stats(node)
+            st.state_casts += int(values.size)
+            st.state_overflow += overflow_count(values, fmt) or 0
+        return self.cast(node, values, fmt) if result else cast(values, fmt, -1)
 
     def cast(self, node, values: np.ndarray, fmt, axis: int = -1, inplace: bool = False) -> np.ndarray:
         """`values` cast to `fmt`; `inplace`: the caller owns `values`, which may be overwritten."""
@@ -210,7 +236,15 @@ class Emulator:
             if node.name in self.input_order:  # the products in hls4ml's order (weights permuted once)
                 args[0] = args[0][:, self.input_order[node.name]]
             try:
-                results, out_fmts = opdef.run_fixed(node, args, fmts, prec, ctx)
+                if observe:  # also count the table look-ups whose input lies outside the table
+                    from conveyor.ops.lut import counting_tables
+
+                    with counting_tables() as tally:
+                        results, out_fmts = opdef.run_fixed(node, args, fmts, prec, ctx)
+                    if tally[0]:
+                        ctx.record_tables(node, tally[0], tally[1])
+                else:
+                    results, out_fmts = opdef.run_fixed(node, args, fmts, prec, ctx)
             except (ModelError, PrecisionError):
                 raise
             except Exception as e:
@@ -315,6 +349,10 @@ class LayerReport:
     accum_overflow: int        # its overflow events: bias, product and running-sum casts
     accum_saturating: bool     # True: those events saturated (SAT modes), else they wrapped
     accum_casts: int           # casts the accumulator made
+    table_lookups: int         # table look-ups (activation / softmax tables)
+    table_clamped: int         # of those, inputs outside the table (index clamped, address cast overflowed)
+    state_casts: int           # a recurrent layer's state casts
+    state_overflow: int        # of those, values outside the state's format
     max_abs_error: float   # against the float reference, same inputs
     rms_rel_error: float   # RMS error / RMS of the float values
 
@@ -389,6 +427,8 @@ def quantization_report(graph, precision, inputs: np.ndarray, labels: np.ndarray
             accum_overflow=(s.accum_bias_overflow + s.accum_product_overflow + s.accum_sum_overflow) if s else 0,
             accum_saturating=bool(s and s.accum_saturating),
             accum_casts=s.accum_casts if s else 0,
+            table_lookups=s.table_lookups if s else 0, table_clamped=s.table_clamped if s else 0,
+            state_casts=s.state_casts if s else 0, state_overflow=s.state_overflow if s else 0,
             max_abs_error=err_max[n.name],
             rms_rel_error=float(np.sqrt(err_sq[n.name] / ref_sq[n.name])) if ref_sq[n.name] > 0 else 0.0,
         ))
@@ -407,7 +447,8 @@ def merge_stats(stats: dict[str, LayerStats], s: LayerStats) -> None:
         return
     t = stats[s.node]
     t.count += s.count
-    for k in ("accum_bias_overflow", "accum_product_overflow", "accum_sum_overflow", "accum_casts"):
+    for k in ("accum_bias_overflow", "accum_product_overflow", "accum_sum_overflow", "accum_casts",
+              "table_lookups", "table_clamped", "state_casts", "state_overflow"):
         setattr(t, k, getattr(t, k) + getattr(s, k))
     t.accum_format = t.accum_format or s.accum_format
     t.accum_saturating = t.accum_saturating or s.accum_saturating

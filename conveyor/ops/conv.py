@@ -310,10 +310,40 @@ def conv_taps(x: np.ndarray, w: np.ndarray, geo: Windows, group: int):
     return len(taps), (n, m) + geo.out, term
 
 
+def _conv_matrix(node, x, w):
+    """Conv as `fixed.DotSpec.matrix`: per group, rows (N, *out) and columns in the order of
+    `_conv_taps` (kernel positions row-major, input channel fastest): hls4ml's im2col."""
+    geo, group = _conv_shapes(node, x.shape, w.shape)
+    n, c = x.shape[:2]
+    m, nd = w.shape[0], len(geo.out)
+    cg, mg = c // group, m // group
+    xp = pad_for_windows(x, geo, 0)
+    eff = tuple((k - 1) * d + 1 for k, d in zip(geo.kernel, geo.dilations))
+    win = sliding_window_view(xp, eff, axis=tuple(range(2, 2 + nd)))
+    win = win[(slice(None), slice(None))
+              + tuple(slice(None, None, s) for s in geo.strides)
+              + tuple(slice(None, None, d) for d in geo.dilations)]
+    win = win.reshape((n, group, cg) + geo.out + geo.kernel)
+    # (G, N, *out, *kernel, Cg): one row per output position, its taps in hls4ml's order
+    perm = (1, 0) + tuple(range(3, 3 + 2 * nd)) + (2,)
+    rows = n * int(np.prod(geo.out, dtype=np.int64))
+    k_size = int(np.prod(geo.kernel, dtype=np.int64)) * cg
+    cols = np.ascontiguousarray(win.transpose(perm)).reshape(group, rows, k_size)
+    wg = w.reshape((group, mg, cg) + geo.kernel)
+    wg = wg.transpose((0,) + tuple(range(3, 3 + nd)) + (2, 1)).reshape(group, k_size, mg)
+
+    def assemble(accs):
+        acc = np.stack(accs).reshape((group, n) + geo.out + (mg,))  # (G, N, *out, Mg)
+        acc = np.moveaxis(acc, 0, -2).reshape((n,) + geo.out + (m,))
+        return np.ascontiguousarray(np.moveaxis(acc, -1, 1))
+
+    return list(cols), list(wg), assemble
+
+
 register(OpDef(
     "Conv", infer=_conv_infer, run=_conv_run, macs=_conv_macs, check=_conv_check,
     param_slots=(1, 2), bias_slots=(2,),
     run_fixed=fixed.dot(lambda node, x, w: _conv_run(node, [x, w])[0],
                         reduce_len=lambda w: int(np.prod(w.shape[1:])), bias_shape=fixed.conv_bias_shape,
-                        taps=_conv_taps, rows=True),
+                        taps=_conv_taps, rows=True, matrix=_conv_matrix),
 ))

@@ -134,19 +134,24 @@ class DotSpec:
     #: False for hls4ml's einsum (nnet_einsum.h: ``accum_buf += product(a, b)``): the products are
     #: not cast to accum_t, only each running sum is (the MatMul of two run-time tensors)
     cast_products: bool = True
+    #: (node, x, w) -> the products as rows times matrices, taps in hls4ml's order, or None:
+    #: ([X_g [M, K]], [W_g [K, N_g]], assemble([acc_g [M, N_g]]) -> the output); the groups'
+    #: columns together are the bias' entries in order. Pure indexing (any dtype).
+    matrix: Callable[..., Any] | None = None
 
 
 def dot(float_dot: Callable[..., np.ndarray], reduce_len: Callable[[np.ndarray], int],
         x_slot: int = 0, w_slot: int = 1, b_slot: int | None = 2,
         bias_shape: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
-        taps: Taps | None = None, rows: bool = False, cast_products: bool = True) -> Kernel:
+        taps: Taps | None = None, rows: bool = False, cast_products: bool = True,
+        matrix: Callable[..., Any] | None = None) -> Kernel:
     """A products-and-sums kernel. `float_dot(node, x, w)` is the float kernel without bias
     (bilinear in x and w); `reduce_len(w)` bounds the number of products summed per output;
     `bias_shape(b, y)` shapes the bias to broadcast over the output (default: as given);
     `taps(node, x, w)` lists the products per output in hls4ml's order (default:
     `matmul_taps(x, w)`, numpy.matmul's layout). The kernel's `spec` attribute holds these."""
     spec = DotSpec(float_dot, reduce_len, taps or (lambda node, x, w: matmul_taps(x, w)),
-                   x_slot, w_slot, b_slot, bias_shape, rows, cast_products)
+                   x_slot, w_slot, b_slot, bias_shape, rows, cast_products, matrix)
 
     def run_fixed(node, args, fmts, prec, ctx):
         x, w = args[spec.x_slot], args[spec.w_slot]
@@ -229,6 +234,12 @@ def accumulate(spec: DotSpec, node, x: np.ndarray, w: np.ndarray, b: np.ndarray 
     bias_units = A.frac_bits if not is_fixed(fb) else min(A.frac_bits, fb.frac_bits)
     units = max(prod_frac, bias_units) if b is not None else prod_frac
     on_grid = A.frac_bits >= prod_frac  # products land on accum's grid: nothing ever rounds
+    # integers, compiled (conveyor.ops.intdot): hls4ml's Dense loop, each product cast first
+    if method == "auto" and spec.matrix is not None and spec.cast_products:
+        xmax_fmt = x_fmt_max if in_range else _absmax(x)
+        acc = _int_dot(spec, node, x, w, b_acc, fracs, A, xmax_fmt, wmax, counts)
+        if acc is not None:
+            return acc
     if method == "auto" and on_grid and in_range:
         # From the formats alone: x in fx's range, w and b as they are.
         nonneg = _format_range(fx)[0] >= 0 and (w.size == 0 or w_lo >= 0)
@@ -289,6 +300,99 @@ def _sequential_sums(spec, node, x, w, fracs, b_acc, A, pmax: float, k: int) -> 
             counts.sums += overflow_count(acc, A)
         acc = A.quantize(acc)
     return acc
+
+
+#: rows of X per call of the integer kernels (bounds the im2col copy)
+_INT_BLOCK_BYTES = 16 << 20
+
+
+def _int_dot(spec, node, x, w, b_acc, fracs, A, xmax: float, wmax: float, counts) -> np.ndarray | None:
+    """hls4ml's loop for the lossy accumulator A on raw integers (conveyor.ops.intdot), or
+    None when numba is absent or the values do not fit its machine integers."""
+    from conveyor.ops import intdot
+
+    if not intdot.available() or A.width > 62 or (A.overflow == "WRAP" and A.sat_bits):
+        return None
+    if A.overflow not in ("WRAP", "SAT", "SAT_SYM") or (A.overflow == "SAT_SYM" and A.signed and A.width == 1):
+        return None
+    fx, fw = fracs
+    s = fx + fw - A.frac_bits  # the fractional bits a product drops (< 0: it gains them)
+    lift = 2.0 ** max(0, -s)
+    pmax = xmax * 2.0 ** fx * wmax * 2.0 ** fw * lift
+    if not pmax < 2.0 ** 62:
+        return None
+    wrap_sum = A.overflow == "WRAP" and counts is None
+    xraw, wraw = xmax * 2.0 ** fx, wmax * 2.0 ** fw * lift
+    if not (xraw < 2.0 ** 62 and wraw < 2.0 ** 62):
+        return None
+    small = (wrap_sum and A.width <= 32 and pmax + 2.0 ** max(s, 0) < 2.0 ** 31
+             and xraw < 2.0 ** 31 and wraw < 2.0 ** 31)
+    dt = np.int32 if small else np.int64
+    wi = (w * (2.0 ** fw * lift)).astype(dt)
+    braw = None if b_acc is None else np.asarray(b_acc * 2.0 ** A.frac_bits).astype(np.int64)
+    s = max(s, 0)
+    lo, hi = _acc_range(A)
+    unit = 2.0 ** A.frac_bits
+    if A.overflow == "WRAP":
+        how, clo, chi = intdot.WRAP, 0, 0
+    else:
+        bottom = -A.max_value if A.overflow == "SAT_SYM" and A.signed else A.min_value
+        how, clo, chi = intdot.CLIP, int(round(bottom * unit)), int(round(A.max_value * unit))
+    tally = np.zeros(2, np.int64)
+
+    xi = np.multiply(x, 2.0 ** fx).astype(dt)  # exact: x lies on its 2^-fx grid
+
+    def run(xs):
+        form = spec.matrix(node, xs, wi)
+        if form is None:
+            return None
+        xg, wg, assemble = form
+        n_out = sum(m.shape[1] for m in wg)
+        if braw is None:
+            bvec = np.zeros(n_out, np.int64)
+        elif braw.size in (1, n_out):
+            bvec = np.broadcast_to(braw.reshape(-1), (n_out,))
+        else:
+            return None
+        accs, j0 = [], 0
+        for X, Wm in zip(xg, wg):
+            X, Wm = np.ascontiguousarray(X), np.ascontiguousarray(Wm)
+            b = np.ascontiguousarray(bvec[j0:j0 + Wm.shape[1]])
+            j0 += Wm.shape[1]
+            if wrap_sum:
+                accs.append(intdot.sum_rounded(X, Wm, b, s, A.rounding))
+            else:
+                accs.append(intdot.literal(X, Wm.astype(np.int64), b, s, A.rounding, how, A.width, A.signed,
+                                           int(round(lo * unit)), int(round(hi * unit)), clo, chi, tally))
+        return assemble(accs)
+
+    if spec.rows and x.ndim >= 2 and x.shape[0] > 1:
+        per_row = 8 * max(1, int(np.prod(x.shape[1:], dtype=np.int64))) * max(1, int(spec.reduce_len(w)))
+        step = max(1, _INT_BLOCK_BYTES // per_row)
+        raw = None
+        for i in range(0, x.shape[0], step):
+            part = run(xi[i:i + step])
+            if part is None:
+                return None
+            if raw is None:
+                raw = np.empty((x.shape[0],) + part.shape[1:], part.dtype)
+            raw[i:i + step] = part
+    else:
+        raw = run(xi)
+        if raw is None:
+            return None
+    if counts is not None:
+        counts.products += int(tally[0])
+        counts.sums += int(tally[1])
+    if wrap_sum:  # the exact sum's low W bits (in place), read back signed or unsigned
+        bits = 8 * raw.dtype.itemsize
+        free = raw.dtype.type(bits - A.width)
+        if A.signed:
+            np.left_shift(raw, free, out=raw)
+            np.right_shift(raw, free, out=raw)
+        else:
+            np.bitwise_and(raw, raw.dtype.type((1 << A.width) - 1), out=raw)
+    return np.multiply(raw, 1.0 / unit, dtype=np.float64)
 
 
 def _absmax(a: np.ndarray | None) -> float:
@@ -623,9 +727,16 @@ def matmul_taps(a: np.ndarray, b: np.ndarray):
     return k, shape, term
 
 
+def matmul_matrix(node, x: np.ndarray, w: np.ndarray):
+    """A 2-D x @ w as `DotSpec.matrix`: one group, taps k ascending (hls4ml's Dense order)."""
+    if x.ndim != 2 or w.ndim != 2:
+        return None
+    return [x], [w], lambda accs: accs[0]
+
+
 def conv_bias_shape(b: np.ndarray, y: np.ndarray) -> np.ndarray:
     return b.reshape((1, -1) + (1,) * (y.ndim - 2))
 
 
-__all__: Sequence[str] = ["DotSpec", "accumulate", "conv_bias_shape", "dot", "exact_then_cast", "matmul_taps",
+__all__: Sequence[str] = ["DotSpec", "accumulate", "conv_bias_shape", "dot", "exact_then_cast", "matmul_matrix", "matmul_taps",
                           "movement", "result_axis"]

@@ -71,7 +71,8 @@ register(OpDef(
     "Gemm", infer=_gemm_infer, run=_gemm_run, macs=_gemm_macs, param_slots=(1, 2), bias_slots=(2,),
     # The exactness bound takes max(B.shape) as K: an upper bound whatever transB says.
     run_fixed=fixed.dot(_gemm_dot, reduce_len=lambda b: max(b.shape),
-                        taps=lambda node, a, b: fixed.matmul_taps(*_gemm_operands(node, a, b))),
+                        taps=lambda node, a, b: fixed.matmul_taps(*_gemm_operands(node, a, b)),
+                        matrix=lambda node, a, b: fixed.matmul_matrix(node, *_gemm_operands(node, a, b))),
 ))
 
 
@@ -106,7 +107,8 @@ def _matmul_macs(node, ins, outs):
 
 
 _MATMUL_ARGS = dict(float_dot=lambda node, x, w: np.matmul(x, w),
-                    reduce_len=lambda w: w.shape[-2] if w.ndim > 1 else w.shape[0], b_slot=None)
+                    reduce_len=lambda w: w.shape[-2] if w.ndim > 1 else w.shape[0], b_slot=None,
+                    matrix=fixed.matmul_matrix)
 #: MatMul by constant weights: hls4ml's Dense (each product cast to accum_t, then added)
 _matmul_dense = fixed.dot(**_MATMUL_ARGS)
 #: MatMul of two run-time tensors (attention's Q K^T, A V): hls4ml's einsum (nnet_einsum.h), which
@@ -147,5 +149,6 @@ register(OpDef(
     macs=_matmul_macs,
     param_slots=(1, 2),
     bias_slots=(2,),
-    run_fixed=fixed.dot(lambda node, x, w: np.matmul(x, w), reduce_len=lambda w: w.shape[0], rows=True),
+    run_fixed=fixed.dot(lambda node, x, w: np.matmul(x, w), reduce_len=lambda w: w.shape[0], rows=True,
+                        matrix=fixed.matmul_matrix),
 ))

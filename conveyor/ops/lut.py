@@ -17,6 +17,9 @@ docs/numerics.md, "### Nonlinear functions (lookup tables)".
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import ctypes
 import ctypes.util
 import math
@@ -198,6 +201,32 @@ def table_inputs(size: int, lo: int, hi: int) -> np.ndarray:
     return r * (i - float(size) * c) / float(size)
 
 
+#: set while an observing run counts table look-ups: [look-ups, inputs outside the table]
+_TABLE_COUNTS: contextvars.ContextVar[list | None] = contextvars.ContextVar("conveyor_table_counts", default=None)
+
+
+@contextlib.contextmanager
+def counting_tables():
+    """Count the table look-ups inside the block (yields [look-ups, outside the table])."""
+    tally = [0, 0]
+    token = _TABLE_COUNTS.set(tally)
+    try:
+        yield tally
+    finally:
+        _TABLE_COUNTS.reset(token)
+
+
+def note_address(values: np.ndarray, fmt: FixedType) -> None:
+    """A look-up addressed by `values` cast to `fmt` (softmax): counted, and counted as
+    outside the table when the cast overflows."""
+    tally = _TABLE_COUNTS.get()
+    if tally is not None and np.size(values):
+        from conveyor.numerics.cast import overflow_count
+
+        tally[0] += int(np.size(values))
+        tally[1] += overflow_count(np.asarray(values, np.float64), fmt) or 0
+
+
 def range_index(x: np.ndarray, frac_bits: int, size: int, lo: int, hi: int) -> np.ndarray:
     """`index = (int)(data * size / R) + offset`, clamped, for data on a 2^-frac_bits grid.
 
@@ -222,8 +251,12 @@ def range_index(x: np.ndarray, frac_bits: int, size: int, lo: int, hi: int) -> n
         s = -frac_bits
         dr = ((q & 0xFFFFFFFF) << s) & 0xFFFFFFFF if s < 32 else q * 0
     dr = _wrap32(dr)
-    idx = _wrap32(dr + offset)
-    return np.clip(idx.astype(np.int64), 0, n - 1)
+    idx = _wrap32(dr + offset).astype(np.int64)
+    tally = _TABLE_COUNTS.get()
+    if tally is not None:  # an observing run: the look-ups whose index hls4ml clamps
+        tally[0] += int(idx.size)
+        tally[1] += int(np.count_nonzero((idx < 0) | (idx > n - 1)))
+    return np.clip(idx, 0, n - 1)
 
 
 @lru_cache(maxsize=64)

@@ -437,7 +437,7 @@ def _gru_run(node: Any, arrays: Sequence[np.ndarray | None]) -> tuple[np.ndarray
 
 #: x [rows, K] @ w [K, N] with hls4ml's dense_latency order (input index ascending)
 _DENSE = fixed.DotSpec(float_dot=lambda node, x, w: x @ w, reduce_len=lambda w: w.shape[0],
-                       taps=lambda node, x, w: fixed.matmul_taps(x, w), rows=True)
+                       taps=lambda node, x, w: fixed.matmul_taps(x, w), rows=True, matrix=fixed.matmul_matrix)
 
 #: the activations hls4ml's recurrent layers take (nnet_recr_activations.h)
 _FIXED_ACTS = ("Sigmoid", "Tanh", "Relu")
@@ -557,10 +557,10 @@ def _lstm_fixed(node: Any, args: Sequence, fmts: Sequence, prec: Any, ctx: Any):
             i, o, fg = iof[:, :hid], iof[:, hid:2 * hid], iof[:, 2 * hid:]
             g = ga(pre[:, 3 * hid:], pre_frac)
             _exact(node, [(g, g_frac, i, f_frac), (c, _frac(C), fg, f_frac)], "cell updates g*i + c*f")
-            c_new = ctx.cast(node, g * i + c * fg, C)
+            c_new = _cast_state(ctx, node, g * i + c * fg, C)
             tc = ha(c_new, _frac(C))
             _exact(node, [(o, f_frac, tc, tanh_frac)], "products o*act(c)")
-            h_new = ctx.cast(node, o * tc, S)
+            h_new = _cast_state(ctx, node, o * tc, S)
             if lens is not None:
                 valid = (t < lens)[:, None]
                 h, c = np.where(valid, h_new, h), np.where(valid, c_new, c)
@@ -625,13 +625,13 @@ def _gru_fixed(node: Any, args: Sequence, fmts: Sequence, prec: Any, ctx: Any):
                 zr = fa(cast_acc(xw[t, :, :2 * hid] + hr), zr_frac)
                 z, rg = zr[:, :hid], zr[:, hid:]
                 _exact(node, [(rg, z_frac, h, _frac(S))], "products r * h")
-                rh = S.quantize(rg * h)
+                rh = _cast_state(ctx, node, rg * h, S, result=False)
                 pre_h = cast_acc(xw[t, :, 2 * hid:] + fixed.accumulate(_DENSE, node, rh, rh_t, rb_h, S, fr, fb, A))
             hh = ga(pre_h, hpre_frac)
             one_z = 1.0 - z
             _exact(node, [(hh, hh_frac, one_z, max(z_frac, 0)), (h, _frac(S), z, z_frac)],
                    "state updates hh*(1-z) + h*z")
-            h_new = ctx.cast(node, hh * one_z + h * z, S)
+            h_new = _cast_state(ctx, node, hh * one_z + h * z, S)
             if lens is not None:
                 valid = (t < lens)[:, None]
                 h = np.where(valid, h_new, h)
@@ -644,6 +644,14 @@ def _gru_fixed(node: Any, args: Sequence, fmts: Sequence, prec: Any, ctx: Any):
         ys.append(_scatter(y, idx))
         hs.append(h)
     return _fixed_outputs(node, p, ctx, prec.result, [(ys, S), (hs, S)])
+
+
+def _cast_state(ctx: Any, node: Any, values: np.ndarray, fmt: Any, result: bool = True) -> np.ndarray:
+    """A state cast (h, c; r*h with result=False), counted as such by an observing run."""
+    cast_state = getattr(ctx, "cast_state", None)
+    if cast_state is not None:
+        return cast_state(node, values, fmt, result)
+    return ctx.cast(node, values, fmt) if result else fmt.quantize(values)
 
 
 def _fixed_outputs(node: Any, p: dict, ctx: Any, R: Any, parts: list) -> tuple:

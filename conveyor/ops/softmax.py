@@ -76,7 +76,9 @@ def _softmax_rows(node, x, fin, prec):
                 else FixedType(fin.width - s, fin.integer - s, signed=False))
         if norm.width > 53:
             raise PrecisionError(f"{node}: tables.softmax_exp.input {norm} is wider than 53 bits")
-        addr = norm.quantize(np.max(x, axis=-1, keepdims=True) - x)  # inp_norm_t d = x_max - x
+        d = np.max(x, axis=-1, keepdims=True) - x
+        lut.note_address(d, norm)
+        addr = norm.quantize(d)  # inp_norm_t d = x_max - x
         exp_addr = norm
     else:
         addr, exp_addr = x, fin
@@ -94,6 +96,7 @@ def _softmax_rows(node, x, fin, prec):
         e = acc.quantize(e)
         total = lut.tree_reduce([e[..., i] for i in range(n)], acc)
         prod_fmt = acc
+    lut.note_address(total, inv_addr)
     total = inv_addr.quantize(total)                                  # exp_sum is inv_inp_t
     inv = lut.softmax_inv_table(inv_addr, n_inv, inv_fmt)[lut.top_bits_index(total, inv_addr, n_inv)]
     if prod_fmt.width + inv_fmt.width > 53:

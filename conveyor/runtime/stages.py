@@ -42,6 +42,7 @@ def build_stages(plan: Plan, graph, backends: Mapping[str, str] | None = None) -
     if plan.fingerprint != graph.fingerprint():
         raise PlanError(f"the plan was made for model '{plan.model}' (fingerprint {plan.fingerprint[:12]}); "
                         f"graph '{graph.name}' has fingerprint {graph.fingerprint()[:12]}")
+    plan = plan.with_node_names(graph)  # a hand-written plan may name layers (fc1) instead of nodes
     plan.check_graph(graph)  # a hand-edited plan (stages swapped, a layer dropped) fails here, not in a worker
     from conveyor.graph.quantized import tensor_formats
     from conveyor.graph.names import resolve_config
