@@ -4,6 +4,7 @@ unknown model, body limit, overload, a killed stage, SIGTERM."""
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import signal
@@ -43,7 +44,8 @@ def http(method, url, body=None, headers=None):
 
 
 class Served:
-    def __init__(self, tmp_path, model, k, *extra, paced_latency_s: float | None = None):
+    def __init__(self, tmp_path, model, k, *extra, paced_latency_s: float | None = None,
+                 ready_within_s: float = 60):
         self.graph = zoo.build(model)
         self.plan = make_plan(self.graph, Cluster.uniform("zcu102", k, link="aurora-10g"), precision=PRECISION,
                               method="equal")
@@ -57,7 +59,7 @@ class Served:
         self.proc = subprocess.Popen([sys.executable, "-m", "conveyor.cli", "serve", str(path), "--model", model,
                                       "--port", str(self.port), *extra], env=env, cwd=ROOT,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + ready_within_s
         while time.monotonic() < deadline:
             try:
                 if http("GET", self.url + "/v2/health/ready")[0] == 200:
@@ -66,7 +68,7 @@ class Served:
                 pass
             assert self.proc.poll() is None, self.proc.stdout.read()
             time.sleep(0.2)
-        raise AssertionError("server not ready in 60 s")
+        raise AssertionError(f"server not ready in {ready_within_s:g} s")
 
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
@@ -180,6 +182,14 @@ def served_ok(s, headers=None) -> float:
     return float(lines[0].rsplit(" ", 1)[1]) if lines else 0.0
 
 
+def cmdline(pid) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
 def parent(pid):
     with open(f"/proc/{pid}/stat") as f:
         return int(f.read().rsplit(")", 1)[1].split()[1])
@@ -287,9 +297,14 @@ def test_overload_token_killed_stage_and_sigterm(tmp_path):
     finally:
         code = s.stop()
     assert code == 0
+    assert not left_behind(kids, 5)  # the forkserver and resource tracker exit when their parent's pipe closes
+
+
+def left_behind(pids, within_s: float) -> list:
+    """Those of `pids` still running (not zombies) after up to `within_s` seconds."""
     def left():
         out = []
-        for p in kids:
+        for p in pids:
             try:
                 with open(f"/proc/{p}/stat") as f:
                     if f.read().rsplit(")", 1)[1].split()[0] != "Z":
@@ -299,10 +314,37 @@ def test_overload_token_killed_stage_and_sigterm(tmp_path):
                 pass
         return out
 
-    deadline = time.monotonic() + 5  # the forkserver and resource tracker exit when their parent's pipe closes
+    deadline = time.monotonic() + within_s
     while left() and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not left()
+    return left()
+
+
+def test_ray_executor_serves_bit_exact_and_stops_its_ray(tmp_path):
+    """`--executor ray`: the front in the driver, one actor per stage on a local Ray the server
+    starts (and owns: SIGTERM shuts it down, no Ray process left behind)."""
+    s = Served(tmp_path, "jet-mlp", 2, "--executor", "ray", ready_within_s=180)
+    try:
+        g, name = s.graph, s.graph.name
+        client = httpclient.InferenceServerClient(url=f"127.0.0.1:{s.port}")
+        assert client.is_model_ready(name)
+        for x in xs(g, 4, seed=3):
+            inp = httpclient.InferInput(g.input_names[0], list(x.shape), "FP32")
+            inp.set_data_from_numpy(x)
+            got = client.infer(name, [inp]).as_numpy(g.output_names[0])
+            assert np.array_equal(got, g.run(x, precision=s.plan.precision)[g.output_names[0]])
+        assert served_ok(s) == 4
+        text = http("GET", s.url + "/metrics")[2].decode()
+        ready = [ln for ln in text.splitlines() if ln.startswith("conveyor_stage_ready{")]
+        assert len(ready) == 2 and all(ln.endswith(" 1.0") for ln in ready), ready
+        kids = descendants(s.proc.pid)
+        raylets = [p for p in kids if b"raylet" in cmdline(p).split(b"\0")[0]]
+        assert raylets, [cmdline(p)[:80] for p in kids]
+    finally:
+        code = s.stop()
+    assert code == 0
+    assert not left_behind(kids, 10)
+    assert not [f for p in raylets for f in glob.glob(f"/dev/shm/sem.*{p}-*")]  # its semaphores removed too
 
 
 def test_beyond_loopback_needs_token_or_insecure(tmp_path):
