@@ -4,12 +4,14 @@ unknown model, body limit, overload, a killed stage, SIGTERM."""
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -42,7 +44,8 @@ def http(method, url, body=None, headers=None):
 
 
 class Served:
-    def __init__(self, tmp_path, model, k, *extra, paced_latency_s: float | None = None):
+    def __init__(self, tmp_path, model, k, *extra, paced_latency_s: float | None = None,
+                 ready_within_s: float = 60):
         self.graph = zoo.build(model)
         self.plan = make_plan(self.graph, Cluster.uniform("zcu102", k, link="aurora-10g"), precision=PRECISION,
                               method="equal")
@@ -56,7 +59,7 @@ class Served:
         self.proc = subprocess.Popen([sys.executable, "-m", "conveyor.cli", "serve", str(path), "--model", model,
                                       "--port", str(self.port), *extra], env=env, cwd=ROOT,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + ready_within_s
         while time.monotonic() < deadline:
             try:
                 if http("GET", self.url + "/v2/health/ready")[0] == 200:
@@ -65,7 +68,7 @@ class Served:
                 pass
             assert self.proc.poll() is None, self.proc.stdout.read()
             time.sleep(0.2)
-        raise AssertionError("server not ready in 60 s")
+        raise AssertionError(f"server not ready in {ready_within_s:g} s")
 
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
@@ -140,6 +143,53 @@ def test_plain_json_and_errors(digits):
     assert "conveyor_stage_busy_fraction" in text and "conveyor_request_latency_seconds_bucket" in text
 
 
+def test_raw_binary_tensor_extension_bit_exact(digits):
+    """What `curl --data-binary @req.bin -H 'Inference-Header-Content-Length: N'` sends: a JSON
+    header, then the raw little-endian input bytes; the output asked for as binary comes back
+    after the response's own JSON header, split at its Inference-Header-Content-Length."""
+    g, name = digits.graph, digits.graph.name
+    x = xs(g, 1, seed=11)[0]
+    raw_in = x.astype("<f4").tobytes()
+    head = json.dumps({"id": "r1", "inputs": [{"name": g.input_names[0], "datatype": "FP32", "shape": list(x.shape),
+                                                 "parameters": {"binary_data_size": len(raw_in)}}],
+                       "outputs": [{"name": "output", "parameters": {"binary_data": True}}]}).encode()
+    st, headers, raw = http("POST", f"{digits.url}/v2/models/{name}/infer", head + raw_in,
+                            {"Inference-Header-Content-Length": str(len(head)),
+                             "Content-Type": "application/octet-stream"})
+    assert st == 200, raw
+    n = int(headers["Inference-Header-Content-Length"])
+    meta = json.loads(raw[:n])
+    assert meta["id"] == "r1" and meta["model_name"] == name
+    (out,) = meta["outputs"]
+    ref = g.run(x, precision=digits.plan.precision)["output"]
+    assert out["name"] == "output" and out["datatype"] == "FP64" and out["shape"] == list(ref.shape)
+    assert out["parameters"]["binary_data_size"] == len(raw) - n == ref.nbytes
+    got = np.frombuffer(raw[n:], dtype="<f8").reshape(out["shape"])
+    assert np.array_equal(got, ref)
+    # binary bytes that do not match the declared size, or a header length past the body: 400
+    st, _, raw = http("POST", f"{digits.url}/v2/models/{name}/infer", head + raw_in[:-4],
+                      {"Inference-Header-Content-Length": str(len(head))})
+    assert st == 400 and "expected 256 bytes of binary data, got 252" in json.loads(raw)["error"]
+    st, _, raw = http("POST", f"{digits.url}/v2/models/{name}/infer", head,
+                      {"Inference-Header-Content-Length": str(len(head) + 1)})
+    assert st == 400 and "Inference-Header-Content-Length" in json.loads(raw)["error"]
+
+
+def served_ok(s, headers=None) -> float:
+    """conveyor_requests_total{code="200"}: inference requests answered 200 so far."""
+    text = http("GET", s.url + "/metrics", headers=headers)[2].decode()
+    lines = [ln for ln in text.splitlines() if ln.startswith("conveyor_requests_total{") and 'code="200"' in ln]
+    return float(lines[0].rsplit(" ", 1)[1]) if lines else 0.0
+
+
+def cmdline(pid) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
 def parent(pid):
     with open(f"/proc/{pid}/stat") as f:
         return int(f.read().rsplit(")", 1)[1].split()[1])
@@ -205,25 +255,56 @@ def test_overload_token_killed_stage_and_sigterm(tmp_path):
         forkserver = [p for p in server_kids if b"forkserver" in open(f"/proc/{p}/cmdline", "rb").read()]
         stage_pids = [p for p in descendants(forkserver[0]) if parent(p) == forkserver[0]]
         assert len(stage_pids) == 2, stage_pids
-        outs = []
+        # and poll /v2/health/ready meanwhile: 200 before the kill, 503 while the stage reloads, 200 after
+        answered_before = served_ok(s, auth)
+        readiness: list[tuple[float, int]] = []
+        polling = threading.Event()
+
+        def poll():
+            while not polling.is_set():
+                readiness.append((time.monotonic(), http("GET", s.url + "/v2/health/ready")[0]))
+                time.sleep(0.001)
+
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        outs, killed_at = [], None
         for i, x in enumerate(many[100:140]):
             if i == 10:
+                killed_at = time.monotonic()
                 os.kill(stage_pids[-1], signal.SIGKILL)
             outs.append(call(x))
+        deadline = time.monotonic() + 30
+        while not (readiness and readiness[-1][0] > killed_at and readiness[-1][1] == 200):
+            assert time.monotonic() < deadline, readiness[-5:]
+            time.sleep(0.01)
+        polling.set()
+        poller.join()
         for x, y in zip(many[100:140], outs):
             assert not isinstance(y, Exception), y
             assert np.array_equal(y, g.run(x, precision=s.plan.precision)[g.output_names[0]])
+        assert served_ok(s, auth) == answered_before + 40  # each answered once (and none refused)
+        before = [code for t, code in readiness if t < killed_at]
+        after = [code for t, code in readiness if t > killed_at]
+        assert before and set(before) == {200}, before
+        assert set(after) == {200, 503} and after[-1] == 200, after
+        first_down = after.index(503)
+        back = first_down + after[first_down:].index(200)
+        assert set(after[back:]) == {200}, after  # down once (while reloading), then up for good
         text = http("GET", s.url + "/metrics", headers=auth)[2].decode()
         assert "conveyor_stage_restarts_total" in text and any(
             line.startswith("conveyor_stage_restarts_total") and line.endswith(" 1.0") for line in text.splitlines())
-        assert http("GET", s.url + "/v2/health/ready")[0] == 200
         kids = descendants(s.proc.pid)
     finally:
         code = s.stop()
     assert code == 0
+    assert not left_behind(kids, 5)  # the forkserver and resource tracker exit when their parent's pipe closes
+
+
+def left_behind(pids, within_s: float) -> list:
+    """Those of `pids` still running (not zombies) after up to `within_s` seconds."""
     def left():
         out = []
-        for p in kids:
+        for p in pids:
             try:
                 with open(f"/proc/{p}/stat") as f:
                     if f.read().rsplit(")", 1)[1].split()[0] != "Z":
@@ -233,10 +314,37 @@ def test_overload_token_killed_stage_and_sigterm(tmp_path):
                 pass
         return out
 
-    deadline = time.monotonic() + 5  # the forkserver and resource tracker exit when their parent's pipe closes
+    deadline = time.monotonic() + within_s
     while left() and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not left()
+    return left()
+
+
+def test_ray_executor_serves_bit_exact_and_stops_its_ray(tmp_path):
+    """`--executor ray`: the front in the driver, one actor per stage on a local Ray the server
+    starts (and owns: SIGTERM shuts it down, no Ray process left behind)."""
+    s = Served(tmp_path, "jet-mlp", 2, "--executor", "ray", ready_within_s=180)
+    try:
+        g, name = s.graph, s.graph.name
+        client = httpclient.InferenceServerClient(url=f"127.0.0.1:{s.port}")
+        assert client.is_model_ready(name)
+        for x in xs(g, 4, seed=3):
+            inp = httpclient.InferInput(g.input_names[0], list(x.shape), "FP32")
+            inp.set_data_from_numpy(x)
+            got = client.infer(name, [inp]).as_numpy(g.output_names[0])
+            assert np.array_equal(got, g.run(x, precision=s.plan.precision)[g.output_names[0]])
+        assert served_ok(s) == 4
+        text = http("GET", s.url + "/metrics")[2].decode()
+        ready = [ln for ln in text.splitlines() if ln.startswith("conveyor_stage_ready{")]
+        assert len(ready) == 2 and all(ln.endswith(" 1.0") for ln in ready), ready
+        kids = descendants(s.proc.pid)
+        raylets = [p for p in kids if b"raylet" in cmdline(p).split(b"\0")[0]]
+        assert raylets, [cmdline(p)[:80] for p in kids]
+    finally:
+        code = s.stop()
+    assert code == 0
+    assert not left_behind(kids, 10)
+    assert not [f for p in raylets for f in glob.glob(f"/dev/shm/sem.*{p}-*")]  # its semaphores removed too
 
 
 def test_beyond_loopback_needs_token_or_insecure(tmp_path):

@@ -607,7 +607,8 @@ class RayExecutor:
 
 def _shutdown_ray() -> None:
     """ray.shutdown(); for a Ray started here, also remove the named semaphores its raylet
-    leaves in /dev/shm (Ray does not unlink those of compiled-graph channels)."""
+    leaves in /dev/shm (Ray does not unlink those of compiled-graph channels: sem.hdr<pid>-*
+    and sem.obj<pid>-*)."""
     pids = []
     try:
         node = ray._private.worker._global_node
@@ -619,7 +620,7 @@ def _shutdown_ray() -> None:
     import glob
 
     for pid in pids:
-        for f in glob.glob(f"/dev/shm/sem.hdr{pid}-*"):
+        for f in glob.glob(f"/dev/shm/sem.hdr{pid}-*") + glob.glob(f"/dev/shm/sem.obj{pid}-*"):
             try:
                 os.unlink(f)
             except OSError:

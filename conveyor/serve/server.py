@@ -60,9 +60,13 @@ class Server:
         self.app = self._make_app()
 
     # ---- lifecycle ----------------------------------------------------------------------
-    def _load(self) -> None:
+    def _own_pipeline(self) -> None:
+        """The pipeline's owner thread: opens it, lives as long as the server, closes it. It must
+        outlive the pipeline: the processes a local Ray is started with die with the thread that
+        started them (PR_SET_PDEATHSIG follows the thread, not the process)."""
         from conveyor.runtime import Pipeline
 
+        pipe = None
         try:
             pipe = Pipeline(self.plan, self.graph, **self._pipe_args)
             probe = {t.name: np.zeros(t.shape, t.dtype) for t in self.graph.inputs}
@@ -72,15 +76,18 @@ class Server:
         except Exception as e:  # noqa: BLE001 - reported by /v2/health/ready and the log
             self.load_error = f"{type(e).__name__}: {e}"
             print(f"conveyor serve: cannot load the pipeline: {self.load_error}", flush=True)
+        self._stopping.wait()
+        if pipe is not None:
+            pipe.close()
 
     async def _on_startup(self, app) -> None:
-        self._loader = threading.Thread(target=self._load, name="conveyor-serve-load", daemon=True)
-        self._loader.start()
+        self._stopping = threading.Event()
+        self._owner = threading.Thread(target=self._own_pipeline, name="conveyor-serve-pipeline", daemon=True)
+        self._owner.start()
 
     async def _on_cleanup(self, app) -> None:
-        await asyncio.get_running_loop().run_in_executor(None, self._loader.join)
-        if self.pipeline is not None:
-            self.pipeline.close()
+        self._stopping.set()  # aiohttp has finished the requests in flight
+        await asyncio.get_running_loop().run_in_executor(None, self._owner.join)
         self._submitter.shutdown(wait=True)
 
     def ready(self) -> bool:
@@ -122,7 +129,7 @@ class Server:
         return web.json_response({"live": True})
 
     async def _ready(self, request):
-        ok = self.ready()
+        ok = await asyncio.get_running_loop().run_in_executor(None, self.ready)
         body = {"ready": ok} if self.load_error is None else {"ready": False, "error": self.load_error}
         return web.json_response(body, status=200 if ok else 503)
 
@@ -152,11 +159,12 @@ class Server:
     async def _model_ready(self, request):
         if (bad := self._model_or_404(request)) is not None:
             return bad
-        ok = self.ready()
+        ok = await asyncio.get_running_loop().run_in_executor(None, self.ready)
         return web.json_response({"name": self.name, "ready": ok}, status=200 if ok else 503)
 
     async def _metrics(self, request):
-        return web.Response(body=self.metrics.text(), headers={"Content-Type": "text/plain; version=0.0.4"})
+        text = await asyncio.get_running_loop().run_in_executor(None, self.metrics.text)
+        return web.Response(body=text, headers={"Content-Type": "text/plain; version=0.0.4"})
 
     async def _infer(self, request: web.Request):
         if (bad := self._model_or_404(request)) is not None:
