@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from conveyor.errors import ConveyorError
+from conveyor.units import plural
 
 
 @click.command("compile")
@@ -37,7 +38,7 @@ def compile_cmd(plan_path: str, model: str, out_dir: str, synth: bool) -> None:
     (Path(out_dir) / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     for b in manifest["boards"]:
         click.echo(f"{b['device']}: {b['part']} at {b['clock_hz'] / 1e6:.0f} MHz, top {b['top']}, "
-                   f"{len(b['layers'])} layers -> {Path(out_dir) / b['device']}")
+                   f"{plural(len(b['layers']), 'layer')} -> {Path(out_dir) / b['device']}")
     for h in manifest["hosts"]:
         click.echo(f"{h['device']}: {h['kind']} stage, not compiled")
     click.echo(f"manifest: {Path(out_dir) / 'manifest.json'}")

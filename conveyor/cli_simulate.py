@@ -45,28 +45,31 @@ def simulate(plan_file, rate, closed, requests, arrivals, seed, fifo_depth, as_j
     _print(plan, result)
 
 
-def _fmt(x, scale=1.0, unit=""):
-    return "-" if x is None else f"{x * scale:.4g}{unit}"
+def _fmt(x, fmt) -> str:
+    return "-" if x is None else fmt(x)
 
 
 def _print(plan, r) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    from conveyor.cli import _out
+    from conveyor.cli_tables import Col
+    from conveyor.units import eng, plural, rate, seconds
 
-    c = Console(highlight=False, width=160)
-    c.print(f"[bold]{plan.model}[/] ({plan.method}, {len(plan.stages)} stages) — {r.requests} requests, "
-            f"{r.engine} engine; everything below is MODELED")
-    c.print(f"throughput {_fmt(r.throughput_per_s)}/s   latency p50 {_fmt(r.latency_p50_s, 1e3, ' ms')}  "
-            f"p99 {_fmt(r.latency_p99_s, 1e3, ' ms')}  p99.9 {_fmt(r.latency_p999_s, 1e3, ' ms')}")
-    c.print(f"power {_fmt(r.average_power_w, 1, ' W')}   energy {_fmt(r.energy_per_inference_j, 1e3, ' mJ')}/inference"
-            f"   {_fmt(r.inferences_per_j)} inferences/J")
-    t = Table("server", "kind", "replicas", "interval", "latency", "util", "wait", "stall", "queue max")
-    for s in r.stages:
-        t.add_row(s.name, s.kind, str(s.replicas), _fmt(s.interval_s, 1e3, " ms"), _fmt(s.latency_s, 1e3, " ms"),
-                  f"{s.utilisation:.0%}", _fmt(s.wait_s, 1, " s"), _fmt(s.stall_s, 1, " s"), str(s.queue_max))
-    c.print(t)
+    _out.print(f"[bold]{plan.model}[/] ({plan.method}, {plural(len(plan.stages), 'stage')}): "
+               f"{plural(r.requests, 'request')}, {r.engine} engine; everything below is MODELED")
+    _out.print(f"throughput {_fmt(r.throughput_per_s, rate)}/s   latency p50 {_fmt(r.latency_p50_s, seconds)}  "
+               f"p99 {_fmt(r.latency_p99_s, seconds)}  p99.9 {_fmt(r.latency_p999_s, seconds)}")
+    _out.print(f"power {_fmt(r.average_power_w, lambda w: eng(w, 'W'))}   energy "
+               f"{_fmt(r.energy_per_inference_j, lambda j: eng(j, 'J'))}/inference   "
+               f"{_fmt(r.inferences_per_j, lambda v: eng(v, ''))} inferences/J")
+    cols = [Col("server", rank=None), Col("kind", rank=3), Col("replicas", right=True, rank=2),
+            Col("interval", right=True, rank=8), Col("latency", right=True, rank=7), Col("util", right=True, rank=9),
+            Col("wait", right=True, rank=5), Col("stall", right=True, rank=4), Col("queue max", right=True, rank=6)]
+    rows = [[s.name, s.kind, str(s.replicas), _fmt(s.interval_s, seconds), _fmt(s.latency_s, seconds),
+             f"{s.utilisation:.0%}", _fmt(s.wait_s, seconds), _fmt(s.stall_s, seconds), str(s.queue_max)]
+            for s in r.stages]
+    _out.table(None, cols, rows)
     for note in r.notes[2:]:  # after "modeled" and the FIFOs: which power figures are assumed
-        c.print(note)
+        _out.print(note)
 
 
 #: the load `conveyor plan --sim-report` simulates: Poisson arrivals at this share of the plan's capacity
