@@ -95,5 +95,5 @@ def test_quantize_shows_table_and_state_columns(tmp_path, capsys, monkeypatch):
         raise SystemExit(0)
     out = capsys.readouterr().out
     assert (e.value.code or 0) == 0, out
-    assert "table clamp" in out and "state ovf" in out
+    assert "table clamp" in out and "state ovf" not in out  # no recurrent layer: no state column
     assert "/384" in out  # the sigmoid's 64 x 6 look-ups, some clamped
