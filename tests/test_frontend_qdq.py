@@ -327,3 +327,58 @@ def test_qonnx_bipolar_quant_on_weights_and_activations_matches_qonnx():
         ref = _qonnx_exec(model, x).astype(np.float64)
         assert set(np.unique(ref)) == {-0.5, 0.5}
         np.testing.assert_array_equal(graph.run(x, precision=mp.config)["y"], ref)
+
+
+def _pow2_scales(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` with every scale rounded to a power of two and each zero point moved to one whose
+    range is a format's (uint8: 0 or 128; int8: 0 or -128): a fixed-point model in the same layout."""
+    for t in model.graph.initializer:
+        a = nh.to_array(t)
+        if t.name.endswith("_scale") and a.dtype == np.float32:
+            t.CopyFrom(nh.from_array((2.0 ** np.round(np.log2(a))).astype(np.float32), t.name))
+        elif t.name.endswith("_zero_point") and a.dtype == np.uint8:
+            t.CopyFrom(nh.from_array(np.where(a == 0, 0, 128).astype(np.uint8), t.name))
+        elif t.name.endswith("_zero_point") and a.dtype == np.int8:
+            t.CopyFrom(nh.from_array(np.where(a == -128, -128, 0).astype(np.int8), t.name))
+    return model
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_onnxruntime_qoperator_model_power_of_two_is_bit_exact_float_scales_requantised(tmp_path, per_channel):
+    """quantize_static(QuantFormat.QOperator) writes QLinearConv (ReLU fused), MaxPool and Flatten on
+    uint8 tensors, com.microsoft QGemm: read as the same QDQ quantizers. With power-of-two scales
+    the formats are exact and equal onnxruntime's QLinearConv/QGemm kernels bit for bit; with the
+    calibrated float scales the integer pipeline does (0 steps measured)."""
+    qp = _quantize_static(tmp_path, _small_cnn(), per_channel, "QOperator")
+    model = onnx.load(qp)
+    assert {n.op_type for n in model.graph.node} >= {"QLinearConv", "QGemm"}
+    graph = conveyor.load(qp)
+    assert [n.op_type for n in graph.nodes] == ["Requant", "Conv", "Requant", "MaxPool", "Requant", "Flatten",
+                                                "Requant", "Gemm", "Requant"]
+    out_q = next(q for q in graph.model_precision.quantizers if q.tensor == "y")
+    assert _steps(graph, model, out_q.scale[0]) == 0
+    model = _pow2_scales(model)
+    graph = conveyor.from_model(model, name="qop")
+    mp = graph.model_precision
+    assert mp.exact and [n.op_type for n in graph.nodes] == ["Conv", "MaxPool", "Flatten", "Gemm"]
+    assert mp.config.input.startswith("ap_fixed<8,")
+    rng = np.random.default_rng(2)
+    for _ in range(8):
+        x = (rng.standard_normal((1, 3, 8, 8)) * 2).astype(np.float32)
+        np.testing.assert_array_equal(graph.run(x, precision=mp.config)["y"], _ort(model, x).astype(np.float64))
+
+
+def test_qoperator_residual_add_and_unread_ops(tmp_path):
+    """com.microsoft QLinearAdd is read (as Add with its quantizers: nearest power of two, outside
+    the integer pipeline); a QOperator op conveyor does not read is one clear ModelError."""
+    qp = _quantize_static(tmp_path, _Residual.make(), False, "QOperator")
+    model = onnx.load(qp)
+    assert "QLinearAdd" in [n.op_type for n in model.graph.node]
+    graph = conveyor.from_model(model, name="res")
+    assert [n.op_type for n in graph.nodes] == ["Conv", "Add"]
+    out_q = next(q for q in graph.model_precision.quantizers if q.tensor == "y")
+    assert 0 < _steps(graph, model, out_q.scale[0], n=4, spread=0.5) <= 3   # measured: 1.98
+    add = next(n for n in model.graph.node if n.op_type == "QLinearAdd")
+    add.op_type = "QLinearLeakyRelu"
+    with pytest.raises(conveyor.ModelError, match=r"QOperator ops \['QLinearLeakyRelu'\] are not read; accepted"):
+        conveyor.from_model(model, name="res")

@@ -18,7 +18,7 @@ from onnx import helper, numpy_helper
 
 from conveyor import ops
 from conveyor.errors import ModelError
-from conveyor.frontends import qdq
+from conveyor.frontends import qdq, qoperator
 from conveyor.graph.ir import Graph
 from conveyor.graph.passes import optimize as run_passes
 from conveyor.graph.tensor import Node, Tensor
@@ -66,6 +66,8 @@ def from_model(
     an input): they become weights, so that every shape is static.
     """
     found = None
+    if qoperator.is_qoperator(model):  # onnxruntime's QLinear* ops: written as QDQ (frontends/qoperator.py)
+        model = qoperator.to_qdq(model, source)
     if qdq.is_quantized(model):  # its quantizers become graph.model_precision (frontends/qdq.py)
         model, found = qdq.strip(model, source)
     opset = _default_opset(model, source)

@@ -180,7 +180,7 @@ class _Spec:
         if self.axis is not None and s.size > 1:
             shape = [1] * x.ndim
             shape[self.axis % x.ndim] = s.size
-            s, z = s.reshape(shape), z.reshape(shape)
+            s, z = s.reshape(shape), np.broadcast_to(z, s.shape).reshape(shape)   # (a DQ without zero point)
         if self.stored_ints:
             return ((x.astype(np.float32) - z) * s).astype(np.float32)
         y = (x.astype(np.float32) / s).astype(np.float32)
