@@ -382,3 +382,31 @@ def test_qoperator_residual_add_and_unread_ops(tmp_path):
     add.op_type = "QLinearLeakyRelu"
     with pytest.raises(conveyor.ModelError, match=r"QOperator ops \['QLinearLeakyRelu'\] are not read; accepted"):
         conveyor.from_model(model, name="res")
+
+
+@pytest.mark.parametrize("rounding_mode, out_format", [
+    ("FLOOR", "ap_fixed<13,3,AP_TRN,AP_SAT>"), ("ROUND", "ap_fixed<13,3,AP_RND_CONV,AP_SAT>"),
+    ("HALF_UP", "ap_fixed<13,3,AP_RND_INF,AP_SAT>"),
+])
+def test_qonnx_trunc_v1_is_a_shift_and_a_cast_and_matches_qonnx(rounding_mode, out_format):
+    """Trunc v1 (five inputs; qonnx opset 1) keeps the input's scale: x / 2^(in_bits - out_bits)
+    rounded onto it, nothing clipped (qonnx.custom_op.general.trunc.trunc_v1)."""
+    model = _qonnx_trunc_model(rounding_mode, 1, 0)
+    dom = "qonnx.custom_op.general"
+    trunc = model.graph.node[-1]
+    model.graph.initializer.extend([nh.from_array(np.float32(20.0), "b20"), nh.from_array(np.float32(12.0), "b12")])
+    del trunc.input[:]
+    trunc.input.extend(["acc", "s_acc", "zero", "b20", "b12"])
+    del trunc.attribute[:]
+    trunc.attribute.append(h.make_attribute("rounding_mode", rounding_mode))
+    del model.opset_import[:]
+    model.opset_import.extend([h.make_opsetid("", 13), h.make_opsetid(dom, 1)])
+    graph = conveyor.from_model(model, name="trunc1")
+    mp = graph.model_precision
+    assert [n.op_type for n in graph.nodes] == ["Conv", "Mul"] and mp.exact
+    assert mp.config.nodes[graph.nodes[1].name]["result"] == out_format
+    for x in _inputs(3):
+        x = x[:, :, :6, :6].copy()
+        ref = _qonnx_exec(model, x).astype(np.float64)
+        assert np.any(ref != np.floor(ref * 4) / 4)   # finer than the v2 test's output grid
+        np.testing.assert_array_equal(graph.run(x, precision=mp.config)["y"], ref)

@@ -195,6 +195,7 @@ def strip(model: onnx.ModelProto, source: str) -> tuple[onnx.ModelProto, dict[st
     model = onnx.ModelProto.FromString(model.SerializeToString())
     g = model.graph
     consts = _Consts(g)
+    _trunc_v1_as_mul(g, consts, source)
     producer = {o: n for n in g.node for o in n.output}
     readers: dict[str, list[onnx.NodeProto]] = {}
     for n in g.node:
@@ -209,6 +210,8 @@ def strip(model: onnx.ModelProto, source: str) -> tuple[onnx.ModelProto, dict[st
             specs.append((n, _qonnx_quant(n, consts, source)))
         elif n.op_type == "Trunc" and n.domain in _QONNX_DOMAINS:
             specs.append((n, _qonnx_trunc(n, consts, source)))
+        elif n.op_type == "Identity" and n.domain == _TRUNC_V1:
+            specs.append((n, _qonnx_trunc_v1(n, consts, source)))
     if any(not sp.q.exact and not _pow2(sp.scale) for _, sp in specs):
         done = _integer_domain(model, specs, consts, producer, source)
         if not isinstance(done, str):
@@ -353,6 +356,57 @@ def _qonnx_quant(n: onnx.NodeProto, consts: _Consts, source: str) -> _Spec:
     return _Spec(n.input[0], [n], q, np.asarray(scale), zpi, None, False)
 
 
+_TRUNC_V1 = "conveyor.trunc_v1"   # marks the Identity that carries a Trunc v1's quantizer (dropped)
+
+
+def _trunc_v1_as_mul(g: onnx.GraphProto, consts: _Consts, source: str) -> None:
+    """QONNX Trunc v1 (x, scale, zeropt, input_bit_width, output_bit_width; rounding_mode) in place.
+
+    qonnx.custom_op.general.trunc.trunc_v1 computes, with t = input_bit_width - output_bit_width,
+        y = (rounding_mode(round(x / scale + zeropt) / 2^t) - zeropt) * scale
+    and clips nothing: its output keeps the input's scale (the value is x / 2^t, rounded onto the
+    scale's grid). On an input on its grid with zeropt 0 that is Mul(x, 2^-t) whose result is cast
+    to the grid of `scale` by rounding_mode: a Mul node plus a quantizer (on a marker Identity that
+    `strip` drops), with output_bit_width + 1 signed bits, which hold every signed or unsigned
+    output_bit_width-bit result, so that it never saturates."""
+    out = []
+    for n in g.node:
+        if not (n.op_type == "Trunc" and n.domain in _QONNX_DOMAINS and len(n.input) == 5):
+            out.append(n)
+            continue
+        name = n.name or n.output[0]
+        for k in range(1, 5):
+            if not consts.has(n.input[k]):
+                raise ModelError(f"{source}: Trunc '{name}': input {k} '{n.input[k]}' is not a constant")
+        zp = consts.array(n.input[2])
+        if np.any(zp != 0):
+            raise ModelError(f"{source}: Trunc v1 '{name}': zero point {np.ravel(zp).tolist()}; accepted: 0 "
+                             "(v1 subtracts the unscaled zero point from the truncated value)")
+        ib, ob = float(consts.array(n.input[3])), float(consts.array(n.input[4]))
+        if ib != int(ib) or ob != int(ob) or not 1 <= ob <= ib:
+            raise ModelError(f"{source}: Trunc v1 '{name}': bit widths {ib} -> {ob}; accepted: integers, "
+                             "1 <= output_bit_width <= input_bit_width")
+        c = f"{n.output[0]}__trunc_scale"
+        g.initializer.append(numpy_helper.from_array(np.float32(2.0 ** -(ib - ob)), c))
+        consts.protos[c] = g.initializer[-1]
+        mid = f"{n.output[0]}__trunc"
+        marker = helper.make_node("Identity", [mid] + list(n.input[1:]), [n.output[0]], name=name, domain=_TRUNC_V1)
+        marker.attribute.extend(n.attribute)
+        out += [helper.make_node("Mul", [n.input[0], c], [mid], name=f"{name}_shift"), marker]
+    del g.node[:]
+    g.node.extend(out)
+
+
+def _qonnx_trunc_v1(n: onnx.NodeProto, consts: _Consts, source: str) -> _Spec:
+    """The quantizer of a Trunc v1 after `_trunc_v1_as_mul`: the input's scale, output_bit_width + 1 bits."""
+    attrs, mode = _qonnx_attrs(n, "FLOOR", f"{source}: Trunc '{n.name}'")
+    scale = consts.array(n.input[1]).astype(np.float64)
+    ob = int(float(consts.array(n.input[4])))
+    zpi = np.zeros(1, np.int64)
+    q = _quantizer(n.output[0], scale, zpi, -(2 ** ob), 2 ** ob - 1, _QONNX_ROUNDING[mode], False)
+    return _Spec(n.input[0], [n], q, scale, zpi, None, False)
+
+
 def _qonnx_trunc(n: onnx.NodeProto, consts: _Consts, source: str) -> _Spec:
     """A QONNX Trunc (v2: x, scale, zeropt, input_bit_width, output_scale, output_bit_width).
 
@@ -363,7 +417,8 @@ def _qonnx_trunc(n: onnx.NodeProto, consts: _Consts, source: str) -> _Spec:
     name = n.name or n.output[0]
     if len(n.input) != 6:
         raise ModelError(f"{source}: Trunc '{name}' has {len(n.input)} inputs; conveyor reads QONNX Trunc v2 "
-                         "(x, scale, zeropt, input_bit_width, output_scale, output_bit_width)")
+                         "(x, scale, zeropt, input_bit_width, output_scale, output_bit_width) and v1 (x, scale, "
+                         "zeropt, input_bit_width, output_bit_width)")
     for k in range(1, 6):
         if not consts.has(n.input[k]):
             raise ModelError(f"{source}: Trunc '{name}': input {k} '{n.input[k]}' is not a constant")
