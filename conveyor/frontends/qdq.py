@@ -213,7 +213,7 @@ def strip(model: onnx.ModelProto, source: str) -> tuple[onnx.ModelProto, dict[st
         elif n.op_type == "Identity" and n.domain == _TRUNC_V1:
             specs.append((n, _qonnx_trunc_v1(n, consts, source)))
     if any(not sp.q.exact and not _pow2(sp.scale) for _, sp in specs):
-        done = _integer_domain(model, specs, consts, producer, source)
+        done = _integer_domain(model, specs, consts, source)
         if not isinstance(done, str):
             return done
         specs = [(n, replace(sp, q=replace(sp.q, note=f"{sp.q.note}; no integer requantisation: {done}")))
@@ -519,7 +519,7 @@ def _multiplier(m: float) -> tuple[int, int]:
     return m0, 31 - exp
 
 
-def _integer_domain(model, specs, consts: _Consts, producer, source):
+def _integer_domain(model, specs, consts: _Consts, source: str):
     """A float-scale QDQ model (onnxruntime quantize_static) in the integer domain, as an
     integer-only pipeline runs it (conveyor/ops/quant.py, Requant), or why not (an op outside
     Conv/MatMul/Gemm and the grid-keeping ops): then `strip` takes the nearest power of two."""
@@ -562,8 +562,11 @@ def _integer_domain(model, specs, consts: _Consts, producer, source):
                 sp = by_out[n.output[0]]
                 src = sp.x
                 in_scale, axis = None, 1
+                srcs = [src]
                 if src in graph_inputs:
                     in_scale = np.zeros(0)
+                elif src in scale_of and scale_of[src][1] == "sum":   # an Add of two grid tensors
+                    in_scale, srcs = scale_of[src][0], scale_of[src][2]
                 elif src in scale_of and scale_of[src][1] == "acc":
                     in_scale, axis = scale_of[src][0], scale_of[src][2]
                 elif src in scale_of:   # requantising a grid tensor
@@ -584,8 +587,13 @@ def _integer_domain(model, specs, consts: _Consts, producer, source):
                     if min(k for _, k in ms) < 1 or max(k for _, k in ms) > 62:
                         return "its quantizers are not laid out as onnxruntime's quantize_static writes them"
                     note = (f"integer requantisation: acc * M0 >> shift, M0 = {ms[0][0]}, shift = {ms[0][1]}"
-                            + (f" (and {len(ms) - 1} more channels)" if len(ms) > 1 else ""))
-                new_nodes.append(helper.make_node("Requant", [src], [n.output[0]], name=n.name or n.output[0],
+                            + (f" (and {len(ms) - 1} more channels)" if len(ms) > 1 and len(srcs) == 1 else ""))
+                    if len(srcs) > 1:
+                        if max(k for _, k in ms) - min(k for _, k in ms) > 20:   # int64: 9 + 31 + 20 bits
+                            return "an Add's input scales differ by more than 2^20"
+                        note = ("integer requantisation of a sum: (a * Ma0 << (n - na) + b * Mb0 << (n - nb)) >> n, "
+                                + ", ".join(f"M0 = {m}, shift = {k}" for m, k in ms))
+                new_nodes.append(helper.make_node("Requant", srcs, [n.output[0]], name=n.name or n.output[0],
                                                   **attrs))
                 zp = int(np.ravel(sp.zero_point)[0])
                 fmt = int_format(sp.q.qmin - zp, sp.q.qmax - zp)
@@ -597,10 +605,19 @@ def _integer_domain(model, specs, consts: _Consts, producer, source):
             elif n.op_type == "Constant":
                 new_nodes.append(n)
             continue
+        if any(t in scale_of and scale_of[t][1] == "sum" for t in n.input):
+            return f"the Add '{n.output[0]}' is read by {n.op_type}, not by its quantizer"
         if n.op_type in _GRID_OPS:
             if n.input[0] not in scale_of:   # (monotone, 0 -> 0: they commute with the Requant)
                 return "its quantizers are not laid out as onnxruntime's quantize_static writes them"
             scale_of[n.output[0]] = scale_of[n.input[0]]
+        elif n.op_type == "Add" and len(n.input) == 2:
+            # requantised with its quantizer: q = round(a * s_a / s_y + b * s_b / s_y) + z (one Requant)
+            if not all(t in scale_of and scale_of[t][1] is None and scale_of[t][0].size == 1 for t in n.input):
+                return (f"node '{n.name or n.output[0]}' (Add) reads a tensor that is not a per-tensor "
+                        "quantized activation")
+            scale_of[n.output[0]] = (np.concatenate([scale_of[t][0] for t in n.input]), "sum", list(n.input))
+            continue
         elif n.op_type in _DOT_OPS:
             a, w = n.input[0], n.input[1]
             if a not in scale_of or scale_of[a][1] is not None or w not in weight_int:

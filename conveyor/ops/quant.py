@@ -59,11 +59,16 @@ def _req_finish(node, q, shaped):
 
 
 def _req_run(node, args):
-    """Float reference: onnxruntime's float32 arithmetic (the accumulator times its scale, then x / scale)."""
+    """Float reference: onnxruntime's float32 arithmetic (each accumulator times its scale, summed
+    for an Add, then divided by the output scale)."""
     x = np.asarray(args[0], np.float32)
     shaped = _req_shape(node, x)
     in_scale = node.attr("in_scale", [])
-    if len(in_scale):
+    if len(args) > 1:   # a sum of per-tensor inputs: dq(a) + dq(b)
+        x = np.float32(0)
+        for a, s in zip(args, in_scale):
+            x = (x + (np.asarray(a, np.float32) * np.float32(s)).astype(np.float32)).astype(np.float32)
+    elif len(in_scale):
         x = (x * shaped(in_scale, np.float32)).astype(np.float32)
     q = np.rint((x / shaped(node.attr("scale"), np.float32)).astype(np.float32))
     return (_req_finish(node, q, shaped).astype(args[0].dtype),)
@@ -86,14 +91,24 @@ def _req_fixed(node, args, fmts, prec, ctx):
     shaped = _req_shape(node, x)
     if not len(node.attr("in_scale", [])):   # the input quantizer: float32, as the host does it
         return (_req_run(node, [x.astype(np.float32)])[0].astype(np.float64),), (None,)
-    acc = np.rint(x)
-    if acc.size and (np.max(np.abs(acc - x)) > 0 or np.max(np.abs(acc)) >= 2**31):
+    accs = [np.rint(np.asarray(a, np.float64)) for a in args]
+    if any(a.size and (np.max(np.abs(a - np.asarray(v, np.float64))) > 0 or np.max(np.abs(a)) >= 2**31)
+           for a, v in zip(accs, args)):
         raise PrecisionError(f"{node}: the accumulator is not an int32 integer; Requant reads the integer "
                              "domain frontends/qdq.py writes")
-    q = requantize(acc.astype(np.int64), shaped(node.attr("multiplier"), np.int64),
-                   shaped(node.attr("shift"), np.int64))
+    m0, shift = node.attr("multiplier"), node.attr("shift")
+    if len(args) > 1:   # a sum: each term on the finest shift's grid, one rounding
+        n = max(shift)
+        total = sum(a.astype(np.int64) * (np.int64(m) << np.int64(n - k)) for a, m, k in zip(accs, m0, shift))
+        q = requantize(total, np.ones((), np.int64), np.full((), n, np.int64))
+    else:
+        q = requantize(accs[0].astype(np.int64), shaped(m0, np.int64), shaped(shift, np.int64))
     out = _req_finish(node, q.astype(np.float64), shaped)
     return (out.astype(np.float64),), (None,)
 
 
-register(OpDef("Requant", infer=_infer, run=_req_run, run_fixed=_req_fixed))
+def _req_infer(node, ins):
+    return [(tuple(np.broadcast_shapes(*[i.shape for i in ins])), ins[0].dtype)]
+
+
+register(OpDef("Requant", infer=_req_infer, run=_req_run, run_fixed=_req_fixed))
