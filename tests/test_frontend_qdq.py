@@ -425,3 +425,29 @@ def test_qonnx_trunc_v1_is_a_shift_and_a_cast_and_matches_qonnx(rounding_mode, o
         ref = _qonnx_exec(model, x).astype(np.float64)
         assert np.any(ref != np.floor(ref * 4) / 4)   # finer than the v2 test's output grid
         np.testing.assert_array_equal(graph.run(x, precision=mp.config)["y"], ref)
+
+
+@pytest.mark.parametrize("fmt", ["QDQ", "QOperator"])
+def test_quantized_global_average_pool_is_an_integer_sum_and_a_requant(tmp_path, fmt):
+    """GlobalAveragePool (QDQ) / com.microsoft QLinearGlobalAveragePool (QOperator): the int32 sum over
+    H, W (ReduceSum) requantised with M = s_x / (H W s_y)."""
+    import torch
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.fc = torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Linear(4, 5)
+
+        def forward(self, x):
+            return self.fc(torch.nn.functional.adaptive_avg_pool2d(torch.relu(self.conv(x)), 1).flatten(1))
+
+    torch.manual_seed(0)
+    qp = _quantize_static(tmp_path, Net(), False, fmt)
+    model = onnx.load(qp)
+    assert ("QLinearGlobalAveragePool" if fmt == "QOperator" else "GlobalAveragePool") in [
+        n.op_type for n in model.graph.node]
+    graph = conveyor.load(qp)
+    assert [n.op_type for n in graph.nodes] == ["Requant", "Conv", "Requant", "ReduceSum", "Requant", "Flatten",
+                                                "Requant", "Gemm", "Requant"]
+    out_q = next(q for q in graph.model_precision.quantizers if q.tensor == "y")
+    assert _steps(graph, model, out_q.scale[0], n=16) == 0

@@ -532,6 +532,8 @@ def _integer_domain(model, specs, consts: _Consts, source: str):
     weight_int: dict[str, np.ndarray] = {}                     # DQ output of a constant -> its integers
     found: dict[str, tuple[str, Quantizer]] = {}
     new_nodes = []
+    extra_inits: list[onnx.TensorProto] = []
+    shapes = None
 
     def int_format(lo, hi):
         width = max(int(lo).bit_length(), int(hi).bit_length()) + 1
@@ -611,6 +613,24 @@ def _integer_domain(model, specs, consts: _Consts, source: str):
             if n.input[0] not in scale_of:   # (monotone, 0 -> 0: they commute with the Requant)
                 return "its quantizers are not laid out as onnxruntime's quantize_static writes them"
             scale_of[n.output[0]] = scale_of[n.input[0]]
+        elif n.op_type == "GlobalAveragePool":
+            # the integer sum over H, W (ReduceSum), requantised with M = s_x / (H W s_y), as onnxruntime's
+            # QLinearGlobalAveragePool sums in int32
+            x = n.input[0]
+            if x not in scale_of or scale_of[x][1] is not None or scale_of[x][0].size != 1:
+                return f"node '{n.name or n.output[0]}' (GlobalAveragePool) reads a tensor that is not quantized"
+            if shapes is None:
+                inferred = onnx.shape_inference.infer_shapes(model).graph
+                shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+                          for v in list(inferred.value_info) + list(inferred.input) + list(inferred.output)}
+            dims = shapes.get(x)
+            if not dims or len(dims) < 3 or not all(dims[2:]):
+                return f"node '{n.name or n.output[0]}' (GlobalAveragePool): the input's shape is not known"
+            axes = f"{n.output[0]}__axes"
+            extra_inits.append(numpy_helper.from_array(np.arange(2, len(dims), dtype=np.int64), axes))
+            new_nodes.append(helper.make_node("ReduceSum", [x, axes], list(n.output), name=n.name, keepdims=1))
+            scale_of[n.output[0]] = (scale_of[x][0] / float(np.prod(dims[2:])), "acc", 1)
+            continue
         elif n.op_type == "Add" and len(n.input) == 2:
             # requantised with its quantizer: q = round(a * s_a / s_y + b * s_b / s_y) + z (one Requant)
             if not all(t in scale_of and scale_of[t][1] is None and scale_of[t][0].size == 1 for t in n.input):
@@ -656,5 +676,5 @@ def _integer_domain(model, specs, consts: _Consts, source: str):
     for out, v in weight_int.items():
         keep[out] = numpy_helper.from_array(v.astype(np.float32), out)
     del g.initializer[:]
-    g.initializer.extend(keep.values())
+    g.initializer.extend(list(keep.values()) + extra_inits)
     return model, found
