@@ -6,7 +6,8 @@ A 4-layer CNN (Conv 8->32, Conv 32->32, MaxPool, Linear 512->64, Linear 64->10, 
 seed 1) quantized by onnxruntime's quantize_static (8 calibration inputs, standard normal), QDQ and QOperator,
 per-tensor and per-channel weights. Per variant, over N inputs (standard normal x 1.5): the largest difference from
 onnxruntime (graph optimizations off) in output steps and how many outputs differ, for
-- `fixed`: `graph.run(x, precision=model_precision.config)`, int32 sums and Q31 multiplier + shift per Requant;
+- `fixed`: `graph.run(x, precision=model_precision.config)` of `conveyor.load(q, requant="integer")`,
+  int32 sums and Q31 multiplier + shift per Requant;
 - `float`: `graph.run(x)`, the same exact int32 sums requantised in float32 as onnxruntime does.
 Where `float` is off too, the difference is onnxruntime's float32 Conv/Gemm sums (not exact) at a near-tie.
 """
@@ -62,7 +63,7 @@ def main() -> None:
                 quantize_static(str(fp), str(qp), Reader(), quant_format=getattr(QuantFormat, fmt),
                                 per_channel=per_channel)
                 model = onnx.load(qp)
-                graph = conveyor.load(qp)
+                graph = conveyor.load(qp, requant="integer")
                 mp = graph.model_precision
                 step = next(q for q in mp.quantizers if q.tensor == "y").scale[0]
                 ref = _ort(model)

@@ -152,7 +152,7 @@ def test_onnxruntime_quantize_static_model_runs_integer_requantisation(tmp_path,
     int32 biases): conveyor runs the integer pipeline (int32 sums, Q31 multiplier + shift per
     Requant) and matches onnxruntime's float32 requantisation on every output."""
     qp = _quantize_static(tmp_path, _small_cnn(), per_channel)
-    graph = conveyor.load(qp)
+    graph = conveyor.load(qp, requant="integer")
     mp = graph.model_precision
     assert [n.op_type for n in graph.nodes] == ["Requant", "Conv", "Requant", "MaxPool", "Requant", "Flatten",
                                                 "Requant", "Gemm", "Requant"]
@@ -168,11 +168,27 @@ def test_onnxruntime_quantize_static_model_runs_integer_requantisation(tmp_path,
     assert _steps(graph, model, out_q.scale[0], n=4, precision=False) == 0   # the float reference too
 
 
+def test_quantize_static_model_by_default_takes_the_nearest_power_of_two(tmp_path):
+    """The default (requant="nearest"): each float scale's nearest power-of-two format, which
+    code generation takes; said per quantizer and within a few output steps."""
+    qp = _quantize_static(tmp_path, _small_cnn(), False)
+    graph = conveyor.load(qp)
+    mp = graph.model_precision
+    assert [n.op_type for n in graph.nodes] == ["Conv", "MaxPool", "Flatten", "Gemm"]
+    assert len(mp.quantizers) == 9 and not any(q.exact for q in mp.quantizers)
+    assert all("not a power of two" in q.note for q in mp.quantizers)
+    out_q = next(q for q in mp.quantizers if q.tensor == "y")
+    worst = _steps(graph, onnx.load(qp), out_q.scale[0], n=8, spread=0.5)
+    assert 0 < worst <= 3, worst   # measured: 2.14 steps (3.2 at spread 1, 16 at 1.5: saturation past calibration)
+    with pytest.raises(conveyor.ModelError, match=r"requant='exact'; accepted: 'nearest', 'integer'"):
+        conveyor.load(qp, requant="exact")
+
+
 def test_quantize_static_residual_add_runs_integer_requantisation(tmp_path):
     """A residual Add (two scales meet) is one Requant of the sum: each input's Q31 multiplier on
     the finer shift's grid, one rounding."""
     qp = _quantize_static(tmp_path, _residual(), False)
-    graph = conveyor.load(qp)
+    graph = conveyor.load(qp, requant="integer")
     assert [n.op_type for n in graph.nodes] == ["Requant", "Conv", "Requant", "Requant"]
     out_q = next(q for q in graph.model_precision.quantizers if q.tensor == "y")
     assert "integer requantisation of a sum" in out_q.note
@@ -190,7 +206,7 @@ def test_quantize_static_model_outside_the_integer_pipeline_takes_the_nearest_po
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.AvgPool2d(2),
                               torch.nn.Flatten(), torch.nn.Linear(8 * 4 * 4, 10))
     qp = _quantize_static(tmp_path, net, False)
-    graph = conveyor.load(qp)
+    graph = conveyor.load(qp, requant="integer")
     mp = graph.model_precision
     assert not any(q.exact for q in mp.quantizers) and "Requant" not in [n.op_type for n in graph.nodes]
     assert all("not a power of two" in q.note and "no integer requantisation: node" in q.note
@@ -367,7 +383,7 @@ def test_onnxruntime_qoperator_model_power_of_two_is_bit_exact_float_scales_requ
     qp = _quantize_static(tmp_path, _small_cnn(), per_channel, "QOperator")
     model = onnx.load(qp)
     assert {n.op_type for n in model.graph.node} >= {"QLinearConv", "QGemm"}
-    graph = conveyor.load(qp)
+    graph = conveyor.load(qp, requant="integer")
     assert [n.op_type for n in graph.nodes] == ["Requant", "Conv", "Requant", "MaxPool", "Requant", "Flatten",
                                                 "Requant", "Gemm", "Requant"]
     out_q = next(q for q in graph.model_precision.quantizers if q.tensor == "y")
@@ -389,14 +405,14 @@ def test_qoperator_residual_add_and_unread_ops(tmp_path):
     qp = _quantize_static(tmp_path, _residual(), False, "QOperator")
     model = onnx.load(qp)
     assert "QLinearAdd" in [n.op_type for n in model.graph.node]
-    graph = conveyor.from_model(model, name="res")
+    graph = conveyor.from_model(model, name="res", requant="integer")
     assert [n.op_type for n in graph.nodes] == ["Requant", "Conv", "Requant", "Requant"]
     out_q = next(q for q in graph.model_precision.quantizers if q.tensor == "y")
     assert _steps(graph, model, out_q.scale[0], n=16) == 0   # measured: 0 over 50 inputs, vs the QLinearAdd kernel
     add = next(n for n in model.graph.node if n.op_type == "QLinearAdd")
     add.op_type = "QLinearLeakyRelu"
     with pytest.raises(conveyor.ModelError, match=r"QOperator ops \['QLinearLeakyRelu'\] are not read; accepted"):
-        conveyor.from_model(model, name="res")
+        conveyor.from_model(model, name="res", requant="integer")
 
 
 @pytest.mark.parametrize("rounding_mode, out_format", [
@@ -446,7 +462,7 @@ def test_quantized_global_average_pool_is_an_integer_sum_and_a_requant(tmp_path,
     model = onnx.load(qp)
     assert ("QLinearGlobalAveragePool" if fmt == "QOperator" else "GlobalAveragePool") in [
         n.op_type for n in model.graph.node]
-    graph = conveyor.load(qp)
+    graph = conveyor.load(qp, requant="integer")
     assert [n.op_type for n in graph.nodes] == ["Requant", "Conv", "Requant", "ReduceSum", "Requant", "Flatten",
                                                 "Requant", "Gemm", "Requant"]
     out_q = next(q for q in graph.model_precision.quantizers if q.tensor == "y")

@@ -189,9 +189,16 @@ class _Spec:
         return ((qv - z) * s).astype(np.float32)
 
 
-def strip(model: onnx.ModelProto, source: str) -> tuple[onnx.ModelProto, dict[str, tuple[str, Quantizer]]]:
+REQUANT_MODES = ("nearest", "integer")
+
+
+def strip(model: onnx.ModelProto, source: str, requant: str = "nearest"
+          ) -> tuple[onnx.ModelProto, dict[str, tuple[str, Quantizer]]]:
     """A copy of `model` without quantizers, and {tensor: (role, Quantizer)} for what they said
-    (role: "weight" for a constant, "result" for an activation, "input" for a graph input)."""
+    (role: "weight" for a constant, "result" for an activation, "input" for a graph input).
+    `requant="integer"`: float scales in the integer domain where the model allows it (`_integer_domain`)."""
+    if requant not in REQUANT_MODES:
+        raise ModelError(f"{source}: requant={requant!r}; accepted: {', '.join(map(repr, REQUANT_MODES))}")
     model = onnx.ModelProto.FromString(model.SerializeToString())
     g = model.graph
     consts = _Consts(g)
@@ -212,7 +219,7 @@ def strip(model: onnx.ModelProto, source: str) -> tuple[onnx.ModelProto, dict[st
             specs.append((n, _qonnx_trunc(n, consts, source)))
         elif n.op_type == "Identity" and n.domain == _TRUNC_V1:
             specs.append((n, _qonnx_trunc_v1(n, consts, source)))
-    if any(not sp.q.exact and not _pow2(sp.scale) for _, sp in specs):
+    if requant == "integer" and any(not sp.q.exact and not _pow2(sp.scale) for _, sp in specs):
         done = _integer_domain(model, specs, consts, source)
         if not isinstance(done, str):
             return done
