@@ -18,7 +18,7 @@ from onnx import helper, numpy_helper
 
 from conveyor import ops
 from conveyor.errors import ModelError
-from conveyor.frontends import qdq
+from conveyor.frontends import qdq, qoperator
 from conveyor.graph.ir import Graph
 from conveyor.graph.passes import optimize as run_passes
 from conveyor.graph.tensor import Node, Tensor
@@ -31,8 +31,13 @@ def load(
     *,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     optimize: bool = True,
+    requant: str = "nearest",
 ) -> Graph:
-    """Load an `.onnx` file (or a Keras 3 `.keras` / `.h5` file) into a Graph."""
+    """Load an `.onnx` file (or a Keras 3 `.keras` / `.h5` file) into a Graph.
+
+    `requant` (quantized models with float scales, docs/numerics-quantized.md): "nearest" takes the
+    nearest power-of-two format per quantizer; "integer" runs the integer pipeline (int32 sums, Q31
+    multiplier + shift per Requant node) where the model allows it."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise ModelError(f"{path}: no such file")
@@ -48,7 +53,7 @@ def load(
     except Exception as e:
         raise ModelError(f"{path}: not a readable ONNX model ({type(e).__name__}: {e})") from None
     name = model.graph.name or os.path.splitext(os.path.basename(path))[0]
-    return from_model(model, name=name, input_shapes=input_shapes, optimize=optimize, source=path)
+    return from_model(model, name=name, input_shapes=input_shapes, optimize=optimize, source=path, requant=requant)
 
 
 def from_model(
@@ -58,6 +63,7 @@ def from_model(
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     optimize: bool = True,
     source: str = "<model>",
+    requant: str = "nearest",
     constants: Mapping[str, np.ndarray] | None = None,
 ) -> Graph:
     """Convert an in-memory `onnx.ModelProto` into a Graph.
@@ -66,8 +72,10 @@ def from_model(
     an input): they become weights, so that every shape is static.
     """
     found = None
+    if qoperator.is_qoperator(model):  # onnxruntime's QLinear* ops: written as QDQ (frontends/qoperator.py)
+        model = qoperator.to_qdq(model, source)
     if qdq.is_quantized(model):  # its quantizers become graph.model_precision (frontends/qdq.py)
-        model, found = qdq.strip(model, source)
+        model, found = qdq.strip(model, source, requant)
     opset = _default_opset(model, source)
     g = model.graph
     _check_supported(g, source)

@@ -180,7 +180,7 @@ class _Spec:
         if self.axis is not None and s.size > 1:
             shape = [1] * x.ndim
             shape[self.axis % x.ndim] = s.size
-            s, z = s.reshape(shape), z.reshape(shape)
+            s, z = s.reshape(shape), np.broadcast_to(z, s.shape).reshape(shape)   # (a DQ without zero point)
         if self.stored_ints:
             return ((x.astype(np.float32) - z) * s).astype(np.float32)
         y = (x.astype(np.float32) / s).astype(np.float32)
@@ -189,12 +189,20 @@ class _Spec:
         return ((qv - z) * s).astype(np.float32)
 
 
-def strip(model: onnx.ModelProto, source: str) -> tuple[onnx.ModelProto, dict[str, tuple[str, Quantizer]]]:
+REQUANT_MODES = ("nearest", "integer")
+
+
+def strip(model: onnx.ModelProto, source: str, requant: str = "nearest"
+          ) -> tuple[onnx.ModelProto, dict[str, tuple[str, Quantizer]]]:
     """A copy of `model` without quantizers, and {tensor: (role, Quantizer)} for what they said
-    (role: "weight" for a constant, "result" for an activation, "input" for a graph input)."""
+    (role: "weight" for a constant, "result" for an activation, "input" for a graph input).
+    `requant="integer"`: float scales in the integer domain where the model allows it (`_integer_domain`)."""
+    if requant not in REQUANT_MODES:
+        raise ModelError(f"{source}: requant={requant!r}; accepted: {', '.join(map(repr, REQUANT_MODES))}")
     model = onnx.ModelProto.FromString(model.SerializeToString())
     g = model.graph
     consts = _Consts(g)
+    _trunc_v1_as_mul(g, consts, source)
     producer = {o: n for n in g.node for o in n.output}
     readers: dict[str, list[onnx.NodeProto]] = {}
     for n in g.node:
@@ -209,6 +217,14 @@ def strip(model: onnx.ModelProto, source: str) -> tuple[onnx.ModelProto, dict[st
             specs.append((n, _qonnx_quant(n, consts, source)))
         elif n.op_type == "Trunc" and n.domain in _QONNX_DOMAINS:
             specs.append((n, _qonnx_trunc(n, consts, source)))
+        elif n.op_type == "Identity" and n.domain == _TRUNC_V1:
+            specs.append((n, _qonnx_trunc_v1(n, consts, source)))
+    if requant == "integer" and any(not sp.q.exact and not _pow2(sp.scale) for _, sp in specs):
+        done = _integer_domain(model, specs, consts, source)
+        if not isinstance(done, str):
+            return done
+        specs = [(n, replace(sp, q=replace(sp.q, note=f"{sp.q.note}; no integer requantisation: {done}")))
+                 if not sp.q.exact else (n, sp) for n, sp in specs]
     drop = {id(c) for _, sp in specs for c in sp.chain}
     bipolar = _bipolar(g, consts, source)
     rename: dict[str, str] = {}      # tensor read after a quantizer -> the tensor it quantized
@@ -347,6 +363,57 @@ def _qonnx_quant(n: onnx.NodeProto, consts: _Consts, source: str) -> _Spec:
     return _Spec(n.input[0], [n], q, np.asarray(scale), zpi, None, False)
 
 
+_TRUNC_V1 = "conveyor.trunc_v1"   # marks the Identity that carries a Trunc v1's quantizer (dropped)
+
+
+def _trunc_v1_as_mul(g: onnx.GraphProto, consts: _Consts, source: str) -> None:
+    """QONNX Trunc v1 (x, scale, zeropt, input_bit_width, output_bit_width; rounding_mode) in place.
+
+    qonnx.custom_op.general.trunc.trunc_v1 computes, with t = input_bit_width - output_bit_width,
+        y = (rounding_mode(round(x / scale + zeropt) / 2^t) - zeropt) * scale
+    and clips nothing: its output keeps the input's scale (the value is x / 2^t, rounded onto the
+    scale's grid). On an input on its grid with zeropt 0 that is Mul(x, 2^-t) whose result is cast
+    to the grid of `scale` by rounding_mode: a Mul node plus a quantizer (on a marker Identity that
+    `strip` drops), with output_bit_width + 1 signed bits, which hold every signed or unsigned
+    output_bit_width-bit result, so that it never saturates."""
+    out = []
+    for n in g.node:
+        if not (n.op_type == "Trunc" and n.domain in _QONNX_DOMAINS and len(n.input) == 5):
+            out.append(n)
+            continue
+        name = n.name or n.output[0]
+        for k in range(1, 5):
+            if not consts.has(n.input[k]):
+                raise ModelError(f"{source}: Trunc '{name}': input {k} '{n.input[k]}' is not a constant")
+        zp = consts.array(n.input[2])
+        if np.any(zp != 0):
+            raise ModelError(f"{source}: Trunc v1 '{name}': zero point {np.ravel(zp).tolist()}; accepted: 0 "
+                             "(v1 subtracts the unscaled zero point from the truncated value)")
+        ib, ob = float(consts.array(n.input[3])), float(consts.array(n.input[4]))
+        if ib != int(ib) or ob != int(ob) or not 1 <= ob <= ib:
+            raise ModelError(f"{source}: Trunc v1 '{name}': bit widths {ib} -> {ob}; accepted: integers, "
+                             "1 <= output_bit_width <= input_bit_width")
+        c = f"{n.output[0]}__trunc_scale"
+        g.initializer.append(numpy_helper.from_array(np.float32(2.0 ** -(ib - ob)), c))
+        consts.protos[c] = g.initializer[-1]
+        mid = f"{n.output[0]}__trunc"
+        marker = helper.make_node("Identity", [mid] + list(n.input[1:]), [n.output[0]], name=name, domain=_TRUNC_V1)
+        marker.attribute.extend(n.attribute)
+        out += [helper.make_node("Mul", [n.input[0], c], [mid], name=f"{name}_shift"), marker]
+    del g.node[:]
+    g.node.extend(out)
+
+
+def _qonnx_trunc_v1(n: onnx.NodeProto, consts: _Consts, source: str) -> _Spec:
+    """The quantizer of a Trunc v1 after `_trunc_v1_as_mul`: the input's scale, output_bit_width + 1 bits."""
+    attrs, mode = _qonnx_attrs(n, "FLOOR", f"{source}: Trunc '{n.name}'")
+    scale = consts.array(n.input[1]).astype(np.float64)
+    ob = int(float(consts.array(n.input[4])))
+    zpi = np.zeros(1, np.int64)
+    q = _quantizer(n.output[0], scale, zpi, -(2 ** ob), 2 ** ob - 1, _QONNX_ROUNDING[mode], False)
+    return _Spec(n.input[0], [n], q, scale, zpi, None, False)
+
+
 def _qonnx_trunc(n: onnx.NodeProto, consts: _Consts, source: str) -> _Spec:
     """A QONNX Trunc (v2: x, scale, zeropt, input_bit_width, output_scale, output_bit_width).
 
@@ -357,7 +424,8 @@ def _qonnx_trunc(n: onnx.NodeProto, consts: _Consts, source: str) -> _Spec:
     name = n.name or n.output[0]
     if len(n.input) != 6:
         raise ModelError(f"{source}: Trunc '{name}' has {len(n.input)} inputs; conveyor reads QONNX Trunc v2 "
-                         "(x, scale, zeropt, input_bit_width, output_scale, output_bit_width)")
+                         "(x, scale, zeropt, input_bit_width, output_scale, output_bit_width) and v1 (x, scale, "
+                         "zeropt, input_bit_width, output_bit_width)")
     for k in range(1, 6):
         if not consts.has(n.input[k]):
             raise ModelError(f"{source}: Trunc '{name}': input {k} '{n.input[k]}' is not a constant")
@@ -410,6 +478,11 @@ def attach(graph, found: dict[str, tuple[str, Quantizer]], source: str) -> "Mode
         if role == "input":
             inputs.add(q.format)
             continue
+        if role == "requant":   # the Requant node is named after its tensor (frontends/qdq.py)
+            prod = graph.producer(tensor)
+            if prod is not None:
+                nodes.setdefault(prod.name, {})["result"] = q.format
+            continue
         if role == "result":
             prod = graph.producer(tensor)
             if prod is None:
@@ -432,3 +505,183 @@ def attach(graph, found: dict[str, tuple[str, Quantizer]], source: str) -> "Mode
         config["input"] = inputs.pop()
     return ModelPrecision(PrecisionConfig.from_dict(config, source=source),
                           tuple(q for _, q in found.values()))
+
+
+def _pow2(scale) -> bool:
+    return bool(np.all(np.frexp(np.asarray(scale, np.float64))[0] == 0.5))
+
+
+#: ops that keep their input's integer grid (q - zero point in, the same out)
+_GRID_OPS = ("Relu", "MaxPool", "Flatten", "Reshape", "Identity", "Transpose", "Squeeze", "Unsqueeze")
+_DOT_OPS = ("Conv", "MatMul", "Gemm")
+INT_FORMAT = "ap_fixed<32,32>"   # an int32 accumulator, as integer-only pipelines keep it
+
+
+def _multiplier(m: float) -> tuple[int, int]:
+    """M = M0 * 2^-shift with M0 an int32 in [2^30, 2^31) (TFLite's QuantizeMultiplier, Q31)."""
+    mant, exp = math.frexp(m)            # m = mant * 2^exp, mant in [0.5, 1)
+    m0 = round(mant * 2**31)
+    if m0 == 2**31:
+        m0, exp = m0 // 2, exp + 1
+    return m0, 31 - exp
+
+
+def _integer_domain(model, specs, consts: _Consts, source: str):
+    """A float-scale QDQ model (onnxruntime quantize_static) in the integer domain, as an
+    integer-only pipeline runs it (conveyor/ops/quant.py, Requant), or why not (an op outside
+    Conv/MatMul/Gemm and the grid-keeping ops): then `strip` takes the nearest power of two."""
+    g = model.graph
+    by_out = {n.output[0]: sp for n, sp in specs}
+    chain_ids = {id(c) for _, sp in specs for c in sp.chain}
+    graph_inputs = {vi.name for vi in g.input}
+    outputs = {o.name for o in g.output}
+    scale_of: dict[str, tuple[np.ndarray, int | None]] = {}   # integer-domain tensor -> (scale, axis)
+    weight_int: dict[str, np.ndarray] = {}                     # DQ output of a constant -> its integers
+    found: dict[str, tuple[str, Quantizer]] = {}
+    new_nodes = []
+    extra_inits: list[onnx.TensorProto] = []
+    shapes = None
+
+    def int_format(lo, hi):
+        width = max(int(lo).bit_length(), int(hi).bit_length()) + 1
+        return f"ap_fixed<{width},{width}>"
+
+    for n, sp in specs:   # constants: their stored integers (minus zero point)
+        out = n.output[0]
+        if consts.has(sp.x):
+            if not sp.stored_ints:
+                return "its quantizers are not laid out as onnxruntime's quantize_static writes them"
+            ints = consts.array(sp.x).astype(np.int64)
+            zp = sp.zero_point
+            if sp.axis is not None and zp.size > 1:
+                shape = [1] * ints.ndim
+                shape[sp.axis % ints.ndim] = zp.size
+                zp = zp.reshape(shape)
+            v = ints - zp
+            if np.max(np.abs(v), initial=0) >= 2**24:   # the float graph holds them in float32
+                return "its quantizers are not laid out as onnxruntime's quantize_static writes them"
+            weight_int[out] = v
+            fmt = int_format(v.min(initial=0), v.max(initial=0))
+            found[out] = ("weight", replace(sp.q, tensor=out, kind="weight", format=fmt, exact=True,
+                                            note=f"stored integers (scale {list(sp.q.scale)[:4]} moves to the "
+                                                 "next Requant's multiplier)"))
+    for n in g.node:
+        if id(n) in chain_ids or n.op_type == "Constant":
+            if n.op_type == "DequantizeLinear" and n.output[0] in by_out and n.output[0] not in weight_int:
+                sp = by_out[n.output[0]]
+                src = sp.x
+                in_scale, axis = None, 1
+                srcs = [src]
+                if src in graph_inputs:
+                    in_scale = np.zeros(0)
+                elif src in scale_of and scale_of[src][1] == "sum":   # an Add of two grid tensors
+                    in_scale, srcs = scale_of[src][0], scale_of[src][2]
+                elif src in scale_of and scale_of[src][1] == "acc":
+                    in_scale, axis = scale_of[src][0], scale_of[src][2]
+                elif src in scale_of:   # requantising a grid tensor
+                    in_scale = scale_of[src][0]
+                else:
+                    return "its quantizers are not laid out as onnxruntime's quantize_static writes them"
+                s_out = np.ravel(sp.scale).astype(np.float32)
+                if s_out.size != 1:
+                    return "its quantizers are not laid out as onnxruntime's quantize_static writes them"
+                attrs = dict(scale=[float(s_out[0])], zero_point=[int(z) for z in np.ravel(sp.zero_point)],
+                             qmin=sp.q.qmin, qmax=sp.q.qmax, axis=axis,
+                             dequantize=int(n.output[0] in outputs))
+                note = "input quantizer: float32 x / scale, round half to even (the host's job)"
+                if in_scale.size:
+                    ms = [_multiplier(float(m)) for m in np.ravel(in_scale.astype(np.float64) / np.float64(s_out[0]))]
+                    attrs.update(in_scale=[float(v) for v in np.ravel(in_scale)],
+                                 multiplier=[m for m, _ in ms], shift=[k for _, k in ms])
+                    if min(k for _, k in ms) < 1 or max(k for _, k in ms) > 62:
+                        return "its quantizers are not laid out as onnxruntime's quantize_static writes them"
+                    note = (f"integer requantisation: acc * M0 >> shift, M0 = {ms[0][0]}, shift = {ms[0][1]}"
+                            + (f" (and {len(ms) - 1} more channels)" if len(ms) > 1 and len(srcs) == 1 else ""))
+                    if len(srcs) > 1:
+                        if max(k for _, k in ms) - min(k for _, k in ms) > 20:   # int64: 9 + 31 + 20 bits
+                            return "an Add's input scales differ by more than 2^20"
+                        note = ("integer requantisation of a sum: (a * Ma0 << (n - na) + b * Mb0 << (n - nb)) >> n, "
+                                + ", ".join(f"M0 = {m}, shift = {k}" for m, k in ms))
+                new_nodes.append(helper.make_node("Requant", srcs, [n.output[0]], name=n.name or n.output[0],
+                                                  **attrs))
+                zp = int(np.ravel(sp.zero_point)[0])
+                fmt = int_format(sp.q.qmin - zp, sp.q.qmax - zp)
+                found[n.output[0]] = ("requant", replace(sp.q, tensor=n.output[0],
+                                      kind="input" if src in graph_inputs else "activation",
+                                      format=fmt, exact=False, note=note))
+                if n.output[0] not in outputs:
+                    scale_of[n.output[0]] = (s_out.astype(np.float64), None)
+            elif n.op_type == "Constant":
+                new_nodes.append(n)
+            continue
+        if any(t in scale_of and scale_of[t][1] == "sum" for t in n.input):
+            return f"the Add '{n.output[0]}' is read by {n.op_type}, not by its quantizer"
+        if n.op_type in _GRID_OPS:
+            if n.input[0] not in scale_of:   # (monotone, 0 -> 0: they commute with the Requant)
+                return "its quantizers are not laid out as onnxruntime's quantize_static writes them"
+            scale_of[n.output[0]] = scale_of[n.input[0]]
+        elif n.op_type == "GlobalAveragePool":
+            # the integer sum over H, W (ReduceSum), requantised with M = s_x / (H W s_y), as onnxruntime's
+            # QLinearGlobalAveragePool sums in int32
+            x = n.input[0]
+            if x not in scale_of or scale_of[x][1] is not None or scale_of[x][0].size != 1:
+                return f"node '{n.name or n.output[0]}' (GlobalAveragePool) reads a tensor that is not quantized"
+            if shapes is None:
+                inferred = onnx.shape_inference.infer_shapes(model).graph
+                shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+                          for v in list(inferred.value_info) + list(inferred.input) + list(inferred.output)}
+            dims = shapes.get(x)
+            if not dims or len(dims) < 3 or not all(dims[2:]):
+                return f"node '{n.name or n.output[0]}' (GlobalAveragePool): the input's shape is not known"
+            axes = f"{n.output[0]}__axes"
+            extra_inits.append(numpy_helper.from_array(np.arange(2, len(dims), dtype=np.int64), axes))
+            new_nodes.append(helper.make_node("ReduceSum", [x, axes], list(n.output), name=n.name, keepdims=1))
+            scale_of[n.output[0]] = (scale_of[x][0] / float(np.prod(dims[2:])), "acc", 1)
+            continue
+        elif n.op_type == "Add" and len(n.input) == 2:
+            # requantised with its quantizer: q = round(a * s_a / s_y + b * s_b / s_y) + z (one Requant)
+            if not all(t in scale_of and scale_of[t][1] is None and scale_of[t][0].size == 1 for t in n.input):
+                return (f"node '{n.name or n.output[0]}' (Add) reads a tensor that is not a per-tensor "
+                        "quantized activation")
+            scale_of[n.output[0]] = (np.concatenate([scale_of[t][0] for t in n.input]), "sum", list(n.input))
+            continue
+        elif n.op_type in _DOT_OPS:
+            a, w = n.input[0], n.input[1]
+            if a not in scale_of or scale_of[a][1] is not None or w not in weight_int:
+                return "its quantizers are not laid out as onnxruntime's quantize_static writes them"
+            attrs = {x.name: helper.get_attribute_value(x) for x in n.attribute}
+            if n.op_type == "Gemm" and (attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0
+                                        or attrs.get("beta", 1.0) != 1.0):
+                return "its quantizers are not laid out as onnxruntime's quantize_static writes them"
+            s_a = scale_of[a][0].astype(np.float32)
+            s_w = np.ravel(by_out[w].scale).astype(np.float32)
+            if s_w.size > 1:   # per output channel
+                want = {"Conv": 0, "MatMul": 1, "Gemm": 0 if attrs.get("transB", 0) else 1}[n.op_type]
+                if by_out[w].axis % weight_int[w].ndim != want:
+                    return "its quantizers are not laid out as onnxruntime's quantize_static writes them"
+            acc_scale = (s_a * s_w).astype(np.float32)   # onnxruntime's bias scale
+            if len(n.input) > 2 and n.input[2]:
+                b = n.input[2]
+                if b not in weight_int or not np.allclose(np.ravel(by_out[b].scale), acc_scale, rtol=1e-6, atol=0):
+                    return "its quantizers are not laid out as onnxruntime's quantize_static writes them"
+            scale_of[n.output[0]] = (s_a.astype(np.float64) * s_w.astype(np.float64), "acc",
+                                     1 if n.op_type == "Conv" else -1)
+        else:
+            return (f"node '{n.name or n.output[0]}' ({n.op_type}) is none of Conv/MatMul/Gemm and the ops "
+                    f"that keep a grid ({'/'.join(_GRID_OPS)})")
+        new_nodes.append(n)
+    if not all(o in found and found[o][0] == "requant" for o in outputs):
+        return "its quantizers are not laid out as onnxruntime's quantize_static writes them"
+    # readers of a tensor in the integer domain must all read it so (no float reader left)
+    for n in new_nodes:
+        for t in n.input:
+            if t in by_out and t not in weight_int and t not in found:
+                return "its quantizers are not laid out as onnxruntime's quantize_static writes them"
+    del g.node[:]
+    g.node.extend(new_nodes)
+    keep = {t.name: t for t in g.initializer}
+    for out, v in weight_int.items():
+        keep[out] = numpy_helper.from_array(v.astype(np.float32), out)
+    del g.initializer[:]
+    g.initializer.extend(list(keep.values()) + extra_inits)
+    return model, found
