@@ -39,10 +39,47 @@ def _check(p, g, cluster):
         mem = weight_memory(board)
         if streamed:
             assert {s.weights_in[n] for n in streamed} == {mem[0]}
-        # the layers that stream share the board's memory: together within its bandwidth
-        assert sum(s.weight_bandwidth_Bps.values()) <= (mem[1] if mem else 0.0) * (1 + 1e-9), s.device
+        spilled = [n for n in s.layers if s.activations_in[n] != "on_chip"]
+        if spilled:
+            assert {s.activations_in[n] for n in spilled} == {mem[0]}
+        # the layers that stream weights or spill activations share the board's memory: together
+        # within its bandwidth
+        used = sum(s.weight_bandwidth_Bps.values()) + sum(s.activation_bandwidth_Bps.values())
+        assert used <= (mem[1] if mem else 0.0) * (1 + 1e-9), s.device
         assert all(s.weight_bandwidth_Bps[n] == 0.0 for n in s.layers if s.weights_in[n] == "on_chip")
+        assert all(s.activation_bandwidth_Bps[n] == 0.0 for n in s.layers if s.activations_in[n] == "on_chip")
     return sum(1 for s in p.stages for n in s.layers if s.weights_in[n] != "on_chip")
+
+
+def test_a_high_resolution_conv_stack_spills_its_feature_maps_to_ddr():
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    layers, c = [], 3
+    for out in (32, 64, 64):   # VGG's blocks: two 3x3 convs and a 2x2 max pool each, at 512 x 512 px
+        layers += [nn.Conv2d(c, out, 3, padding=1), nn.ReLU(), nn.Conv2d(out, out, 3, padding=1), nn.ReLU(),
+                   nn.MaxPool2d(2)]
+        c = out
+    g = conveyor.from_torch(nn.Sequential(*layers), torch.randn(1, 3, 512, 512), name="vgg-stack-512",
+                            exporter="torchscript")
+    cluster = Cluster.uniform("pynq-z2", 1, link="eth-1g")
+    # 2-row line buffers of 512 px x 64 channels x 16 bits (0.5 Mb each) and the weights
+    # overflow the Zynq-7020's 280 BRAM18K with everything on chip
+    with pytest.raises(PlanError, match="do not fit on 1 devices"):
+        plan(g, cluster, precision="ap_fixed<16,6>", offchip=False)
+    p = plan(g, cluster, precision="ap_fixed<16,6>")
+    _check(p, g, cluster)
+    s = p.stages[0]
+    spilled = [n for n in s.layers if s.activations_in[n] == "dram"]
+    assert any(g.node(n).op_type == "Conv" for n in spilled)
+    assert all(s.activation_bandwidth_Bps[n] > 0 for n in spilled)
+    # the report's engine table says where each layer's activations live
+    from conveyor.reports.plan_report import engine_rows
+
+    head, rows = engine_rows(p, g)
+    col = head.index("activations in")
+    assert {r[0] for r in rows if r[col].startswith("dram")} == set(spilled)
 
 
 def test_resnet50_on_eight_zcu102_at_16_bits_streams_what_does_not_fit():

@@ -46,6 +46,10 @@ class ChainProblem:
     stream_Bps: tuple = ()                                    # per device: that memory's bandwidth (dataflow: shared)
     stream_bytes: tuple = ()                                  # per device: that memory's capacity
     stream_reserve: tuple = ()                                # per device: on-chip bytes a streaming overlay's shared tiles take
+    #: [board][layer] -> options with weights streamed and activation buffers too large for their
+    #: staging tiles spilled to the same memory (cost.fpga.spill_traffic), or None where no layer
+    #: would spill (or the board cannot stream); a board spills all such buffers or none
+    spill_options: tuple = ()
 
     def __post_init__(self):
         if not self.archs:
@@ -113,15 +117,19 @@ def chain_problem(graph, cluster: Cluster, precision=None, *, arch: str = "dataf
     works = layer_work(graph, precision)
     cuts = crossing_cuts(graph, works)
     kinds, options, clocks, budgets = [], [], [], []
-    streamed, memories, reserve = [], [], []
+    streamed, memories, reserve, spilled = [], [], [], []
     # identical boards share one options table (built once; the planner keys its tables on it)
     tables: dict[tuple[str, bool], tuple] = {}
 
-    def table(board, stream: bool) -> tuple:
-        key = (repr(board), stream)
+    def table(board, stream: bool, spill: bool = False) -> tuple:
+        key = (repr(board), stream, spill)
         if key not in tables:
-            tables[key] = tuple(tuple(dataflow_options(w, board, streamed=stream)) for w in works)
+            tables[key] = tuple(tuple(dataflow_options(w, board, streamed=stream, spill=spill)) for w in works)
         return tables[key]
+
+    def spill_table(board):
+        got = table(board, True, True)
+        return got if any(o.act_offchip_bytes for layer in got for o in layer) else None
 
     for d in devices:
         mem = weight_memory(d.board) if d.kind == "fpga" and offchip else None
@@ -133,6 +141,7 @@ def chain_problem(graph, cluster: Cluster, precision=None, *, arch: str = "dataf
                 kinds.append("dataflow")
                 options.append(table(d.board, False))
                 streamed.append(None if mem is None else table(d.board, True))
+                spilled.append(None if mem is None else spill_table(d.board))
                 clocks.append(d.board.clock_hz)
                 budgets.append(board_budget(d.board))
                 continue
@@ -150,6 +159,7 @@ def chain_problem(graph, cluster: Cluster, precision=None, *, arch: str = "dataf
             kinds.append("host")
             seconds = _host_seconds(graph, works, d, (profiles or {}).get(d.name))
             memory = int(d.host.mem_bytes)
+        spilled.append(None)   # sequential devices: overlay_layer_seconds already counts spilled activations
         options.append(tuple((_sequential_option(t, w.weight_bytes),) for t, w in zip(seconds, works)))
         clocks.append(TICKS_PER_S)
         budgets.append(Resources(_UNBOUNDED, memory, _UNBOUNDED, _UNBOUNDED))
@@ -184,6 +194,7 @@ def chain_problem(graph, cluster: Cluster, precision=None, *, arch: str = "dataf
         stream_Bps=tuple(m[1] if m else 0.0 for m in memories),
         stream_bytes=tuple(m[2] if m else 0 for m in memories),
         stream_reserve=tuple(reserve),
+        spill_options=tuple(spilled) if any(o is not None for o in spilled) else (),
     )
 
 
