@@ -180,3 +180,26 @@ def test_the_report_names_the_tensors_crossing_each_link():
         assert escape(link.tensors[0]) in html and f"{len(link.tensors)} tensor" in html
     # a residual block cut in its middle sends its skip tensor too
     assert any(len(link.tensors) > 1 for link in links)
+
+
+def test_the_error_names_the_memory_that_would_hold_the_model():
+    import re
+
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(8192, 8192), nn.ReLU(), nn.Linear(8192, 10))
+    g = conveyor.from_torch(mlp, torch.randn(1, 8192), name="wide-mlp", exporter="torchscript")
+    # 67.2 M weights x 2 B = 128.2 MiB: more than the Nexys4 DDR's 128 MiB of DDR2 (its manual),
+    # and far more than its BRAM; one board streams all its weights, so it needs them all in DDR
+    with pytest.raises(PlanError) as e:
+        plan(g, Cluster.uniform("nexys4-ddr", 1), precision="ap_fixed<16,6>")
+    need = sum(p.numel() for p in mlp.parameters()) * 2
+    got = int(re.search(r"boards with >= ([\d,]+) MiB of DDR would hold it", str(e.value)).group(1).replace(",", ""))
+    assert got == -(-need // (1 << 20)) == 129
+    # where memory does not bind (a PYNQ-Z2's 512 MB hold AlexNet's conv weights; its fabric
+    # does not hold the engines), the error does not name it
+    with pytest.raises(PlanError) as e:
+        plan(conveyor.zoo.build("alexnet-conv"), Cluster.uniform("pynq-z2", 1), precision="ap_fixed<16,6>")
+    assert "MiB" not in str(e.value) and "ap_fixed<12,4>" in str(e.value)

@@ -47,7 +47,8 @@ def plan(graph, cluster, *, precision=DEFAULT_PRECISION, objective: str = "throu
         try:
             result = plan_joint(prob) if objective == "throughput" else _min_latency(prob)
         except PlanError as e:
-            raise PlanError(f"{e}{_what_would_fit(prob)}{_precision_that_fits(graph, cluster, config, prob, kwargs)}") from None
+            raise PlanError(f"{e}{_what_would_fit(prob)}{_memory_that_fits(prob)}"
+                            f"{_precision_that_fits(graph, cluster, config, prob, kwargs)}") from None
     elif method in BASELINES:
         result = run_baseline(prob, method)
     elif method == "manual":
@@ -97,6 +98,35 @@ def _what_would_fit(prob: ChainProblem) -> str:
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if fits(mid) else (mid, hi)
     return f"; {hi} such devices ({prob.specs[0].name}) would hold it"
+
+
+def _memory_that_fits(prob: ChainProblem) -> str:
+    """When the boards' DDR/HBM capacity is what binds (the model fits with unbounded memory):
+    the least capacity, in whole MiB, with which every board would hold it (each board's memory
+    raised to it; each capacity checked by the planner, one probe at a generous interval;
+    feasibility only grows with capacity, so bisection finds the least)."""
+    import dataclasses
+
+    kinds = {m for m in prob.stream_memory if m}
+    if not kinds:
+        return ""
+    mib = 1 << 20
+
+    def at(capacity: int) -> bool:
+        return _fits(dataclasses.replace(prob, stream_bytes=tuple(
+            max(c, capacity) if m else c for c, m in zip(prob.stream_bytes, prob.stream_memory))))
+
+    top = sum(max((o.offchip_bytes for layer in table for o in layer), default=0)
+              for table in (*prob.stream_options, *(prob.spill_options or ())) if table is not None)
+    hi = -(-max(top, 1) // mib) * 2 * prob.m   # every layer's most traffic, with room to spare
+    if not at(hi * mib):
+        return ""   # memory is not what binds
+    lo = max(prob.stream_bytes) // mib   # the boards' own memory: does not fit
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if at(mid * mib) else (mid, hi)
+    names = " or ".join(sorted("HBM" if k == "hbm" else "DDR" for k in kinds))
+    return f"; boards with >= {hi:,} MiB of {names} would hold it"
 
 
 #: Uniform formats `_precision_that_fits` tries, widest first (hls4ml's usual widths).
