@@ -145,6 +145,16 @@ def spill_traffic(work: LayerWork, held_bits: int) -> tuple[int, int, int]:
     return bram, work.in_bytes * (1 + work.window_rows), math.ceil(work.stream_len / SPILL_TILE_PIXELS)
 
 
+def spills(work: LayerWork) -> bool:
+    """Whether a streaming-weights dataflow engine of `work` would spill its activation buffer
+    (dataflow_option with spill=True): the buffer it holds is larger than the staging."""
+    if work.is_movement or (work.macs and not work.params):
+        return False
+    held = (max(work.line_buffer_bits, work.in_bytes * 8 if work.stream_len > 1 else 0) if work.macs
+            else work.line_buffer_bits)
+    return spill_traffic(work, held)[1] > 0
+
+
 def dataflow_option(work: LayerWork, board: Board, p: int, streamed: bool = False,
                     spill: bool = False) -> LayerOption:
     """The engine of `work` with parallelism `p` on `board`: weights on chip, or (`streamed`)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from conveyor.cost.fpga import (LayerOption, Resources, board_budget, dataflow_options, overlay_layer_seconds,
-                               overlay_tile_bytes, weight_memory)
+                               overlay_tile_bytes, spills, weight_memory)
 from conveyor.cost.host import roofline_seconds
 from conveyor.cost.work import LayerWork, layer_work
 from conveyor.errors import PlanError
@@ -116,6 +116,7 @@ def chain_problem(graph, cluster: Cluster, precision=None, *, arch: str = "dataf
     devices = list(cluster.devices) if order is None else [cluster.device(n) for n in order]
     works = layer_work(graph, precision)
     cuts = crossing_cuts(graph, works)
+    spilling = [spills(w) for w in works]
     kinds, options, clocks, budgets = [], [], [], []
     streamed, memories, reserve, spilled = [], [], [], []
     # identical boards share one options table (built once; the planner keys its tables on it)
@@ -128,8 +129,14 @@ def chain_problem(graph, cluster: Cluster, precision=None, *, arch: str = "dataf
         return tables[key]
 
     def spill_table(board):
-        got = table(board, True, True)
-        return got if any(o.act_offchip_bytes for layer in got for o in layer) else None
+        if not any(spilling):
+            return None
+        key = (repr(board), True, True)
+        if key not in tables:   # the layers that do not spill keep their streamed options
+            streamed_table = table(board, True)
+            tables[key] = tuple(tuple(dataflow_options(w, board, streamed=True, spill=True)) if sp else same
+                                for w, sp, same in zip(works, spilling, streamed_table))
+        return tables[key]
 
     for d in devices:
         mem = weight_memory(d.board) if d.kind == "fpga" and offchip else None

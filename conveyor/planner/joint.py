@@ -109,6 +109,7 @@ class _Tables:
         self.streamed = _Tables(prob, streamed=True) if can_stream else None
         can_spill = not streamed and any(o is not None for o in prob.spill_options)
         self.spilled = _Tables(prob, streamed=True, spill=True) if can_spill else None
+        self.use_spill = True   # plan_joint probes without the spill mode first (see there)
         self._splits: dict[int, tuple[int, ...]] = {}
 
     def levels(self, j: int):
@@ -131,7 +132,8 @@ class _Tables:
     def modes(self) -> tuple["_Tables", ...]:
         """Pinned first: on a tie the DP keeps the first, so weights stream only when that is
         strictly better (or the only way) for the objective."""
-        return tuple(x for x in (self, self.streamed, self.spilled) if x is not None)
+        spill = self.spilled if self.use_spill else None
+        return tuple(x for x in (self, self.streamed, spill) if x is not None)
 
     def stream_floor(self, j: int, offchip_bytes: int, r: int) -> float:
         """The least stage time at which device j's memory delivers `offchip_bytes` per item
@@ -505,12 +507,37 @@ def _assignment(prob: ChainProblem, t: _Tables, j: int, s: int, e: int, md: int,
 def plan_joint(prob: ChainProblem, link_modes=LINK_MODES, upgrade: bool = True) -> JointResult:
     """The smallest feasible interval (bisection to a relative 1e-9). Among assignments at that
     interval, the DP picks the lowest latency with every layer at its cheapest qualifying
-    engine; `upgrade` then spends each board's leftover resources on faster engines."""
+    engine; `upgrade` then spends each board's leftover resources on faster engines.
+
+    Spilling activations is a third mode per board, and it rarely wins: the bisection runs
+    without it, then two probes with it settle whether it does (one just below the interval
+    found: infeasible means no plan with spills is faster; one at it: the least latency there
+    over every mode). Only when the first succeeds does the bisection rerun with all modes."""
     t = _Tables(prob)
+    spill = t.spilled is not None
+    t.use_spill = not spill
+    best = _bisect(prob, t, link_modes)
+    if spill:
+        t.use_spill = True
+        if best is None:
+            best = _bisect(prob, t, link_modes)
+        elif probe(prob, t, best.interval_s * (1 - 4 * _REL_TOL), link_modes) is not None:
+            best = _bisect(prob, t, link_modes)
+        else:
+            at = probe(prob, t, best.interval_s, link_modes)
+            if at is not None and (at.interval_s, at.latency_s) < (best.interval_s, best.latency_s):
+                best = at
+    if best is None:
+        raise PlanError(_why_infeasible(prob, t))
+    return spend_leftover(prob, t, best) if upgrade else best
+
+
+def _bisect(prob: ChainProblem, t: _Tables, link_modes) -> JointResult | None:
+    """plan_joint's bisection over the modes `t` offers now; None when none is feasible."""
     hi = _upper_bound(prob, t)
     found = probe(prob, t, hi, link_modes)
     if found is None:
-        raise PlanError(_why_infeasible(prob, t))
+        return None
     lo = _lower_bound(prob, t) * (1 - 1e-12)   # every T <= lo is infeasible
     best = found
     hi = found.interval_s
@@ -526,7 +553,7 @@ def plan_joint(prob: ChainProblem, link_modes=LINK_MODES, upgrade: bool = True) 
             hi = min(mid, r.interval_s)  # mid is feasible; the plan may do better than asked
             if r.interval_s < best.interval_s or (r.interval_s == best.interval_s and r.latency_s < best.latency_s):
                 best = r
-    return spend_leftover(prob, t, best) if upgrade else best
+    return best
 
 
 def _upgrade(t: _Tables, b: BoardAssignment, plain: bool = False) -> tuple[list[int], list[int]]:
