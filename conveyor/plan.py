@@ -58,6 +58,10 @@ class StagePlan:
     #: through double-buffered on-chip tiles) and the memory bandwidth that streaming takes
     weights_in: Mapping[str, str] = field(default_factory=dict)
     weight_bandwidth_Bps: Mapping[str, float] = field(default_factory=dict)
+    #: per layer: where its activation buffer lives ("on_chip"; "dram" | "hbm": spilled, written
+    #: and read back through on-chip staging tiles) and the memory bandwidth that traffic takes
+    activations_in: Mapping[str, str] = field(default_factory=dict)
+    activation_bandwidth_Bps: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

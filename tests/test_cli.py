@@ -149,7 +149,7 @@ def test_plan_json_and_cluster_file(capsys, tmp_path):
 @pytest.mark.parametrize("argv, needle", [
     (["plan", "alexnet-conv", "--cluster", "zynq7035"], "BOARD:K"),
     (["plan", "alexnet-conv", "--cluster", "nosuchboard:2"], "unknown board"),
-    (["plan", "vgg16-conv", "--cluster", "pynq-z2:2:eth-1g"], "fits no device"),
+    (["plan", "vgg16-conv", "--cluster", "pynq-z2:2:eth-1g"], "7 such devices (pynq-z2) would hold it"),
 ])
 def test_plan_user_errors(capsys, argv, needle):
     code, _, err = run_cli(capsys, *argv)

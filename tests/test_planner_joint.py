@@ -13,7 +13,7 @@ from conveyor.cost.fpga import LayerOption, Resources
 from conveyor.cost.work import LayerWork
 from conveyor.hardware import Cluster
 from conveyor.planner import plan
-from conveyor.planner.chain import ChainProblem, Cut
+from conveyor.planner.chain import ChainProblem, Cut, chain_problem
 from conveyor.planner.joint import plan_joint
 
 
@@ -67,13 +67,29 @@ def _with_streaming(rng, prob: ChainProblem) -> ChainProblem:
         stream.append(tuple(per_layer))
         bw.append(float(rng.choice([1.0, 2.0, 4.0])))
         cap.append(int(rng.integers(20, 80)))
+    # and some of those may also spill activations: again less BRAM (staging tiles instead of the
+    # buffers) for more bytes per item, the traffic independent of the engine chosen
+    spill = []
+    for table in stream:
+        if table is None or rng.random() < 0.3:
+            spill.append(None)
+            continue
+        per_layer = []
+        for layer in table:
+            acts, saved = int(rng.integers(0, 8)), int(rng.integers(2, 9))
+            per_layer.append(tuple(LayerOption(o.parallelism, o.interval_cycles, o.latency_cycles,
+                                               Resources(o.resources.dsp, max(0, o.resources.bram18k - saved), 0, 0),
+                                               offchip_bytes=o.offchip_bytes + acts, act_offchip_bytes=acts)
+                                   for o in layer))
+        spill.append(tuple(per_layer))
     return dataclasses.replace(prob, stream_options=tuple(stream), stream_memory=tuple("dram" if o else None for o in stream),
-                               stream_Bps=tuple(bw), stream_bytes=tuple(cap))
+                               stream_Bps=tuple(bw), stream_bytes=tuple(cap),
+                               spill_options=tuple(spill) if any(o is not None for o in spill) else ())
 
 
 def _brute(prob: ChainProblem):
     """Every split into <= k leading boards, every link mode, every option per layer, and on
-    a board that can stream, weights pinned or streamed (then the board's bytes per item over
+    a board that can stream, weights pinned or streamed, or streamed with activations spilled (then the board's bytes per item over
     its memory bandwidth bound the interval, and they must fit the memory)."""
     m, k = prob.m, prob.k
     best = (float("inf"), float("inf"))
@@ -92,6 +108,8 @@ def _brute(prob: ChainProblem):
                     tables = [(prob.options[j], None)]
                     if prob.stream_options and prob.stream_options[j] is not None:
                         tables.append((prob.stream_options[j], j))
+                    if prob.spill_options and prob.spill_options[j] is not None:
+                        tables.append((prob.spill_options[j], j))   # activations spilled too, same memory
                     for table, streams in tables:
                         for combo in itertools.product(*(range(len(table[i])) for i in range(s, e))):
                             opts = [table[i][c] for i, c in zip(range(s, e), combo)]
@@ -144,6 +162,30 @@ def test_joint_planner_matches_brute_force(seed, streaming):
     assert checked >= 20
 
 
+def test_spilling_activations_matches_brute_force_where_it_changes_the_optimum():
+    """Random chains where spilling activations (less BRAM, more bytes per item) changes what
+    brute force finds best: the planner finds the same interval, and uses the spill."""
+    import dataclasses
+
+    rng = np.random.default_rng(77)
+    checked = 0
+    for _ in range(1500):
+        prob = _random_problem(rng, m=int(rng.integers(1, 6)), k=int(rng.integers(1, 4)))
+        prob = _with_streaming(rng, prob)
+        if not prob.spill_options:
+            continue
+        want = _brute(prob)
+        if want[0] == _brute(dataclasses.replace(prob, spill_options=()))[0]:
+            continue   # the spill does not change the best interval
+        got = plan_joint(prob, upgrade=False)
+        assert got.interval_s == pytest.approx(want[0], rel=1e-6)
+        assert any(b.activations_in == "dram" for b in got.boards)
+        checked += 1
+        if checked == 8:
+            break
+    assert checked >= 8
+
+
 @pytest.mark.parametrize("name, precision", [("alexnet-conv", "ap_fixed<8,3>"), ("alexnet-conv", "ap_fixed<16,6>"),
                                              ("jet-mlp", "ap_fixed<16,6>"), ("digits-cnn", "ap_fixed<16,6>")])
 def test_never_worse_than_any_baseline(name, precision):
@@ -176,7 +218,12 @@ def test_plan_round_trips_and_describes_every_layer(tmp_path):
 
 def test_a_layer_too_big_for_any_board_is_named():
     g = conveyor.zoo.build("vgg16-conv")
+    # weights and activations on chip only: conv3_2 (590 k weights at 16 bits) fits no PYNQ-Z2
+    prob = chain_problem(g, Cluster.uniform("pynq-z2", 2, link="eth-1g"), "ap_fixed<16,6>", offchip=False)
     with pytest.raises(PlanError, match="conv3_2.*fits no device.*nor split"):
+        plan_joint(prob)
+    # with its weights streamed and its input map spilled to DDR it fits one; the model needs 7
+    with pytest.raises(PlanError, match="do not fit on 2 devices.*7 such devices"):
         plan(g, Cluster.uniform("pynq-z2", 2, link="eth-1g"))
 
 
@@ -186,7 +233,7 @@ def _variant(rng, prob: ChainProblem) -> ChainProblem:
     import dataclasses
 
     archs = list(prob.archs)
-    options, stream = list(prob.options), list(prob.stream_options)
+    options, stream, spill = list(prob.options), list(prob.stream_options), list(prob.spill_options)
     if rng.random() < 0.5:
         for j in range(prob.k):
             if rng.random() < 0.4:
@@ -194,8 +241,11 @@ def _variant(rng, prob: ChainProblem) -> ChainProblem:
                 options[j] = tuple(layer[:1] for layer in options[j])
                 if stream and stream[j] is not None:
                     stream[j] = tuple(layer[:1] for layer in stream[j])
+                if spill:
+                    spill[j] = None   # a sequential device's layer times already count its activations
+    spill = tuple(spill) if any(o is not None for o in spill) else ()
     prob = dataclasses.replace(prob, archs=tuple(archs), options=tuple(options), stream_options=tuple(stream),
-                               links=(None,) * prob.k)
+                               spill_options=spill, links=(None,) * prob.k)
     if rng.random() < 0.4:
         same = lambda xs: (xs[0],) * prob.k  # noqa: E731
         prob = dataclasses.replace(
@@ -204,7 +254,8 @@ def _variant(rng, prob: ChainProblem) -> ChainProblem:
             stream_options=same(prob.stream_options) if prob.stream_options else (),
             stream_memory=same(prob.stream_memory) if prob.stream_memory else (),
             stream_Bps=same(prob.stream_Bps) if prob.stream_Bps else (),
-            stream_bytes=same(prob.stream_bytes) if prob.stream_bytes else ())
+            stream_bytes=same(prob.stream_bytes) if prob.stream_bytes else (),
+            spill_options=same(prob.spill_options) if prob.spill_options else ())
     return prob
 
 

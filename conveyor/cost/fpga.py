@@ -41,6 +41,11 @@ OVERLAY_EFFICIENCY = 0.75
 #: (512 words of 36 bits in simple-dual-port mode, UG473); two tiles double-buffer the stream
 #: so that one fills from DRAM while the engine reads the other (FINN's decoupled weights, the DPU).
 STREAM_TILE_CYCLES = 512
+#: A spilled activation buffer is staged through two tiles of this many pixels (x the window's
+#: rows): 64 pixels x 64 channels x 8 bits = 4 KB, one DRAM burst (an AXI burst is at most
+#: 4 KB, Xilinx UG1037), so each tile's load is long enough to run at the memory's bandwidth.
+#: Assumption, documented in docs/cost-model.md.
+SPILL_TILE_PIXELS = 64
 
 
 @dataclass(frozen=True)
@@ -81,7 +86,8 @@ class LayerOption:
     interval_cycles: int   # cycles between two inferences entering this engine
     latency_cycles: int    # cycles from an inference's first input to its last output
     resources: Resources
-    offchip_bytes: int = 0  # weight bytes streamed from DRAM per inference (weights not on chip)
+    offchip_bytes: int = 0  # bytes moved to/from DRAM per inference (streamed weights + spilled activations)
+    act_offchip_bytes: int = 0  # the part of offchip_bytes that is spilled activations
 
     def interval_s(self, clock_hz: float) -> float:
         return self.interval_cycles / clock_hz
@@ -121,10 +127,41 @@ def weight_memory(board: Board) -> tuple[str, float, int] | None:
     return best if best[1] > 0 and best[2] > 0 else None
 
 
-def dataflow_option(work: LayerWork, board: Board, p: int, streamed: bool = False) -> LayerOption:
+def spill_traffic(work: LayerWork, held_bits: int) -> tuple[int, int, int]:
+    """(staging BRAM18K, activation bytes, weight reads) of a layer whose activation buffer of
+    `held_bits` lives in DRAM instead (docs/cost-model.md, "Activations in DRAM"), or (0, 0, 1)
+    when the buffer is no larger than the staging that replaces it. The input map is written to
+    DRAM once and read back in bands of SPILL_TILE_PIXELS pixels x the window's rows, through two
+    on-chip tiles (double buffer): each pixel is read once per window row (window_rows reads);
+    streamed weights are read once per band (each weight tile meets only the pixels on chip).
+    None of the three depends on the engine's parallelism."""
+    if held_bits <= 0 or work.stream_len <= 1:
+        return 0, 0, 1
+    word = math.ceil(work.in_bytes * 8 / work.stream_len)          # bits per streamed pixel
+    tile = SPILL_TILE_PIXELS * work.window_rows * word
+    if held_bits <= 2 * tile:
+        return 0, 0, 1
+    bram = 2 * math.ceil(tile / BRAM18K_BITS)   # capacity, as _buffer_bram charges the buffer it replaces
+    return bram, work.in_bytes * (1 + work.window_rows), math.ceil(work.stream_len / SPILL_TILE_PIXELS)
+
+
+def spills(work: LayerWork) -> bool:
+    """Whether a streaming-weights dataflow engine of `work` would spill its activation buffer
+    (dataflow_option with spill=True): the buffer it holds is larger than the staging."""
+    if work.is_movement or (work.macs and not work.params):
+        return False
+    held = (max(work.line_buffer_bits, work.in_bytes * 8 if work.stream_len > 1 else 0) if work.macs
+            else work.line_buffer_bits)
+    return spill_traffic(work, held)[1] > 0
+
+
+def dataflow_option(work: LayerWork, board: Board, p: int, streamed: bool = False,
+                    spill: bool = False) -> LayerOption:
     """The engine of `work` with parallelism `p` on `board`: weights on chip, or (`streamed`)
     in off-chip memory, read once per item through two on-chip tiles while the layer's whole
-    input waits on chip (each weight then meets every pixel it multiplies while it is loaded)."""
+    input waits on chip (each weight then meets every pixel it multiplies while it is loaded).
+    `spill` (with `streamed`): activation buffers larger than their staging tiles live in DRAM
+    too (spill_traffic); what the engine computes, and when, is unchanged."""
     if work.is_movement:
         return LayerOption(1, 0, 0, Resources())
     if work.macs:
@@ -137,10 +174,12 @@ def dataflow_option(work: LayerWork, board: Board, p: int, streamed: bool = Fals
         ff = p * (work.accum_bits + work.act_bits) + ENGINE_OVERHEAD_FF
         if streamed and work.params:
             bram, lut_w, ff_w = _tile_bram(work, p), 0, 0
-            bram += _buffer_bram(max(work.line_buffer_bits, work.in_bytes * 8 if work.stream_len > 1 else 0))
+            held = max(work.line_buffer_bits, work.in_bytes * 8 if work.stream_len > 1 else 0)
+            staging, acts, rereads = spill_traffic(work, held) if spill else (0, 0, 1)
+            bram += staging if acts else _buffer_bram(held)
             fill = _tile_fill_cycles(work, board, p)
-            return LayerOption(p, interval, interval + depth + fill,
-                               Resources(dsp, bram, lut, ff), offchip_bytes=work.weight_bytes)
+            return LayerOption(p, interval, interval + depth + fill, Resources(dsp, bram, lut, ff),
+                               offchip_bytes=work.weight_bytes * rereads + acts, act_offchip_bytes=acts)
         bram, lut_w, ff_w = _weight_storage(work, p)
         bram += _buffer_bram(work.line_buffer_bits)
         return LayerOption(p, interval, interval + depth,
@@ -152,11 +191,14 @@ def dataflow_option(work: LayerWork, board: Board, p: int, streamed: bool = Fals
     lut = p * work.act_bits * 2 + ENGINE_OVERHEAD_LUT
     ff = p * work.act_bits * 2 + ENGINE_OVERHEAD_FF
     dsp = p if work.op_type in ("LRN", "Mul", "Softmax", "Sigmoid", "Tanh") else 0  # a scaling multiply per lane
-    bram = _buffer_bram(work.line_buffer_bits) + (1 if work.op_type in ("LRN", "Softmax", "Sigmoid", "Tanh") else 0)
+    staging, acts, _ = spill_traffic(work, work.line_buffer_bits) if spill else (0, 0, 1)
+    bram = (staging if acts else _buffer_bram(work.line_buffer_bits)) + (
+        1 if work.op_type in ("LRN", "Softmax", "Sigmoid", "Tanh") else 0)
     if work.lane_products or work.table_words:
         d, lt, b = _lane_products_and_table(work, board, p)
         dsp, lut, bram = dsp + d, lut + lt, bram + b
-    return LayerOption(p, interval, interval + ENGINE_DEPTH_CYCLES, Resources(dsp, bram, lut, ff))
+    return LayerOption(p, interval, interval + ENGINE_DEPTH_CYCLES, Resources(dsp, bram, lut, ff),
+                       offchip_bytes=acts, act_offchip_bytes=acts)
 
 
 def _lane_products_and_table(work: LayerWork, board: Board, p: int) -> tuple[int, int, int]:
@@ -215,7 +257,7 @@ def _buffer_bram(bits: int) -> int:
     return math.ceil(bits / BRAM18K_BITS) if bits else 0
 
 
-def dataflow_options(work: LayerWork, board: Board, streamed: bool = False) -> list[LayerOption]:
+def dataflow_options(work: LayerWork, board: Board, streamed: bool = False, spill: bool = False) -> list[LayerOption]:
     """Every candidate engine for `work` on `board`, slowest (cheapest) first.
 
     Options of equal speed keep the cheaper one. Resources are then made monotone along
@@ -225,7 +267,7 @@ def dataflow_options(work: LayerWork, board: Board, streamed: bool = False) -> l
     interval" the cheapest in every resource, which the planner's exactness rests on."""
     if work.is_movement:
         return [dataflow_option(work, board, 1)]
-    opts = [dataflow_option(work, board, p, streamed) for p in parallelism_choices(work)]
+    opts = [dataflow_option(work, board, p, streamed, spill) for p in parallelism_choices(work)]
     front: list[LayerOption] = []
     for o in sorted(opts, key=lambda o: (-o.interval_cycles, o.parallelism)):
         if front and front[-1].interval_cycles == o.interval_cycles:
@@ -259,11 +301,17 @@ def overlay_layer_seconds(work: LayerWork, board: Board, weights_on_chip: bool,
     mults = overlay_multipliers(board, work.weight_bits, work.act_bits)
     clock = board.clock_hz
     compute = (work.macs + work.elem_ops / 4) / (mults * OVERLAY_EFFICIENCY) / clock
-    acts = work.in_bytes + work.out_bytes
-    traffic = (0 if weights_on_chip else work.weight_bytes) + (acts if acts * 8 > board.part.onchip_bits / 2 else 0)
+    traffic = (0 if weights_on_chip else work.weight_bytes) + overlay_activation_bytes(work, board)
     bw = board.offchip_bandwidth_Bps if bandwidth_Bps is None else bandwidth_Bps
     memory = traffic / bw if bw else 0.0
     return max(compute, memory)
+
+
+def overlay_activation_bytes(work: LayerWork, board: Board) -> int:
+    """Activation bytes an overlay layer moves through DRAM per item: its input and output when
+    together they exceed half of the on-chip memory (the rest holds weights), else 0."""
+    acts = work.in_bytes + work.out_bytes
+    return acts if acts * 8 > board.part.onchip_bits / 2 else 0
 
 
 def overlay_tile_bytes(work: LayerWork, board: Board) -> int:

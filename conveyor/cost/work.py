@@ -42,6 +42,7 @@ class LayerWork:
     lane_products: int = 0
     table_words: int = 0
     table_width: int = 0
+    window_rows: int = 1   # rows of input a conv/pool window spans (its kernel height)
 
     @property
     def is_movement(self) -> bool:
@@ -92,6 +93,7 @@ def layer_work(graph, precision=None) -> list[LayerWork]:
             stream_len=_stream_len(graph, node),
             max_parallel=_max_parallel(graph, node, c.macs, out_elems),
             line_buffer_bits=_line_buffer_bits(graph, node, abits),
+            window_rows=_window_rows(graph, node),
             lane_products=-(-c.macs // out_elems) if node.op_type in TABLE_AND_PRODUCT_OPS and out_elems else 0,
             table_words=table[1] if table else 0,
             table_width=table[2] if table else 0,
@@ -183,3 +185,11 @@ def _line_buffer_bits(graph, node, abits: int) -> int:
     kh, kw = int(kernel[0]), int(kernel[-1])
     c, w = x[1], x[3]
     return ((kh - 1) * w + kw) * c * abits
+
+
+def _window_rows(graph, node) -> int:
+    """The kernel height of a streaming conv/pool window (1 for every other layer)."""
+    if not _line_buffer_bits(graph, node, 1):
+        return 1
+    kernel = node.attr("kernel_shape") or (graph.tensors[node.inputs[1]].shape[2:] if node.op_type == "Conv" else (1, 1))
+    return max(1, int(kernel[0]))

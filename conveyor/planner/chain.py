@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from conveyor.cost.fpga import (LayerOption, Resources, board_budget, dataflow_options, overlay_layer_seconds,
-                               overlay_tile_bytes, weight_memory)
+                               overlay_tile_bytes, spills, weight_memory)
 from conveyor.cost.host import roofline_seconds
 from conveyor.cost.work import LayerWork, layer_work
 from conveyor.errors import PlanError
@@ -46,6 +46,10 @@ class ChainProblem:
     stream_Bps: tuple = ()                                    # per device: that memory's bandwidth (dataflow: shared)
     stream_bytes: tuple = ()                                  # per device: that memory's capacity
     stream_reserve: tuple = ()                                # per device: on-chip bytes a streaming overlay's shared tiles take
+    #: [board][layer] -> options with weights streamed and activation buffers too large for their
+    #: staging tiles spilled to the same memory (cost.fpga.spill_traffic), or None where no layer
+    #: would spill (or the board cannot stream); a board spills all such buffers or none
+    spill_options: tuple = ()
 
     def __post_init__(self):
         if not self.archs:
@@ -112,15 +116,26 @@ def chain_problem(graph, cluster: Cluster, precision=None, *, arch: str = "dataf
     devices = list(cluster.devices) if order is None else [cluster.device(n) for n in order]
     works = layer_work(graph, precision)
     cuts = crossing_cuts(graph, works)
+    spilling = [spills(w) for w in works]
     kinds, options, clocks, budgets = [], [], [], []
-    streamed, memories, reserve = [], [], []
+    streamed, memories, reserve, spilled = [], [], [], []
     # identical boards share one options table (built once; the planner keys its tables on it)
     tables: dict[tuple[str, bool], tuple] = {}
 
-    def table(board, stream: bool) -> tuple:
-        key = (repr(board), stream)
+    def table(board, stream: bool, spill: bool = False) -> tuple:
+        key = (repr(board), stream, spill)
         if key not in tables:
-            tables[key] = tuple(tuple(dataflow_options(w, board, streamed=stream)) for w in works)
+            tables[key] = tuple(tuple(dataflow_options(w, board, streamed=stream, spill=spill)) for w in works)
+        return tables[key]
+
+    def spill_table(board):
+        if not any(spilling):
+            return None
+        key = (repr(board), True, True)
+        if key not in tables:   # the layers that do not spill keep their streamed options
+            streamed_table = table(board, True)
+            tables[key] = tuple(tuple(dataflow_options(w, board, streamed=True, spill=True)) if sp else same
+                                for w, sp, same in zip(works, spilling, streamed_table))
         return tables[key]
 
     for d in devices:
@@ -133,6 +148,7 @@ def chain_problem(graph, cluster: Cluster, precision=None, *, arch: str = "dataf
                 kinds.append("dataflow")
                 options.append(table(d.board, False))
                 streamed.append(None if mem is None else table(d.board, True))
+                spilled.append(None if mem is None else spill_table(d.board))
                 clocks.append(d.board.clock_hz)
                 budgets.append(board_budget(d.board))
                 continue
@@ -150,6 +166,7 @@ def chain_problem(graph, cluster: Cluster, precision=None, *, arch: str = "dataf
             kinds.append("host")
             seconds = _host_seconds(graph, works, d, (profiles or {}).get(d.name))
             memory = int(d.host.mem_bytes)
+        spilled.append(None)   # sequential devices: overlay_layer_seconds already counts spilled activations
         options.append(tuple((_sequential_option(t, w.weight_bytes),) for t, w in zip(seconds, works)))
         clocks.append(TICKS_PER_S)
         budgets.append(Resources(_UNBOUNDED, memory, _UNBOUNDED, _UNBOUNDED))
@@ -184,6 +201,7 @@ def chain_problem(graph, cluster: Cluster, precision=None, *, arch: str = "dataf
         stream_Bps=tuple(m[1] if m else 0.0 for m in memories),
         stream_bytes=tuple(m[2] if m else 0 for m in memories),
         stream_reserve=tuple(reserve),
+        spill_options=tuple(spilled) if any(o is not None for o in spilled) else (),
     )
 
 

@@ -43,7 +43,8 @@ class BoardAssignment:
     replicas: int = 1               # devices board..board+replicas-1 each run every replicas-th item
     split: bool = False             # ...or, when True, each holds 1/replicas of the (single) layer
     weights_in: str = "on_chip"     # where the stage's weights live: on_chip | dram | hbm (streamed)
-    offchip_bytes: int = 0          # weight bytes the stage streams from there per item
+    offchip_bytes: int = 0          # bytes the stage moves to/from there per item (weights + spilled activations)
+    activations_in: str = "on_chip"  # on_chip, or (spill) the memory its large activation buffers live in
 
 
 @dataclass(frozen=True)
@@ -66,11 +67,13 @@ class _Tables:
     (`prob.stream_options`; a device that cannot has no options); a pinned table keeps the
     streamed one in `.streamed` (None when no device can stream)."""
 
-    def __init__(self, prob: ChainProblem, streamed: bool = False):
+    def __init__(self, prob: ChainProblem, streamed: bool = False, spill: bool = False):
         self.prob = prob
         self.sequential = [a != "dataflow" for a in prob.archs]
+        self.activations_in = [(prob.stream_memory[j] or "on_chip") if spill else "on_chip" for j in range(prob.k)]
         if streamed:
-            options = [prob.stream_options[j] or tuple(() for _ in range(prob.m)) for j in range(prob.k)]
+            source = prob.spill_options if spill else prob.stream_options
+            options = [source[j] or tuple(() for _ in range(prob.m)) for j in range(prob.k)]
             self.weights_in = [prob.stream_memory[j] or "on_chip" for j in range(prob.k)]
             self.bandwidth = list(prob.stream_Bps)
             self.capacity = list(prob.stream_bytes)
@@ -104,6 +107,9 @@ class _Tables:
         self.buffer = [2 * math.ceil(c.bytes * 8 / BRAM18K_BITS) for c in prob.cuts]
         can_stream = not streamed and any(o is not None for o in prob.stream_options)
         self.streamed = _Tables(prob, streamed=True) if can_stream else None
+        can_spill = not streamed and any(o is not None for o in prob.spill_options)
+        self.spilled = _Tables(prob, streamed=True, spill=True) if can_spill else None
+        self.use_spill = True   # plan_joint probes without the spill mode first (see there)
         self._splits: dict[int, tuple[int, ...]] = {}
 
     def levels(self, j: int):
@@ -126,7 +132,8 @@ class _Tables:
     def modes(self) -> tuple["_Tables", ...]:
         """Pinned first: on a tie the DP keeps the first, so weights stream only when that is
         strictly better (or the only way) for the objective."""
-        return (self,) if self.streamed is None else (self, self.streamed)
+        spill = self.spilled if self.use_spill else None
+        return tuple(x for x in (self, self.streamed, spill) if x is not None)
 
     def stream_floor(self, j: int, offchip_bytes: int, r: int) -> float:
         """The least stage time at which device j's memory delivers `offchip_bytes` per item
@@ -134,7 +141,10 @@ class _Tables:
         return offchip_bytes / (self.bandwidth[j] * r) if self.is_streamed and offchip_bytes else 0.0
 
     def for_board(self, b: "BoardAssignment") -> "_Tables":
+        if b.activations_in != "on_chip" and self.spilled is not None:
+            return self.spilled
         return self if b.weights_in == "on_chip" or self.streamed is None else self.streamed
+
     def needs_split(self, j: int, i: int) -> bool:
         """A MAC layer whose smallest engine alone exceeds dataflow device j's budget."""
         from conveyor.planner.split import SPLITTABLE
@@ -314,7 +324,7 @@ def _best_stage(prob: ChainProblem, t: _Tables, best: dict, j: int, s: int, merg
             if lat < result[0]:
                 stage_time = max((interval + t_in) / r, t.stream_floor(j, w, r))
                 result = (lat, (e, None, tuple(picks), (d, b, l, f), interval, stage_time, lat, 0.0, 0, r),
-                          t.weights_in[j], w)
+                          t.weights_in[j], w, t.activations_in[j])
             continue
         if last_dev + 1 >= k:
             continue
@@ -345,7 +355,7 @@ def _best_stage(prob: ChainProblem, t: _Tables, best: dict, j: int, s: int, merg
             stage_time = max(stage_time, t.stream_floor(j, w, r))
             if total < result[0]:
                 result = (total, (e, mode, cand[0], cand[1], cand[2], stage_time, cand[3], t_out, buffer, r),
-                          t.weights_in[j], w)
+                          t.weights_in[j], w, t.activations_in[j])
     return result
 
 
@@ -379,9 +389,10 @@ def probe_reference(prob: ChainProblem, t: _Tables, T: float, link_modes=LINK_MO
     while s < m:
         _, choice, *where = best[(j, s, merged_in)]
         e, mode, picks, res, interval, stage_time, lat, t_out, buffer, r, *split = choice
-        weights_in, offchip = where if where else ("on_chip", 0)
+        weights_in, offchip, acts_in = where if where else ("on_chip", 0, "on_chip")
         boards.append(BoardAssignment(j, s, e, picks, interval, stage_time, lat, Resources(*res), merged_in,
-                                      mode, t_out if mode else 0.0, buffer, r, bool(split), weights_in, offchip))
+                                      mode, t_out if mode else 0.0, buffer, r, bool(split), weights_in, offchip,
+                                      acts_in))
         j, s, merged_in = j + r, e, mode == "merged"
     worst = max(max(bd.stage_time_s for bd in boards),
                 max((bd.link_out_s for bd in boards if bd.link_out_mode == "stage"), default=0.0))
@@ -490,18 +501,43 @@ def _assignment(prob: ChainProblem, t: _Tables, j: int, s: int, e: int, md: int,
     stage_time = max(stage_time, t.stream_floor(j, w, r))
     mode = (None, "stage", "merged")[md]
     return BoardAssignment(j, s, e, picks, interval, stage_time, lat, Resources(*res), merged_in, mode,
-                           t_out if mode else 0.0, buffer, r, False, t.weights_in[j], w)
+                           t_out if mode else 0.0, buffer, r, False, t.weights_in[j], w, t.activations_in[j])
 
 
 def plan_joint(prob: ChainProblem, link_modes=LINK_MODES, upgrade: bool = True) -> JointResult:
     """The smallest feasible interval (bisection to a relative 1e-9). Among assignments at that
     interval, the DP picks the lowest latency with every layer at its cheapest qualifying
-    engine; `upgrade` then spends each board's leftover resources on faster engines."""
+    engine; `upgrade` then spends each board's leftover resources on faster engines.
+
+    Spilling activations is a third mode per board, and it rarely wins: the bisection runs
+    without it, then two probes with it settle whether it does (one just below the interval
+    found: infeasible means no plan with spills is faster; one at it: the least latency there
+    over every mode). Only when the first succeeds does the bisection rerun with all modes."""
     t = _Tables(prob)
+    spill = t.spilled is not None
+    t.use_spill = not spill
+    best = _bisect(prob, t, link_modes)
+    if spill:
+        t.use_spill = True
+        if best is None:
+            best = _bisect(prob, t, link_modes)
+        elif probe(prob, t, best.interval_s * (1 - 4 * _REL_TOL), link_modes) is not None:
+            best = _bisect(prob, t, link_modes)
+        else:
+            at = probe(prob, t, best.interval_s, link_modes)
+            if at is not None and (at.interval_s, at.latency_s) < (best.interval_s, best.latency_s):
+                best = at
+    if best is None:
+        raise PlanError(_why_infeasible(prob, t))
+    return spend_leftover(prob, t, best) if upgrade else best
+
+
+def _bisect(prob: ChainProblem, t: _Tables, link_modes) -> JointResult | None:
+    """plan_joint's bisection over the modes `t` offers now; None when none is feasible."""
     hi = _upper_bound(prob, t)
     found = probe(prob, t, hi, link_modes)
     if found is None:
-        raise PlanError(_why_infeasible(prob, t))
+        return None
     lo = _lower_bound(prob, t) * (1 - 1e-12)   # every T <= lo is infeasible
     best = found
     hi = found.interval_s
@@ -517,7 +553,7 @@ def plan_joint(prob: ChainProblem, link_modes=LINK_MODES, upgrade: bool = True) 
             hi = min(mid, r.interval_s)  # mid is feasible; the plan may do better than asked
             if r.interval_s < best.interval_s or (r.interval_s == best.interval_s and r.latency_s < best.latency_s):
                 best = r
-    return spend_leftover(prob, t, best) if upgrade else best
+    return best
 
 
 def _upgrade(t: _Tables, b: BoardAssignment, plain: bool = False) -> tuple[list[int], list[int]]:
@@ -593,7 +629,8 @@ def spend_leftover(prob: ChainProblem, t: _Tables, result: JointResult) -> Joint
         stage_time = max((interval + t_in + merged_out) / b.replicas, t.stream_floor(b.board, b.offchip_bytes, b.replicas))
         boards.append(BoardAssignment(b.board, b.start, b.end, tuple(picks), interval, stage_time, lat,
                                       Resources(*used), b.link_in_merged, b.link_out_mode, b.link_out_s,
-                                      b.buffer_bram18k, b.replicas, False, b.weights_in, b.offchip_bytes))
+                                      b.buffer_bram18k, b.replicas, False, b.weights_in, b.offchip_bytes,
+                                      b.activations_in))
     worst = max(max(bd.stage_time_s for bd in boards),
                 max((bd.link_out_s for bd in boards if bd.link_out_mode == "stage"), default=0.0))
     latency = sum(bd.latency_s + (bd.link_out_s if bd.link_out_mode else 0.0) for bd in boards)
@@ -614,7 +651,11 @@ def _upper_bound(prob: ChainProblem, t: _Tables) -> float:
     links = [x for row in prob.link_seconds for x in row if x != float("inf")]
     # streaming every weight through the slowest memory there is
     streams = [bw for bw, o in zip(prob.stream_Bps, prob.stream_options) if o is not None and bw > 0]
-    stream = sum(w.weight_bytes for w in prob.works) / min(streams) if streams else 0.0
+    moved = sum(w.weight_bytes for w in prob.works)
+    for table in prob.spill_options or ():   # spilling moves more: its traffic, not just the weights
+        if table is not None:
+            moved = max(moved, sum(max((o.offchip_bytes for o in layer), default=0) for layer in table))
+    stream = moved / min(streams) if streams else 0.0
     return (total + stream + 2 * max(links, default=0.0)) * 2 + 1e-9
 
 

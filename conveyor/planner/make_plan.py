@@ -47,7 +47,8 @@ def plan(graph, cluster, *, precision=DEFAULT_PRECISION, objective: str = "throu
         try:
             result = plan_joint(prob) if objective == "throughput" else _min_latency(prob)
         except PlanError as e:
-            raise PlanError(f"{e}{_what_would_fit(prob)}{_precision_that_fits(graph, cluster, config, prob, kwargs)}") from None
+            raise PlanError(f"{e}{_what_would_fit(prob)}{_memory_that_fits(prob)}"
+                            f"{_precision_that_fits(graph, cluster, config, prob, kwargs)}") from None
     elif method in BASELINES:
         result = run_baseline(prob, method)
     elif method == "manual":
@@ -82,7 +83,8 @@ def _what_would_fit(prob: ChainProblem) -> str:
             + (tuple(float("inf") for _ in prob.cuts),), link_names=rep(prob.link_names), archs=rep(prob.archs),
             signatures=rep(prob.signatures), specs=rep(prob.specs), links=links,
             stream_options=rep(prob.stream_options), stream_memory=rep(prob.stream_memory),
-            stream_Bps=rep(prob.stream_Bps), stream_bytes=rep(prob.stream_bytes), stream_reserve=rep(prob.stream_reserve))
+            stream_Bps=rep(prob.stream_Bps), stream_bytes=rep(prob.stream_bytes), stream_reserve=rep(prob.stream_reserve),
+            spill_options=rep(prob.spill_options))
 
     def fits(n: int) -> bool:
         return _fits(grown(n))
@@ -96,6 +98,35 @@ def _what_would_fit(prob: ChainProblem) -> str:
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if fits(mid) else (mid, hi)
     return f"; {hi} such devices ({prob.specs[0].name}) would hold it"
+
+
+def _memory_that_fits(prob: ChainProblem) -> str:
+    """When the boards' DDR/HBM capacity is what binds (the model fits with unbounded memory):
+    the least capacity, in whole MiB, with which every board would hold it (each board's memory
+    raised to it; each capacity checked by the planner, one probe at a generous interval;
+    feasibility only grows with capacity, so bisection finds the least)."""
+    import dataclasses
+
+    kinds = {m for m in prob.stream_memory if m}
+    if not kinds:
+        return ""
+    mib = 1 << 20
+
+    def at(capacity: int) -> bool:
+        return _fits(dataclasses.replace(prob, stream_bytes=tuple(
+            max(c, capacity) if m else c for c, m in zip(prob.stream_bytes, prob.stream_memory))))
+
+    top = sum(max((o.offchip_bytes for layer in table for o in layer), default=0)
+              for table in (*prob.stream_options, *(prob.spill_options or ())) if table is not None)
+    hi = -(-max(top, 1) // mib) * 2 * prob.m   # every layer's most traffic, with room to spare
+    if not at(hi * mib):
+        return ""   # memory is not what binds
+    lo = max(prob.stream_bytes) // mib   # the boards' own memory: does not fit
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if at(mid * mib) else (mid, hi)
+    names = " or ".join(sorted("HBM" if k == "hbm" else "DDR" for k in kinds))
+    return f"; boards with >= {hi:,} MiB of {names} would hold it"
 
 
 #: Uniform formats `_precision_that_fits` tries, widest first (hls4ml's usual widths).
@@ -226,7 +257,8 @@ def to_plan(graph, cluster, config: PrecisionConfig, objective: str, method: str
             options = [split_options(prob.works[i], prob.specs[b.board], b.replicas)[k]
                        for i, k in zip(range(b.start, b.end), b.option_index)]
         else:
-            table = prob.options if b.weights_in == "on_chip" else prob.stream_options
+            table = (prob.spill_options if b.activations_in != "on_chip" else
+                     prob.options if b.weights_in == "on_chip" else prob.stream_options)
             options = [table[b.board][i][k] for i, k in zip(range(b.start, b.end), b.option_index)]
         clock = prob.clocks[b.board]
         link = None
@@ -243,6 +275,7 @@ def to_plan(graph, cluster, config: PrecisionConfig, objective: str, method: str
             key = "onchip_bytes" if arch == "overlay" else "memory_bytes"
             shared_tiles = prob.stream_reserve[b.board] if b.weights_in != "on_chip" and prob.stream_reserve else 0
             resources, budget = {key: b.resources.bram18k + shared_tiles}, {key: prob.budgets[b.board].bram18k}
+        acts = _activations(prob, b, options, arch)
         power = device.board.power_w if device.kind == "fpga" else device.host.tdp_w
         power = None if power is None else power * b.replicas
         stages.append(StagePlan(
@@ -251,10 +284,13 @@ def to_plan(graph, cluster, config: PrecisionConfig, objective: str, method: str
             layer_interval_s={n: o.interval_cycles / clock for n, o in zip(names, options)},
             compute_interval_s=b.compute_interval_s, stage_time_s=b.stage_time_s, latency_s=b.latency_s,
             resources=resources, budget=budget, power_w=power, link_out=link, replicas=replicas, split=b.split,
-            weights_in={n: b.weights_in if o.offchip_bytes else "on_chip" for n, o in zip(names, options)},
+            weights_in={n: b.weights_in if o.offchip_bytes > o.act_offchip_bytes else "on_chip"
+                        for n, o in zip(names, options)},
             # each device of the stage takes one item per replicas x interval
-            weight_bandwidth_Bps={n: o.offchip_bytes / (result.interval_s * b.replicas) if o.offchip_bytes else 0.0
+            weight_bandwidth_Bps={n: (o.offchip_bytes - o.act_offchip_bytes) / (result.interval_s * b.replicas)
                                   for n, o in zip(names, options)},
+            activations_in={n: where for n, (where, _) in zip(names, acts)},
+            activation_bandwidth_Bps={n: moved / (result.interval_s * b.replicas) for n, (_, moved) in zip(names, acts)},
         ))
     notes = (
         "modeled: every time, resource and power figure is predicted by the cost model "
@@ -266,3 +302,16 @@ def to_plan(graph, cluster, config: PrecisionConfig, objective: str, method: str
         precision=config.to_dict(), objective=objective, stages=tuple(stages),
         interval_s=result.interval_s, latency_s=result.latency_s, method=method, notes=notes,
     )
+
+
+def _activations(prob: ChainProblem, b, options, arch: str) -> list[tuple[str, int]]:
+    """Per layer of stage b: (where its activation buffer lives, bytes it moves there per item).
+    Dataflow: the spilled options' traffic; overlay: the activations too big for its on-chip
+    memory (cost.fpga.overlay_activation_bytes, counted in its layer times)."""
+    from conveyor.cost.fpga import overlay_activation_bytes, weight_memory
+
+    if arch == "overlay":
+        mem = weight_memory(prob.specs[b.board])
+        got = [overlay_activation_bytes(prob.works[i], prob.specs[b.board]) for i in range(b.start, b.end)]
+        return [(mem[0] if mem and x else "on_chip", x) for x in got]
+    return [(b.activations_in if o.act_offchip_bytes else "on_chip", o.act_offchip_bytes) for o in options]

@@ -41,8 +41,10 @@ def engine_rows(plan: Plan, graph=None) -> tuple[list[str], list[list[str]]]:
         macs = {r.node: r.macs for r in layer_counters(graph)}
     weights = any(getattr(s, "weights_in", None) for s in plan.stages)
     bandwidth = any(getattr(s, "weight_bandwidth_Bps", None) for s in plan.stages)
+    spilled = any(v not in (None, "on_chip") for s in plan.stages for v in (getattr(s, "activations_in", None) or {}).values())
     head = ["layer", "stage", "parallelism"] + (["reuse factor"] if macs else []) + ["interval"] + (
-        ["weights in"] if weights else []) + (["weight bandwidth"] if bandwidth else [])
+        ["weights in"] if weights else []) + (["weight bandwidth"] if bandwidth else []) + (
+        ["activations in"] if spilled else [])
     rows = []
     for s in plan.stages:
         for layer in s.layers:
@@ -60,6 +62,10 @@ def engine_rows(plan: Plan, graph=None) -> tuple[list[str], list[list[str]]]:
             if bandwidth:
                 bw = _per_layer(s, "weight_bandwidth_Bps", layer)
                 row.append("-" if not bw else eng(float(bw), "B/s"))
+            if spilled:   # where the activation buffer lives, and the bandwidth its spill takes
+                where = _per_layer(s, "activations_in", layer) or "-"
+                bw = _per_layer(s, "activation_bandwidth_Bps", layer)
+                row.append(str(where) + (f" {eng(float(bw), 'B/s')}" if bw else ""))
             rows.append(row)
     return head, rows
 
