@@ -464,7 +464,7 @@ def test_block_format_input_is_refused_for_tables():
         g.run(x, precision={"default": "ap_fixed<16,6>", "input": "mx:fp8_e4m3"})
 
 
-@pytest.mark.skipif(lut.intdot_njit is None, reason="numba (the `fast` extra) is not installed")
+@pytest.mark.skipif(lut.intdot_njit is None, reason="numba absent (the `fast` extra) or CONVEYOR_NO_NUMBA set")
 @pytest.mark.parametrize("frac_bits,size,lo,hi", [(10, 1024, -8, 8), (10, 1024, -4, 4), (0, 256, -3, 4),
                                                   (23, 1000, -5, 7), (40, 512, -8, 8), (3, 64, 0, 6)])
 def test_compiled_table_index_equals_the_numpy_one(monkeypatch, frac_bits, size, lo, hi):
