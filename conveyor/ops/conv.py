@@ -323,26 +323,10 @@ def _conv_matrix(node, x, w):
     return list(cols), list(wg), assemble
 
 
-def _conv_direct(node, xi, wi, braw, s, rounding):
-    """`fixed.DotSpec.direct` for 2-D Conv (conveyor.ops.intdot.conv2d_sum_rounded); None for
-    other ranks."""
-    from conveyor.ops import intdot
-
-    if xi.ndim != 4:
-        return None
-    geo, group = _conv_shapes(node, xi.shape, wi.shape)
-    m = wi.shape[0]
-    if braw.size not in (1, m):
-        return None
-    b = np.broadcast_to(braw, (m,)) if braw.size == 1 else braw
-    return intdot.conv2d_sum_rounded(pad_for_windows(xi, geo, 0), wi, b, s, rounding, group,
-                                     geo.strides, geo.dilations, geo.out)
-
-
 register(OpDef(
     "Conv", infer=_conv_infer, run=_conv_run, macs=_conv_macs, check=_conv_check,
     param_slots=(1, 2), bias_slots=(2,),
     run_fixed=fixed.dot(lambda node, x, w: _conv_run(node, [x, w])[0],
                         reduce_len=lambda w: int(np.prod(w.shape[1:])), bias_shape=fixed.conv_bias_shape,
-                        taps=_conv_taps, rows=True, matrix=_conv_matrix, direct=_conv_direct),
+                        taps=_conv_taps, rows=True, matrix=_conv_matrix),
 ))

@@ -135,24 +135,19 @@ class DotSpec:
     #: ([X_g [M, K]], [W_g [K, N_g]], assemble([acc_g [M, N_g]]) -> the output); the groups'
     #: columns together are the bias' entries in order. Pure indexing (any dtype).
     matrix: Callable[..., Any] | None = None
-    #: (node, xi, wi, braw [N_out] int64, s, rounding) -> the wrapped integer sums (any
-    #: order: only for wrapping accumulators, nothing counted) computed straight on x's raw
-    #: integers, or None (then `matrix`)
-    direct: Callable[..., Any] | None = None
 
 
 def dot(float_dot: Callable[..., np.ndarray], reduce_len: Callable[[np.ndarray], int],
         x_slot: int = 0, w_slot: int = 1, b_slot: int | None = 2,
         bias_shape: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
-        taps: Taps | None = None, rows: bool = False, matrix: Callable[..., Any] | None = None,
-        direct: Callable[..., Any] | None = None) -> Kernel:
+        taps: Taps | None = None, rows: bool = False, matrix: Callable[..., Any] | None = None) -> Kernel:
     """A products-and-sums kernel. `float_dot(node, x, w)` is the float kernel without bias
     (bilinear in x and w); `reduce_len(w)` bounds the number of products summed per output;
     `bias_shape(b, y)` shapes the bias to broadcast over the output (default: as given);
     `taps(node, x, w)` lists the products per output in hls4ml's order (default:
     `matmul_taps(x, w)`, numpy.matmul's layout). The kernel's `spec` attribute holds these."""
     spec = DotSpec(float_dot, reduce_len, taps or (lambda node, x, w: matmul_taps(x, w)),
-                   x_slot, w_slot, b_slot, bias_shape, rows, matrix, direct)
+                   x_slot, w_slot, b_slot, bias_shape, rows, matrix)
 
     def run_fixed(node, args, fmts, prec, ctx):
         x, w = args[spec.x_slot], args[spec.w_slot]
@@ -333,12 +328,7 @@ def _int_dot(spec, node, x, w, b_acc, fracs, A, xmax: float, wmax: float, counts
                                            int(round(lo * unit)), int(round(hi * unit)), clo, chi, tally))
         return assemble(accs)
 
-    raw = None
-    if wrap_sum and spec.direct is not None:  # straight on x's layout, no im2col copy
-        raw = spec.direct(node, xi, wi, np.zeros(1, np.int64) if braw is None else braw.reshape(-1), s, A.rounding)
-    if raw is not None:
-        pass
-    elif spec.rows and x.ndim >= 2 and x.shape[0] > 1:
+    if spec.rows and x.ndim >= 2 and x.shape[0] > 1:
         per_row = 8 * max(1, int(np.prod(x.shape[1:], dtype=np.int64))) * max(1, int(spec.reduce_len(w)))
         step = max(1, _INT_BLOCK_BYTES // per_row)
         raw = None

@@ -14,9 +14,6 @@ casts' overflow a wrap (mod 2^W, read back signed or unsigned) or a clip. Two ke
   2^W of an exact integer, so the rounded products are summed in machine integers (which
   wrap mod 2^32 or 2^64, multiples of 2^W) and wrapped once at the end: any order gives
   the same bits. int32 when every product fits, else int64.
-- `conv2d_sum_rounded`: `sum_rounded` for a 2-D Conv straight on the (padded) NCHW input,
-  no im2col copy: any order gives the same bits, so it loops input channel, kernel row and
-  column outermost and the output row innermost (contiguous, vectorised).
 - `literal`: the loop itself, tap by tap in order (saturation makes the order matter),
   counting the product and running-sum casts that overflow (the observing runs).
 
@@ -119,47 +116,6 @@ if njit is not None:
                 out[m, j] = acc[j]
 
     @njit(cache=True, nogil=True)
-    def _conv2d_sum_rounded(X, W, B, s, mode, group, sh, sw, dh, dw, out):
-        N, C, _, _ = X.shape
-        M, Cg, KH, KW = W.shape
-        OH, OW = out.shape[2], out.shape[3]
-        Mg = M // group
-        c0 = np.int64(0) if mode == 0 or s <= 0 else (np.int64(1) << (s - 1)) - np.int64(mode == 2)
-        shift = max(s, 0)
-        generic = mode > 2 and s > 0
-        acc = np.empty((OH, OW), out.dtype)
-        for n in range(N):
-            for m in range(M):
-                g = m // Mg
-                acc[:, :] = B[m]
-                for ci in range(Cg):
-                    c = g * Cg + ci
-                    for kh in range(KH):
-                        for kw in range(KW):
-                            wv = W[m, ci, kh, kw]
-                            if wv == 0:
-                                continue
-                            if generic:
-                                for oh in range(OH):
-                                    ih = oh * sh + kh * dh
-                                    for ow in range(OW):
-                                        p = np.int64(X[n, c, ih, ow * sw + kw * dw]) * wv
-                                        acc[oh, ow] += _round_shift(p, s, mode)
-                            elif sw == 1:
-                                for oh in range(OH):
-                                    row = X[n, c, oh * sh + kh * dh, kw * dw:kw * dw + OW]
-                                    a = acc[oh]
-                                    for ow in range(OW):
-                                        a[ow] += (row[ow] * wv + c0) >> shift
-                            else:
-                                for oh in range(OH):
-                                    ih = oh * sh + kh * dh
-                                    for ow in range(OW):
-                                        p = np.int64(X[n, c, ih, ow * sw + kw * dw]) * wv
-                                        acc[oh, ow] += (p + c0) >> shift
-                out[n, m] = acc
-
-    @njit(cache=True, nogil=True)
     def _cast(v, how, width, signed, clo, chi):
         if how == WRAP:
             free = 64 - width
@@ -214,17 +170,4 @@ def literal(X: np.ndarray, W: np.ndarray, B: np.ndarray, s: int, rounding: str, 
     out = np.empty((X.shape[0], W.shape[1]), np.int64)
     _literal(X, W, B.astype(np.int64), int(s), ROUNDING[rounding], how, width, signed, lo, hi, clo, chi, out,
              counts)
-    return out
-
-
-def conv2d_sum_rounded(Xp: np.ndarray, W: np.ndarray, B: np.ndarray, s: int, rounding: str, group: int,
-                       strides, dilations, out_hw) -> np.ndarray:
-    """`sum_rounded` of a 2-D Conv: Xp [N, C, H, W] raw integers already padded to the extent
-    the windows read, W [M, C/group, KH, KW] raw integers (Xp's dtype), B [M] raw bias; in
-    Xp's dtype (int32 when every product fits, as for `sum_rounded`), [N, M, OH, OW], wrapping
-    mod 2^32 or 2^64."""
-    out = np.empty((Xp.shape[0], W.shape[0]) + tuple(out_hw), Xp.dtype)
-    _conv2d_sum_rounded(np.ascontiguousarray(Xp), np.ascontiguousarray(W, Xp.dtype), np.ascontiguousarray(B, Xp.dtype),
-                        int(s), ROUNDING[rounding], int(group), int(strides[0]), int(strides[1]),
-                        int(dilations[0]), int(dilations[1]), out)
     return out
