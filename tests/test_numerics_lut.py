@@ -462,3 +462,19 @@ def test_block_format_input_is_refused_for_tables():
     g = _graph("Sigmoid", x.shape)
     with pytest.raises(PrecisionError, match="Sigmoid.*ap_fixed"):
         g.run(x, precision={"default": "ap_fixed<16,6>", "input": "mx:fp8_e4m3"})
+
+
+@pytest.mark.skipif(lut.intdot_njit is None, reason="numba absent (the `fast` extra) or CONVEYOR_NO_NUMBA set")
+@pytest.mark.parametrize("frac_bits,size,lo,hi", [(10, 1024, -8, 8), (10, 1024, -4, 4), (0, 256, -3, 4),
+                                                  (23, 1000, -5, 7), (40, 512, -8, 8), (3, 64, 0, 6)])
+def test_compiled_table_index_equals_the_numpy_one(monkeypatch, frac_bits, size, lo, hi):
+    rng = np.random.default_rng(frac_bits + size)
+    x = np.ldexp(np.round(rng.standard_normal(4000) * 2.0 ** (frac_bits + 3)), -frac_bits)
+    x[:4] = [0.0, -2.0 ** -frac_bits, 2.0 ** -frac_bits, -1e3]
+    with lut.counting_tables() as fast_tally:
+        fast = lut.range_index(x, frac_bits, size, lo, hi)
+    monkeypatch.setattr(lut, "intdot_njit", None)
+    with lut.counting_tables() as slow_tally:
+        slow = lut.range_index(x, frac_bits, size, lo, hi)
+    np.testing.assert_array_equal(fast, slow)
+    assert fast_tally == slow_tally and slow_tally[1] > 0

@@ -62,7 +62,13 @@ def resolve(graph, name: str) -> str:
 
 def resolve_config(graph, precision):
     """`precision` (anything PrecisionConfig.coerce takes) with its `nodes:` keys as node names,
-    so that a config may name layers (`fc1`) or nodes (`/fc1/Gemm`)."""
+    so that a config may name layers (`fc1`) or nodes (`/fc1/Gemm`); a config with
+    `infer: hls4ml_name` gets the types hls4ml's granularity="name" inference gives this graph."""
     from conveyor.numerics.config import PrecisionConfig
 
-    return PrecisionConfig.coerce(precision).with_node_keys(lambda key: resolve(graph, key))
+    config = PrecisionConfig.coerce(precision).with_node_keys(lambda key: resolve(graph, key))
+    if config.infer == "hls4ml_name":
+        from conveyor.numerics.hls4ml_defaults import with_name_types
+
+        config = with_name_types(graph, config)
+    return config

@@ -25,6 +25,9 @@ floating point (`mx:fp8_e4m3`, `mx:int8/32`, `msfp12`).
 A bare format string ("ap_fixed<16,6>") is `{default: ...}`: exact accumulators.
 "hls4ml:ap_fixed<16,6>" is what hls4ml 1.3.0 does with that model precision
 (conveyor.numerics.hls4ml_defaults): accumulators of the model precision too.
+"hls4ml-name:ap_fixed<16,6>" is hls4ml's granularity="name" config (its 'auto' types): the
+config carries `infer: hls4ml_name` and the per-node types are derived when a graph is at hand
+(conveyor.graph.names.resolve_config).
 """
 
 from __future__ import annotations
@@ -40,7 +43,9 @@ ROLES = ("weight", "bias", "accum", "result", "state", "cell")
 #: roles that, when no place names them, take the node's `result` format instead of `default`
 RESULT_LIKE = ("state", "cell")
 AUTO = "auto"
-_TOP_KEYS = {"default", "input", "op_types", "nodes", "tables", "order", *ROLES}
+_TOP_KEYS = {"default", "input", "op_types", "nodes", "tables", "order", "infer", *ROLES}
+#: `infer:` values: per-node types derived from the graph (hls4ml_name: hls4ml's 'auto' inference)
+INFERS = ("hls4ml_name",)
 #: the order a Dense/Gemm fed by a Flatten of a [N, C, H, W] tensor sums its inputs in:
 #: "onnx" (C, H, W: the graph's own, conveyor's default, what code generation writes),
 #: "hls4ml_io_parallel" (H, W, C: hls4ml's RemoveTransposeBeforeFlatten permutes the weights),
@@ -101,6 +106,7 @@ class PrecisionConfig:
     nodes: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     tables: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     order: str = "onnx"
+    infer: str | None = None
 
     # ---- construction ------------------------------------------------------------------
 
@@ -138,8 +144,12 @@ class PrecisionConfig:
         order = data.get("order", "onnx")
         if order not in ORDERS:
             raise PrecisionError(f"{source}.order: {order!r}; accepted: {list(ORDERS)}")
+        infer = data.get("infer")
+        if infer is not None and infer not in INFERS:
+            raise PrecisionError(f"{source}.infer: {infer!r}; accepted: {list(INFERS)}")
         return cls(
             order=order,
+            infer=infer,
             default=default,
             roles=roles,
             input=inp,
@@ -154,6 +164,8 @@ class PrecisionConfig:
             out["input"] = self.input
         if self.order != "onnx":
             out["order"] = self.order
+        if self.infer is not None:
+            out["infer"] = self.infer
         for key in ("op_types", "nodes", "tables"):
             value = getattr(self, key)
             if value:

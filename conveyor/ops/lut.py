@@ -33,6 +33,7 @@ from conveyor.errors import PrecisionError
 from conveyor.numerics.cast import is_fixed
 from conveyor.numerics.config import parse_format
 from conveyor.numerics.fixed import FixedType
+from conveyor.ops.intdot import njit as intdot_njit  # None without numba (the `fast` extra)
 
 #: defaults of the config's `tables` entries (hls4ml 1.x's, Vivado backend; LRN is conveyor's own)
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -227,6 +228,37 @@ def note_address(values: np.ndarray, fmt: FixedType) -> None:
         tally[1] += overflow_count(np.asarray(values, np.float64), fmt) or 0
 
 
+if intdot_njit is not None:
+    @intdot_njit(cache=True, nogil=True)
+    def _range_index_int(x, scale, n, r, offset, f, out, tally):
+        """`range_index` for |raw| * n < 2^62 and frac_bits >= 0, one pass (numba). The two
+        truncations towards zero (by R, then by 2^f) are one, by R * 2^f: a shift when R is a
+        power of two."""
+        outside = 0
+        d = r << f
+        k = -1
+        if r & (r - 1) == 0:
+            k = 0
+            while (np.int64(1) << k) < d:
+                k += 1
+        for i in range(x.size):
+            p = np.int64(x[i] * scale) * n
+            if k >= 0:
+                dr = -((-p) >> k) if p < 0 else p >> k
+            else:
+                dr = -((-p) // d) if p < 0 else p // d
+            dr = ((dr + 2147483648) & 0xFFFFFFFF) - 2147483648
+            idx = ((dr + offset + 2147483648) & 0xFFFFFFFF) - 2147483648
+            if idx < 0:
+                idx = 0
+                outside += 1
+            elif idx > n - 1:
+                idx = n - 1
+                outside += 1
+            out[i] = idx
+        tally[0] += outside
+
+
 def range_index(x: np.ndarray, frac_bits: int, size: int, lo: int, hi: int) -> np.ndarray:
     """`index = (int)(data * size / R) + offset`, clamped, for data on a 2^-frac_bits grid.
 
@@ -237,8 +269,18 @@ def range_index(x: np.ndarray, frac_bits: int, size: int, lo: int, hi: int) -> n
     n = size
     offset = (-lo * n) // r
     x = np.asarray(x, np.float64)
+    big = x.size and max(-float(x.min()), float(x.max())) * 2.0 ** frac_bits * n >= 2.0 ** 62
+    if not big and 0 <= frac_bits and (r << frac_bits) < 2 ** 62 and intdot_njit is not None:  # the same integers, one compiled pass
+        out = np.empty(x.shape, np.int64)
+        outside = np.zeros(1, np.int64)
+        _range_index_int(np.ascontiguousarray(x).reshape(-1), 2.0 ** frac_bits, np.int64(n), np.int64(r),
+                         np.int64(offset), np.int64(frac_bits), out.reshape(-1), outside)
+        tally = _TABLE_COUNTS.get()
+        if tally is not None:  # an observing run: the look-ups whose index hls4ml clamps
+            tally[0] += int(out.size)
+            tally[1] += int(outside[0])
+        return out
     raw = np.ldexp(x, frac_bits)
-    big = x.size and float(np.max(np.abs(raw))) * n >= 2.0 ** 62
     if big:  # Python ints
         raw_i = np.array([int(v) for v in raw.ravel()], dtype=object).reshape(x.shape)
     else:
