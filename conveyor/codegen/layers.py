@@ -111,6 +111,25 @@ def gemm(layer: Layer):
     return dense(Layer(**{**layer.__dict__, "params": {1: (np.ascontiguousarray(w), fw), 2: layer.params[2]}}))
 
 
+def _pixel_dense_config(c: str, n_in: int, n_out: int, acc, fb, fw, with_kernel: bool) -> str:
+    """`<c>_mult`: the dense_config of one output pixel's products (per group), fully unrolled."""
+    kernel = ("    template<class data_T, class res_T, class CONFIG_T>\n"
+              "    using kernel = nnet::DenseLatency<data_T, res_T, CONFIG_T>;\n") if with_kernel else ""
+    return f"""struct {c}_mult : nnet::dense_config {{
+    static const unsigned n_in = {n_in};
+    static const unsigned n_out = {n_out};
+    static const unsigned reuse_factor = 1;
+    static const unsigned strategy = nnet::latency;
+    static const unsigned n_zeros = 0;
+    static const unsigned multiplier_limit = DIV_ROUNDUP(n_in * n_out, reuse_factor) - n_zeros / reuse_factor;
+    typedef {acc} accum_t;
+    typedef {fb} bias_t;
+    typedef {fw} weight_t;
+{kernel}    template<class x_T, class y_T>
+    using product = nnet::product::mult<x_T, y_T>;
+}};"""
+
+
 def conv(layer: Layer):
     """nnet::conv_2d_cl (channels last) with hls4ml's im2col filler; W as [kh][kw][c][f]."""
     node = layer.node
@@ -134,21 +153,7 @@ def conv(layer: Layer):
     macs = kh * kw * ch * nf
     reuse = max(1, math.ceil(macs / max(layer.parallelism, 1)))
     c = layer.cfg
-    cfg = f"""struct {c}_mult : nnet::dense_config {{
-    static const unsigned n_in = {kh * kw * ch};
-    static const unsigned n_out = {nf};
-    static const unsigned reuse_factor = 1;
-    static const unsigned strategy = nnet::latency;
-    static const unsigned n_zeros = 0;
-    static const unsigned multiplier_limit = DIV_ROUNDUP(n_in * n_out, reuse_factor) - n_zeros / reuse_factor;
-    typedef {acc} accum_t;
-    typedef {fb} bias_t;
-    typedef {fw} weight_t;
-    template<class data_T, class res_T, class CONFIG_T>
-    using kernel = nnet::DenseLatency<data_T, res_T, CONFIG_T>;
-    template<class x_T, class y_T>
-    using product = nnet::product::mult<x_T, y_T>;
-}};
+    cfg = _pixel_dense_config(c, kh * kw * ch, nf, acc, fb, fw, with_kernel=True) + f"""
 struct {c} : nnet::conv2d_config {{  // {node.name}: Conv {ch}x{h}x{wd} -> {nf}x{oh}x{ow}, kernel {kh}x{kw}
     static const unsigned pad_top = {top};
     static const unsigned pad_bottom = {bot};
@@ -323,19 +328,7 @@ def conv_grouped(layer: Layer):
     macs = kh * kw * cg * nf
     reuse = max(1, math.ceil(macs / max(layer.parallelism, 1)))
     c = layer.cfg
-    cfg = f"""struct {c}_mult : nnet::dense_config {{
-    static const unsigned n_in = {kh * kw * cg};
-    static const unsigned n_out = {mg};
-    static const unsigned reuse_factor = 1;
-    static const unsigned strategy = nnet::latency;
-    static const unsigned n_zeros = 0;
-    static const unsigned multiplier_limit = DIV_ROUNDUP(n_in * n_out, reuse_factor) - n_zeros / reuse_factor;
-    typedef {acc} accum_t;
-    typedef {fb} bias_t;
-    typedef {fw} weight_t;
-    template<class x_T, class y_T>
-    using product = nnet::product::mult<x_T, y_T>;
-}};
+    cfg = _pixel_dense_config(c, kh * kw * cg, mg, acc, fb, fw, with_kernel=False) + f"""
 struct {c} {{  // {node.name}: Conv {ch}x{h}x{wd} -> {nf}x{oh}x{ow}, kernel {kh}x{kw}, {group} groups
     static const unsigned pad_top = {top};
     static const unsigned pad_bottom = {bot};

@@ -106,44 +106,26 @@ def _wrap32(v: np.ndarray) -> np.ndarray:
 
 # ---- C library functions ----------------------------------------------------------------
 
-def _load_libm():
+def _load_libm(fns: tuple[str, ...], ctype):
+    """The C math library's functions `fns` taking and returning `ctype`, or None without libm."""
     for name in (ctypes.util.find_library("m"), "libm.so.6", "libm.dylib"):
         if not name:
             continue
         try:
             lib = ctypes.CDLL(name)
-            fns = {}
-            for fn in ("expf", "tanhf"):
+            found = {}
+            for fn in fns:
                 f = getattr(lib, fn)
-                f.restype, f.argtypes = ctypes.c_float, [ctypes.c_float]
-                fns[fn] = f
-            return fns
+                f.restype, f.argtypes = ctype, [ctype]
+                found[fn] = f
+            return found
         except (OSError, AttributeError):
             continue
     return None
 
 
-_LIBM = _load_libm()
-
-
-def _load_libm_double():
-    for name in (ctypes.util.find_library("m"), "libm.so.6", "libm.dylib"):
-        if not name:
-            continue
-        try:
-            lib = ctypes.CDLL(name)
-            fns = {}
-            for fn in ("exp", "erf", "tanh"):
-                f = getattr(lib, fn)
-                f.restype, f.argtypes = ctypes.c_double, [ctypes.c_double]
-                fns[fn] = f
-            return fns
-        except (OSError, AttributeError):
-            continue
-    return None
-
-
-_LIBM_D = _load_libm_double()
+_LIBM = _load_libm(("expf", "tanhf"), ctypes.c_float)
+_LIBM_D = _load_libm(("exp", "erf", "tanh"), ctypes.c_double)
 
 
 def c_double_fn(name: str, x: np.ndarray) -> np.ndarray:
