@@ -131,6 +131,30 @@ def test_many_in_flight_come_back_in_order():
                for s in st["stages"])
 
 
+def test_try_submit_queues_only_what_fits_without_waiting():
+    """try_submit (an event loop's way in) never waits: None when the pipeline holds
+    max_in_flight requests or when stage 0's ring is full; what it accepts comes back exact."""
+    g = graph("digits-cnn")
+    p = plan_for("digits-cnn", 2)
+    xs = inputs(g, 12, seed=5)
+    refs = [g.run(x, precision=p.precision)["output"] for x in xs]
+    with Pipeline(p, g, executor="local", max_in_flight=2) as pipe:
+        a, b = pipe.try_submit(xs[0]), pipe.try_submit(xs[1])
+        assert a is not None and b is not None
+        assert pipe.try_submit(xs[2]) is None  # two in flight: full
+        assert np.array_equal(a.result(30)["output"], refs[0]) and np.array_equal(b.result(30)["output"], refs[1])
+        c = pipe.try_submit(xs[2])
+        assert c is not None and np.array_equal(c.result(30)["output"], refs[2])
+        assert pipe.stats()["completed"] == 3
+    # a ring of one slot in front of a slow (paced) stage 0 fills long before max_in_flight
+    with Pipeline(p, g, executor="local", max_in_flight=12, slots=1, paced=True, time_scale=2e4) as pipe:
+        got = [(i, pipe.try_submit(x)) for i, x in enumerate(xs)]
+        taken = [(i, f) for i, f in got if f is not None]
+        assert len(taken) < len(xs), "every request fitted: the ring never filled"
+        assert all(np.array_equal(f.result(60)["output"], refs[i]) for i, f in taken)
+        assert pipe.stats()["completed"] == len(taken) and pipe.stats()["failed"] == 0
+
+
 def test_spawn_start_method_works_too():
     g = graph("jet-mlp")
     p = plan_for("jet-mlp", 2)

@@ -282,7 +282,7 @@ class LocalExecutor:
         self._start_thread(self._supervise, "conveyor-local-supervisor")
         self._start_thread(self._replayer, "conveyor-local-replayer")
 
-    def send(self, request_id: int, bundle: dict[str, np.ndarray]) -> None:
+    def send(self, request_id: int, bundle: dict[str, np.ndarray], block: bool = True) -> bool:
         with self._lock:
             if self._failed:
                 raise RuntimeFault(self._failed)
@@ -290,12 +290,17 @@ class LocalExecutor:
                 raise RuntimeFault("the local executor is closed" if self._closing else "the local executor is not started")
             self._inflight[request_id] = bundle
         try:
-            self._write(request_id, bundle)
+            if self._write(request_id, bundle, block):
+                return True
         except RuntimeFault:
             with self._lock:
                 mine = self._inflight.pop(request_id, None) is not None
             if mine:
                 raise  # else the failure was already delivered (the stages were given up)
+            return True
+        with self._lock:  # block=False and no free slot: never in flight
+            self._inflight.pop(request_id, None)
+        return False
 
     def stage_stats(self) -> list[dict]:
         """One row per plan stage (a replicated stage sums its replicas, listed under
@@ -462,10 +467,13 @@ class LocalExecutor:
                 return False
 
     # ---- data path ---------------------------------------------------------------------------
-    def _write(self, rid: int, bundle) -> None:
-        """Into channel 0, blocking while its ring is full. The request is already in flight,
-        so a write lost to a dying stage 0 is replayed after the restart."""
-        with self._send_lock:
+    def _write(self, rid: int, bundle, block: bool = True) -> bool:
+        """Into channel 0, blocking while its ring is full (`block=False`: False at once
+        instead). The request is already in flight, so a write lost to a dying stage 0 is
+        replayed after the restart."""
+        if not self._send_lock.acquire(blocking=block):
+            return False  # another sender is waiting for room: so would this one
+        try:
             while True:
                 if self._failed:
                     raise RuntimeFault(self._failed)
@@ -473,8 +481,10 @@ class LocalExecutor:
                     raise RuntimeFault("the local executor is closed")
                 c = route(rid, len(self._senders))
                 tx = self._senders[c]
-                slot = tx.slot(100)
+                slot = tx.slot(100 if block else 0)
                 if slot is None:
+                    if not block:
+                        return False
                     if not tx.alive:
                         time.sleep(0.005)  # stage 0 died: the supervisor is replacing the channel
                     continue
@@ -483,7 +493,9 @@ class LocalExecutor:
                     self._stats[self._chan_row[(0, PARENT, self._by_stage[0][c])], PRODUCED] = tx.sent
                 except OSError:
                     pass
-                return
+                return True
+        finally:
+            self._send_lock.release()
 
     def _collect(self) -> None:
         """The end of the pipeline: copy results out of the last stage's channels, return the

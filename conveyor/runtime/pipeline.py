@@ -35,12 +35,14 @@ class Executor(Protocol):
     """What an executor provides. `start` brings every stage up (weights loaded) and
     arranges for `deliver(request_id, bundle_or_exception)` to be called exactly once per
     submitted request, from any thread; `send` never blocks for long (back-pressure is
-    the Pipeline's `max_in_flight`). `paced`: each stage runs a `StageWorker(spec, paced,
-    time_scale)`, and bundles carry their release time (`conveyor.runtime.worker`)."""
+    the Pipeline's `max_in_flight`); `send(..., block=False)` returns False at once where it
+    would wait (the request is then not in flight). `paced`: each stage runs a
+    `StageWorker(spec, paced, time_scale)`, and bundles carry their release time
+    (`conveyor.runtime.worker`)."""
 
     def start(self, specs: list[StageSpec], deliver: Callable[[int, Any], None], paced: bool,
               time_scale: float = 1.0) -> None: ...
-    def send(self, request_id: int, bundle: dict[str, np.ndarray]) -> None: ...
+    def send(self, request_id: int, bundle: dict[str, np.ndarray], block: bool = True) -> bool: ...
     def stage_stats(self) -> list[dict]: ...
     def close(self) -> None: ...
 
@@ -120,7 +122,19 @@ class Pipeline:
 
     # ---- requests --------------------------------------------------------------------
     def submit(self, x) -> Future:
-        """Queue one request (an array for a single-input model, or a dict by input name)."""
+        """Queue one request (an array for a single-input model, or a dict by input name);
+        waits while `max_in_flight` requests are in the pipeline."""
+        fut = self._submit(x, block=True)
+        assert fut is not None
+        return fut
+
+    def try_submit(self, x) -> Future | None:
+        """`submit` without waiting: None (nothing queued) where `submit` would wait for room
+        in the pipeline. An event loop calls this on its own thread and hands only the
+        requests that must wait to a thread (conveyor serve does)."""
+        return self._submit(x, block=False)
+
+    def _submit(self, x, block: bool) -> Future | None:
         if self._closed:
             raise RuntimeFault("the pipeline is closed")
         fut: Future = Future()
@@ -130,14 +144,21 @@ class Pipeline:
             self.metrics.record(0.0, ok=False)
             fut.set_exception(e)  # a bad request fails alone
             return fut
-        self._slots.acquire()
+        if not self._slots.acquire(blocking=block):
+            return None
         rid = next(self._ids)
         with self._lock:
             self._pending[rid] = (fut, time.perf_counter())
         try:
-            self.executor.send(rid, bundle)
+            sent = self.executor.send(rid, bundle, block=block)
         except Exception as e:
             self._deliver(rid, e if isinstance(e, RuntimeFault) else RuntimeFault(f"send failed: {e}"))
+            return fut
+        if sent is False:  # no room without waiting: not in flight, take it back
+            with self._lock:
+                self._pending.pop(rid, None)
+            self._slots.release()
+            return None
         return fut
 
     def map(self, inputs: Iterable) -> Iterator[dict[str, np.ndarray]]:

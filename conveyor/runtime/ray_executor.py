@@ -263,7 +263,8 @@ class RayExecutor:
             self._owns_ray = False
 
     # ---- requests --------------------------------------------------------------------
-    def send(self, request_id: int, bundle: dict[str, np.ndarray]) -> None:
+    def send(self, request_id: int, bundle: dict[str, np.ndarray], block: bool = True) -> bool:
+        """Never waits (Ray queues the call), so `block` changes nothing."""
         if self._closing:
             raise RuntimeFault("the ray executor is closed")
         if self._broken is not None:
@@ -275,6 +276,7 @@ class RayExecutor:
             self._loop.call_soon_threadsafe(self._enqueue, request_id)
         else:
             self._send_plain(request_id, bundle)
+        return True
 
     def _deliver(self, rid: int, result) -> None:
         """Exactly once per request id."""

@@ -195,7 +195,11 @@ class Server:
                 self.metrics.failed("bad_request")
                 return _error(400, str(e))
             loop = asyncio.get_running_loop()
-            fut = await loop.run_in_executor(self._submitter, self.pipeline.submit, req.inputs)
+            # On the loop's own thread when there is room (no thread hop on the way in); a
+            # request that must wait for room waits on the submit thread, never on the loop
+            fut = self.pipeline.try_submit(req.inputs)
+            if fut is None:
+                fut = await loop.run_in_executor(self._submitter, self.pipeline.submit, req.inputs)
             try:
                 out = await asyncio.wrap_future(fut)
             except ModelError as e:
