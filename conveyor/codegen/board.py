@@ -123,7 +123,7 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
         cfg, call, flat = writer(layer)
         configs.append(cfg)
         x = data_ins[0]
-        if len(shapes[y]) == 4:
+        if len(shapes[y]) == 4 and getattr(writer, "channels_last", True):   # not an LSTM's Y [seq, dirs, 1, H]
             if any(t not in hwc for t in data_ins):
                 raise CodegenError(f"node '{node.name}' ({node.op_type}): its 4-D input '{x}' is not channels last")
             hwc.add(y)

@@ -312,5 +312,7 @@ def recurrent(layer: Layer):
 
 #: the C arrays and config types of a recurrent node's parameters (board.py names slot 1 `w`, others `b`)
 recurrent.param_arrays = {1: ("w", "weight_t"), 2: ("r", "recurrent_weight_t"), 3: ("b", "bias_t")}
+#: Y [seq, dirs, 1, H] is 4-D but no image: it keeps ONNX's order inside the board
+recurrent.channels_last = False
 
 WRITERS = {"LSTM": recurrent, "GRU": recurrent}
