@@ -29,16 +29,15 @@ NARROW = {"default": "ap_fixed<10,4,AP_RND,AP_SAT>", "accum": "ap_fixed<14,6,AP_
 
 
 def _check(tmp_path, graph, p, x):
-    """compile + chained csim; every board's outputs and the model's equal the emulator's."""
+    """compile + chained csim; every board's outputs, the model's among them, equal the emulator's
+    (`compare` runs `graph.run(x, precision=plan.precision)` on the stacked sequences)."""
     manifest = compile_plan(p, graph, tmp_path)
     feeds = {graph.input_names[0]: x}
     env, runs = run_chain(tmp_path, feeds)
     assert [r.device for r in runs] == [st.device for st in p.stages]
+    assert set(graph.output_names) <= set(runs[-1].outputs)
     bad = compare(graph, p.precision, feeds, runs)
     assert bad is None, str(bad)
-    for out in graph.output_names:
-        want = graph.run(x, precision=p.precision)[out]     # x: items stacked, (N,) + the input's shape
-        np.testing.assert_array_equal(env[out], np.asarray(want, np.float64).reshape(len(x), -1))
     return manifest, env
 
 
@@ -74,12 +73,12 @@ def test_lstm_small_two_boards_narrow_lossy_accumulator(tmp_path):
     graph = _resolve_model("lstm-small")
     p = plan(graph, _resolve_cluster("zynq7035:2"), precision=NARROW, method="manual", cuts=["lstm"])
     assert [st.layers for st in p.stages] == [("lstm",), ("flatten", "fc")]
-    x = _sequences(graph, 300, 1)
+    x = _sequences(graph, 200, 1)
     manifest, env = _check(tmp_path, graph, p, x)
     assert manifest["boards"][0]["ports"][1]["tensors"][0]["tensor"] == "lstm.Y_h"
     assert manifest["boards"][0]["ports"][1]["link"] == "srio-10g"
     # the lossy accumulator matters: an exact one gives other outputs
-    exact = graph.run(x, precision={**NARROW, "accum": "auto"})["output"].reshape(300, -1)
+    exact = graph.run(x, precision={**NARROW, "accum": "auto"})["output"].reshape(200, -1)
     assert np.any(exact != env["output"])
 
 
@@ -103,7 +102,7 @@ def test_torch_gru_one_board_mixed_formats(tmp_path):
     prec = {"default": "ap_fixed<12,4,AP_RND,AP_SAT>", "accum": "ap_fixed<16,6,AP_RND_CONV,AP_SAT>",
             "weight": "ap_fixed<8,2,AP_RND>", "state": "ap_fixed<14,4,AP_RND,AP_SAT>"}
     p = plan(graph, _resolve_cluster("zynq7035:1"), precision=prec)
-    _check(tmp_path, graph, p, _sequences(graph, 300, 2, scale=2.0))
+    _check(tmp_path, graph, p, _sequences(graph, 200, 2, scale=2.0))
 
 
 # ---- an ONNX chain of the variants ---------------------------------------------------------
@@ -167,10 +166,10 @@ def test_variant_chain_two_boards(tmp_path):
     graph = _variant_chain()
     p = plan(graph, _resolve_cluster("zynq7035:2"), precision=VARIANTS, method="manual", cuts=["rb"])
     assert [st.device_kind for st in p.stages] == ["fpga", "fpga"]
-    x = _sequences(graph, 300, 4, scale=2.0)
+    x = _sequences(graph, 120, 4, scale=2.0)   # a batch-1 graph (its Reshapes mix directions): item by item
     manifest, env = _check(tmp_path, graph, p, x)
     assert [t["tensor"] for t in manifest["boards"][0]["ports"][1]["tensors"]] == ["b.y3"]
-    assert np.any(env["b.y3"].reshape(300, SEQ, 2, H)[:, :, 1] != 0) and np.ptp(env["b.y3"]) > 1.0
+    assert np.any(env["b.y3"].reshape(120, SEQ, 2, H)[:, :, 1] != 0) and np.ptp(env["b.y3"]) > 1.0
     cfg = (tmp_path / "fpga1" / "firmware" / "parameters.h").read_text()
     assert "static const bool reverse = true;" in cfg and "static const unsigned n_valid = 4;" in cfg
     assert "static const unsigned which = 2;" in cfg and "nnet::activation::relu" in cfg
