@@ -138,7 +138,8 @@ def _variant_chain():
              helper.make_node("Concat", ["c.f", "d.f"], ["cd"], name="cat", axis=1),
              helper.make_node("Gemm", ["cd", "fc.W", "fc.b"], ["out"], name="fc")]
     weights = {**inits, **wa, **wb, **wc, **wd}
-    gp = helper.make_graph(nodes, "rnn_variants", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [SEQ, 1, N_IN])],
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [SEQ, 1, N_IN])
+    gp = helper.make_graph(nodes, "rnn_variants", [x],
                            [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 3])],
                            [numpy_helper.from_array(v if v.dtype.kind in "i" else v.astype(np.float32), k)
                             for k, v in weights.items()])
@@ -197,7 +198,8 @@ def _single(op, attrs=None, x_shape=(SEQ, 1, N_IN), outs=None, inits=(), extra=N
      r"direction forward"),
     (lambda: _single("GRU"), {"default": Q16, "tables": {"tanh": {"min": -8, "max": 8}}},
      r"node 'rnn' \(GRU\): tables.tanh spans \[-8, 8\); nnet::tanh's table spans \[-4, 4\)"),
-    (lambda: _single("LSTM", x_shape=(SEQ, 2, N_IN)), Q16, r"node 'rnn' \(LSTM\): input X \(6, 2, 5\) holds a batch of 2"),
+    (lambda: _single("LSTM", x_shape=(SEQ, 2, N_IN)), Q16,
+     r"node 'rnn' \(LSTM\): input X \(6, 2, 5\) holds a batch of 2"),
     (lambda: _single("GRU", outs=["rnn.Y", "rnn.Y_h"]), Q16,
      r"node 'rnn' \(GRU\): its outputs \['rnn.Y', 'rnn.Y_h'\] are all read; code generation takes one output"),
     (lambda: _single("LSTM", inits=("", "", "", "rnn.P"), extra={"rnn.P": np.zeros((1, 3 * H))}), Q16,

@@ -213,22 +213,19 @@ def recurrent(layer: Layer):
     bs = [np.concatenate([keras_b(b[d, :G * hid]), keras_b(b[d, G * hid:])]) for d in range(ndir)] \
         if b is not None else None
     tables = {a: _table(layer, a)[1] for a in set(acts) if a != "Relu"}
-    if prec.accum is None:
-        acc = _auto_accum(layer, fx, fw, fr, fb, S, C, np.concatenate(ws, 1), np.concatenate(rs, 1),
-                          np.concatenate(bs) if bs is not None else None, acts[:3 if op == "LSTM" else 2], tables,
-                          lbr)
-        if ndir == 2:   # the backward set's activations may differ: take the wider of both
-            other = _auto_accum(layer, fx, fw, fr, fb, S, C, np.concatenate(ws, 1), np.concatenate(rs, 1),
-                                np.concatenate(bs) if bs is not None else None, acts[len(acts) // 2:], tables, lbr)
-            i, f = max(acc.integer, other.integer), max(acc.frac_bits, other.frac_bits)
-            acc = FixedType(i + f, i)
+    per_dir = len(acts) // ndir
+    if prec.accum is None:   # per direction (their activations may differ), the wider of both
+        wide = [_auto_accum(layer, fx, fw, fr, fb, S, C, np.concatenate(ws, 1), np.concatenate(rs, 1),
+                            np.concatenate(bs) if bs is not None else None, acts[d * per_dir:(d + 1) * per_dir],
+                            tables, lbr) for d in range(ndir)]
+        i, f = max(a.integer for a in wide), max(a.frac_bits for a in wide)
+        acc = FixedType(i + f, i)
     else:
         acc = fixed(prec.accum, f"node '{node.name}' accum")
     bias_t = fb if fb is not None else FixedType(2, 1)
     c = layer.cfg
     reuse = max(1, math.ceil(G * hid * (n_in + hid) / max(layer.parallelism, 1)))
     n_res = seq * ndir * hid if which == 0 else ndir * hid
-    per_dir = len(acts) // ndir
     text = [f"// {c}: {node.name}: {op} {_direction(node)}, {seq} steps ({n_valid} counted) of {n_in} -> "
             f"hidden {hid}, output {names[which]}; accum {acc}, state {S}" + (f", cell {C}" if op == "LSTM" else "")
             + "\n", '#include "conveyor_rnn.h"\n',
@@ -236,7 +233,8 @@ def recurrent(layer: Layer):
             _dense_cfg(f"{c}_mult2", hid, G * hid, reuse, acc, bias_t, fr),
             _dense_cfg(f"{c}_mult_zr", hid, 2 * hid, reuse, acc, bias_t, fr),
             _dense_cfg(f"{c}_mult_h", hid, hid, reuse, acc, bias_t, fr)]
-    text.append(f"""struct {c} {{  // {node.name}: the parameter types (weights w{layer.index}, r{layer.index}, b{layer.index})
+    i = layer.index
+    text.append(f"""struct {c} {{  // {node.name}: the types of its parameters w{i}, r{i}, b{i}
     typedef {fw} weight_t;
     typedef {fr} recurrent_weight_t;
     typedef {bias_t} bias_t;
@@ -249,8 +247,9 @@ def recurrent(layer: Layer):
         rsize, rtab = _table(layer, recr)
         asize, atab = _table(layer, act)
         cd = f"{c}_d{d}"
+        how = "reverse" if reverse[d] else "forward"
         text += [_activ_cfg(f"{cd}_recr", hid * (G - 1), rsize, rtab), _activ_cfg(f"{cd}_act", hid, asize, atab),
-                 f"""struct {cd} : nnet::{op.lower()}_config {{  // {node.name}: direction {d} ({'reverse' if reverse[d] else 'forward'})
+                 f"""struct {cd} : nnet::{op.lower()}_config {{  // {node.name}: direction {d} ({how})
     typedef {acc} accum_t;
     typedef {fw} weight_t;
     typedef {fr} recurrent_weight_t;
@@ -289,7 +288,6 @@ def recurrent(layer: Layer):
         text.append(_raw_array(f"{cd}_h0_raw", S, h0[d] if h0 is not None else np.zeros(hid)))
         if op == "LSTM":
             text.append(_raw_array(f"{cd}_c0_raw", C, c0[d] if c0 is not None else np.zeros(hid)))
-        i = layer.index
         wo, ro, bo = d * n_in * G * hid, d * hid * G * hid, d * 2 * G * hid
         bias = (f"b{i} + {bo}", f"b{i} + {bo + G * hid}") if bs is not None else (f"{c}_nobias", f"{c}_nobias")
         init = (f"{cd}::h_t {cd}_h0[{hid}]; for (int k = 0; k < {hid}; k++) conveyor::from_raw({cd}_h0[k], "
@@ -300,8 +298,9 @@ def recurrent(layer: Layer):
             calls.append(init + f" conveyor::lstm_sequence<{{x}}_t, {cd}::h_t, {cd}::s_t, {{y}}_t, {cd}>({{x}}, {{y}}, "
                          f"{cd}_h0, {cd}_c0, w{i} + {wo}, r{i} + {ro}, {bias[0]}, {bias[1]});")
         else:
-            calls.append(init + f" conveyor::gru_sequence<{{x}}_t, {cd}::h_t, {{y}}_t, {cd}, {'true' if lbr else 'false'}>("
-                         f"{{x}}, {{y}}, {cd}_h0, w{i} + {wo}, r{i} + {ro}, {bias[0]}, {bias[1]});")
+            after = "true" if lbr else "false"
+            calls.append(init + f" conveyor::gru_sequence<{{x}}_t, {cd}::h_t, {{y}}_t, {cd}, {after}>({{x}}, {{y}}, "
+                         f"{cd}_h0, w{i} + {wo}, r{i} + {ro}, {bias[0]}, {bias[1]});")
     if bs is None:
         text.append(f"static {bias_t} {c}_nobias[{G * hid}];  // B absent: zeros\n")
     flat = {1: np.concatenate([m.reshape(-1) for m in ws]), 2: np.concatenate([m.reshape(-1) for m in rs])}
