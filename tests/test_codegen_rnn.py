@@ -78,8 +78,8 @@ def test_lstm_small_two_boards_narrow_lossy_accumulator(tmp_path):
     assert manifest["boards"][0]["ports"][1]["tensors"][0]["tensor"] == "lstm.Y_h"
     assert manifest["boards"][0]["ports"][1]["link"] == "srio-10g"
     # the lossy accumulator matters: an exact one gives other outputs
-    exact = graph.run(x, precision={**NARROW, "accum": "auto"})["output"].reshape(200, -1)
-    assert np.any(exact != env["output"])
+    exact = graph.run(x[:50], precision={**NARROW, "accum": "auto"})["output"].reshape(50, -1)
+    assert np.any(exact != env["output"][:50])
 
 
 class GruNet(torch.nn.Module):
