@@ -67,6 +67,30 @@ def test_lstm_small_one_board_q16(tmp_path):
     np.testing.assert_array_equal(raw[:, 192:], q16.quantize_raw(onnx_w[64:128].T))    # hls4ml o = ONNX gate 1
 
 
+def test_cli_compile_and_csim_take_whole_sequences(tmp_path):
+    """`conveyor csim DIR --inputs X.npy` with X [N, 16, 1, 32]: one sequence per item (the
+    build above, cached by content)."""
+    from click.testing import CliRunner
+
+    from conveyor.cli import cli
+
+    graph = _resolve_model("lstm-small")
+    plan(graph, _resolve_cluster("zynq7035:1"), precision=Q16).save(tmp_path / "plan.json")
+    np.save(tmp_path / "x.npy", _sequences(graph, 6, 5))
+    r = CliRunner().invoke(cli, ["compile", str(tmp_path / "plan.json"), "--model", "lstm-small",
+                                 "-o", str(tmp_path / "hls")])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(cli, ["csim", str(tmp_path / "hls"), "--inputs", str(tmp_path / "x.npy"),
+                                 "-o", str(tmp_path / "out.npz")])
+    assert r.exit_code == 0, r.output
+    assert "fpga0: 6 items" in r.output and "equal to the emulator" in r.output
+    with np.load(tmp_path / "out.npz") as f:
+        assert f["output"].shape == (6, 10)
+    np.save(tmp_path / "bad.npy", np.zeros((6, 16, 31)))
+    r = CliRunner().invoke(cli, ["csim", str(tmp_path / "hls"), "--inputs", str(tmp_path / "bad.npy")])
+    assert r.exit_code != 0 and "takes (16, 1, 32)" in str(r.exception)
+
+
 def test_lstm_small_two_boards_narrow_lossy_accumulator(tmp_path):
     """The LSTM on one board, Flatten + Gemm on the next (the planner keeps it all on one board
     unless told: the cut is manual)."""
