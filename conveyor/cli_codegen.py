@@ -98,7 +98,9 @@ def csim_cmd(out_dir: str, inputs_spec: str, model: str | None, count: int | Non
         x, _ = _load_samples(inputs_spec, graph, count)
     if count is not None:
         x = x[:count]
-    per_item = tuple(graph.inputs[0].shape[1:])
+    from conveyor.cli_inputs import sample_shape
+
+    per_item = sample_shape(graph.inputs[0].shape)   # [1, 16] -> (16,); a sequence [16, 1, 32]: all of it
     if tuple(np.shape(x)[1:]) != per_item and int(np.prod(np.shape(x)[1:])) != int(np.prod(per_item)):
         raise ConveyorError(f"--inputs {inputs_spec}: samples of shape {tuple(np.shape(x)[1:])}; model "
                             f"'{graph.name}' takes {per_item}")
@@ -111,7 +113,7 @@ def csim_cmd(out_dir: str, inputs_spec: str, model: str | None, count: int | Non
         click.echo(f"{r.device}: {r.items} items, {r.items_per_s:,.0f} items/s ({where}); outputs {same}")
     if output:
         n = len(x)
-        np.savez(output, **{t: env[t].reshape((n, *graph.tensors[t].shape[1:])) for t in graph.output_names})
+        np.savez(output, **{t: env[t].reshape((n, *sample_shape(graph.tensors[t].shape))) for t in graph.output_names})
         click.echo(f"outputs: {output}")
     if bad is not None:
         raise ConveyorError(f"C simulation differs from the emulator: {bad}")

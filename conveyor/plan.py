@@ -217,7 +217,7 @@ def validate_against_graph(plan: Plan, graph, source: str = "plan") -> None:
     missing = [n for n in order if n not in seen]
     if missing:
         raise PlanError(f"{source}: no stage runs {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''} of {graph.name}")
-    producer = {t: n.name for n in graph.nodes for t in n.outputs}
+    producer = {t: n.name for n in graph.nodes for t in n.outputs if t}   # '': an omitted optional output
     for n in graph.nodes:
         for t in n.inputs:
             src = producer.get(t)

@@ -82,9 +82,21 @@ def test_a_wrong_weight_is_reported_with_its_board_and_layer(tmp_path):
     assert "board fpga1, layer softmax" in str(bad)
 
 
+class _Exp(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        return torch.exp(self.fc(x))
+
+
 def test_unsupported_op_names_node_op_and_supported(tmp_path):
-    graph, p = _plan("lstm-small", 1, Q16)
-    with pytest.raises(CodegenError, match=r"node '.*': op LSTM has no HLS writer yet; supported: Dense"):
+    from conveyor.frontends.torch import from_torch
+
+    graph = from_torch(_Exp().eval(), torch.zeros(1, 4))
+    p = plan(graph, _resolve_cluster("zynq7035:1"), precision=Q16)
+    with pytest.raises(CodegenError, match=r"node 'node_exp': op Exp has no HLS writer yet; supported: Dense.*LSTM"):
         compile_plan(p, graph, tmp_path)
 
 

@@ -1,7 +1,7 @@
 """Bit-exact oracle for the recurrent kernels: conveyor's LSTM and GRU under a precision against
 hls4ml's own HLS C++ (nnet_recurrent.h of the pinned hls4ml wheel: lstm_stack / gru_stack, with
 the layer configs hls4ml's Vivado backend writes, compiled with g++), and against conveyor's C++
-definition where conveyor goes beyond hls4ml (tests/hls4ml_rnn_oracle/conveyor_rnn.h: GRU with
+definition where conveyor goes beyond hls4ml (conveyor/codegen/include/conveyor_rnn.h: GRU with
 linear_before_reset=0, separate state / cell types with initial states).
 
 Every case runs 2,000 random sequences (4 weight sets of 500) through the C++ and through a
@@ -30,7 +30,7 @@ from conveyor.graph.quantized import emulator_for
 from conveyor.numerics import FixedType, PrecisionConfig
 
 DRIVER_DIR = Path(__file__).parent / "hls4ml_rnn_oracle"
-DRIVER_SOURCES = ("oracle.h", "conveyor_rnn.h", "main.cpp")
+DRIVER_SOURCES = ("oracle.h", "main.cpp")   # conveyor_rnn.h: conveyor/codegen/include (the generated firmware's kernel)
 CXXFLAGS = ("-O1", "-std=c++14", "-w")
 GROUPS, SEQS = 4, 500          # weight sets per case, sequences per weight set
 F = FixedType.parse

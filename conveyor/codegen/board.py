@@ -69,7 +69,8 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
             raise CodegenError(f"board {device}: link_in carries '{t}', which the stage neither reads nor passes on")
         fmts[t], shapes[t] = passthrough[t]
     var = {t: ident(t) for t in shapes}          # tensor -> C array holding it
-    size = {t: int(np.prod(s[1:], dtype=np.int64)) if s else 0 for t, s in shapes.items()}
+    # values per item: the whole tensor (batch 1: its shape less the leading 1; an LSTM's [seq, 1, n])
+    size = {t: int(np.prod(s, dtype=np.int64)) if s else 0 for t, s in shapes.items()}
     fw = out / "firmware"
     (fw / "weights").mkdir(parents=True, exist_ok=True)
     (out / "tb").mkdir(parents=True, exist_ok=True)
@@ -105,7 +106,11 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
         if writer is None:
             raise CodegenError(f"node '{node.name}': op {node.op_type} has no HLS writer yet; supported: "
                                f"{', '.join([*WRITERS, *WIRING])}")
-        y = outs[0]
+        used = [o for o in outs if g.consumers(o) or o in spec.forwards]   # LSTM: Y, Y_h, Y_c
+        if len(used) > 1:
+            raise CodegenError(f"node '{node.name}' ({node.op_type}): its outputs {used} are all read; code "
+                               "generation takes one output per node")
+        y = used[0] if used else outs[0]
         typedefs.append(f"typedef {fixed(fmts[y], f'node {node.name!r} result')} {var[y]}_t;  // {y} ({node.name})")
         params = {slot: (emu.params[(node.name, slot)], emu.param_formats[(node.name, slot)])
                   for slot in range(len(node.inputs)) if (node.name, slot) in emu.params}
@@ -114,11 +119,11 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
                       out_fmt=fmts[y], in_shapes=tuple(shapes[t] for t in data_ins), out_shape=shapes[y], params=params,
                       parallelism=int(stage.parallelism.get(node.name, 1)),
                       consts={s: np.asarray(g.weights[t]) for s, t in enumerate(node.inputs)
-                              if t and s not in params and t in g.weights})
+                              if t and s not in params and t in g.weights}, output=list(node.outputs).index(y))
         cfg, call, flat = writer(layer)
         configs.append(cfg)
         x = data_ins[0]
-        if len(shapes[y]) == 4:
+        if len(shapes[y]) == 4 and getattr(writer, "channels_last", True):   # not an LSTM's Y [seq, dirs, 1, H]
             if any(t not in hwc for t in data_ins):
                 raise CodegenError(f"node '{node.name}' ({node.op_type}): its 4-D input '{x}' is not channels last")
             hwc.add(y)
@@ -126,9 +131,11 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
                            xs_t=[var[t] + "_t" for t in data_ins])
         calls.append(f"    {var[y]}_t {var[y]}[{size[y]}];\n#pragma HLS ARRAY_PARTITION variable={var[y]} complete\n"
                      f"    {code}  // {node.name}")
+        arrays = getattr(writer, "param_arrays", {})   # slot -> (C array, config type) where not w / b
         for slot, (values, pf) in params.items():
-            name = f"{'w' if slot == 1 else 'b'}{i}"
-            ctype = f"{layer.cfg}::{'weight_t' if slot == 1 else 'bias_t'}"
+            prefix, tname = arrays.get(slot, ("w", "weight_t") if slot == 1 else ("b", "bias_t"))
+            name = f"{prefix}{i}"
+            ctype = f"{layer.cfg}::{tname}"
             raw = np.asarray(fixed(pf, f"node '{node.name}' parameter").quantize_raw(flat[slot]), dtype=np.int64)
             weight_decls.append(f"static {ctype} {name}[{raw.size}];")
             if raw.size <= HEADER_WEIGHTS_MAX:
@@ -171,7 +178,7 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
             pragmas.append(f"#pragma HLS INTERFACE axis port={port.name}")
     defines = ["#ifndef CONVEYOR_DEFINES_H_", "#define CONVEYOR_DEFINES_H_", '#include "conveyor_link.h"',
                f"typedef ap_axiu<{STREAM_WIDTH}, 0, 0, 1> link_t;", *typedefs]
-    for t in set(in_tensors + out_tensors):
+    for t in dict.fromkeys(in_tensors + out_tensors):   # in port order: the same text, the same cached build
         defines.append(f"#define N_{var[t]} {size[t]}")
     defines += ["#endif", ""]
     (fw / "defines.h").write_text("\n".join(defines))

@@ -184,9 +184,13 @@ def compare(graph, precision, inputs: dict[str, np.ndarray], runs: list[BoardRun
 
     wanted = sorted({t for r in runs for t in r.outputs})
     n = len(next(iter(inputs.values())))
-    g = graph.with_batch(n) if graph.inputs[0].shape[0] != n else graph
-    feeds = {k: np.asarray(v, dtype=np.float64).reshape((n, *graph.tensors[k].shape[1:])) for k, v in inputs.items()}
-    ref, _ = Emulator(g, precision).run(feeds, fetch=wanted)
+    if all(graph.tensors[k].shape[:1] == (1,) for k in inputs):
+        g = graph.with_batch(n) if graph.inputs[0].shape[0] != n else graph
+        feeds = {k: np.asarray(v, dtype=np.float64).reshape((n, *graph.tensors[k].shape[1:])) for k, v in inputs.items()}
+        ref, _ = Emulator(g, precision).run(feeds, fetch=wanted)
+    else:   # an item is the whole input (a sequence [seq, 1, n]): n of them stacked, as graph.run takes them
+        ref = graph.run({k: np.asarray(v, dtype=np.float64).reshape((n, *graph.tensors[k].shape))
+                         for k, v in inputs.items()}, precision=precision, fetch=wanted)
     for r in runs:
         for t, got in r.outputs.items():
             want = np.asarray(ref[t], dtype=np.float64).reshape(n, -1)

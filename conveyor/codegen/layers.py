@@ -39,6 +39,7 @@ class Layer:
     params: Mapping[int, tuple[np.ndarray, Any]]   # slot -> (quantized values, format)
     parallelism: int
     consts: Mapping[int, np.ndarray] = field(default_factory=dict)   # slot -> a constant input (Clip bounds, axes)
+    output: int = 0                   # which of the node's outputs the board reads (LSTM: Y, Y_h or Y_c)
 
     @property
     def cfg(self) -> str:
@@ -580,5 +581,8 @@ WRITERS: dict[str, Callable[[Layer], tuple]] = {
     "GlobalAveragePool": global_avgpool, "ReduceMean": global_avgpool, "Add": add, "Concat": concat,
     "BatchNormalization": batchnorm, "LRN": lrn, "Relu": relu, "LeakyRelu": leaky_relu, "Clip": clip,
     "Sigmoid": table_activation, "Tanh": table_activation, "Softmax": softmax}
+from conveyor.codegen.recurrent import WRITERS as _RECURRENT  # noqa: E402 (it imports Layer from here)
+
+WRITERS.update(_RECURRENT)
 #: ops that only rewire an array (no arithmetic; a 4-D value leaves channels-last order)
 WIRING = ("Flatten", "Reshape", "Identity")

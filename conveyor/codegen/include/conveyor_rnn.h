@@ -105,6 +105,88 @@ void gru_step(data_T data[CONFIG_T::n_in], h_T h_state[CONFIG_T::n_state],
         h_state[iacc] = (h_T)(tmpres_h[iacc] * (1 - tmpres_zr[iacc]) + h_state[iacc] * tmpres_zr[iacc]);
 }
 
+
+// ---- a whole sequence of one item: the ONNX LSTM / GRU node (conveyor/codegen/recurrent.py) ----
+// One direction `dir` of n_dirs: steps t = 0 .. n_valid-1 read x[reverse ? n_valid-1-t : t] (the
+// emulator's order: conveyor/ops/rnn.py), h (and c) start from h0 (c0). `which` picks the output
+// written: 0 Y [n_sequence][n_dirs][n_state] (zero past n_valid, ONNX sequence_lens), 1 Y_h, 2 Y_c
+// ([n_dirs][n_state]; zero for n_valid = 0), each value assigned to res_T. With batch 1, ONNX
+// layouts 0 and 1 lay these out alike.
+template <class data_T, class h_T, class s_T, class res_T, typename CONFIG_T>
+void lstm_sequence(data_T x[CONFIG_T::n_sequence * CONFIG_T::n_in], res_T out[CONFIG_T::n_res],
+                   const h_T h0[CONFIG_T::n_state], const s_T c0[CONFIG_T::n_state],
+                   typename CONFIG_T::weight_t param[CONFIG_T::n_state * 4 * CONFIG_T::n_in],
+                   typename CONFIG_T::recurrent_weight_t param_r[CONFIG_T::n_state * 4 * CONFIG_T::n_state],
+                   typename CONFIG_T::bias_t param_b[CONFIG_T::n_state * 4],
+                   typename CONFIG_T::recurrent_bias_t param_br[CONFIG_T::n_state * 4]) {
+    const unsigned H = CONFIG_T::n_state, N = CONFIG_T::n_in, D = CONFIG_T::n_dirs, V = CONFIG_T::n_valid;
+    h_T h[H];
+    s_T c[H];
+    data_T xt[N];
+    #pragma HLS ARRAY_PARTITION variable=h complete
+    #pragma HLS ARRAY_PARTITION variable=c complete
+    #pragma HLS ARRAY_PARTITION variable=xt complete
+    for (unsigned i = 0; i < H; i++) {
+        h[i] = h0[i];
+        c[i] = c0[i];
+    }
+    for (unsigned t = 0; t < CONFIG_T::n_sequence; t++) {
+        if (t < V) {
+            const unsigned tt = CONFIG_T::reverse ? V - 1 - t : t;
+            for (unsigned j = 0; j < N; j++)
+                xt[j] = x[tt * N + j];
+            lstm_step<data_T, h_T, s_T, CONFIG_T>(xt, h, c, param, param_r, param_b, param_br);
+            if (CONFIG_T::which == 0)
+                for (unsigned i = 0; i < H; i++)
+                    out[(tt * D + CONFIG_T::dir) * H + i] = h[i];
+        } else if (CONFIG_T::which == 0) {
+            for (unsigned i = 0; i < H; i++)
+                out[(t * D + CONFIG_T::dir) * H + i] = 0;
+        }
+    }
+    for (unsigned i = 0; i < H; i++) {
+        if (CONFIG_T::which == 1)
+            out[CONFIG_T::dir * H + i] = h[i];
+        if (CONFIG_T::which == 2)
+            out[CONFIG_T::dir * H + i] = c[i];
+        if (CONFIG_T::which != 0 && V == 0)
+            out[CONFIG_T::dir * H + i] = 0;
+    }
+}
+
+template <class data_T, class h_T, class res_T, typename CONFIG_T, bool reset_after>
+void gru_sequence(data_T x[CONFIG_T::n_sequence * CONFIG_T::n_in], res_T out[CONFIG_T::n_res],
+                  const h_T h0[CONFIG_T::n_state],
+                  typename CONFIG_T::weight_t param[CONFIG_T::n_state * 3 * CONFIG_T::n_in],
+                  typename CONFIG_T::recurrent_weight_t param_zr[CONFIG_T::n_state * 3 * CONFIG_T::n_state],
+                  typename CONFIG_T::bias_t param_b[CONFIG_T::n_state * 3],
+                  typename CONFIG_T::recurrent_bias_t param_br[CONFIG_T::n_state * 3]) {
+    const unsigned H = CONFIG_T::n_state, N = CONFIG_T::n_in, D = CONFIG_T::n_dirs, V = CONFIG_T::n_valid;
+    h_T h[H];
+    data_T xt[N];
+    #pragma HLS ARRAY_PARTITION variable=h complete
+    #pragma HLS ARRAY_PARTITION variable=xt complete
+    for (unsigned i = 0; i < H; i++)
+        h[i] = h0[i];
+    for (unsigned t = 0; t < CONFIG_T::n_sequence; t++) {
+        if (t < V) {
+            const unsigned tt = CONFIG_T::reverse ? V - 1 - t : t;
+            for (unsigned j = 0; j < N; j++)
+                xt[j] = x[tt * N + j];
+            gru_step<data_T, h_T, CONFIG_T, reset_after>(xt, h, param, param_zr, param_b, param_br);
+            if (CONFIG_T::which == 0)
+                for (unsigned i = 0; i < H; i++)
+                    out[(tt * D + CONFIG_T::dir) * H + i] = h[i];
+        } else if (CONFIG_T::which == 0) {
+            for (unsigned i = 0; i < H; i++)
+                out[(t * D + CONFIG_T::dir) * H + i] = 0;
+        }
+    }
+    if (CONFIG_T::which == 1)
+        for (unsigned i = 0; i < H; i++)
+            out[CONFIG_T::dir * H + i] = V == 0 ? res_T(0) : res_T(h[i]);
+}
+
 }  // namespace conveyor
 
 #endif
