@@ -582,3 +582,7 @@ WRITERS: dict[str, Callable[[Layer], tuple]] = {
     "Sigmoid": table_activation, "Tanh": table_activation, "Softmax": softmax}
 #: ops that only rewire an array (no arithmetic; a 4-D value leaves channels-last order)
 WIRING = ("Flatten", "Reshape", "Identity")
+
+from conveyor.codegen.requant import WRITERS as _REQUANT_WRITERS  # noqa: E402 (integer-domain quantized models)
+
+WRITERS.update(_REQUANT_WRITERS)

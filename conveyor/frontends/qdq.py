@@ -503,6 +503,10 @@ def attach(graph, found: dict[str, tuple[str, Quantizer]], source: str) -> "Mode
     config = {"default": WIDE, "accum": "auto", "nodes": nodes}
     if inputs:
         config["input"] = inputs.pop()
+    if any(role == "requant" for role, _ in found.values()):
+        # the integer domain: every value no Requant writes is an integer (int32 sums, grid ops on
+        # q - z); the graph input stays the host's float values, quantized by the first Requant
+        config.update(default=INT_FORMAT, input=config.get("input", WIDE))
     return ModelPrecision(PrecisionConfig.from_dict(config, source=source),
                           tuple(q for _, q in found.values()))
 
@@ -526,10 +530,70 @@ def _multiplier(m: float) -> tuple[int, int]:
     return m0, 31 - exp
 
 
+def dequantized_format(scale, lo: int, hi: int) -> str:
+    """The ap_fixed that holds every float32 `k * scale` (k an integer in [lo, hi]) exactly: float32's
+    24-bit significand puts `scale` on the grid 2^(e - 24) (scale = mant * 2^e, mant in [0.5, 1)), and
+    every rounded product, at least `scale` in magnitude, on a multiple of it."""
+    scale = np.float32(scale)
+    _, e = math.frexp(float(scale))
+    frac = 24 - e
+    top = max(abs(int(lo)), abs(int(hi)))
+    raw = int(np.float64(np.float32(top) * scale) * 2.0**frac)
+    width = raw.bit_length() + 1
+    return f"ap_fixed<{width},{width - frac}>"
+
+
+class _OnnxAttrs:
+    """An onnx NodeProto's attributes behind conveyor's `node.attr(key, default)` (ops/conv.py's geometry)."""
+
+    def __init__(self, n: onnx.NodeProto):
+        self.name, self.op_type = n.name or n.output[0], n.op_type
+        self.attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+
+    def attr(self, key, default=None):
+        return self.attrs.get(key, default)
+
+    def __str__(self) -> str:
+        return f"node '{self.name}' ({self.op_type})"
+
+
+def _sum_pool(n: onnx.NodeProto, scale_of: dict, dims) -> onnx.NodeProto | str:
+    """A quantized AveragePool as SumPool (conveyor/ops/quant.py), the exact integer sum of each window,
+    and its scale s_x / k for the next Requant (M = s_x / (k s_y)); or why not: the tap count k must be
+    the same for every window (no padding or count_include_pad=1, no ceil_mode overhang, no dilation)."""
+    from conveyor.ops.conv import window_geometry
+    from conveyor.ops.pool import _counts_1d
+
+    where = f"node '{n.name or n.output[0]}' (AveragePool)"
+    x = n.input[0]
+    if x not in scale_of or scale_of[x][1] is not None or scale_of[x][0].size != 1:
+        return f"{where} reads a tensor that is not a per-tensor quantized activation"
+    if not dims or len(dims) < 3 or not all(dims):
+        return f"{where}: the input's shape is not known"
+    node = _OnnxAttrs(n)
+    kernel = [int(k) for k in node.attr("kernel_shape", [])]
+    if any(int(d) != 1 for d in node.attr("dilations", [1] * len(kernel))):
+        return f"{where} is dilated"
+    spatial = tuple(dims[2:])
+    geo = window_geometry(node, spatial, kernel, ceil_mode=False, dilations=[1] * len(kernel))
+    if node.attr("ceil_mode", 0) and window_geometry(node, spatial, kernel, ceil_mode=True,
+                                                      dilations=[1] * len(kernel)).out != geo.out:
+        return f"{where}: ceil_mode adds windows that count fewer taps"
+    include = bool(node.attr("count_include_pad", 0))
+    counts = [_counts_1d(geo, i, spatial[i], include) for i in range(len(kernel))]
+    if any(np.any(c != c[0]) for c in counts):
+        return f"{where} counts fewer taps at the borders (count_include_pad=0 with padding)"
+    k = int(np.prod([c[0] for c in counts]))
+    scale_of[n.output[0]] = (scale_of[x][0] / float(k), "acc", 1)
+    return helper.make_node("SumPool", [x], list(n.output), name=n.name, kernel_shape=kernel,
+                            strides=list(geo.strides), pads=list(geo.begin) + list(geo.end))
+
+
 def _integer_domain(model, specs, consts: _Consts, source: str):
     """A float-scale QDQ model (onnxruntime quantize_static) in the integer domain, as an
     integer-only pipeline runs it (conveyor/ops/quant.py, Requant), or why not (an op outside
-    Conv/MatMul/Gemm and the grid-keeping ops): then `strip` takes the nearest power of two."""
+    Conv/MatMul/Gemm, Add, AveragePool (SumPool), GlobalAveragePool (ReduceSum) and the grid-keeping
+    ops): then `strip` takes the nearest power of two."""
     g = model.graph
     by_out = {n.output[0]: sp for n, sp in specs}
     chain_ids = {id(c) for _, sp in specs for c in sp.chain}
@@ -541,6 +605,14 @@ def _integer_domain(model, specs, consts: _Consts, source: str):
     new_nodes = []
     extra_inits: list[onnx.TensorProto] = []
     shapes = None
+
+    def shape_of(t):
+        nonlocal shapes
+        if shapes is None:
+            inferred = onnx.shape_inference.infer_shapes(model).graph
+            shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+                      for v in list(inferred.value_info) + list(inferred.input) + list(inferred.output)}
+        return shapes.get(t)
 
     def int_format(lo, hi):
         width = max(int(lo).bit_length(), int(hi).bit_length()) + 1
@@ -606,6 +678,9 @@ def _integer_domain(model, specs, consts: _Consts, source: str):
                                                   **attrs))
                 zp = int(np.ravel(sp.zero_point)[0])
                 fmt = int_format(sp.q.qmin - zp, sp.q.qmax - zp)
+                if attrs["dequantize"]:
+                    fmt = dequantized_format(s_out[0], sp.q.qmin - zp, sp.q.qmax - zp)
+                    note += f"; dequantized: float32 (q - z) * scale, every value held exactly by {fmt}"
                 found[n.output[0]] = ("requant", replace(sp.q, tensor=n.output[0],
                                       kind="input" if src in graph_inputs else "activation",
                                       format=fmt, exact=False, note=note))
@@ -626,17 +701,19 @@ def _integer_domain(model, specs, consts: _Consts, source: str):
             x = n.input[0]
             if x not in scale_of or scale_of[x][1] is not None or scale_of[x][0].size != 1:
                 return f"node '{n.name or n.output[0]}' (GlobalAveragePool) reads a tensor that is not quantized"
-            if shapes is None:
-                inferred = onnx.shape_inference.infer_shapes(model).graph
-                shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
-                          for v in list(inferred.value_info) + list(inferred.input) + list(inferred.output)}
-            dims = shapes.get(x)
+            dims = shape_of(x)
             if not dims or len(dims) < 3 or not all(dims[2:]):
                 return f"node '{n.name or n.output[0]}' (GlobalAveragePool): the input's shape is not known"
             axes = f"{n.output[0]}__axes"
             extra_inits.append(numpy_helper.from_array(np.arange(2, len(dims), dtype=np.int64), axes))
             new_nodes.append(helper.make_node("ReduceSum", [x, axes], list(n.output), name=n.name, keepdims=1))
             scale_of[n.output[0]] = (scale_of[x][0] / float(np.prod(dims[2:])), "acc", 1)
+            continue
+        elif n.op_type == "AveragePool":
+            done = _sum_pool(n, scale_of, shape_of(n.input[0]))
+            if isinstance(done, str):
+                return done
+            new_nodes.append(done)
             continue
         elif n.op_type == "Add" and len(n.input) == 2:
             # requantised with its quantizer: q = round(a * s_a / s_y + b * s_b / s_y) + z (one Requant)
@@ -667,8 +744,8 @@ def _integer_domain(model, specs, consts: _Consts, source: str):
             scale_of[n.output[0]] = (s_a.astype(np.float64) * s_w.astype(np.float64), "acc",
                                      1 if n.op_type == "Conv" else -1)
         else:
-            return (f"node '{n.name or n.output[0]}' ({n.op_type}) is none of Conv/MatMul/Gemm and the ops "
-                    f"that keep a grid ({'/'.join(_GRID_OPS)})")
+            return (f"node '{n.name or n.output[0]}' ({n.op_type}) is none of Conv/MatMul/Gemm, Add, AveragePool, "
+                    f"GlobalAveragePool and the ops that keep a grid ({'/'.join(_GRID_OPS)})")
         new_nodes.append(n)
     if not all(o in found and found[o][0] == "requant" for o in outputs):
         return "its quantizers are not laid out as onnxruntime's quantize_static writes them"
