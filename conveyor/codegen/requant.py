@@ -9,11 +9,22 @@ arithmetic is conveyor/ops/quant.py's (int64 products, round half to even, satur
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from conveyor.codegen.layers import Layer, fixed
 from conveyor.errors import CodegenError
 from conveyor.numerics.fixed import FixedType
+
+if TYPE_CHECKING:
+    from conveyor.codegen.layers import Layer
+
+
+def fixed(fmt, where: str) -> FixedType:
+    """layers.fixed (imported here at call time: layers.py registers this module's writers)."""
+    from conveyor.codegen.layers import fixed as check
+
+    return check(fmt, where)
 
 #: the writer's header, included once per parameters.h (its include guard)
 INCLUDE = '#include "conveyor_requant.h"\n'
