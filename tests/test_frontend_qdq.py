@@ -168,11 +168,12 @@ def test_onnxruntime_quantize_static_model_runs_integer_requantisation(tmp_path,
     assert _steps(graph, model, out_q.scale[0], n=4, precision=False) == 0   # the float reference too
 
 
-def test_quantize_static_model_by_default_takes_the_nearest_power_of_two(tmp_path):
-    """The default (requant="nearest"): each float scale's nearest power-of-two format, which
-    code generation takes; said per quantizer and within a few output steps."""
+def test_quantize_static_model_with_requant_nearest_takes_the_nearest_power_of_two(tmp_path):
+    """requant="nearest" (the default is "integer"): the float graph, each float scale's nearest
+    power-of-two format; said per quantizer and within a few output steps."""
     qp = _quantize_static(tmp_path, _small_cnn(), False)
-    graph = conveyor.load(qp)
+    assert "Requant" in [n.op_type for n in conveyor.load(qp).nodes]   # the default: the integer domain
+    graph = conveyor.load(qp, requant="nearest")
     mp = graph.model_precision
     assert [n.op_type for n in graph.nodes] == ["Conv", "MaxPool", "Flatten", "Gemm"]
     assert len(mp.quantizers) == 9 and not any(q.exact for q in mp.quantizers)
@@ -495,3 +496,22 @@ def test_quantized_global_average_pool_is_an_integer_sum_and_a_requant(tmp_path,
                                                 "Requant", "Gemm", "Requant"]
     out_q = next(q for q in graph.model_precision.quantizers if q.tensor == "y")
     assert _steps(graph, model, out_q.scale[0], n=16) == 0
+
+
+def test_integer_domain_exports_to_onnx_for_the_host_backends(tmp_path):
+    """Requant and SumPool export as standard ONNX ops (frontends/qdq.py: to_onnx_nodes), so that the
+    CPU/GPU backends and `conveyor profile` run an integer-domain graph: equal to graph.run's float
+    path bit for bit (onnxruntime, optimizations off)."""
+    from conveyor.cost.profile import profile_graph
+    from conveyor.frontends.export import to_onnx
+    from test_codegen_requant import quantize_static_model
+
+    graph = conveyor.load(quantize_static_model(tmp_path, per_channel=True))
+    assert {"Requant", "SumPool", "ReduceSum"} <= {n.op_type for n in graph.nodes}
+    model = to_onnx(graph)
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        x = (rng.standard_normal((1, 3, 8, 8)) * 1.5).astype(np.float32)
+        np.testing.assert_array_equal(_ort(model, x), graph.run(x)["y"])
+    prof = profile_graph(graph, runs=1, warmup=1)
+    assert prof.layer_seconds[graph.nodes[0].name] > 0   # the input Requant, timed under its own name

@@ -192,7 +192,7 @@ class _Spec:
 REQUANT_MODES = ("nearest", "integer")
 
 
-def strip(model: onnx.ModelProto, source: str, requant: str = "nearest"
+def strip(model: onnx.ModelProto, source: str, requant: str = "integer"
           ) -> tuple[onnx.ModelProto, dict[str, tuple[str, Quantizer]]]:
     """A copy of `model` without quantizers, and {tensor: (role, Quantizer)} for what they said
     (role: "weight" for a constant, "result" for an activation, "input" for a graph input).
@@ -762,3 +762,67 @@ def _integer_domain(model, specs, consts: _Consts, source: str):
     del g.initializer[:]
     g.initializer.extend(list(keep.values()) + extra_inits)
     return model, found
+
+
+# ---- conveyor's integer-domain ops as ONNX ops (frontends/export.py: the CPU/GPU backends, profile) ----
+
+def to_onnx_nodes(node, graph) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """Requant and SumPool (conveyor/ops/quant.py) as standard ONNX ops computing their float
+    kernels (`run`) bit for bit in float32: Requant as Mul (by in_scale; an Add of two scaled
+    inputs), Div by the output scale, Round (half to even), Add zero point, Clip, Sub zero point
+    (and Mul by the scale on a dequantizing output); SumPool as a depthwise Conv with all-ones
+    weights (float32 sums of integers below 2^24 are exact)."""
+    name, out = node.name, node.outputs[0]
+    inits: list[onnx.TensorProto] = []
+
+    def const(tag, value):
+        inits.append(numpy_helper.from_array(np.asarray(value, np.float32), f"{name}__{tag}"))
+        return inits[-1].name
+
+    def step(op, ins, tag, **attrs):
+        y = f"{out}__{tag}"
+        nodes.append(helper.make_node(op, ins, [y], name=f"{name}__{tag}", **attrs))
+        return y
+
+    nodes: list[onnx.NodeProto] = []
+    if node.op_type == "SumPool":
+        c = int(graph.tensors[node.inputs[0]].shape[1])
+        k = [int(v) for v in node.attr("kernel_shape")]
+        w = const("ones", np.ones([c, 1, *k]))
+        nodes.append(helper.make_node("Conv", [node.inputs[0], w], [out], name=name, group=c, kernel_shape=k,
+                                      strides=list(node.attr("strides", [1] * len(k))),
+                                      pads=list(node.attr("pads", [0] * 2 * len(k)))))
+        return nodes, inits
+    ndim = len(graph.tensors[out].shape)
+
+    def shaped(v):
+        v = np.asarray(v, np.float32)
+        if v.size == 1:
+            return v.reshape(())
+        shape = [1] * ndim
+        shape[int(node.attr("axis", 1)) % ndim] = v.size
+        return v.reshape(shape)
+
+    in_scale = list(node.attr("in_scale", []))
+    x = node.inputs[0]
+    if len(node.inputs) > 1:
+        terms = [step("Mul", [a, const(f"s{i}", s)], f"term{i}") for i, (a, s) in enumerate(zip(node.inputs, in_scale))]
+        x = terms[0]
+        for i, t in enumerate(terms[1:]):
+            x = step("Add", [x, t], f"sum{i}")
+    elif in_scale:
+        x = step("Mul", [x, const("in_scale", shaped(in_scale))], "dq")
+    zp = const("zp", shaped(node.attr("zero_point")))
+    q = step("Round", [step("Div", [x, const("scale", shaped(node.attr("scale")))], "div")], "round")
+    q = step("Clip", [step("Add", [q, zp], "zp_in"), const("qmin", node.attr("qmin")), const("qmax", node.attr("qmax"))],
+             "clip")
+    if node.attr("dequantize", 0):
+        q = step("Sub", [q, zp], "zp_out")
+        nodes.append(helper.make_node("Mul", [q, f"{name}__scale"], [out], name=name))
+    else:
+        nodes.append(helper.make_node("Sub", [q, zp], [out], name=name))
+    return nodes, inits
+
+
+#: the ops `to_onnx_nodes` writes
+ONNX_LOWERED = ("Requant", "SumPool")
