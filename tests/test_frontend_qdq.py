@@ -501,7 +501,7 @@ def test_quantized_global_average_pool_is_an_integer_sum_and_a_requant(tmp_path,
 def test_integer_domain_exports_to_onnx_for_the_host_backends(tmp_path):
     """Requant and SumPool export as standard ONNX ops (frontends/qdq.py: to_onnx_nodes), so that the
     CPU/GPU backends and `conveyor profile` run an integer-domain graph: equal to graph.run's float
-    path bit for bit (onnxruntime, optimizations off)."""
+    path bit for bit (onnxruntime, optimizations off and on)."""
     from conveyor.cost.profile import profile_graph
     from conveyor.frontends.export import to_onnx
     from test_codegen_requant import quantize_static_model
@@ -509,9 +509,12 @@ def test_integer_domain_exports_to_onnx_for_the_host_backends(tmp_path):
     graph = conveyor.load(quantize_static_model(tmp_path, per_channel=True))
     assert {"Requant", "SumPool", "ReduceSum"} <= {n.op_type for n in graph.nodes}
     model = to_onnx(graph)
+    optimized = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])  # CpuDevice's
     rng = np.random.default_rng(5)
     for _ in range(20):
         x = (rng.standard_normal((1, 3, 8, 8)) * 1.5).astype(np.float32)
-        np.testing.assert_array_equal(_ort(model, x), graph.run(x)["y"])
+        want = graph.run(x)["y"]
+        np.testing.assert_array_equal(_ort(model, x), want)
+        np.testing.assert_array_equal(optimized.run(None, {"x": x})[0], want)
     prof = profile_graph(graph, runs=1, warmup=1)
     assert prof.layer_seconds[graph.nodes[0].name] > 0   # the input Requant, timed under its own name
