@@ -17,8 +17,9 @@ from conveyor.planner import plan
 
 
 class _Net(torch.nn.Module):
-    """Conv-ReLU, a residual Conv-ReLU-Add, AveragePool, GlobalAveragePool, Linear: every op the
-    integer domain writes (Requant of one accumulator, of a sum and of the float input; SumPool;
+    """Conv-ReLU, a residual Conv-ReLU-Add, AveragePool (3x3, stride 2, padding not counted: a
+    multiplier per position), GlobalAveragePool, Linear: every op the integer domain writes (Requant
+    of one accumulator per channel and per position, of a sum and of the float input; SumPool;
     ReduceSum; Gemm; a dequantizing Requant on the output)."""
 
     def __init__(self):
@@ -28,7 +29,7 @@ class _Net(torch.nn.Module):
 
     def forward(self, x):
         a = torch.relu(self.c1(x))
-        b = torch.nn.functional.avg_pool2d(torch.relu(self.c2(a)) + a, 2)
+        b = torch.nn.functional.avg_pool2d(torch.relu(self.c2(a)) + a, 3, 2, 1, count_include_pad=False)
         return self.fc(torch.nn.functional.adaptive_avg_pool2d(b, 1).flatten(1))
 
 

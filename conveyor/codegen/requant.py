@@ -60,9 +60,15 @@ def requant(layer: Layer):
     m0, shift = list(node.attr("multiplier", [])), list(node.attr("shift", []))
     nd = len(layer.out_shape)
     axis = int(node.attr("axis", 1)) % nd
-    if len(m0) > 1 and len(layer.in_fmts) == 1 and not (nd == 2 and axis == 1 or nd == 4 and axis == 1):
-        raise CodegenError(f"node '{node.name}' (Requant): per-channel multipliers along axis {axis} of a {nd}-D "
-                           "value; code generation takes the channel axis of 2-D and 4-D values")
+    spatial = bool(node.attr("spatial", 0))
+    if len(m0) > 1 and len(layer.in_fmts) == 1 and not (nd == 2 and axis == 1 and not spatial or nd == 4):
+        raise CodegenError(f"node '{node.name}' (Requant): per-{'position' if spatial else 'channel'} multipliers "
+                           f"of a {nd}-D value; code generation takes per-channel ones of 2-D and 4-D values and "
+                           "per-position ones of 4-D values")
+    if len(m0) > 1 and nd == 4 and not spatial and axis != 1:
+        raise CodegenError(f"node '{node.name}' (Requant): multipliers along axis {axis}; code generation takes "
+                           "the channel axis (1)")
+    stride = int(layer.out_shape[1]) if spatial else 1   # channels last: a position's C values are adjacent
     common = (f"    static const unsigned n_elem = {n};\n"
               f"    static const long long zero_point = {zp[0]};\n"
               f"    static const long long qmin = {int(node.attr('qmin'))};\n"
@@ -72,15 +78,17 @@ def requant(layer: Layer):
     c = layer.cfg
     if not len(in_scale):
         what, call = "the graph input's quantizer, float32 x / scale", "quantize"
-        body = "    static const unsigned n_chan = 1;\n"
+        body = "    static const unsigned n_chan = 1;\n    static const unsigned chan_stride = 1;\n"
     elif len(layer.in_fmts) == 1:
         what, call = f"acc * M0 >> shift, {len(m0)} multiplier{'s' if len(m0) > 1 else ''}", "requant"
-        body = f"    static const unsigned n_chan = {len(m0)};\n" + _table("multiplier", m0) + _table("shift", shift)
+        body = (f"    static const unsigned n_chan = {len(m0)};  // per {'position' if spatial else 'channel'}\n"
+                f"    static const unsigned chan_stride = {stride};\n" + _table("multiplier", m0) + _table("shift", shift))
     elif len(layer.in_fmts) == 2 and len(m0) == 2:
         top = max(shift)
         ma, mb = (int(m) << (top - int(k)) for m, k in zip(m0, shift))
         what, call = f"an Add's two inputs, M0 = {m0}, shift = {shift}", "requant2"
-        body = (f"    static const unsigned n_chan = 1;\n    static const long long m_a = {ma};\n"
+        body = (f"    static const unsigned n_chan = 1;\n    static const unsigned chan_stride = 1;\n"
+                f"    static const long long m_a = {ma};\n"
                 f"    static const long long m_b = {mb};\n" + _table("shift", [top]))
         if layer.in_shapes[0] != layer.in_shapes[1]:
             raise CodegenError(f"node '{node.name}' (Requant): its two inputs differ in shape {list(layer.in_shapes)}")

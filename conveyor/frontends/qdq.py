@@ -559,8 +559,9 @@ class _OnnxAttrs:
 
 def _sum_pool(n: onnx.NodeProto, scale_of: dict, dims) -> onnx.NodeProto | str:
     """A quantized AveragePool as SumPool (conveyor/ops/quant.py), the exact integer sum of each window,
-    and its scale s_x / k for the next Requant (M = s_x / (k s_y)); or why not: the tap count k must be
-    the same for every window (no padding or count_include_pad=1, no ceil_mode overhang, no dilation)."""
+    and its scale s_x / k for the next Requant (M = s_x / (k s_y)): one scale, or one per output position
+    where the windows count different taps k (count_include_pad=0 with padding, ceil_mode's last
+    windows); or why not (dilation, a window that counts no tap)."""
     from conveyor.ops.conv import window_geometry
     from conveyor.ops.pool import _counts_1d
 
@@ -575,18 +576,19 @@ def _sum_pool(n: onnx.NodeProto, scale_of: dict, dims) -> onnx.NodeProto | str:
     if any(int(d) != 1 for d in node.attr("dilations", [1] * len(kernel))):
         return f"{where} is dilated"
     spatial = tuple(dims[2:])
-    geo = window_geometry(node, spatial, kernel, ceil_mode=False, dilations=[1] * len(kernel))
-    if node.attr("ceil_mode", 0) and window_geometry(node, spatial, kernel, ceil_mode=True,
-                                                      dilations=[1] * len(kernel)).out != geo.out:
-        return f"{where}: ceil_mode adds windows that count fewer taps"
+    ceil = int(node.attr("ceil_mode", 0))
+    geo = window_geometry(node, spatial, kernel, ceil_mode=bool(ceil), dilations=[1] * len(kernel))
     include = bool(node.attr("count_include_pad", 0))
-    counts = [_counts_1d(geo, i, spatial[i], include) for i in range(len(kernel))]
-    if any(np.any(c != c[0]) for c in counts):
-        return f"{where} counts fewer taps at the borders (count_include_pad=0 with padding)"
-    k = int(np.prod([c[0] for c in counts]))
-    scale_of[n.output[0]] = (scale_of[x][0] / float(k), "acc", 1)
+    k = np.ones((), np.int64)
+    for i in range(len(kernel)):   # taps counted per output position (ops/pool.py's rule)
+        k = np.multiply.outer(k, _counts_1d(geo, i, spatial[i], include))
+    if np.any(k == 0):
+        return f"{where} has a window that counts no tap (padding at least the kernel)"
+    scales = scale_of[x][0] / k.reshape(-1).astype(np.float64)
+    uniform = bool(np.all(k == k.reshape(-1)[0]))
+    scale_of[n.output[0]] = (scales[:1], "acc", 1) if uniform else (scales, "acc", "spatial")
     return helper.make_node("SumPool", [x], list(n.output), name=n.name, kernel_shape=kernel,
-                            strides=list(geo.strides), pads=list(geo.begin) + list(geo.end))
+                            strides=list(geo.strides), pads=list(geo.begin) + list(geo.end), ceil_mode=ceil)
 
 
 def _integer_domain(model, specs, consts: _Consts, source: str):
@@ -658,8 +660,10 @@ def _integer_domain(model, specs, consts: _Consts, source: str):
                 if s_out.size != 1:
                     return "its quantizers are not laid out as onnxruntime's quantize_static writes them"
                 attrs = dict(scale=[float(s_out[0])], zero_point=[int(z) for z in np.ravel(sp.zero_point)],
-                             qmin=sp.q.qmin, qmax=sp.q.qmax, axis=axis,
+                             qmin=sp.q.qmin, qmax=sp.q.qmax, axis=1 if axis == "spatial" else axis,
                              dequantize=int(n.output[0] in outputs))
+                if axis == "spatial":   # one multiplier per position (an AveragePool's border windows)
+                    attrs["spatial"] = 1
                 note = "input quantizer: float32 x / scale, round half to even (the host's job)"
                 if in_scale.size:
                     ms = [_multiplier(float(m)) for m in np.ravel(in_scale.astype(np.float64) / np.float64(s_out[0]))]
@@ -668,7 +672,8 @@ def _integer_domain(model, specs, consts: _Consts, source: str):
                     if min(k for _, k in ms) < 1 or max(k for _, k in ms) > 62:
                         return "its quantizers are not laid out as onnxruntime's quantize_static writes them"
                     note = (f"integer requantisation: acc * M0 >> shift, M0 = {ms[0][0]}, shift = {ms[0][1]}"
-                            + (f" (and {len(ms) - 1} more channels)" if len(ms) > 1 and len(srcs) == 1 else ""))
+                            + (f" (and {len(ms) - 1} more {'positions' if axis == 'spatial' else 'channels'})"
+                               if len(ms) > 1 and len(srcs) == 1 else ""))
                     if len(srcs) > 1:
                         if max(k for _, k in ms) - min(k for _, k in ms) > 20:   # int64: 9 + 31 + 20 bits
                             return "an Add's input scales differ by more than 2^20"
@@ -789,9 +794,17 @@ def to_onnx_nodes(node, graph) -> tuple[list[onnx.NodeProto], list[onnx.TensorPr
         c = int(graph.tensors[node.inputs[0]].shape[1])
         k = [int(v) for v in node.attr("kernel_shape")]
         w = const("ones", np.ones([c, 1, *k]))
-        nodes.append(helper.make_node("Conv", [node.inputs[0], w], [out], name=name, group=c, kernel_shape=k,
-                                      strides=list(node.attr("strides", [1] * len(k))),
-                                      pads=list(node.attr("pads", [0] * 2 * len(k)))))
+        x, pads = node.inputs[0], list(node.attr("pads", [0] * 2 * len(k)))
+        if node.attr("ceil_mode", 0):   # Conv has no ceil_mode: the end padding that ceil_mode's last windows read
+            from conveyor.ops.quant import _sum_geometry
+
+            geo = _sum_geometry(node, graph.tensors[x].shape)
+            spatial = graph.tensors[x].shape[2:]
+            ends = [max(e, (o - 1) * s + kk - b - i) for e, o, s, kk, b, i in
+                    zip(geo.end, geo.out, geo.strides, k, geo.begin, spatial)]
+            pads = list(geo.begin) + ends
+        nodes.append(helper.make_node("Conv", [x, w], [out], name=name, group=c, kernel_shape=k,
+                                      strides=list(node.attr("strides", [1] * len(k))), pads=pads))
         return nodes, inits
     ndim = len(graph.tensors[out].shape)
 
@@ -799,6 +812,8 @@ def to_onnx_nodes(node, graph) -> tuple[list[onnx.NodeProto], list[onnx.TensorPr
         v = np.asarray(v, np.float32)
         if v.size == 1:
             return v.reshape(())
+        if node.attr("spatial", 0):
+            return v.reshape((1, 1) + tuple(graph.tensors[out].shape[2:]))
         shape = [1] * ndim
         shape[int(node.attr("axis", 1)) % ndim] = v.size
         return v.reshape(shape)

@@ -39,11 +39,16 @@ register(OpDef("BipolarQuant", infer=_infer, run=_run, run_fixed=fixed.exact_the
 
 
 def _req_shape(node, x):
+    """Per-axis values shaped to broadcast over x: along `axis`, or with `spatial` = 1 one per
+    spatial position of an (N, C, *spatial) x (an AveragePool's per-window tap counts)."""
     axis = node.attr("axis", 1)
+    spatial = node.attr("spatial", 0)
     def shaped(v, dtype):
         v = np.asarray(v, dtype)
         if v.size == 1:
             return v.reshape(())
+        if spatial:
+            return v.reshape((1, 1) + tuple(x.shape[2:]))
         shape = [1] * x.ndim
         shape[axis % x.ndim] = v.size
         return v.reshape(shape)
@@ -119,11 +124,11 @@ register(OpDef("Requant", infer=_req_infer, run=_req_run, run_fixed=_req_fixed))
 
 # ---- SumPool: an AveragePool's window sum in the integer domain ---------------------------
 #
-# frontends/qdq.py writes a quantized AveragePool whose every window counts the same taps k
-# (no padding, or count_include_pad=1; no ceil_mode overhang) as SumPool, the exact integer
-# sum of each window (zero padding), and the division by k moves into the next Requant's
-# multiplier (M = s_x / (k s_y)), as GlobalAveragePool's sum (ReduceSum) does. Attributes:
-# kernel_shape, strides, pads (explicit), as AveragePool's.
+# frontends/qdq.py writes a quantized AveragePool as SumPool, the exact integer sum of each
+# window (zero padding), and the division by the window's tap count k moves into the next
+# Requant's multiplier (M = s_x / (k s_y); one per output position, `spatial` = 1, where the
+# border windows count fewer taps), as GlobalAveragePool's sum (ReduceSum) does. Attributes:
+# kernel_shape, strides, pads (explicit), ceil_mode, as AveragePool's.
 
 
 def _sum_geometry(node, shape):
@@ -134,7 +139,8 @@ def _sum_geometry(node, shape):
     if kernel is None or len(shape) != len(kernel) + 2:
         raise ModelError(f"{node}: SumPool needs kernel_shape over the input's spatial axes, got {kernel} "
                          f"for input shape {tuple(shape)}")
-    return window_geometry(node, tuple(shape[2:]), kernel, ceil_mode=False, dilations=[1] * len(kernel))
+    return window_geometry(node, tuple(shape[2:]), kernel, ceil_mode=bool(node.attr("ceil_mode", 0)),
+                           dilations=[1] * len(kernel))
 
 
 def _sum_infer(node, ins):

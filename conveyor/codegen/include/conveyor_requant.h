@@ -9,9 +9,10 @@
 // - a Requant writing a graph output dequantizes: float32 (q - z) * scale, held exactly by y_T;
 // - sumpool_2d_cl: the exact window sum of an AveragePool (SumPool) or GlobalAveragePool
 //              (ReduceSum over H, W), channels last, cast once to the result.
-// Channel c of element i is i % n_chan: 4-D values are channels last inside a board, 2-D ones
-// [1, n]. Each config gives n_elem, n_chan, zero_point, qmin, qmax, dequantize, scale and
-// multiplier(c) / shift(c) (requant2: m_a, m_b, shift).
+// The table entry c of element i is (i / chan_stride) % n_chan: per channel, chan_stride 1 (4-D
+// values are channels last inside a board, 2-D ones [1, n]); per spatial position (an AveragePool's
+// border windows), chan_stride the channel count. Each config gives n_elem, n_chan, chan_stride,
+// zero_point, qmin, qmax, dequantize, scale and multiplier(c) / shift(c) (requant2: m_a, m_b, shift).
 #ifndef CONVEYOR_REQUANT_H_
 #define CONVEYOR_REQUANT_H_
 
@@ -49,7 +50,7 @@ void requant(const x_T x[CONFIG_T::n_elem], y_T y[CONFIG_T::n_elem]) {
 RequantLoop:
     for (unsigned i = 0; i < CONFIG_T::n_elem; i++) {
 #pragma HLS UNROLL
-        const unsigned c = i % CONFIG_T::n_chan;
+        const unsigned c = (i / CONFIG_T::chan_stride) % CONFIG_T::n_chan;
         ap_int<64> acc = x[i].to_int64();  // an integer (the frontend's int32 accumulator)
         ap_int<64> p = acc * ap_int<64>(CONFIG_T::multiplier(c));
         requant_store<y_T, CONFIG_T>(shift_round_half_even(p, CONFIG_T::shift(c)), y[i]);
