@@ -501,6 +501,21 @@ def test_quantized_global_average_pool_is_an_integer_sum_and_a_requant(tmp_path,
     assert _steps(graph, model, out_q.scale[0], n=16) == 0
 
 
+@pytest.mark.parametrize("pool", ["AvgPool2d(2)", "AvgPool2d(3, 2, 1, count_include_pad=False)"])
+def test_qoperator_average_pool_equals_onnxruntime_integer_kernel(tmp_path, pool):
+    """com.microsoft QLinearAveragePool (QOperator) reads as QDQ AveragePool: SumPool and a Requant, equal
+    to onnxruntime's QLinearAveragePool kernel (which rounds the integer average, ties included)."""
+    import torch
+
+    qp = _quantize_static(tmp_path, _avg_pool_cnn(eval(f"torch.nn.{pool}")), False, "QOperator")
+    model = onnx.load(qp)
+    assert "QLinearAveragePool" in [n.op_type for n in model.graph.node]
+    graph = conveyor.load(qp)
+    assert "SumPool" in [n.op_type for n in graph.nodes]
+    out_q = next(q for q in graph.model_precision.quantizers if q.tensor == "y")
+    assert _steps(graph, model, out_q.scale[0], n=24) == 0   # measured: 0 over 100 inputs
+
+
 def test_integer_domain_exports_to_onnx_for_the_host_backends(tmp_path):
     """Requant and SumPool export as standard ONNX ops (frontends/qdq.py: to_onnx_nodes), so that the
     CPU/GPU backends and `conveyor profile` run an integer-domain graph: equal to graph.run's float
