@@ -15,7 +15,8 @@ import click
 from rich.console import Console
 
 from conveyor.errors import ConveyorError
-from conveyor import cli_quantized
+from conveyor import cli_quantized, cli_requant
+from conveyor.cli_requant import requant_option
 from conveyor.units import plural
 
 class _Out:
@@ -45,13 +46,27 @@ class _Out:
 _out = _Out()
 
 
-def _resolve_model(model: str):
-    """A model argument is an .onnx / .keras / .h5 path or a zoo name."""
+def _resolve_model(model: str, *, fingerprint: str | None = None, float_graph: bool = False):
+    """A model argument is an .onnx / .keras / .h5 path or a zoo name. A quantized ONNX model loads
+    with `--requant` when given; else with the library's default, or "nearest" when `float_graph`
+    (a precision the user gives applies to the float model, not to the integer domain), and when
+    that graph's fingerprint is not `fingerprint` (a plan's), with the mode whose graph has it."""
     from conveyor import zoo
     from conveyor.frontends.onnx import load
 
     if os.path.exists(model) or model.endswith((".onnx", ".keras", ".h5")):
-        return load(model)
+        requant = cli_requant.chosen()
+        if requant is not None:
+            return load(model, requant=requant)
+        graph = load(model, requant="nearest") if float_graph else load(model)
+        if fingerprint and getattr(graph, "model_precision", None) is not None and graph.fingerprint() != fingerprint:
+            from conveyor.frontends.qdq import REQUANT_MODES
+
+            for mode in REQUANT_MODES:
+                other = load(model, requant=mode)
+                if other.fingerprint() == fingerprint:
+                    return other
+        return graph
     if model in zoo.names():
         return zoo.build(model)
     raise ConveyorError(f"model '{model}' is neither an existing .onnx file nor a zoo model ({', '.join(zoo.names())})")
@@ -94,6 +109,7 @@ def cli() -> None:
 @cli.command()
 @click.argument("model")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@requant_option
 def inspect(model: str, as_json: bool) -> None:
     """Per-layer table of MODEL (an .onnx file or a zoo name): op, output shape, MACs,
     parameters and activation bytes, with totals."""
@@ -287,6 +303,7 @@ def _load_samples(data: str | None, graph, n: int | None, option: str = "--data"
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
               help="Where to write the sweep's accuracy-vs-width chart (SVG; default MODEL-sweep.svg).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@requant_option
 def quantize(model: str, precisions: tuple[str, ...], config_path: str | None, hls4ml_path: str | None,
              data: str | None, samples: int | None, sweep: str | None, plot_path: str | None, as_json: bool) -> None:
     """Run MODEL bit-accurately at each precision: per layer the range seen, overflow and
@@ -295,7 +312,7 @@ def quantize(model: str, precisions: tuple[str, ...], config_path: str | None, h
     from conveyor.numerics.config import PrecisionConfig
 
     _check_formats("--precision", precisions)
-    graph = _resolve_model(model)
+    graph = _resolve_model(model, float_graph=bool(precisions or config_path or hls4ml_path))
     base = PrecisionConfig.load(config_path).to_dict() if config_path else None
     if hls4ml_path:
         base = _hls4ml_precision(hls4ml_path, graph)
@@ -410,6 +427,7 @@ def _write_sweep_chart(path: str, model: str, precisions, reports, sweep: str) -
 @click.option("--runs", default=20, show_default=True, help="Timed runs (the median is kept).")
 @click.option("--threads", default=1, show_default=True, help="onnxruntime intra-op threads.")
 @click.option("--json", "as_json", is_flag=True, help="Print the profile as JSON.")
+@requant_option
 def profile(model: str, output: str | None, runs: int, threads: int, as_json: bool) -> None:
     """Time every layer of MODEL on this machine (onnxruntime, median of --runs): a measured
     CPU cost the planner can use instead of the roofline."""
@@ -478,6 +496,7 @@ def _resolve_cluster(spec: str):
               help="Also simulate the plan under load (Poisson, 90% of capacity) and write that report here, "
                    "linked from --report (docs/simulate.md).")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@requant_option
 def plan_cmd(model: str, cluster_spec: str, precision: str, config_path: str | None, hls4ml_path: str | None,
              objective: str, arch: str,
              profile_specs: tuple[str, ...], pareto: bool, output: str | None, report: str | None,
@@ -491,7 +510,7 @@ def plan_cmd(model: str, cluster_spec: str, precision: str, config_path: str | N
     from conveyor.planner.baselines import BASELINES
 
     _check_formats("--precision", [precision] if precision else [])
-    graph = _resolve_model(model)
+    graph = _resolve_model(model, float_graph=bool(precision or config_path or hls4ml_path))
     cluster = _resolve_cluster(cluster_spec)
     prec = PrecisionConfig.load(config_path) if config_path else (
         precision or cli_quantized.model_config(graph) or "ap_fixed<16,6>")
@@ -607,6 +626,7 @@ def plan_cmd(model: str, cluster_spec: str, precision: str, config_path: str | N
                    "A bare BACKEND applies to every stage it can run: cpu/gpu to the host stages (--backend cpu "
                    "dry-runs a GPU-host plan on a machine without a GPU), emulator/csim to the FPGA stages. Repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+@requant_option
 def run(plan_path: str, model: str, inputs_spec: str | None, executor: str, paced: bool, time_scale: float,
         in_flight: int | None, count: int | None, backend_specs: tuple[str, ...], as_json: bool) -> None:
     """Run PLAN on a distributed pipeline: per-stage busy time and queue depth, throughput,
@@ -623,7 +643,7 @@ def run(plan_path: str, model: str, inputs_spec: str | None, executor: str, pace
         raise ConveyorError(f"--time-scale {time_scale:g} stretches paced stages only: add --paced, or drop it")
     plan_obj = Plan.load(plan_path)
     backends = parse_backends(backend_specs, plan_obj)
-    graph = _resolve_model(model)
+    graph = _resolve_model(model, fingerprint=plan_obj.fingerprint)
     x, y = _load_samples(inputs_spec, graph, count or (None if inputs_spec else 100), option="--inputs")
     shape = graph.inputs[0].shape
     x = check_sample_shape(x, shape, "--inputs", inputs_spec or "noise", graph.name)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from conveyor.cli_requant import requant_option
 from conveyor.errors import ConveyorError
 from conveyor.units import plural
 
@@ -19,6 +20,7 @@ from conveyor.units import plural
               help="Write DIR/<device>/ per FPGA board, DIR/manifest.json and DIR/README.md here.")
 @click.option("--synth", is_flag=True, help="Then run `vitis_hls -f build_prj.tcl` (C synthesis) in every board "
                                           "folder; `conveyor report DIR` reads the results.")
+@requant_option
 def compile_cmd(plan_path: str, model: str, out_dir: str, synth: bool) -> None:
     """Write one Vitis HLS project per FPGA board of PLAN (docs/codegen.md)."""
     import shutil
@@ -32,7 +34,7 @@ def compile_cmd(plan_path: str, model: str, out_dir: str, synth: bool) -> None:
         raise ConveyorError("--synth runs vitis_hls, which is not on PATH (source Vitis' settings64.sh); "
                             "without it: conveyor compile, then vitis_hls -f build_prj.tcl per board")
     plan = Plan.load(plan_path)
-    graph = _resolve_model(model)
+    graph = _resolve_model(model, fingerprint=plan.fingerprint)
     manifest = compile_plan(plan, graph, out_dir)
     manifest["model_source"] = model  # csim re-reads the model from here
     (Path(out_dir) / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -75,6 +77,7 @@ def _synthesize(out_dir: Path, manifest: dict, vitis: str) -> None:
 @click.option("--model", default=None, help="The model (default: the one `conveyor compile` recorded).")
 @click.option("-n", "count", type=click.IntRange(min=1), default=None, help="Simulate the first N samples.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the model's outputs (.npz) here.")
+@requant_option
 def csim_cmd(out_dir: str, inputs_spec: str, model: str | None, count: int | None, output: str | None) -> None:
     """Build every board's C simulation with g++, run them in pipeline order on the inputs
     and check each board's outputs against the emulator bit for bit."""
@@ -89,7 +92,7 @@ def csim_cmd(out_dir: str, inputs_spec: str, model: str | None, count: int | Non
     model = model or manifest.get("model_source")
     if not model:
         raise ConveyorError(f"{out_dir}/manifest.json names no model; pass --model")
-    graph = _resolve_model(model)
+    graph = _resolve_model(model, fingerprint=manifest.get("fingerprint"))
     if inputs_spec.endswith(".npy"):
         from conveyor.cli_inputs import load_array_file  # allow_pickle off, each bad file one line
 

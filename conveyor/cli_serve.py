@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from conveyor.cli_requant import requant_option
 from conveyor.errors import ConveyorError
 
 
@@ -24,6 +25,7 @@ from conveyor.errors import ConveyorError
 @click.option("--token", default=None, envvar="CONVEYOR_SERVE_TOKEN",
               help="Bearer token required on every route but /v2/health/*.")
 @click.option("--insecure", is_flag=True, help="Allow binding beyond loopback without --token.")
+@requant_option
 def serve(plan_path, model, name, executor, backends, host, port, max_queue, paced, time_scale, token, insecure) -> None:
     """Serve PLAN over HTTP (Open Inference Protocol / KServe v2) until SIGTERM."""
     from conveyor.cli import _resolve_model
@@ -41,7 +43,8 @@ def serve(plan_path, model, name, executor, backends, host, port, max_queue, pac
         if not sep or not device or not backend:
             raise ConveyorError(f"--backend '{b}': expected DEVICE=BACKEND, e.g. fpga0=emulator")
         mapping[device] = backend
-    plan, graph = Plan.load(plan_path), _resolve_model(model)
+    plan = Plan.load(plan_path)
+    graph = _resolve_model(model, fingerprint=plan.fingerprint)
     from conveyor.runtime.stages import build_stages
 
     build_stages(plan, graph)  # a plan made for another model, or hand-edited wrongly: one line, before serving

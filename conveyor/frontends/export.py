@@ -18,8 +18,15 @@ EXPORT_OPSET = 17
 def to_onnx(graph: Graph, opset: int | None = None) -> onnx.ModelProto:
     """An ONNX model computing what `graph` computes, named and shaped as it is."""
     opset = opset or max([EXPORT_OPSET] + [n.opset for n in graph.nodes])
-    nodes = []
+    from conveyor.frontends import qdq
+
+    nodes, extra = [], []
     for n in graph.nodes:
+        if n.op_type in qdq.ONNX_LOWERED:   # conveyor's integer-domain ops, as ONNX ops (frontends/qdq.py)
+            more, consts = qdq.to_onnx_nodes(n, graph)
+            nodes += more
+            extra += consts
+            continue
         if n.op_type == "Dense":
             mid = f"{n.outputs[0]}__matmul"
             nodes.append(helper.make_node("MatMul", [n.inputs[0], n.inputs[1]], [mid], name=n.name))
@@ -33,7 +40,7 @@ def to_onnx(graph: Graph, opset: int | None = None) -> onnx.ModelProto:
         graph.name,
         [_value_info(graph, t) for t in graph.input_names],
         [_value_info(graph, t) for t in graph.output_names],
-        [numpy_helper.from_array(np.asarray(v), k) for k, v in graph.weights.items()],
+        [numpy_helper.from_array(np.asarray(v), k) for k, v in graph.weights.items()] + extra,
     )
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)], producer_name="conveyor")
     model.ir_version = 8

@@ -31,13 +31,15 @@ def load(
     *,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     optimize: bool = True,
-    requant: str = "nearest",
+    requant: str = "integer",
 ) -> Graph:
     """Load an `.onnx` file (or a Keras 3 `.keras` / `.h5` file) into a Graph.
 
-    `requant` (quantized models with float scales, docs/numerics-quantized.md): "nearest" takes the
-    nearest power-of-two format per quantizer; "integer" runs the integer pipeline (int32 sums, Q31
-    multiplier + shift per Requant node) where the model allows it."""
+    `requant` (quantized models with float scales, docs/numerics-quantized.md): "integer" (the
+    default) runs the integer pipeline (int32 sums, Q31 multiplier + shift per Requant node) where
+    the model allows it, else takes the nearest power of two; "nearest" keeps the float graph and
+    takes the nearest power-of-two format per quantizer (for precisions of your own: the integer
+    domain's graph holds stored integers, which only the model's own precision reads right)."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise ModelError(f"{path}: no such file")
@@ -63,7 +65,7 @@ def from_model(
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     optimize: bool = True,
     source: str = "<model>",
-    requant: str = "nearest",
+    requant: str = "integer",
     constants: Mapping[str, np.ndarray] | None = None,
 ) -> Graph:
     """Convert an in-memory `onnx.ModelProto` into a Graph.

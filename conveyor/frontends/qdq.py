@@ -192,7 +192,7 @@ class _Spec:
 REQUANT_MODES = ("nearest", "integer")
 
 
-def strip(model: onnx.ModelProto, source: str, requant: str = "nearest"
+def strip(model: onnx.ModelProto, source: str, requant: str = "integer"
           ) -> tuple[onnx.ModelProto, dict[str, tuple[str, Quantizer]]]:
     """A copy of `model` without quantizers, and {tensor: (role, Quantizer)} for what they said
     (role: "weight" for a constant, "result" for an activation, "input" for a graph input).
@@ -503,6 +503,10 @@ def attach(graph, found: dict[str, tuple[str, Quantizer]], source: str) -> "Mode
     config = {"default": WIDE, "accum": "auto", "nodes": nodes}
     if inputs:
         config["input"] = inputs.pop()
+    if any(role == "requant" for role, _ in found.values()):
+        # the integer domain: every value no Requant writes is an integer (int32 sums, grid ops on
+        # q - z); the graph input stays the host's float values, quantized by the first Requant
+        config.update(default=INT_FORMAT, input=config.get("input", WIDE))
     return ModelPrecision(PrecisionConfig.from_dict(config, source=source),
                           tuple(q for _, q in found.values()))
 
@@ -526,10 +530,72 @@ def _multiplier(m: float) -> tuple[int, int]:
     return m0, 31 - exp
 
 
+def dequantized_format(scale, lo: int, hi: int) -> str:
+    """The ap_fixed that holds every float32 `k * scale` (k an integer in [lo, hi]) exactly: float32's
+    24-bit significand puts `scale` on the grid 2^(e - 24) (scale = mant * 2^e, mant in [0.5, 1)), and
+    every rounded product, at least `scale` in magnitude, on a multiple of it."""
+    scale = np.float32(scale)
+    _, e = math.frexp(float(scale))
+    frac = 24 - e
+    top = max(abs(int(lo)), abs(int(hi)))
+    raw = int(np.float64(np.float32(top) * scale) * 2.0**frac)
+    width = raw.bit_length() + 1
+    return f"ap_fixed<{width},{width - frac}>"
+
+
+class _OnnxAttrs:
+    """An onnx NodeProto's attributes behind conveyor's `node.attr(key, default)` (ops/conv.py's geometry)."""
+
+    def __init__(self, n: onnx.NodeProto):
+        self.name, self.op_type = n.name or n.output[0], n.op_type
+        self.attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+
+    def attr(self, key, default=None):
+        return self.attrs.get(key, default)
+
+    def __str__(self) -> str:
+        return f"node '{self.name}' ({self.op_type})"
+
+
+def _sum_pool(n: onnx.NodeProto, scale_of: dict, dims) -> onnx.NodeProto | str:
+    """A quantized AveragePool as SumPool (conveyor/ops/quant.py), the exact integer sum of each window,
+    and its scale s_x / k for the next Requant (M = s_x / (k s_y)): one scale, or one per output position
+    where the windows count different taps k (count_include_pad=0 with padding, ceil_mode's last
+    windows); or why not (dilation, a window that counts no tap)."""
+    from conveyor.ops.conv import window_geometry
+    from conveyor.ops.pool import _counts_1d
+
+    where = f"node '{n.name or n.output[0]}' (AveragePool)"
+    x = n.input[0]
+    if x not in scale_of or scale_of[x][1] is not None or scale_of[x][0].size != 1:
+        return f"{where} reads a tensor that is not a per-tensor quantized activation"
+    if not dims or len(dims) < 3 or not all(dims):
+        return f"{where}: the input's shape is not known"
+    node = _OnnxAttrs(n)
+    kernel = [int(k) for k in node.attr("kernel_shape", [])]
+    if any(int(d) != 1 for d in node.attr("dilations", [1] * len(kernel))):
+        return f"{where} is dilated"
+    spatial = tuple(dims[2:])
+    ceil = int(node.attr("ceil_mode", 0))
+    geo = window_geometry(node, spatial, kernel, ceil_mode=bool(ceil), dilations=[1] * len(kernel))
+    include = bool(node.attr("count_include_pad", 0))
+    k = np.ones((), np.int64)
+    for i in range(len(kernel)):   # taps counted per output position (ops/pool.py's rule)
+        k = np.multiply.outer(k, _counts_1d(geo, i, spatial[i], include))
+    if np.any(k == 0):
+        return f"{where} has a window that counts no tap (padding at least the kernel)"
+    scales = scale_of[x][0] / k.reshape(-1).astype(np.float64)
+    uniform = bool(np.all(k == k.reshape(-1)[0]))
+    scale_of[n.output[0]] = (scales[:1], "acc", 1) if uniform else (scales, "acc", "spatial")
+    return helper.make_node("SumPool", [x], list(n.output), name=n.name, kernel_shape=kernel,
+                            strides=list(geo.strides), pads=list(geo.begin) + list(geo.end), ceil_mode=ceil)
+
+
 def _integer_domain(model, specs, consts: _Consts, source: str):
     """A float-scale QDQ model (onnxruntime quantize_static) in the integer domain, as an
     integer-only pipeline runs it (conveyor/ops/quant.py, Requant), or why not (an op outside
-    Conv/MatMul/Gemm and the grid-keeping ops): then `strip` takes the nearest power of two."""
+    Conv/MatMul/Gemm, Add, AveragePool (SumPool), GlobalAveragePool (ReduceSum) and the grid-keeping
+    ops): then `strip` takes the nearest power of two."""
     g = model.graph
     by_out = {n.output[0]: sp for n, sp in specs}
     chain_ids = {id(c) for _, sp in specs for c in sp.chain}
@@ -541,6 +607,14 @@ def _integer_domain(model, specs, consts: _Consts, source: str):
     new_nodes = []
     extra_inits: list[onnx.TensorProto] = []
     shapes = None
+
+    def shape_of(t):
+        nonlocal shapes
+        if shapes is None:
+            inferred = onnx.shape_inference.infer_shapes(model).graph
+            shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+                      for v in list(inferred.value_info) + list(inferred.input) + list(inferred.output)}
+        return shapes.get(t)
 
     def int_format(lo, hi):
         width = max(int(lo).bit_length(), int(hi).bit_length()) + 1
@@ -586,8 +660,10 @@ def _integer_domain(model, specs, consts: _Consts, source: str):
                 if s_out.size != 1:
                     return "its quantizers are not laid out as onnxruntime's quantize_static writes them"
                 attrs = dict(scale=[float(s_out[0])], zero_point=[int(z) for z in np.ravel(sp.zero_point)],
-                             qmin=sp.q.qmin, qmax=sp.q.qmax, axis=axis,
+                             qmin=sp.q.qmin, qmax=sp.q.qmax, axis=1 if axis == "spatial" else axis,
                              dequantize=int(n.output[0] in outputs))
+                if axis == "spatial":   # one multiplier per position (an AveragePool's border windows)
+                    attrs["spatial"] = 1
                 note = "input quantizer: float32 x / scale, round half to even (the host's job)"
                 if in_scale.size:
                     ms = [_multiplier(float(m)) for m in np.ravel(in_scale.astype(np.float64) / np.float64(s_out[0]))]
@@ -596,7 +672,8 @@ def _integer_domain(model, specs, consts: _Consts, source: str):
                     if min(k for _, k in ms) < 1 or max(k for _, k in ms) > 62:
                         return "its quantizers are not laid out as onnxruntime's quantize_static writes them"
                     note = (f"integer requantisation: acc * M0 >> shift, M0 = {ms[0][0]}, shift = {ms[0][1]}"
-                            + (f" (and {len(ms) - 1} more channels)" if len(ms) > 1 and len(srcs) == 1 else ""))
+                            + (f" (and {len(ms) - 1} more {'positions' if axis == 'spatial' else 'channels'})"
+                               if len(ms) > 1 and len(srcs) == 1 else ""))
                     if len(srcs) > 1:
                         if max(k for _, k in ms) - min(k for _, k in ms) > 20:   # int64: 9 + 31 + 20 bits
                             return "an Add's input scales differ by more than 2^20"
@@ -606,6 +683,9 @@ def _integer_domain(model, specs, consts: _Consts, source: str):
                                                   **attrs))
                 zp = int(np.ravel(sp.zero_point)[0])
                 fmt = int_format(sp.q.qmin - zp, sp.q.qmax - zp)
+                if attrs["dequantize"]:
+                    fmt = dequantized_format(s_out[0], sp.q.qmin - zp, sp.q.qmax - zp)
+                    note += f"; dequantized: float32 (q - z) * scale, every value held exactly by {fmt}"
                 found[n.output[0]] = ("requant", replace(sp.q, tensor=n.output[0],
                                       kind="input" if src in graph_inputs else "activation",
                                       format=fmt, exact=False, note=note))
@@ -626,17 +706,19 @@ def _integer_domain(model, specs, consts: _Consts, source: str):
             x = n.input[0]
             if x not in scale_of or scale_of[x][1] is not None or scale_of[x][0].size != 1:
                 return f"node '{n.name or n.output[0]}' (GlobalAveragePool) reads a tensor that is not quantized"
-            if shapes is None:
-                inferred = onnx.shape_inference.infer_shapes(model).graph
-                shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
-                          for v in list(inferred.value_info) + list(inferred.input) + list(inferred.output)}
-            dims = shapes.get(x)
+            dims = shape_of(x)
             if not dims or len(dims) < 3 or not all(dims[2:]):
                 return f"node '{n.name or n.output[0]}' (GlobalAveragePool): the input's shape is not known"
             axes = f"{n.output[0]}__axes"
             extra_inits.append(numpy_helper.from_array(np.arange(2, len(dims), dtype=np.int64), axes))
             new_nodes.append(helper.make_node("ReduceSum", [x, axes], list(n.output), name=n.name, keepdims=1))
             scale_of[n.output[0]] = (scale_of[x][0] / float(np.prod(dims[2:])), "acc", 1)
+            continue
+        elif n.op_type == "AveragePool":
+            done = _sum_pool(n, scale_of, shape_of(n.input[0]))
+            if isinstance(done, str):
+                return done
+            new_nodes.append(done)
             continue
         elif n.op_type == "Add" and len(n.input) == 2:
             # requantised with its quantizer: q = round(a * s_a / s_y + b * s_b / s_y) + z (one Requant)
@@ -667,8 +749,8 @@ def _integer_domain(model, specs, consts: _Consts, source: str):
             scale_of[n.output[0]] = (s_a.astype(np.float64) * s_w.astype(np.float64), "acc",
                                      1 if n.op_type == "Conv" else -1)
         else:
-            return (f"node '{n.name or n.output[0]}' ({n.op_type}) is none of Conv/MatMul/Gemm and the ops "
-                    f"that keep a grid ({'/'.join(_GRID_OPS)})")
+            return (f"node '{n.name or n.output[0]}' ({n.op_type}) is none of Conv/MatMul/Gemm, Add, AveragePool, "
+                    f"GlobalAveragePool and the ops that keep a grid ({'/'.join(_GRID_OPS)})")
         new_nodes.append(n)
     if not all(o in found and found[o][0] == "requant" for o in outputs):
         return "its quantizers are not laid out as onnxruntime's quantize_static writes them"
@@ -685,3 +767,79 @@ def _integer_domain(model, specs, consts: _Consts, source: str):
     del g.initializer[:]
     g.initializer.extend(list(keep.values()) + extra_inits)
     return model, found
+
+
+# ---- conveyor's integer-domain ops as ONNX ops (frontends/export.py: the CPU/GPU backends, profile) ----
+
+def to_onnx_nodes(node, graph) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """Requant and SumPool (conveyor/ops/quant.py) as standard ONNX ops computing their float
+    kernels (`run`) bit for bit in float32: Requant as Mul (by in_scale; an Add of two scaled
+    inputs), Div by the output scale, Round (half to even), Add zero point, Clip, Sub zero point
+    (and Mul by the scale on a dequantizing output); SumPool as a depthwise Conv with all-ones
+    weights (float32 sums of integers below 2^24 are exact)."""
+    name, out = node.name, node.outputs[0]
+    inits: list[onnx.TensorProto] = []
+
+    def const(tag, value):
+        inits.append(numpy_helper.from_array(np.asarray(value, np.float32), f"{name}__{tag}"))
+        return inits[-1].name
+
+    def step(op, ins, tag, **attrs):
+        y = f"{out}__{tag}"
+        nodes.append(helper.make_node(op, ins, [y], name=f"{name}__{tag}", **attrs))
+        return y
+
+    nodes: list[onnx.NodeProto] = []
+    if node.op_type == "SumPool":
+        c = int(graph.tensors[node.inputs[0]].shape[1])
+        k = [int(v) for v in node.attr("kernel_shape")]
+        w = const("ones", np.ones([c, 1, *k]))
+        x, pads = node.inputs[0], list(node.attr("pads", [0] * 2 * len(k)))
+        if node.attr("ceil_mode", 0):   # Conv has no ceil_mode: the end padding that ceil_mode's last windows read
+            from conveyor.ops.quant import _sum_geometry
+
+            geo = _sum_geometry(node, graph.tensors[x].shape)
+            spatial = graph.tensors[x].shape[2:]
+            ends = [max(e, (o - 1) * s + kk - b - i) for e, o, s, kk, b, i in
+                    zip(geo.end, geo.out, geo.strides, k, geo.begin, spatial)]
+            pads = list(geo.begin) + ends
+        nodes.append(helper.make_node("Conv", [x, w], [out], name=name, group=c, kernel_shape=k,
+                                      strides=list(node.attr("strides", [1] * len(k))), pads=pads))
+        return nodes, inits
+    ndim = len(graph.tensors[out].shape)
+
+    def shaped(v):
+        v = np.asarray(v, np.float32)
+        if v.size == 1:
+            return v.reshape(())
+        if node.attr("spatial", 0):
+            return v.reshape((1, 1) + tuple(graph.tensors[out].shape[2:]))
+        shape = [1] * ndim
+        shape[int(node.attr("axis", 1)) % ndim] = v.size
+        return v.reshape(shape)
+
+    in_scale = list(node.attr("in_scale", []))
+    x = node.inputs[0]
+    if len(node.inputs) > 1:
+        terms = [step("Mul", [a, const(f"s{i}", s)], f"term{i}") for i, (a, s) in enumerate(zip(node.inputs, in_scale))]
+        x = terms[0]
+        for i, t in enumerate(terms[1:]):
+            x = step("Add", [x, t], f"sum{i}")
+    elif in_scale:
+        # the scale first: onnxruntime's ConvMulFusion folds Mul(conv, scale) into the Conv's weights,
+        # whose products then are no longer exact integers (measured: 43 of 1000 outputs one step off)
+        x = step("Mul", [const("in_scale", shaped(in_scale)), x], "dq")
+    zp = const("zp", shaped(node.attr("zero_point")))
+    q = step("Round", [step("Div", [x, const("scale", shaped(node.attr("scale")))], "div")], "round")
+    q = step("Clip", [step("Add", [q, zp], "zp_in"), const("qmin", node.attr("qmin")), const("qmax", node.attr("qmax"))],
+             "clip")
+    if node.attr("dequantize", 0):
+        q = step("Sub", [q, zp], "zp_out")
+        nodes.append(helper.make_node("Mul", [q, f"{name}__scale"], [out], name=name))
+    else:
+        nodes.append(helper.make_node("Sub", [q, zp], [out], name=name))
+    return nodes, inits
+
+
+#: the ops `to_onnx_nodes` writes
+ONNX_LOWERED = ("Requant", "SumPool")

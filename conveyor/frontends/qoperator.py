@@ -1,8 +1,8 @@
 """onnxruntime's QOperator format -> QDQ, which frontends/qdq.py reads.
 
 `quantize_static(..., quant_format=QuantFormat.QOperator)` writes integer ops: QLinearConv,
-QLinearMatMul (ONNX), QGemm, QLinearAdd, QLinearMul, QLinearGlobalAveragePool (com.microsoft
-contrib ops), with QuantizeLinear / DequantizeLinear at the float boundary and plain ops
+QLinearMatMul (ONNX), QGemm, QLinearAdd, QLinearMul, QLinearGlobalAveragePool, QLinearAveragePool
+(com.microsoft contrib ops), with QuantizeLinear / DequantizeLinear at the float boundary and plain ops
 (MaxPool, Flatten, ...) on the quantized tensors between them. Each QLinear op computes
 
     y_q = saturate(round(op(dequantize(inputs)) / y_scale) + y_zero_point)
@@ -31,6 +31,7 @@ _QLINEAR = {
     "QLinearAdd": ([(0, 1, 2), (3, 4, 5)], "Add", (6, 7)),
     "QLinearMul": ([(0, 1, 2), (3, 4, 5)], "Mul", (6, 7)),
     "QLinearGlobalAveragePool": ([(0, 1, 2)], "GlobalAveragePool", (3, 4)),
+    "QLinearAveragePool": ([(0, 1, 2)], "AveragePool", (3, 4)),
 }
 #: ops that keep a quantized tensor's grid: the output has the input's scale and zero point
 _GRID_OPS = ("MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Relu")

@@ -39,11 +39,16 @@ register(OpDef("BipolarQuant", infer=_infer, run=_run, run_fixed=fixed.exact_the
 
 
 def _req_shape(node, x):
+    """Per-axis values shaped to broadcast over x: along `axis`, or with `spatial` = 1 one per
+    spatial position of an (N, C, *spatial) x (an AveragePool's per-window tap counts)."""
     axis = node.attr("axis", 1)
+    spatial = node.attr("spatial", 0)
     def shaped(v, dtype):
         v = np.asarray(v, dtype)
         if v.size == 1:
             return v.reshape(())
+        if spatial:
+            return v.reshape((1, 1) + tuple(x.shape[2:]))
         shape = [1] * x.ndim
         shape[axis % x.ndim] = v.size
         return v.reshape(shape)
@@ -89,8 +94,9 @@ def _req_fixed(node, args, fmts, prec, ctx):
 
     x = np.asarray(args[0], np.float64)
     shaped = _req_shape(node, x)
-    if not len(node.attr("in_scale", [])):   # the input quantizer: float32, as the host does it
-        return (_req_run(node, [x.astype(np.float32)])[0].astype(np.float64),), (None,)
+    if not len(node.attr("in_scale", [])):   # the input quantizer: float32, as onnxruntime does it
+        out = _req_run(node, [x.astype(np.float32)])[0].astype(np.float64)
+        return (ctx.cast(node, out, prec.result, fixed.result_axis(out.ndim)),), (prec.result,)
     accs = [np.rint(np.asarray(a, np.float64)) for a in args]
     if any(a.size and (np.max(np.abs(a - np.asarray(v, np.float64))) > 0 or np.max(np.abs(a)) >= 2**31)
            for a, v in zip(accs, args)):
@@ -103,8 +109,10 @@ def _req_fixed(node, args, fmts, prec, ctx):
         q = requantize(total, np.ones((), np.int64), np.full((), n, np.int64))
     else:
         q = requantize(accs[0].astype(np.int64), shaped(m0, np.int64), shaped(shift, np.int64))
-    out = _req_finish(node, q.astype(np.float64), shaped)
-    return (out.astype(np.float64),), (None,)
+    out = _req_finish(node, q.astype(np.float64), shaped).astype(np.float64)
+    # the result format holds every value (frontends/qdq.py: q - z's integers, or on a graph
+    # output every float32 (q - z) * scale): the cast only records statistics
+    return (ctx.cast(node, out, prec.result, fixed.result_axis(out.ndim)),), (prec.result,)
 
 
 def _req_infer(node, ins):
@@ -112,3 +120,52 @@ def _req_infer(node, ins):
 
 
 register(OpDef("Requant", infer=_req_infer, run=_req_run, run_fixed=_req_fixed))
+
+
+# ---- SumPool: an AveragePool's window sum in the integer domain ---------------------------
+#
+# frontends/qdq.py writes a quantized AveragePool as SumPool, the exact integer sum of each
+# window (zero padding), and the division by the window's tap count k moves into the next
+# Requant's multiplier (M = s_x / (k s_y); one per output position, `spatial` = 1, where the
+# border windows count fewer taps), as GlobalAveragePool's sum (ReduceSum) does. Attributes:
+# kernel_shape, strides, pads (explicit), ceil_mode, as AveragePool's.
+
+
+def _sum_geometry(node, shape):
+    from conveyor.errors import ModelError
+    from conveyor.ops.conv import int_list, window_geometry
+
+    kernel = int_list(node, "kernel_shape")
+    if kernel is None or len(shape) != len(kernel) + 2:
+        raise ModelError(f"{node}: SumPool needs kernel_shape over the input's spatial axes, got {kernel} "
+                         f"for input shape {tuple(shape)}")
+    return window_geometry(node, tuple(shape[2:]), kernel, ceil_mode=bool(node.attr("ceil_mode", 0)),
+                           dilations=[1] * len(kernel))
+
+
+def _sum_infer(node, ins):
+    x = ins[0]
+    return [(tuple(int(d) for d in x.shape[:2]) + _sum_geometry(node, x.shape).out, x.dtype)]
+
+
+def _sum_run(node, args):
+    """The sum of every window's taps, padding 0 (float32 sums of the integers below 2^24 are exact)."""
+    from conveyor.ops.conv import pad_for_windows
+    from conveyor.ops.pool import _taps
+
+    x = args[0]
+    geo = _sum_geometry(node, x.shape)
+    xp = pad_for_windows(x, geo, 0)
+    total = None
+    for _, sl in _taps(geo):
+        total = xp[sl].copy() if total is None else total + xp[sl]
+    return (total.astype(x.dtype, copy=False),)
+
+
+def _sum_macs(node, ins, outs):
+    # one accumulate per window tap, as AveragePool counts them (ops/pool.py)
+    return int(np.prod(outs[0][0], dtype=np.int64)) * int(np.prod(node.attr("kernel_shape")))
+
+
+register(OpDef("SumPool", infer=_sum_infer, run=_sum_run, macs=_sum_macs,
+               run_fixed=fixed.exact_then_cast(_sum_run)))
