@@ -477,11 +477,14 @@ def _resolve_cluster(spec: str):
 @click.option("--sim-report", type=click.Path(dir_okay=False),
               help="Also simulate the plan under load (Poisson, 90% of capacity) and write that report here, "
                    "linked from --report (docs/simulate.md).")
+@click.option("--measured", "measured_dir", type=click.Path(file_okay=False),
+              help="A compiled, synthesized pipeline (conveyor compile -o DIR; csynth.xml per board): re-plan with "
+                   "its measured per-layer latency, interval and resources (docs/codegen.md).")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 def plan_cmd(model: str, cluster_spec: str, precision: str, config_path: str | None, hls4ml_path: str | None,
              objective: str, arch: str,
              profile_specs: tuple[str, ...], pareto: bool, output: str | None, report: str | None,
-             sim_report: str | None, as_json: bool) -> None:
+             sim_report: str | None, as_json: bool, measured_dir: str | None = None) -> None:
     """Cut MODEL into pipeline stages over the cluster's devices, choosing every layer's
     parallelism and each link's structure; compare with the baselines."""
     from conveyor.cost.profile import Profile
@@ -510,6 +513,10 @@ def plan_cmd(model: str, cluster_spec: str, precision: str, config_path: str | N
         cluster.device(device)
         profiles[device] = Profile.load(path)
     opts = dict(precision=prec, objective=objective, arch=arch, profiles=profiles)
+    if measured_dir:
+        from conveyor.codegen.measured import measured_costs
+
+        opts["measured"] = measured_costs(measured_dir)
     best = plan(graph, cluster, **opts)
     baselines: dict = {}
     for name in BASELINES if objective != "edge-cloud" else ():
@@ -581,6 +588,11 @@ def plan_cmd(model: str, cluster_spec: str, precision: str, config_path: str | N
     for line in refused:
         _out.print(line)
     _out.print(f"bottleneck: {best.bottleneck()}; utilization is of each board's budget (85% of the part)")
+    if measured_dir:
+        n, got = sum(len(s.measured) for s in best.stages), opts["measured"]
+        _out.print(f"measured: {n} layers (synthesis figures from {measured_dir}: {len(got.table)} read"
+                   f"{f', {len(got.unmatched)} layers without a module' if got.unmatched else ''}); "
+                   f"modeled: {sum(len(s.layers) for s in best.stages) - n} layers")
     if output:
         _out.print(f"plan: {output}")
     if report:
