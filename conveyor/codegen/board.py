@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from conveyor.codegen.layers import WIRING, WRITERS, Layer, fixed, ident
+from conveyor.codegen.weight_stream import (STREAMABLE, WORD_BITS, WeightMemory, stream_memory_lines, streamed_layer,
+                                            tile_outputs)
 from conveyor.codegen.weights_rom import ROM_BRANCH, declarations, write_rom
 from conveyor.errors import CodegenError
 
@@ -75,6 +77,7 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
     (fw / "weights").mkdir(parents=True, exist_ok=True)
     (out / "tb").mkdir(parents=True, exist_ok=True)
     typedefs, configs, calls, weight_decls, loads, layer_fns, modules = [], [], [], [], [], [], {}
+    wmem = WeightMemory()
     for t in (*g.input_names, *crossing):
         typedefs.append(f"typedef {fixed(fmts[t], f'input {t}')} {var[t]}_t;  // {t}"
                         + (" (crosses the board)" if t in crossing else ""))
@@ -125,12 +128,26 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
             hwc.add(y)
         code = call.format(x=var[x], x2=var[data_ins[-1]], y=var[y], xs=[var[t] for t in data_ins],
                            xs_t=[var[t] + "_t" for t in data_ins])
-        fn, code = layer_function(i, node.name, code, [(var[t], size[t]) for t in (*data_ins, y)])
+        streamed = (node.op_type in STREAMABLE and stage.weights_in.get(node.name, "on_chip") != "on_chip"
+                    and node.attr("group", 1) == 1 and 2 in flat)
+        if streamed:   # weights from DDR/HBM over m_axi, two tiles on chip (codegen/weight_stream.py)
+            n_out = flat[2].size
+            n_in, pf = flat[1].size // n_out, fixed(params[1][1], f"node '{node.name}' weight")
+            tile = tile_outputs(n_in, n_out, layer.parallelism)
+            off = wmem.add(node.name, pf.quantize_raw(flat[1]), n_in, n_out, pf.width, tile)
+            tcfg, fn, code = streamed_layer("Conv" if node.op_type == "Conv" else "Dense", i, ident(node.name)[2:],
+                                            layer.cfg, f"w{i}", f"b{i}", (var[x], size[x]), (var[y], size[y]), n_in,
+                                            n_out, layer.parallelism, tile, off, wmem.layers[node.name]["tile_words"])
+            configs.append(tcfg)
+        else:
+            fn, code = layer_function(i, node.name, code, [(var[t], size[t]) for t in (*data_ins, y)])
         layer_fns.append(fn)
         modules[node.name] = code.split("(")[0]
         calls.append(f"    {var[y]}_t {var[y]}[{size[y]}];\n#pragma HLS ARRAY_PARTITION variable={var[y]} complete\n"
                      f"    {code}  // {node.name}")
         for slot, (values, pf) in params.items():
+            if streamed and slot == 1:
+                continue
             name = f"{'w' if slot == 1 else 'b'}{i}"
             ctype = f"{layer.cfg}::{'weight_t' if slot == 1 else 'bias_t'}"
             raw = np.asarray(fixed(pf, f"node '{node.name}' parameter").quantize_raw(flat[slot]), dtype=np.int64)
@@ -168,8 +185,11 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
                   m_axi=alveo and link_out == "host")]
     p_in = (f"const ap_uint<{STREAM_WIDTH}> *host_in" if ports[0].m_axi else "hls::stream<link_t> &link_in")
     p_out = (f"ap_uint<{STREAM_WIDTH}> *host_out" if ports[1].m_axi else "hls::stream<link_t> &link_out")
-    sig = f"void {top}({p_in}, {p_out})"
-    pragmas = []
+    sig = f"void {top}({p_in}, {p_out}" + (f", const ap_uint<{WORD_BITS}> *weights)" if wmem.layers else ")")
+    pragmas = [] if not wmem.layers else [
+        f"#pragma HLS INTERFACE m_axi port=weights offset=slave bundle=gmem_w depth={max(1, wmem.at)}",
+        "#pragma HLS INTERFACE s_axilite port=weights bundle=control"]
+    wmem.image().astype("<u8").tofile(fw / "weights" / "stream.bin")
     for port, name, bundle in ((ports[0], "host_in", "gmem_in"), (ports[1], "host_out", "gmem_out")):
         if port.m_axi:
             pragmas += [f"#pragma HLS INTERFACE m_axi port={name} offset=slave bundle={bundle} depth={port.beats}",
@@ -187,7 +207,8 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
         '#include "defines.h"', '#include "nnet_common.h"', '#include "nnet_mult.h"', '#include "nnet_dense.h"',
         '#include "nnet_dense_latency.h"', '#include "nnet_activation.h"', '#include "nnet_conv2d.h"',
         '#include "nnet_pooling.h"', '#include "nnet_merge.h"', '#include "nnet_batchnorm.h"',
-        '#include "conveyor_im2col.h"', '#include "conveyor_layers.h"', '#include "conveyor_weights.h"', "",
+        '#include "conveyor_im2col.h"', '#include "conveyor_layers.h"', '#include "conveyor_weights.h"',
+        '#include "conveyor_stream.h"', "",
         *configs, *weight_decls, "", "#endif", ""]))
     (fw / f"{top}.h").write_text(f'#pragma once\n#include "defines.h"\n{sig};\n')
     middle = link_in != "host" and link_out != "host"
@@ -230,11 +251,16 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
     (fw / f"{top}.cpp").write_text("\n".join(body))
     for h in INCLUDE.iterdir():
         shutil.copy(h, fw / h.name)
-    _write_tb(out, top, in_tensors, out_tensors, var, size, ports)
+    _write_tb(out, top, in_tensors, out_tensors, var, size, ports, wmem.at if wmem.layers else None)
     _write_scripts(out, top, part, clock_hz)
     return {"device": device, "part": part, "clock_hz": clock_hz, "top": top, "layers": [n.name for n in g.nodes],
             "control": "ap_ctrl_none" if middle else "s_axilite", "host_interface": host_interface,
             "modules": modules,
+            "weights_in": {n: ("on_chip" if n not in wmem.layers else stage.weights_in[n])
+                           for n in modules if n in stage.weights_in},
+            "weight_memory": None if not wmem.layers else {
+                "port": "weights", "interface": "m_axi", "bundle": "gmem_w", "word_bits": WORD_BITS,
+                "words": wmem.at, "file": "firmware/weights/stream.bin", "layers": wmem.layers},
             "ports": [p.as_dict() for p in ports],
             "modeled": {"latency_s": stage.latency_s, "interval_s": stage.compute_interval_s,
                         "stage_time_s": stage.stage_time_s, "resources": dict(stage.resources),
@@ -252,16 +278,18 @@ def layer_function(index: int, name: str, code: str, arrays) -> tuple[str, str]:
             f"{fn}({', '.join(a for a, _ in seen)});")
 
 
-def _write_tb(out: Path, top: str, ins, outs, var, size, ports) -> None:
-    """A testbench: raw int64 values per item in, raw bit patterns (uint64) per item out."""
+def _write_tb(out: Path, top: str, ins, outs, var, size, ports, weight_words: int | None = None) -> None:
+    """A testbench: raw int64 values per item in, raw bit patterns (uint64) per item out;
+    `weight_words`: the board streams weights, read from $CONVEYOR_WEIGHTS/stream.bin."""
     n_in = sum(size[t] for t in ins)
-    lines = [f'#include "{top}.h"', "#include <cstdio>", "#include <cstdlib>", "#include <vector>", "",
+    lines = [f'#include "{top}.h"', "#include <cstdio>", "#include <cstdlib>", "#include <string>", "#include <vector>", "",
              "// usage: tb INPUT.raw OUTPUT.raw  (little-endian int64 per value, items one after another)",
              "int main(int argc, char **argv) {",
              '    if (argc < 3) { std::fprintf(stderr, "usage: %s INPUT.raw OUTPUT.raw\\n", argv[0]); return 2; }',
              '    FILE *fi = std::fopen(argv[1], "rb"), *fo = std::fopen(argv[2], "wb");',
              '    if (!fi || !fo) { std::fprintf(stderr, "tb: cannot open the data files\\n"); return 2; }',
              f"    std::vector<long long> raw({n_in});", "    long items = 0;",
+             *(stream_memory_lines(weight_words) if weight_words is not None else []),
              f"    while (std::fread(raw.data(), sizeof(long long), {n_in}, fi) == {n_in}) {{",
              "        hls::stream<link_t> link_in, link_out;", "        size_t at = 0;"]
     for k, t in enumerate(ins):
@@ -277,7 +305,9 @@ def _write_tb(out: Path, top: str, ins, outs, var, size, ports) -> None:
     if ports[1].m_axi:
         lines.append(f"        static ap_uint<{STREAM_WIDTH}> mem_out[{ports[1].beats}];")
         args[1] = "mem_out"
-    lines.append(f"        {top}({args[0]}, {args[1]});")
+    if weight_words is not None:
+        args.append("wmem.data()")
+    lines.append(f"        {top}({', '.join(args)});")
     if ports[1].m_axi:
         lines.append(f"        conveyor::mem_to_stream<{STREAM_WIDTH}, {ports[1].beats}>(mem_out, link_out);")
     for t in outs:
