@@ -62,7 +62,9 @@ def test_streamed_weights_csim_bit_exact_and_a_wrong_word_is_caught(tmp_path):
     assert board["weights_in"] == {n: st.weights_in[n] for n in board["modules"]}
     fw = tmp_path / "fpga0" / "firmware"
     top = (fw / "fpga0_top.cpp").read_text()
-    assert "const ap_uint<64> *weights)" in top and "#pragma HLS INTERFACE m_axi port=weights" in top
+    ports = [v["port"] for v in mem["layers"].values()]
+    assert len(set(ports)) == 3 and all(f"const ap_uint<64> *{q}" in top for q in ports)
+    assert all(f"#pragma HLS INTERFACE m_axi port={q} offset=slave bundle=gmem_w" in top for q in ports)
     assert top.count("conveyor::load_tile<") == 3 * 3   # per layer: the first tile, then the ping-pong pair
     assert not list((fw / "weights").glob("w*"))        # no on-chip copy of any streamed weight
     image = np.fromfile(fw / "weights" / "stream.bin", dtype="<u8")

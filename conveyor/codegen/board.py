@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from conveyor.codegen.layers import WIRING, WRITERS, Layer, fixed, ident
-from conveyor.codegen.weight_stream import (STREAMABLE, WORD_BITS, WeightMemory, stream_memory_lines, streamed_layer,
-                                            tile_outputs)
+from conveyor.codegen.weight_stream import STREAMABLE, WeightMemory, stream_memory_lines, streamed_layer, tile_outputs
 from conveyor.codegen.weights_rom import ROM_BRANCH, declarations, write_rom
 from conveyor.errors import CodegenError
 
@@ -137,7 +136,8 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
             off = wmem.add(node.name, pf.quantize_raw(flat[1]), n_in, n_out, pf.width, tile)
             tcfg, fn, code = streamed_layer("Conv" if node.op_type == "Conv" else "Dense", i, ident(node.name)[2:],
                                             layer.cfg, f"w{i}", f"b{i}", (var[x], size[x]), (var[y], size[y]), n_in,
-                                            n_out, layer.parallelism, tile, off, wmem.layers[node.name]["tile_words"])
+                                            n_out, layer.parallelism, tile, off, wmem.layers[node.name]["tile_words"],
+                                            wmem.layers[node.name]["port"])
             configs.append(tcfg)
         else:
             fn, code = layer_function(i, node.name, code, [(var[t], size[t]) for t in (*data_ins, y)])
@@ -185,10 +185,8 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
                   m_axi=alveo and link_out == "host")]
     p_in = (f"const ap_uint<{STREAM_WIDTH}> *host_in" if ports[0].m_axi else "hls::stream<link_t> &link_in")
     p_out = (f"ap_uint<{STREAM_WIDTH}> *host_out" if ports[1].m_axi else "hls::stream<link_t> &link_out")
-    sig = f"void {top}({p_in}, {p_out}" + (f", const ap_uint<{WORD_BITS}> *weights)" if wmem.layers else ")")
-    pragmas = [] if not wmem.layers else [
-        f"#pragma HLS INTERFACE m_axi port=weights offset=slave bundle=gmem_w depth={max(1, wmem.at)}",
-        "#pragma HLS INTERFACE s_axilite port=weights bundle=control"]
+    sig = f"void {top}({p_in}, {p_out}{wmem.signature()})"
+    pragmas = wmem.pragmas()
     wmem.image().astype("<u8").tofile(fw / "weights" / "stream.bin")
     for port, name, bundle in ((ports[0], "host_in", "gmem_in"), (ports[1], "host_out", "gmem_out")):
         if port.m_axi:
@@ -251,16 +249,14 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
     (fw / f"{top}.cpp").write_text("\n".join(body))
     for h in INCLUDE.iterdir():
         shutil.copy(h, fw / h.name)
-    _write_tb(out, top, in_tensors, out_tensors, var, size, ports, wmem.at if wmem.layers else None)
+    _write_tb(out, top, in_tensors, out_tensors, var, size, ports, wmem)
     _write_scripts(out, top, part, clock_hz)
     return {"device": device, "part": part, "clock_hz": clock_hz, "top": top, "layers": [n.name for n in g.nodes],
             "control": "ap_ctrl_none" if middle else "s_axilite", "host_interface": host_interface,
             "modules": modules,
             "weights_in": {n: ("on_chip" if n not in wmem.layers else stage.weights_in[n])
                            for n in modules if n in stage.weights_in},
-            "weight_memory": None if not wmem.layers else {
-                "port": "weights", "interface": "m_axi", "bundle": "gmem_w", "word_bits": WORD_BITS,
-                "words": wmem.at, "file": "firmware/weights/stream.bin", "layers": wmem.layers},
+            "weight_memory": wmem.manifest(),
             "ports": [p.as_dict() for p in ports],
             "modeled": {"latency_s": stage.latency_s, "interval_s": stage.compute_interval_s,
                         "stage_time_s": stage.stage_time_s, "resources": dict(stage.resources),
@@ -278,9 +274,9 @@ def layer_function(index: int, name: str, code: str, arrays) -> tuple[str, str]:
             f"{fn}({', '.join(a for a, _ in seen)});")
 
 
-def _write_tb(out: Path, top: str, ins, outs, var, size, ports, weight_words: int | None = None) -> None:
+def _write_tb(out: Path, top: str, ins, outs, var, size, ports, wmem: WeightMemory | None = None) -> None:
     """A testbench: raw int64 values per item in, raw bit patterns (uint64) per item out;
-    `weight_words`: the board streams weights, read from $CONVEYOR_WEIGHTS/stream.bin."""
+    `wmem` with streamed layers: their weight memory, read from $CONVEYOR_WEIGHTS/stream.bin."""
     n_in = sum(size[t] for t in ins)
     lines = [f'#include "{top}.h"', "#include <cstdio>", "#include <cstdlib>", "#include <string>", "#include <vector>", "",
              "// usage: tb INPUT.raw OUTPUT.raw  (little-endian int64 per value, items one after another)",
@@ -289,7 +285,7 @@ def _write_tb(out: Path, top: str, ins, outs, var, size, ports, weight_words: in
              '    FILE *fi = std::fopen(argv[1], "rb"), *fo = std::fopen(argv[2], "wb");',
              '    if (!fi || !fo) { std::fprintf(stderr, "tb: cannot open the data files\\n"); return 2; }',
              f"    std::vector<long long> raw({n_in});", "    long items = 0;",
-             *(stream_memory_lines(weight_words) if weight_words is not None else []),
+             *(stream_memory_lines(wmem.at) if wmem is not None and wmem.layers else []),
              f"    while (std::fread(raw.data(), sizeof(long long), {n_in}, fi) == {n_in}) {{",
              "        hls::stream<link_t> link_in, link_out;", "        size_t at = 0;"]
     for k, t in enumerate(ins):
@@ -305,8 +301,8 @@ def _write_tb(out: Path, top: str, ins, outs, var, size, ports, weight_words: in
     if ports[1].m_axi:
         lines.append(f"        static ap_uint<{STREAM_WIDTH}> mem_out[{ports[1].beats}];")
         args[1] = "mem_out"
-    if weight_words is not None:
-        args.append("wmem.data()")
+    if wmem is not None:
+        args += wmem.tb_args()
     lines.append(f"        {top}({', '.join(args)});")
     if ports[1].m_axi:
         lines.append(f"        conveyor::mem_to_stream<{STREAM_WIDTH}, {ports[1].beats}>(mem_out, link_out);")

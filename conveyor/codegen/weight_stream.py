@@ -10,9 +10,10 @@ computes each output on its own), and the C simulation stays bit-exact.
 T: the most outputs (a divisor of n_out) whose weights fit the cost model's tile, the weights
 `parallelism` multipliers read in STREAM_TILE_CYCLES. Biases stay on chip (n_out values).
 
-The board's top function gets one more port, `const ap_uint<64> *weights` (m_axi, bundle
-gmem_w, offset over s_axilite); its memory image is firmware/weights/stream.bin (little-endian
-64-bit words), which the testbench reads and passes through that port. Layers of other ops keep
+The board's top function gets one more port per streamed layer, `const ap_uint<64> *wmem<k>`
+(m_axi, all on the bundle gmem_w, offsets over s_axilite), so that each DATAFLOW process reads
+its own port; the memory image is firmware/weights/stream.bin (little-endian 64-bit words, the
+layers one after another), which the testbench reads and passes, each port at its layer's offset. Layers of other ops keep
 their weights on chip; the manifest says so per layer (`weights_in`).
 """
 
@@ -57,12 +58,37 @@ class WeightMemory:
             vals[:n_in * tile] = w[:, t * tile:(t + 1) * tile].reshape(-1)
             self.words.append(np.bitwise_or.reduce(vals.reshape(tile_words, per) << shifts, axis=1))
         self.at += tile_words * (n_out // tile)
-        self.layers[layer_name] = {"offset_words": offset, "tiles": n_out // tile, "tile_outputs": tile,
-                                   "tile_values": n_in * tile, "tile_words": tile_words, "element_bits": width}
+        self.layers[layer_name] = {"port": f"wmem{len(self.layers)}", "offset_words": offset, "tiles": n_out // tile,
+                                   "tile_outputs": tile, "tile_values": n_in * tile, "tile_words": tile_words,
+                                   "element_bits": width}
         return offset
 
     def image(self) -> np.ndarray:
         return np.concatenate(self.words) if self.words else np.zeros(0, np.uint64)
+
+    def signature(self) -> str:
+        """The top's extra parameters: one read-only m_axi pointer per streamed layer (each
+        DATAFLOW process then reads its own port; all share the bundle gmem_w)."""
+        return "".join(f", const ap_uint<{WORD_BITS}> *{v['port']}" for v in self.layers.values())
+
+    def pragmas(self) -> list[str]:
+        out = []
+        for v in self.layers.values():
+            out += [f"#pragma HLS INTERFACE m_axi port={v['port']} offset=slave bundle=gmem_w "
+                    f"depth={v['tiles'] * v['tile_words']} max_read_burst_length=256",
+                    f"#pragma HLS INTERFACE s_axilite port={v['port']} bundle=control"]
+        return out
+
+    def tb_args(self) -> list[str]:
+        """The testbench's arguments: each port at its layer's offset in the memory image."""
+        return [f"wmem.data() + {v['offset_words']}" for v in self.layers.values()]
+
+    def manifest(self) -> dict | None:
+        if not self.layers:
+            return None
+        return {"interface": "m_axi", "bundle": "gmem_w", "word_bits": WORD_BITS, "words": self.at,
+                "file": "firmware/weights/stream.bin (little-endian 64-bit words; each port's offset below)",
+                "layers": self.layers}
 
 
 def tile_config(op: str, cfg: str, n_in: int, n_out: int, tile: int, parallelism: int) -> str:
@@ -92,7 +118,7 @@ struct {cfg}_tile : {cfg} {{
 
 def streamed_layer(op: str, index: int, name: str, cfg: str, wname: str, bname: str, x: tuple[str, int],
                    y: tuple[str, int], n_in: int, n_out: int, parallelism: int, tile: int, offset: int,
-                   tile_words: int) -> tuple[str, str, str]:
+                   tile_words: int, port: str) -> tuple[str, str, str]:
     """(tile config structs, layer function, its call) of a Dense / Conv whose weights stream from
     memory: per tile, the layer's kernel over T outputs (a Conv: T filters at every pixel), its
     results put in place ([pixel][n_out], channels last)."""
@@ -108,7 +134,7 @@ def streamed_layer(op: str, index: int, name: str, cfg: str, wname: str, bname: 
     // weights from off-chip memory: {tiles} tiles of {tile} outputs, double-buffered
     static {cfg}::weight_t {wname}_a[{n_in * tile}], {wname}_b[{n_in * tile}];
     static {ya}_t part[{pixels * tile}];
-    const ap_uint<{WORD_BITS}> *src = weights + {offset};
+    const ap_uint<{WORD_BITS}> *src = weights;  // the layer's own port; {offset} words into the memory image
     {load}(src, {wname}_a);
 {fn}_tiles:
     for (int t = 0; t < {tiles}; t++) {{
@@ -124,7 +150,7 @@ def streamed_layer(op: str, index: int, name: str, cfg: str, wname: str, bname: 
     }}
 }}
 """
-    return tile_config(op, cfg, n_in, n_out, tile, parallelism), body, f"{fn}(weights, {xa}, {ya});"
+    return tile_config(op, cfg, n_in, n_out, tile, parallelism), body, f"{fn}({port}, {xa}, {ya});"
 
 
 def stream_memory_lines(words: int) -> list[str]:
