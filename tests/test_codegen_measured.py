@@ -1,7 +1,8 @@
 """`conveyor plan --measured DIR`: per-layer figures read back from synthesis reports replace the
 cost model's for the (part, layer, parallelism) that was synthesized.
 
-The real public reports of tests/data/csynth/ are read as they are; the per-layer reports of a
+The real public reports of tests/data/csynth/ (Vitis HLS 2021.2's csynth.xml with its
+ModuleInformation; Vivado HLS 2020.1's per-module files of an hls4ml project) are read as they are; the per-layer reports of a
 compiled jet-mlp are *synthetic*: written by these tests from the structure of the real Vitis HLS
 2021.2 report (its `ModuleInformation/Module` element, renamed to the board's layer functions and
 given chosen figures), laid out where build_prj.tcl's Vitis HLS run puts them. Nothing here ran
@@ -28,7 +29,6 @@ from conveyor.planner.chain import chain_problem
 
 DATA = Path(__file__).parent / "data" / "csynth"
 VITIS = DATA / "vitis2021_find_smallest_channel_csynth.xml"
-VIVADO = DATA / "hls4ml_mnist_vivado2020_csynth.xml"
 Q16 = "ap_fixed<16,6>"
 
 
@@ -44,18 +44,15 @@ def test_read_modules_vitis_2021_module_information(tmp_path):
     assert (top.latency_cycles, top.interval_cycles, top.resources["ff"]) == (40, 41, 703)
 
 
-def test_read_modules_vivado_per_module_files(tmp_path):
-    """Vivado HLS writes `<module>_csynth.xml` beside csynth.xml; the hls4ml project's top report
-    (real) stands in for one, renamed (synthetic: its TopModelName changed)."""
-    shutil.copy(VIVADO, tmp_path / "csynth.xml")
-    tree = ET.parse(VIVADO)
-    tree.getroot().find("UserAssignments/TopModelName").text = "layer0_fc1"
-    tree.write(tmp_path / "layer0_fc1_csynth.xml")
-    mods = read_modules(tmp_path)
-    assert list(mods) == ["layer0_fc1"]   # csynth.xml of Vivado HLS has no ModuleInformation
-    m = mods["layer0_fc1"]
-    assert (m.latency_cycles, m.interval_cycles) == (8404, 7840)
-    assert m.resources == {"dsp": 10, "bram18k": 555, "lut": 37678, "ff": 26037}
+def test_read_modules_vivado_hls_2020_per_module_files():
+    """Vivado HLS writes `<module>_csynth.xml` beside csynth.xml (hls4ml's MNIST MLP, real files)."""
+    mods = read_modules(DATA / "hls4ml_mnist_vivado2020_report")
+    assert sorted(mods) == ["dense_large", "dense_large_1", "softmax"]   # csynth.xml has no ModuleInformation
+    d = mods["dense_large"]
+    assert (d.latency_cycles, d.interval_cycles) == (7842, 7840)
+    assert d.resources == {"dsp": 0, "bram18k": 29, "lut": 6850, "ff": 11975}   # as myproject_csynth.rpt lists it
+    assert (mods["dense_large_1"].latency_cycles, mods["dense_large_1"].interval_cycles) == (502, 500)
+    assert mods["softmax"].resources == {"dsp": 10, "bram18k": 0, "lut": 829, "ff": 705}
 
 
 def _compiled(tmp_path, boards=1):
