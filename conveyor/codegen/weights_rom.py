@@ -20,7 +20,7 @@ import numpy as np
 #: the preprocessor test of the ROM branch, in parameters.h and load_weights()
 ROM_BRANCH = "#if defined(__SYNTHESIS__) || defined(CONVEYOR_ROM_WEIGHTS)"
 #: values per line of a ROM header
-PER_LINE = 16
+PER_LINE = 32
 
 
 def bit_patterns(raw: np.ndarray, width: int) -> np.ndarray:
@@ -30,15 +30,15 @@ def bit_patterns(raw: np.ndarray, width: int) -> np.ndarray:
 
 
 def write_rom(path: Path, name: str, ctype: str, raw: np.ndarray, width: int, comment: str) -> None:
-    """`static <ctype> name[N] = {bits...};` with every element from its exact bit pattern."""
+    """`static <ctype> name[N] = {bits...};` with every element from its exact bit pattern (hex).
+    Kept short (`CV_R(0x...)`, about 10 characters a value) and written with C-level joins: a
+    VGG board's millions of weights take seconds, not minutes."""
     bits = bit_patterns(raw, width).tolist()
-    macro = f"CONVEYOR_ROM_{name.upper()}"
     lines = [f"// {comment}: ROM initialiser for synthesis, the bit patterns of {len(bits)} values",
-             f"#define {macro}(b) conveyor::rom_bits<{ctype}>(b##ULL)",
+             f"#define CV_R(b) conveyor::rom_bits<{ctype}>(b##ULL)",
              f"static {ctype} {name}[{len(bits)}] = {{"]
-    for k in range(0, len(bits), PER_LINE):
-        lines.append("    " + ", ".join(f"{macro}(0x{b:x})" for b in bits[k:k + PER_LINE]) + ",")
-    lines += ["};", f"#undef {macro}", ""]
+    lines += ["CV_R(" + "),CV_R(".join(map(hex, bits[k:k + PER_LINE])) + ")," for k in range(0, len(bits), PER_LINE)]
+    lines += ["};", "#undef CV_R", ""]
     path.write_text("\n".join(lines))
 
 
