@@ -187,7 +187,8 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
     p_out = (f"ap_uint<{STREAM_WIDTH}> *host_out" if ports[1].m_axi else "hls::stream<link_t> &link_out")
     sig = f"void {top}({p_in}, {p_out}{wmem.signature()})"
     pragmas = wmem.pragmas()
-    wmem.image().astype("<u8").tofile(fw / "weights" / "stream.bin")
+    if wmem.layers:
+        wmem.image().astype("<u8").tofile(fw / "weights" / "stream.bin")
     for port, name, bundle in ((ports[0], "host_in", "gmem_in"), (ports[1], "host_out", "gmem_out")):
         if port.m_axi:
             pragmas += [f"#pragma HLS INTERFACE m_axi port={name} offset=slave bundle={bundle} depth={port.beats}",
