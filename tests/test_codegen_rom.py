@@ -13,7 +13,7 @@ import subprocess
 import numpy as np
 
 import conveyor.codegen.board as board_mod
-from conveyor.cli import _resolve_cluster, _resolve_model
+from conveyor.cli import _resolve_cluster
 from conveyor.codegen import compile as compile_plan
 from conveyor.codegen.csim import _compiler, _gxx, compare, run_board
 from conveyor.codegen.weights_rom import bit_patterns
@@ -22,13 +22,23 @@ from conveyor.planner import plan
 NARROW = {"default": "ap_fixed<10,4,AP_RND,AP_SAT>", "accum": "ap_fixed<14,6,AP_RND,AP_SAT>"}
 
 
+def _small_mlp():
+    import torch
+
+    from conveyor.frontends.torch import from_torch
+
+    torch.manual_seed(1)
+    m = torch.nn.Sequential(torch.nn.Linear(16, 24), torch.nn.ReLU(), torch.nn.Linear(24, 5))
+    return from_torch(m.eval(), torch.zeros(1, 16))
+
+
 def _rom_values(header) -> np.ndarray:
     return np.array([int(h, 16) for h in re.findall(r"\((0x[0-9a-f]+)\)", header.read_text())], dtype=np.uint64)
 
 
 def test_rom_branch_runs_bit_exact_without_weight_files(tmp_path, monkeypatch):
     monkeypatch.setattr(board_mod, "HEADER_WEIGHTS_MAX", 256)   # some weight sets to binary files too
-    graph = _resolve_model("jet-mlp")
+    graph = _small_mlp()   # g++ spends ~3 s CPU per 1,000 ap_fixed initialisers (why csim loads files)
     p = plan(graph, _resolve_cluster("zynq7035:1"), precision=NARROW)
     manifest = compile_plan(p, graph, tmp_path / "hls")
     board = manifest["boards"][0]
