@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from conveyor.codegen.layers import WIRING, WRITERS, Layer, fixed, ident
-from conveyor.codegen.weight_stream import STREAMABLE, WeightMemory, stream_memory_lines, streamed_layer, tile_outputs
+from conveyor.codegen.weight_stream import WeightMemory, stream_memory_lines, streams
 from conveyor.codegen.weights_rom import ROM_BRANCH, declarations, write_rom
 from conveyor.errors import CodegenError
 
@@ -127,17 +127,9 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
             hwc.add(y)
         code = call.format(x=var[x], x2=var[data_ins[-1]], y=var[y], xs=[var[t] for t in data_ins],
                            xs_t=[var[t] + "_t" for t in data_ins])
-        streamed = (node.op_type in STREAMABLE and stage.weights_in.get(node.name, "on_chip") != "on_chip"
-                    and node.attr("group", 1) == 1 and 2 in flat)
+        streamed = streams(layer, stage, flat)
         if streamed:   # weights from DDR/HBM over m_axi, two tiles on chip (codegen/weight_stream.py)
-            n_out = flat[2].size
-            n_in, pf = flat[1].size // n_out, fixed(params[1][1], f"node '{node.name}' weight")
-            tile = tile_outputs(n_in, n_out, layer.parallelism)
-            off = wmem.add(node.name, pf.quantize_raw(flat[1]), n_in, n_out, pf.width, tile)
-            tcfg, fn, code = streamed_layer("Conv" if node.op_type == "Conv" else "Dense", i, ident(node.name)[2:],
-                                            layer.cfg, f"w{i}", f"b{i}", (var[x], size[x]), (var[y], size[y]), n_in,
-                                            n_out, layer.parallelism, tile, off, wmem.layers[node.name]["tile_words"],
-                                            wmem.layers[node.name]["port"])
+            tcfg, fn, code = wmem.layer(layer, flat, (var[x], size[x]), (var[y], size[y]))
             configs.append(tcfg)
         else:
             fn, code = layer_function(i, node.name, code, [(var[t], size[t]) for t in (*data_ins, y)])

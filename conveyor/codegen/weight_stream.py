@@ -31,6 +31,14 @@ WORD_BITS = 64
 STREAMABLE = ("Dense", "Gemm", "MatMul", "Conv")
 
 
+def streams(layer, stage, flat: dict) -> bool:
+    """Whether the generated code streams `layer`'s weights: the plan puts them in DDR/HBM and
+    its op is one whose writer tiles (a Dense / Gemm / group-1 Conv with a bias)."""
+    node = layer.node
+    return (node.op_type in STREAMABLE and stage.weights_in.get(node.name, "on_chip") != "on_chip"
+            and node.attr("group", 1) == 1 and 1 in flat and 2 in flat)
+
+
 def tile_outputs(n_in: int, n_out: int, parallelism: int) -> int:
     """T: the largest divisor of n_out with n_in * T <= the cost model's tile (at least 1)."""
     cap = max(1, min(n_in * n_out, parallelism * STREAM_TILE_CYCLES) // n_in)
@@ -62,6 +70,21 @@ class WeightMemory:
                                    "tile_outputs": tile, "tile_values": n_in * tile, "tile_words": tile_words,
                                    "element_bits": width}
         return offset
+
+    def layer(self, layer, flat: dict, x: tuple[str, int], y: tuple[str, int]) -> tuple[str, str, str]:
+        """Stream `layer`'s weights (flat[1], [n_in][n_out]): add them to the image and return its
+        (tile config structs, layer function, call)."""
+        from conveyor.codegen.layers import fixed, ident
+
+        node = layer.node
+        n_out = flat[2].size
+        n_in, pf = flat[1].size // n_out, fixed(layer.params[1][1], f"node '{node.name}' weight")
+        tile = tile_outputs(n_in, n_out, layer.parallelism)
+        offset = self.add(node.name, pf.quantize_raw(flat[1]), n_in, n_out, pf.width, tile)
+        info = self.layers[node.name]
+        return streamed_layer("Conv" if node.op_type == "Conv" else "Dense", layer.index, ident(node.name)[2:],
+                              layer.cfg, f"w{layer.index}", f"b{layer.index}", x, y, n_in, n_out, layer.parallelism,
+                              tile, offset, info["tile_words"], info["port"])
 
     def image(self) -> np.ndarray:
         return np.concatenate(self.words) if self.words else np.zeros(0, np.uint64)
