@@ -562,7 +562,8 @@ def plan_cmd(model: str, cluster_spec: str, precision: str, config_path: str | N
                      memory, "-" if link is None else f"{seconds(link.seconds)} {link.mode}",
                      "-" if link is None else link.link])
     _out.table(f"{graph.name} on {cluster.name}: {rate(best.throughput)} items/s, "
-               f"latency {seconds(best.latency_s)} (modeled)", cols, rows)
+               f"latency {seconds(best.latency_s)} ({'modeled' if not measured_dir else 'measured / modeled'})",
+               cols, rows)
     if pareto:
         from conveyor.planner.chain import chain_problem
         from conveyor.planner.make_plan import pareto_front
@@ -589,10 +590,11 @@ def plan_cmd(model: str, cluster_spec: str, precision: str, config_path: str | N
         _out.print(line)
     _out.print(f"bottleneck: {best.bottleneck()}; utilization is of each board's budget (85% of the part)")
     if measured_dir:
-        n, got = sum(len(s.measured) for s in best.stages), opts["measured"]
-        _out.print(f"measured: {n} layers (synthesis figures from {measured_dir}: {len(got.table)} read"
-                   f"{f', {len(got.unmatched)} layers without a module' if got.unmatched else ''}); "
-                   f"modeled: {sum(len(s.layers) for s in best.stages) - n} layers")
+        got, marks = opts["measured"], [v for s in best.stages for v in s.measured.values()]
+        cal = sum(v.startswith("calibrated:") for v in marks)
+        _out.print(f"measured: {len(marks) - cal} layers, calibrated: {cal}, modeled: "
+                   f"{sum(len(s.layers) for s in best.stages) - len(marks)} ({len(got.table)} synthesis figures "
+                   f"read from {measured_dir}{f'; {len(got.unmatched)} layers had no module' if got.unmatched else ''})")
     if output:
         _out.print(f"plan: {output}")
     if report:

@@ -109,18 +109,35 @@ def test_measured_figures_replace_the_model_for_the_synthesized_parallelism(tmp_
         o = next(o for o in measured.options[0][names.index(layer)] if o.parallelism == par[layer])
         assert o.latency_cycles == chosen(layer).latency_cycles + extra
         assert o.resources.lut >= chosen(layer).resources.lut + 1000
-        assert "csynth.xml module layer" in o.measured
+        assert "csynth.xml module layer" in o.measured and not o.measured.startswith("calibrated")
+        # the layer's other engines: the model calibrated by the synthesized one's ratios
+        for other in measured.options[0][names.index(layer)]:
+            if other.parallelism != par[layer]:
+                assert other.measured.startswith(f"calibrated: the model x measured/modeled of parallelism ")
+    fc1 = names.index("fc1.matmul")
+    ratio = (chosen("fc1.matmul").latency_cycles + extra) / chosen("fc1.matmul").latency_cycles
+    slowest = model.options[0][fc1][0]
+    if slowest.parallelism != par["fc1.matmul"]:
+        got = next(o for o in measured.options[0][fc1] if o.parallelism == slowest.parallelism)
+        assert got.latency_cycles == round(slowest.latency_cycles * ratio)
+        assert got.interval_cycles == slowest.interval_cycles   # measured interval = modeled: ratio 1
     for layer in set(names) - set(board["modules"]):   # wiring and unmeasured layers keep the model
         assert measured.options[0][names.index(layer)] == model.options[0][names.index(layer)]
     again = plan(graph, cluster, precision=Q16, measured=costs)
     (st,) = again.stages
-    # the plan says measured exactly where it kept a synthesized engine (the planner may trade a
-    # slower measured engine for a modeled one at another parallelism)
+    # the plan says measured exactly where it kept a synthesized engine, calibrated where it took
+    # another parallelism of a measured layer (on-chip weights; streamed engines stay modeled)
     assert st.measured and set(st.measured) <= set(board["modules"])
     for layer in board["modules"]:
-        assert (layer in st.measured) == (st.parallelism[layer] == par[layer]), layer
+        if st.weights_in.get(layer, "on_chip") != "on_chip":
+            assert layer not in st.measured
+        elif st.parallelism[layer] == par[layer]:
+            assert not st.measured[layer].startswith("calibrated"), layer
+        else:
+            assert st.measured[layer].startswith("calibrated"), layer
     assert again.interval_s == pytest.approx(p.interval_s)   # every measured interval is the model's
-    assert again.notes[0].startswith(f"measured: {len(st.measured)} of {len(st.layers)} layers")
+    n_cal = sum(v.startswith("calibrated") for v in st.measured.values())
+    assert again.notes[0].startswith(f"measured: {len(st.measured) - n_cal} of {len(st.layers)} layers")
 
 
 def test_plan_measured_cli_says_measured_and_modeled(tmp_path):
@@ -134,12 +151,14 @@ def test_plan_measured_cli_says_measured_and_modeled(tmp_path):
                                  "--measured", str(tmp_path / "hls")])
     assert r.exit_code == 0, r.output
     n_layers = len(graph.nodes)
-    assert f"{len(first['modules'])} read" in r.output and "modeled:" in r.output
+    text = " ".join(r.output.split())
+    assert f"({len(first['modules'])} synthesis figures read from" in text and ", modeled: " in text
     r = CliRunner().invoke(cli, ["plan", "jet-mlp", "--cluster", "zynq7035:2", "--precision", Q16,
                                  "--measured", str(tmp_path / "hls"), "-o", str(tmp_path / "p.json")])
     saved = json.loads((tmp_path / "p.json").read_text())
     measured = {k: v for s in saved["stages"] for k, v in s.get("measured", {}).items()}
     assert all("csynth.xml module layer" in v for v in measured.values())
+    assert ", calibrated: " in " ".join(r.output.split())
     assert sum(len(s["layers"]) for s in saved["stages"]) == n_layers
     # the slow engine is no longer what the model promised: the re-plan's interval is not the old one
     assert saved["interval_s"] != pytest.approx(p.interval_s)

@@ -295,12 +295,14 @@ def to_plan(graph, cluster, config: PrecisionConfig, objective: str, method: str
             activation_bandwidth_Bps={n: moved / (result.interval_s * b.replicas) for n, (_, moved) in zip(names, acts)},
             measured={n: o.measured for n, o in zip(names, options) if o.measured},
         ))
-    n_meas = sum(len(s.measured) for s in stages)
+    n_cal = sum(v.startswith("calibrated:") for s in stages for v in s.measured.values())
+    n_meas = sum(len(s.measured) for s in stages) - n_cal
     notes = (
         "modeled: every time, resource and power figure is predicted by the cost model "
-        "(docs/cost-model.md), not measured on a board" if not n_meas else
+        "(docs/cost-model.md), not measured on a board" if not n_meas + n_cal else
         f"measured: {n_meas} of {sum(len(s.layers) for s in stages)} layers' time and resources are "
-        "synthesis figures (stages[].measured names each report); the rest, and power, are modeled",
+        f"synthesis figures, {n_cal} are the model calibrated by their layer's synthesized engine "
+        "(stages[].measured names each report); the rest, and power, are modeled",
         f"budgets are {int(100 * 0.85)} % of each part's resources (routing headroom)",
     )
     return Plan(
