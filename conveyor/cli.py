@@ -495,12 +495,15 @@ def _resolve_cluster(spec: str):
 @click.option("--sim-report", type=click.Path(dir_okay=False),
               help="Also simulate the plan under load (Poisson, 90% of capacity) and write that report here, "
                    "linked from --report (docs/simulate.md).")
+@click.option("--measured", "measured_dir", type=click.Path(file_okay=False),
+              help="A compiled, synthesized pipeline (conveyor compile -o DIR; csynth.xml per board): re-plan with "
+                   "its measured per-layer latency, interval and resources (docs/codegen.md).")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @requant_option
 def plan_cmd(model: str, cluster_spec: str, precision: str, config_path: str | None, hls4ml_path: str | None,
              objective: str, arch: str,
              profile_specs: tuple[str, ...], pareto: bool, output: str | None, report: str | None,
-             sim_report: str | None, as_json: bool) -> None:
+             sim_report: str | None, as_json: bool, measured_dir: str | None = None) -> None:
     """Cut MODEL into pipeline stages over the cluster's devices, choosing every layer's
     parallelism and each link's structure; compare with the baselines."""
     from conveyor.cost.profile import Profile
@@ -529,6 +532,10 @@ def plan_cmd(model: str, cluster_spec: str, precision: str, config_path: str | N
         cluster.device(device)
         profiles[device] = Profile.load(path)
     opts = dict(precision=prec, objective=objective, arch=arch, profiles=profiles)
+    if measured_dir:
+        from conveyor.codegen.measured import measured_costs
+
+        opts["measured"] = measured_costs(measured_dir)
     best = plan(graph, cluster, **opts)
     baselines: dict = {}
     for name in BASELINES if objective != "edge-cloud" else ():
@@ -574,7 +581,8 @@ def plan_cmd(model: str, cluster_spec: str, precision: str, config_path: str | N
                      memory, "-" if link is None else f"{seconds(link.seconds)} {link.mode}",
                      "-" if link is None else link.link])
     _out.table(f"{graph.name} on {cluster.name}: {rate(best.throughput)} items/s, "
-               f"latency {seconds(best.latency_s)} (modeled)", cols, rows)
+               f"latency {seconds(best.latency_s)} ({'modeled' if not measured_dir else 'measured / modeled'})",
+               cols, rows)
     if pareto:
         from conveyor.planner.chain import chain_problem
         from conveyor.planner.make_plan import pareto_front
@@ -600,6 +608,12 @@ def plan_cmd(model: str, cluster_spec: str, precision: str, config_path: str | N
     for line in refused:
         _out.print(line)
     _out.print(f"bottleneck: {best.bottleneck()}; utilization is of each board's budget (85% of the part)")
+    if measured_dir:
+        got, marks = opts["measured"], [v for s in best.stages for v in s.measured.values()]
+        cal = sum(v.startswith("calibrated:") for v in marks)
+        _out.print(f"measured: {len(marks) - cal} layers, calibrated: {cal}, modeled: "
+                   f"{sum(len(s.layers) for s in best.stages) - len(marks)} ({len(got.table)} synthesis figures "
+                   f"read from {measured_dir}{f'; {len(got.unmatched)} layers had no module' if got.unmatched else ''})")
     if output:
         _out.print(f"plan: {output}")
     if report:

@@ -62,6 +62,8 @@ class StagePlan:
     #: and read back through on-chip staging tiles) and the memory bandwidth that traffic takes
     activations_in: Mapping[str, str] = field(default_factory=dict)
     activation_bandwidth_Bps: Mapping[str, float] = field(default_factory=dict)
+    #: per layer whose figures are synthesis results (plan --measured): the report and module read
+    measured: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

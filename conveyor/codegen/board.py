@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from conveyor.codegen.layers import WIRING, WRITERS, Layer, fixed, ident
+from conveyor.codegen.weight_stream import WeightMemory, stream_memory_lines, streams
+from conveyor.codegen.weights_rom import ROM_BRANCH, declarations, write_rom
 from conveyor.errors import CodegenError
 
 #: the AXI4-Stream data width of every board port (the catalog gives links' bandwidths, not
@@ -74,7 +76,8 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
     fw = out / "firmware"
     (fw / "weights").mkdir(parents=True, exist_ok=True)
     (out / "tb").mkdir(parents=True, exist_ok=True)
-    typedefs, configs, calls, weight_decls, loads = [], [], [], [], []
+    typedefs, configs, calls, weight_decls, loads, layer_fns, modules = [], [], [], [], [], [], {}
+    wmem = WeightMemory()
     for t in (*g.input_names, *crossing):
         typedefs.append(f"typedef {fixed(fmts[t], f'input {t}')} {var[t]}_t;  // {t}"
                         + (" (crosses the board)" if t in crossing else ""))
@@ -129,20 +132,33 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
             hwc.add(y)
         code = call.format(x=var[x], x2=var[data_ins[-1]], y=var[y], xs=[var[t] for t in data_ins],
                            xs_t=[var[t] + "_t" for t in data_ins])
+        streamed = streams(layer, stage, flat)
+        if streamed:   # weights from DDR/HBM over m_axi, two tiles on chip (codegen/weight_stream.py)
+            tcfg, fn, code = wmem.layer(layer, flat, (var[x], size[x]), (var[y], size[y]))
+            configs.append(tcfg)
+        else:
+            fn, code = layer_function(i, node.name, code, [(var[t], size[t]) for t in (*data_ins, y)])
+        layer_fns.append(fn)
+        modules[node.name] = code.split("(")[0]
         calls.append(f"    {var[y]}_t {var[y]}[{size[y]}];\n#pragma HLS ARRAY_PARTITION variable={var[y]} complete\n"
                      f"    {code}  // {node.name}")
         arrays = getattr(writer, "param_arrays", {})   # slot -> (C array, config type) where not w / b
         for slot, (values, pf) in params.items():
+            if streamed and slot == 1:
+                continue
             prefix, tname = arrays.get(slot, ("w", "weight_t") if slot == 1 else ("b", "bias_t"))
             name = f"{prefix}{i}"
             ctype = f"{layer.cfg}::{tname}"
             raw = np.asarray(fixed(pf, f"node '{node.name}' parameter").quantize_raw(flat[slot]), dtype=np.int64)
-            weight_decls.append(f"static {ctype} {name}[{raw.size}];")
+            write_rom(fw / "weights" / f"{name}_rom.h", name, ctype, raw, pf.width, f"{node.name} slot {slot}, {pf}")
+            decl = [f"static {ctype} {name}[{raw.size}];"]
             if raw.size <= HEADER_WEIGHTS_MAX:
                 (fw / "weights" / f"{name}.h").write_text(
                     f"// {node.name} slot {slot}: raw integers of {pf}, {raw.size} values\n"
                     f"static const long long {name}_raw[{raw.size}] = {{{', '.join(map(str, raw.tolist()))}}};\n")
-                weight_decls.append(f'#include "weights/{name}.h"')
+                decl.append(f'#include "weights/{name}.h"')
+            weight_decls += declarations(name, ctype, decl)
+            if raw.size <= HEADER_WEIGHTS_MAX:
                 loads.append(f"    for (int i = 0; i < {raw.size}; i++) conveyor::from_raw({name}[i], {name}_raw[i]);")
             else:
                 raw.astype("<i8").tofile(fw / "weights" / f"{name}.bin")
@@ -168,8 +184,10 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
                   m_axi=alveo and link_out == "host")]
     p_in = (f"const ap_uint<{STREAM_WIDTH}> *host_in" if ports[0].m_axi else "hls::stream<link_t> &link_in")
     p_out = (f"ap_uint<{STREAM_WIDTH}> *host_out" if ports[1].m_axi else "hls::stream<link_t> &link_out")
-    sig = f"void {top}({p_in}, {p_out})"
-    pragmas = []
+    sig = f"void {top}({p_in}, {p_out}{wmem.signature()})"
+    pragmas = wmem.pragmas()
+    if wmem.layers:
+        wmem.image().astype("<u8").tofile(fw / "weights" / "stream.bin")
     for port, name, bundle in ((ports[0], "host_in", "gmem_in"), (ports[1], "host_out", "gmem_out")):
         if port.m_axi:
             pragmas += [f"#pragma HLS INTERFACE m_axi port={name} offset=slave bundle={bundle} depth={port.beats}",
@@ -187,7 +205,8 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
         '#include "defines.h"', '#include "nnet_common.h"', '#include "nnet_mult.h"', '#include "nnet_dense.h"',
         '#include "nnet_dense_latency.h"', '#include "nnet_activation.h"', '#include "nnet_conv2d.h"',
         '#include "nnet_pooling.h"', '#include "nnet_merge.h"', '#include "nnet_batchnorm.h"',
-        '#include "conveyor_im2col.h"', '#include "conveyor_layers.h"', '#include "conveyor_weights.h"', "",
+        '#include "conveyor_im2col.h"', '#include "conveyor_layers.h"', '#include "conveyor_weights.h"',
+        '#include "conveyor_stream.h"', "",
         *configs, *weight_decls, "", "#endif", ""]))
     (fw / f"{top}.h").write_text(f'#pragma once\n#include "defines.h"\n{sig};\n')
     middle = link_in != "host" and link_out != "host"
@@ -196,8 +215,9 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
     body = [f"// {device}: layers {', '.join(n.name for n in g.nodes)}",
             "// generated by conveyor (conveyor/codegen); numerics: hls4ml nnet_utils, checked against the emulator",
             f'#include "{top}.h"', '#include "parameters.h"', "",
-            "static void load_weights() {", "#ifndef __SYNTHESIS__", "    static bool loaded = false;",
-            "    if (loaded) return;", "    loaded = true;", "#endif", *loads, "}", "",
+            "static void load_weights() {  // C simulation: from raw integers; synthesis: ROMs (weights/*_rom.h)",
+            ROM_BRANCH.replace("#if ", "#if !(") + ")", "    static bool loaded = false;",
+            "    if (loaded) return;", "    loaded = true;", *loads, "#endif", "}", "", *layer_fns,
             sig + " {", *pragmas, control, "#pragma HLS DATAFLOW", "    load_weights();"]
     if ports[0].m_axi:
         body += ["    hls::stream<link_t> link_in(\"link_in\");",
@@ -229,26 +249,43 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
     (fw / f"{top}.cpp").write_text("\n".join(body))
     for h in INCLUDE.iterdir():
         shutil.copy(h, fw / h.name)
-    _write_tb(out, top, in_tensors, out_tensors, var, size, ports)
+    _write_tb(out, top, in_tensors, out_tensors, var, size, ports, wmem)
     _write_scripts(out, top, part, clock_hz)
     return {"device": device, "part": part, "clock_hz": clock_hz, "top": top, "layers": [n.name for n in g.nodes],
             "control": "ap_ctrl_none" if middle else "s_axilite", "host_interface": host_interface,
+            "modules": modules,
+            "weights_in": {n: ("on_chip" if n not in wmem.layers else stage.weights_in[n])
+                           for n in modules if n in stage.weights_in},
+            "weight_memory": wmem.manifest(),
             "ports": [p.as_dict() for p in ports],
             "modeled": {"latency_s": stage.latency_s, "interval_s": stage.compute_interval_s,
                         "stage_time_s": stage.stage_time_s, "resources": dict(stage.resources),
                         "parallelism": dict(stage.parallelism)}}
 
 
-def _write_tb(out: Path, top: str, ins, outs, var, size, ports) -> None:
-    """A testbench: raw int64 values per item in, raw bit patterns (uint64) per item out."""
+def layer_function(index: int, name: str, code: str, arrays) -> tuple[str, str]:
+    """A layer's call wrapped in its own function, `layer<index>_<name>` (INLINE off), so that
+    synthesis reports one module per layer (codegen/measured.py maps it back); `arrays`: the
+    (C array, size) the call reads and writes. Returns (definition, the call of it)."""
+    fn = f"layer{index}_{ident(name)[2:]}"
+    seen = list(dict.fromkeys(arrays))
+    params = ", ".join(f"{a}_t {a}[{n}]" for a, n in seen)
+    return (f"static void {fn}({params}) {{  // {name}\n#pragma HLS INLINE off\n    {code}\n}}\n",
+            f"{fn}({', '.join(a for a, _ in seen)});")
+
+
+def _write_tb(out: Path, top: str, ins, outs, var, size, ports, wmem: WeightMemory | None = None) -> None:
+    """A testbench: raw int64 values per item in, raw bit patterns (uint64) per item out;
+    `wmem` with streamed layers: their weight memory, read from $CONVEYOR_WEIGHTS/stream.bin."""
     n_in = sum(size[t] for t in ins)
-    lines = [f'#include "{top}.h"', "#include <cstdio>", "#include <cstdlib>", "#include <vector>", "",
+    lines = [f'#include "{top}.h"', "#include <cstdio>", "#include <cstdlib>", "#include <string>", "#include <vector>", "",
              "// usage: tb INPUT.raw OUTPUT.raw  (little-endian int64 per value, items one after another)",
              "int main(int argc, char **argv) {",
              '    if (argc < 3) { std::fprintf(stderr, "usage: %s INPUT.raw OUTPUT.raw\\n", argv[0]); return 2; }',
              '    FILE *fi = std::fopen(argv[1], "rb"), *fo = std::fopen(argv[2], "wb");',
              '    if (!fi || !fo) { std::fprintf(stderr, "tb: cannot open the data files\\n"); return 2; }',
              f"    std::vector<long long> raw({n_in});", "    long items = 0;",
+             *(stream_memory_lines(wmem.at) if wmem is not None and wmem.layers else []),
              f"    while (std::fread(raw.data(), sizeof(long long), {n_in}, fi) == {n_in}) {{",
              "        hls::stream<link_t> link_in, link_out;", "        size_t at = 0;"]
     for k, t in enumerate(ins):
@@ -264,7 +301,9 @@ def _write_tb(out: Path, top: str, ins, outs, var, size, ports) -> None:
     if ports[1].m_axi:
         lines.append(f"        static ap_uint<{STREAM_WIDTH}> mem_out[{ports[1].beats}];")
         args[1] = "mem_out"
-    lines.append(f"        {top}({args[0]}, {args[1]});")
+    if wmem is not None:
+        args += wmem.tb_args()
+    lines.append(f"        {top}({', '.join(args)});")
     if ports[1].m_axi:
         lines.append(f"        conveyor::mem_to_stream<{STREAM_WIDTH}, {ports[1].beats}>(mem_out, link_out);")
     for t in outs:

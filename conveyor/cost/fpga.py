@@ -88,6 +88,7 @@ class LayerOption:
     resources: Resources
     offchip_bytes: int = 0  # bytes moved to/from DRAM per inference (streamed weights + spilled activations)
     act_offchip_bytes: int = 0  # the part of offchip_bytes that is spilled activations
+    measured: str = ""      # where the time/resource figures were measured (cost/measured.py); "" = modeled
 
     def interval_s(self, clock_hz: float) -> float:
         return self.interval_cycles / clock_hz
@@ -267,11 +268,15 @@ def dataflow_options(work: LayerWork, board: Board, streamed: bool = False, spil
     interval" the cheapest in every resource, which the planner's exactness rests on."""
     if work.is_movement:
         return [dataflow_option(work, board, 1)]
-    opts = [dataflow_option(work, board, p, streamed, spill) for p in parallelism_choices(work)]
+    return pareto_options([dataflow_option(work, board, p, streamed, spill) for p in parallelism_choices(work)])
+
+
+def pareto_options(opts: list[LayerOption]) -> list[LayerOption]:
+    """`opts` slowest first, one per interval (the cheaper), resources made monotone (dataflow_options)."""
     front: list[LayerOption] = []
-    for o in sorted(opts, key=lambda o: (-o.interval_cycles, o.parallelism)):
+    for o in sorted(opts, key=lambda o: (-o.interval_cycles, o.measured == "", o.parallelism)):
         if front and front[-1].interval_cycles == o.interval_cycles:
-            continue  # same speed (stream-bound): the cheaper, earlier one stays
+            continue  # same speed (stream-bound): the cheaper, earlier one stays (a measured one first)
         if front:
             prev = front[-1].resources
             r = o.resources

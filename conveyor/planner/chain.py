@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from conveyor.cost.fpga import (LayerOption, Resources, board_budget, dataflow_options, overlay_layer_seconds,
                                overlay_tile_bytes, spills, weight_memory)
 from conveyor.cost.host import roofline_seconds
+from conveyor.cost.measured import override
 from conveyor.cost.work import LayerWork, layer_work
 from conveyor.errors import PlanError
 from conveyor.hardware.cluster import Cluster
@@ -99,13 +100,14 @@ _UNBOUNDED = 10**15
 
 def chain_problem(graph, cluster: Cluster, precision=None, *, arch: str = "dataflow",
                   archs: dict[str, str] | None = None, profiles: dict | None = None,
-                  order: tuple[str, ...] | None = None, offchip: bool = True) -> ChainProblem:
+                  order: tuple[str, ...] | None = None, offchip: bool = True, measured=None) -> ChainProblem:
     """The chain of `graph`'s layers over `cluster`'s devices in their listed order.
 
     FPGA boards run `arch` ("dataflow" engines, or one "overlay" engine) unless `archs`
     names another for a device; CPUs and GPUs run layers in turn at their roofline time,
     or at the measured times of a `profiles[device]` Profile. `offchip=False` keeps every
-    weight on chip (no streaming from DDR/HBM)."""
+    weight on chip (no streaming from DDR/HBM). `measured` (cost.measured.MeasuredCosts): the
+    synthesized figures of the (part, layer, parallelism) it holds replace the model's."""
     archs = dict(archs or {})
     for name, a in archs.items():
         cluster.device(name)
@@ -125,7 +127,8 @@ def chain_problem(graph, cluster: Cluster, precision=None, *, arch: str = "dataf
     def table(board, stream: bool, spill: bool = False) -> tuple:
         key = (repr(board), stream, spill)
         if key not in tables:
-            tables[key] = tuple(tuple(dataflow_options(w, board, streamed=stream, spill=spill)) for w in works)
+            tables[key] = tuple(override(tuple(dataflow_options(w, board, streamed=stream, spill=spill)), measured,
+                                         board.part.name, w.node, stream) for w in works)
         return tables[key]
 
     def spill_table(board):
@@ -134,7 +137,8 @@ def chain_problem(graph, cluster: Cluster, precision=None, *, arch: str = "dataf
         key = (repr(board), True, True)
         if key not in tables:   # the layers that do not spill keep their streamed options
             streamed_table = table(board, True)
-            tables[key] = tuple(tuple(dataflow_options(w, board, streamed=True, spill=True)) if sp else same
+            tables[key] = tuple(override(tuple(dataflow_options(w, board, streamed=True, spill=True)), measured,
+                                         board.part.name, w.node, True) if sp else same
                                 for w, sp, same in zip(works, spilling, streamed_table))
         return tables[key]
 

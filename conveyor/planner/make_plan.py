@@ -15,7 +15,8 @@ DEFAULT_PRECISION = "ap_fixed<16,6>"
 
 def plan(graph, cluster, *, precision=DEFAULT_PRECISION, objective: str = "throughput",
          method: str = "conveyor", arch: str = "dataflow", archs: dict | None = None,
-         profiles: dict | None = None, cuts: list[str] | None = None, offchip: bool = True) -> Plan:
+         profiles: dict | None = None, cuts: list[str] | None = None, offchip: bool = True,
+         measured=None) -> Plan:
     """Plan `graph` on `cluster`'s devices, in the cluster's chain order.
 
     objective "throughput": the smallest pipeline interval, then the lowest latency;
@@ -28,12 +29,13 @@ def plan(graph, cluster, *, precision=DEFAULT_PRECISION, objective: str = "throu
     FPGA boards run `arch` ("dataflow" or "overlay") unless `archs` names another per device;
     CPUs/GPUs use the roofline, or the measured `profiles[device]`.
     FPGA boards with DDR/HBM may stream a stage's weights from it (pinned on chip when that
-    is as good); `offchip=False` forbids it.
+    is as good); `offchip=False` forbids it. `measured` (cost.measured.MeasuredCosts, e.g.
+    codegen.measured.measured_costs(DIR)): synthesized per-layer figures in place of the model's.
     """
     if objective not in OBJECTIVES:
         raise PlanError(f"objective '{objective}'; accepted: {', '.join(OBJECTIVES)}")
     config = PrecisionConfig.coerce(precision)
-    kwargs = dict(arch=arch, archs=archs, profiles=profiles, offchip=offchip)
+    kwargs = dict(arch=arch, archs=archs, profiles=profiles, offchip=offchip, measured=measured)
     prob = chain_problem(graph, cluster, config, **kwargs)
     if cluster.topology == "switch" and objective != "edge-cloud" and method == "conveyor":
         prob = _best_order(graph, cluster, config, prob, objective, kwargs)
@@ -291,10 +293,16 @@ def to_plan(graph, cluster, config: PrecisionConfig, objective: str, method: str
                                   for n, o in zip(names, options)},
             activations_in={n: where for n, (where, _) in zip(names, acts)},
             activation_bandwidth_Bps={n: moved / (result.interval_s * b.replicas) for n, (_, moved) in zip(names, acts)},
+            measured={n: o.measured for n, o in zip(names, options) if o.measured},
         ))
+    n_cal = sum(v.startswith("calibrated:") for s in stages for v in s.measured.values())
+    n_meas = sum(len(s.measured) for s in stages) - n_cal
     notes = (
         "modeled: every time, resource and power figure is predicted by the cost model "
-        "(docs/cost-model.md), not measured on a board",
+        "(docs/cost-model.md), not measured on a board" if not n_meas + n_cal else
+        f"measured: {n_meas} of {sum(len(s.layers) for s in stages)} layers' time and resources are "
+        f"synthesis figures, {n_cal} are the model calibrated by their layer's synthesized engine "
+        "(stages[].measured names each report); the rest, and power, are modeled",
         f"budgets are {int(100 * 0.85)} % of each part's resources (routing headroom)",
     )
     return Plan(

@@ -12,6 +12,19 @@
 
 namespace conveyor {
 
+// A ROM element from its exact bit pattern (weights/*_rom.h, codegen/weights_rom.py). Vitis HLS:
+// ap_fixed_base::bitsToFixed, whose synthesis branch sets the storage to the bits; g++ (the
+// CONVEYOR_ROM_WEIGHTS check): the open-source ap_types lack that branch's set_bits, so .range().
+template <class T> T rom_bits(unsigned long long bits) {
+#ifdef __SYNTHESIS__
+    return T::bitsToFixed(bits);
+#else
+    T v;
+    v.range(T::width - 1, 0) = ap_uint<64>(bits).range(T::width - 1, 0);
+    return v;
+#endif
+}
+
 #ifndef __SYNTHESIS__
 // Reads `n` raw integers from $CONVEYOR_WEIGHTS (default firmware/weights)/name.
 template <class T> void load_raw_file(T *dst, int n, const char *name) {
