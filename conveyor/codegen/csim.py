@@ -196,9 +196,11 @@ def run_chain(out_dir, inputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndar
     return env, runs
 
 
-def run_board(exe: Path, board: dict, env: dict[str, np.ndarray], weights_dir: Path) -> dict[str, np.ndarray]:
+def run_board(exe: Path, board: dict, env: dict[str, np.ndarray], weights_dir: Path,
+              tdest_file: Path | None = None) -> dict[str, np.ndarray]:
     """One board's C simulation on the values of its input port's tensors (`env`: tensor ->
-    values, items on axis 0); returns its output port's tensors, items on axis 0."""
+    values, items on axis 0); returns its output port's tensors, items on axis 0.
+    `tdest_file`: the testbench writes each output beat's TDEST there (uint64)."""
     from conveyor.numerics.config import parse_format
 
     port_in, port_out = board["ports"]
@@ -209,7 +211,8 @@ def run_board(exe: Path, board: dict, env: dict[str, np.ndarray], weights_dir: P
             fmt = parse_format(t["element_type"])
             cols.append(_raw(fmt.quantize(np.asarray(env[t["tensor"]], np.float64)), fmt).reshape(n_items, -1))
         np.concatenate(cols, axis=1).astype("<i8").tofile(Path(tmp) / "in.raw")
-        p = subprocess.run([str(exe), str(Path(tmp) / "in.raw"), str(Path(tmp) / "out.raw")],
+        p = subprocess.run([str(exe), str(Path(tmp) / "in.raw"), str(Path(tmp) / "out.raw"),
+                            *((str(tdest_file),) if tdest_file is not None else ())],
                            capture_output=True, text=True, check=False,
                            env={**os.environ, "CONVEYOR_WEIGHTS": str(weights_dir)}, preexec_fn=_big_stack)
         if p.returncode:
