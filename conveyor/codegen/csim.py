@@ -63,6 +63,7 @@ def _pch(cxx: str) -> Path | None:
                                capture_output=True, text=True, check=False)
             if p.returncode:
                 return None
+            os.chmod(tmp, 0o755)   # mkdtemp makes it private; the cache is shared like the executables
             try:
                 os.rename(tmp, d)
             except OSError:   # another process made it first
