@@ -1,12 +1,13 @@
 """Code generation and C simulation, measured side by side. A script, not a test:
 
-    python benchmarks/codegen.py [--models jet-mlp:1 digits-cnn:2 alexnet-conv:4] [--vgg] [--hls4ml]
+    python benchmarks/codegen.py [--models jet-mlp:1 digits-cnn:2 alexnet-conv:4 resnet18:4] [--vgg] [--hls4ml]
 
 Per (zoo model, boards offered) at ap_fixed<16,6> (the plan may use fewer boards: the table says how many):
 1. `conveyor.compile` (plan -> HLS projects): wall time and the Python process's peak memory
    (tracemalloc peak of the compile call);
-2. per board, a cold g++ build of its C simulation (no cache): wall time and g++'s peak
-   resident memory (os.wait4's ru_maxrss of that one process);
+2. per board, a cold g++ build of its C simulation (no cache; the precompiled ap_types /
+   nnet_utils headers, made once per machine, are used): wall time and g++'s peak resident
+   memory (os.wait4's ru_maxrss of that one process);
 3. the chained C simulation of N items: items/s, against the emulator's batched `graph.run`
    on the same items (the ratio csim / emulator), and whether every output value is equal.
 `--vgg` adds vgg16-conv on 8 boards (8 builds of ~20-40 s each; 1 item). `--hls4ml` adds
@@ -37,7 +38,7 @@ from conveyor.codegen.csim import _compiler, _gxx, compare, run_board  # noqa: E
 from conveyor.planner import plan  # noqa: E402
 
 Q16 = "ap_fixed<16,6>"
-ITEMS = {"jet-mlp": 2000, "digits-cnn": 360, "alexnet-conv": 2, "vgg16-conv": 1}
+ITEMS = {"jet-mlp": 2000, "digits-cnn": 360, "alexnet-conv": 2, "resnet18": 1, "vgg16-conv": 1}
 
 
 def inputs(model: str, graph, n: int) -> np.ndarray:
@@ -122,7 +123,7 @@ def bench_hls4ml(res: dict, work: Path) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--models", nargs="*", default=["jet-mlp:1", "digits-cnn:2", "alexnet-conv:4"])
+    ap.add_argument("--models", nargs="*", default=["jet-mlp:1", "digits-cnn:2", "alexnet-conv:4", "resnet18:4"])
     ap.add_argument("--vgg", action="store_true", help="also vgg16-conv on 8 boards")
     ap.add_argument("--hls4ml", action="store_true", help="also hls4ml 1.3.0's C simulation of jet-mlp")
     args = ap.parse_args(argv)

@@ -170,6 +170,9 @@ def test_extra_catalog_file_adds_a_board(tmp_path):
      7, "links.l.bandwidth_Bps", "does not match"),
     ("links:\n  l:\n    medium: m\n    line_rate_bps: 1.0e9\n    encoding: 66b/64b\n", 5,
      "links.l.encoding", "accepted"),
+    ("links:\n  l:\n    medium: m\n    line_rate_bps: 8.0e9\n    encoding: none\n"
+     "    protocol_efficiency: 1.0\n    bandwidth_Bps: 1.0e9\n    latency_s: 0\n    source: s\n"
+     "    switched: yes please\n", 10, "links.l.switched", "accepted: true or false"),
     ("boards:\n  pynq-z2:\n    part: xc7z020\n", 2, "boards.pynq-z2", "already in the catalog"),
     ("gadgets:\n  g: {}\n", 1, "gadgets", "unknown catalog section"),
     ("hosts:\n  h: {kind: cpu}\n  h: {kind: gpu}\n", 3, "h", "duplicate key"),

@@ -29,6 +29,8 @@ def compile(plan, graph, out_dir) -> dict:  # noqa: A001 (conveyor.compile, as t
     formats = tensor_formats(graph, resolve_config(graph, plan.precision))
     catalog = plan.cluster.get("catalog", {})
     board_of = {d["name"]: d.get("board") for d in plan.cluster.get("devices", [])}
+    index = {d["name"]: k for k, d in enumerate(plan.cluster.get("devices", []))}
+    dest_bits = max(1, (len(index) - 1).bit_length())   # TDEST: a device's index in the cluster
     boards, hosts = [], []
     for i, (spec, st) in enumerate(zip(specs, plan.stages)):
         if st.device_kind != "fpga":
@@ -48,10 +50,18 @@ def compile(plan, graph, out_dir) -> dict:  # noqa: A001 (conveyor.compile, as t
             and plan.stages[i + 1].device_kind == "fpga" else "host"
         port_in = specs[i - 1].forwards if i > 0 else spec.needs   # what the incoming link carries, in order
         crossing = {t: (formats[t], graph.tensors[t].shape) for t in port_in if t not in spec.needs}
-        for device in (st.device, *st.replicas):
+        devices = (st.device, *st.replicas)
+        nxt = (plan.stages[i + 1].device, *plan.stages[i + 1].replicas) if link_out != "host" else ()
+        for r, device in enumerate(devices):
+            # on a switched link the receiving board's index goes in TDEST: item j of this
+            # replica is the pipeline's item r + j * len(devices), taken by next replica (that % len(nxt))
+            tdest = tuple(index[nxt[(r + j * len(devices)) % len(nxt)]] for j in range(len(nxt))) \
+                if _switched(plan.cluster, link_out) else ()
             entry = write_board(spec, st, device, out / device, link_in=link_in, link_out=link_out, part=part,
                                 clock_hz=clock, host_interface=board.get("host_interface", "?"), port_in=port_in,
-                                passthrough=crossing)
+                                passthrough=crossing, tdest=tdest[:1] if len(set(tdest)) == 1 else tdest,
+                                dest_in=index[device] if _switched(plan.cluster, link_in) else 0,
+                                dest_bits=dest_bits)
             entry["stage"] = i
             entry["replica_of"] = st.device if device != st.device else None
             boards.append(entry)
@@ -65,6 +75,15 @@ def compile(plan, graph, out_dir) -> dict:  # noqa: A001 (conveyor.compile, as t
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     (out / "README.md").write_text(_readme(manifest))
     return manifest
+
+
+def _switched(cluster: dict, link: str) -> bool:
+    """Whether frames on `link` cross a switch that routes them by destination: the cluster's
+    topology is `switch`, or the link's catalog entry says `switched: true` (Ethernet)."""
+    if link == "host":
+        return False
+    return cluster.get("topology") == "switch" or bool(cluster.get("catalog", {}).get("links", {})
+                                                        .get(link, {}).get("switched", False))
 
 
 def _readme(m: dict) -> str:

@@ -28,6 +28,8 @@ class Port:
     tensors: tuple[tuple[str, str, int, int], ...]   # (tensor, element type, width bits, items per inference)
     link: str                                        # catalog link, or "host"
     m_axi: bool = False                              # an Alveo card's host side: memory, not a stream
+    dest_bits: int = 1                               # TDEST width (the same on every link of the cluster)
+    tdest: tuple[int, ...] = ()                      # on a switched link_out: the receiving board(s), else 0
 
     @property
     def beats(self) -> int:
@@ -35,8 +37,11 @@ class Port:
 
     def as_dict(self) -> dict:
         iface = ({"interface": "m_axi", "stream": f"ap_uint<{STREAM_WIDTH}> * (m_axi, offset via s_axilite)"}
-                 if self.m_axi else {"interface": "axis", "stream": f"hls::stream<ap_axiu<{STREAM_WIDTH},0,0,1>>"})
-        return {"name": self.name, **iface, "width_bits": STREAM_WIDTH,
+                 if self.m_axi else {"interface": "axis",
+                                     "stream": f"hls::stream<ap_axiu<{STREAM_WIDTH},0,0,{self.dest_bits}>>"})
+        dest = {"switched": bool(self.tdest), "tdest": list(self.tdest) if len(self.tdest) > 1 else
+                (self.tdest[0] if self.tdest else 0)}
+        return {"name": self.name, **iface, "width_bits": STREAM_WIDTH, **dest,
                 "link": self.link, "tensors": [{"tensor": t, "element_type": ty, "element_bits": w, "items": n}
                                                for t, ty, w, n in self.tensors],
                 "beats": self.beats}
@@ -54,13 +59,16 @@ def _formats(spec):
 
 def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: str, part: str, clock_hz: float,
                 host_interface: str, port_in: tuple[str, ...] | None = None,
-                passthrough: dict | None = None, host_forwards: bool = False) -> dict:
+                passthrough: dict | None = None, host_forwards: bool = False, tdest: tuple[int, ...] = (),
+                dest_in: int = 0, dest_bits: int = 1) -> dict:
     """Write `device`'s project under `out`; returns its manifest entry. `port_in`: the tensors
     the incoming link carries, in its order (the previous board's outputs; default the stage's
     inputs); those the stage does not read (`passthrough`: tensor -> (format, shape)) cross
     the board untouched, from link_in to link_out, in ONNX order (a skip connection).
     `host_forwards`: values the stage passes on without computing them stay with the host
-    (the csim Device backend's runtime forwards them) instead of on the ports."""
+    (the csim Device backend's runtime forwards them) instead of on the ports. `tdest`: on a
+    switched link_out, the cluster index of the receiving board (several: the next stage's
+    replicas, one item each in turn); `dest_in`: the TDEST the incoming beats carry (the tb's)."""
     g = spec.graph
     emu, fmts = _formats(spec)
     shapes = {name: t.shape for name, t in g.tensors.items() if not g.is_weight(name)}
@@ -179,9 +187,9 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
             raise CodegenError(f"tensor '{t}' has {w}-bit values, wider than the {STREAM_WIDTH}-bit stream")
     alveo = host_interface.startswith("pcie")   # a PCIe card: the host reaches it through its memory
     ports = [Port("link_in", tuple((t, str(fmts[t]), widths[t], size[t]) for t in in_tensors), link_in,
-                  m_axi=alveo and link_in == "host"),
+                  m_axi=alveo and link_in == "host", dest_bits=dest_bits),
              Port("link_out", tuple((t, str(fmts[t]), widths[t], size[t]) for t in out_tensors), link_out,
-                  m_axi=alveo and link_out == "host")]
+                  m_axi=alveo and link_out == "host", dest_bits=dest_bits, tdest=tuple(tdest))]
     p_in = (f"const ap_uint<{STREAM_WIDTH}> *host_in" if ports[0].m_axi else "hls::stream<link_t> &link_in")
     p_out = (f"ap_uint<{STREAM_WIDTH}> *host_out" if ports[1].m_axi else "hls::stream<link_t> &link_out")
     sig = f"void {top}({p_in}, {p_out}{wmem.signature()})"
@@ -195,7 +203,7 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
         else:
             pragmas.append(f"#pragma HLS INTERFACE axis port={port.name}")
     defines = ["#ifndef CONVEYOR_DEFINES_H_", "#define CONVEYOR_DEFINES_H_", '#include "conveyor_link.h"',
-               f"typedef ap_axiu<{STREAM_WIDTH}, 0, 0, 1> link_t;", *typedefs]
+               f"typedef ap_axiu<{STREAM_WIDTH}, 0, 0, {dest_bits}> link_t;", *typedefs]
     for t in dict.fromkeys(in_tensors + out_tensors):   # in port order: the same text, the same cached build
         defines.append(f"#define N_{var[t]} {size[t]}")
     defines += ["#endif", ""]
@@ -233,6 +241,12 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
         else:
             body.append(f"    conveyor::unpack<{STREAM_WIDTH}, {var[t]}_t, {size[t]}>(link_in, {var[t]});")
     body += calls
+    if len(tdest) == 1:
+        body.append(f"    const int tdest = {tdest[0]};  // the receiving board on the switched link")
+    elif tdest:   # the next stage's replicas take one item each in turn
+        body += [f"    static const int tdest_of[{len(tdest)}] = {{{', '.join(map(str, tdest))}}};",
+                 "    static int tdest_next = 0;", "    const int tdest = tdest_of[tdest_next];",
+                 f"    tdest_next = tdest_next + 1 == {len(tdest)} ? 0 : tdest_next + 1;"]
     for k, t in enumerate(out_tensors):
         src = var[t]
         if t in hwc_inputs and t in in_tensors:   # read and passed on: its channels-first copy is at hand
@@ -242,14 +256,14 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
             body.append(f"    conveyor::hwc_to_chw<{var[t]}_t, {chw(t)}>({var[t]}, {var[t]}_chw);")
             src = f"{var[t]}_chw"
         body.append(f"    conveyor::pack<{STREAM_WIDTH}, {var[t]}_t, {size[t]}>({src}, link_out, "
-                    f"{'true' if k == len(out_tensors) - 1 else 'false'});")
+                    f"{'true' if k == len(out_tensors) - 1 else 'false'}{', tdest' if tdest else ''});")
     if ports[1].m_axi:
         body.append(f"    conveyor::stream_to_mem<{STREAM_WIDTH}, {ports[1].beats}>(link_out, host_out);")
     body += ["}", ""]
     (fw / f"{top}.cpp").write_text("\n".join(body))
     for h in INCLUDE.iterdir():
         shutil.copy(h, fw / h.name)
-    _write_tb(out, top, in_tensors, out_tensors, var, size, ports, wmem)
+    _write_tb(out, top, in_tensors, out_tensors, var, size, ports, wmem, dest_in)
     _write_scripts(out, top, part, clock_hz)
     return {"device": device, "part": part, "clock_hz": clock_hz, "top": top, "layers": [n.name for n in g.nodes],
             "control": "ap_ctrl_none" if middle else "s_axilite", "host_interface": host_interface,
@@ -274,9 +288,11 @@ def layer_function(index: int, name: str, code: str, arrays) -> tuple[str, str]:
             f"{fn}({', '.join(a for a, _ in seen)});")
 
 
-def _write_tb(out: Path, top: str, ins, outs, var, size, ports, wmem: WeightMemory | None = None) -> None:
-    """A testbench: raw int64 values per item in, raw bit patterns (uint64) per item out;
-    `wmem` with streamed layers: their weight memory, read from $CONVEYOR_WEIGHTS/stream.bin."""
+def _write_tb(out: Path, top: str, ins, outs, var, size, ports, wmem: WeightMemory | None = None,
+              dest_in: int = 0) -> None:
+    """A testbench: raw int64 values per item in, raw bit patterns (uint64) per item out; with a
+    third file name, each output beat's TDEST (uint64) there; `wmem` with streamed layers: their
+    weight memory, read from $CONVEYOR_WEIGHTS/stream.bin."""
     n_in = sum(size[t] for t in ins)
     lines = [f'#include "{top}.h"', "#include <cstdio>", "#include <cstdlib>", "#include <string>", "#include <vector>", "",
              "// usage: tb INPUT.raw OUTPUT.raw  (little-endian int64 per value, items one after another)",
@@ -284,6 +300,7 @@ def _write_tb(out: Path, top: str, ins, outs, var, size, ports, wmem: WeightMemo
              '    if (argc < 3) { std::fprintf(stderr, "usage: %s INPUT.raw OUTPUT.raw\\n", argv[0]); return 2; }',
              '    FILE *fi = std::fopen(argv[1], "rb"), *fo = std::fopen(argv[2], "wb");',
              '    if (!fi || !fo) { std::fprintf(stderr, "tb: cannot open the data files\\n"); return 2; }',
+             '    FILE *fd = argc > 3 ? std::fopen(argv[3], "wb") : 0;',
              f"    std::vector<long long> raw({n_in});", "    long items = 0;",
              *(stream_memory_lines(wmem.at) if wmem is not None and wmem.layers else []),
              f"    while (std::fread(raw.data(), sizeof(long long), {n_in}, fi) == {n_in}) {{",
@@ -292,7 +309,7 @@ def _write_tb(out: Path, top: str, ins, outs, var, size, ports, wmem: WeightMemo
         lines += [f"        static {var[t]}_t {var[t]}[{size[t]}];",
                   f"        for (int i = 0; i < {size[t]}; i++) conveyor::from_raw({var[t]}[i], raw[at++]);",
                   f"        conveyor::pack<{STREAM_WIDTH}, {var[t]}_t, {size[t]}>({var[t]}, link_in, "
-                  f"{'true' if k == len(ins) - 1 else 'false'});"]
+                  f"{'true' if k == len(ins) - 1 else 'false'}, {dest_in});"]
     args = ["link_in", "link_out"]
     if ports[0].m_axi:   # the host's DMA: the input beats in card memory
         lines += [f"        static ap_uint<{STREAM_WIDTH}> mem_in[{ports[0].beats}];",
@@ -306,12 +323,17 @@ def _write_tb(out: Path, top: str, ins, outs, var, size, ports, wmem: WeightMemo
     lines.append(f"        {top}({', '.join(args)});")
     if ports[1].m_axi:
         lines.append(f"        conveyor::mem_to_stream<{STREAM_WIDTH}, {ports[1].beats}>(mem_out, link_out);")
+    lines += ["        if (fd) {   // each output beat's TDEST, the beats put back in order",
+              "            hls::stream<link_t> beats;",
+              f"            for (int i = 0; i < {ports[1].beats}; i++) {{ link_t b = link_out.read(); "
+              "unsigned long long d = b.dest.to_uint64(); std::fwrite(&d, sizeof d, 1, fd); beats.write(b); }",
+              f"            for (int i = 0; i < {ports[1].beats}; i++) link_out.write(beats.read());", "        }"]
     for t in outs:
         lines += [f"        static {var[t]}_t o_{var[t]}[{size[t]}];",
                   f"        conveyor::unpack<{STREAM_WIDTH}, {var[t]}_t, {size[t]}>(link_out, o_{var[t]});",
                   f"        for (int i = 0; i < {size[t]}; i++) {{ unsigned long long b = conveyor::to_bits(o_{var[t]}[i]); "
                   "std::fwrite(&b, sizeof b, 1, fo); }"]
-    lines += ["        items++;", "    }", "    std::fclose(fi);", "    std::fclose(fo);",
+    lines += ["        items++;", "    }", "    std::fclose(fi);", "    std::fclose(fo);", "    if (fd) std::fclose(fd);",
               '    std::fprintf(stderr, "tb: %ld items\\n", items);', "    return 0;", "}", ""]
     (out / "tb" / "tb.cpp").write_text("\n".join(lines))
 

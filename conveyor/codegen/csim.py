@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,11 +30,71 @@ def _compiler() -> str:
     return cxx
 
 
-def _gxx(cxx: str, board_dir: Path, *extra: str) -> list[str]:
-    ap_dir, nnet_dir, _ = vivado_headers()
+#: what every board's C simulation includes from ap_types, nnet_utils and the C++ library,
+#: precompiled once per (headers, compiler, flags) under $CONVEYOR_CACHE/csim/pch-*: parsing it
+#: is ~1.4 s of a board's g++ time (docs/codegen.md); board code and conveyor's headers are not in it
+PCH_INCLUDES = ("cmath", "cstdio", "cstdlib", "string", "vector", "ap_fixed.h", "ap_int.h", "hls_stream.h",
+                "nnet_common.h", "nnet_mult.h", "nnet_dense.h", "nnet_dense_latency.h", "nnet_activation.h",
+                "nnet_conv2d.h", "nnet_pooling.h", "nnet_merge.h", "nnet_batchnorm.h")
+_PCH_LOCK = threading.Lock()
+
+
+def _cxx_version(cxx: str) -> str:
+    return subprocess.run([cxx, "--version"], capture_output=True, text=True, check=False).stdout
+
+
+def _pch(cxx: str) -> Path | None:
+    """The precompiled PCH_INCLUDES for `cxx` and CXXFLAGS (built on first use), or None when
+    g++ cannot make one (the build then parses the headers itself: slower, the same code)."""
+    ap_dir, nnet_dir, digest = vivado_headers()
+    key = hashlib.sha256(repr((digest, _cxx_version(cxx), CXXFLAGS, PCH_INCLUDES)).encode()).hexdigest()[:20]
+    d = cache_root() / "csim" / f"pch-{key}"
+    header = d / "conveyor_pch.h"
+    with _PCH_LOCK:
+        if (d / "conveyor_pch.h.gch").is_file():
+            return header
+        d.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix="pch-", dir=d.parent))
+        try:
+            text = "".join(f"#include <{h}>\n" if "." not in h else f'#include "{h}"\n' for h in PCH_INCLUDES)
+            (tmp / "conveyor_pch.h").write_text("// conveyor csim: precompiled headers (conveyor/codegen/csim.py)\n" + text)
+            p = subprocess.run([cxx, *CXXFLAGS, "-isystem", str(ap_dir), "-I", str(nnet_dir), "-x", "c++-header",
+                                str(tmp / "conveyor_pch.h"), "-o", str(tmp / "conveyor_pch.h.gch")],
+                               capture_output=True, text=True, check=False)
+            if p.returncode:
+                return None
+            os.chmod(tmp, 0o755)   # mkdtemp makes it private; the cache is shared like the executables
+            try:
+                os.rename(tmp, d)
+            except OSError:   # another process made it first
+                pass
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return header if (d / "conveyor_pch.h.gch").is_file() else None
+
+
+def _unity(board_dir: Path) -> Path:
+    """One translation unit holding the board's top function and its testbench (the headers
+    parsed once, one compiler process): a file under $CONVEYOR_CACHE/csim/src naming both."""
+    board_dir = Path(board_dir).resolve()
     top = next((board_dir / "firmware").glob("*_top.cpp"))
-    return [cxx, *CXXFLAGS, "-isystem", str(ap_dir), "-I", str(nnet_dir), "-I", str(board_dir / "firmware"),
-            str(top), str(board_dir / "tb" / "tb.cpp"), *extra]
+    text = f'#include "{top}"\n#include "{board_dir / "tb" / "tb.cpp"}"\n'
+    src = cache_root() / "csim" / "src" / (hashlib.sha256(text.encode()).hexdigest()[:20] + ".cpp")
+    if not src.is_file() or src.read_text() != text:
+        src.parent.mkdir(parents=True, exist_ok=True)
+        tmp = src.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, src)
+    return src
+
+
+def _gxx(cxx: str, board_dir: Path, *extra: str) -> list[str]:
+    """g++ over one board: its top function and testbench as one translation unit, with the
+    precompiled ap_types / nnet_utils headers (PCH_INCLUDES) when g++ can make them."""
+    ap_dir, nnet_dir, _ = vivado_headers()
+    pch = _pch(cxx)
+    return [cxx, *CXXFLAGS, *(("-include", str(pch)) if pch else ()), "-isystem", str(ap_dir), "-I", str(nnet_dir),
+            "-I", str(Path(board_dir).resolve() / "firmware"), str(_unity(board_dir)), *extra]
 
 
 def check_syntax(board_dir: Path) -> float:
@@ -51,8 +112,7 @@ def build_board(board_dir: Path) -> tuple[Path, float, bool]:
     """(executable, seconds compiling, cached) for one board folder."""
     cxx = _compiler()
     _, _, digest = vivado_headers()
-    version = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=False).stdout
-    h = hashlib.sha256(repr((digest, version, CXXFLAGS)).encode())
+    h = hashlib.sha256(repr((digest, _cxx_version(cxx), CXXFLAGS, PCH_INCLUDES)).encode())
     for p in sorted((board_dir / "firmware").rglob("*.h")) + sorted((board_dir / "firmware").glob("*.cpp")) \
             + sorted((board_dir / "tb").glob("*.cpp")):
         h.update(str(p.relative_to(board_dir)).encode() + p.read_bytes())
@@ -137,9 +197,11 @@ def run_chain(out_dir, inputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndar
     return env, runs
 
 
-def run_board(exe: Path, board: dict, env: dict[str, np.ndarray], weights_dir: Path) -> dict[str, np.ndarray]:
+def run_board(exe: Path, board: dict, env: dict[str, np.ndarray], weights_dir: Path,
+              tdest_file: Path | None = None) -> dict[str, np.ndarray]:
     """One board's C simulation on the values of its input port's tensors (`env`: tensor ->
-    values, items on axis 0); returns its output port's tensors, items on axis 0."""
+    values, items on axis 0); returns its output port's tensors, items on axis 0.
+    `tdest_file`: the testbench writes each output beat's TDEST there (uint64)."""
     from conveyor.numerics.config import parse_format
 
     port_in, port_out = board["ports"]
@@ -150,7 +212,8 @@ def run_board(exe: Path, board: dict, env: dict[str, np.ndarray], weights_dir: P
             fmt = parse_format(t["element_type"])
             cols.append(_raw(fmt.quantize(np.asarray(env[t["tensor"]], np.float64)), fmt).reshape(n_items, -1))
         np.concatenate(cols, axis=1).astype("<i8").tofile(Path(tmp) / "in.raw")
-        p = subprocess.run([str(exe), str(Path(tmp) / "in.raw"), str(Path(tmp) / "out.raw")],
+        p = subprocess.run([str(exe), str(Path(tmp) / "in.raw"), str(Path(tmp) / "out.raw"),
+                            *((str(tdest_file),) if tdest_file is not None else ())],
                            capture_output=True, text=True, check=False,
                            env={**os.environ, "CONVEYOR_WEIGHTS": str(weights_dir)}, preexec_fn=_big_stack)
         if p.returncode:

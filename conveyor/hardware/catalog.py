@@ -213,6 +213,12 @@ def _encoding(value: Any, where: Where) -> str:
     return value
 
 
+def _boolean(value: Any, where: Where) -> bool:
+    if not isinstance(value, bool):
+        raise where.error(f"got {value!r}; accepted: true or false")
+    return value
+
+
 _LINK = {
     "medium": (as_str, REQUIRED),
     "lanes": (integer(minimum=1), 1),
@@ -223,6 +229,7 @@ _LINK = {
     "latency_s": (number(strict=False), REQUIRED),
     "description": _TEXT,
     "source": (as_str, REQUIRED),
+    "switched": (_boolean, False),
 }
 
 

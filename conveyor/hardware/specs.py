@@ -108,7 +108,8 @@ class Link:
 
     `bandwidth_Bps` is the effective payload rate per direction:
     lanes x line_rate_bps x encoding efficiency (e.g. 64b/66b) x protocol efficiency / 8.
-    `latency_s` is the one-way latency of one hop.
+    `latency_s` is the one-way latency of one hop. `switched`: frames cross a switch that
+    routes them by destination (generated code puts the receiving board in TDEST).
     """
 
     name: str
@@ -121,6 +122,7 @@ class Link:
     latency_s: float
     description: str = ""
     source: str = ""
+    switched: bool = False
 
     @property
     def encoding_efficiency(self) -> float:

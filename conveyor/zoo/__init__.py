@@ -3,6 +3,8 @@
     names()             -> list of model names
     build_onnx(name)    -> onnx.ModelProto (opset 17, float32, static batch-1 shapes)
     build(name)         -> conveyor Graph (through the ONNX frontend)
+    build(name, size=S) -> the CNNs (alexnet-conv, vgg16-conv, resnet18) on an SxS input:
+                           the same layers and weights, smaller activations (tests, csim)
     describe(name)      -> one line about the model
     digits_dataset(split) -> (x [N,1,8,8] float32, y [N] int64) for the trained digits CNN
 """
@@ -55,16 +57,29 @@ def _entry(name: str) -> _Entry:
         raise ModelError(f"unknown zoo model {name!r}; known models: {', '.join(_ZOO)}") from None
 
 
-def build_onnx(name: str) -> onnx.ModelProto:
-    """The ONNX model `name` (deterministic: the same bytes on every call)."""
-    return _entry(name).builder()
+#: zoo models whose builder takes `size` (a square input of another side, same ops and weights)
+SIZED = ("alexnet-conv", "vgg16-conv", "resnet18")
 
 
-def build(name: str):
-    """The zoo model `name` imported as a conveyor Graph."""
+def build_onnx(name: str, size: int | None = None) -> onnx.ModelProto:
+    """The ONNX model `name` (deterministic: the same bytes on every call); `size`: the
+    side of a square input for the CNNs in SIZED."""
+    entry = _entry(name)
+    if size is None:
+        return entry.builder()
+    if name not in SIZED:
+        raise ModelError(f"zoo model {name!r} has a fixed input; size= is accepted by {', '.join(SIZED)}")
+    try:
+        return entry.builder(size=int(size))
+    except ValueError as e:
+        raise ModelError(str(e)) from None
+
+
+def build(name: str, size: int | None = None):
+    """The zoo model `name` imported as a conveyor Graph (`size`: see build_onnx)."""
     from conveyor.frontends.onnx import from_model
 
-    return from_model(build_onnx(name))
+    return from_model(build_onnx(name, size))
 
 
 def describe(name: str) -> str:

@@ -7,15 +7,20 @@ import onnx
 from conveyor.zoo.builders import Builder
 
 
-def alexnet_conv(seed: int = 1) -> onnx.ModelProto:
+def alexnet_conv(seed: int = 1, size: int = 227) -> onnx.ModelProto:
     """The five conv layers of Caffe's bvlc_alexnet on 1x3x227x227 -> 1x256x6x6, no FC layers.
+    `size`: another square input (>= 67: 1x256x1x1), the same layers and weights.
 
     conv1: 96 kernels 11x11x3 stride 4 -> 55x55 (105,415,200 MACs); conv2/4/5 use group 2
     as the original two-GPU split did. LRN(size 5, alpha 1e-4, beta 0.75, bias 1) after
     relu1 and relu2, as in bvlc_alexnet (conv, relu, norm, pool).
     """
     b = Builder("alexnet-conv", seed)
-    x = b.input("input", (1, 3, 227, 227))
+    x = b.input("input", (1, 3, size, size))
+    out = (((size - 11) // 4 + 1 - 3) // 2 + 1 - 3) // 2 + 1          # conv1, pool1, pool2 (the rest keep it)
+    out = (out - 3) // 2 + 1                                           # pool5
+    if out < 1:
+        raise ValueError(f"alexnet-conv: input size {size} is below 67, the least that reaches pool5")
     lrn = dict(size=5, alpha=1e-4, beta=0.75, bias=1.0)
 
     x = b.relu(b.conv(x, "conv1", 3, 96, 11, stride=4), "relu1")
@@ -28,17 +33,20 @@ def alexnet_conv(seed: int = 1) -> onnx.ModelProto:
     x = b.relu(b.conv(x, "conv4", 384, 384, 3, pad=1, group=2), "relu4")
     x = b.relu(b.conv(x, "conv5", 384, 256, 3, pad=1, group=2), "relu5")
     b.maxpool(x, "pool5", 3, 2, out="output")                            # 256x6x6
-    return b.model({"output": (1, 256, 6, 6)},
+    return b.model({"output": (1, 256, out, out)},
                    doc="AlexNet conv layers (Caffe bvlc_alexnet geometry), seeded weights")
 
 
 _VGG16 = [(64, 2), (128, 2), (256, 3), (512, 3), (512, 3)]
 
 
-def vgg16_conv(seed: int = 2) -> onnx.ModelProto:
-    """The 13 conv layers (3x3 pad 1) + ReLU and the 5 max-pools of VGG16: 1x3x224x224 -> 1x512x7x7."""
+def vgg16_conv(seed: int = 2, size: int = 224) -> onnx.ModelProto:
+    """The 13 conv layers (3x3 pad 1) + ReLU and the 5 max-pools of VGG16: 1x3x224x224 -> 1x512x7x7.
+    `size`: another square input, a multiple of 32 (32: 1x512x1x1), the same layers and weights."""
+    if size < 32 or size % 32:
+        raise ValueError(f"vgg16-conv: input size {size} is not a positive multiple of 32 (5 stride-2 pools)")
     b = Builder("vgg16-conv", seed)
-    x = b.input("input", (1, 3, 224, 224))
+    x = b.input("input", (1, 3, size, size))
     cin = 3
     for block, (cout, reps) in enumerate(_VGG16, start=1):
         for i in range(1, reps + 1):
@@ -46,7 +54,7 @@ def vgg16_conv(seed: int = 2) -> onnx.ModelProto:
             x = b.relu(x, f"relu{block}_{i}")
             cin = cout
         x = b.maxpool(x, f"pool{block}", 2, 2, out="output" if block == len(_VGG16) else None)
-    return b.model({"output": (1, 512, 7, 7)}, doc="VGG16 conv layers, seeded weights")
+    return b.model({"output": (1, 512, size // 32, size // 32)}, doc="VGG16 conv layers, seeded weights")
 
 
 def _basic_block(b: Builder, x: str, name: str, cin: int, cout: int, stride: int) -> str:
@@ -64,12 +72,15 @@ def _basic_block(b: Builder, x: str, name: str, cin: int, cout: int, stride: int
     return b.relu(y, f"{name}.relu2")
 
 
-def resnet18(seed: int = 3) -> onnx.ModelProto:
+def resnet18(seed: int = 3, size: int = 224) -> onnx.ModelProto:
     """ResNet-18 (torchvision layout) with explicit BatchNormalization after every conv,
     residual Adds incl. 1x1 stride-2 downsample branches, GlobalAveragePool, Flatten,
-    Gemm 512->1000 on 1x3x224x224."""
+    Gemm 512->1000 on 1x3x224x224. `size`: another square input, a multiple of 32 (32: the
+    last block on 1x1), the same layers and weights (the GlobalAveragePool makes it fit)."""
+    if size < 32 or size % 32:
+        raise ValueError(f"resnet18: input size {size} is not a positive multiple of 32 (stride 32 overall)")
     b = Builder("resnet18", seed)
-    x = b.input("input", (1, 3, 224, 224))
+    x = b.input("input", (1, 3, size, size))
     x = b.conv(x, "conv1", 3, 64, 7, stride=2, pad=3, bias=False)
     x = b.relu(b.batchnorm(x, "bn1", 64), "relu")
     x = b.maxpool(x, "maxpool", 3, 2, pad=1)                             # 64x56x56

@@ -3,7 +3,7 @@
 // A link is hls::stream<ap_axiu<W,0,0,D>> (never a custom struct: Vitis drops TLAST on those,
 // UG1399). Each beat carries floor(W / width) values of one tensor, lowest bits first; TKEEP
 // and TSTRB are all ones; TLAST marks the last beat of an inference item (after its last
-// tensor); TDEST is 0 (the chain is point to point).
+// tensor); TDEST is the receiving board on a switched link (`dest`), else 0.
 #ifndef CONVEYOR_LINK_H_
 #define CONVEYOR_LINK_H_
 
@@ -33,7 +33,7 @@ template <int D, int U, int TI, int TD> struct ap_axiu {
 
 namespace conveyor {
 
-template <int W, class T, int N, class L> void pack(const T x[N], hls::stream<L> &s, bool ends_item) {
+template <int W, class T, int N, class L> void pack(const T x[N], hls::stream<L> &s, bool ends_item, int dest = 0) {
     const int per = W / T::width;
 PackBeats:
     for (int i = 0; i < N; i += per) {
@@ -48,7 +48,7 @@ PackBeats:
         beat.strb = -1;
         beat.user = 0;
         beat.id = 0;
-        beat.dest = 0;
+        beat.dest = dest;
         beat.last = (ends_item && i + per >= N) ? 1 : 0;
         s.write(beat);
     }
