@@ -4,19 +4,29 @@
 picks a method and lays the weights out for it once, so that a `Graph.run` pays only the
 arithmetic (`conveyor.ops.conv.conv_nd` builds one per call; `Graph.run` keeps one per node).
 
-Arithmetic: float16/float32 inputs are multiplied and accumulated in float32 (sgemm), as
-onnxruntime's MLAS does, the bias added in float32, and the result cast to the input's dtype;
-float64 inputs in float64. The methods differ only in the order of the sums:
+Methods and arithmetic (float16/float32 inputs; float64 inputs compute in float64 throughout):
 
-- pointwise (1x1 kernel, any stride, no padding): per group one GEMM of the weights (Mg, Cg)
-  by the input (Cg, positions) as it lies (strided positions gathered first);
-- depthwise (one input channel per group, any channel multiplier): per kernel tap one
-  multiply-add of a strided window of the padded input by a weight per channel;
-- everything else: im2col + GEMM. The padded input is viewed as sliding windows
-  (`numpy.lib.stride_tricks.sliding_window_view`), strided and dilated by slicing the view,
-  copied into a column matrix (rows (Cg, *kernel) as W flattens, in chunks of output rows
-  that stay below `_COLS_BYTES`) and multiplied by the weights with one batched `np.matmul`
-  over groups.
+- pointwise (1x1 kernel, any stride, no padding): per group one float32 GEMM of the weights
+  (Mg, Cg) by the input (Cg, positions) as it lies (strided positions gathered first): a 1x1
+  Conv is a MatMul, computed as conveyor's MatMul and Gemm are (and as onnxruntime does);
+- depthwise (one input channel per group, any channel multiplier): per kernel tap one float32
+  multiply-add of a shifted window by a weight per channel, taps in row-major order (numba:
+  `_depthwise_flat`, the same operations in the same order as the numpy loop, so the same bits);
+- unit-stride 3x3 with one group (and at least `_WINOGRAD_TILES` 2x2 output tiles): Winograd
+  F(2x2, 3x3) in float64, rounded once to float32;
+- everything else: im2col + one float64 GEMM, rounded once. The padded input is viewed as
+  sliding windows (`numpy.lib.stride_tricks.sliding_window_view`), strided and dilated by
+  slicing the view, copied into a column matrix (rows (Cg, *kernel) as W flattens, in chunks of
+  output rows that stay below `_COLS_BYTES`) and multiplied by the weights with one batched
+  `np.matmul` over groups.
+
+The bias is added in the method's dtype before the final rounding. float64 sums for the k x k
+kernels keep conveyor's float reference within onnxruntime's own float32 error on deep conv
+stacks: one float32 sgemm over up to 4,608 taps moved vgg16-conv's outputs from onnxruntime's by
+0.62-1.09x the zoo test's tolerance (1e-5 + 1e-4 |ref|; 2 of 6 random inputs fail), float32
+sgemms of 128-product partials summed in float64 0.54-1.07x (with OpenBLAS on 2 threads), float64
+GEMMs (and the Winograd path, whose outputs equal theirs bit for bit on the layers measured)
+0.43-0.68x.
 
 (docs/numerics.md "Convolution, float" gives the measured distance from onnxruntime.)
 """
@@ -31,34 +41,11 @@ from conveyor.ops.intdot import njit
 #: im2col chunks are cut so that one column block stays below this many bytes.
 _COLS_BYTES = 64 << 20
 
-#: float32 GEMMs sum at most this many products; longer sums add such partial sums in float64.
-#: Measured on the zoo's vgg16-conv against onnxruntime (worst |diff| / (1e-5 + 1e-4 |ref|), the
-#: zoo test's tolerance, over random inputs with seeds 1-6): one float32 sgemm over all of up to
-#: 4,608 taps 0.62-1.09 (2 of 6 inputs fail), 256-product partials 0.84-0.97, 128: 0.63-0.72,
-#: float64 GEMMs 0.43-0.68.
-K_CHUNK = 128
-
-
 #: Winograd needs this many output tiles; with fewer (a 7x7 image: 16) its 16 (M, C) float64
 #: weight planes, 1.8x the bytes of W, outweigh the products saved (measured: 512 channels at
 #: 7x7 8 ms against 6.6 ms for im2col, 256 at 14x14 4.2 against 5.6).
 _WINOGRAD_TILES = 32
 
-
-def gemm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """np.matmul(a, b) for float32 a (..., M, K) and b (..., K, P): float32 when K <= `K_CHUNK`,
-    else float64, the sum of float32 GEMMs over chunks of K_CHUNK (batch dims broadcast)."""
-    k = a.shape[-1]
-    if a.dtype != np.float32 or k <= K_CHUNK:
-        return np.matmul(a, b)
-    acc = None
-    for k0 in range(0, k, K_CHUNK):
-        part = np.matmul(a[..., k0:k0 + K_CHUNK], b[..., k0:k0 + K_CHUNK, :])
-        if acc is None:
-            acc = part.astype(np.float64)
-        else:
-            acc += part
-    return acc
 
 if njit is not None:
     @njit(cache=True, nogil=True)
@@ -149,9 +136,7 @@ class ConvPlan:
             self.tiles = tuple(-(-o // 2) for o in geo.out)
         else:
             self.kind = "im2col"
-            # float64 sums, one rounding (as the Winograd path): a float32 sgemm over up to 4,608
-            # taps moved vgg16-conv's outputs from onnxruntime's by up to 1.09x the zoo test's
-            # tolerance (2 of 6 random inputs), float64 GEMMs by 0.43-0.68x
+            # float64 sums, one rounding (see the module docstring)
             self.gemm_dtype = np.dtype(np.float64) if work == np.float32 else work
             self.wmat = np.ascontiguousarray(w.reshape(group, mg, cg * k_size), dtype=self.gemm_dtype)
             self.k_size = k_size
@@ -169,26 +154,36 @@ class ConvPlan:
         if any(s != 1 for s in geo.strides):
             xp = xp[(Ellipsis,) + tuple(slice(None, None, s) for s in geo.strides)]
         if self.group == 1:
-            y = gemm(self.wmat, xp.reshape(n, self.c, -1))
+            y = np.matmul(self.wmat, xp.reshape(n, self.c, -1))
         else:
-            y = gemm(self.wmat, xp.reshape(n, self.group, self.cg, -1))
+            y = np.matmul(self.wmat, xp.reshape(n, self.group, self.cg, -1))
         return y.reshape(self.out_shape)
 
     def _depthwise(self, x):
         geo, nd = self.geo, self.nd
-        xp = self._pad(x, geo, 0)
         if _depthwise_flat is not None:
             nc, q, size = self.n * self.c, self.phase_q, int(np.prod(self.phase_q))
             flat = np.zeros((nc, len(self.phase_starts), self.flat_size), dtype=self.work)
-            for i, start in enumerate(self.phase_starts):
-                ph = xp[(Ellipsis,) + tuple(slice(p, None, s_) for p, s_ in zip(start, geo.strides))]
-                dst = flat[:, i, :size].reshape((self.n, self.c) + q)
-                dst[(Ellipsis,) + tuple(slice(0, d) for d in ph.shape[2:])] = ph
+            if len(self.phase_starts) == 1:  # unit stride: pad straight into the flat planes
+                dst = flat[:, 0, :size].reshape((self.n, self.c) + q)
+                into, src = [], []
+                for b, e, sp in zip(geo.begin, q, x.shape[2:]):
+                    k = max(0, min(sp, e - b))
+                    into.append(slice(b, b + k))
+                    src.append(slice(0, k))
+                dst[(Ellipsis,) + tuple(into)] = x[(Ellipsis,) + tuple(src)]
+            else:
+                xp = self._pad(x, geo, 0)
+                for i, start in enumerate(self.phase_starts):
+                    ph = xp[(Ellipsis,) + tuple(slice(p, None, s_) for p, s_ in zip(start, geo.strides))]
+                    dst = flat[:, i, :size].reshape((self.n, self.c) + q)
+                    dst[(Ellipsis,) + tuple(slice(0, d) for d in ph.shape[2:])] = ph
             y = np.empty((self.n * self.m, int(np.prod(self.flat_grid))), dtype=self.work)
             _depthwise_flat(flat.reshape(nc * len(self.phase_starts), -1), self.wflat, y, self.flat_offs,
                             self.flat_phase, len(self.phase_starts), self.mg)
             y = y.reshape((self.n, self.m) + self.flat_grid)
             return np.ascontiguousarray(y[(Ellipsis,) + tuple(slice(0, o) for o in geo.out)])
+        xp = self._pad(x, geo, 0)
         if self.mg > 1:  # output channel g * mg + j reads input channel g
             xp = np.repeat(xp, self.mg, axis=1)
         y = np.empty(self.out_shape, dtype=self.work)
