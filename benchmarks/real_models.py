@@ -99,8 +99,8 @@ def main(argv=None) -> int:
         return [pick(ts) for ts in times]
 
     print(f"images 1x3x{args.size}x{args.size}, {args.threads} thread(s), {'CPU' if cpu else 'wall'} time, "
-          f"{'median' if args.median else 'best'} of {args.repeat}, numba {'on' if intdot.available() else 'off'}; emulation at {args.precision} "
-          f"(accum auto: exact)")
+          f"{'median' if args.median else 'best'} of {args.repeat}, numba {'on' if intdot.available() else 'off'}; "
+          f"emulation at {args.precision} (accum auto: exact)")
     print(f"{'model':<20}{'ort ms':>9}{'float ms':>10}{'float/ort':>11}{'emul ms':>10}{'emul/ort':>10}")
     for arch in args.models.split(","):
         torch.manual_seed(0)
