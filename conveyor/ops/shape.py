@@ -86,7 +86,9 @@ def _reshape_run(node, x):
 
 
 def _reshape_prepare(node, ins):
-    """`OpDef.prepare`: the target shape, worked out once from the static shapes."""
+    """`OpDef.prepare`: the target shape, worked out once, when the shape input is a constant."""
+    if node.opset >= 5 and (len(ins) < 2 or ins[1] is None or ins[1].value is None):
+        return None  # computed at run time (by shape arithmetic that Graph.build evaluated)
     shape = _reshape_infer(node, ins)[0][0]
     return lambda x: (x[0].reshape(shape),)
 
