@@ -59,7 +59,7 @@ def test_depthwise_numba_equals_numpy_bit_for_bit(monkeypatch):
     ((2, 5, 13, 11), 6, [1, 0, 2, 1]),     # odd outputs: the last tiles half outside; batch 2
     ((1, 64, 14, 14), 32, [1, 1, 1, 1]),
 ])
-def test_winograd_matches_float64_direct_within_one_ulp(shape, m, pads):
+def test_winograd_matches_float64_direct_within_one_ulp(shape, m, pads, monkeypatch):
     rng = np.random.default_rng(3)
     x = rng.standard_normal(shape).astype(np.float32)
     w = rng.standard_normal((m, shape[1], 3, 3)).astype(np.float32)
@@ -72,6 +72,8 @@ def test_winograd_matches_float64_direct_within_one_ulp(shape, m, pads):
     assert got.dtype == np.float32 and got.shape == want.shape
     np.testing.assert_array_max_ulp(got, want, maxulp=1)
     assert np.mean(got == want) > 0.99  # float64 throughout: nearly always the same rounding
+    monkeypatch.setattr(cf, "_winograd_in", None)  # the numpy path: the same operations, the same bits
+    np.testing.assert_array_equal(plan(x), got)
 
 
 def test_small_images_skip_winograd():

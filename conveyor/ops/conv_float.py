@@ -73,8 +73,63 @@ if njit is not None:
                 wk = w[m, t]
                 for j in range(size):
                     dst[j] += seg[j] * wk
+
+    @njit(cache=True, nogil=True)
+    def _winograd_in(xp, v, th, tw):
+        """V = B^T d B of every 4x4 tile (stride 2) of xp (C, N, Hp, Wp) into v (4, 4, C, N * TH * TW),
+        in float64, with the operations of `ConvPlan._winograd`'s numpy path."""
+        c_in, nb = xp.shape[0], xp.shape[1]
+        d = np.empty((4, 4))
+        r = np.empty((4, 4))
+        for c in range(c_in):
+            for n in range(nb):
+                for ty in range(th):
+                    for tx in range(tw):
+                        for i in range(4):
+                            for j in range(4):
+                                d[i, j] = xp[c, n, 2 * ty + i, 2 * tx + j]
+                        for j in range(4):
+                            r[0, j] = d[0, j] - d[2, j]
+                            r[1, j] = d[1, j] + d[2, j]
+                            r[2, j] = d[2, j] - d[1, j]
+                            r[3, j] = d[1, j] - d[3, j]
+                        t = (n * th + ty) * tw + tx
+                        for i in range(4):
+                            v[i, 0, c, t] = r[i, 0] - r[i, 2]
+                            v[i, 1, c, t] = r[i, 1] + r[i, 2]
+                            v[i, 2, c, t] = r[i, 2] - r[i, 1]
+                            v[i, 3, c, t] = r[i, 1] - r[i, 3]
+
+    @njit(cache=True, nogil=True)
+    def _winograd_out(p, bias, y, th, tw):
+        """Y = A^T m A of every tile's products p (4, 4, M, N * TH * TW) plus bias (M,), rounded
+        once into y (N, M, OH, OW) (the tiles cut at its edges), as the numpy path computes it."""
+        nb, m_out, oh, ow = y.shape
+        for m in range(m_out):
+            for n in range(nb):
+                for ty in range(th):
+                    for tx in range(tw):
+                        t = (n * th + ty) * tw + tx
+                        for i in range(2):
+                            y0 = 2 * ty + i
+                            if y0 >= oh:
+                                break
+                            # s = row i of A^T m: (1, 1, 1, 0) or (0, 1, -1, -1)
+                            if i == 0:
+                                s0 = p[0, 0, m, t] + p[1, 0, m, t] + p[2, 0, m, t]
+                                s1 = p[0, 1, m, t] + p[1, 1, m, t] + p[2, 1, m, t]
+                                s2 = p[0, 2, m, t] + p[1, 2, m, t] + p[2, 2, m, t]
+                                s3 = p[0, 3, m, t] + p[1, 3, m, t] + p[2, 3, m, t]
+                            else:
+                                s0 = p[1, 0, m, t] - p[2, 0, m, t] - p[3, 0, m, t]
+                                s1 = p[1, 1, m, t] - p[2, 1, m, t] - p[3, 1, m, t]
+                                s2 = p[1, 2, m, t] - p[2, 2, m, t] - p[3, 2, m, t]
+                                s3 = p[1, 3, m, t] - p[2, 3, m, t] - p[3, 3, m, t]
+                            y[n, m, y0, 2 * tx] = (s0 + s1 + s2) + bias[m]
+                            if 2 * tx + 1 < ow:
+                                y[n, m, y0, 2 * tx + 1] = (s1 - s2 - s3) + bias[m]
 else:  # pragma: no cover - depends on the install
-    _depthwise_flat = None
+    _depthwise_flat = _winograd_in = _winograd_out = None
 
 
 def work_dtype(dtype) -> np.dtype:
@@ -134,6 +189,7 @@ class ConvPlan:
             u = np.einsum("ik,mckl,jl->ijmc", g, w.astype(np.float64), g)
             self.wino_u = np.ascontiguousarray(u.reshape(16, m, c))
             self.tiles = tuple(-(-o // 2) for o in geo.out)
+            self.wino_bias = np.zeros(m) if b is None else np.asarray(b, dtype=work).astype(np.float64)
         else:
             self.kind = "im2col"
             # float64 sums, one rounding (see the module docstring)
@@ -144,7 +200,7 @@ class ConvPlan:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=self.work)
         y = getattr(self, "_" + self.kind)(x)
-        if self.bias is not None:
+        if self.bias is not None and self.kind != "winograd":  # Winograd adds it before its rounding
             y += self.bias
         return y.astype(self.out_dtype, copy=False)
 
@@ -208,11 +264,17 @@ class ConvPlan:
         xp = self._pad(x, geo, 0)
         hp, wp = 2 * th + 2, 2 * tw + 2
         if xp.shape[2:] != (hp, wp):  # an odd output size: a zero row/column for the last tile
-            full = np.zeros((n, c, hp, wp), dtype=np.float64)
+            full = np.zeros((n, c, hp, wp), dtype=xp.dtype)
             full[:, :, :xp.shape[2], :xp.shape[3]] = xp
             xp = full
-        else:
-            xp = xp.astype(np.float64)
+        if _winograd_in is not None:  # numba: the same operations, one pass over the tiles each way
+            v = np.empty((4, 4, c, n * th * tw))
+            _winograd_in(xp.transpose(1, 0, 2, 3), v, th, tw)
+            p = np.matmul(self.wino_u, v.reshape(16, c, -1)).reshape(4, 4, m, -1)
+            y = np.empty(self.out_shape, dtype=self.work)
+            _winograd_out(p, self.wino_bias, y, th, tw)
+            return y
+        xp = xp.astype(np.float64)
         # every 4x4 tile (stride 2) gathered once, as (4, 4, C, N * TH * TW): contiguous planes
         d = sliding_window_view(xp, (4, 4), axis=(2, 3))[:, :, ::2, ::2]
         d = np.ascontiguousarray(d.transpose(4, 5, 1, 0, 2, 3)).reshape(4, 4, c, -1)
@@ -238,7 +300,8 @@ class ConvPlan:
             o[1] -= sr[3]
         y = out.transpose(3, 2, 4, 0, 5, 1).reshape(n, m, 2 * th, 2 * tw)
         oh, ow = geo.out
-        return y[:, :, :oh, :ow]
+        y = y[:, :, :oh, :ow] + self.wino_bias.reshape(m, 1, 1)
+        return y.astype(self.work)
 
     def _im2col(self, x):
         geo, n, nd, group, cg = self.geo, self.n, self.nd, self.group, self.cg
