@@ -4,6 +4,8 @@ against a float64 direct convolution; Graph.run's per-node plans against the ops
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 
@@ -103,3 +105,5 @@ def test_graph_run_uses_prepared_kernels_that_match_run():
     assert got.shape == (1, 4 * 16 * 16)
     np.testing.assert_array_equal(got, env["y"])
     assert g.run(x, fetch=["a"])["a"].shape == (1, 8, 16, 16)
+    again = pickle.loads(pickle.dumps(g))  # a graph that has run still pickles (stage processes)
+    np.testing.assert_array_equal(again.run(x)["y"], got)

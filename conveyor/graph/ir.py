@@ -222,6 +222,11 @@ class Graph:
                     env.pop(t, None)
         return {t: env[t] for t in wanted}
 
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_float_plan", None)  # closures over prepared weights: rebuilt on the first run
+        return state
+
     @cached_property
     def _float_plan(self) -> list[tuple]:
         """Per node: (node, kernel, inputs, outputs, run-time tensors last used here). The kernel
