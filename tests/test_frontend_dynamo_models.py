@@ -13,21 +13,8 @@ import torch
 
 import conveyor
 from conveyor.frontends.export import to_onnx
-from conveyor.frontends.torchvision_compat import import_torchvision
+from conveyor.frontends.torchvision_compat import import_torchvision, randomise_batchnorm
 from tests.helpers import ort_run
-
-
-def _randomise_batchnorm(model, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                n = m.num_features
-                m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(n, generator=g) * 0.1)
-    return model
 
 
 def _check(model, x, want_ops=()):
@@ -58,7 +45,7 @@ def _check(model, x, want_ops=()):
 def test_torchvision_architecture_through_dynamo(arch, ops):
     tv = import_torchvision()
     torch.manual_seed(0)
-    model = _randomise_batchnorm(getattr(tv.models, arch)(weights=None, num_classes=10)).eval()
+    model = randomise_batchnorm(getattr(tv.models, arch)(weights=None, num_classes=10)).eval()
     x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
     _check(model, x, ops)
 

@@ -200,7 +200,7 @@ def test_conv_random_configurations():
 
 def test_conv_large_chunked_matches_onnxruntime(monkeypatch):
     # Force several im2col chunks (the kernel cuts the column matrix by output rows).
-    monkeypatch.setattr(conveyor.ops.conv, "_COLS_BYTES", 4096)
+    monkeypatch.setattr(conveyor.ops.conv_float, "_COLS_BYTES", 4096)
     rng = np.random.default_rng(5)
     inputs = [("x", _randn(rng, (2, 8, 17, 15))), ("w", _randn(rng, (12, 4, 3, 3))), ("b", _randn(rng, (12,)))]
     assert_same("Conv", inputs, ["y"], {"group": 2, "pads": [1, 2, 0, 1], "strides": [1, 2]}, 17)

@@ -44,3 +44,22 @@ def import_torchvision():
         del sys.modules[name]   # a failed import can leave half-initialised modules behind
     import torchvision
     return torchvision
+
+
+def randomise_batchnorm(model, seed: int = 0):
+    """Give every batch norm of a torch `model` random statistics and affine parameters (in
+    place; returns the model), so that activations stay O(1) through 50-120 layers of an
+    untrained net. With torchvision's fresh running stats some nets' outputs shrink to 1e-17:
+    any accuracy check passes, and float32 kernels crawl through subnormal numbers."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                n = m.num_features
+                m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(n, generator=g) * 0.1)
+    return model

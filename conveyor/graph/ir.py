@@ -205,24 +205,47 @@ class Graph:
         env: dict[str, np.ndarray] = dict(self.weights)
         env.update(self._bind_feeds(feeds))
         keep = set(wanted)
-        last_use = self._last_use
-        for i, node in enumerate(self.nodes):
-            args = [env[t] if t else None for t in node.inputs]
+        for node, kernel, inputs, outputs, frees in self._float_plan:
             try:
-                results = ops.get(node.op_type, node).run(node, args)
+                results = kernel([env[t] if t else None for t in inputs])
             except ModelError:
                 raise
             except Exception as e:  # a kernel bug: keep its type, say where it happened
                 if hasattr(e, "add_note"):  # Python >= 3.11
                     e.add_note(f"while running {node} of graph '{self.name}'")
                 raise
-            for t, value in zip(node.outputs, results):
+            for t, value in zip(outputs, results):
                 if t:
                     env[t] = value
-            for t in node.inputs:
-                if t and last_use.get(t) == i and t not in keep and t not in self.weights:
+            for t in frees:
+                if t not in keep:
                     env.pop(t, None)
         return {t: env[t] for t in wanted}
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_float_plan", None)  # closures over prepared weights: rebuilt on the first run
+        return state
+
+    @cached_property
+    def _float_plan(self) -> list[tuple]:
+        """Per node: (node, kernel, inputs, outputs, run-time tensors last used here). The kernel
+        is the op's `prepare`d one (weights laid out once; the graph is immutable) or its `run`."""
+        plan = []
+        last_use = self._last_use
+        for i, node in enumerate(self.nodes):
+            opdef = ops.get(node.op_type, node)
+            kernel = None
+            if opdef.prepare is not None:
+                ins = [ValueInfo(self.tensors[t].shape, self.tensors[t].dtype, self.weights.get(t)) if t else None
+                       for t in node.inputs]
+                kernel = opdef.prepare(node, ins)
+            if kernel is None:
+                kernel = (lambda args, _run=opdef.run, _node=node: _run(_node, args))
+            frees = tuple(dict.fromkeys(t for t in node.inputs
+                                        if t and last_use.get(t) == i and t not in self.weights))
+            plan.append((node, kernel, node.inputs, node.outputs, frees))
+        return plan
 
     def _batch_of(self, feeds):
         """None when `feeds` have the inputs' own shapes, else how they are batched."""

@@ -1,12 +1,8 @@
 """Convolution: ONNX Conv (opsets 1, 11, 22), N-d, grouped (incl. depthwise).
 
-The float kernel is im2col + GEMM: the padded input is viewed as sliding windows
-(`numpy.lib.stride_tricks.sliding_window_view`), strided and dilated by slicing the
-view, copied into a column matrix in chunks of output rows and multiplied by the
-weights with one batched `np.matmul` over (batch, group). float16/float32 inputs are
-multiplied and accumulated in float64 and rounded once at the end: this is the float
-*reference*, and sgemm's float32 accumulation drifts measurably from onnxruntime's
-over a 13-layer VGG16 (one output in 25,088 off by 1.2e-5 at rtol 1e-4).
+The float kernel is `conveyor.ops.conv_float.ConvPlan` (pointwise, depthwise and im2col
+methods, float32 arithmetic for float16/float32 inputs as onnxruntime's), planned once per
+node by `Graph.run` (`OpDef.prepare`).
 
 This module also holds the sliding-window geometry that Conv and the pooling ops
 share (`window_geometry`, `pad_for_windows`): output size, `auto_pad`, `ceil_mode`.
@@ -24,13 +20,10 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from conveyor.errors import ModelError
 from conveyor.ops import fixed
+from conveyor.ops.conv_float import ConvPlan
 from conveyor.ops.registry import OpDef, attr_error, register
 
 AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
-
-#: im2col chunks are cut so that one column block stays below this many bytes.
-_COLS_BYTES = 64 << 20
-
 
 # ---- shared window geometry ----------------------------------------------------------
 
@@ -227,51 +220,19 @@ def _conv_run(node, arrays):
 def conv_nd(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, geo: Windows, group: int) -> np.ndarray:
     """Grouped N-d convolution of x (N, C, *spatial) by w (M, C/group, *kernel) over the
     windows `geo`, plus bias b (M,): the float kernel of Conv (and of ConvTranspose, which
-    is a Conv of its stretched input)."""
-    out_dtype = x.dtype
-    work = np.float64 if x.dtype in (np.float16, np.float32) else x.dtype
-    x = np.asarray(x, dtype=work)
-    w = np.asarray(w, dtype=work)
+    is a Conv of its stretched input). See `conveyor.ops.conv_float`."""
+    return ConvPlan(x.shape, x.dtype, w, b, geo, group)(x)
 
-    n, c = x.shape[:2]
-    m = w.shape[0]
-    nd = len(geo.out)
-    cg, mg = c // group, m // group
-    k_size = int(np.prod(geo.kernel))
-    wmat = w.reshape(group, mg, cg * k_size)
-    xp = pad_for_windows(x, geo, 0)
-    bias = None if b is None else np.asarray(b, dtype=work).reshape((m,) + (1,) * nd)
-    if k_size == 1 and all(s == 1 for s in geo.strides) and xp.shape[2:] == geo.out:
-        # pointwise (1x1, stride 1): one GEMM per group on the input as it lies, no column copy
-        y = np.matmul(wmat, xp.reshape(n, group, cg, -1)).reshape((n, m) + geo.out)
-        return (y if bias is None else y + bias).astype(out_dtype, copy=False)
 
-    # Windows of the padded input: (N, C, *positions, *kernel extent), then stride the
-    # positions and dilate the taps by slicing; no data is copied yet.
-    eff = tuple((k - 1) * d + 1 for k, d in zip(geo.kernel, geo.dilations))
-    win = sliding_window_view(xp, eff, axis=tuple(range(2, 2 + nd)))
-    win = win[(slice(None), slice(None))
-              + tuple(slice(None, None, s) for s in geo.strides)
-              + tuple(slice(None, None, d) for d in geo.dilations)]
-    win = win.reshape((n, group, cg) + geo.out + geo.kernel)
-    # Column layout (N, G, Cg, *kernel, *out): rows match W's (Cg, *kernel) flattening.
-    perm = (0, 1, 2) + tuple(range(3 + nd, 3 + 2 * nd)) + tuple(range(3, 3 + nd))
-    win = win.transpose(perm)
-
-    y = np.empty((n, m) + geo.out, dtype=work)
-    rest = int(np.prod(geo.out[1:], dtype=np.int64))
-    row_bytes = max(1, c * k_size * rest * np.dtype(work).itemsize)
-    rows = max(1, min(geo.out[0], _COLS_BYTES // row_bytes))
-    for i in range(n):
-        for r0 in range(0, geo.out[0], rows):
-            r1 = min(geo.out[0], r0 + rows)
-            cols = np.ascontiguousarray(win[(i,) + (slice(None),) * (2 + nd) + (slice(r0, r1),)])
-            cols = cols.reshape(group, cg * k_size, -1)
-            part = np.matmul(wmat, cols)  # (G, Mg, rows * rest)
-            y[i, :, r0:r1] = part.reshape((m, r1 - r0) + geo.out[1:])
-    if b is not None:
-        y += np.asarray(b, dtype=work).reshape((m,) + (1,) * nd)
-    return y.astype(out_dtype, copy=False)
+def _conv_prepare(node, ins):
+    """`OpDef.prepare`: with constant weights (and bias), a `ConvPlan` built once."""
+    x, w = ins[0], ins[1]
+    b = ins[2] if len(ins) > 2 else None
+    if w.value is None or (b is not None and b.value is None):
+        return None
+    geo, group = _conv_shapes(node, x.shape, w.shape, None if b is None else b.shape)
+    plan = ConvPlan(x.shape, x.dtype, w.value, None if b is None else b.value, geo, group)
+    return lambda arrays: (plan(arrays[0]),)
 
 
 def _conv_macs(node, ins, outs):
@@ -341,7 +302,7 @@ def _conv_matrix(node, x, w):
 
 
 register(OpDef(
-    "Conv", infer=_conv_infer, run=_conv_run, macs=_conv_macs, check=_conv_check,
+    "Conv", infer=_conv_infer, run=_conv_run, macs=_conv_macs, check=_conv_check, prepare=_conv_prepare,
     param_slots=(1, 2), bias_slots=(2,),
     run_fixed=fixed.dot(lambda node, x, w: _conv_run(node, [x, w])[0],
                         reduce_len=lambda w: int(np.prod(w.shape[1:])), bias_shape=fixed.conv_bias_shape,

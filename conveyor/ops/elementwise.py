@@ -94,13 +94,14 @@ def _same_infer(node, ins):
 
 
 def _sigmoid(x):
-    # Split by sign so that exp never overflows.
-    out = np.empty_like(x)
-    pos = x >= 0
-    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
-    e = np.exp(x[~pos])
-    out[~pos] = e / (1.0 + e)
-    return out
+    # e = exp(-|x|) never overflows: 1 / (1 + e) for x >= 0, e * (1 / (1 + e)) below, the factor
+    # e (or 1) being exp(min(x, 0)). Whole-array passes in place: boolean-mask indexing (and
+    # np.where) cost efficientnet_b0 39 ms at 224x224, this 3.
+    r = np.exp(-np.abs(x))
+    r += np.ones((), r.dtype)
+    np.reciprocal(r, out=r)
+    r *= np.exp(np.minimum(x, np.zeros((), x.dtype)))
+    return r
 
 
 def _clip(node, x):

@@ -19,7 +19,11 @@ from conveyor.errors import ModelError, PrecisionError
 from conveyor.ops import fixed, lut
 from conveyor.ops.registry import OpDef, attr_error, register
 
-_erf = np.frompyfunc(math.erf, 1, 1)
+try:  # vectorised; cephes' erf is within 3 ulp of libm's math.erf in float64 (200,000 normal
+    # samples, float32 results equal). scipy comes with scikit-learn (the `data` and `test` extras)
+    from scipy.special import erf as _erf
+except ImportError:  # pragma: no cover - depends on the install
+    _erf = np.frompyfunc(math.erf, 1, 1)
 
 
 def _same(node, ins):

@@ -25,6 +25,10 @@ Signatures (kept duck-typed so that this package never imports the graph package
   derived from gamma, beta, mean, var; Div: the divisor's reciprocal). `consts[i]` is the
   float64 value of input slot i when it is a constant, else None. Called once per graph and
   precision; when set it replaces the default cast of `param_slots` to weight/bias.
+- ``prepare(node, ins) -> callable | None``: a float kernel specialised once per graph to the
+  node's static input shapes and constant inputs (`ins` as for `infer`; weights are constant):
+  `Graph.run` then calls ``fn(arrays) -> outputs`` instead of `run`. It must compute what `run`
+  computes (e.g. Conv lays its weights out once instead of on every call). None: use `run`.
 - ``from_shapes(node, ins) -> tuple[np.ndarray, ...]``: for ops whose outputs depend only on
   their inputs' static shapes (Shape, Size): the outputs, computed at load time, so that
   shape arithmetic folds away even though the input is a run-time value.
@@ -73,6 +77,7 @@ class OpDef:
     run_fixed: Callable[..., tuple[np.ndarray, ...]] | None = None
     fixed_params: Callable[..., dict] | None = None
     from_shapes: Callable[..., tuple[np.ndarray, ...]] | None = None
+    prepare: Callable[..., Callable[[Sequence[np.ndarray | None]], tuple] | None] | None = None
 
 
 _REGISTRY: dict[str, OpDef] = {}

@@ -85,7 +85,16 @@ def _reshape_run(node, x):
     return (x[0].reshape(_reshape_target(node, x[0].shape, _reshape_spec(node, x[1] if len(x) > 1 else None))),)
 
 
-register(OpDef("Reshape", infer=_reshape_infer, run=_reshape_run, run_fixed=fixed.movement(_reshape_run)))
+def _reshape_prepare(node, ins):
+    """`OpDef.prepare`: the target shape, worked out once, when the shape input is a constant."""
+    if node.opset >= 5 and (len(ins) < 2 or ins[1] is None or ins[1].value is None):
+        return None  # computed at run time (by shape arithmetic that Graph.build evaluated)
+    shape = _reshape_infer(node, ins)[0][0]
+    return lambda x: (x[0].reshape(shape),)
+
+
+register(OpDef("Reshape", infer=_reshape_infer, run=_reshape_run, run_fixed=fixed.movement(_reshape_run),
+               prepare=_reshape_prepare))
 
 
 # ---- Transpose ---------------------------------------------------------------------
