@@ -154,6 +154,113 @@ if njit is not None:
         counts[1] += n_sum
 
 
+    @njit(cache=True, nogil=True)
+    def _to_result(v, d, rmode, how, width, signed, clo, chi):
+        """An accumulator raw `v` (F_a fractional bits) as the raw of the result type
+        (F_r = F_a - d): rounded by `rmode` (d > 0) or shifted (d < 0), then wrapped to
+        `width` bits or clipped to [clo, chi]."""
+        if d > 0:
+            v = _round_shift(v, d, rmode)
+        elif d < 0:
+            v = v << (-d)
+        return _cast(v, how, width, signed, clo, chi)
+
+    @njit(cache=True, nogil=True)
+    def _conv_fused(x, xscale, Wk, B, sh, sw, dh, dw, s, mode, awidth, asigned, d, rmode, rhow, rwidth,
+                    rsigned, rclo, rchi, rback, out, nb):
+        """Blocks of `nb` samples, the sample innermost (a long, unit-stride loop that the
+        compiler vectorises): xi [H, W, C, nb] the block's raw inputs, acc [M, nb] one output
+        pixel's accumulators, finished (wrapped, cast, scaled) as soon as its taps are in."""
+        N, C, H, Wd = x.shape
+        KH, KW, _, M = Wk.shape
+        OH, OW = out.shape[2], out.shape[3]
+        xi = np.empty((H, Wd, C, nb), np.int64)
+        acc = np.empty((M, nb), np.int64)
+        c0 = np.int64(0) if mode == 0 or s <= 0 else (np.int64(1) << (s - 1)) - np.int64(mode == 2)
+        sh_p = max(s, 0)
+        generic = mode > 2 and s > 0
+        afree = 64 - awidth
+        amask = (np.int64(1) << awidth) - 1 if 0 < awidth < 63 else np.int64(-1)
+        for n0 in range(0, N, nb):
+            L = min(nb, N - n0)
+            for q in range(L):
+                for c in range(C):
+                    for i in range(H):
+                        for j in range(Wd):
+                            xi[i, j, c, q] = np.int64(x[n0 + q, c, i, j] * xscale)
+            for oh in range(OH):
+                for ow in range(OW):
+                    for m in range(M):
+                        for q in range(L):
+                            acc[m, q] = B[m]
+                    for kh in range(KH):
+                        ih = oh * sh + kh * dh
+                        for kw in range(KW):
+                            iw = ow * sw + kw * dw
+                            for c in range(C):
+                                for m in range(M):
+                                    wv = Wk[kh, kw, c, m]
+                                    if wv == 0:
+                                        continue
+                                    if generic:
+                                        for q in range(L):
+                                            acc[m, q] += _round_shift(xi[ih, iw, c, q] * wv, s, mode)
+                                    else:
+                                        for q in range(L):
+                                            acc[m, q] += (xi[ih, iw, c, q] * wv + c0) >> sh_p
+                    for q in range(L):
+                        for m in range(M):
+                            v = acc[m, q]
+                            if awidth > 0:  # the accumulator's wrap: its low awidth bits
+                                v = (v << afree) >> afree if asigned else v & amask
+                            out[n0 + q, m, oh, ow] = np.float64(
+                                _to_result(v, d, rmode, rhow, rwidth, rsigned, rclo, rchi)) * rback
+
+
+#: samples per block of `_conv_fused` (its innermost loop)
+_BLOCK = 128
+
+
+def conv_fused(x: np.ndarray, xfrac: int, wk: np.ndarray, bias: np.ndarray, strides, dilations, out_hw,
+               s: int, rounding: str, accum, d: int, result, out: np.ndarray | None = None) -> np.ndarray:
+    """hls4ml's Conv (or Dense: 1x1 on a 1x1 image) on raw integers, every cast in one pass:
+    x [N, C, H, W] float64 on its 2^-xfrac grid, padded; wk [KH, KW, C, M] and bias [M] the
+    raw integers of weights and bias on the accumulator's grid (products rounded by a right
+    shift of `s` bits in `rounding` mode); the accumulator wraps to `accum`'s width (None:
+    exact, no wrap); the result is the accumulator cast to `result` (`d` = accumulator
+    fractional bits - result's; WRAP with N = 0 or a clip to its range), as float64
+    [N, M, OH, OW]. The caller proves that no int64 overflows."""
+    n, m = x.shape[0], wk.shape[3]
+    if out is None:
+        out = np.empty((n, m) + tuple(out_hw), np.float64)
+    if accum is None:
+        awidth, asigned = 0, True
+    else:
+        awidth, asigned = accum.width, accum.signed
+    rhow, clo, chi = result_clip(result)
+    _conv_fused(np.ascontiguousarray(x, np.float64), float(2.0 ** xfrac), np.ascontiguousarray(wk, np.int64),
+                np.ascontiguousarray(bias, np.int64), int(strides[0]), int(strides[1]), int(dilations[0]),
+                int(dilations[1]), int(s), ROUNDING[rounding], int(awidth), bool(asigned), int(d),
+                ROUNDING[result.rounding], rhow, int(result.width), bool(result.signed), clo, chi,
+                float(2.0 ** -result.frac_bits), out, _BLOCK)
+    return out
+
+
+def result_clip(fmt) -> tuple[int, int, int]:
+    """(how, lo, hi) of `_cast` for a fixed type: WRAP (N = 0), or a clip of its raws to
+    [lo, hi] (SAT; SAT_SYM: [-max, max] when signed)."""
+    if fmt.overflow == "WRAP":
+        return WRAP, 0, 0
+    lo = -fmt.raw_max if fmt.overflow == "SAT_SYM" and fmt.signed else fmt.raw_min
+    return CLIP, int(lo), int(fmt.raw_max)
+
+
+def fusable_result(fmt) -> bool:
+    """Whether `conv_fused` computes the cast to `fmt` (else the caller casts)."""
+    return (fmt.width <= 53 and (fmt.overflow == "SAT" or (fmt.overflow == "WRAP" and fmt.sat_bits == 0)
+                                 or (fmt.overflow == "SAT_SYM" and (fmt.width > 1 or not fmt.signed))))
+
+
 def sum_rounded(X: np.ndarray, W: np.ndarray, B: np.ndarray, s: int, rounding: str) -> np.ndarray:
     """sum_k round(X[m, k] W[k, j] / 2^s) + B[j] in X's integer dtype (int32 or int64), which
     wraps mod 2^32 or 2^64 (s <= 0: no rounding; W already holds any left shift)."""
