@@ -125,3 +125,22 @@ def test_graph_run_takes_the_fused_kernel_and_agrees_with_observing_run(monkeypa
         slow, _ = emulator_for(g, cfg).run({"x": x}, observe=True)
         np.testing.assert_array_equal(fast, slow["y"], err_msg=str(cfg))
     assert len(calls) >= 4, calls  # Conv and Gemm fused in the two lossy-accumulator configs (at least)
+
+
+@pytest.mark.parametrize("op", ["Relu", "MaxPool"])
+def test_selecting_ops_skip_only_identity_casts(op):
+    """Relu / MaxPool skip their result cast only when the input format lies inside the
+    result's: the bits equal an observing run's (which always casts), for formats inside,
+    wider, coarser and narrower."""
+    rng = np.random.default_rng(11)
+    f64 = np.dtype(np.float64)
+    attrs = {"kernel_shape": [2, 2], "strides": [2, 2]} if op == "MaxPool" else {}
+    g = Graph.build("s", [Node("s", op, ("x",), ("y",), attrs)], [Tensor("x", (3, 2, 4, 4), f64)], ["y"], {})
+    x = rng.standard_normal((3, 2, 4, 4)) * 8
+    from conveyor.graph.quantized import emulator_for
+
+    for result in ("ap_fixed<16,6>", "ap_fixed<20,8>", "ap_fixed<12,6>", "ap_fixed<10,3>", "ap_ufixed<8,3,AP_RND,AP_SAT>"):
+        cfg = {"default": "ap_fixed<16,6>", "result": result}
+        fast = g.run(x, precision=cfg)["y"]
+        slow, _ = emulator_for(g, cfg).run({"x": x}, observe=True)
+        np.testing.assert_array_equal(fast, slow["y"], err_msg=result)

@@ -79,16 +79,30 @@ def movement(float_run) -> Kernel:
     return run_fixed
 
 
-def exact_then_cast(float_run) -> Kernel:
+def exact_then_cast(float_run, selects: bool = False) -> Kernel:
+    """`selects`: every output value is one of the inputs' values or zero (Relu, MaxPool), so
+    that the result cast is the identity when each input's format lies inside the result's
+    (same or finer grid, wider range); a non-observing run then skips it."""
     def run_fixed(node, args, fmts, prec, ctx):
         _require_exact_inputs(node, args, fmts)
         outs = float_run(node, args)
         out = np.asarray(outs[0], dtype=np.float64)
+        if selects and not getattr(ctx, "observe", False) and _inside(fmts[:1], prec.result):
+            rest = tuple(outs[1:])
+            return (out,) + rest, (prec.result,) + (None,) * len(rest)
         y = ctx.cast(node, out, prec.result, result_axis(out.ndim), **_owned(out, *args))
         rest = tuple(outs[1:])  # e.g. MaxPool indices: integers, not cast
         return (y,) + rest, (prec.result,) + (None,) * len(rest)
 
     return run_fixed
+
+
+def _inside(fmts, R) -> bool:
+    """Whether every value of each ap_fixed format in `fmts` (and zero) is a value of R."""
+    if not is_fixed(R) or not fmts:
+        return False
+    return all(is_fixed(f) and f.frac_bits <= R.frac_bits and R.min_value <= min(f.min_value, 0.0)
+               and f.max_value <= R.max_value for f in fmts)
 
 
 def _require_exact_inputs(node, args, fmts) -> None:
