@@ -394,8 +394,10 @@ def _fused_dot(spec, node, x, w, b, fx, fw, fb, prec, ctx) -> np.ndarray | None:
         return None
     bias = np.zeros(n_out, np.int64) if b is None else np.broadcast_to(
         np.asarray(braw, np.float64).reshape(-1), (n_out,)).astype(np.int64)
+    narrow = (A is not None and A.width <= 32 and xmax * wmax * 2.0 ** (pf + lift) + 2.0 ** s < 2.0 ** 31
+              and xmax * 2.0 ** fx.frac_bits < 2.0 ** 31 and wmax * 2.0 ** (fw.frac_bits + lift) < 2.0 ** 31)
     y = intdot.conv_fused(xp, fx.frac_bits, wraw.astype(np.int64), bias, strides, dilations, out_hw, s,
-                          A.rounding if A is not None else "TRN", A, d, R)
+                          A.rounding if A is not None else "TRN", A, d, R, narrow=narrow)
     return y.reshape(out_shape)
 
 

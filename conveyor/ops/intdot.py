@@ -167,15 +167,16 @@ if njit is not None:
 
     @njit(cache=True, nogil=True)
     def _conv_fused(x, xscale, Wk, B, sh, sw, dh, dw, s, mode, awidth, asigned, d, rmode, rhow, rwidth,
-                    rsigned, rclo, rchi, rback, out, nb):
+                    rsigned, rclo, rchi, rback, out, xi, acc):
         """Blocks of `nb` samples, the sample innermost (a long, unit-stride loop that the
         compiler vectorises): xi [H, W, C, nb] the block's raw inputs, acc [M, nb] one output
-        pixel's accumulators, finished (wrapped, cast, scaled) as soon as its taps are in."""
+        pixel's accumulators, finished (wrapped, cast, scaled) as soon as its taps are in.
+        xi, acc and Wk are int64, or int32 where every product and the wrap fit (the sums
+        then wrap mod 2^32, a multiple of 2^awidth)."""
         N, C, H, Wd = x.shape
         KH, KW, _, M = Wk.shape
         OH, OW = out.shape[2], out.shape[3]
-        xi = np.empty((H, Wd, C, nb), np.int64)
-        acc = np.empty((M, nb), np.int64)
+        nb = xi.shape[3]
         c0 = np.int64(0) if mode == 0 or s <= 0 else (np.int64(1) << (s - 1)) - np.int64(mode == 2)
         sh_p = max(s, 0)
         generic = mode > 2 and s > 0
@@ -187,7 +188,7 @@ if njit is not None:
                 for c in range(C):
                     for i in range(H):
                         for j in range(Wd):
-                            xi[i, j, c, q] = np.int64(x[n0 + q, c, i, j] * xscale)
+                            xi[i, j, c, q] = np.int64(x[n0 + q, c, i, j] * xscale)  # exact: on the grid
             for oh in range(OH):
                 for ow in range(OW):
                     for m in range(M):
@@ -210,7 +211,7 @@ if njit is not None:
                                             acc[m, q] += (xi[ih, iw, c, q] * wv + c0) >> sh_p
                     for q in range(L):
                         for m in range(M):
-                            v = acc[m, q]
+                            v = np.int64(acc[m, q])
                             if awidth > 0:  # the accumulator's wrap: its low awidth bits
                                 v = (v << afree) >> afree if asigned else v & amask
                             out[n0 + q, m, oh, ow] = np.float64(
@@ -222,14 +223,17 @@ _BLOCK = 128
 
 
 def conv_fused(x: np.ndarray, xfrac: int, wk: np.ndarray, bias: np.ndarray, strides, dilations, out_hw,
-               s: int, rounding: str, accum, d: int, result, out: np.ndarray | None = None) -> np.ndarray:
+               s: int, rounding: str, accum, d: int, result, out: np.ndarray | None = None,
+               narrow: bool = False) -> np.ndarray:
     """hls4ml's Conv (or Dense: 1x1 on a 1x1 image) on raw integers, every cast in one pass:
     x [N, C, H, W] float64 on its 2^-xfrac grid, padded; wk [KH, KW, C, M] and bias [M] the
     raw integers of weights and bias on the accumulator's grid (products rounded by a right
     shift of `s` bits in `rounding` mode); the accumulator wraps to `accum`'s width (None:
     exact, no wrap); the result is the accumulator cast to `result` (`d` = accumulator
     fractional bits - result's; WRAP with N = 0 or a clip to its range), as float64
-    [N, M, OH, OW]. The caller proves that no int64 overflows."""
+    [N, M, OH, OW]. The caller proves that no int64 overflows; `narrow`: that every raw
+    input, weight, product and rounding constant fits int32 and accum wraps at <= 32 bits
+    (the sums run in int32 then, twice the vector lanes)."""
     n, m = x.shape[0], wk.shape[3]
     if out is None:
         out = np.empty((n, m) + tuple(out_hw), np.float64)
@@ -238,11 +242,14 @@ def conv_fused(x: np.ndarray, xfrac: int, wk: np.ndarray, bias: np.ndarray, stri
     else:
         awidth, asigned = accum.width, accum.signed
     rhow, clo, chi = result_clip(result)
-    _conv_fused(np.ascontiguousarray(x, np.float64), float(2.0 ** xfrac), np.ascontiguousarray(wk, np.int64),
+    dt = np.int32 if narrow else np.int64
+    xi = np.empty(x.shape[2:] + x.shape[1:2] + (_BLOCK,), dt)
+    acc = np.empty((m, _BLOCK), dt)
+    _conv_fused(np.ascontiguousarray(x, np.float64), float(2.0 ** xfrac), np.ascontiguousarray(wk, dt),
                 np.ascontiguousarray(bias, np.int64), int(strides[0]), int(strides[1]), int(dilations[0]),
                 int(dilations[1]), int(s), ROUNDING[rounding], int(awidth), bool(asigned), int(d),
                 ROUNDING[result.rounding], rhow, int(result.width), bool(result.signed), clo, chi,
-                float(2.0 ** -result.frac_bits), out, _BLOCK)
+                float(2.0 ** -result.frac_bits), out, xi, acc)
     return out
 
 
