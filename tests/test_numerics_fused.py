@@ -144,3 +144,23 @@ def test_selecting_ops_skip_only_identity_casts(op):
         fast = g.run(x, precision=cfg)["y"]
         slow, _ = emulator_for(g, cfg).run({"x": x}, observe=True)
         np.testing.assert_array_equal(fast, slow["y"], err_msg=result)
+
+
+def test_accumulate_of_a_batch_takes_the_kernel_and_equals_the_loop(monkeypatch):
+    """`fixed.accumulate` (the recurrent layers' matrix products) on a batch with a wrapping
+    accumulator: the fused kernel's accumulator values equal the literal loop's."""
+    rng = np.random.default_rng(12)
+    spec = ops.get("Dense").run_fixed.spec
+    calls = []
+    real = intdot.conv_fused
+    monkeypatch.setattr(intdot, "conv_fused", lambda *a, **k: calls.append(1) or real(*a, **k))
+    node = Node("d", "Dense", ("x", "W", "B"), ("y",))
+    for _ in range(40):
+        fx, fw, fb = _fmt(rng), _fmt(rng), _fmt(rng)
+        x = _grid(fx, (fixed._FUSED_MIN_BATCH + 5, 9), rng, int(rng.integers(0, 4)))
+        w, b = _grid(fw, (9, 4), rng), _grid(fb, (4,), rng)
+        acc = _accum(rng, fx, fw) or FixedType(20, 8)
+        got = fixed.accumulate(spec, node, x, w, b, fx, fw, fb, acc, in_range=True)
+        want = fixed.accumulate(spec, node, x, w, b, fx, fw, fb, acc, method="sequential")
+        np.testing.assert_array_equal(got, want, err_msg=f"x {fx} w {fw} b {fb} accum {acc}")
+    assert len(calls) >= 30, len(calls)

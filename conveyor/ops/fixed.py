@@ -256,6 +256,14 @@ def accumulate(spec: DotSpec, node, x: np.ndarray, w: np.ndarray, b: np.ndarray 
     bias_units = A.frac_bits if not is_fixed(fb) else min(A.frac_bits, fb.frac_bits)
     units = max(prod_frac, bias_units) if b is not None else prod_frac
     on_grid = A.frac_bits >= prod_frac  # products land on accum's grid: nothing ever rounds
+    # the whole batch in one compiled pass (wrapping accum_t, a 2-D product): the accumulator's
+    # values are the kernel's output cast to accum_t itself (the identity on wrapped sums)
+    if (method == "auto" and counts is None and in_range and spec.cast_products and x.ndim == 2
+            and w.ndim == 2 and spec.matrix is matmul_matrix):
+        acc = _fused_dot(spec, node, x, w, b, fx, fw, fb,
+                         _AccumOnly(A), None, window=matmul_window)
+        if acc is not None:
+            return acc
     # integers, compiled (conveyor.ops.intdot): hls4ml's Dense loop, each product cast first
     if method == "auto" and spec.matrix is not None and spec.cast_products:
         xmax_fmt = x_fmt_max if in_range else _absmax(x)
@@ -330,7 +338,18 @@ _FUSED_MIN_BATCH = 32
 _FUSED_MAX_EXACT_TAPS = 128
 
 
-def _fused_dot(spec, node, x, w, b, fx, fw, fb, prec, ctx) -> np.ndarray | None:
+@dataclass(frozen=True)
+class _AccumOnly:
+    """A node precision whose result is its accumulator: `accumulate`'s output."""
+
+    accum: Any
+
+    @property
+    def result(self):
+        return self.accum
+
+
+def _fused_dot(spec, node, x, w, b, fx, fw, fb, prec, ctx, window=None) -> np.ndarray | None:
     """The whole node, accumulator and result cast, in one compiled pass on raw integers
     (`intdot.conv_fused`), when every cast in it is one that kernel computes exactly and no
     int64 can overflow; None otherwise (the caller takes `accumulate`, then `ctx.cast`).
@@ -355,7 +374,7 @@ def _fused_dot(spec, node, x, w, b, fx, fw, fb, prec, ctx) -> np.ndarray | None:
         return None  # the kernel vectorises over the batch: a few samples take the im2col/BLAS paths
     if A is None and (x.ndim < 3 or int(spec.reduce_len(w)) > _FUSED_MAX_EXACT_TAPS):
         return None  # exact sums of long dot products (and any Dense): float64 BLAS is faster
-    lay = spec.window(node, x, w)
+    lay = (window or spec.window)(node, x, w)
     if lay is None:
         return None
     xp, wk, strides, dilations, out_hw, out_shape = lay
