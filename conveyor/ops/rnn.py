@@ -542,7 +542,8 @@ def _lstm_fixed(node: Any, args: Sequence, fmts: Sequence, prec: Any, ctx: Any):
         if p["b"] is not None:
             wb, rb = p["b"][d, :4 * hid], p["b"][d, 4 * hid:]
         x2 = p["x"].reshape(seq * batch, -1)
-        xw = fixed.accumulate(_DENSE, node, x2, np.ascontiguousarray(p["w"][d].T), wb, fx, fw, fb, A)
+        xw = fixed.accumulate(_DENSE, node, x2, np.ascontiguousarray(p["w"][d].T), wb, fx, fw, fb, A,
+                              in_range=True)
         idx = _order(lens, seq, batch, p["reverse"][d])
         xw = _gather(xw.reshape(seq, batch, 4 * hid), idx)
         rt = np.ascontiguousarray(p["r"][d].T)
@@ -551,7 +552,7 @@ def _lstm_fixed(node: Any, args: Sequence, fmts: Sequence, prec: Any, ctx: Any):
         h, c = h0[d], c0[d]
         y = np.zeros((seq, batch, hid))
         for t in range(seq):
-            hr = fixed.accumulate(_DENSE, node, h, rt, rb, S, fr, fb, A)
+            hr = fixed.accumulate(_DENSE, node, h, rt, rb, S, fr, fb, A, in_range=True)
             pre = cast_acc(xw[t] + hr)                      # inputacc_ifo / inputacc_c
             iof = fa(pre[:, :3 * hid], pre_frac)            # ONNX i, o, f
             i, o, fg = iof[:, :hid], iof[:, hid:2 * hid], iof[:, 2 * hid:]
@@ -598,7 +599,7 @@ def _gru_fixed(node: Any, args: Sequence, fmts: Sequence, prec: Any, ctx: Any):
         if p["b"] is not None:
             wb, rb = p["b"][d, :3 * hid], p["b"][d, 3 * hid:]
         x2 = p["x"].reshape(seq * batch, -1)
-        xw = fixed.accumulate(_DENSE, node, x2, np.ascontiguousarray(w.T), wb, fx, fw, fb, A)
+        xw = fixed.accumulate(_DENSE, node, x2, np.ascontiguousarray(w.T), wb, fx, fw, fb, A, in_range=True)
         idx = _order(lens, seq, batch, p["reverse"][d])
         xw = _gather(xw.reshape(seq, batch, 3 * hid), idx)
         z_frac = fa.out_frac(zr_frac)
@@ -614,19 +615,20 @@ def _gru_fixed(node: Any, args: Sequence, fmts: Sequence, prec: Any, ctx: Any):
         y = np.zeros((seq, batch, hid))
         for t in range(seq):
             if lbr:  # hls4ml's gru_static (Keras reset_after=True)
-                hr = fixed.accumulate(_DENSE, node, h, rt, rb, S, fr, fb, A)
+                hr = fixed.accumulate(_DENSE, node, h, rt, rb, S, fr, fb, A, in_range=True)
                 zr = fa(cast_acc(xw[t, :, :2 * hid] + hr[:, :2 * hid]), zr_frac)
                 z, rg = zr[:, :hid], zr[:, hid:]
                 hr_h = hr[:, 2 * hid:]
                 _exact(node, [(rg, z_frac, hr_h, zr_frac)], "products r * (h R_h + Rb_h)")
                 pre_h = cast_acc(xw[t, :, 2 * hid:] + cast_acc(rg * hr_h))
             else:    # the reset gate before the product: (state_t)(r * h), then its own dense
-                hr = fixed.accumulate(_DENSE, node, h, rzr_t, rb_zr, S, fr, fb, A)
+                hr = fixed.accumulate(_DENSE, node, h, rzr_t, rb_zr, S, fr, fb, A, in_range=True)
                 zr = fa(cast_acc(xw[t, :, :2 * hid] + hr), zr_frac)
                 z, rg = zr[:, :hid], zr[:, hid:]
                 _exact(node, [(rg, z_frac, h, _frac(S))], "products r * h")
                 rh = _cast_state(ctx, node, rg * h, S, result=False)
-                pre_h = cast_acc(xw[t, :, 2 * hid:] + fixed.accumulate(_DENSE, node, rh, rh_t, rb_h, S, fr, fb, A))
+                pre_h = cast_acc(xw[t, :, 2 * hid:]
+                                 + fixed.accumulate(_DENSE, node, rh, rh_t, rb_h, S, fr, fb, A, in_range=True))
             hh = ga(pre_h, hpre_frac)
             one_z = 1.0 - z
             _exact(node, [(hh, hh_frac, one_z, max(z_frac, 0)), (h, _frac(S), z, z_frac)],
