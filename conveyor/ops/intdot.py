@@ -182,6 +182,8 @@ if njit is not None:
         generic = mode > 2 and s > 0
         afree = 64 - awidth
         amask = (np.int64(1) << awidth) - 1 if 0 < awidth < 63 else np.int64(-1)
+        simple = (asigned or awidth == 0) and d >= 0 and rmode == 0 and rhow == 0 and rsigned
+        rfree = 64 - rwidth
         for n0 in range(0, N, nb):
             L = min(nb, N - n0)
             for q in range(L):
@@ -209,6 +211,15 @@ if njit is not None:
                                     else:
                                         for q in range(L):
                                             acc[m, q] += (xi[ih, iw, c, q] * wv + c0) >> sh_p
+                    if simple:  # signed accum and result, TRN, WRAP: shifts only
+                        for m in range(M):
+                            for q in range(L):
+                                v = np.int64(acc[m, q])
+                                if awidth > 0:
+                                    v = (v << afree) >> afree
+                                v = ((v >> d) << rfree) >> rfree
+                                out[n0 + q, m, oh, ow] = np.float64(v) * rback
+                        continue
                     for q in range(L):
                         for m in range(M):
                             v = np.int64(acc[m, q])
