@@ -35,7 +35,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from conveyor.errors import ModelError, PrecisionError
-from conveyor.numerics.cast import is_fixed
+from conveyor.numerics.cast import cast, is_fixed
 from conveyor.ops import fixed, lut
 from conveyor.ops.registry import OpDef, ValueInfo, attr_error, register
 
@@ -469,7 +469,7 @@ class _FixedAct:
 
 
 def _absmax(a: np.ndarray) -> float:
-    return float(np.max(np.abs(a))) if a.size else 0.0
+    return max(-float(a.min()), float(a.max())) if a.size else 0.0  # no |a| temporary
 
 
 def _exact(node: Any, terms: Sequence[tuple[np.ndarray, int, np.ndarray, int]], what: str) -> None:
@@ -516,6 +516,12 @@ def _fixed_setup(node: Any, args: Sequence, fmts: Sequence, prec: Any, gates: in
     return [fns[d * n:(d + 1) * n] for d in range(_num_directions(node))], state, cell, A
 
 
+def _cast_to(A: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """`(accum_t) v` for the kernels' fresh sums (`numerics.cast`: one rounding when nothing
+    overflows, FixedType.quantize otherwise; the same bits)."""
+    return lambda v: cast(v, A, -1, inplace=True)
+
+
 def _frac(fmt: Any) -> int:
     return fmt.frac_bits
 
@@ -531,7 +537,7 @@ def _lstm_fixed(node: Any, args: Sequence, fmts: Sequence, prec: Any, ctx: Any):
     seq, batch, hid, lens = p["seq"], p["batch"], p["hidden"], p["lens"]
     fx, fw, fr = fmts[0], fmts[1], fmts[2]
     fb = fmts[3] if p["b"] is not None else None
-    cast_acc = (lambda v: v) if A is None else A.quantize
+    cast_acc = (lambda v: v) if A is None else _cast_to(A)
     pre_frac = A.frac_bits if A is not None else _auto_frac(
         _frac(fx) + _frac(fw), _frac(S) + _frac(fr), _frac(fb) if fb is not None else 0)
     h0, c0 = S.quantize(p["h0"]), C.quantize(p["c0"])
@@ -585,7 +591,7 @@ def _gru_fixed(node: Any, args: Sequence, fmts: Sequence, prec: Any, ctx: Any):
     lbr = bool(int(node.attr("linear_before_reset", 0)))
     fx, fw, fr = fmts[0], fmts[1], fmts[2]
     fb = fmts[3] if p["b"] is not None else None
-    cast_acc = (lambda v: v) if A is None else A.quantize
+    cast_acc = (lambda v: v) if A is None else _cast_to(A)
     fbf = _frac(fb) if fb is not None else 0
     x_frac = _frac(fx) + _frac(fw)                 # grid of tmpres (with the bias's) under 'auto'
     h_frac = _frac(S) + _frac(fr)                  # grid of tmpres_state
