@@ -201,7 +201,19 @@ if njit is not None:
                         for kw in range(KW):
                             iw = ow * sw + kw * dw
                             for c in range(C):
-                                for m in range(M):
+                                m = 0
+                                if not generic:  # four output channels per pass over the block
+                                    while m + 4 <= M:
+                                        w0, w1 = Wk[kh, kw, c, m], Wk[kh, kw, c, m + 1]
+                                        w2, w3 = Wk[kh, kw, c, m + 2], Wk[kh, kw, c, m + 3]
+                                        for q in range(L):
+                                            xv = xi[ih, iw, c, q]
+                                            acc[m, q] += (xv * w0 + c0) >> sh_p
+                                            acc[m + 1, q] += (xv * w1 + c0) >> sh_p
+                                            acc[m + 2, q] += (xv * w2 + c0) >> sh_p
+                                            acc[m + 3, q] += (xv * w3 + c0) >> sh_p
+                                        m += 4
+                                for m in range(m, M):
                                     wv = Wk[kh, kw, c, m]
                                     if wv == 0:
                                         continue
