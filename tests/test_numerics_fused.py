@@ -116,7 +116,7 @@ def test_graph_run_takes_the_fused_kernel_and_agrees_with_observing_run(monkeypa
     x = rng.standard_normal((40, 2, 5, 5)) * 3
     calls = []
     real = intdot.conv_fused
-    monkeypatch.setattr(intdot, "conv_fused", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(intdot, "conv_fused", lambda *a, **k: calls.append(k.get("relu")) or real(*a, **k))
     for cfg in ({"default": "hls4ml:ap_fixed<16,6>"}, {"default": "ap_fixed<12,4,AP_RND,AP_SAT>"},
                 {"default": "ap_fixed<10,4>", "accum": "ap_fixed<12,4,AP_RND_CONV>"}):
         fast = g.run(x, precision=cfg)["y"]
@@ -125,6 +125,7 @@ def test_graph_run_takes_the_fused_kernel_and_agrees_with_observing_run(monkeypa
         slow, _ = emulator_for(g, cfg).run({"x": x}, observe=True)
         np.testing.assert_array_equal(fast, slow["y"], err_msg=str(cfg))
     assert len(calls) >= 4, calls  # Conv and Gemm fused in the two lossy-accumulator configs (at least)
+    assert any(calls), calls  # and the Relu after the Conv applied in its kernel
 
 
 @pytest.mark.parametrize("op", ["Relu", "MaxPool"])

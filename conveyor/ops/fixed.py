@@ -179,8 +179,11 @@ def dot(float_dot: Callable[..., np.ndarray], reduce_len: Callable[[np.ndarray],
         # The Emulator's values lie inside their formats' ranges: bounds come from the formats
         # and the parameters' ranges, which the context caches (no scan of x or w per run).
         if not getattr(ctx, "observe", False) and spec.window is not None:
-            y = _fused_dot(spec, node, x, w, b, fmts[spec.x_slot], fmts[spec.w_slot], fb, prec, ctx)
+            relu = getattr(ctx, "relu_next", False)  # the Emulator asks for the following Relu too
+            y = _fused_dot(spec, node, x, w, b, fmts[spec.x_slot], fmts[spec.w_slot], fb, prec, ctx, relu=relu)
             if y is not None:
+                if relu:
+                    ctx.relu_done = True
                 return (y,), (prec.result,)
         observe = getattr(ctx, "observe", False) and is_fixed(prec.accum)
         counts = CastCounts() if observe else None
@@ -352,7 +355,7 @@ class _AccumOnly:
         return self.accum
 
 
-def _fused_dot(spec, node, x, w, b, fx, fw, fb, prec, ctx, window=None) -> np.ndarray | None:
+def _fused_dot(spec, node, x, w, b, fx, fw, fb, prec, ctx, window=None, relu: bool = False) -> np.ndarray | None:
     """The whole node, accumulator and result cast, in one compiled pass on raw integers
     (`intdot.conv_fused`), when every cast in it is one that kernel computes exactly and no
     int64 can overflow; None otherwise (the caller takes `accumulate`, then `ctx.cast`).
@@ -362,7 +365,9 @@ def _fused_dot(spec, node, x, w, b, fx, fw, fb, prec, ctx, window=None) -> np.nd
     summed exactly in int64 (any order). Lossy accum_t with AP_WRAP, N = 0, products cast:
     each product rounded to accum's grid (a shift), the rounded products summed in int64 and
     wrapped once to accum's width (every cast a reduction mod 2^W: any order gives the
-    bits of hls4ml's loop). Saturating accumulators keep the tap loop (`accumulate`)."""
+    bits of hls4ml's loop). Saturating accumulators keep the tap loop (`accumulate`).
+    `relu`: the result then goes through max(., 0) (a following Relu whose cast is the
+    identity, which the Emulator then skips)."""
     from conveyor.ops import intdot
 
     R, A = prec.result, prec.accum
@@ -419,7 +424,7 @@ def _fused_dot(spec, node, x, w, b, fx, fw, fb, prec, ctx, window=None) -> np.nd
     narrow = (A is not None and A.width <= 32 and xmax * wmax * 2.0 ** (pf + lift) + 2.0 ** s < 2.0 ** 31
               and xmax * 2.0 ** fx.frac_bits < 2.0 ** 31 and wmax * 2.0 ** (fw.frac_bits + lift) < 2.0 ** 31)
     y = intdot.conv_fused(xp, fx.frac_bits, wraw.astype(np.int64), bias, strides, dilations, out_hw, s,
-                          A.rounding if A is not None else "TRN", A, d, R, narrow=narrow)
+                          A.rounding if A is not None else "TRN", A, d, R, narrow=narrow, relu=relu)
     return y.reshape(out_shape)
 
 

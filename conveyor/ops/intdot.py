@@ -167,7 +167,7 @@ if njit is not None:
 
     @njit(cache=True, nogil=True)
     def _conv_fused(x, xscale, Wk, B, sh, sw, dh, dw, s, mode, awidth, asigned, d, rmode, rhow, rwidth,
-                    rsigned, rclo, rchi, rback, out, xi, acc):
+                    rsigned, rclo, rchi, rback, out, xi, acc, relu):
         """Blocks of `nb` samples, the sample innermost (a long, unit-stride loop that the
         compiler vectorises): xi [H, W, C, nb] the block's raw inputs, acc [M, nb] one output
         pixel's accumulators, finished (wrapped, cast, scaled) as soon as its taps are in.
@@ -230,6 +230,8 @@ if njit is not None:
                                 if awidth > 0:
                                     v = (v << afree) >> afree
                                 v = ((v >> d) << rfree) >> rfree
+                                if relu and v < 0:
+                                    v = 0
                                 out[n0 + q, m, oh, ow] = np.float64(v) * rback
                         continue
                     for q in range(L):
@@ -237,8 +239,10 @@ if njit is not None:
                             v = np.int64(acc[m, q])
                             if awidth > 0:  # the accumulator's wrap: its low awidth bits
                                 v = (v << afree) >> afree if asigned else v & amask
-                            out[n0 + q, m, oh, ow] = np.float64(
-                                _to_result(v, d, rmode, rhow, rwidth, rsigned, rclo, rchi)) * rback
+                            v = _to_result(v, d, rmode, rhow, rwidth, rsigned, rclo, rchi)
+                            if relu and v < 0:
+                                v = 0
+                            out[n0 + q, m, oh, ow] = np.float64(v) * rback
 
 
 #: samples per block of `_conv_fused` (its innermost loop)
@@ -247,7 +251,7 @@ _BLOCK = 128
 
 def conv_fused(x: np.ndarray, xfrac: int, wk: np.ndarray, bias: np.ndarray, strides, dilations, out_hw,
                s: int, rounding: str, accum, d: int, result, out: np.ndarray | None = None,
-               narrow: bool = False) -> np.ndarray:
+               narrow: bool = False, relu: bool = False) -> np.ndarray:
     """hls4ml's Conv (or Dense: 1x1 on a 1x1 image) on raw integers, every cast in one pass:
     x [N, C, H, W] float64 on its 2^-xfrac grid, padded; wk [KH, KW, C, M] and bias [M] the
     raw integers of weights and bias on the accumulator's grid (products rounded by a right
@@ -256,7 +260,8 @@ def conv_fused(x: np.ndarray, xfrac: int, wk: np.ndarray, bias: np.ndarray, stri
     fractional bits - result's; WRAP with N = 0 or a clip to its range), as float64
     [N, M, OH, OW]. The caller proves that no int64 overflows; `narrow`: that every raw
     input, weight, product and rounding constant fits int32 and accum wraps at <= 32 bits
-    (the sums run in int32 then, twice the vector lanes)."""
+    (the sums run in int32 then, twice the vector lanes). `relu`: then max(result, 0), a Relu
+    that follows (its cast the identity)."""
     n, m = x.shape[0], wk.shape[3]
     if out is None:
         out = np.empty((n, m) + tuple(out_hw), np.float64)
@@ -272,7 +277,7 @@ def conv_fused(x: np.ndarray, xfrac: int, wk: np.ndarray, bias: np.ndarray, stri
                 np.ascontiguousarray(bias, np.int64), int(strides[0]), int(strides[1]), int(dilations[0]),
                 int(dilations[1]), int(s), ROUNDING[rounding], int(awidth), bool(asigned), int(d),
                 ROUNDING[result.rounding], rhow, int(result.width), bool(result.signed), clo, chi,
-                float(2.0 ** -result.frac_bits), out, xi, acc)
+                float(2.0 ** -result.frac_bits), out, xi, acc, bool(relu))
     return out
 
 
