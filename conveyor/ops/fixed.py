@@ -251,6 +251,16 @@ def accumulate(spec: DotSpec, node, x: np.ndarray, w: np.ndarray, b: np.ndarray 
         bound = k * x_fmt_max * wmax + bmax
         if not bound * 2.0 ** units < _EXACT_UNITS:  # the formats do not prove it: the data may
             bound = k * _absmax(x) * wmax + bmax
+        elif (method == "auto" and in_range and spec.matrix is matmul_matrix and x.ndim == 2 and w.ndim == 2
+              and is_fixed(fx) and is_fixed(fw) and (b is None or is_fixed(fb)) and bound * 2.0 ** units < 2.0 ** 52):
+            # a batch of 2-D products (the recurrent layers'): exact integer sums, compiled; the
+            # "result" a 53-bit type on the sums' grid that holds every one of them (the identity)
+            from conveyor.numerics.fixed import FixedType
+
+            acc = _fused_dot(spec, node, x, w, b, fx, fw, fb, _AccumOnly(None, FixedType(53, 53 - units)), None,
+                             window=matmul_window)
+            if acc is not None:
+                return acc
         return _exact_sum(spec, node, x, w, b, units, bound, None)
 
     A = accum
@@ -346,13 +356,15 @@ _FUSED_EXACT_DENSE = True
 
 @dataclass(frozen=True)
 class _AccumOnly:
-    """A node precision whose result is its accumulator: `accumulate`'s output."""
+    """A node precision whose result is its accumulator (`accumulate`'s output), or a given
+    type that holds every exact sum."""
 
     accum: Any
+    exact: Any = None
 
     @property
     def result(self):
-        return self.accum
+        return self.accum if self.exact is None else self.exact
 
 
 def _fused_dot(spec, node, x, w, b, fx, fw, fb, prec, ctx, window=None, relu: bool = False) -> np.ndarray | None:

@@ -206,12 +206,27 @@ if njit is not None:
                                     while m + 4 <= M:
                                         w0, w1 = Wk[kh, kw, c, m], Wk[kh, kw, c, m + 1]
                                         w2, w3 = Wk[kh, kw, c, m + 2], Wk[kh, kw, c, m + 3]
-                                        for q in range(L):
-                                            xv = xi[ih, iw, c, q]
-                                            acc[m, q] += (xv * w0 + c0) >> sh_p
-                                            acc[m + 1, q] += (xv * w1 + c0) >> sh_p
-                                            acc[m + 2, q] += (xv * w2 + c0) >> sh_p
-                                            acc[m + 3, q] += (xv * w3 + c0) >> sh_p
+                                        if sh_p == 0:  # exact products: no rounding
+                                            for q in range(L):
+                                                xv = xi[ih, iw, c, q]
+                                                acc[m, q] += xv * w0
+                                                acc[m + 1, q] += xv * w1
+                                                acc[m + 2, q] += xv * w2
+                                                acc[m + 3, q] += xv * w3
+                                        elif c0 == 0:  # AP_TRN: floor, an arithmetic shift
+                                            for q in range(L):
+                                                xv = xi[ih, iw, c, q]
+                                                acc[m, q] += (xv * w0) >> sh_p
+                                                acc[m + 1, q] += (xv * w1) >> sh_p
+                                                acc[m + 2, q] += (xv * w2) >> sh_p
+                                                acc[m + 3, q] += (xv * w3) >> sh_p
+                                        else:
+                                            for q in range(L):
+                                                xv = xi[ih, iw, c, q]
+                                                acc[m, q] += (xv * w0 + c0) >> sh_p
+                                                acc[m + 1, q] += (xv * w1 + c0) >> sh_p
+                                                acc[m + 2, q] += (xv * w2 + c0) >> sh_p
+                                                acc[m + 3, q] += (xv * w3 + c0) >> sh_p
                                         m += 4
                                 for m in range(m, M):
                                     wv = Wk[kh, kw, c, m]
