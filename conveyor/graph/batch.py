@@ -76,6 +76,10 @@ def run_batched(graph, batch: BatchedFeeds, precision=None, fetch: Sequence[str]
         def emulator_of(g):
             return emulator_for(g, precision)
     wanted = tuple(fetch) if fetch is not None else graph.output_names
+    if precision is not None and not observe:
+        step = _fixed_chunk(graph, batch.items)
+        if step < batch.items:
+            return _run_chunks(graph, batch, step, precision, wanted, emulator_of), None
     big = batched_graph(graph, batch.items)
     if big is not None:
         flat = {k: _flatten_items(np.asarray(v), batch.stacked) for k, v in batch.feeds.items()}
@@ -98,6 +102,43 @@ def batched_graph(graph, items: int):
 
 
 # ---- helpers ---------------------------------------------------------------------------
+
+#: a bit-accurate batch runs in chunks of items whose largest float64 tensor stays about
+#: this size: in cache, and below glibc's largest mmap threshold (32 MiB), so that the
+#: kernels' arrays are recycled instead of mapped and page-faulted afresh on every op
+_FIXED_CHUNK_BYTES = 8 << 20
+
+
+def _fixed_chunk(graph, items: int) -> int:
+    """Items per chunk of a bit-accurate batched run (`items` when it needs no chunks)."""
+    per_item = max((8 * int(np.prod(t.shape, dtype=np.int64)) for t in graph.tensors.values()
+                    if t.shape is not None and not graph.is_weight(t.name)), default=0)
+    step = max(1, _FIXED_CHUNK_BYTES // max(1, per_item))
+    if step >= items:
+        return items
+    n = -(-items // step)
+    return -(-items // n)  # chunks of (nearly) equal size: at most two batched graphs
+
+
+def _run_chunks(graph, batch: BatchedFeeds, step: int, precision, wanted, emulator_of) -> dict:
+    """`run_batched` on chunks of `step` items, outputs concatenated along axis 0 (items
+    are independent: what `batched_graph` proves before it batches). Constant outputs (no
+    batch axis) come back once."""
+    units = {}
+    for t in graph.inputs:
+        units[t.name] = 1 if batch.stacked else t.shape[0]
+    parts = []
+    for i in range(0, batch.items, step):
+        j = min(batch.items, i + step)
+        feeds = {k: np.asarray(v)[i * units[k]:j * units[k]] for k, v in batch.feeds.items()}
+        out, _ = run_batched(graph, BatchedFeeds(feeds, j - i, batch.stacked), precision, wanted,
+                             emulator_of=emulator_of)
+        parts.append(out)
+    big = batched_graph(graph, step)
+    axes = big.__dict__.get("_batch_axes", {}) if big is not None else {}
+    return {k: np.concatenate([p[k] for p in parts]) if (big is None or k in axes) else parts[0][k]
+            for k in wanted}
+
 
 def _build_separable(graph, items: int):
     if any(not t.shape for t in graph.inputs):

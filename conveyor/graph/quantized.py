@@ -181,6 +181,22 @@ class Emulator:
                     self.input_order[node.name] = perm
                     w = self.params[(node.name, 1)]
                     self.params[(node.name, 1)] = w[:, perm] if node.attr("transB", 0) else w[perm]
+        # A Relu right after a dot kernel (its only consumer) whose cast is the identity: the
+        # fused kernel applies it (non-observing runs; `_relu_after`: dot node -> Relu node)
+        self._relu_after: dict[str, Any] = {}
+        from conveyor.ops import fixed as _fixed
+
+        for node in graph.nodes:
+            run = ops.get(node.op_type, node).run_fixed
+            spec = getattr(run, "spec", None)
+            outs = [t for t in node.outputs if t]
+            if spec is None or spec.window is None or len(outs) != 1 or outs[0] in graph.output_names:
+                continue
+            users = graph.consumers(outs[0])
+            if len(users) == 1 and users[0].op_type == "Relu" and len([t for t in users[0].inputs if t]) == 1:
+                relu = users[0]
+                if _fixed._inside([self.node_precision[node.name].result], self.node_precision[relu.name].result):
+                    self._relu_after[node.name] = relu
         # Non-parameter constants (e.g. a Reshape's shape) pass through unquantized.
         # (min, max) of every parameter, once: kernels bound their sums with it (CastContext.value_range)
         self._param_ranges = {id(v): (float(np.min(v)), float(np.max(v))) for v in self.params.values()
@@ -216,7 +232,11 @@ class Emulator:
             formats[name] = fmt
         last_use = g._last_use
         keep = set(wanted)
+        skip: set[str] = set()
         for i, node in enumerate(g.nodes):
+            if node.name in skip:  # a Relu the dot kernel before it applied
+                continue
+            fused_relu = None
             opdef = ops.get(node.op_type, node)
             prec = self.node_precision[node.name]
             args, fmts = [], []
@@ -244,7 +264,14 @@ class Emulator:
                     if tally[0]:
                         ctx.record_tables(node, tally[0], tally[1])
                 else:
+                    relu = self._relu_after.get(node.name)
+                    if relu is not None and node.outputs[0] not in keep:
+                        ctx.relu_next = True
                     results, out_fmts = opdef.run_fixed(node, args, fmts, prec, ctx)
+                    ctx.relu_next = False
+                    if ctx.__dict__.pop("relu_done", False):
+                        skip.add(relu.name)
+                        fused_relu = relu
             except (ModelError, PrecisionError):
                 raise
             except Exception as e:
@@ -255,6 +282,9 @@ class Emulator:
                 if t:
                     env[t] = value
                     formats[t] = fmt
+            if fused_relu is not None:  # the values are the Relu's output, in its format
+                env[fused_relu.outputs[0]] = env.pop(node.outputs[0])
+                formats[fused_relu.outputs[0]] = self.node_precision[fused_relu.name].result
             for t in node.inputs:
                 if t and last_use.get(t) == i and t not in keep and not g.is_weight(t):
                     env.pop(t, None)

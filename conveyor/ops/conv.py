@@ -301,10 +301,27 @@ def _conv_matrix(node, x, w):
     return list(cols), list(wg), assemble
 
 
+def _conv_window(node, x, w):
+    """Conv as `fixed.DotSpec.window` (2-D or 1-D, one group): the padded input, the weights
+    as [KH, KW, C, M] (taps kernel rows, columns, then channels: hls4ml's im2col order)."""
+    geo, group = _conv_shapes(node, x.shape, w.shape)
+    nd = len(geo.out)
+    if group != 1 or nd not in (1, 2):
+        return None
+    xp = pad_for_windows(x, geo, 0.0)
+    if nd == 1:  # a 1-D conv is a 2-D one on a 1-row image
+        xp, w = xp[:, :, None, :], w[:, :, None, :]
+        geo = Windows((1,) + geo.kernel, (1,) + geo.strides, (1,) + geo.dilations, (0,) + geo.begin,
+                      (0,) + geo.end, (1,) + geo.out)
+    wk = np.transpose(w, (2, 3, 1, 0))
+    out_shape = (x.shape[0], w.shape[0]) + tuple(geo.out[-nd:])
+    return xp, wk, geo.strides, geo.dilations, geo.out, out_shape
+
+
 register(OpDef(
     "Conv", infer=_conv_infer, run=_conv_run, macs=_conv_macs, check=_conv_check, prepare=_conv_prepare,
     param_slots=(1, 2), bias_slots=(2,),
     run_fixed=fixed.dot(lambda node, x, w: _conv_run(node, [x, w])[0],
                         reduce_len=lambda w: int(np.prod(w.shape[1:])), bias_shape=fixed.conv_bias_shape,
-                        taps=_conv_taps, rows=True, matrix=_conv_matrix),
+                        taps=_conv_taps, rows=True, matrix=_conv_matrix, window=_conv_window),
 ))

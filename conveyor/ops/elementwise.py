@@ -159,7 +159,7 @@ def _range_lut_fixed(name: str, make_table):
 
 # Relu and Clip select among exact values; the others go through lookup tables or one product.
 _FIXED_UNARY = {
-    "Relu": fixed.exact_then_cast(_UNARY["Relu"]),
+    "Relu": fixed.exact_then_cast(_UNARY["Relu"], selects=True),
     "Clip": fixed.exact_then_cast(_UNARY["Clip"]),
     "LeakyRelu": _leaky_relu_fixed,
     "Sigmoid": _range_lut_fixed("sigmoid", lut.sigmoid_table),

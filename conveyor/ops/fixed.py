@@ -79,16 +79,30 @@ def movement(float_run) -> Kernel:
     return run_fixed
 
 
-def exact_then_cast(float_run) -> Kernel:
+def exact_then_cast(float_run, selects: bool = False) -> Kernel:
+    """`selects`: every output value is one of the inputs' values or zero (Relu, MaxPool), so
+    that the result cast is the identity when each input's format lies inside the result's
+    (same or finer grid, wider range); a non-observing run then skips it."""
     def run_fixed(node, args, fmts, prec, ctx):
         _require_exact_inputs(node, args, fmts)
         outs = float_run(node, args)
         out = np.asarray(outs[0], dtype=np.float64)
+        if selects and not getattr(ctx, "observe", False) and _inside(fmts[:1], prec.result):
+            rest = tuple(outs[1:])
+            return (out,) + rest, (prec.result,) + (None,) * len(rest)
         y = ctx.cast(node, out, prec.result, result_axis(out.ndim), **_owned(out, *args))
         rest = tuple(outs[1:])  # e.g. MaxPool indices: integers, not cast
         return (y,) + rest, (prec.result,) + (None,) * len(rest)
 
     return run_fixed
+
+
+def _inside(fmts, R) -> bool:
+    """Whether every value of each ap_fixed format in `fmts` (and zero) is a value of R."""
+    if not is_fixed(R) or not fmts:
+        return False
+    return all(is_fixed(f) and f.frac_bits <= R.frac_bits and R.min_value <= min(f.min_value, 0.0)
+               and f.max_value <= R.max_value for f in fmts)
 
 
 def _require_exact_inputs(node, args, fmts) -> None:
@@ -138,20 +152,24 @@ class DotSpec:
     #: ([X_g [M, K]], [W_g [K, N_g]], assemble([acc_g [M, N_g]]) -> the output); the groups'
     #: columns together are the bias' entries in order. Pure indexing (any dtype).
     matrix: Callable[..., Any] | None = None
+    #: (node, x, w) -> the op as a 2-D convolution for `intdot.conv_fused`, or None:
+    #: (x [N, C, H, W] padded, w [KH, KW, C, M], strides, dilations, (OH, OW), output shape),
+    #: taps in hls4ml's order (kernel rows, columns, then channels). Pure indexing.
+    window: Callable[..., Any] | None = None
 
 
 def dot(float_dot: Callable[..., np.ndarray], reduce_len: Callable[[np.ndarray], int],
         x_slot: int = 0, w_slot: int = 1, b_slot: int | None = 2,
         bias_shape: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
         taps: Taps | None = None, rows: bool = False, cast_products: bool = True,
-        matrix: Callable[..., Any] | None = None) -> Kernel:
+        matrix: Callable[..., Any] | None = None, window: Callable[..., Any] | None = None) -> Kernel:
     """A products-and-sums kernel. `float_dot(node, x, w)` is the float kernel without bias
     (bilinear in x and w); `reduce_len(w)` bounds the number of products summed per output;
     `bias_shape(b, y)` shapes the bias to broadcast over the output (default: as given);
     `taps(node, x, w)` lists the products per output in hls4ml's order (default:
     `matmul_taps(x, w)`, numpy.matmul's layout). The kernel's `spec` attribute holds these."""
     spec = DotSpec(float_dot, reduce_len, taps or (lambda node, x, w: matmul_taps(x, w)),
-                   x_slot, w_slot, b_slot, bias_shape, rows, cast_products, matrix)
+                   x_slot, w_slot, b_slot, bias_shape, rows, cast_products, matrix, window)
 
     def run_fixed(node, args, fmts, prec, ctx):
         x, w = args[spec.x_slot], args[spec.w_slot]
@@ -160,6 +178,13 @@ def dot(float_dot: Callable[..., np.ndarray], reduce_len: Callable[[np.ndarray],
         fb = fmts[spec.b_slot] if has_b else None
         # The Emulator's values lie inside their formats' ranges: bounds come from the formats
         # and the parameters' ranges, which the context caches (no scan of x or w per run).
+        if not getattr(ctx, "observe", False) and spec.window is not None:
+            relu = getattr(ctx, "relu_next", False)  # the Emulator asks for the following Relu too
+            y = _fused_dot(spec, node, x, w, b, fmts[spec.x_slot], fmts[spec.w_slot], fb, prec, ctx, relu=relu)
+            if y is not None:
+                if relu:
+                    ctx.relu_done = True
+                return (y,), (prec.result,)
         observe = getattr(ctx, "observe", False) and is_fixed(prec.accum)
         counts = CastCounts() if observe else None
         with counting_casts(counts) if observe else _nothing():
@@ -226,6 +251,16 @@ def accumulate(spec: DotSpec, node, x: np.ndarray, w: np.ndarray, b: np.ndarray 
         bound = k * x_fmt_max * wmax + bmax
         if not bound * 2.0 ** units < _EXACT_UNITS:  # the formats do not prove it: the data may
             bound = k * _absmax(x) * wmax + bmax
+        elif (method == "auto" and in_range and spec.matrix is matmul_matrix and x.ndim == 2 and w.ndim == 2
+              and is_fixed(fx) and is_fixed(fw) and (b is None or is_fixed(fb)) and bound * 2.0 ** units < 2.0 ** 52):
+            # a batch of 2-D products (the recurrent layers'): exact integer sums, compiled; the
+            # "result" a 53-bit type on the sums' grid that holds every one of them (the identity)
+            from conveyor.numerics.fixed import FixedType
+
+            acc = _fused_dot(spec, node, x, w, b, fx, fw, fb, _AccumOnly(None, FixedType(53, 53 - units)), None,
+                             window=matmul_window)
+            if acc is not None:
+                return acc
         return _exact_sum(spec, node, x, w, b, units, bound, None)
 
     A = accum
@@ -234,6 +269,14 @@ def accumulate(spec: DotSpec, node, x: np.ndarray, w: np.ndarray, b: np.ndarray 
     bias_units = A.frac_bits if not is_fixed(fb) else min(A.frac_bits, fb.frac_bits)
     units = max(prod_frac, bias_units) if b is not None else prod_frac
     on_grid = A.frac_bits >= prod_frac  # products land on accum's grid: nothing ever rounds
+    # the whole batch in one compiled pass (wrapping accum_t, a 2-D product): the accumulator's
+    # values are the kernel's output cast to accum_t itself (the identity on wrapped sums)
+    if (method == "auto" and counts is None and in_range and spec.cast_products and x.ndim == 2
+            and w.ndim == 2 and spec.matrix is matmul_matrix):
+        acc = _fused_dot(spec, node, x, w, b, fx, fw, fb,
+                         _AccumOnly(A), None, window=matmul_window)
+        if acc is not None:
+            return acc
     # integers, compiled (conveyor.ops.intdot): hls4ml's Dense loop, each product cast first
     if method == "auto" and spec.matrix is not None and spec.cast_products:
         xmax_fmt = x_fmt_max if in_range else _absmax(x)
@@ -300,6 +343,110 @@ def _sequential_sums(spec, node, x, w, fracs, b_acc, A, pmax: float, k: int) -> 
             counts.sums += overflow_count(acc, A)
         acc = A.quantize(acc)
     return acc
+
+
+#: `_fused_dot` only for batches of at least this many samples, and with an exact accumulator
+#: only for dot products of at most this many taps per output (beyond, BLAS is faster; on the
+#: 2-core development machine the CNN's convolutions and Dense 400->10 ran faster fused, CPU
+#: time, and the MLP's Dense layers 2x faster); `_FUSED_EXACT_DENSE` False keeps 2-D products on BLAS
+_FUSED_MIN_BATCH = 32
+_FUSED_MAX_EXACT_TAPS = 512
+_FUSED_EXACT_DENSE = True
+
+
+@dataclass(frozen=True)
+class _AccumOnly:
+    """A node precision whose result is its accumulator (`accumulate`'s output), or a given
+    type that holds every exact sum."""
+
+    accum: Any
+    exact: Any = None
+
+    @property
+    def result(self):
+        return self.accum if self.exact is None else self.exact
+
+
+def _fused_dot(spec, node, x, w, b, fx, fw, fb, prec, ctx, window=None, relu: bool = False) -> np.ndarray | None:
+    """The whole node, accumulator and result cast, in one compiled pass on raw integers
+    (`intdot.conv_fused`), when every cast in it is one that kernel computes exactly and no
+    int64 can overflow; None otherwise (the caller takes `accumulate`, then `ctx.cast`).
+    Not for observing runs (no overflow is counted here).
+
+    Exact accumulator ('auto'): products and bias as integers on the finer of their grids,
+    summed exactly in int64 (any order). Lossy accum_t with AP_WRAP, N = 0, products cast:
+    each product rounded to accum's grid (a shift), the rounded products summed in int64 and
+    wrapped once to accum's width (every cast a reduction mod 2^W: any order gives the
+    bits of hls4ml's loop). Saturating accumulators keep the tap loop (`accumulate`).
+    `relu`: the result then goes through max(., 0) (a following Relu whose cast is the
+    identity, which the Emulator then skips)."""
+    from conveyor.ops import intdot
+
+    R, A = prec.result, prec.accum
+    if not (intdot.available() and is_fixed(fx) and is_fixed(fw) and is_fixed(R) and intdot.fusable_result(R)):
+        return None
+    if b is not None and not is_fixed(fb):
+        return None
+    if A is not None and not (is_fixed(A) and A.overflow == "WRAP" and A.sat_bits == 0 and A.width <= 62
+                              and spec.cast_products):
+        return None
+    if x.ndim < 2 or x.shape[0] < _FUSED_MIN_BATCH:
+        return None  # the kernel vectorises over the batch: a few samples take the im2col/BLAS paths
+    if A is None and ((x.ndim < 3 and not _FUSED_EXACT_DENSE) or int(spec.reduce_len(w)) > _FUSED_MAX_EXACT_TAPS):
+        return None  # exact sums of long dot products: float64 BLAS is faster
+    lay = (window or spec.window)(node, x, w)
+    if lay is None:
+        return None
+    xp, wk, strides, dilations, out_hw, out_shape = lay
+    n_out = wk.shape[3]
+    if b is not None and b.size not in (1, n_out):
+        return None
+    rng = getattr(ctx, "value_range", None) or _value_range
+    w_lo, w_hi = rng(w)
+    wmax = max(-w_lo, w_hi)
+    xmax = _format_absmax(fx)
+    k = int(spec.reduce_len(w))
+    pf = fx.frac_bits + fw.frac_bits  # the products' grid
+    if A is None:
+        units = max(pf, fb.frac_bits) if b is not None else pf
+        s = 0
+        lift = units - pf
+        b_lo, b_hi = rng(b) if b is not None else (0.0, 0.0)
+        bound = (k * xmax * wmax + max(-b_lo, b_hi)) * 2.0 ** units  # |every partial sum|, raw
+        if b is not None:
+            braw = b * 2.0 ** units
+    else:
+        units = A.frac_bits
+        s = pf - units
+        lift = max(0, -s)
+        s = max(0, s)
+        if b is not None:
+            braw = A.quantize(b) * 2.0 ** units  # hls4ml: acc = (accum_t) bias
+        # |a product| (before its shift), and |the wrapped accumulator|
+        bound = max(xmax * wmax * 2.0 ** (pf + lift), 2.0 ** A.width)
+        if not k * (xmax * wmax * 2.0 ** (pf - s + lift) + 1) + 2.0 ** A.width < 2.0 ** 62:
+            return None  # the sum of rounded products (wrapping mod 2^64 is harmless, but keep it simple)
+    wraw = wk * 2.0 ** (fw.frac_bits + lift)
+    d = units - R.frac_bits
+    if not (bound < 2.0 ** 62 and (d >= 0 or bound * 2.0 ** -d < 2.0 ** 62)
+            and xmax * 2.0 ** fx.frac_bits < 2.0 ** 62 and wmax * 2.0 ** (fw.frac_bits + lift) < 2.0 ** 62):
+        return None
+    bias = np.zeros(n_out, np.int64) if b is None else np.broadcast_to(
+        np.asarray(braw, np.float64).reshape(-1), (n_out,)).astype(np.int64)
+    narrow = (A is not None and A.width <= 32 and xmax * wmax * 2.0 ** (pf + lift) + 2.0 ** s < 2.0 ** 31
+              and xmax * 2.0 ** fx.frac_bits < 2.0 ** 31 and wmax * 2.0 ** (fw.frac_bits + lift) < 2.0 ** 31)
+    y = intdot.conv_fused(xp, fx.frac_bits, wraw.astype(np.int64), bias, strides, dilations, out_hw, s,
+                          A.rounding if A is not None else "TRN", A, d, R, narrow=narrow, relu=relu)
+    return y.reshape(out_shape)
+
+
+def matmul_window(node, x: np.ndarray, w: np.ndarray):
+    """A 2-D x [M, K] @ w [K, N] as `DotSpec.window`: a 1x1 convolution of M samples of
+    K channels (taps k ascending, hls4ml's Dense order)."""
+    if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[0]:
+        return None
+    m, k = x.shape
+    return (x.reshape(m, k, 1, 1), w.reshape(1, 1, k, w.shape[1]), (1, 1), (1, 1), (1, 1), (m, w.shape[1]))
 
 
 #: rows of X per call of the integer kernels (bounds the im2col copy)
@@ -738,5 +885,5 @@ def conv_bias_shape(b: np.ndarray, y: np.ndarray) -> np.ndarray:
     return b.reshape((1, -1) + (1,) * (y.ndim - 2))
 
 
-__all__: Sequence[str] = ["DotSpec", "accumulate", "conv_bias_shape", "dot", "exact_then_cast", "matmul_matrix", "matmul_taps",
+__all__: Sequence[str] = ["DotSpec", "accumulate", "conv_bias_shape", "dot", "exact_then_cast", "matmul_matrix", "matmul_taps", "matmul_window",
                           "movement", "result_axis"]

@@ -154,6 +154,163 @@ if njit is not None:
         counts[1] += n_sum
 
 
+    @njit(cache=True, nogil=True)
+    def _to_result(v, d, rmode, how, width, signed, clo, chi):
+        """An accumulator raw `v` (F_a fractional bits) as the raw of the result type
+        (F_r = F_a - d): rounded by `rmode` (d > 0) or shifted (d < 0), then wrapped to
+        `width` bits or clipped to [clo, chi]."""
+        if d > 0:
+            v = _round_shift(v, d, rmode)
+        elif d < 0:
+            v = v << (-d)
+        return _cast(v, how, width, signed, clo, chi)
+
+    @njit(cache=True, nogil=True)
+    def _conv_fused(x, xscale, Wk, B, sh, sw, dh, dw, s, mode, awidth, asigned, d, rmode, rhow, rwidth,
+                    rsigned, rclo, rchi, rback, out, xi, acc, relu):
+        """Blocks of `nb` samples, the sample innermost (a long, unit-stride loop that the
+        compiler vectorises): xi [H, W, C, nb] the block's raw inputs, acc [M, nb] one output
+        pixel's accumulators, finished (wrapped, cast, scaled) as soon as its taps are in.
+        xi, acc and Wk are int64, or int32 where every product and the wrap fit (the sums
+        then wrap mod 2^32, a multiple of 2^awidth)."""
+        N, C, H, Wd = x.shape
+        KH, KW, _, M = Wk.shape
+        OH, OW = out.shape[2], out.shape[3]
+        nb = xi.shape[3]
+        c0 = np.int64(0) if mode == 0 or s <= 0 else (np.int64(1) << (s - 1)) - np.int64(mode == 2)
+        sh_p = max(s, 0)
+        generic = mode > 2 and s > 0
+        afree = 64 - awidth
+        amask = (np.int64(1) << awidth) - 1 if 0 < awidth < 63 else np.int64(-1)
+        simple = (asigned or awidth == 0) and d >= 0 and rmode == 0 and rhow == 0 and rsigned
+        rfree = 64 - rwidth
+        for n0 in range(0, N, nb):
+            L = min(nb, N - n0)
+            for q in range(L):
+                for c in range(C):
+                    for i in range(H):
+                        for j in range(Wd):
+                            xi[i, j, c, q] = np.int64(x[n0 + q, c, i, j] * xscale)  # exact: on the grid
+            for oh in range(OH):
+                for ow in range(OW):
+                    for m in range(M):
+                        for q in range(L):
+                            acc[m, q] = B[m]
+                    for kh in range(KH):
+                        ih = oh * sh + kh * dh
+                        for kw in range(KW):
+                            iw = ow * sw + kw * dw
+                            for c in range(C):
+                                m = 0
+                                if not generic:  # four output channels per pass over the block
+                                    while m + 4 <= M:
+                                        w0, w1 = Wk[kh, kw, c, m], Wk[kh, kw, c, m + 1]
+                                        w2, w3 = Wk[kh, kw, c, m + 2], Wk[kh, kw, c, m + 3]
+                                        if sh_p == 0:  # exact products: no rounding
+                                            for q in range(L):
+                                                xv = xi[ih, iw, c, q]
+                                                acc[m, q] += xv * w0
+                                                acc[m + 1, q] += xv * w1
+                                                acc[m + 2, q] += xv * w2
+                                                acc[m + 3, q] += xv * w3
+                                        elif c0 == 0:  # AP_TRN: floor, an arithmetic shift
+                                            for q in range(L):
+                                                xv = xi[ih, iw, c, q]
+                                                acc[m, q] += (xv * w0) >> sh_p
+                                                acc[m + 1, q] += (xv * w1) >> sh_p
+                                                acc[m + 2, q] += (xv * w2) >> sh_p
+                                                acc[m + 3, q] += (xv * w3) >> sh_p
+                                        else:
+                                            for q in range(L):
+                                                xv = xi[ih, iw, c, q]
+                                                acc[m, q] += (xv * w0 + c0) >> sh_p
+                                                acc[m + 1, q] += (xv * w1 + c0) >> sh_p
+                                                acc[m + 2, q] += (xv * w2 + c0) >> sh_p
+                                                acc[m + 3, q] += (xv * w3 + c0) >> sh_p
+                                        m += 4
+                                for m in range(m, M):
+                                    wv = Wk[kh, kw, c, m]
+                                    if wv == 0:
+                                        continue
+                                    if generic:
+                                        for q in range(L):
+                                            acc[m, q] += _round_shift(xi[ih, iw, c, q] * wv, s, mode)
+                                    else:
+                                        for q in range(L):
+                                            acc[m, q] += (xi[ih, iw, c, q] * wv + c0) >> sh_p
+                    if simple:  # signed accum and result, TRN, WRAP: shifts only
+                        for m in range(M):
+                            for q in range(L):
+                                v = np.int64(acc[m, q])
+                                if awidth > 0:
+                                    v = (v << afree) >> afree
+                                v = ((v >> d) << rfree) >> rfree
+                                if relu and v < 0:
+                                    v = 0
+                                out[n0 + q, m, oh, ow] = np.float64(v) * rback
+                        continue
+                    for q in range(L):
+                        for m in range(M):
+                            v = np.int64(acc[m, q])
+                            if awidth > 0:  # the accumulator's wrap: its low awidth bits
+                                v = (v << afree) >> afree if asigned else v & amask
+                            v = _to_result(v, d, rmode, rhow, rwidth, rsigned, rclo, rchi)
+                            if relu and v < 0:
+                                v = 0
+                            out[n0 + q, m, oh, ow] = np.float64(v) * rback
+
+
+#: samples per block of `_conv_fused` (its innermost loop)
+_BLOCK = 128
+
+
+def conv_fused(x: np.ndarray, xfrac: int, wk: np.ndarray, bias: np.ndarray, strides, dilations, out_hw,
+               s: int, rounding: str, accum, d: int, result, out: np.ndarray | None = None,
+               narrow: bool = False, relu: bool = False) -> np.ndarray:
+    """hls4ml's Conv (or Dense: 1x1 on a 1x1 image) on raw integers, every cast in one pass:
+    x [N, C, H, W] float64 on its 2^-xfrac grid, padded; wk [KH, KW, C, M] and bias [M] the
+    raw integers of weights and bias on the accumulator's grid (products rounded by a right
+    shift of `s` bits in `rounding` mode); the accumulator wraps to `accum`'s width (None:
+    exact, no wrap); the result is the accumulator cast to `result` (`d` = accumulator
+    fractional bits - result's; WRAP with N = 0 or a clip to its range), as float64
+    [N, M, OH, OW]. The caller proves that no int64 overflows; `narrow`: that every raw
+    input, weight, product and rounding constant fits int32 and accum wraps at <= 32 bits
+    (the sums run in int32 then, twice the vector lanes). `relu`: then max(result, 0), a Relu
+    that follows (its cast the identity)."""
+    n, m = x.shape[0], wk.shape[3]
+    if out is None:
+        out = np.empty((n, m) + tuple(out_hw), np.float64)
+    if accum is None:
+        awidth, asigned = 0, True
+    else:
+        awidth, asigned = accum.width, accum.signed
+    rhow, clo, chi = result_clip(result)
+    dt = np.int32 if narrow else np.int64
+    xi = np.empty(x.shape[2:] + x.shape[1:2] + (_BLOCK,), dt)
+    acc = np.empty((m, _BLOCK), dt)
+    _conv_fused(np.ascontiguousarray(x, np.float64), float(2.0 ** xfrac), np.ascontiguousarray(wk, dt),
+                np.ascontiguousarray(bias, np.int64), int(strides[0]), int(strides[1]), int(dilations[0]),
+                int(dilations[1]), int(s), ROUNDING[rounding], int(awidth), bool(asigned), int(d),
+                ROUNDING[result.rounding], rhow, int(result.width), bool(result.signed), clo, chi,
+                float(2.0 ** -result.frac_bits), out, xi, acc, bool(relu))
+    return out
+
+
+def result_clip(fmt) -> tuple[int, int, int]:
+    """(how, lo, hi) of `_cast` for a fixed type: WRAP (N = 0), or a clip of its raws to
+    [lo, hi] (SAT; SAT_SYM: [-max, max] when signed)."""
+    if fmt.overflow == "WRAP":
+        return WRAP, 0, 0
+    lo = -fmt.raw_max if fmt.overflow == "SAT_SYM" and fmt.signed else fmt.raw_min
+    return CLIP, int(lo), int(fmt.raw_max)
+
+
+def fusable_result(fmt) -> bool:
+    """Whether `conv_fused` computes the cast to `fmt` (else the caller casts)."""
+    return (fmt.width <= 53 and (fmt.overflow == "SAT" or (fmt.overflow == "WRAP" and fmt.sat_bits == 0)
+                                 or (fmt.overflow == "SAT_SYM" and (fmt.width > 1 or not fmt.signed))))
+
+
 def sum_rounded(X: np.ndarray, W: np.ndarray, B: np.ndarray, s: int, rounding: str) -> np.ndarray:
     """sum_k round(X[m, k] W[k, j] / 2^s) + B[j] in X's integer dtype (int32 or int64), which
     wraps mod 2^32 or 2^64 (s <= 0: no rounding; W already holds any left shift)."""

@@ -72,7 +72,8 @@ register(OpDef(
     # The exactness bound takes max(B.shape) as K: an upper bound whatever transB says.
     run_fixed=fixed.dot(_gemm_dot, reduce_len=lambda b: max(b.shape),
                         taps=lambda node, a, b: fixed.matmul_taps(*_gemm_operands(node, a, b)),
-                        matrix=lambda node, a, b: fixed.matmul_matrix(node, *_gemm_operands(node, a, b))),
+                        matrix=lambda node, a, b: fixed.matmul_matrix(node, *_gemm_operands(node, a, b)),
+                        window=lambda node, a, b: fixed.matmul_window(node, *_gemm_operands(node, a, b))),
 ))
 
 
@@ -110,7 +111,7 @@ _MATMUL_ARGS = dict(float_dot=lambda node, x, w: np.matmul(x, w),
                     reduce_len=lambda w: w.shape[-2] if w.ndim > 1 else w.shape[0], b_slot=None,
                     matrix=fixed.matmul_matrix)
 #: MatMul by constant weights: hls4ml's Dense (each product cast to accum_t, then added)
-_matmul_dense = fixed.dot(**_MATMUL_ARGS)
+_matmul_dense = fixed.dot(**_MATMUL_ARGS, window=fixed.matmul_window)
 #: MatMul of two run-time tensors (attention's Q K^T, A V): hls4ml's einsum (nnet_einsum.h), which
 #: adds the exact products and casts only the running sums
 _matmul_einsum = fixed.dot(**_MATMUL_ARGS, cast_products=False)
@@ -150,5 +151,5 @@ register(OpDef(
     param_slots=(1, 2),
     bias_slots=(2,),
     run_fixed=fixed.dot(lambda node, x, w: np.matmul(x, w), reduce_len=lambda w: w.shape[0], rows=True,
-                        matrix=fixed.matmul_matrix),
+                        matrix=fixed.matmul_matrix, window=fixed.matmul_window),
 ))

@@ -193,7 +193,7 @@ def _avgpool_macs(node, ins, outs):
 
 
 register(OpDef("MaxPool", infer=_pool_infer, run=_maxpool_run, check=_pool_check,  # max: 0 MACs
-               run_fixed=fixed.exact_then_cast(_maxpool_run)))
+               run_fixed=fixed.exact_then_cast(_maxpool_run, selects=True)))
 # Average: the float64 sum of grid values is exact and the division by the count is
 # correctly rounded, so the cast sees the exact quotient (docs/numerics.md).
 register(OpDef("AveragePool", infer=_pool_infer, run=_avgpool_run, macs=_avgpool_macs, check=_pool_check,

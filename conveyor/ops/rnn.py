@@ -35,7 +35,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from conveyor.errors import ModelError, PrecisionError
-from conveyor.numerics.cast import is_fixed
+from conveyor.numerics.cast import cast, is_fixed
 from conveyor.ops import fixed, lut
 from conveyor.ops.registry import OpDef, ValueInfo, attr_error, register
 
@@ -469,7 +469,7 @@ class _FixedAct:
 
 
 def _absmax(a: np.ndarray) -> float:
-    return float(np.max(np.abs(a))) if a.size else 0.0
+    return max(-float(a.min()), float(a.max())) if a.size else 0.0  # no |a| temporary
 
 
 def _exact(node: Any, terms: Sequence[tuple[np.ndarray, int, np.ndarray, int]], what: str) -> None:
@@ -516,6 +516,12 @@ def _fixed_setup(node: Any, args: Sequence, fmts: Sequence, prec: Any, gates: in
     return [fns[d * n:(d + 1) * n] for d in range(_num_directions(node))], state, cell, A
 
 
+def _cast_to(A: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """`(accum_t) v` for the kernels' fresh sums (`numerics.cast`: one rounding when nothing
+    overflows, FixedType.quantize otherwise; the same bits)."""
+    return lambda v: cast(v, A, -1, inplace=True)
+
+
 def _frac(fmt: Any) -> int:
     return fmt.frac_bits
 
@@ -531,7 +537,7 @@ def _lstm_fixed(node: Any, args: Sequence, fmts: Sequence, prec: Any, ctx: Any):
     seq, batch, hid, lens = p["seq"], p["batch"], p["hidden"], p["lens"]
     fx, fw, fr = fmts[0], fmts[1], fmts[2]
     fb = fmts[3] if p["b"] is not None else None
-    cast_acc = (lambda v: v) if A is None else A.quantize
+    cast_acc = (lambda v: v) if A is None else _cast_to(A)
     pre_frac = A.frac_bits if A is not None else _auto_frac(
         _frac(fx) + _frac(fw), _frac(S) + _frac(fr), _frac(fb) if fb is not None else 0)
     h0, c0 = S.quantize(p["h0"]), C.quantize(p["c0"])
@@ -542,7 +548,8 @@ def _lstm_fixed(node: Any, args: Sequence, fmts: Sequence, prec: Any, ctx: Any):
         if p["b"] is not None:
             wb, rb = p["b"][d, :4 * hid], p["b"][d, 4 * hid:]
         x2 = p["x"].reshape(seq * batch, -1)
-        xw = fixed.accumulate(_DENSE, node, x2, np.ascontiguousarray(p["w"][d].T), wb, fx, fw, fb, A)
+        xw = fixed.accumulate(_DENSE, node, x2, np.ascontiguousarray(p["w"][d].T), wb, fx, fw, fb, A,
+                              in_range=True)
         idx = _order(lens, seq, batch, p["reverse"][d])
         xw = _gather(xw.reshape(seq, batch, 4 * hid), idx)
         rt = np.ascontiguousarray(p["r"][d].T)
@@ -551,7 +558,7 @@ def _lstm_fixed(node: Any, args: Sequence, fmts: Sequence, prec: Any, ctx: Any):
         h, c = h0[d], c0[d]
         y = np.zeros((seq, batch, hid))
         for t in range(seq):
-            hr = fixed.accumulate(_DENSE, node, h, rt, rb, S, fr, fb, A)
+            hr = fixed.accumulate(_DENSE, node, h, rt, rb, S, fr, fb, A, in_range=True)
             pre = cast_acc(xw[t] + hr)                      # inputacc_ifo / inputacc_c
             iof = fa(pre[:, :3 * hid], pre_frac)            # ONNX i, o, f
             i, o, fg = iof[:, :hid], iof[:, hid:2 * hid], iof[:, 2 * hid:]
@@ -584,7 +591,7 @@ def _gru_fixed(node: Any, args: Sequence, fmts: Sequence, prec: Any, ctx: Any):
     lbr = bool(int(node.attr("linear_before_reset", 0)))
     fx, fw, fr = fmts[0], fmts[1], fmts[2]
     fb = fmts[3] if p["b"] is not None else None
-    cast_acc = (lambda v: v) if A is None else A.quantize
+    cast_acc = (lambda v: v) if A is None else _cast_to(A)
     fbf = _frac(fb) if fb is not None else 0
     x_frac = _frac(fx) + _frac(fw)                 # grid of tmpres (with the bias's) under 'auto'
     h_frac = _frac(S) + _frac(fr)                  # grid of tmpres_state
@@ -598,7 +605,7 @@ def _gru_fixed(node: Any, args: Sequence, fmts: Sequence, prec: Any, ctx: Any):
         if p["b"] is not None:
             wb, rb = p["b"][d, :3 * hid], p["b"][d, 3 * hid:]
         x2 = p["x"].reshape(seq * batch, -1)
-        xw = fixed.accumulate(_DENSE, node, x2, np.ascontiguousarray(w.T), wb, fx, fw, fb, A)
+        xw = fixed.accumulate(_DENSE, node, x2, np.ascontiguousarray(w.T), wb, fx, fw, fb, A, in_range=True)
         idx = _order(lens, seq, batch, p["reverse"][d])
         xw = _gather(xw.reshape(seq, batch, 3 * hid), idx)
         z_frac = fa.out_frac(zr_frac)
@@ -614,19 +621,20 @@ def _gru_fixed(node: Any, args: Sequence, fmts: Sequence, prec: Any, ctx: Any):
         y = np.zeros((seq, batch, hid))
         for t in range(seq):
             if lbr:  # hls4ml's gru_static (Keras reset_after=True)
-                hr = fixed.accumulate(_DENSE, node, h, rt, rb, S, fr, fb, A)
+                hr = fixed.accumulate(_DENSE, node, h, rt, rb, S, fr, fb, A, in_range=True)
                 zr = fa(cast_acc(xw[t, :, :2 * hid] + hr[:, :2 * hid]), zr_frac)
                 z, rg = zr[:, :hid], zr[:, hid:]
                 hr_h = hr[:, 2 * hid:]
                 _exact(node, [(rg, z_frac, hr_h, zr_frac)], "products r * (h R_h + Rb_h)")
                 pre_h = cast_acc(xw[t, :, 2 * hid:] + cast_acc(rg * hr_h))
             else:    # the reset gate before the product: (state_t)(r * h), then its own dense
-                hr = fixed.accumulate(_DENSE, node, h, rzr_t, rb_zr, S, fr, fb, A)
+                hr = fixed.accumulate(_DENSE, node, h, rzr_t, rb_zr, S, fr, fb, A, in_range=True)
                 zr = fa(cast_acc(xw[t, :, :2 * hid] + hr), zr_frac)
                 z, rg = zr[:, :hid], zr[:, hid:]
                 _exact(node, [(rg, z_frac, h, _frac(S))], "products r * h")
                 rh = _cast_state(ctx, node, rg * h, S, result=False)
-                pre_h = cast_acc(xw[t, :, 2 * hid:] + fixed.accumulate(_DENSE, node, rh, rh_t, rb_h, S, fr, fb, A))
+                pre_h = cast_acc(xw[t, :, 2 * hid:]
+                                 + fixed.accumulate(_DENSE, node, rh, rh_t, rb_h, S, fr, fb, A, in_range=True))
             hh = ga(pre_h, hpre_frac)
             one_z = 1.0 - z
             _exact(node, [(hh, hh_frac, one_z, max(z_frac, 0)), (h, _frac(S), z, z_frac)],
