@@ -65,6 +65,33 @@ def exact_accum(fx: FixedType, fw: FixedType, fb: FixedType | None, n: int, wmax
     return FixedType(integer + frac, integer)
 
 
+def dense_config(name: str, n_in: int, n_out: int, reuse: int, acc, fb, fw, title: str = "",
+                 reuse_note: str = "", index_t: bool = False) -> str:
+    """An `nnet::dense_config` over `nnet::DenseLatency` (hls4ml's dense / recr_mult config
+    templates, latency strategy); `title` and `reuse_note` become comments."""
+    c = lambda text: f"  // {text}" if text else ""  # noqa: E731
+    idx = "    typedef ap_uint<1> index_t;\n" if index_t else ""
+    return f"""struct {name} : nnet::dense_config {{{c(title)}
+    static const unsigned n_in = {n_in};
+    static const unsigned n_out = {n_out};
+    static const unsigned io_type = nnet::io_parallel;
+    static const unsigned strategy = nnet::latency;
+    static const unsigned reuse_factor = {reuse};{c(reuse_note)}
+    static const unsigned n_zeros = 0;
+    static const unsigned n_nonzeros = {n_in * n_out};
+    static const unsigned multiplier_limit = DIV_ROUNDUP(n_in * n_out, reuse_factor) - n_zeros / reuse_factor;
+    static const bool store_weights_in_bram = false;
+    typedef {acc} accum_t;
+    typedef {fb} bias_t;
+    typedef {fw} weight_t;
+{idx}    template<class data_T, class res_T, class CONFIG_T>
+    using kernel = nnet::DenseLatency<data_T, res_T, CONFIG_T>;
+    template<class x_T, class y_T>
+    using product = nnet::product::mult<x_T, y_T>;
+}};
+"""
+
+
 def dense(layer: Layer) -> tuple[str, str]:
     node = layer.node
     if len(layer.in_shapes[0]) != 2:
@@ -77,26 +104,8 @@ def dense(layer: Layer) -> tuple[str, str]:
     acc = exact_accum(fx, fw, fb, n_in, float(np.max(np.abs(w))), float(np.max(np.abs(b)))) if acc is None \
         else fixed(acc, f"node '{node.name}' accum")
     reuse = max(1, math.ceil(n_in * n_out / max(layer.parallelism, 1)))
-    cfg = f"""struct {layer.cfg} : nnet::dense_config {{  // {node.name}: Dense {n_in} -> {n_out}
-    static const unsigned n_in = {n_in};
-    static const unsigned n_out = {n_out};
-    static const unsigned io_type = nnet::io_parallel;
-    static const unsigned strategy = nnet::latency;
-    static const unsigned reuse_factor = {reuse};  // plan: {layer.parallelism} multipliers
-    static const unsigned n_zeros = 0;
-    static const unsigned n_nonzeros = {n_in * n_out};
-    static const unsigned multiplier_limit = DIV_ROUNDUP(n_in * n_out, reuse_factor) - n_zeros / reuse_factor;
-    static const bool store_weights_in_bram = false;
-    typedef {acc} accum_t;
-    typedef {fb} bias_t;
-    typedef {fw} weight_t;
-    typedef ap_uint<1> index_t;
-    template<class data_T, class res_T, class CONFIG_T>
-    using kernel = nnet::DenseLatency<data_T, res_T, CONFIG_T>;
-    template<class x_T, class y_T>
-    using product = nnet::product::mult<x_T, y_T>;
-}};
-"""
+    cfg = dense_config(layer.cfg, n_in, n_out, reuse, acc, fb, fw, title=f"{node.name}: Dense {n_in} -> {n_out}",
+                       reuse_note=f"plan: {layer.parallelism} multipliers", index_t=True)
     return cfg, "nnet::dense<{x}_t, {y}_t, %s>({x}, {y}, w%d, b%d);" % (layer.cfg, layer.index, layer.index), \
         {1: w.reshape(-1), 2: b.reshape(-1)}
 

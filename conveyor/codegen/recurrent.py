@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from conveyor.codegen.layers import Layer, exact_accum, fixed
+from conveyor.codegen.layers import Layer, dense_config, exact_accum, fixed
 from conveyor.errors import CodegenError
 from conveyor.numerics.fixed import FixedType
 
@@ -111,29 +111,6 @@ def _auto_accum(layer: Layer, fx, fw, fr, fb, S, C, w, r, b, acts, tables, lbr: 
         raise CodegenError(f"node '{layer.node.name}' ({op}): an exact ('auto') accumulator needs "
                            f"{integer + frac} bits, beyond ap_fixed's 1024; set accum to a format")
     return FixedType(integer + frac, integer)
-
-
-def _dense_cfg(name: str, n_in: int, n_out: int, reuse: int, acc, fb, fw) -> str:
-    """hls4ml's recr_mult_config_template (recurrent_templates.py), latency strategy."""
-    return f"""struct {name} : nnet::dense_config {{
-    static const unsigned n_in = {n_in};
-    static const unsigned n_out = {n_out};
-    static const unsigned io_type = nnet::io_parallel;
-    static const unsigned strategy = nnet::latency;
-    static const unsigned reuse_factor = {reuse};
-    static const unsigned n_zeros = 0;
-    static const unsigned n_nonzeros = {n_in * n_out};
-    static const unsigned multiplier_limit = DIV_ROUNDUP(n_in * n_out, reuse_factor) - n_zeros / reuse_factor;
-    static const bool store_weights_in_bram = false;
-    typedef {acc} accum_t;
-    typedef {fb} bias_t;
-    typedef {fw} weight_t;
-    template<class data_T, class res_T, class CONFIG_T>
-    using kernel = nnet::DenseLatency<data_T, res_T, CONFIG_T>;
-    template<class x_T, class y_T>
-    using product = nnet::product::mult<x_T, y_T>;
-}};
-"""
 
 
 def _activ_cfg(name: str, n_in: int, size: int, table) -> str:
@@ -229,10 +206,10 @@ def recurrent(layer: Layer):
     text = [f"// {c}: {node.name}: {op} {_direction(node)}, {seq} steps ({n_valid} counted) of {n_in} -> "
             f"hidden {hid}, output {names[which]}; accum {acc}, state {S}" + (f", cell {C}" if op == "LSTM" else "")
             + "\n", '#include "conveyor_rnn.h"\n',
-            _dense_cfg(f"{c}_mult1", n_in, G * hid, reuse, acc, bias_t, fw),
-            _dense_cfg(f"{c}_mult2", hid, G * hid, reuse, acc, bias_t, fr),
-            _dense_cfg(f"{c}_mult_zr", hid, 2 * hid, reuse, acc, bias_t, fr),
-            _dense_cfg(f"{c}_mult_h", hid, hid, reuse, acc, bias_t, fr)]
+            dense_config(f"{c}_mult1", n_in, G * hid, reuse, acc, bias_t, fw),
+            dense_config(f"{c}_mult2", hid, G * hid, reuse, acc, bias_t, fr),
+            dense_config(f"{c}_mult_zr", hid, 2 * hid, reuse, acc, bias_t, fr),
+            dense_config(f"{c}_mult_h", hid, hid, reuse, acc, bias_t, fr)]
     i = layer.index
     text.append(f"""struct {c} {{  // {node.name}: the types of its parameters w{i}, r{i}, b{i}
     typedef {fw} weight_t;

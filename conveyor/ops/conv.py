@@ -20,7 +20,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from conveyor.errors import ModelError
 from conveyor.ops import fixed
-from conveyor.ops.conv_float import ConvPlan
+from conveyor.ops.conv_float import ConvPlan, strided_windows
 from conveyor.ops.registry import OpDef, attr_error, register
 
 AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
@@ -279,12 +279,7 @@ def _conv_matrix(node, x, w):
     m, nd = w.shape[0], len(geo.out)
     cg, mg = c // group, m // group
     xp = pad_for_windows(x, geo, 0)
-    eff = tuple((k - 1) * d + 1 for k, d in zip(geo.kernel, geo.dilations))
-    win = sliding_window_view(xp, eff, axis=tuple(range(2, 2 + nd)))
-    win = win[(slice(None), slice(None))
-              + tuple(slice(None, None, s) for s in geo.strides)
-              + tuple(slice(None, None, d) for d in geo.dilations)]
-    win = win.reshape((n, group, cg) + geo.out + geo.kernel)
+    win = strided_windows(xp, geo, n, group, cg)
     # (G, N, *out, *kernel, Cg): one row per output position, its taps in hls4ml's order
     perm = (1, 0) + tuple(range(3, 3 + 2 * nd)) + (2,)
     rows = n * int(np.prod(geo.out, dtype=np.int64))

@@ -38,6 +38,18 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from conveyor.ops.intdot import njit
 
+
+def strided_windows(xp: np.ndarray, geo, n: int, group: int, cg: int) -> np.ndarray:
+    """The padded input's windows as (N, G, Cg, *out, *kernel): positions strided, taps
+    dilated, by slicing a sliding-window view (nothing is copied before the reshape)."""
+    nd = len(geo.out)
+    eff = tuple((k - 1) * d + 1 for k, d in zip(geo.kernel, geo.dilations))
+    win = sliding_window_view(xp, eff, axis=tuple(range(2, 2 + nd)))
+    win = win[(slice(None), slice(None))
+              + tuple(slice(None, None, s) for s in geo.strides)
+              + tuple(slice(None, None, d) for d in geo.dilations)]
+    return win.reshape((n, group, cg) + geo.out + geo.kernel)
+
 #: im2col chunks are cut so that one column block stays below this many bytes.
 _COLS_BYTES = 64 << 20
 
@@ -308,12 +320,7 @@ class ConvPlan:
         xp = self._pad(x.astype(self.gemm_dtype, copy=False), geo, 0)
         # Windows of the padded input: (N, C, *positions, *kernel extent), then stride the
         # positions and dilate the taps by slicing; no data is copied yet.
-        eff = tuple((k - 1) * d + 1 for k, d in zip(geo.kernel, geo.dilations))
-        win = sliding_window_view(xp, eff, axis=tuple(range(2, 2 + nd)))
-        win = win[(slice(None), slice(None))
-                  + tuple(slice(None, None, s) for s in geo.strides)
-                  + tuple(slice(None, None, d) for d in geo.dilations)]
-        win = win.reshape((n, group, cg) + geo.out + geo.kernel)
+        win = strided_windows(xp, geo, n, group, cg)
         # Column layout (N, G, Cg, *kernel, *out): rows match W's (Cg, *kernel) flattening.
         perm = (0, 1, 2) + tuple(range(3 + nd, 3 + 2 * nd)) + tuple(range(3, 3 + nd))
         win = win.transpose(perm)
