@@ -152,9 +152,7 @@ def conv(layer: Layer):
     _, ch, h, wd = layer.in_shapes[0]
     _, nf, oh, ow = layer.out_shape
     kh, kw = w.shape[2:]
-    top, left, bot, right = (list(node.attr("pads", [0, 0, 0, 0])) + [0] * 4)[:4]
-    sh, sw = node.attr("strides", [1, 1])
-    dh, dw = node.attr("dilations", [1, 1])
+    top, left, bot, right, sh, sw, dh, dw = _conv_geometry(layer)
     fx = fixed(layer.in_fmts[0], f"node '{node.name}' input")
     fw, fb = fixed(fw, f"node '{node.name}' weight"), fixed(fb, f"node '{node.name}' bias")
     acc = layer.prec.accum
@@ -368,26 +366,28 @@ struct {c} {{  // {node.name}: Conv {ch}x{h}x{wd} -> {nf}x{oh}x{ow}, kernel {kh}
         {1: flat_w, 2: b.reshape(-1)}
 
 
-def _avg_config(layer: Layer, ch, h, wd, oh, ow, ph, pw, sh, sw, pads, count_pad: bool, what: str) -> str:
-    node = layer.node
-    fin = fixed(layer.in_fmts[0], f"node '{node.name}' input")
-    fout = fixed(layer.out_fmt, f"node '{node.name}' result")
+def pool_window(layer: Layer, ch, h, wd, oh, ow, ph, pw, sh, sw) -> tuple[FixedType, str]:
+    """A window pool's config fields (sizes, window, strides) and its exact window-sum type."""
+    fin = fixed(layer.in_fmts[0], f"node '{layer.node.name}' input")
     g = max(ph * pw - 1, 0).bit_length()
     acc = FixedType(fin.width + g, fin.integer + g, signed=fin.signed)   # the window's exact sum
+    fields = (f"    static const unsigned in_height = {h};\n    static const unsigned in_width = {wd};\n"
+              f"    static const unsigned n_chan = {ch};\n    static const unsigned pool_height = {ph};\n"
+              f"    static const unsigned pool_width = {pw};\n    static const unsigned stride_height = {sh};\n"
+              f"    static const unsigned stride_width = {sw};\n    static const unsigned out_height = {oh};\n"
+              f"    static const unsigned out_width = {ow};\n")
+    return acc, fields
+
+
+def _avg_config(layer: Layer, ch, h, wd, oh, ow, ph, pw, sh, sw, pads, count_pad: bool, what: str) -> str:
+    node = layer.node
+    acc, fields = pool_window(layer, ch, h, wd, oh, ow, ph, pw, sh, sw)
+    fout = fixed(layer.out_fmt, f"node '{node.name}' result")
     s = fout.frac_bits + 1 - acc.frac_bits
     nw = max(acc.width + max(s, 0), (ph * pw).bit_length() + max(-s, 0)) + 3
     top, left, bot, right = pads
     return f"""struct {layer.cfg} {{  // {node.name}: {what}
-    static const unsigned in_height = {h};
-    static const unsigned in_width = {wd};
-    static const unsigned n_chan = {ch};
-    static const unsigned pool_height = {ph};
-    static const unsigned pool_width = {pw};
-    static const unsigned stride_height = {sh};
-    static const unsigned stride_width = {sw};
-    static const unsigned out_height = {oh};
-    static const unsigned out_width = {ow};
-    static const unsigned pad_top = {top};
+{fields}    static const unsigned pad_top = {top};
     static const unsigned pad_bottom = {bot};
     static const unsigned pad_left = {left};
     static const unsigned pad_right = {right};

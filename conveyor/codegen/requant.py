@@ -102,23 +102,14 @@ def requant(layer: Layer):
 
 
 def _sum_config(layer: Layer, ch, h, wd, oh, ow, ph, pw, sh, sw, pads, what: str) -> str:
+    from conveyor.codegen.layers import pool_window  # at call time: layers.py registers this module
+
     node = layer.node
-    fin = fixed(layer.in_fmts[0], f"node '{node.name}' input")
+    acc, fields = pool_window(layer, ch, h, wd, oh, ow, ph, pw, sh, sw)
     fixed(layer.out_fmt, f"node '{node.name}' result")
-    g = max(ph * pw - 1, 0).bit_length()
-    acc = FixedType(fin.width + g, fin.integer + g, signed=fin.signed)   # the window's exact sum
     top, left = pads
     return f"""{INCLUDE}struct {layer.cfg} {{  // {node.name}: {what}
-    static const unsigned in_height = {h};
-    static const unsigned in_width = {wd};
-    static const unsigned n_chan = {ch};
-    static const unsigned pool_height = {ph};
-    static const unsigned pool_width = {pw};
-    static const unsigned stride_height = {sh};
-    static const unsigned stride_width = {sw};
-    static const unsigned out_height = {oh};
-    static const unsigned out_width = {ow};
-    static const unsigned pad_top = {top};
+{fields}    static const unsigned pad_top = {top};
     static const unsigned pad_left = {left};
     typedef {acc} accum_t;  // exact window sum
 }};
