@@ -66,6 +66,11 @@ class StagePlan:
     measured: Mapping[str, str] = field(default_factory=dict)
 
 
+#: the StagePlan maps keyed by layer: with_node_names renames every one of them
+PER_LAYER_FIELDS = ("parallelism", "layer_interval_s", "weights_in", "weight_bandwidth_Bps",
+                    "activations_in", "activation_bandwidth_Bps", "measured")
+
+
 @dataclass(frozen=True)
 class Plan:
     model: str
@@ -160,7 +165,7 @@ class Plan:
         stages = tuple(replace(
             st, layers=tuple(node(n) for n in st.layers),
             **{f: {node(k): v for k, v in getattr(st, f).items()}
-               for f in ("parallelism", "layer_interval_s", "weights_in", "weight_bandwidth_Bps")})
+               for f in PER_LAYER_FIELDS})
             for st in self.stages)
         return self if stages == self.stages else replace(self, stages=stages)
 

@@ -105,3 +105,29 @@ def test_plan_stages_take_layer_names(graph):
     data["stages"][0]["layers"][0] = "no_such_layer"
     with pytest.raises(PlanError, match="no_such_layer"):
         Plan.from_dict(data).check_graph(graph)
+
+
+def test_with_node_names_renames_every_per_layer_map(graph):
+    """Every StagePlan map keyed by layer (spill, streamed weights, measured figures...) is renamed,
+    not only parallelism: a plan edited by layer name must not keep a stale key."""
+    from dataclasses import fields, replace
+
+    from conveyor.hardware import Cluster
+    from conveyor.plan import PER_LAYER_FIELDS, StagePlan
+    from conveyor.planner import plan as make_plan
+
+    p = make_plan(graph, Cluster.uniform("zcu102", 1), precision="ap_fixed<16,6>", method="equal")
+    names = graph.layer_names
+    st = p.stages[0]
+    node = next(n for n in st.layers if names[n] != n)
+    values = {"weights_in": "dram", "weight_bandwidth_Bps": 1e9, "activations_in": "hbm",
+              "activation_bandwidth_Bps": 2e9, "measured": "csynth.xml:layer0", "parallelism": 2,
+              "layer_interval_s": 1e-6}
+    assert set(values) == set(PER_LAYER_FIELDS)
+    by_layer = replace(p, stages=(replace(st, **{f: {names[node]: v} for f, v in values.items()}),))
+    renamed = by_layer.with_node_names(graph).stages[0]
+    for f in PER_LAYER_FIELDS:
+        assert dict(getattr(renamed, f)) == {node: values[f]}, f
+    # a new per-layer map added to StagePlan must join PER_LAYER_FIELDS
+    maps = {f.name for f in fields(StagePlan) if "Mapping" in str(f.type)}
+    assert maps - set(PER_LAYER_FIELDS) == {"resources", "budget"}
