@@ -158,8 +158,12 @@ def test_alexnet_conv_on_four_boards_compiles(tmp_path):
     assert [b["device"] for b in manifest["boards"]] == ["fpga0", "fpga1", "fpga2", "fpga3"]
     assert sorted({n for b in manifest["boards"] for n in b["layers"]}) == sorted(n.name for n in graph.nodes)
     assert [b["control"] for b in manifest["boards"]] == ["s_axilite", "ap_ctrl_none", "ap_ctrl_none", "s_axilite"]
-    bins = sorted(f.name for f in tmp_path.glob("*/firmware/weights/*.bin"))
-    assert len(bins) == 5   # every conv's weights as raw int64 files, not as C++ text
+    bins = sorted(str(f.relative_to(tmp_path)) for f in tmp_path.glob("*/firmware/weights/*.bin"))
+    # every conv's weights as raw int64 files, not as C++ text; the last board's grouped conv4 and
+    # conv5, which the plan puts in DDR, in its m_axi memory image
+    streamed = manifest["boards"][3]["weight_memory"]["layers"]
+    assert set(streamed) == {n for n, v in p.stages[3].weights_in.items() if v != "on_chip"} == {"conv4", "conv5"}
+    assert bins == [f"fpga{k}/firmware/weights/w0.bin" for k in range(3)] + ["fpga3/firmware/weights/stream.bin"]
     import concurrent.futures as cf
     import os
 

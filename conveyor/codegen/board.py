@@ -126,6 +126,7 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
         params = {slot: (emu.params[(node.name, slot)], emu.param_formats[(node.name, slot)])
                   for slot in range(len(node.inputs)) if (node.name, slot) in emu.params}
         data_ins = [t for s, t in enumerate(node.inputs) if t and s not in params and not g.is_weight(t)]
+        params.update(_zero_bias(node, params))
         layer = Layer(node=node, index=i, prec=emu.node_precision[node.name], in_fmts=tuple(fmts[t] for t in data_ins),
                       out_fmt=fmts[y], in_shapes=tuple(shapes[t] for t in data_ins), out_shape=shapes[y], params=params,
                       parallelism=int(stage.parallelism.get(node.name, 1)),
@@ -143,7 +144,7 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
         streamed = streams(layer, stage, flat)
         if streamed:   # weights from DDR/HBM over m_axi, two tiles on chip (codegen/weight_stream.py)
             tcfg, fn, code = wmem.layer(layer, flat, (var[x], size[x]), (var[y], size[y]))
-            configs.append(tcfg)
+            configs += [tcfg] if tcfg else []
         else:
             fn, code = layer_function(i, node.name, code, [(var[t], size[t]) for t in (*data_ins, y)])
         layer_fns.append(fn)
@@ -275,6 +276,18 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
             "modeled": {"latency_s": stage.latency_s, "interval_s": stage.compute_interval_s,
                         "stage_time_s": stage.stage_time_s, "resources": dict(stage.resources),
                         "parallelism": dict(stage.parallelism)}}
+
+
+def _zero_bias(node, params: dict) -> dict:
+    """A Conv / Gemm without a bias (torch's bias=False before a BatchNorm, or a folded BN with
+    zero shift) gets an explicit zero bias in its weight's format: nnet's kernels start each sum
+    from the bias, and a sum that starts from 0 is the emulator's bias-free sum exactly."""
+    if node.op_type not in ("Conv", "Gemm") or 1 not in params or 2 in params \
+            or (len(node.inputs) > 2 and node.inputs[2]):
+        return {}
+    w, fw = params[1]
+    n_out = w.shape[0] if node.op_type == "Conv" or node.attr("transB", 0) else w.shape[1]
+    return {2: (np.zeros(n_out), fw)}
 
 
 def layer_function(index: int, name: str, code: str, arrays) -> tuple[str, str]:

@@ -27,16 +27,17 @@ from conveyor.cost.fpga import STREAM_TILE_CYCLES
 
 #: the width of the weight memory's words (the m_axi data width)
 WORD_BITS = 64
-#: ops whose weights the generated code can stream (writers layers.dense / layers.conv; Conv: group 1)
+#: ops whose weights the generated code can stream (writers layers.dense / layers.conv /
+#: layers.conv_grouped: a grouped Conv streams whole groups)
 STREAMABLE = ("Dense", "Gemm", "MatMul", "Conv")
 
 
 def streams(layer, stage, flat: dict) -> bool:
     """Whether the generated code streams `layer`'s weights: the plan puts them in DDR/HBM and
-    its op is one whose writer tiles (a Dense / Gemm / group-1 Conv with a bias)."""
+    its op is one whose writer tiles (a Dense / Gemm / Conv with a bias, grouped or not)."""
     node = layer.node
     return (node.op_type in STREAMABLE and stage.weights_in.get(node.name, "on_chip") != "on_chip"
-            and node.attr("group", 1) == 1 and 1 in flat and 2 in flat)
+            and 1 in flat and 2 in flat)
 
 
 def tile_outputs(n_in: int, n_out: int, parallelism: int) -> int:
@@ -77,6 +78,8 @@ class WeightMemory:
         from conveyor.codegen.layers import fixed, ident
 
         node = layer.node
+        if node.attr("group", 1) != 1:
+            return self._grouped(layer, flat, x, y)
         n_out = flat[2].size
         n_in, pf = flat[1].size // n_out, fixed(layer.params[1][1], f"node '{node.name}' weight")
         tile = tile_outputs(n_in, n_out, layer.parallelism)
@@ -85,6 +88,26 @@ class WeightMemory:
         return streamed_layer("Conv" if node.op_type == "Conv" else "Dense", layer.index, ident(node.name)[2:],
                               layer.cfg, f"w{layer.index}", f"b{layer.index}", x, y, n_in, n_out, layer.parallelism,
                               tile, offset, info["tile_words"], info["port"])
+
+    def _grouped(self, layer, flat: dict, x: tuple[str, int], y: tuple[str, int]) -> tuple[str, str, str]:
+        """A grouped / depthwise Conv (flat[1] as [g][kh][kw][c][m]): tiles of T whole groups,
+        each tile's groups computed by conveyor::conv_2d_groups_cl straight into the result."""
+        from conveyor.codegen.layers import fixed, ident
+
+        node = layer.node
+        group = int(node.attr("group", 1))
+        per_group = flat[1].size // group          # kh * kw * c * m weights
+        pf = fixed(layer.params[1][1], f"node '{node.name}' weight")
+        per_tile = tile_outputs(per_group, group, layer.parallelism)
+        # the groups' weights one after another: one row of `group * per_group` values whose
+        # column tiles of per_tile * per_group values are whole groups
+        offset = self.add(node.name, pf.quantize_raw(flat[1]), 1, group * per_group, pf.width, per_tile * per_group)
+        info = self.layers[node.name]
+        info.update(tile_outputs=per_tile * (flat[2].size // group), tile_groups=per_tile)
+        fn, call = grouped_streamed_layer(layer.index, ident(node.name)[2:], layer.cfg, f"w{layer.index}",
+                                          f"b{layer.index}", x, y, group // per_tile, per_tile, per_group, offset,
+                                          info["tile_words"], info["port"])
+        return "", fn, call
 
     def image(self) -> np.ndarray:
         return np.concatenate(self.words) if self.words else np.zeros(0, np.uint64)
@@ -174,6 +197,37 @@ def streamed_layer(op: str, index: int, name: str, cfg: str, wname: str, bname: 
 }}
 """
     return tile_config(op, cfg, n_in, n_out, tile, parallelism), body, f"{fn}({port}, {xa}, {ya});"
+
+
+def grouped_streamed_layer(index: int, name: str, cfg: str, wname: str, bname: str, x: tuple[str, int],
+                           y: tuple[str, int], tiles: int, tile_groups: int, per_group: int, offset: int,
+                           tile_words: int, port: str) -> tuple[str, str]:
+    """(layer function, its call) of a grouped Conv whose weights stream from memory: per tile of
+    `tile_groups` groups, conv_2d_groups_cl over those groups (double-buffered like a Dense's)."""
+    fn = f"layer{index}_{name}"
+    (xa, xn), (ya, yn) = x, y
+    n = tile_groups * per_group
+    load = f"conveyor::load_tile<{WORD_BITS}, {cfg}::weight_t, {n}>"
+    call = f"conveyor::conv_2d_groups_cl<{xa}_t, {ya}_t, {cfg}, {tile_groups}>({xa}, {ya}, {{w}}, {bname}, t * {tile_groups});"
+    body = f"""static void {fn}(const ap_uint<{WORD_BITS}> *weights, {xa}_t {xa}[{xn}], {ya}_t {ya}[{yn}]) {{
+#pragma HLS INLINE off
+    // weights from off-chip memory: {tiles} tiles of {tile_groups} groups, double-buffered
+    static {cfg}::weight_t {wname}_a[{n}], {wname}_b[{n}];
+    const ap_uint<{WORD_BITS}> *src = weights;  // the layer's own port; {offset} words into the memory image
+    {load}(src, {wname}_a);
+{fn}_tiles:
+    for (int t = 0; t < {tiles}; t++) {{
+        if (t % 2 == 0) {{
+            if (t + 1 < {tiles}) {load}(src + (t + 1) * {tile_words}, {wname}_b);
+            {call.format(w=wname + "_a")}
+        }} else {{
+            if (t + 1 < {tiles}) {load}(src + (t + 1) * {tile_words}, {wname}_a);
+            {call.format(w=wname + "_b")}
+        }}
+    }}
+}}
+"""
+    return body, f"{fn}({port}, {xa}, {ya});"
 
 
 def stream_memory_lines(words: int) -> list[str]:

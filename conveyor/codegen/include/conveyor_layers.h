@@ -15,19 +15,22 @@ namespace conveyor {
 // window's taps (kernel rows, kernel columns, the group's channels, channel fastest: the
 // emulator's order) go through nnet::dense_latency with the group's weights
 // [kh][kw][c][m] and biases, so products and sums are hls4ml's (accum_t casts included).
-template <class data_T, class res_T, typename CONFIG_T>
-void conv_2d_grouped_cl(data_T data[CONFIG_T::in_height * CONFIG_T::in_width * CONFIG_T::n_chan],
-                        res_T res[CONFIG_T::out_height * CONFIG_T::out_width * CONFIG_T::n_filt],
-                        typename CONFIG_T::weight_t weights[CONFIG_T::n_group * CONFIG_T::mult_config::n_in *
-                                                            CONFIG_T::mult_config::n_out],
-                        typename CONFIG_T::bias_t biases[CONFIG_T::n_filt]) {
+// conv_2d_groups_cl computes groups g0 .. g0 + NG - 1 only: `weights` holds those groups' weights
+// only ([NG][kh][kw][c][m]; a tile streamed from DDR, codegen/weight_stream.py), `biases` all
+// n_filt; each group's outputs are computed exactly as in the whole layer.
+template <class data_T, class res_T, typename CONFIG_T, int NG>
+void conv_2d_groups_cl(data_T data[CONFIG_T::in_height * CONFIG_T::in_width * CONFIG_T::n_chan],
+                       res_T res[CONFIG_T::out_height * CONFIG_T::out_width * CONFIG_T::n_filt],
+                       typename CONFIG_T::weight_t weights[NG * CONFIG_T::mult_config::n_in * CONFIG_T::mult_config::n_out],
+                       typename CONFIG_T::bias_t biases[CONFIG_T::n_filt], const int g0) {
     const int CG = CONFIG_T::n_chan / CONFIG_T::n_group, MG = CONFIG_T::n_filt / CONFIG_T::n_group;
     const int K = CONFIG_T::filt_height * CONFIG_T::filt_width * CG;
 GroupedPixels:
     for (int p = 0; p < (int)(CONFIG_T::out_height * CONFIG_T::out_width); p++) {
         const int oh = p / CONFIG_T::out_width, ow = p % CONFIG_T::out_width;
     Groups:
-        for (int g = 0; g < (int)CONFIG_T::n_group; g++) {
+        for (int gi = 0; gi < NG; gi++) {
+            const int g = g0 + gi;
             data_T buf[CONFIG_T::mult_config::n_in];
             typename CONFIG_T::weight_t w[CONFIG_T::mult_config::n_in * CONFIG_T::mult_config::n_out];
             typename CONFIG_T::bias_t b[CONFIG_T::mult_config::n_out];
@@ -43,12 +46,22 @@ GroupedPixels:
                     }
                 }
             }
-            for (int i = 0; i < K * MG; i++) w[i] = weights[g * K * MG + i];
+            for (int i = 0; i < K * MG; i++) w[i] = weights[gi * K * MG + i];
             for (int m = 0; m < MG; m++) b[m] = biases[g * MG + m];
             nnet::dense_latency<data_T, res_T, typename CONFIG_T::mult_config>(buf, out, w, b);
             for (int m = 0; m < MG; m++) res[p * CONFIG_T::n_filt + g * MG + m] = out[m];
         }
     }
+}
+
+// conv_2d_grouped_cl: every group, the weights on chip.
+template <class data_T, class res_T, typename CONFIG_T>
+void conv_2d_grouped_cl(data_T data[CONFIG_T::in_height * CONFIG_T::in_width * CONFIG_T::n_chan],
+                        res_T res[CONFIG_T::out_height * CONFIG_T::out_width * CONFIG_T::n_filt],
+                        typename CONFIG_T::weight_t weights[CONFIG_T::n_group * CONFIG_T::mult_config::n_in *
+                                                            CONFIG_T::mult_config::n_out],
+                        typename CONFIG_T::bias_t biases[CONFIG_T::n_filt]) {
+    conv_2d_groups_cl<data_T, res_T, CONFIG_T, CONFIG_T::n_group>(data, res, weights, biases, 0);
 }
 
 // (res_T)(sum / count), rounded once from the exact quotient (the emulator's AveragePool and
