@@ -41,6 +41,9 @@ def compile_cmd(plan_path: str, model: str, out_dir: str, synth: bool) -> None:
     for b in manifest["boards"]:
         click.echo(f"{b['device']}: {b['part']} at {b['clock_hz'] / 1e6:.0f} MHz, top {b['top']}, "
                    f"{plural(len(b['layers']), 'layer')} -> {Path(out_dir) / b['device']}")
+        if b["departs_from_plan"]:
+            click.echo(f"{b['device']}: {plural(len(b['departs_from_plan']), 'layer')} the plan spills to memory "
+                       "keep their activations on chip here (manifest: departs_from_plan)")
     for h in manifest["hosts"]:
         click.echo(f"{h['device']}: {h['kind']} stage, not compiled")
     click.echo(f"manifest: {Path(out_dir) / 'manifest.json'}")

@@ -135,3 +135,33 @@ def test_grouped_conv_streams_whole_groups_bit_exact(tmp_path):
     _, runs = run_chain(tmp_path, feeds)
     bad = compare(graph, p.precision, feeds, runs)
     assert bad is None, str(bad)
+
+
+def test_a_plan_that_spills_activations_is_flagged_where_the_code_departs(tmp_path):
+    """The planner may spill a layer's activations to DDR; the generated code keeps every buffer
+    on chip, and the manifest and `conveyor compile` say so by layer instead of passing it over."""
+    from dataclasses import replace
+
+    from click.testing import CliRunner
+
+    from conveyor.cli import cli
+
+    graph = _net()
+    p = plan(graph, _tiny_board_cluster(), precision=NARROW)
+    (st,) = p.stages
+    conv = next(n.name for n in graph.nodes if n.op_type == "Conv")
+    spilled = replace(p, stages=(replace(st, activations_in={**st.activations_in, conv: "dram"}),))
+    board = compile_plan(spilled, graph, tmp_path / "a")["boards"][0]
+    assert board["activations_in"][conv] == "on_chip"
+    assert len(board["departs_from_plan"]) == 1 and board["departs_from_plan"][0].startswith(f"{conv}: ")
+    assert compile_plan(p, graph, tmp_path / "b")["boards"][0]["departs_from_plan"] == []
+    import onnx
+
+    from conveyor.frontends.export import to_onnx
+
+    onnx.save(to_onnx(graph), tmp_path / "net.onnx")
+    spilled.save(tmp_path / "plan.json")
+    r = CliRunner().invoke(cli, ["compile", str(tmp_path / "plan.json"), "--model", str(tmp_path / "net.onnx"),
+                                 "-o", str(tmp_path / "c")])
+    assert r.exit_code == 0, r.output
+    assert "fpga0: 1 layer the plan spills to memory keep their activations on chip" in r.output

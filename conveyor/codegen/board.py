@@ -272,6 +272,12 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
             "weights_in": {n: ("on_chip" if n not in wmem.layers else stage.weights_in[n])
                            for n in modules if n in stage.weights_in},
             "weight_memory": wmem.manifest(),
+            # the plan may spill activation buffers to DDR/HBM (planner: activations_in); the
+            # generated code keeps every buffer on chip, so say where it departs from the plan
+            "activations_in": {n: "on_chip" for n in modules},
+            "departs_from_plan": [f"{n}: the plan spills its activations to {v}; the generated code keeps them "
+                                  "on chip (activation spilling is not generated yet)"
+                                  for n, v in stage.activations_in.items() if n in modules and v != "on_chip"],
             "ports": [p.as_dict() for p in ports],
             "modeled": {"latency_s": stage.latency_s, "interval_s": stage.compute_interval_s,
                         "stage_time_s": stage.stage_time_s, "resources": dict(stage.resources),
