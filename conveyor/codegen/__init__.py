@@ -15,11 +15,16 @@ from conveyor.errors import CodegenError
 __all__ = ["compile", "CodegenError"]
 
 
-def compile(plan, graph, out_dir) -> dict:  # noqa: A001 (conveyor.compile, as the issue names it)
-    """Write the HLS projects of `plan`'s FPGA stages under `out_dir`; returns the manifest."""
+def compile(plan, graph, out_dir, io_type: str | None = None) -> dict:  # noqa: A001 (conveyor.compile)
+    """Write the HLS projects of `plan`'s FPGA stages under `out_dir`; returns the manifest.
+    `io_type`: io_parallel (arrays between layers) or io_stream (FIFOs, line buffers); default:
+    io_stream where the plan's precision has `order: hls4ml_io_stream` (an hls4ml config with
+    IOType: io_stream), else io_parallel."""
     from conveyor.codegen.board import write_board
+    from conveyor.codegen.stream import io_type_of
     from conveyor.runtime.stages import build_stages
 
+    io_type = io_type_of(plan.precision, io_type)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     from conveyor.graph.names import resolve_config
@@ -61,12 +66,12 @@ def compile(plan, graph, out_dir) -> dict:  # noqa: A001 (conveyor.compile, as t
                                 clock_hz=clock, host_interface=board.get("host_interface", "?"), port_in=port_in,
                                 passthrough=crossing, tdest=tdest[:1] if len(set(tdest)) == 1 else tdest,
                                 dest_in=index[device] if _switched(plan.cluster, link_in) else 0,
-                                dest_bits=dest_bits)
+                                dest_bits=dest_bits, io_type=io_type)
             entry["stage"] = i
             entry["replica_of"] = st.device if device != st.device else None
             boards.append(entry)
     manifest = {"model": plan.model, "fingerprint": plan.fingerprint, "precision": plan.precision,
-                "interval_s": plan.interval_s, "latency_s": plan.latency_s,
+                "interval_s": plan.interval_s, "latency_s": plan.latency_s, "io_type": io_type,
                 "reduction_order": "the emulator's (ONNX graph order: Dense adds inputs ii = 0 .. n_in-1)",
                 "boards": boards, "hosts": hosts,
                 "links": [{"src": s.link_out.src, "dst": s.link_out.dst, "link": s.link_out.link,
