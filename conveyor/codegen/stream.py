@@ -305,7 +305,7 @@ class StreamWriter:
                                    f"at most {MAX_READERS} readers")
             names = []
             for n, r in enumerate(rs):
-                fifo_of[r] = f"s_{v[t]}_{n}"
+                fifo_of[r] = f"r{n}_{v[t]}"   # reader n of the clone (tensor names start t_: no clash)
                 decl[fifo_of[r]] = (self.px(t), t)
                 names.append(fifo_of[r])
             clones[t] = names
@@ -379,11 +379,13 @@ def skip_depths(sw: StreamWriter, procs, readers, fifo_of):
             via[p.out] = set().union(*[{rs.index((k, j))} if t == s else via[t] for j, t, _ in branches])
             if len(branches) > 1:   # a join of branches of s
                 slow = sched[p.out]
-                for j, t, a in branches:
+                edges = [{rs.index((k, j))} if t == s else via[t] for j, t, _ in branches]
+                common = set.intersection(*edges)   # shared: the branches parted at a later clone
+                for (j, t, a), e in zip(branches, edges):
                     lag = int(np.max(slow - a))
                     if lag <= 0:
                         continue
-                    for r in ({rs.index((k, j))} if t == s else via[t]):
+                    for r in sorted(e - common):
                         out.append((fifo_of[rs[r]], lag, f"'{s}' to {procs[k].node}: waits up to {lag} pixels "
                                                          f"for the slower branch"))
     return out

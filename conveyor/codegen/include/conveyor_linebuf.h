@@ -51,16 +51,19 @@ struct dataflow {
     std::condition_variable cv;
     int active = 0;
     std::vector<const std::function<bool()> *> waiting;
+    std::vector<std::string> waits;   // what each waiter waits for (the deadlock report)
     std::vector<pthread_t> threads;
     static dataflow &get() {
         static dataflow d;
         return d;
     }
     void check(const char *what, const std::string &name, unsigned depth) {  // holding m
-        if ((int)waiting.size() < active) return;
+        if (active == 0 || (int)waiting.size() < active) return;  // all done, or one can still run
         for (auto *w : waiting)
             if ((*w)()) return;
-        std::fprintf(stderr, "deadlock: every process waits (last: fifo %s %s, depth %u)\n", name.c_str(), what, depth);
+        std::fprintf(stderr, "deadlock: every process waits (last: fifo %s %s, depth %u); waiting:", name.c_str(), what, depth);
+        for (size_t i = 0; i < waits.size(); i++) std::fprintf(stderr, " %s", waits[i].c_str());
+        std::fprintf(stderr, "\n");
         std::fflush(stderr);
         std::_Exit(4);
     }
@@ -75,11 +78,13 @@ template <class T> class fifo {
         dataflow &d = dataflow::get();
         while (!ready()) {
             d.waiting.push_back(&ready);
+            d.waits.push_back(name_ + " " + what);
             d.check(what, name_, depth_);
             d.cv.wait(l);
             for (size_t i = 0; i < d.waiting.size(); i++)
                 if (d.waiting[i] == &ready) {
                     d.waiting.erase(d.waiting.begin() + i);
+                    d.waits.erase(d.waits.begin() + i);
                     break;
                 }
         }
@@ -124,26 +129,34 @@ template <class F> void *run_process(void *arg) {
     return 0;
 }
 
-template <class F> void spawn(F f) {
-    dataflow &d = dataflow::get();
-    {
-        std::unique_lock<std::mutex> l(d.m);
-        d.active++;
-    }
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setstacksize(&attr, (size_t)256 << 20);
-    pthread_t t;
-    if (pthread_create(&t, &attr, run_process<F>, new F(f))) {
-        std::fprintf(stderr, "cannot start a process thread\n");
-        std::_Exit(5);
-    }
-    pthread_attr_destroy(&attr);
-    d.threads.push_back(t);
+// The processes are registered in call order and started together at CONVEYOR_JOIN (a process
+// started alone would look deadlocked while its reader is not yet running).
+inline std::vector<std::pair<void *(*)(void *), void *> > &pending() {
+    static std::vector<std::pair<void *(*)(void *), void *> > p;
+    return p;
 }
+
+template <class F> void spawn(F f) { pending().push_back(std::make_pair(&run_process<F>, (void *)new F(f))); }
 
 inline void join_all() {
     dataflow &d = dataflow::get();
+    {
+        std::unique_lock<std::mutex> l(d.m);
+        d.active = (int)pending().size();
+    }
+    for (size_t i = 0; i < pending().size(); i++) {
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setstacksize(&attr, (size_t)256 << 20);
+        pthread_t t;
+        if (pthread_create(&t, &attr, pending()[i].first, pending()[i].second)) {
+            std::fprintf(stderr, "cannot start a process thread\n");
+            std::_Exit(5);
+        }
+        pthread_attr_destroy(&attr);
+        d.threads.push_back(t);
+    }
+    pending().clear();
     for (size_t i = 0; i < d.threads.size(); i++) pthread_join(d.threads[i], 0);
     d.threads.clear();
 }
