@@ -243,3 +243,23 @@ def test_lstm_refused_in_stream_mode(tmp_path):
     p = plan(graph, _resolve_cluster("zynq7035:1"), precision=Q16)
     with pytest.raises(CodegenError, match=r"node '\w+' \(LSTM\): io_stream takes values \[1, C, H, W\] or \[1, N\]"):
         compile_plan(p, graph, tmp_path, io_type="io_stream")
+
+
+def test_cli_compile_io_type_and_csim(tmp_path):
+    from click.testing import CliRunner
+
+    from conveyor.cli import cli
+
+    _, p = _plan("digits-cnn", 1, Q16)   # the board of test_digits_cnn_one_board_q16: its build is cached
+    p.save(tmp_path / "plan.json")
+    np.save(tmp_path / "x.npy", _digits(30))
+    hls = tmp_path / "hls"
+    r = CliRunner().invoke(cli, ["compile", str(tmp_path / "plan.json"), "--model", "digits-cnn", "-o", str(hls),
+                                 "--io-type", "io_stream"])
+    assert r.exit_code == 0, r.output
+    assert "io_stream ->" in r.output
+    r = CliRunner().invoke(cli, ["csim", str(hls), "--inputs", str(tmp_path / "x.npy")])
+    assert r.exit_code == 0 and "outputs equal to the emulator" in r.output, r.output
+    r = CliRunner().invoke(cli, ["compile", str(tmp_path / "plan.json"), "--model", "digits-cnn", "-o", str(hls),
+                                 "--io-type", "io_streaming"])
+    assert r.exit_code != 0 and "io_streaming" in r.output
