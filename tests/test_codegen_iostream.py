@@ -100,7 +100,7 @@ def test_residual_skip_fifo_sized_for_its_delay(tmp_path):
     assert f"#pragma HLS STREAM variable={f['fifo']} depth=14" in top.read_text()
     assert _bounded(tmp_path / "fpga0", board, graph, p.precision, x[:8]) is None
     # one pixel less and the clone, the path and the Add wait on one another
-    top.write_text(top.read_text().replace(f"set_depth({f['fifo']}, 14)", f"set_depth({f['fifo']}, 13)"))
+    top.write_text(top.read_text().replace(f"CONVEYOR_DEPTH({f['fifo']}, 14)", f"CONVEYOR_DEPTH({f['fifo']}, 13)"))
     assert "deadlock: every process waits" in _bounded(tmp_path / "fpga0", board, graph, p.precision, x[:8])
 
 
@@ -207,6 +207,14 @@ def test_mode_from_an_hls4ml_config_with_io_stream(tmp_path):
 def test_io_stream_refuses_the_hls4ml_io_parallel_order(tmp_path):
     graph, _ = _plan("digits-cnn", 1, Q16)
     p = plan(graph, _resolve_cluster("zynq7035:1"), precision={"default": Q16, "order": "hls4ml_io_parallel"})
+    # io_parallel takes it: the Dense after the Flatten reads the channels-last array, in the
+    # H, W, C order the emulator sums it in (its weights permuted to that order)
+    assert compile_plan(p, graph, tmp_path / "par")["io_type"] == "io_parallel"
+    top = (tmp_path / "par" / "fpga0" / "firmware" / "fpga0_top.cpp").read_text()
+    assert "hwc_to_chw" not in top
+    feeds = {graph.input_names[0]: _digits(100)}
+    _, runs = run_chain(tmp_path / "par", feeds)
+    assert compare(graph, p.precision, feeds, runs) is None
     with pytest.raises(CodegenError, match=r"io_stream with the precision's order hls4ml_io_parallel: that order sums "
                                            r"a Dense after a Flatten in H, W, C order"):
         compile_plan(p, graph, tmp_path, io_type="io_stream")

@@ -112,6 +112,13 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
             if sw is not None:
                 sw.wiring(node, src, y)
                 continue
+            users = g.consumers(y)
+            if src in hwc and len(shapes[y]) != 4 and users and y not in spec.forwards \
+                    and all(u.name in emu.input_order for u in users):
+                # order hls4ml_io_parallel: the Dense after this Flatten sums in H, W, C order (the
+                # emulator permuted its weights to it), so it reads the channels-last array as it is
+                var[y] = var[src]
+                continue
             if src in hwc and len(shapes[y]) != 4:
                 # back to ONNX's channels-first order, so the next Dense reads its inputs in the graph's order
                 var[y] = ident(y)

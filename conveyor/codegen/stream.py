@@ -318,7 +318,7 @@ class StreamWriter:
             note = f"  // skip: {why[f]}" if f in why else ""
             lines += [f"    conveyor::fifo<{ty}> {f}(\"{f}\");",
                       f"#pragma HLS STREAM variable={f} depth={depth[f]}",
-                      f"    conveyor::set_depth({f}, {depth[f]});{note}"]
+                      f"    CONVEYOR_DEPTH({f}, {depth[f]});{note}"]
             self.fifos.append({"fifo": f, "tensor": t, "depth": depth[f], "element": ty,
                                **({"skip": why[f]} if f in why else {})})
         for k, p in enumerate(procs):

@@ -40,7 +40,7 @@ template <class T, unsigned N> struct px {
 
 #ifndef CONVEYOR_BOUNDED_FIFOS
 template <class T> using fifo = hls::stream<T>;
-template <class T> inline void set_depth(hls::stream<T> &, unsigned) {}  // synthesis: #pragma HLS STREAM
+#define CONVEYOR_DEPTH(f, depth)  // synthesis: #pragma HLS STREAM; C simulation: unbounded
 #define CONVEYOR_PROCESS(...) __VA_ARGS__
 #define CONVEYOR_JOIN()
 #else
@@ -114,7 +114,7 @@ template <class T> class fifo {
         return q_.empty();
     }
 };
-template <class T> inline void set_depth(fifo<T> &f, unsigned depth) { f.set_depth(depth); }
+#define CONVEYOR_DEPTH(f, depth) f.set_depth(depth)
 
 // A process in its own thread; 256 MB of stack (a layer's product arrays live there, as in the top).
 template <class F> void *run_process(void *arg) {
