@@ -271,3 +271,16 @@ def test_cli_compile_io_type_and_csim(tmp_path):
     r = CliRunner().invoke(cli, ["compile", str(tmp_path / "plan.json"), "--model", "digits-cnn", "-o", str(hls),
                                  "--io-type", "io_streaming"])
     assert r.exit_code != 0 and "io_streaming" in r.output
+
+
+def test_a_value_added_to_itself_reads_both_of_its_fifos(tmp_path):
+    # Add(c, c): the clone feeds the Add twice; the Add must drain both FIFOs or the clone stalls
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["c", "c"], ["y"], name="double")]
+    graph = from_model(make_model(nodes, [("x", [1, 2, 4, 4])], [("y", [1, 4, 4, 4])],
+                                  {"w": rng.normal(size=(4, 2, 3, 3)).astype(np.float32), "b": np.zeros(4, np.float32)}))
+    p = plan(graph, _resolve_cluster("zynq7035:1"), precision=Q16)
+    x = rng.normal(size=(30, 2, 4, 4))
+    manifest, _ = _check_stream(tmp_path, graph, p, x)
+    assert _bounded(tmp_path / "fpga0", manifest["boards"][0], graph, p.precision, x[:5]) is None

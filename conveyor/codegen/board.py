@@ -95,7 +95,7 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
     hwc_inputs = {t for t in g.input_names if len(shapes[t]) == 4}
     hwc: set[str] = set(hwc_inputs)   # tensors whose C array is channels last (4-D inputs: transposed on entry)
 
-    sw = StreamWriter(g, shapes, size, var) if io_type == "io_stream" else None
+    sw = StreamWriter(g, shapes, var) if io_type == "io_stream" else None
     if sw is not None:
         sw.inputs = port_in
 

@@ -73,8 +73,8 @@ class Process:
 class StreamWriter:
     """Collects one board's stream processes while board.py walks the nodes; `top` writes them."""
 
-    def __init__(self, graph, shapes, size, var):
-        self.g, self.shapes, self.size, self.var = graph, shapes, size, var
+    def __init__(self, graph, shapes, var):
+        self.g, self.shapes, self.var = graph, shapes, var   # var: board.py's tensor -> C name (shared)
         self.procs: list[Process] = []
         self.alias: dict[str, str] = {}      # tensor -> the stream tensor carrying it (wiring)
         self.typedefs: list[str] = []
@@ -109,7 +109,8 @@ class StreamWriter:
     # --- nodes
     def wiring(self, node, src: str, y: str) -> None:
         a, b = self.shapes[src], self.shapes[y]
-        if len(a) == 4 and len(b) == 2 and node.op_type in ("Flatten", "Reshape") and int(np.prod(a)) == int(np.prod(b)):
+        if len(a) == 4 and len(b) == 2 and b[0] == 1 and node.op_type in ("Flatten", "Reshape") \
+                and int(np.prod(a)) == int(np.prod(b)):
             _, c, h, w = a
             self.var[y] = ident(y)
             self.typedefs.append(f"typedef {self.var[self.src(src)]}_t {self.var[y]}_t;  // {y} ({node.name})")
@@ -216,9 +217,11 @@ class StreamWriter:
             need[x] = np.full(1, self.geometry(x)[0])
         else:   # pixel / vector: the io_parallel kernel on each pixel's arrays
             p = self.geometry(y)[0]
-            reads = "".join(f"        {self.px(t)} i{k} = s{k}.read();\n        {v[t]}_t {v[t]}[{self.geometry(t)[1]}];\n"
-                            f"        for (int j = 0; j < {self.geometry(t)[1]}; j++) {v[t]}[j] = i{k}.data[j];\n"
-                            for k, t in enumerate(dict.fromkeys(data_ins)))
+            reads = "".join(
+                f"        {self.px(t)} i{k} = s{k}.read();\n        {v[t]}_t {v[t]}[{self.geometry(t)[1]}];\n"
+                f"        for (int j = 0; j < {self.geometry(t)[1]}; j++) {v[t]}[j] = i{k}.data[j];\n"
+                if t not in data_ins[:k] else f"        s{k}.read();  // the same value again (its own FIFO)\n"
+                for k, t in enumerate(data_ins))
             n_y = self.geometry(y)[1]
             body = (f"{fn}_pixels:\n    for (int p = 0; p < {p}; p++) {{\n#pragma HLS PIPELINE II = 1\n{reads}"
                     f"        {v[y]}_t {v[y]}[{n_y}];\n        {code}\n        {v[y]}_px o;\n"
