@@ -284,3 +284,18 @@ def test_a_value_added_to_itself_reads_both_of_its_fifos(tmp_path):
     x = rng.normal(size=(30, 2, 4, 4))
     manifest, _ = _check_stream(tmp_path, graph, p, x)
     assert _bounded(tmp_path / "fpga0", manifest["boards"][0], graph, p.precision, x[:5]) is None
+
+
+def test_integer_domain_quantized_model(tmp_path):
+    # onnxruntime's quantize_static model in the integer domain: the input quantizer, Requant per
+    # channel (pixel by pixel), requant2 for the residual Add (its skip FIFO), SumPool on a line
+    # buffer, the per-position Requant over the whole map, ReduceSum, Gemm, the dequantizing output
+    import conveyor
+    from test_codegen_requant import quantize_static_model
+
+    graph = conveyor.load(quantize_static_model(tmp_path, per_channel=True), requant="integer")
+    p = plan(graph, _resolve_cluster("zynq7035:1"), precision=graph.model_precision.config)
+    manifest, _ = _check_stream(tmp_path / "hls", graph, p, np.random.default_rng(1).standard_normal((60, 3, 8, 8)) * 1.5)
+    top = (tmp_path / "hls" / "fpga0" / "firmware" / "fpga0_top.cpp").read_text()
+    assert all(f"conveyor::{k}<" in top for k in ("sumpool_2d_stream", "global_sum_stream", "requant2", "quantize"))
+    assert [f["depth"] for f in manifest["boards"][0]["fifos"] if "skip" in f] == [8 + 1]

@@ -35,12 +35,12 @@ IO_TYPES = ("io_parallel", "io_stream")
 DEFAULT_DEPTH = 2
 #: readers one clone_stream serves
 MAX_READERS = 4
-WINDOW_OPS = ("Conv", "MaxPool", "AveragePool")
-GLOBAL_OPS = ("GlobalAveragePool", "ReduceMean")
+WINDOW_OPS = ("Conv", "MaxPool", "AveragePool", "SumPool")
+GLOBAL_OPS = ("GlobalAveragePool", "ReduceMean", "ReduceSum")
 #: ops that act on each pixel alone: their io_parallel kernel over one pixel ([1, C])
 PIXEL_OPS = ("Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "BatchNormalization", "Add", "Concat", "Requant")
 SUPPORTED = (f"{', '.join(WINDOW_OPS + GLOBAL_OPS)} over a line buffer; {', '.join(PIXEL_OPS)} (Concat over "
-             "channels) pixel by pixel; any other io_parallel op on a 2-D value [1, N] (Dense, Gemm, Softmax...); "
+             "channels; per-position Requant over the whole map) pixel by pixel; any other io_parallel op on a 2-D value [1, N] (Dense, Gemm, Softmax...); "
              "Flatten to 2-D, Reshape / Identity that keep the value's shape class")
 
 
@@ -143,9 +143,8 @@ class StreamWriter:
             if op == "Concat" and int(node.attr("axis")) % 4 != 1:
                 raise CodegenError(f"node '{node.name}' (Concat): over axis {int(node.attr('axis')) % 4} of a 4-D "
                                    f"value; io_stream concatenates over channels (axis 1) only; supported: {SUPPORTED}")
-            if op == "Requant" and node.attr("spatial", 0):
-                raise CodegenError(f"node '{node.name}' (Requant): per-position multipliers; io_stream takes "
-                                   f"per-channel ones (a pixel's kernel sees one position); supported: {SUPPORTED}")
+            if op == "Requant" and node.attr("spatial", 0):   # a multiplier per position: the whole map
+                return (*writer(layer), "map")
             if any(len(s) != 4 or tuple(s[2:]) != tuple(layer.out_shape[2:]) for s in layer.in_shapes):
                 raise CodegenError(f"node '{node.name}' ({op}): inputs {list(layer.in_shapes)} -> "
                                    f"{list(layer.out_shape)}; io_stream runs it pixel by pixel on same-size values")
@@ -170,7 +169,11 @@ class StreamWriter:
         else:
             kh, kw = (int(k) for k in node.attr("kernel_shape"))
             dh = dw = 1
-            if node.op_type == "AveragePool":
+            if node.op_type == "SumPool":   # sumpool_2d_cl's geometry: the top / left pads and the output size
+                top, left = (int(q) for q in list(node.attr("pads", [0, 0, 0, 0]))[:2])
+                sh, sw = (int(q) for q in node.attr("strides", [1, 1]))
+                bot, right = max(0, (oh - 1) * sh + kh - h - top), max(0, (ow - 1) * sw + kw - w - left)
+            elif node.op_type == "AveragePool":
                 geo = window_geometry(node, (h, w), (kh, kw), ceil_mode=bool(node.attr("ceil_mode", 0)),
                                       dilations=(1, 1))
                 (top, left), (bot, right), (sh, sw) = geo.begin, geo.end, geo.strides
@@ -207,14 +210,23 @@ class StreamWriter:
             if op == "Conv":
                 tmpl = "conv_2d_grouped_stream" if node.attr("group", 1) != 1 else "conv_2d_stream"
                 body = f"    conveyor::{tmpl}<{v[x]}_t, {v[y]}_t, {c}>(s0, so, w{i}, b{i});\n"
+            elif op == "SumPool":
+                body = f"    conveyor::sumpool_2d_stream<{v[x]}_t, {v[y]}_t, {c}, {c}_win>(s0, so);\n"
             elif op == "MaxPool":
                 body = f"    conveyor::maxpool_2d_stream<{v[x]}_t, {v[y]}_t, {c}_win>(s0, so);\n"
             else:
                 body = f"    conveyor::avgpool_2d_stream<{v[x]}_t, {v[y]}_t, {c}, {c}_win>(s0, so);\n"
             need[x] = window_need(self.win[node.name])
         elif kind == "global":
-            body = f"    conveyor::global_avgpool_stream<{v[x]}_t, {v[y]}_t, {c}>(s0, so);\n"
+            tmpl = "global_sum_stream" if node.op_type == "ReduceSum" else "global_avgpool_stream"
+            body = f"    conveyor::{tmpl}<{v[x]}_t, {v[y]}_t, {c}>(s0, so);\n"
             need[x] = np.full(1, self.geometry(x)[0])
+        elif kind == "map":   # the io_parallel kernel over the whole map (channels last), then its pixels
+            (px_, cx), (py, cy) = self.geometry(x), self.geometry(y)
+            body = (f"    static {v[x]}_t {v[x]}[{px_ * cx}];\n    static {v[y]}_t {v[y]}[{py * cy}];\n"
+                    f"    conveyor::pixels_to_hwc<{v[x]}_t, {cx}, {px_}>(s0, {v[x]});\n    {code}\n"
+                    f"    conveyor::hwc_to_pixels<{v[y]}_t, {cy}, {py}>({v[y]}, so);\n")
+            need[x] = np.full(py, px_)
         else:   # pixel / vector: the io_parallel kernel on each pixel's arrays
             p = self.geometry(y)[0]
             reads = "".join(

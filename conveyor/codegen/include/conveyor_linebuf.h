@@ -446,6 +446,48 @@ GapPixels:
     out.write(o);
 }
 
+// SumPool (an AveragePool's window sum in the integer domain): the exact sum of the taps inside
+// the input (zero padding), cast once (conveyor::sumpool_2d_cl's arithmetic).
+template <class data_T, class res_T, typename CONFIG_T, typename WIN_T>
+void sumpool_2d_stream(fifo<px<data_T, WIN_T::n_chan> > &in, fifo<px<res_T, WIN_T::n_chan> > &out) {
+    typedef window_geometry<WIN_T> G;
+    line_buffer<data_T, WIN_T> lb;
+SumRows:
+    for (int r = 0; r < G::PH; r++) {
+    SumCols:
+        for (int c = 0; c < G::PW; c++) {
+#pragma HLS PIPELINE II = 1
+            lb.push(in, G::inside(r, c));
+            if (!G::due(r, c)) continue;
+            px<res_T, WIN_T::n_chan> o;
+            for (int ch = 0; ch < (int)WIN_T::n_chan; ch++) {
+                typename CONFIG_T::accum_t acc = 0;
+                for (int kh = 0; kh < (int)WIN_T::filt_height; kh++)
+                    for (int kw = 0; kw < (int)WIN_T::filt_width; kw++)
+                        if (G::inside(r - (G::EKH - 1) + kh, c - (G::EKW - 1) + kw)) acc += lb.tap(kh, kw)[ch];
+                o.data[ch] = (res_T)acc;
+            }
+            out.write(o);
+        }
+    }
+}
+
+// ReduceSum over H, W: per channel the exact sum of every pixel, cast once.
+template <class data_T, class res_T, typename CONFIG_T>
+void global_sum_stream(fifo<px<data_T, CONFIG_T::n_chan> > &in, fifo<px<res_T, CONFIG_T::n_chan> > &out) {
+    typename CONFIG_T::accum_t sum[CONFIG_T::n_chan];
+    for (int ch = 0; ch < (int)CONFIG_T::n_chan; ch++) sum[ch] = 0;
+SumPixels:
+    for (int p = 0; p < (int)(CONFIG_T::in_height * CONFIG_T::in_width); p++) {
+#pragma HLS PIPELINE II = 1
+        px<data_T, CONFIG_T::n_chan> v = in.read();
+        for (int ch = 0; ch < (int)CONFIG_T::n_chan; ch++) sum[ch] += v.data[ch];
+    }
+    px<res_T, CONFIG_T::n_chan> o;
+    for (int ch = 0; ch < (int)CONFIG_T::n_chan; ch++) o.data[ch] = (res_T)sum[ch];
+    out.write(o);
+}
+
 } // namespace conveyor
 
 #endif
