@@ -1,6 +1,7 @@
 """Code generation and C simulation, measured side by side. A script, not a test:
 
     python benchmarks/codegen.py [--models jet-mlp:1 digits-cnn:2 alexnet-conv:4 resnet18:4] [--vgg] [--hls4ml]
+                                 [--io-types io_parallel io_stream]
 
 Per (zoo model, boards offered) at ap_fixed<16,6> (the plan may use fewer boards: the table says how many):
 1. `conveyor.compile` (plan -> HLS projects): wall time and the Python process's peak memory
@@ -13,6 +14,8 @@ Per (zoo model, boards offered) at ap_fixed<16,6> (the plan may use fewer boards
 `--vgg` adds vgg16-conv on 8 boards (8 builds of ~20-40 s each; 1 item). `--hls4ml` adds
 hls4ml 1.3.0's own C simulation (`predict()`, its venv as benchmarks/numerics.py makes it)
 of the jet MLP on the same inputs: items/s beside conveyor's csim of the same network.
+`--io-types io_parallel io_stream` compiles each model both ways (codegen/stream.py) and
+measures them side by side in one run.
 Wall times on a shared machine include waiting for the CPU.
 """
 
@@ -64,13 +67,13 @@ def cold_build(board_dir: Path, exe: Path) -> tuple[float, float]:
     return time.perf_counter() - t0, usage.ru_maxrss / 1024
 
 
-def bench(model: str, boards: int, work: Path) -> dict:
+def bench(model: str, boards: int, work: Path, io_type: str = "io_parallel") -> dict:
     graph = _resolve_model(model)
     p = plan(graph, _resolve_cluster(f"zynq7035:{boards}"), precision=Q16)
-    out = work / f"{model}-{boards}"
+    out = work / f"{model}-{boards}-{io_type}"
     tracemalloc.start()
     t0 = time.perf_counter()
-    manifest = compile_plan(p, graph, out)
+    manifest = compile_plan(p, graph, out, io_type=io_type)
     compile_s = time.perf_counter() - t0
     compile_mib = tracemalloc.get_traced_memory()[1] / 2 ** 20
     tracemalloc.stop()
@@ -101,7 +104,7 @@ def bench(model: str, boards: int, work: Path) -> dict:
     gb.run(xs, precision=p.precision)
     emu_s = time.perf_counter() - t0
     bad = compare(graph, p.precision, {graph.input_names[0]: xs}, runs)
-    return {"model": model, "boards": len(manifest["boards"]), "items": n, "compile_s": compile_s, "compile_mib": compile_mib,
+    return {"model": model, "io_type": io_type, "boards": len(manifest["boards"]), "items": n, "compile_s": compile_s, "compile_mib": compile_mib,
             "builds": builds, "csim_per_s": n / csim_s, "emu_per_s": n / emu_s, "equal": bad is None, "bad": bad,
             "env": env, "x": x, "graph": graph, "plan": p}
 
@@ -126,26 +129,29 @@ def main(argv=None) -> int:
     ap.add_argument("--models", nargs="*", default=["jet-mlp:1", "digits-cnn:2", "alexnet-conv:4", "resnet18:4"])
     ap.add_argument("--vgg", action="store_true", help="also vgg16-conv on 8 boards")
     ap.add_argument("--hls4ml", action="store_true", help="also hls4ml 1.3.0's C simulation of jet-mlp")
+    ap.add_argument("--io-types", nargs="*", default=["io_parallel"], choices=["io_parallel", "io_stream"],
+                    help="compile each model as io_parallel and/or io_stream firmware")
     args = ap.parse_args(argv)
     todo = [(m.split(":")[0], int(m.split(":")[1])) for m in args.models] + ([("vgg16-conv", 8)] if args.vgg else [])
     results = []
     with tempfile.TemporaryDirectory(prefix="conveyor-bench-codegen-") as tmp:
         for model, boards in todo:
-            print(f"{model} on {boards} zynq7035 ...", flush=True)
-            results.append(bench(model, boards, Path(tmp)))
+            for io_type in args.io_types:
+                print(f"{model} on {boards} zynq7035, {io_type} ...", flush=True)
+                results.append(bench(model, boards, Path(tmp), io_type))
         print()
-        print(f"{'model':14} {'boards':>6} {'compile':>9} {'py peak':>8} {'g++ per board (max)':>22} "
+        print(f"{'model':14} {'io':>11} {'boards':>6} {'compile':>9} {'py peak':>8} {'g++ per board (max)':>22} "
               f"{'g++ peak':>9} {'csim/s':>9} {'emu/s':>9} {'csim/emu':>9} {'bit-exact':>9}")
         for r in results:
             gmax = max(s for _, s, _ in r["builds"])
             mem = max(m for _, _, m in r["builds"])
-            print(f"{r['model']:14} {r['boards']:>6} {r['compile_s']:>8.2f}s {r['compile_mib']:>6.0f}Mi "
+            print(f"{r['model']:14} {r['io_type']:>11} {r['boards']:>6} {r['compile_s']:>8.2f}s {r['compile_mib']:>6.0f}Mi "
                   f"{gmax:>21.1f}s {mem:>7.0f}Mi {r['csim_per_s']:>9.3g} {r['emu_per_s']:>9.3g} "
                   f"{r['csim_per_s'] / r['emu_per_s']:>9.3f} {str(r['equal']):>9}")
             if not r["equal"]:
                 print(f"   first difference: {r['bad']}")
         if args.hls4ml:
-            jet = next((r for r in results if r["model"] == "jet-mlp"), None)
+            jet = next((r for r in results if r["model"] == "jet-mlp" and r["io_type"] == "io_parallel"), None)
             if jet is None:
                 print("--hls4ml needs jet-mlp among --models")
             else:

@@ -20,8 +20,12 @@ from conveyor.units import plural
               help="Write DIR/<device>/ per FPGA board, DIR/manifest.json and DIR/README.md here.")
 @click.option("--synth", is_flag=True, help="Then run `vitis_hls -f build_prj.tcl` (C synthesis) in every board "
                                           "folder; `conveyor report DIR` reads the results.")
+@click.option("--io-type", type=click.Choice(["io_parallel", "io_stream"]), default=None,
+              help="io_parallel: arrays between layers; io_stream: FIFOs of pixels, line-buffer convolutions "
+                   "(hls4ml's io_stream). Default: io_stream where the plan's precision has order "
+                   "hls4ml_io_stream (--hls4ml-config with IOType: io_stream), else io_parallel.")
 @requant_option
-def compile_cmd(plan_path: str, model: str, out_dir: str, synth: bool) -> None:
+def compile_cmd(plan_path: str, model: str, out_dir: str, synth: bool, io_type: str | None) -> None:
     """Write one Vitis HLS project per FPGA board of PLAN (docs/codegen.md)."""
     import shutil
 
@@ -35,12 +39,12 @@ def compile_cmd(plan_path: str, model: str, out_dir: str, synth: bool) -> None:
                             "without it: conveyor compile, then vitis_hls -f build_prj.tcl per board")
     plan = Plan.load(plan_path)
     graph = _resolve_model(model, fingerprint=plan.fingerprint)
-    manifest = compile_plan(plan, graph, out_dir)
+    manifest = compile_plan(plan, graph, out_dir, io_type=io_type)
     manifest["model_source"] = model  # csim re-reads the model from here
     (Path(out_dir) / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     for b in manifest["boards"]:
         click.echo(f"{b['device']}: {b['part']} at {b['clock_hz'] / 1e6:.0f} MHz, top {b['top']}, "
-                   f"{plural(len(b['layers']), 'layer')} -> {Path(out_dir) / b['device']}")
+                   f"{plural(len(b['layers']), 'layer')}, {b['io_type']} -> {Path(out_dir) / b['device']}")
         if b["departs_from_plan"]:
             click.echo(f"{b['device']}: {plural(len(b['departs_from_plan']), 'layer')} the plan spills to memory "
                        "keep their activations on chip here (manifest: departs_from_plan)")

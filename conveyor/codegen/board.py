@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from conveyor.codegen.layers import WIRING, WRITERS, Layer, fixed, ident
+from conveyor.codegen.stream import StreamWriter
 from conveyor.codegen.weight_stream import WeightMemory, stream_memory_lines, streams
 from conveyor.codegen.weights_rom import ROM_BRANCH, declarations, write_rom
 from conveyor.errors import CodegenError
@@ -60,7 +61,7 @@ def _formats(spec):
 def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: str, part: str, clock_hz: float,
                 host_interface: str, port_in: tuple[str, ...] | None = None,
                 passthrough: dict | None = None, host_forwards: bool = False, tdest: tuple[int, ...] = (),
-                dest_in: int = 0, dest_bits: int = 1) -> dict:
+                dest_in: int = 0, dest_bits: int = 1, io_type: str = "io_parallel") -> dict:
     """Write `device`'s project under `out`; returns its manifest entry. `port_in`: the tensors
     the incoming link carries, in its order (the previous board's outputs; default the stage's
     inputs); those the stage does not read (`passthrough`: tensor -> (format, shape)) cross
@@ -68,7 +69,9 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
     `host_forwards`: values the stage passes on without computing them stay with the host
     (the csim Device backend's runtime forwards them) instead of on the ports. `tdest`: on a
     switched link_out, the cluster index of the receiving board (several: the next stage's
-    replicas, one item each in turn); `dest_in`: the TDEST the incoming beats carry (the tb's)."""
+    replicas, one item each in turn); `dest_in`: the TDEST the incoming beats carry (the tb's).
+    `io_type`: io_parallel (arrays between the layers) or io_stream (FIFOs of pixels, line
+    buffers; codegen/stream.py)."""
     g = spec.graph
     emu, fmts = _formats(spec)
     shapes = {name: t.shape for name, t in g.tensors.items() if not g.is_weight(name)}
@@ -92,6 +95,10 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
     hwc_inputs = {t for t in g.input_names if len(shapes[t]) == 4}
     hwc: set[str] = set(hwc_inputs)   # tensors whose C array is channels last (4-D inputs: transposed on entry)
 
+    sw = StreamWriter(g, shapes, var) if io_type == "io_stream" else None
+    if sw is not None:
+        sw.inputs = port_in
+
     def chw(t):  # the transpose template arguments of a 4-D tensor
         _, c, h, w = shapes[t]
         return f"{c}, {h}, {w}"
@@ -102,6 +109,16 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
             src, y = node.inputs[0], outs[0]
             if fmts.get(y) != fmts.get(src):
                 raise CodegenError(f"node '{node.name}' ({node.op_type}) changes its value's format")
+            if sw is not None:
+                sw.wiring(node, src, y)
+                continue
+            users = g.consumers(y)
+            if src in hwc and len(shapes[y]) != 4 and users and y not in spec.forwards \
+                    and all(u.name in emu.input_order for u in users):
+                # order hls4ml_io_parallel: the Dense after this Flatten sums in H, W, C order (the
+                # emulator permuted its weights to it), so it reads the channels-last array as it is
+                var[y] = var[src]
+                continue
             if src in hwc and len(shapes[y]) != 4:
                 # back to ONNX's channels-first order, so the next Dense reads its inputs in the graph's order
                 var[y] = ident(y)
@@ -132,10 +149,15 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
                       parallelism=int(stage.parallelism.get(node.name, 1)),
                       consts={s: np.asarray(g.weights[t]) for s, t in enumerate(node.inputs)
                               if t and s not in params and t in g.weights}, output=list(node.outputs).index(y))
-        cfg, call, flat = writer(layer)
+        if sw is not None:
+            cfg, call, flat, kind = sw.write(writer, layer)
+            if kind == "window":
+                cfg += sw.window(layer)
+        else:
+            cfg, call, flat = writer(layer)
         configs.append(cfg)
         x = data_ins[0]
-        if len(shapes[y]) == 4 and getattr(writer, "channels_last", True):   # not an LSTM's Y [seq, dirs, 1, H]
+        if sw is None and len(shapes[y]) == 4 and getattr(writer, "channels_last", True):   # not an LSTM's Y [seq, dirs, 1, H]
             if any(t not in hwc for t in data_ins):
                 raise CodegenError(f"node '{node.name}' ({node.op_type}): its 4-D input '{x}' is not channels last")
             hwc.add(y)
@@ -145,12 +167,19 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
         if streamed:   # weights from DDR/HBM over m_axi, two tiles on chip (codegen/weight_stream.py)
             tcfg, fn, code = wmem.layer(layer, flat, (var[x], size[x]), (var[y], size[y]))
             configs += [tcfg] if tcfg else []
+            if sw is not None:   # the kernel takes arrays: a stream <-> array adapter around it
+                fn = sw.array_layer(i, node, fn, code, x, y, wmem.layers[node.name]["port"])
+                code = f"layer{i}_{ident(node.name)[2:]}_stream("
+        elif sw is not None:
+            fn, name = sw.layer(i, node, layer, kind, code, data_ins, y)
+            code = name + "("
         else:
             fn, code = layer_function(i, node.name, code, [(var[t], size[t]) for t in (*data_ins, y)])
         layer_fns.append(fn)
         modules[node.name] = code.split("(")[0]
-        calls.append(f"    {var[y]}_t {var[y]}[{size[y]}];\n#pragma HLS ARRAY_PARTITION variable={var[y]} complete\n"
-                     f"    {code}  // {node.name}")
+        if sw is None:
+                calls.append(f"    {var[y]}_t {var[y]}[{size[y]}];\n#pragma HLS ARRAY_PARTITION variable={var[y]} complete\n"
+                         f"    {code}  // {node.name}")
         arrays = getattr(writer, "param_arrays", {})   # slot -> (C array, config type) where not w / b
         for slot, (values, pf) in params.items():
             if streamed and slot == 1:
@@ -182,6 +211,14 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
     if passed:
         raise CodegenError(f"board {device}: values {passed} cross it untouched (a skip connection over the board); "
                            "code generation does not route skip connections through a board yet")
+    stream_lines, stream_out, fifos = [], {}, []
+    if sw is not None:
+        for t in in_tensors:
+            if any(t in p.ins for p in sw.procs) or t in out_tensors:
+                if len(shapes[t]) in (2, 4):
+                    sw.declare(t)
+        stream_lines, stream_out, fifos = sw.top(in_tensors, out_tensors, {t: var[t] for t in in_tensors})
+        typedefs += sw.typedefs
     widths = {t: fixed(fmts[t], t).width for t in set(in_tensors + out_tensors)}
     for t, w in widths.items():
         if w > STREAM_WIDTH:
@@ -204,6 +241,7 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
         else:
             pragmas.append(f"#pragma HLS INTERFACE axis port={port.name}")
     defines = ["#ifndef CONVEYOR_DEFINES_H_", "#define CONVEYOR_DEFINES_H_", '#include "conveyor_link.h"',
+               *(['#include "conveyor_linebuf.h"  // io_stream: FIFOs of pixels, line buffers'] if sw else []),
                f"typedef ap_axiu<{STREAM_WIDTH}, 0, 0, {dest_bits}> link_t;", *typedefs]
     for t in dict.fromkeys(in_tensors + out_tensors):   # in port order: the same text, the same cached build
         defines.append(f"#define N_{var[t]} {size[t]}")
@@ -235,13 +273,15 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
         body.append("    hls::stream<link_t> link_out(\"link_out\");")
     for t in in_tensors:
         body.append(f"    {var[t]}_t {var[t]}[{size[t]}];\n#pragma HLS ARRAY_PARTITION variable={var[t]} complete")
-        if t in hwc_inputs:
+        if sw is not None:   # io_stream: the link's channels-first array, streamed as pixels below
+            body.append(f"    conveyor::unpack<{STREAM_WIDTH}, {var[t]}_t, {size[t]}>(link_in, {var[t]});")
+        elif t in hwc_inputs:
             body.append(f"    {var[t]}_t {var[t]}_chw[{size[t]}];")
             body.append(f"    conveyor::unpack<{STREAM_WIDTH}, {var[t]}_t, {size[t]}>(link_in, {var[t]}_chw);")
             body.append(f"    conveyor::chw_to_hwc<{var[t]}_t, {chw(t)}>({var[t]}_chw, {var[t]});")
         else:
             body.append(f"    conveyor::unpack<{STREAM_WIDTH}, {var[t]}_t, {size[t]}>(link_in, {var[t]});")
-    body += calls
+    body += calls + stream_lines
     if len(tdest) == 1:
         body.append(f"    const int tdest = {tdest[0]};  // the receiving board on the switched link")
     elif tdest:   # the next stage's replicas take one item each in turn
@@ -250,7 +290,9 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
                  f"    tdest_next = tdest_next + 1 == {len(tdest)} ? 0 : tdest_next + 1;"]
     for k, t in enumerate(out_tensors):
         src = var[t]
-        if t in hwc_inputs and t in in_tensors:   # read and passed on: its channels-first copy is at hand
+        if sw is not None:
+            src = stream_out[t]
+        elif t in hwc_inputs and t in in_tensors:   # read and passed on: its channels-first copy is at hand
             src = f"{var[t]}_chw"
         elif t in hwc:
             body.append(f"    {var[t]}_t {var[t]}_chw[{size[t]}];")
@@ -263,11 +305,13 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
     body += ["}", ""]
     (fw / f"{top}.cpp").write_text("\n".join(body))
     for h in INCLUDE.iterdir():
-        shutil.copy(h, fw / h.name)
+        if sw is not None or h.name != "conveyor_linebuf.h":
+            shutil.copy(h, fw / h.name)
     _write_tb(out, top, in_tensors, out_tensors, var, size, ports, wmem, dest_in)
     _write_scripts(out, top, part, clock_hz)
     return {"device": device, "part": part, "clock_hz": clock_hz, "top": top, "layers": [n.name for n in g.nodes],
             "control": "ap_ctrl_none" if middle else "s_axilite", "host_interface": host_interface,
+            "io_type": io_type, **({"fifos": fifos} if sw is not None else {}),
             "modules": modules,
             "weights_in": {n: ("on_chip" if n not in wmem.layers else stage.weights_in[n])
                            for n in modules if n in stage.weights_in},

@@ -108,11 +108,12 @@ def check_syntax(board_dir: Path) -> float:
     return time.perf_counter() - t0
 
 
-def build_board(board_dir: Path) -> tuple[Path, float, bool]:
-    """(executable, seconds compiling, cached) for one board folder."""
+def build_board(board_dir: Path, extra: tuple[str, ...] = ()) -> tuple[Path, float, bool]:
+    """(executable, seconds compiling, cached) for one board folder; `extra`: more g++ flags
+    (BOUNDED_FIFOS: an io_stream board's FIFOs at their stated depths, one thread per process)."""
     cxx = _compiler()
     _, _, digest = vivado_headers()
-    h = hashlib.sha256(repr((digest, _cxx_version(cxx), CXXFLAGS, PCH_INCLUDES)).encode())
+    h = hashlib.sha256(repr((digest, _cxx_version(cxx), CXXFLAGS, PCH_INCLUDES, *extra)).encode())
     for p in sorted((board_dir / "firmware").rglob("*.h")) + sorted((board_dir / "firmware").glob("*.cpp")) \
             + sorted((board_dir / "tb").glob("*.cpp")):
         h.update(str(p.relative_to(board_dir)).encode() + p.read_bytes())
@@ -123,7 +124,8 @@ def build_board(board_dir: Path) -> tuple[Path, float, bool]:
     tmp = Path(tempfile.mkdtemp(prefix="build-", dir=exe.parent.parent))
     t0 = time.perf_counter()
     try:
-        p = subprocess.run(_gxx(cxx, board_dir, "-o", str(tmp / "csim")), capture_output=True, text=True, check=False)
+        p = subprocess.run(_gxx(cxx, board_dir, *extra, "-o", str(tmp / "csim")), capture_output=True, text=True,
+                           check=False)
         if p.returncode:
             raise CodegenError(f"{board_dir.name}: g++ failed: {(p.stdout + p.stderr)[-3000:]}")
         os.replace(tmp / "csim", exe)
@@ -131,6 +133,11 @@ def build_board(board_dir: Path) -> tuple[Path, float, bool]:
         shutil.rmtree(tmp, ignore_errors=True)
     return exe, time.perf_counter() - t0, False
 
+
+#: g++ flags of the bounded-FIFO C simulation of an io_stream board (include/conveyor_linebuf.h):
+#: every DATAFLOW process a thread, every FIFO at exactly its stated depth, "deadlock" (exit 4)
+#: when every process waits
+BOUNDED_FIFOS = ("-DCONVEYOR_BOUNDED_FIFOS", "-pthread")
 
 #: the C simulation keeps a board's arrays on the stack, as the HLS top does (a VGG board's
 #: 224 x 224 x 64 activations and nnet's per-layer product arrays are tens of MB)
