@@ -130,12 +130,13 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
                       out_fmt=fmts[y], in_shapes=tuple(shapes[t] for t in data_ins), out_shape=shapes[y], params=params,
                       parallelism=int(stage.parallelism.get(node.name, 1)),
                       consts={s: np.asarray(g.weights[t]) for s, t in enumerate(node.inputs)
-                              if t and s not in params and t in g.weights}, output=list(node.outputs).index(y))
+                              if t and s not in params and t in g.weights}, output=list(node.outputs).index(y),
+                      in_hwc=tuple(t in hwc for t in data_ins))
         cfg, call, flat = writer(layer)
         configs.append(cfg)
         x = data_ins[0]
         if len(shapes[y]) == 4 and getattr(writer, "channels_last", True):   # not an LSTM's Y [seq, dirs, 1, H]
-            if any(t not in hwc for t in data_ins):
+            if any(t not in hwc for t in data_ins) and not getattr(writer, "any_layout", False):
                 raise CodegenError(f"node '{node.name}' ({node.op_type}): its 4-D input '{x}' is not channels last")
             hwc.add(y)
         code = call.format(x=var[x], x2=var[data_ins[-1]], y=var[y], xs=[var[t] for t in data_ins],
