@@ -69,13 +69,30 @@ def _seq_model(seed=0):
         n("Unsqueeze", ["rs", "ax1"], ["un"], name="unsq"),
         n("Squeeze", ["un", "ax1"], ["sz"], name="sq_"),
         n("MatMul", ["t", "ln"], ["tl"], name="tl"),   # [1, 8, 4] @ [1, 4, 8]: a transposed operand
+        n("Pad", ["h", "pads"], ["pr"], name="pad_reflect", mode="reflect"),
+        n("Pad", ["h", "pads"], ["pz"], name="pad_zero"),
+        n("Gather", ["h", "gi"], ["ga"], name="gather", axis=1),
+        n("Split", ["h", "spl"], ["sa", "sb"], name="split", axis=2),
+        n("Add", ["sa", "bias3"], ["ad"], name="add_const"),
+        n("Sub", ["one5", "h"], ["rs_"], name="rsub"),
+        n("Mul", ["s", "k"], ["mk"], name="mul_const"),
+        n("Mul", ["h", "rm8"], ["mb"], name="mul_bcast"),   # [1, 4, 8] * [1, 4, 1]... of two run-time values
+        n("Div", ["h", "three"], ["dv"], name="div"),
+        n("Neg", ["s"], ["ng"], name="neg"),
+        n("Abs", ["h"], ["ab"], name="abs"),
+        n("ReduceMean", ["h", "ax2"], ["rm8"], name="rmean8", keepdims=1),
     ]
     outs = {"g": [1, 4, 4], "gt": [1, 4, 8], "hs": [1, 4, 4], "hg": [1, 4, 8], "er": [1, 4, 8], "ex": [1, 4, 8],
             "sq": [1, 4, 8], "pw": [1, 4, 8], "rc": [1, 4, 8], "sg": [1, 4, 8], "th": [1, 4, 4], "rm": [1, 4, 1],
-            "rx": [1, 1, 1], "sz": [1, 8], "tl": [1, 8, 8]}
+            "rx": [1, 1, 1], "sz": [1, 8], "tl": [1, 8, 8], "pr": [1, 6, 11], "pz": [1, 6, 11], "ga": [1, 2, 8],
+            "ad": [1, 4, 3], "rs_": [1, 4, 8], "mk": [1, 4, 4], "mb": [1, 4, 8], "dv": [1, 4, 8], "ng": [1, 4, 4],
+            "ab": [1, 4, 8]}
     inits = {"ls": rng.uniform(0.5, 2.0, 8).astype(np.float32), "lb": (rng.normal(size=8) * 0.5).astype(np.float32),
              "W": (rng.normal(size=(8, 8)) * 0.6).astype(np.float32), "half": np.array(0.5, np.float32),
-             "ax1": np.array([1]), "ax2": np.array([2]), "ax12": np.array([1, 2])}
+             "ax1": np.array([1]), "ax2": np.array([2]), "ax12": np.array([1, 2]),
+             "pads": np.array([0, 1, 1, 0, 1, 2]), "gi": np.array([3, 0]), "spl": np.array([3, 5]),
+             "bias3": np.array([0.25, -1.5, 0.7071], np.float32), "one5": np.array(1.5, np.float32),
+             "k": np.array(0.37, np.float32), "three": np.array(3.0, np.float32)}
     model = make_model(nodes, [("x", [1, 4, 8])], list(outs.items()), inits, opset=20)
     return from_model(model)
 
@@ -140,8 +157,8 @@ def test_image_ops_one_board(tmp_path, precision):
 
 class _Decoder(nn.Module):
     """torch's own export: ConvTranspose2d, nn.Upsample (nearest and bilinear), LayerNorm,
-    a bias-free Linear (MatMul), Hardswish and a Slice (torch writes GELU out as Div / Erf / Mul:
-    Mul and Div are not covered)."""
+    a bias-free Linear (MatMul), Hardswish, a Slice, GELU (written out as Div by a constant, Erf,
+    Add and Mul of a constant, Mul), a broadcast Sub and Neg / Abs."""
 
     def __init__(self):
         super().__init__()
@@ -157,16 +174,18 @@ class _Decoder(nn.Module):
         s = v.flatten(2)                       # [1, 2, 16]
         s = nn.functional.hardswish(s)
         t = self.fc(self.ln(s.reshape(1, 4, 8)))
-        return torch.tanh(t)
+        return nn.functional.gelu(t), torch.abs(-t[:, :1] - t * 0.75)
 
 
-def test_torch_decoder_two_boards_narrow(tmp_path):
+@pytest.mark.parametrize("precision", [Q16, NARROW], ids=["q16", "narrow"])
+def test_torch_decoder_two_boards(tmp_path, precision):
     torch.manual_seed(3)
     graph = from_torch(_Decoder().eval(), torch.zeros(1, 1, 4, 4))
     ops = {n.op_type for n in graph.nodes}
-    assert {"ConvTranspose", "Resize", "LayerNormalization", "MatMul", "Slice", "HardSwish"} <= ops, ops
+    assert {"ConvTranspose", "Resize", "LayerNormalization", "MatMul", "Slice", "HardSwish", "Div", "Erf", "Mul",
+            "Neg", "Abs", "Sub"} <= ops, ops
     cut = next(n.name for n in graph.nodes if n.op_type == "ConvTranspose")
-    p = plan(graph, _resolve_cluster("zynq7035:2"), precision=NARROW, method="manual", cuts=[cut])
+    p = plan(graph, _resolve_cluster("zynq7035:2"), precision=precision, method="manual", cuts=[cut])
     x = np.random.default_rng(4).normal(size=(200, 1, 4, 4)) * 2
     _check(tmp_path, graph, p, x)
 

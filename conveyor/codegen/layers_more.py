@@ -108,7 +108,8 @@ transpose.any_layout = True
 
 
 def movement(layer: Layer):
-    """Slice, Gather (constant indices), Expand, Pad (constant 0, edge, reflect): a gather whose
+    """Slice, Gather (constant indices), Expand, Split (the output the board reads), Pad (constant
+    0, edge, reflect): a gather whose
     table is the op's own float kernel run on the input's storage positions (+1, so that a
     constant pad reads 0: the zero of conveyor::gather, then one cast as the emulator's Pad)."""
     from conveyor.ops import registry
@@ -511,9 +512,92 @@ def conv_transpose(layer: Layer):
     return s_cfg + cfg, call, flat
 
 
+# ---- elementwise arithmetic ---------------------------------------------------------------
+
+def exact_format(values: np.ndarray, where: str) -> FixedType:
+    """The narrowest signed ap_fixed holding every value of a float constant exactly (<= 64 bits)."""
+    v = np.asarray(values, np.float64).reshape(-1)
+    frac = next((f for f in range(0, 61) if np.all(np.ldexp(v, f) == np.round(np.ldexp(v, f)))), None)
+    m = float(np.max(np.abs(v), initial=0.0))
+    integer = max(1, math.ceil(math.log2(m + 2.0 ** -(frac or 0))) + 1) if m > 0 else 1
+    if frac is None or integer + frac > 64:
+        raise CodegenError(f"{where}: constant values {v[:4].tolist()} need more than 64 bits as ap_fixed")
+    return FixedType(integer + frac, integer)
+
+
+_BINARY_OP = {"Add": 0, "Sub": 1, "Mul": 2, "Div": 2}
+
+
+def _broadcast_index(pos: np.ndarray, out_shape) -> np.ndarray:
+    pos = pos.reshape((1,) * (len(out_shape) - pos.ndim) + pos.shape)
+    return np.ascontiguousarray(np.broadcast_to(pos, tuple(out_shape)))
+
+
+def binary(layer: Layer):
+    """Add / Sub / Mul of two values (any broadcast) or of a value and a float constant (its exact
+    ap_fixed), Div by a constant (times its reciprocal in the weight format, the emulator's):
+    conveyor::binary, the exact result cast once. Two same-shape values keep nnet::add."""
+    from conveyor.codegen import layers
+
+    node = layer.node
+    out = tuple(layer.out_shape)
+    hwc = _out_hwc(layer)
+    if node.op_type == "Add" and len(layer.in_shapes) == 2 and layer.in_shapes[0] == layer.in_shapes[1] \
+            and all(_in_hwc(layer, k) == (len(out) == 4) for k in range(2)):
+        return layers.add(layer)
+    op = _BINARY_OP[node.op_type]
+    c = layer.cfg
+    ia = _broadcast_index(storage(layer.in_shapes[0], _in_hwc(layer, 0)), out)
+    flat = {}
+    pre = ""
+    if len(layer.in_shapes) == 2:
+        ib = _broadcast_index(storage(layer.in_shapes[1], _in_hwc(layer, 1)), out)
+        n_b, b_t, b_arg, b_decl = _n(layer.in_shapes[1]), "{xs_t[1]}", "{xs[1]}", ""
+    else:
+        if node.op_type == "Div":
+            recip, fw = layer.params[1]
+            const, cfmt, slot = np.asarray(recip, np.float64), _fixed(fw, f"node '{node.name}' weight"), 1
+        else:
+            slot = next(iter(layer.consts))
+            const = np.asarray(layer.consts[slot], np.float64)
+            cfmt = exact_format(const, f"node '{node.name}' ({node.op_type})")
+            if slot == 0:   # a constant first operand: swap (b - a for Sub)
+                op = {0: 0, 1: 5, 2: 2}[op]
+        ib = _broadcast_index(np.arange(const.size).reshape(const.shape), out)
+        n_b = const.size
+        if node.op_type == "Div":
+            b_t, b_arg = f"{c}::weight_t", f"w{layer.index}"
+            flat = {1: const.reshape(-1)}
+        else:
+            b_t, b_arg = f"{c}::const_t", f"c{layer.index}"
+            pre = f"{c}::const_t c{layer.index}[{n_b}]; conveyor::load_const<{c}>(c{layer.index});\n    "
+    fields = (f"    static const unsigned n_a = {_n(layer.in_shapes[0])};\n    static const unsigned n_b = {n_b};\n"
+              f"    static const unsigned n_out = {_n(out)};\n    static const int op = {op};  // 0 +, 1 -, 2 *, 5 b - a\n")
+    arrays = {"a_index": ("int", _to_storage(ia, out, hwc)), "b_index": ("int", _to_storage(ib, out, hwc))}
+    if len(layer.in_shapes) == 1:
+        fields += f"    typedef {cfmt} {'weight_t' if node.op_type == 'Div' else 'const_t'};\n"
+        if node.op_type != "Div":
+            arrays["const_raw"] = ("long long", np.asarray(cfmt.quantize_raw(const.reshape(-1)), np.int64))
+    cfg = _struct(layer, f"{node.op_type} {[tuple(s) for s in layer.in_shapes]} -> {out}", fields, arrays)
+    return cfg, pre + "conveyor::binary<{xs_t[0]}, %s, {y}_t, %s>({xs[0]}, %s, {y});" % (b_t, c, b_arg), flat
+
+
+binary.any_layout = True
+
+
+def sign(layer: Layer):
+    """Neg / Abs: the exact value (one bit wider), cast once to the result."""
+    fin = _fixed(layer.in_fmts[0], f"node '{layer.node.name}' input")
+    acc = FixedType(fin.width + 1, fin.integer + 1, signed=True)
+    fields = (f"    static const unsigned n_in = {_n(layer.out_shape)};\n"
+              f"    static const int op = {3 if layer.node.op_type == 'Neg' else 4};\n    typedef {acc} accum_t;\n")
+    return _struct(layer, layer.node.op_type, fields, {}), "conveyor::sign<{x}_t, {y}_t, %s>({x}, {y});" % layer.cfg, {}
+
+
 WRITERS = {"Transpose": transpose, "Resize": resize, "Upsample": resize, "ReduceSum": reduce,
            "ReduceMean": reduce, "ReduceMax": reduce, "MatMul": matmul, "LayerNormalization": layernorm,
            "HardSigmoid": hard_sigmoid, "HardSwish": hard_swish, "Exp": table_fn, "Sqrt": table_fn,
            "Reciprocal": table_fn, "Erf": table_fn, "Gelu": table_fn, "Sigmoid": sigmoid_tanh,
            "Tanh": sigmoid_tanh, "Pow": pow_, "ConvTranspose": conv_transpose, "Slice": movement,
-           "Gather": movement, "Expand": movement, "Pad": movement}
+           "Gather": movement, "Expand": movement, "Pad": movement, "Split": movement, "Add": binary, "Sub": binary,
+           "Mul": binary, "Div": binary, "Neg": sign, "Abs": sign}

@@ -187,6 +187,42 @@ RangeTable:
     }
 }
 
+// Add / Sub / Mul / Div-by-constant with numpy broadcasting (op 0 a + b, 1 a - b, 2 a * b, 5 b - a):
+// output o reads a[a_index[o]], b[b_index[o]]; the exact sum / difference / product, one cast to
+// res_T (the emulator's exact_then_cast; Div: a times the reciprocal in the weight format).
+template <class a_T, class b_T, class res_T, typename CONFIG_T>
+void binary(a_T a[CONFIG_T::n_a], b_T b[CONFIG_T::n_b], res_T res[CONFIG_T::n_out]) {
+BinaryValues:
+    for (int o = 0; o < (int)CONFIG_T::n_out; o++) {
+#pragma HLS UNROLL
+        a_T x = a[CONFIG_T::a_index[o]];
+        b_T y = b[CONFIG_T::b_index[o]];
+        if (CONFIG_T::op == 0)
+            res[o] = x + y;
+        else if (CONFIG_T::op == 1)
+            res[o] = x - y;
+        else if (CONFIG_T::op == 2)
+            res[o] = x * y;
+        else
+            res[o] = y - x;
+    }
+}
+
+// A constant operand of Add / Sub / Mul: the model's float values, exact in const_t, from raw bits
+template <typename CONFIG_T> void load_const(typename CONFIG_T::const_t c[CONFIG_T::n_b]) {
+    for (int i = 0; i < (int)CONFIG_T::n_b; i++) c[i] = fixed_from_raw<typename CONFIG_T::const_t>(CONFIG_T::const_raw[i]);
+}
+
+// Neg (op 3) and Abs (op 4): the exact value in accum_t (one bit wider), one cast to res_T
+template <class data_T, class res_T, typename CONFIG_T> void sign(data_T data[CONFIG_T::n_in], res_T res[CONFIG_T::n_in]) {
+SignValues:
+    for (int i = 0; i < (int)CONFIG_T::n_in; i++) {
+        typename CONFIG_T::accum_t v = data[i];
+        if (CONFIG_T::op == 3 || v < 0) v = -v;
+        res[i] = (res_T)v;
+    }
+}
+
 } // namespace conveyor
 
 #endif
