@@ -37,9 +37,11 @@ def compile(plan, graph, out_dir) -> dict:  # noqa: A001 (conveyor.compile, as t
             hosts.append({"device": st.device, "kind": st.device_kind, "stage": i, "layers": list(st.layers),
                           "runs_on": "host (not compiled; conveyor run executes it)"})
             continue
-        if st.split:
-            raise CodegenError(f"stage {i} on '{st.device}' is split by output channel over {st.replicas}; "
-                               "code generation takes whole or replicated stages only")
+        parts = None
+        if st.split:   # one board per device, each its slice of the output channels (codegen/split.py)
+            from conveyor.codegen.split import split_specs
+
+            parts = split_specs(spec, st, i, formats)
         board = catalog.get("boards", {}).get(board_of.get(st.device), {})
         part = board.get("part", "")
         part_entry = catalog.get("parts", {}).get(part, {})
@@ -52,18 +54,25 @@ def compile(plan, graph, out_dir) -> dict:  # noqa: A001 (conveyor.compile, as t
         crossing = {t: (formats[t], graph.tensors[t].shape) for t in port_in if t not in spec.needs}
         devices = (st.device, *st.replicas)
         nxt = (plan.stages[i + 1].device, *plan.stages[i + 1].replicas) if link_out != "host" else ()
+        if nxt and plan.stages[i + 1].split:   # a split stage: every device reads every item (a broadcast)
+            nxt = nxt[:1]
         for r, device in enumerate(devices):
             # on a switched link the receiving board's index goes in TDEST: item j of this
             # replica is the pipeline's item r + j * len(devices), taken by next replica (that % len(nxt))
-            tdest = tuple(index[nxt[(r + j * len(devices)) % len(nxt)]] for j in range(len(nxt))) \
+            # (a split stage's devices each send every item: item j to next replica j % len(nxt), via the gather)
+            first = 0 if parts else r
+            tdest = tuple(index[nxt[(first + j * (1 if parts else len(devices))) % len(nxt)]] for j in range(len(nxt))) \
                 if _switched(plan.cluster, link_out) else ()
-            entry = write_board(spec, st, device, out / device, link_in=link_in, link_out=link_out, part=part,
+            entry = write_board(parts[r][0] if parts else spec, st, device, out / device, link_in=link_in,
+                                link_out=link_out, part=part,
                                 clock_hz=clock, host_interface=board.get("host_interface", "?"), port_in=port_in,
                                 passthrough=crossing, tdest=tdest[:1] if len(set(tdest)) == 1 else tdest,
                                 dest_in=index[device] if _switched(plan.cluster, link_in) else 0,
                                 dest_bits=dest_bits)
             entry["stage"] = i
-            entry["replica_of"] = st.device if device != st.device else None
+            entry["replica_of"] = st.device if device != st.device and not parts else None
+            if parts:
+                entry["split"] = parts[r][1]
             boards.append(entry)
     manifest = {"model": plan.model, "fingerprint": plan.fingerprint, "precision": plan.precision,
                 "interval_s": plan.interval_s, "latency_s": plan.latency_s,
