@@ -95,6 +95,23 @@ def _switched(cluster: dict, link: str) -> bool:
                                                         .get(link, {}).get("switched", False))
 
 
+def _split_note(m: dict) -> str:
+    split = [b for b in m["boards"] if b.get("split")]
+    if not split:
+        return ""
+    rows = "\n".join(f"- {b['device']}: stage {b['split']['stage']}, channels {b['split']['channels'][0]}.."
+                     f"{b['split']['channels'][1] - 1} of {b['split']['of']} of '{b['split']['tensor']}'" for b in split)
+    return f"""## Split stages (one layer's output channels over several boards)
+{rows}
+
+Not generated, to be provided around these boards: the fan-out (every device of a split stage reads
+every item: an AXI4-Stream broadcaster or the host) and the gather (the slices' values one after
+another in device order: an AXI4-Stream combiner before the next board, or the host; see each
+board's `split` entry in manifest.json). `conveyor csim` does both in software.
+
+"""
+
+
 def _readme(m: dict) -> str:
     rows = "\n".join(f"| {b['device']} | {b['part']} | {b['clock_hz'] / 1e6:.0f} MHz | `{b['top']}` | "
                      f"{len(b['layers'])} | {b['ports'][0]['link']} -> {b['ports'][1]['link']} |" for b in m["boards"])
@@ -108,7 +125,7 @@ Each board folder holds `firmware/` (the top function, one nnet_utils call per l
 per tensor, weights as raw integers), `tb/tb.cpp` (raw int64 values in, raw bit patterns out),
 `build_csim.sh` (g++) and `build_prj.tcl` (Vitis HLS).
 
-## To a bitstream
+{_split_note(m)}## To a bitstream
 1. Copy hls4ml {__import__('conveyor.codegen.headers', fromlist=['x']).HLS4ML_VERSION}'s `templates/vivado/nnet_utils` into each board folder.
 2. `vitis_hls -f build_prj.tcl -tclargs synth=1 export=1` per board, then place the IP with the
    link IP (Aurora / SRIO) or an AXI DMA for the first and last board (see manifest.json).
