@@ -204,3 +204,49 @@ def test_unsupported_variants_are_refused_by_node(tmp_path):
     p = plan(graph, _resolve_cluster("zynq7035:1"), precision=Q16)
     with pytest.raises(CodegenError, match=r"node 'cube' \(Pow\): exponent 3"):
         compile_plan(p, graph, tmp_path)
+
+
+@pytest.mark.parametrize("boards,precision", [(1, Q16), (2, NARROW)], ids=["q16-1-board", "narrow-2-boards"])
+def test_torch_transformer_encoder_layer(tmp_path, boards, precision):
+    """torch's TransformerEncoderLayer (d_model 8, 2 heads, batch_first) as the dynamo exporter
+    writes it: Dense and Gemm on [seq, n] rows, 5-D Transpose / Squeeze / Gather of the packed
+    q, k, v, Mul by the scale, MatMul of two run-time values, Softmax over the last axis of a
+    4-D value, LayerNorm, residual Adds. Its Reshapes fix the batch to 1, so the emulator runs
+    item by item (csim.compare does)."""
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(d_model=8, nhead=2, dim_feedforward=16, dropout=0.0, batch_first=True).eval()
+    graph = from_torch(layer, torch.zeros(1, 4, 8))
+    assert {"Softmax", "MatMul", "Gemm", "Dense", "Gather", "LayerNormalization"} <= {n.op_type for n in graph.nodes}
+    cut = {"method": "manual", "cuts": ["node_add"]} if boards == 2 else {}   # attention | LayerNorm + FFN
+    p = plan(graph, _resolve_cluster(f"zynq7035:{boards}"), precision=precision, **cut)
+    assert len(p.stages) == boards
+    compile_plan(p, graph, tmp_path)
+    x = np.random.default_rng(8).normal(size=(150, 4, 8))
+    feeds = {graph.input_names[0]: x}
+    env, runs = run_chain(tmp_path, feeds)
+    bad = compare(graph, p.precision, feeds, runs)
+    assert bad is None, str(bad)
+    out = graph.output_names[0]
+    want = np.stack([np.asarray(graph.run(xi[None], precision=p.precision)[out]).reshape(-1) for xi in x[:20]])
+    np.testing.assert_array_equal(env[out][:20], want)
+    assert len(np.unique(env[out], axis=0)) == 150
+
+
+class _Generator(nn.Module):
+    """A GAN-style generator: Linear -> view as [1, 4, 2, 2] (an ONNX-order value becomes a
+    channels-last image on the board) -> ConvTranspose2d -> Tanh -> Conv2d -> Sigmoid."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.up, self.c = nn.Linear(8, 16), nn.ConvTranspose2d(4, 2, 4, stride=2, padding=1), nn.Conv2d(2, 1, 3, padding=1)
+
+    def forward(self, z):
+        return torch.sigmoid(self.c(torch.tanh(self.up(self.fc(z).view(1, 4, 2, 2)))))
+
+
+def test_torch_generator_linear_to_image(tmp_path):
+    torch.manual_seed(5)
+    graph = from_torch(_Generator().eval(), torch.zeros(1, 8))
+    p = plan(graph, _resolve_cluster("zynq7035:1"), precision=NARROW)
+    _, env = _check(tmp_path, graph, p, np.random.default_rng(9).normal(size=(200, 8)) * 2)
+    assert len(np.unique(env[graph.output_names[0]], axis=0)) > 150

@@ -264,8 +264,19 @@ def compare(graph, precision, inputs: dict[str, np.ndarray], runs: list[BoardRun
 
     wanted = sorted({t for r in runs for t in r.outputs})
     n = len(next(iter(inputs.values())))
-    if all(graph.tensors[k].shape[:1] == (1,) for k in inputs):
-        g = graph.with_batch(n) if graph.inputs[0].shape[0] != n else graph
+    from conveyor.errors import ModelError
+
+    try:
+        g = graph.with_batch(n) if all(graph.tensors[k].shape[:1] == (1,) for k in inputs) and \
+            graph.inputs[0].shape[0] != n else graph
+    except ModelError:   # shapes fixed to batch 1 (an exporter's Reshape [seq, 1, ...]): item by item
+        g = None
+    if g is None:
+        emu = Emulator(graph, precision)
+        outs = [emu.run({k: np.asarray(v, dtype=np.float64)[i].reshape(graph.tensors[k].shape) for k, v in inputs.items()},
+                        fetch=wanted)[0] for i in range(n)]
+        ref = {t: np.stack([np.asarray(o[t]).reshape(-1) for o in outs]) for t in wanted}
+    elif all(graph.tensors[k].shape[:1] == (1,) for k in inputs):
         feeds = {k: np.asarray(v, dtype=np.float64).reshape((n, *graph.tensors[k].shape[1:])) for k, v in inputs.items()}
         ref, _ = Emulator(g, precision).run(feeds, fetch=wanted)
     else:   # an item is the whole input (a sequence [seq, 1, n]): n of them stacked, as graph.run takes them

@@ -52,11 +52,12 @@ def storage(shape, hwc: bool) -> np.ndarray:
 
 def _in_hwc(layer: Layer, k: int = 0) -> bool:
     flags = getattr(layer, "in_hwc", ()) or ()
-    return bool(flags[k]) if k < len(flags) else len(layer.in_shapes[k]) == 4
+    return bool(flags[k]) if k < len(flags) else len(layer.in_shapes[k]) == 4 and layer.in_shapes[k][0] == 1
 
 
 def _out_hwc(layer: Layer) -> bool:
-    return len(layer.out_shape) == 4   # board.py: a 4-D result of these writers is channels last
+    """board.py: a 4-D result of these writers is channels last when it is one item, [1, C, H, W]."""
+    return len(layer.out_shape) == 4 and layer.out_shape[0] == 1
 
 
 def _to_storage(values: np.ndarray, out_shape, hwc: bool) -> np.ndarray:
@@ -326,6 +327,62 @@ def matmul(layer: Layer):
 matmul.any_layout = True
 
 
+def dense(layer: Layer):
+    """Dense (MatMul + Add fused) on [1, n] values: layers.dense; on [rows..., n] values (not
+    channels last): nnet::dense per row with the bias (dense_rows_bias), the same products."""
+    from conveyor.codegen import layers
+    from conveyor.codegen.layers import dense_config, exact_accum
+
+    node = layer.node
+    x_shape = tuple(layer.in_shapes[0])
+    if len(x_shape) == 2 and x_shape[0] == 1:
+        return layers.dense(layer)
+    if len(x_shape) == 4 and _in_hwc(layer):
+        raise CodegenError(f"node '{node.name}' (Dense): code generation takes 2-D / 3-D inputs (or 4-D ones in ONNX "
+                           f"order), got a channels-last {x_shape}")
+    (w, fw), (b, fb) = layer.params[1], layer.params[2]
+    n_in, n_out = w.shape
+    rows = _n(x_shape[:-1])
+    fx = _fixed(layer.in_fmts[0], f"node '{node.name}' input")
+    fw, fb = _fixed(fw, f"node '{node.name}' weight"), _fixed(fb, f"node '{node.name}' bias")
+    acc = layer.prec.accum
+    acc = exact_accum(fx, fw, fb, n_in, float(np.max(np.abs(w), initial=0.0)), float(np.max(np.abs(b), initial=0.0))) \
+        if acc is None else _fixed(acc, f"node '{node.name}' accum")
+    reuse = max(1, math.ceil(n_in * n_out / max(layer.parallelism, 1)))
+    c = layer.cfg
+    cfg = INCLUDE + dense_config(f"{c}_dense", n_in, n_out, reuse, acc, fb, fw,
+                                 title=f"{node.name}: Dense {n_in} -> {n_out}",
+                                 reuse_note=f"plan: {layer.parallelism} multipliers", index_t=True) + \
+        f"struct {c} {{  // {node.name}: Dense on {rows} rows\n" \
+        f"    static const unsigned n_rows = {rows};\n    typedef {c}_dense dense;\n    typedef {fw} weight_t;\n" \
+        f"    typedef {fb} bias_t;\n}};\n"
+    return cfg, "conveyor::dense_rows_bias<{x}_t, {y}_t, %s>({x}, {y}, w%d, b%d);" % (c, layer.index, layer.index), \
+        {1: w.reshape(-1), 2: np.broadcast_to(b, (n_out,)).reshape(-1)}
+
+
+dense.any_layout = True
+
+
+def gemm(layer: Layer):
+    """Gemm (transA=0, alpha=beta=1): with a constant C on [1, n] values layers.gemm; else the
+    rows of A through nnet::dense with B (transposed when transB) and C, or a zero bias."""
+    from conveyor.codegen import layers
+
+    node = layer.node
+    if node.attr("transA", 0) or node.attr("alpha", 1.0) != 1.0 or node.attr("beta", 1.0) != 1.0 or 1 not in layer.params:
+        raise CodegenError(f"node '{node.name}' (Gemm): code generation takes transA=0, alpha=beta=1 and a constant B")
+    if 2 in layer.params and tuple(layer.in_shapes[0])[0] == 1:
+        return layers.gemm(layer)
+    w, fw = layer.params[1]
+    w = np.ascontiguousarray(w.T) if node.attr("transB", 0) else w
+    if 2 in layer.params:
+        return dense(layers.Layer(**{**layer.__dict__, "params": {1: (w, fw), 2: layer.params[2]}}))
+    return matmul(layers.Layer(**{**layer.__dict__, "params": {1: (w, fw)}}))
+
+
+gemm.any_layout = True
+
+
 # ---- LayerNormalization -------------------------------------------------------------------
 
 def layernorm(layer: Layer):
@@ -477,6 +534,42 @@ def pow_(layer: Layer):
                        "Sqrt / Reciprocal tables)")
 
 
+# ---- Softmax over any axis ------------------------------------------------------------------
+
+def softmax(layer: Layer):
+    """Softmax over any axis of any value (opset 13's, or before it the rows of the value made
+    2-D at `axis`): each row through nnet::softmax (layers.softmax's config for its length);
+    [1, n] values keep layers.softmax itself."""
+    from conveyor.codegen import layers
+    from conveyor.ops.softmax import _axis
+
+    node = layer.node
+    shape = tuple(layer.in_shapes[0])
+    if len(shape) == 2 and _axis(node, 2) == 1:
+        return layers.softmax(layer)
+    axis = _axis(node, len(shape))
+    pos = storage(shape, _in_hwc(layer))
+    if axis == 0:
+        raise CodegenError(f"node '{node.name}' (Softmax): code generation does not take the softmax over items (axis 0)")
+    def as_rows(p):
+        return np.moveaxis(p, axis, -1).reshape(-1, shape[axis]) if node.opset >= 13 else p.reshape(_n(shape[:axis]), -1)
+
+    rows, out_rows = as_rows(pos), as_rows(storage(shape, _out_hwc(layer)))
+    n = rows.shape[1]
+    row_layer = layers.Layer(**{**layer.__dict__, "in_shapes": ((1, n),), "out_shape": (1, n)})
+    row_cfg, _, _ = layers.softmax(row_layer)
+    c = layer.cfg
+    row_cfg = row_cfg.replace(f"struct {c} :", f"struct {c}_row :", 1)
+    fields = (f"    static const unsigned n_in = {_n(shape)};\n    static const unsigned n_rows = {rows.shape[0]};\n"
+              f"    typedef {c}_row row;\n")
+    cfg = row_cfg + _struct(layer, f"Softmax over axis {axis} of {shape}, {rows.shape[0]} rows of {n}", fields,
+                            {"index": ("int", rows.reshape(-1)), "out_index": ("int", out_rows.reshape(-1))})
+    return cfg, "conveyor::softmax_rows<{x}_t, {y}_t, %s>({x}, {y});" % c, {}
+
+
+softmax.any_layout = True
+
+
 # ---- ConvTranspose ---------------------------------------------------------------------------
 
 def conv_transpose(layer: Layer):
@@ -599,5 +692,5 @@ WRITERS = {"Transpose": transpose, "Resize": resize, "Upsample": resize, "Reduce
            "HardSigmoid": hard_sigmoid, "HardSwish": hard_swish, "Exp": table_fn, "Sqrt": table_fn,
            "Reciprocal": table_fn, "Erf": table_fn, "Gelu": table_fn, "Sigmoid": sigmoid_tanh,
            "Tanh": sigmoid_tanh, "Pow": pow_, "ConvTranspose": conv_transpose, "Slice": movement,
-           "Gather": movement, "Expand": movement, "Pad": movement, "Split": movement, "Add": binary, "Sub": binary,
+           "Gather": movement, "Expand": movement, "Pad": movement, "Split": movement, "Softmax": softmax, "Dense": dense, "Gemm": gemm, "Add": binary, "Sub": binary,
            "Mul": binary, "Div": binary, "Neg": sign, "Abs": sign}

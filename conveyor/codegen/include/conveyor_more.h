@@ -71,21 +71,30 @@ EinsumOutputs:
     }
 }
 
-// MatMul of a [rows][n_in] value by constant weights [n_in][n_out]: nnet::dense per row (hls4ml's
-// Dense: each product cast to accum_t, then added, inputs ii = 0 .. n_in-1), a zero bias.
+// Dense / MatMul of a [rows][n_in] value by constant weights [n_in][n_out]: nnet::dense per row
+// (hls4ml's Dense: each product cast to accum_t, then added, inputs ii = 0 .. n_in-1).
 template <class data_T, class res_T, typename CONFIG_T>
-void dense_rows(data_T data[CONFIG_T::n_rows * CONFIG_T::dense::n_in], res_T res[CONFIG_T::n_rows * CONFIG_T::dense::n_out],
-                typename CONFIG_T::dense::weight_t weights[CONFIG_T::dense::n_in * CONFIG_T::dense::n_out]) {
-    typename CONFIG_T::dense::bias_t zero[CONFIG_T::dense::n_out];
-    for (int j = 0; j < (int)CONFIG_T::dense::n_out; j++) zero[j] = 0;
+void dense_rows_bias(data_T data[CONFIG_T::n_rows * CONFIG_T::dense::n_in],
+                     res_T res[CONFIG_T::n_rows * CONFIG_T::dense::n_out],
+                     typename CONFIG_T::dense::weight_t weights[CONFIG_T::dense::n_in * CONFIG_T::dense::n_out],
+                     typename CONFIG_T::dense::bias_t biases[CONFIG_T::dense::n_out]) {
 DenseRows:
     for (int r = 0; r < (int)CONFIG_T::n_rows; r++) {
         data_T x[CONFIG_T::dense::n_in];
         res_T y[CONFIG_T::dense::n_out];
         for (int i = 0; i < (int)CONFIG_T::dense::n_in; i++) x[i] = data[r * CONFIG_T::dense::n_in + i];
-        nnet::dense<data_T, res_T, typename CONFIG_T::dense>(x, y, weights, zero);
+        nnet::dense<data_T, res_T, typename CONFIG_T::dense>(x, y, weights, biases);
         for (int j = 0; j < (int)CONFIG_T::dense::n_out; j++) res[r * CONFIG_T::dense::n_out + j] = y[j];
     }
+}
+
+// MatMul by constant weights: the same with a zero bias (acc starts at 0, as the emulator's)
+template <class data_T, class res_T, typename CONFIG_T>
+void dense_rows(data_T data[CONFIG_T::n_rows * CONFIG_T::dense::n_in], res_T res[CONFIG_T::n_rows * CONFIG_T::dense::n_out],
+                typename CONFIG_T::dense::weight_t weights[CONFIG_T::dense::n_in * CONFIG_T::dense::n_out]) {
+    typename CONFIG_T::dense::bias_t zero[CONFIG_T::dense::n_out];
+    for (int j = 0; j < (int)CONFIG_T::dense::n_out; j++) zero[j] = 0;
+    dense_rows_bias<data_T, res_T, CONFIG_T>(data, res, weights, zero);
 }
 
 // Resize linear: output o is sum_t data[index[o * n_taps + t]] * weight[o * n_taps + t], the
@@ -220,6 +229,21 @@ SignValues:
         typename CONFIG_T::accum_t v = data[i];
         if (CONFIG_T::op == 3 || v < 0) v = -v;
         res[i] = (res_T)v;
+    }
+}
+
+// Softmax over any axis: row r is data[index[r * n + j]], j < n (its n_slice values), through
+// nnet::softmax with the row config (hls4ml's tables), written to res[out_index[r * n + j]] (the
+// same element in the result's layout).
+template <class data_T, class res_T, typename CONFIG_T>
+void softmax_rows(data_T data[CONFIG_T::n_in], res_T res[CONFIG_T::n_in]) {
+SoftmaxRows:
+    for (int r = 0; r < (int)CONFIG_T::n_rows; r++) {
+        data_T x[CONFIG_T::row::n_in];
+        res_T y[CONFIG_T::row::n_in];
+        for (int j = 0; j < (int)CONFIG_T::row::n_in; j++) x[j] = data[CONFIG_T::index[r * CONFIG_T::row::n_in + j]];
+        nnet::softmax<data_T, res_T, typename CONFIG_T::row>(x, y);
+        for (int j = 0; j < (int)CONFIG_T::row::n_in; j++) res[CONFIG_T::out_index[r * CONFIG_T::row::n_in + j]] = y[j];
     }
 }
 
