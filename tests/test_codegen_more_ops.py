@@ -234,19 +234,26 @@ def test_torch_transformer_encoder_layer(tmp_path, boards, precision):
 
 class _Generator(nn.Module):
     """A GAN-style generator: Linear -> view as [1, 4, 2, 2] (an ONNX-order value becomes a
-    channels-last image on the board) -> ConvTranspose2d -> Tanh -> Conv2d -> Sigmoid."""
+    channels-last image on the board) -> ConvTranspose2d -> Tanh -> Conv2d -> Sigmoid, the
+    convolutions without a bias (DCGAN's), and a biased ConvTranspose2d beside."""
 
     def __init__(self):
         super().__init__()
-        self.fc, self.up, self.c = nn.Linear(8, 16), nn.ConvTranspose2d(4, 2, 4, stride=2, padding=1), nn.Conv2d(2, 1, 3, padding=1)
+        self.fc = nn.Linear(8, 16)
+        self.up = nn.ConvTranspose2d(4, 2, 4, stride=2, padding=1, bias=False)
+        self.up2 = nn.ConvTranspose2d(4, 2, 4, stride=2, padding=1)
+        self.c = nn.Conv2d(2, 1, 3, padding=1, bias=False)
 
     def forward(self, z):
-        return torch.sigmoid(self.c(torch.tanh(self.up(self.fc(z).view(1, 4, 2, 2)))))
+        a = self.fc(z).view(1, 4, 2, 2)
+        return torch.sigmoid(self.c(torch.tanh(self.up(a)) + self.up2(a)))
 
 
 def test_torch_generator_linear_to_image(tmp_path):
     torch.manual_seed(5)
     graph = from_torch(_Generator().eval(), torch.zeros(1, 8))
+    no_bias = {n.op_type for n in graph.nodes if n.op_type in ("Conv", "ConvTranspose") and len([t for t in n.inputs if t]) == 2}
+    assert no_bias == {"Conv", "ConvTranspose"}, no_bias
     p = plan(graph, _resolve_cluster("zynq7035:1"), precision=NARROW)
     _, env = _check(tmp_path, graph, p, np.random.default_rng(9).normal(size=(200, 8)) * 2)
     assert len(np.unique(env[graph.output_names[0]], axis=0)) > 150

@@ -570,10 +570,32 @@ def softmax(layer: Layer):
 softmax.any_layout = True
 
 
+# ---- Conv without a bias ---------------------------------------------------------------------
+
+def _zero_bias_call(layer: Layer, call: str, n: int) -> str:
+    """A conv call reading b<i> made to read a local zero bias (a node without one: acc starts at 0)."""
+    c, i = layer.cfg, layer.index
+    return (f"{c}::bias_t bz{i}[{n}]; for (int j = 0; j < {n}; j++) bz{i}[j] = 0;\n    "
+            + call.replace(f", b{i});", f", bz{i});"))
+
+
+def conv(layer: Layer):
+    """Conv: layers.conv / conv_grouped; without a bias, with a local zero bias (the emulator's
+    accumulator starts at 0 either way)."""
+    from conveyor.codegen import layers
+
+    if 2 in layer.params or 1 not in layer.params:
+        return layers.conv(layer)
+    w, fw = layer.params[1]
+    cfg, call, flat = layers.conv(layers.Layer(**{**layer.__dict__, "params": {**layer.params,
+                                                                              2: (np.zeros(w.shape[0]), fw)}}))
+    return cfg, _zero_bias_call(layer, call, int(w.shape[0])), {1: flat[1]}
+
+
 # ---- ConvTranspose ---------------------------------------------------------------------------
 
 def conv_transpose(layer: Layer):
-    """ConvTranspose (2-D, with a bias): the Conv of its stretched input, as the emulator computes
+    """ConvTranspose (2-D, with or without a bias): the Conv of its stretched input, as the emulator computes
     it (conveyor/ops/conv_transpose.py): a gather writes the input with s - 1 zeros between values
     and the padding / cropping, then layers.conv (group 1) or conv_grouped runs with the kernel
     flipped and its channel axes swapped, stride 1, the node's dilations."""
@@ -582,13 +604,13 @@ def conv_transpose(layer: Layer):
 
     node = layer.node
     x_shape = tuple(layer.in_shapes[0])
-    if len(x_shape) != 4 or 2 not in layer.params:
+    if len(x_shape) != 4:
         raise CodegenError(f"node '{node.name}' (ConvTranspose): code generation takes 2-D transposed convolutions "
-                           f"with a bias (got input {x_shape}, bias {'present' if 2 in layer.params else 'absent'})")
+                           f"(got input {x_shape})")
     (w, fw) = layer.params[1]
+    bias = layer.params.get(2)
     pos = storage(x_shape, True).astype(np.float64) + 1.0   # 0 marks an inserted zero
-    xs, wc, geo, group = equivalent_conv(node, pos, w)
-    _, wc_q, _, _ = equivalent_conv(node, np.zeros(x_shape), w)
+    xs, wc_q, geo, group = equivalent_conv(node, pos, w)   # the kernel: pure indexing of w
     stretched = tuple(xs.shape)
     idx = _to_storage(np.round(xs).astype(np.int64) - 1, stretched, True)
     s_cfg = _gather_config(layer, idx, _n(x_shape), f"ConvTranspose input stretched to {stretched}",
@@ -597,8 +619,10 @@ def conv_transpose(layer: Layer):
                                 attr=lambda k, d=None: {"group": group, "pads": [0, 0, 0, 0], "strides": [1, 1],
                                                         "dilations": list(geo.dilations)}.get(k, d))
     conv_layer = layers.Layer(**{**layer.__dict__, "node": conv_node, "in_shapes": (stretched,),
-                                 "params": {1: (wc_q, fw), 2: layer.params[2]}})
+                                 "params": {1: (wc_q, fw), 2: bias if bias is not None else (np.zeros(wc_q.shape[0]), fw)}})
     cfg, call, flat = layers.conv(conv_layer)
+    if bias is None:   # no bias: a local zero one (the emulator's accumulator starts at 0)
+        call, flat = _zero_bias_call(layer, call, int(wc_q.shape[0])), {1: flat[1]}
     n = _n(stretched)
     call = ("{x}_t {y}_s[%d];\n    conveyor::gather<{x}_t, {x}_t, %s_s>({x}, {y}_s);\n    " % (n, layer.cfg)
             + call.replace("({x},", "({y}_s,"))
@@ -692,5 +716,5 @@ WRITERS = {"Transpose": transpose, "Resize": resize, "Upsample": resize, "Reduce
            "HardSigmoid": hard_sigmoid, "HardSwish": hard_swish, "Exp": table_fn, "Sqrt": table_fn,
            "Reciprocal": table_fn, "Erf": table_fn, "Gelu": table_fn, "Sigmoid": sigmoid_tanh,
            "Tanh": sigmoid_tanh, "Pow": pow_, "ConvTranspose": conv_transpose, "Slice": movement,
-           "Gather": movement, "Expand": movement, "Pad": movement, "Split": movement, "Softmax": softmax, "Dense": dense, "Gemm": gemm, "Add": binary, "Sub": binary,
+           "Gather": movement, "Expand": movement, "Pad": movement, "Split": movement, "Softmax": softmax, "Dense": dense, "Gemm": gemm, "Conv": conv, "Add": binary, "Sub": binary,
            "Mul": binary, "Div": binary, "Neg": sign, "Abs": sign}
