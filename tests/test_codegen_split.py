@@ -125,3 +125,34 @@ def test_split_stage_names_what_it_cannot_generate(tmp_path):
     bad = replace(p, stages=tuple(stages))
     with pytest.raises(CodegenError, match=rf"split stage {i} \(fpga\d, fpga\d\): its first layer"):
         compile_plan(bad, graph, tmp_path)
+
+
+
+def test_cli_compile_and_csim_of_a_split_plan(tmp_path):
+    """`conveyor compile` + `conveyor csim` on a planner plan with a split stage (the model an
+    ONNX file): every board built, the slices gathered, the outputs equal to the emulator's."""
+    import json
+
+    from click.testing import CliRunner
+
+    import conveyor
+    from conveyor.cli import cli
+
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Conv2d(4, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                            torch.nn.Linear(8 * 4 * 4, 64), torch.nn.ReLU(), torch.nn.Linear(64, 5)).eval()
+    path = tmp_path / "net.onnx"
+    torch.onnx.export(m, (torch.zeros(1, 4, 4, 4),), str(path), input_names=["input"], dynamo=True)
+    graph = conveyor.load(str(path))
+    p = plan(graph, _cluster(4, 4), precision=NARROW, offchip=False)
+    assert any(s.split for s in p.stages)
+    p.save(tmp_path / "plan.json")
+    np.save(tmp_path / "x.npy", np.random.default_rng(11).normal(size=(40, 4, 4, 4)))
+    r = CliRunner().invoke(cli, ["compile", str(tmp_path / "plan.json"), "--model", str(path), "-o", str(tmp_path / "hls")])
+    assert r.exit_code == 0, r.output
+    manifest = json.loads((tmp_path / "hls" / "manifest.json").read_text())
+    assert sum(1 for b in manifest["boards"] if b.get("split")) == 2
+    assert "Split stages" in (tmp_path / "hls" / "README.md").read_text()
+    r = CliRunner().invoke(cli, ["csim", str(tmp_path / "hls"), "--inputs", str(tmp_path / "x.npy"), "--model", str(path)])
+    assert r.exit_code == 0, r.output
+    assert r.output.count("equal to the emulator") == 3 and "split stage: the slices of fpga1, fpga2 gathered" in r.output
