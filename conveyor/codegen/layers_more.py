@@ -1,15 +1,17 @@
 """HLS writers of the ops beyond the CNN set of layers.py (docs/codegen.md, "Covered ops"):
-Transpose and Resize nearest (index tables: the emulator's own index arithmetic run on the
-positions of the input), ReduceSum / ReduceMean / ReduceMax over any axes, MatMul (by constant
-weights on 2-D / 3-D values: hls4ml's Dense per row; of two run-time values: hls4ml's einsum
-loop), LayerNormalization (hls4ml's `nnet::layernormalize`), HardSigmoid (`nnet::hard_sigmoid`),
-HardSwish, Exp / Sqrt / Reciprocal / Erf / Gelu and Pow 0.5 / -1 (conveyor's range tables),
-Sigmoid / Tanh tables over any integer range, Resize linear (dyadic weights) and ConvTranspose
-(the Conv of its stretched input, on the Conv writers of layers.py).
+index-table wiring (Transpose, Slice, Gather, Expand, Split, Pad, Resize nearest: the emulator's
+own index arithmetic run on the positions of the input), ReduceSum / ReduceMean / ReduceMax over
+any axes, MatMul (by constant weights: hls4ml's Dense per row; of two run-time values: hls4ml's
+einsum loop), Dense / Gemm on several rows, Softmax over any axis, LayerNormalization (hls4ml's
+`nnet::layernormalize`), HardSigmoid (`nnet::hard_sigmoid`), HardSwish, Exp / Sqrt / Reciprocal /
+Erf / Gelu and Pow 0.5 / -1 (conveyor's range tables), Sigmoid / Tanh tables over any integer
+range, Resize linear (dyadic weights), ConvTranspose (the Conv of its stretched input, on the
+Conv writers of layers.py), Conv without a bias, Add / Sub / Mul (broadcasting, constants), Div
+by a constant, Neg, Abs.
 
 The kernels are conveyor_more.h; each config text starts with its #include (include guards).
-Index tables are computed on the board's storage order: a 4-D value is channels last inside a
-board ([N][H][W][C]), any other value in ONNX order (`Layer.in_hwc` says which inputs are).
+Index tables are computed on the board's storage order: a 4-D value of one item is channels last
+inside a board ([1][H][W][C]), any other value in ONNX order (`Layer.in_hwc` says which inputs are).
 """
 
 from __future__ import annotations
@@ -716,5 +718,9 @@ WRITERS = {"Transpose": transpose, "Resize": resize, "Upsample": resize, "Reduce
            "HardSigmoid": hard_sigmoid, "HardSwish": hard_swish, "Exp": table_fn, "Sqrt": table_fn,
            "Reciprocal": table_fn, "Erf": table_fn, "Gelu": table_fn, "Sigmoid": sigmoid_tanh,
            "Tanh": sigmoid_tanh, "Pow": pow_, "ConvTranspose": conv_transpose, "Slice": movement,
-           "Gather": movement, "Expand": movement, "Pad": movement, "Split": movement, "Softmax": softmax, "Dense": dense, "Gemm": gemm, "Conv": conv, "Add": binary, "Sub": binary,
-           "Mul": binary, "Div": binary, "Neg": sign, "Abs": sign}
+           "Gather": movement, "Expand": movement, "Pad": movement, "Split": movement, "Softmax": softmax,
+           "Dense": dense, "Gemm": gemm, "Conv": conv, "Add": binary, "Sub": binary, "Mul": binary, "Div": binary,
+           "Neg": sign, "Abs": sign}
+#: the writers above that take over an op of layers.py keep its writer for the cases it covers
+#: (Dense / Gemm / Softmax on [1, n], Conv with a bias, Add of two same-layout values, the spatial
+#: ReduceMean / ReduceSum, Sigmoid / Tanh over hls4ml's ranges): the generated C++ stays the same
