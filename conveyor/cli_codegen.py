@@ -120,7 +120,8 @@ def csim_cmd(out_dir: str, inputs_spec: str, model: str | None, count: int | Non
     for r in runs:
         where = "cached" if r.cached else f"built in {r.build_s:.1f} s"
         same = "differs" if bad is not None and bad.board == r.device else "equal to the emulator"
-        click.echo(f"{r.device}: {r.items} items, {r.items_per_s:,.0f} items/s ({where}); outputs {same}")
+        click.echo(f"{r.device}: {r.items} items, {r.items_per_s:,.0f} items/s ({where}); outputs {same}"
+                   + (f" (split stage: the slices of {', '.join(q.device for q in r.parts)} gathered)" if r.parts else ""))
     if output:
         n = len(x)
         np.savez(output, **{t: env[t].reshape((n, *sample_shape(graph.tensors[t].shape))) for t in graph.output_names})

@@ -82,21 +82,17 @@ def test_a_wrong_weight_is_reported_with_its_board_and_layer(tmp_path):
     assert "board fpga1, layer softmax" in str(bad)
 
 
-class _Exp(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc = torch.nn.Linear(4, 3)
-
-    def forward(self, x):
-        return torch.exp(self.fc(x))
-
-
 def test_unsupported_op_names_node_op_and_supported(tmp_path):
-    from conveyor.frontends.torch import from_torch
+    from onnx import helper
 
-    graph = from_torch(_Exp().eval(), torch.zeros(1, 4))
+    from conveyor.frontends.onnx import from_model
+    from helpers import make_model
+
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+             helper.make_node("Where", ["c", "x", "r"], ["y"], name="pick")]
+    graph = from_model(make_model(nodes, [("x", [1, 4])], [("y", [1, 4])], {"c": np.array([[True, False, True, False]])}))
     p = plan(graph, _resolve_cluster("zynq7035:1"), precision=Q16)
-    with pytest.raises(CodegenError, match=r"node 'node_exp': op Exp has no HLS writer yet; supported: Dense.*LSTM"):
+    with pytest.raises(CodegenError, match=r"node 'pick': op Where has no HLS writer yet; supported: Dense.*LSTM"):
         compile_plan(p, graph, tmp_path)
 
 

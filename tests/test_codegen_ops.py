@@ -137,12 +137,17 @@ def test_average_pools_round_once_in_every_mode_and_lrn(tmp_path):
     assert np.mean(env["n"] < r) > 0.3   # the LRN does scale values down
 
 
-def test_sigmoid_table_range_hls4ml_lacks_is_refused_by_node(tmp_path):
+def test_sigmoid_table_range_hls4ml_lacks_gets_conveyors_table(tmp_path):
+    # nnet::sigmoid spans [-8, 8) only: another range goes to conveyor::range_table (its csim is
+    # checked bit for bit in tests/test_codegen_more_ops.py)
     graph = _mobile_fire()
     p = plan(graph, _resolve_cluster("zynq7035:1"),
              precision={"default": Q16, "tables": {"sigmoid": {"min": -4, "max": 4}}})
-    with pytest.raises(CodegenError, match=r"node 'node_sigmoid' \(Sigmoid\): tables.sigmoid spans \[-4, 4\)"):
-        compile_plan(p, graph, tmp_path)
+    compile_plan(p, graph, tmp_path)
+    params = (tmp_path / "fpga0" / "firmware" / "parameters.h").read_text()
+    top = (tmp_path / "fpga0" / "firmware" / "fpga0_top.cpp").read_text()
+    assert "table_fn::sigmoid" in params and "static const int table_min = -4;" in params
+    assert "conveyor::range_table<" in top and "nnet::sigmoid<" not in top and "nnet::tanh<" in top
 
 
 def test_alexnet_conv_on_four_boards_compiles(tmp_path):

@@ -42,9 +42,11 @@ def compile(plan, graph, out_dir, io_type: str | None = None) -> dict:  # noqa: 
             hosts.append({"device": st.device, "kind": st.device_kind, "stage": i, "layers": list(st.layers),
                           "runs_on": "host (not compiled; conveyor run executes it)"})
             continue
-        if st.split:
-            raise CodegenError(f"stage {i} on '{st.device}' is split by output channel over {st.replicas}; "
-                               "code generation takes whole or replicated stages only")
+        parts = None
+        if st.split:   # one board per device, each its slice of the output channels (codegen/split.py)
+            from conveyor.codegen.split import split_specs
+
+            parts = split_specs(spec, st, i, formats)
         board = catalog.get("boards", {}).get(board_of.get(st.device), {})
         part = board.get("part", "")
         part_entry = catalog.get("parts", {}).get(part, {})
@@ -57,18 +59,25 @@ def compile(plan, graph, out_dir, io_type: str | None = None) -> dict:  # noqa: 
         crossing = {t: (formats[t], graph.tensors[t].shape) for t in port_in if t not in spec.needs}
         devices = (st.device, *st.replicas)
         nxt = (plan.stages[i + 1].device, *plan.stages[i + 1].replicas) if link_out != "host" else ()
+        if nxt and plan.stages[i + 1].split:   # a split stage: every device reads every item (a broadcast)
+            nxt = nxt[:1]
         for r, device in enumerate(devices):
             # on a switched link the receiving board's index goes in TDEST: item j of this
             # replica is the pipeline's item r + j * len(devices), taken by next replica (that % len(nxt))
-            tdest = tuple(index[nxt[(r + j * len(devices)) % len(nxt)]] for j in range(len(nxt))) \
+            # (a split stage's devices each send every item: item j to next replica j % len(nxt), via the gather)
+            first = 0 if parts else r
+            tdest = tuple(index[nxt[(first + j * (1 if parts else len(devices))) % len(nxt)]] for j in range(len(nxt))) \
                 if _switched(plan.cluster, link_out) else ()
-            entry = write_board(spec, st, device, out / device, link_in=link_in, link_out=link_out, part=part,
+            entry = write_board(parts[r][0] if parts else spec, st, device, out / device, link_in=link_in,
+                                link_out=link_out, part=part,
                                 clock_hz=clock, host_interface=board.get("host_interface", "?"), port_in=port_in,
                                 passthrough=crossing, tdest=tdest[:1] if len(set(tdest)) == 1 else tdest,
                                 dest_in=index[device] if _switched(plan.cluster, link_in) else 0,
                                 dest_bits=dest_bits, io_type=io_type)
             entry["stage"] = i
-            entry["replica_of"] = st.device if device != st.device else None
+            entry["replica_of"] = st.device if device != st.device and not parts else None
+            if parts:
+                entry["split"] = parts[r][1]
             boards.append(entry)
     manifest = {"model": plan.model, "fingerprint": plan.fingerprint, "precision": plan.precision,
                 "interval_s": plan.interval_s, "latency_s": plan.latency_s, "io_type": io_type,
@@ -91,6 +100,23 @@ def _switched(cluster: dict, link: str) -> bool:
                                                         .get(link, {}).get("switched", False))
 
 
+def _split_note(m: dict) -> str:
+    split = [b for b in m["boards"] if b.get("split")]
+    if not split:
+        return ""
+    rows = "\n".join(f"- {b['device']}: stage {b['split']['stage']}, channels {b['split']['channels'][0]}.."
+                     f"{b['split']['channels'][1] - 1} of {b['split']['of']} of '{b['split']['tensor']}'" for b in split)
+    return f"""## Split stages (one layer's output channels over several boards)
+{rows}
+
+Not generated, to be provided around these boards: the fan-out (every device of a split stage reads
+every item: an AXI4-Stream broadcaster or the host) and the gather (the slices' values one after
+another in device order: an AXI4-Stream combiner before the next board, or the host; see each
+board's `split` entry in manifest.json). `conveyor csim` does both in software.
+
+"""
+
+
 def _readme(m: dict) -> str:
     rows = "\n".join(f"| {b['device']} | {b['part']} | {b['clock_hz'] / 1e6:.0f} MHz | `{b['top']}` | "
                      f"{len(b['layers'])} | {b['ports'][0]['link']} -> {b['ports'][1]['link']} |" for b in m["boards"])
@@ -107,7 +133,7 @@ Each board folder holds `firmware/` (the top function, one nnet_utils call per l
 per tensor, weights as raw integers), `tb/tb.cpp` (raw int64 values in, raw bit patterns out),
 `build_csim.sh` (g++) and `build_prj.tcl` (Vitis HLS).
 
-## To a bitstream
+{_split_note(m)}## To a bitstream
 1. Copy hls4ml {__import__('conveyor.codegen.headers', fromlist=['x']).HLS4ML_VERSION}'s `templates/vivado/nnet_utils` into each board folder.
 2. `vitis_hls -f build_prj.tcl -tclargs synth=1 export=1` per board, then place the IP with the
    link IP (Aurora / SRIO) or an AXI DMA for the first and last board (see manifest.json).

@@ -119,12 +119,19 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
                 # emulator permuted its weights to it), so it reads the channels-last array as it is
                 var[y] = var[src]
                 continue
-            if src in hwc and len(shapes[y]) != 4:
+            if src in hwc and tuple(shapes[y]) != tuple(shapes[src]):   # another shape: in ONNX order
                 # back to ONNX's channels-first order, so the next Dense reads its inputs in the graph's order
                 var[y] = ident(y)
                 typedefs.append(f"typedef {var[src]}_t {var[y]}_t;  // {y} ({node.name})")
                 calls.append(f"    {var[y]}_t {var[y]}[{size[y]}];\n"
                              f"    conveyor::hwc_to_chw<{var[y]}_t, {chw(src)}>({var[src]}, {var[y]});  // {node.name}")
+            elif src not in hwc and len(shapes[y]) == 4 and shapes[y][0] == 1:
+                # an ONNX-order value reshaped to one [1, C, H, W] item: channels last, as the 4-D layers read it
+                var[y] = ident(y)
+                typedefs.append(f"typedef {var[src]}_t {var[y]}_t;  // {y} ({node.name})")
+                calls.append(f"    {var[y]}_t {var[y]}[{size[y]}];\n"
+                             f"    conveyor::chw_to_hwc<{var[y]}_t, {chw(y)}>({var[src]}, {var[y]});  // {node.name}")
+                hwc.add(y)
             else:
                 var[y] = var[src]
                 if src in hwc:
@@ -148,7 +155,8 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
                       out_fmt=fmts[y], in_shapes=tuple(shapes[t] for t in data_ins), out_shape=shapes[y], params=params,
                       parallelism=int(stage.parallelism.get(node.name, 1)),
                       consts={s: np.asarray(g.weights[t]) for s, t in enumerate(node.inputs)
-                              if t and s not in params and t in g.weights}, output=list(node.outputs).index(y))
+                              if t and s not in params and t in g.weights}, output=list(node.outputs).index(y),
+                      in_hwc=tuple(t in hwc for t in data_ins))
         if sw is not None:
             cfg, call, flat, kind = sw.write(writer, layer)
             if kind == "window":
@@ -157,8 +165,10 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
             cfg, call, flat = writer(layer)
         configs.append(cfg)
         x = data_ins[0]
-        if sw is None and len(shapes[y]) == 4 and getattr(writer, "channels_last", True):   # not an LSTM's Y [seq, dirs, 1, H]
-            if any(t not in hwc for t in data_ins):
+        # channels last: a 4-D result (not an LSTM's Y [seq, dirs, 1, H]; layers_more's only for one item, [1, C, H, W])
+        if sw is None and len(shapes[y]) == 4 and getattr(writer, "channels_last", True) and \
+                (shapes[y][0] == 1 or not getattr(writer, "any_layout", False)):
+            if any(t not in hwc for t in data_ins) and not getattr(writer, "any_layout", False):
                 raise CodegenError(f"node '{node.name}' ({node.op_type}): its 4-D input '{x}' is not channels last")
             hwc.add(y)
         code = call.format(x=var[x], x2=var[data_ins[-1]], y=var[y], xs=[var[t] for t in data_ins],

@@ -161,6 +161,8 @@ class BoardRun:
     build_s: float
     cached: bool
     outputs: dict = field(default_factory=dict)   # tensor -> float64 values, items on axis 0
+    #: a stage split by output channel: one run per device (its slice); `outputs` holds the gather
+    parts: list = field(default_factory=list)
 
     @property
     def items_per_s(self) -> float:
@@ -194,14 +196,29 @@ def run_chain(out_dir, inputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndar
         builds = list(pool.map(lambda b: build_board(out_dir / b["device"]), boards))
     n_items = len(next(iter(inputs.values())))
     env = {k: np.asarray(v, dtype=np.float64).reshape(n_items, -1) for k, v in inputs.items()}
-    runs = []
+    runs, split = [], []
     for b, (exe, build_s, cached) in zip(boards, builds):
         t0 = time.perf_counter()
         outputs = run_board(exe, b, env, out_dir / b["device"] / "firmware" / "weights")
         run = BoardRun(b["device"], n_items, time.perf_counter() - t0, build_s, cached, outputs)
-        env.update(outputs)
-        runs.append(run)
+        if "split" not in b:
+            env.update(outputs)
+            runs.append(run)
+            continue
+        split.append(run)   # a slice of a split stage: the stage's result once every slice has run
+        if len(split) == b["split"]["ways"]:
+            runs.append(gather(split))
+            env.update(runs[-1].outputs)
+            split = []
     return env, runs
+
+
+def gather(parts: list[BoardRun]) -> BoardRun:
+    """The result of a stage split by output channel from its slices' runs (in device order):
+    each tensor's slices one after another (channels-first order: a channel slice is a block)."""
+    outputs = {t: np.concatenate([p.outputs[t] for p in parts], axis=1) for t in parts[0].outputs}
+    return BoardRun(parts[0].device, parts[0].items, sum(p.seconds for p in parts), sum(p.build_s for p in parts),
+                    all(p.cached for p in parts), outputs, parts=list(parts))
 
 
 def run_board(exe: Path, board: dict, env: dict[str, np.ndarray], weights_dir: Path,
@@ -254,8 +271,19 @@ def compare(graph, precision, inputs: dict[str, np.ndarray], runs: list[BoardRun
 
     wanted = sorted({t for r in runs for t in r.outputs})
     n = len(next(iter(inputs.values())))
-    if all(graph.tensors[k].shape[:1] == (1,) for k in inputs):
-        g = graph.with_batch(n) if graph.inputs[0].shape[0] != n else graph
+    from conveyor.errors import ModelError
+
+    try:
+        g = graph.with_batch(n) if all(graph.tensors[k].shape[:1] == (1,) for k in inputs) and \
+            graph.inputs[0].shape[0] != n else graph
+    except ModelError:   # shapes fixed to batch 1 (an exporter's Reshape [seq, 1, ...]): item by item
+        g = None
+    if g is None:
+        emu = Emulator(graph, precision)
+        outs = [emu.run({k: np.asarray(v, dtype=np.float64)[i].reshape(graph.tensors[k].shape) for k, v in inputs.items()},
+                        fetch=wanted)[0] for i in range(n)]
+        ref = {t: np.stack([np.asarray(o[t]).reshape(-1) for o in outs]) for t in wanted}
+    elif all(graph.tensors[k].shape[:1] == (1,) for k in inputs):
         feeds = {k: np.asarray(v, dtype=np.float64).reshape((n, *graph.tensors[k].shape[1:])) for k, v in inputs.items()}
         ref, _ = Emulator(g, precision).run(feeds, fetch=wanted)
     else:   # an item is the whole input (a sequence [seq, 1, n]): n of them stacked, as graph.run takes them

@@ -40,6 +40,7 @@ class Layer:
     parallelism: int
     consts: Mapping[int, np.ndarray] = field(default_factory=dict)   # slot -> a constant input (Clip bounds, axes)
     output: int = 0                   # which of the node's outputs the board reads (LSTM: Y, Y_h or Y_c)
+    in_hwc: tuple = ()                # per data input: whether its C array is channels last (4-D values)
 
     @property
     def cfg(self) -> str:
@@ -594,8 +595,12 @@ from conveyor.codegen.recurrent import WRITERS as _RECURRENT  # noqa: E402 (it i
 
 WRITERS.update(_RECURRENT)
 #: ops that only rewire an array (no arithmetic; a 4-D value leaves channels-last order)
-WIRING = ("Flatten", "Reshape", "Identity")
+WIRING = ("Flatten", "Reshape", "Identity", "Squeeze", "Unsqueeze")
 
 from conveyor.codegen.requant import WRITERS as _REQUANT_WRITERS  # noqa: E402 (integer-domain quantized models)
 
 WRITERS.update(_REQUANT_WRITERS)
+
+from conveyor.codegen.layers_more import WRITERS as _MORE_WRITERS  # noqa: E402 (transformer / upsampling ops)
+
+WRITERS.update(_MORE_WRITERS)
