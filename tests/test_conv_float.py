@@ -1,6 +1,7 @@
 """The planned float Conv (conveyor/ops/conv_float.py): its methods against each other and
 against a float64 direct convolution; Graph.run's per-node plans against the ops' plain `run`.
-(onnxruntime comparisons of every method: tests/test_ops_conv_pool_norm.py.)"""
+(onnxruntime comparisons of every method: tests/test_ops_conv_pool_norm.py.) The numba kernels
+perform the numpy paths' operations: the same bits."""
 
 from __future__ import annotations
 
@@ -50,37 +51,71 @@ def test_depthwise_numba_equals_numpy_bit_for_bit(monkeypatch):
         assert plan.kind == "depthwise"
         fast = plan(x)
         with monkeypatch.context() as m:
-            m.setattr(cf, "_depthwise_flat", None)
+            m.setattr(cf, "_depthwise_2d", None)
             slow = plan(x)
         np.testing.assert_array_equal(fast, slow, err_msg=str(attrs))
         np.testing.assert_allclose(fast, _direct64(x, w, b, geo, c), rtol=1e-5, atol=1e-5, err_msg=str(attrs))
 
 
-@pytest.mark.parametrize("shape,m,pads", [
-    ((1, 3, 16, 16), 4, [1, 1, 1, 1]),
-    ((2, 5, 13, 11), 6, [1, 0, 2, 1]),     # odd outputs: the last tiles half outside; batch 2
-    ((1, 64, 14, 14), 32, [1, 1, 1, 1]),
-])
-def test_winograd_matches_float64_direct_within_one_ulp(shape, m, pads, monkeypatch):
-    rng = np.random.default_rng(3)
-    x = rng.standard_normal(shape).astype(np.float32)
-    w = rng.standard_normal((m, shape[1], 3, 3)).astype(np.float32)
+def _random_conv(rng, depthwise):
+    nd = int(rng.choice([1, 2, 2, 3]))
+    kernel = [int(rng.integers(1, 4)) for _ in range(nd)]
+    if all(k == 1 for k in kernel):
+        kernel[0] = 3
+    group = int(rng.choice([1, 1, 2]))
+    c = group * int(rng.integers(1, 4))
+    if depthwise:
+        group = c = int(rng.integers(2, 6))
+    m = group * int(rng.integers(1, 3))
+    attrs = {"group": group, "strides": [int(rng.integers(1, 3)) for _ in range(nd)],
+             "dilations": [int(rng.integers(1, 3)) for _ in range(nd)],
+             "pads": [int(rng.integers(0, 3)) for _ in range(2 * nd)]}
+    spatial = [int(rng.integers((k - 1) * d + 1, (k - 1) * d + 9)) for k, d in zip(kernel, attrs["dilations"])]
+    x = rng.standard_normal([int(rng.integers(1, 3)), c] + spatial).astype(np.float32)
+    w = rng.standard_normal([m, c // group] + kernel).astype(np.float32)
     b = rng.standard_normal(m).astype(np.float32)
-    geo = _geometry(x.shape, w.shape, {"pads": pads})
-    plan = cf.ConvPlan(x.shape, x.dtype, w, b, geo, 1)
-    assert plan.kind == "winograd"
-    got = plan(x)
-    want = _direct64(x, w, b, geo, 1)
-    assert got.dtype == np.float32 and got.shape == want.shape
-    np.testing.assert_array_max_ulp(got, want, maxulp=1)
-    assert np.mean(got == want) > 0.99  # float64 throughout: nearly always the same rounding
-    monkeypatch.setattr(cf, "_winograd_in", None)  # the numpy path: the same operations, the same bits
-    np.testing.assert_array_equal(plan(x), got)
+    return x, w, b, attrs
 
 
-def test_small_images_skip_winograd():
-    geo = _geometry((1, 8, 7, 7), (8, 8, 3, 3), {"pads": [1, 1, 1, 1]})  # 16 tiles < _WINOGRAD_TILES
-    assert cf.ConvPlan((1, 8, 7, 7), np.float32, np.ones((8, 8, 3, 3), np.float32), None, geo, 1).kind == "im2col"
+@pytest.mark.skipif(not intdot.available(), reason="numba (the `fast`/`test` extra) is not installed")
+def test_im2col_numba_columns_equal_numpy_windows_bit_for_bit(monkeypatch):
+    rng = np.random.default_rng(11)
+    seen = set()
+    for _ in range(80):
+        x, w, b, attrs = _random_conv(rng, depthwise=False)
+        geo = _geometry(x.shape, w.shape, attrs)
+        plan = cf.ConvPlan(x.shape, x.dtype, w, b, geo, attrs["group"])
+        if plan.kind != "im2col":
+            continue
+        seen.add(x.ndim - 2)
+        fast = plan(x)
+        assert fast.dtype == np.float32 and plan.wmat.dtype == np.float32  # one float32 GEMM
+        with monkeypatch.context() as m:
+            m.setattr(cf, "_im2col_2d", None)
+            np.testing.assert_array_equal(fast, plan(x), err_msg=str(attrs))
+        k = w[0].size
+        np.testing.assert_allclose(fast, _direct64(x, w, b, geo, attrs["group"]), rtol=0,
+                                   atol=k * np.finfo(np.float32).eps * 4 * (np.abs(x).max() * np.abs(w).max() + 1),
+                                   err_msg=str(attrs))
+    assert seen == {1, 2, 3}
+
+
+def test_float32_inputs_sum_in_float32_and_float64_inputs_in_float64():
+    """The float reference sums a k x k Conv in float32 (as onnxruntime does); float64 inputs
+    keep float64 throughout (Graph.run(x, dtype=np.float64))."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, 64, 9, 9)).astype(np.float32)
+    w = rng.standard_normal((8, 64, 3, 3)).astype(np.float32)
+    geo = _geometry(x.shape, w.shape, {"pads": [1, 1, 1, 1]})
+    p32 = cf.ConvPlan(x.shape, np.float32, w, None, geo, 1)
+    p64 = cf.ConvPlan(x.shape, np.float64, w.astype(np.float64), None, geo, 1)
+    y32, y64 = p32(x), p64(x.astype(np.float64))
+    assert y32.dtype == np.float32 and y64.dtype == np.float64
+    # float32 sums of 576 products differ from the float64 ones by float32 accumulation error,
+    # more than one rounding of the result would
+    assert np.max(np.abs(y32 - y64.astype(np.float32))) > 0
+    assert np.mean(y32 != y64.astype(np.float32)) > 0.05
+    np.testing.assert_allclose(y32, y64, rtol=0, atol=576 * np.finfo(np.float32).eps * np.abs(y64).max())
 
 
 def test_graph_run_uses_prepared_kernels_that_match_run():
