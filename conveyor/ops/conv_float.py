@@ -13,13 +13,16 @@ float16/float32 inputs, as onnxruntime computes a float32 Conv; float64 inputs, 
   MatMul, computed as conveyor's MatMul and Gemm are (and as onnxruntime does);
 - depthwise (one input channel per group, any channel multiplier): per kernel tap one
   multiply-add of a shifted window by a weight per channel, taps in row-major order (numba:
-  `_depthwise_2d`, the same operations in the same order as the numpy loop, so the same bits);
+  `_depthwise_flat`, the same operations in the same order as the numpy loop, so the same bits);
 - everything else (k x k, strided, dilated, grouped, N-d): im2col + one GEMM per group (one
   batched `np.matmul`), rows (Cg, *kernel) as W flattens, in chunks of output rows that stay
-  below `_COLS_BYTES`. 1-D and 2-D columns are copied by numba (`_im2col_2d`, padding read as
-  zeros, no padded copy); otherwise the padded input is viewed as sliding windows
-  (`numpy.lib.stride_tricks.sliding_window_view`), strided and dilated by slicing the view.
-  Both fill the same matrix, so the GEMM and its bits are the same.
+  below `_COLS_BYTES`. With numba the input is laid out as flat stride-phase planes
+  (`_flat_layout`, as the depthwise kernel reads it) and every row of the column matrix is one
+  contiguous run of a plane (`_im2col_flat`); the GEMM then runs over the phase grid, a few
+  columns wider than the output (cut off after). Without numba the padded input is viewed as
+  sliding windows (`numpy.lib.stride_tricks.sliding_window_view`), strided and dilated by
+  slicing the view. Each output's dot product has the same terms either way (BLAS may block a
+  wider GEMM differently: the sums agree to float32 accumulation error, not always bit for bit).
 
 The bias is added after the sums, in the work dtype. float32 sums over up to 4,608 taps (vgg's
 3x3x512) differ from onnxruntime's (MLAS sums in another order, with FMAs) by a float32
@@ -51,69 +54,56 @@ def strided_windows(xp: np.ndarray, geo, n: int, group: int, cg: int) -> np.ndar
 #: im2col chunks are cut so that one column block stays below this many bytes.
 _COLS_BYTES = 64 << 20
 
+#: The flat-plane im2col (numba) when its phase grid has at most this many columns per output:
+#: on small images the padded width wastes GEMM columns (a 4x4 output on a 4x6 grid: 1.5x) and
+#: the sliding-window copy is as fast (measured with OpenBLAS on one core: 64 channels at 16x16
+#: 0.146 ms against 0.182, 256 at 4x4 0.239 against 0.192).
+_GRID_WASTE = 1.3
+
 if njit is not None:
     @njit(cache=True, nogil=True)
-    def _depthwise_2d(x, w, out, kh, kw, sh, sw, dh, dw, ph, pw, mg):
-        """Depthwise 2-D convolution of x (N, C, H, W) by w (M, KH * KW) into out (N, M, OH, OW),
-        output channel m reading input channel m // mg, padding read as zeros. Each output is
-        0 plus, tap by tap in row-major order, window value times weight, each product and sum
-        rounded to out's dtype: the numpy path's operations (it adds the padding's zero
-        products too, which changes no value), so the same bits."""
-        nb, m_out, oh, ow = out.shape
-        h, wd = x.shape[2], x.shape[3]
-        for n in range(nb):
-            for m in range(m_out):
-                xc = x[n, m // mg]
-                o = out[n, m]
-                for oy in range(oh):
-                    row = o[oy]
-                    for ox in range(ow):
-                        row[ox] = 0
-                    for i in range(kh):
-                        iy = oy * sh + i * dh - ph
-                        if iy < 0 or iy >= h:
-                            continue
-                        xr = xc[iy]
-                        for j in range(kw):
-                            wk = w[m, i * kw + j]
-                            off = j * dw - pw
-                            lo = 0 if off >= 0 else min(ow, (-off + sw - 1) // sw)
-                            hi = 0 if off >= wd else min(ow, (wd - 1 - off) // sw + 1)
-                            for ox in range(lo, hi):
-                                row[ox] += xr[ox * sw + off] * wk
+    def _depthwise_flat(xp, w, out, offs, phase, phases, mg):
+        """Depthwise convolution on flattened planes. xp (N*C*S, F): per input channel its S
+        stride phases of the padded input (conv.Windows strides; S = 1 at unit stride), each
+        flattened with a zero tail; w (M, T) the weights by tap; out (N*M, L) the outputs on the
+        phase grid (row n * M + m reads channel n * C + m // mg). Tap t reads phase phase[t]
+        shifted by offs[t]. Each output is the sum over taps in order of window value times
+        weight, each product and sum rounded to out's dtype, as the numpy path computes it."""
+        rows, size = out.shape
+        m_out, taps = w.shape
+        c_in = m_out // mg
+        for r in range(rows):
+            n = r // m_out
+            m = r - n * m_out
+            base = (n * c_in + m // mg) * phases
+            dst = out[r]
+            seg = xp[base + phase[0], offs[0]:offs[0] + size]
+            wk = w[m, 0]
+            for j in range(size):  # bare loop indices: numba drops the wraparound and vectorises
+                dst[j] = seg[j] * wk
+            for t in range(1, taps):
+                seg = xp[base + phase[t], offs[t]:offs[t] + size]
+                wk = w[m, t]
+                for j in range(size):
+                    dst[j] += seg[j] * wk
 
     @njit(cache=True, nogil=True)
-    def _im2col_2d(x, cols, kh, kw, sh, sw, dh, dw, ph, pw, r0, r1, ow):
-        """The column matrix of output rows r0..r1 of a 2-D convolution of x (C, H, W), padding
-        read as zeros: cols[(c * kh + i) * kw + j, (oy - r0) * ow + ox] = x[c, oy * sh + i * dh - ph,
-        ox * sw + j * dw - pw]. Rows follow W's (C, KH, KW) flattening. Copies only: the values
-        are those of the numpy path."""
-        c_in, h, w = x.shape
-        for c in range(c_in):
-            for i in range(kh):
-                for j in range(kw):
-                    row = cols[(c * kh + i) * kw + j]
-                    off = j * dw - pw
-                    # ox with 0 <= ox * sw + off < w
-                    lo = 0 if off >= 0 else min(ow, (-off + sw - 1) // sw)
-                    hi = 0 if off >= w else min(ow, (w - 1 - off) // sw + 1)
-                    hi = max(hi, lo)
-                    for oy in range(r0, r1):
-                        y = oy * sh + i * dh - ph
-                        base = (oy - r0) * ow
-                        if y < 0 or y >= h:
-                            for ox in range(ow):
-                                row[base + ox] = 0
-                            continue
-                        xr = x[c, y]
-                        for ox in range(lo):
-                            row[base + ox] = 0
-                        for ox in range(lo, hi):
-                            row[base + ox] = xr[ox * sw + off]
-                        for ox in range(hi, ow):
-                            row[base + ox] = 0
+    def _im2col_flat(xp, cols, offs, phase, phases):
+        """The column matrix from flattened planes (as `_depthwise_flat` reads them): row
+        c * T + t of cols (C * T, L) is input channel c's phase phase[t] shifted by offs[t], the
+        run tap t reads for every output on the phase grid. Copies only."""
+        taps = offs.shape[0]
+        size = cols.shape[1]
+        for r in range(cols.shape[0]):
+            c = r // taps
+            t = r - c * taps
+            seg = xp[c * phases + phase[t], offs[t]:offs[t] + size]
+            dst = cols[r]
+            for j in range(size):
+                dst[j] = seg[j]
+
 else:  # pragma: no cover - depends on the install
-    _depthwise_2d = _im2col_2d = None
+    _depthwise_flat = _im2col_flat = None
 
 
 def work_dtype(dtype) -> np.dtype:
@@ -151,12 +141,60 @@ class ConvPlan:
                 w.reshape(m, k_size).T.reshape((k_size, m) + (1,) * nd))
             self.taps = list(np.ndindex(*geo.kernel))
             self.wflat = np.ascontiguousarray(w.reshape(m, k_size))
+            self._flat_layout()
         else:
             self.kind = "im2col"
             # one GEMM in the work dtype (float32 for float32 inputs, as onnxruntime's MLAS sums;
             # see the module docstring)
             self.wmat = np.ascontiguousarray(w.reshape(group, mg, cg * k_size))
             self.k_size = k_size
+            self._flat_layout()
+
+    def _flat_layout(self):
+        """The numba paths' layout: the padded input split into its stride phases (phase p
+        along axis i holds coordinates p, p + s_i, ...; Q_i of them), each flattened with a zero
+        tail. Tap k reads phase (k d) % s at offset (k d) // s, so every tap is one shifted
+        contiguous run of a phase plane and the outputs lie on the phase grid (out_0, Q_1, ...),
+        whose extra columns are cut off at the end."""
+        geo = self.geo
+        ext, st = geo.extent, geo.strides
+        self.phase_q = tuple(-(-e // s_) for e, s_ in zip(ext, st))
+        self.phase_starts = list(np.ndindex(*st))
+        qstr = np.cumprod((1,) + self.phase_q[:0:-1])[::-1]
+        pstr = np.cumprod((1,) + tuple(st[:0:-1]))[::-1]
+        taps = [np.multiply(p, geo.dilations) for p in np.ndindex(*geo.kernel)]
+        self.flat_offs = np.array([int(np.dot(t // np.array(st), qstr)) for t in taps], dtype=np.int64)
+        self.flat_phase = np.array([int(np.dot(t % np.array(st), pstr)) for t in taps], dtype=np.int64)
+        self.flat_grid = (geo.out[0],) + self.phase_q[1:]
+        self.flat_size = int(self.flat_offs.max()) + int(np.prod(self.flat_grid))
+
+    def _flat_planes(self, x):
+        """x (N, C, *spatial) as the flat phase planes (N * C * S, F) of `_flat_layout`."""
+        geo = self.geo
+        nc, q, size = self.n * self.c, self.phase_q, int(np.prod(self.phase_q))
+        flat = np.zeros((nc, len(self.phase_starts), self.flat_size), dtype=self.work)
+        if len(self.phase_starts) == 1:  # unit stride: pad straight into the flat planes
+            dst = flat[:, 0, :size].reshape((self.n, self.c) + q)
+            into, src = [], []
+            for b, e, sp in zip(geo.begin, q, x.shape[2:]):
+                k = max(0, min(sp, e - b))
+                into.append(slice(b, b + k))
+                src.append(slice(0, k))
+            dst[(Ellipsis,) + tuple(into)] = x[(Ellipsis,) + tuple(src)]
+        else:
+            xp = self._pad(x, geo, 0)
+            for i, start in enumerate(self.phase_starts):
+                ph = xp[(Ellipsis,) + tuple(slice(p, None, s_) for p, s_ in zip(start, geo.strides))]
+                dst = flat[:, i, :size].reshape((self.n, self.c) + q)
+                dst[(Ellipsis,) + tuple(slice(0, d) for d in ph.shape[2:])] = ph
+        return flat.reshape(nc * len(self.phase_starts), -1)
+
+    def _off_grid(self, y):
+        """Outputs on the phase grid (N, M, *flat_grid) cut to the output's shape, contiguous."""
+        y = y.reshape((self.n, self.m) + self.flat_grid)
+        if self.flat_grid[1:] == tuple(self.geo.out[1:]):
+            return y
+        return np.ascontiguousarray(y[(Ellipsis,) + tuple(slice(0, o) for o in self.geo.out)])
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=self.work)
@@ -178,18 +216,11 @@ class ConvPlan:
 
     def _depthwise(self, x):
         geo, nd = self.geo, self.nd
-        if _depthwise_2d is not None and nd in (1, 2):
-            # numba: straight from the unpadded input into the output (a 1-D one as height 1)
-            if nd == 1:
-                x2 = x.reshape(self.n, self.c, 1, -1)
-                geo2 = ((1,) + geo.kernel, (1,) + geo.strides, (1,) + geo.dilations, (0,) + geo.begin)
-            else:
-                x2, geo2 = x, (geo.kernel, geo.strides, geo.dilations, geo.begin)
-            y = np.empty(self.out_shape, dtype=self.work)
-            (kh, kw), (sh, sw), (dh, dw), (ph, pw) = geo2
-            _depthwise_2d(np.ascontiguousarray(x2), self.wflat, y.reshape((self.n, self.m, -1, geo.out[-1])),
-                          kh, kw, sh, sw, dh, dw, ph, pw, self.mg)
-            return y
+        if _depthwise_flat is not None:
+            y = np.empty((self.n * self.m, int(np.prod(self.flat_grid))), dtype=self.work)
+            _depthwise_flat(self._flat_planes(x), self.wflat, y, self.flat_offs, self.flat_phase,
+                            len(self.phase_starts), self.mg)
+            return self._off_grid(y)
         xp = self._pad(x, geo, 0)
         if self.mg > 1:  # output channel g * mg + j reads input channel g
             xp = np.repeat(xp, self.mg, axis=1)
@@ -207,36 +238,23 @@ class ConvPlan:
 
     def _im2col(self, x):
         geo, n, nd, group, cg = self.geo, self.n, self.nd, self.group, self.cg
-        y = np.empty(self.out_shape, dtype=self.work)
         rest = int(np.prod(geo.out[1:], dtype=np.int64))
         row_bytes = max(1, self.c * self.k_size * rest * self.work.itemsize)
         rows = max(1, min(geo.out[0], _COLS_BYTES // row_bytes))
         k_rows = cg * self.k_size
-        if _im2col_2d is not None and nd in (1, 2):
-            # numba: the columns straight from the unpadded input (padding read as zeros)
-            if nd == 1:  # a 1-D convolution is a 2-D one of height 1
-                x2 = x.reshape(n, self.c, 1, -1)
-                kh, kw, sh, sw, dh, dw, ph, pw = 1, geo.kernel[0], 1, geo.strides[0], 1, geo.dilations[0], 0, geo.begin[0]
-                oh, ow = 1, geo.out[0]
-                rows = 1
-            else:
-                x2 = x
-                (kh, kw), (sh, sw), (dh, dw), (ph, pw) = geo.kernel, geo.strides, geo.dilations, geo.begin
-                oh, ow = geo.out
-            x2 = np.ascontiguousarray(x2)
+        grid = int(np.prod(self.flat_grid))
+        if (_im2col_flat is not None and grid <= _GRID_WASTE * int(np.prod(geo.out))
+                and self.c * self.k_size * grid * self.work.itemsize <= _COLS_BYTES):
+            # numba: every column row is one contiguous run of a flat phase plane; the GEMM runs
+            # over the phase grid (a few columns more than the outputs), then they are cut off
+            flat = self._flat_planes(x).reshape(n, -1, self.flat_size)
+            y = np.empty((n, group, self.mg, grid), dtype=self.work)
+            cols = np.empty((self.c * self.k_size, grid), dtype=self.work)
             for i in range(n):
-                yi = y[i].reshape(group, self.mg, -1)
-                for r0 in range(0, oh, rows):
-                    r1 = min(oh, r0 + rows)
-                    cols = np.empty((self.c * self.k_size, (r1 - r0) * ow), dtype=self.work)
-                    _im2col_2d(x2[i], cols, kh, kw, sh, sw, dh, dw, ph, pw, r0, r1, ow)
-                    cols = cols.reshape(group, k_rows, -1)
-                    if r1 - r0 == oh:  # the whole image: the GEMM writes the output in place
-                        np.matmul(self.wmat, cols, out=yi)
-                    else:
-                        yi.reshape(group, self.mg, oh, ow)[:, :, r0:r1] = np.matmul(self.wmat, cols).reshape(
-                            group, self.mg, r1 - r0, ow)
-            return y
+                _im2col_flat(flat[i], cols, self.flat_offs, self.flat_phase, len(self.phase_starts))
+                np.matmul(self.wmat, cols.reshape(group, k_rows, grid), out=y[i])
+            return self._off_grid(y)
+        y = np.empty(self.out_shape, dtype=self.work)
         xp = self._pad(x, geo, 0)
         # Windows of the padded input: (N, C, *positions, *kernel extent), then stride the
         # positions and dilate the taps by slicing; no data is copied yet.
