@@ -244,6 +244,9 @@ class Graph:
                 ins = [ValueInfo(self.tensors[t].shape, self.tensors[t].dtype, self.weights.get(t)) if t else None
                        for t in node.inputs]
                 kernel = opdef.prepare(node, ins)
+            if kernel is None and node.op_type in _STATIC_RESHAPES and node.outputs[0]:
+                # the output's shape is static: a reshape (a view), whatever the op's shape inputs say
+                kernel = (lambda args, _shape=self.tensors[node.outputs[0]].shape: (args[0].reshape(_shape),))
             if kernel is None:
                 kernel = (lambda args, _run=opdef.run, _node=node: _run(_node, args))
             frees = tuple(dict.fromkeys(t for t in node.inputs
@@ -320,6 +323,9 @@ class Graph:
 
 
 # ---- helpers ---------------------------------------------------------------------------
+
+#: ops that only reshape their first input (its values in order) to the static output shape
+_STATIC_RESHAPES = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Flatten"})
 
 #: ops whose float kernels return a fresh array no one else holds (a following activation may
 #: overwrite it): Conv's ConvPlan and conv_nd, the GEMMs, BatchNormalization's product, Add's sum
