@@ -24,8 +24,12 @@ def _geometry(x_shape, w_shape, attrs):
 
 def _direct64(x, w, b, geo, group):
     """The float64 direct sum, rounded once: the reference the float64 methods round to."""
-    plan = cf.ConvPlan(x.shape, np.float64, w.astype(np.float64), None if b is None else b.astype(np.float64),
-                       geo, group)
+    taps, cf._TAPS_VALID = cf._TAPS_VALID, 0.0  # never the per-tap GEMMs: the im2col sum
+    try:
+        plan = cf.ConvPlan(x.shape, np.float64, w.astype(np.float64), None if b is None else b.astype(np.float64),
+                           geo, group)
+    finally:
+        cf._TAPS_VALID = taps
     assert plan.kind in ("im2col", "pointwise", "depthwise")
     return plan(x.astype(np.float64)).astype(np.float32)
 
@@ -80,6 +84,7 @@ def _random_conv(rng, depthwise):
 @pytest.mark.skipif(not intdot.available(), reason="numba (the `fast`/`test` extra) is not installed")
 def test_im2col_numba_columns_match_numpy_windows(monkeypatch):
     monkeypatch.setattr(cf, "_GRID_WASTE", 1e9)  # the flat-plane path on every small image
+    monkeypatch.setattr(cf, "_TAPS_VALID", 0.0)  # and never the per-tap GEMMs
     rng = np.random.default_rng(11)
     seen = set()
     for _ in range(80):
@@ -178,3 +183,30 @@ def test_fused_activations_match_the_unfused_plan_and_fetches_still_see_every_te
     for t, v in every.items():
         np.testing.assert_array_equal(v, env[t], err_msg=t)
     assert np.min(env["a"]) < 0  # the fetched pre-activation tensor was not overwritten by the Relu
+
+
+def test_per_tap_gemms_on_small_images_match_the_float64_direct_sum(monkeypatch):
+    """Small images (mostly padding) take one GEMM per tap over the positions it reads inside;
+    any stride and dilation, against the float64 direct sum and the im2col path."""
+    monkeypatch.setattr(cf, "_TAPS_VALID", 1.01)  # every 2-D one-group conv: the per-tap path
+    rng = np.random.default_rng(4)
+    seen = 0
+    for _ in range(60):
+        x, w, b, attrs = _random_conv(rng, depthwise=False)
+        if x.ndim != 4 or attrs["group"] != 1:
+            continue
+        geo = _geometry(x.shape, w.shape, attrs)
+        plan = cf.ConvPlan(x.shape, x.dtype, w, b, geo, 1)
+        if plan.kind != "taps":
+            continue
+        seen += 1
+        got = plan(x)
+        k = w[0].size
+        bound = k * 2.0 ** -24 * (np.abs(x).max() * np.abs(w).max() * k + np.abs(b).max()) * 2
+        np.testing.assert_allclose(got, _direct64(x, w, b, geo, 1), rtol=0, atol=bound, err_msg=str(attrs))
+    assert seen >= 10
+    geo = _geometry((1, 16, 2, 2), (8, 16, 3, 3), {"pads": [1, 1, 1, 1]})
+    monkeypatch.setattr(cf, "_TAPS_VALID", 0.6)
+    assert cf.ConvPlan((1, 16, 2, 2), np.float32, np.ones((8, 16, 3, 3), np.float32), None, geo, 1).kind == "taps"
+    geo = _geometry((1, 16, 8, 8), (8, 16, 3, 3), {"pads": [1, 1, 1, 1]})
+    assert cf.ConvPlan((1, 16, 8, 8), np.float32, np.ones((8, 16, 3, 3), np.float32), None, geo, 1).kind == "im2col"
