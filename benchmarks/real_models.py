@@ -20,6 +20,10 @@ the slices other processes take, which a 40 ms run suffers and a 1 ms run mostly
 the ratio; `--wall` (and any --threads > 1) times wall clock. Targets (issue 9): float <= 2x
 onnxruntime, emulation <= 3x.
 
+BLAS: numpy's OpenBLAS kernels follow OPENBLAS_CORETYPE when it is set (this project's machines
+set Haswell: AVX2) while onnxruntime's MLAS picks AVX-512 on an AVX-512 CPU; `--blas-coretype
+SkylakeX` gives numpy's OpenBLAS its AVX-512 kernels too. The header prints what numpy uses.
+
     python benchmarks/real_models.py [--size 64] [--repeat 9] [--models mobilenet_v2,lstm] [--no-emulation]
 """
 
@@ -63,9 +67,18 @@ def main(argv=None) -> int:
     ap.add_argument("--no-emulation", action="store_true", help="time the float reference only")
     ap.add_argument("--median", action="store_true", help="print medians instead of best runs")
     ap.add_argument("--wall", action="store_true", help="time wall clock, not CPU time (always with --threads > 1)")
+    ap.add_argument("--blas-coretype", default=None, metavar="NAME",
+                    help="set OPENBLAS_CORETYPE=NAME for numpy's OpenBLAS (e.g. SkylakeX: its AVX-512 kernels, "
+                         "as onnxruntime's MLAS uses on an AVX-512 CPU); default: the environment's")
     args = ap.parse_args(argv)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(args.threads)
+    # OpenBLAS reads OPENBLAS_CORETYPE when it loads (before numpy is imported). On this project's
+    # machines the environment pins it to Haswell (AVX2): half the float32 GEMM rate of the
+    # SkylakeX (AVX-512) kernels on its AVX-512 CPU (measured: 54 against 97 GMAC/s), which
+    # onnxruntime's MLAS uses whatever the variable says.
+    if args.blas_coretype:
+        os.environ["OPENBLAS_CORETYPE"] = args.blas_coretype
     import statistics
     import time
     import warnings
@@ -98,6 +111,11 @@ def main(argv=None) -> int:
                 ts.append(clock() - t)
         return [pick(ts) for ts in times]
 
+    from threadpoolctl import threadpool_info
+
+    blas = ", ".join(f"{i['internal_api']} {i.get('architecture', '?')}" for i in threadpool_info()
+                     if i.get("user_api") == "blas") or "?"
+    print(f"numpy BLAS: {blas} (OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'unset')})")
     print(f"images 1x3x{args.size}x{args.size}, {args.threads} thread(s), {'CPU' if cpu else 'wall'} time, "
           f"{'median' if args.median else 'best'} of {args.repeat}, numba {'on' if intdot.available() else 'off'}; "
           f"emulation at {args.precision} (accum auto: exact)")

@@ -34,3 +34,37 @@ def ort_run(model: onnx.ModelProto, feeds: dict) -> dict:
 
 def rand(shape, seed=0, scale=1.0):
     return (np.random.default_rng(seed).standard_normal(shape) * scale).astype(np.float32)
+
+
+#: float32's unit roundoff, 2^-24 (IEEE 754 binary32: 24-bit significand)
+U32 = 2.0 ** -24
+#: how many standard deviations of the expected difference a test allows
+SIGMAS = 6.0
+
+
+def float32_tolerance(graph) -> float:
+    """Relative tolerance (to the output's RMS) for comparing conveyor's float reference with
+    another float32 implementation (onnxruntime, torch, Keras) of `graph`.
+
+    Both sum every dot product in float32, in different orders (MLAS and OpenBLAS blocks, FMAs).
+    A float32 sum of K products of random sign, each partial sum rounded (unit roundoff u), errs
+    by about u * sqrt(sum_j s_j^2) ~ u * K * rms(term) / sqrt(2), i.e. u * sqrt(K / 2) times
+    the sum's typical size sqrt(K) * rms(term). Two such sums differ by sqrt(2) times that,
+    u * sqrt(K), and L layers add their errors (re-scaled to each layer's size) independently:
+    u * sqrt(L * K), with K the longest dot product (MACs per output) and L the layers with MACs.
+    `SIGMAS` covers the largest of many outputs. (docs/numerics.md "Conv, the float reference":
+    the decision, and the measured distances, 1-11 % of this bound on the zoo.)"""
+    from conveyor.graph.counters import layer_counters
+
+    ks = [c.macs / max(1, int(np.prod(c.output_shape))) for c in layer_counters(graph) if c.macs]
+    k = max(ks, default=1.0)
+    return SIGMAS * float(np.sqrt(max(1, len(ks)) * k)) * U32
+
+
+def assert_float32_close(got, ref, graph, err_msg=""):
+    """`got` and `ref`, two float32 evaluations of `graph`, differ by float32 accumulation only:
+    |got - ref| <= tol * (|ref| + rms(ref)), tol = float32_tolerance(graph)."""
+    ref = np.asarray(ref, dtype=np.float64)
+    tol = float32_tolerance(graph)
+    scale = float(np.sqrt(np.mean(ref ** 2))) if ref.size else 0.0
+    np.testing.assert_allclose(got, ref, rtol=tol, atol=tol * scale, err_msg=err_msg)

@@ -1,6 +1,7 @@
 """The planned float Conv (conveyor/ops/conv_float.py): its methods against each other and
 against a float64 direct convolution; Graph.run's per-node plans against the ops' plain `run`.
-(onnxruntime comparisons of every method: tests/test_ops_conv_pool_norm.py.)"""
+(onnxruntime comparisons of every method: tests/test_ops_conv_pool_norm.py.) The numba kernels
+perform the numpy paths' operations: the same bits."""
 
 from __future__ import annotations
 
@@ -23,8 +24,12 @@ def _geometry(x_shape, w_shape, attrs):
 
 def _direct64(x, w, b, geo, group):
     """The float64 direct sum, rounded once: the reference the float64 methods round to."""
-    plan = cf.ConvPlan(x.shape, np.float64, w.astype(np.float64), None if b is None else b.astype(np.float64),
-                       geo, group)
+    taps, cf._TAPS_VALID = cf._TAPS_VALID, 0.0  # never the per-tap GEMMs: the im2col sum
+    try:
+        plan = cf.ConvPlan(x.shape, np.float64, w.astype(np.float64), None if b is None else b.astype(np.float64),
+                           geo, group)
+    finally:
+        cf._TAPS_VALID = taps
     assert plan.kind in ("im2col", "pointwise", "depthwise")
     return plan(x.astype(np.float64)).astype(np.float32)
 
@@ -56,31 +61,69 @@ def test_depthwise_numba_equals_numpy_bit_for_bit(monkeypatch):
         np.testing.assert_allclose(fast, _direct64(x, w, b, geo, c), rtol=1e-5, atol=1e-5, err_msg=str(attrs))
 
 
-@pytest.mark.parametrize("shape,m,pads", [
-    ((1, 3, 16, 16), 4, [1, 1, 1, 1]),
-    ((2, 5, 13, 11), 6, [1, 0, 2, 1]),     # odd outputs: the last tiles half outside; batch 2
-    ((1, 64, 14, 14), 32, [1, 1, 1, 1]),
-])
-def test_winograd_matches_float64_direct_within_one_ulp(shape, m, pads, monkeypatch):
-    rng = np.random.default_rng(3)
-    x = rng.standard_normal(shape).astype(np.float32)
-    w = rng.standard_normal((m, shape[1], 3, 3)).astype(np.float32)
+def _random_conv(rng, depthwise):
+    nd = int(rng.choice([1, 2, 2, 3]))
+    kernel = [int(rng.integers(1, 4)) for _ in range(nd)]
+    if all(k == 1 for k in kernel):
+        kernel[0] = 3
+    group = int(rng.choice([1, 1, 2]))
+    c = group * int(rng.integers(1, 4))
+    if depthwise:
+        group = c = int(rng.integers(2, 6))
+    m = group * int(rng.integers(1, 3))
+    attrs = {"group": group, "strides": [int(rng.integers(1, 3)) for _ in range(nd)],
+             "dilations": [int(rng.integers(1, 3)) for _ in range(nd)],
+             "pads": [int(rng.integers(0, 3)) for _ in range(2 * nd)]}
+    spatial = [int(rng.integers((k - 1) * d + 1, (k - 1) * d + 9)) for k, d in zip(kernel, attrs["dilations"])]
+    x = rng.standard_normal([int(rng.integers(1, 3)), c] + spatial).astype(np.float32)
+    w = rng.standard_normal([m, c // group] + kernel).astype(np.float32)
     b = rng.standard_normal(m).astype(np.float32)
-    geo = _geometry(x.shape, w.shape, {"pads": pads})
-    plan = cf.ConvPlan(x.shape, x.dtype, w, b, geo, 1)
-    assert plan.kind == "winograd"
-    got = plan(x)
-    want = _direct64(x, w, b, geo, 1)
-    assert got.dtype == np.float32 and got.shape == want.shape
-    np.testing.assert_array_max_ulp(got, want, maxulp=1)
-    assert np.mean(got == want) > 0.99  # float64 throughout: nearly always the same rounding
-    monkeypatch.setattr(cf, "_winograd_in", None)  # the numpy path: the same operations, the same bits
-    np.testing.assert_array_equal(plan(x), got)
+    return x, w, b, attrs
 
 
-def test_small_images_skip_winograd():
-    geo = _geometry((1, 8, 7, 7), (8, 8, 3, 3), {"pads": [1, 1, 1, 1]})  # 16 tiles < _WINOGRAD_TILES
-    assert cf.ConvPlan((1, 8, 7, 7), np.float32, np.ones((8, 8, 3, 3), np.float32), None, geo, 1).kind == "im2col"
+@pytest.mark.skipif(not intdot.available(), reason="numba (the `fast`/`test` extra) is not installed")
+def test_im2col_numba_columns_match_numpy_windows(monkeypatch):
+    monkeypatch.setattr(cf, "_GRID_WASTE", 1e9)  # the flat-plane path on every small image
+    monkeypatch.setattr(cf, "_TAPS_VALID", 0.0)  # and never the per-tap GEMMs
+    rng = np.random.default_rng(11)
+    seen = set()
+    for _ in range(80):
+        x, w, b, attrs = _random_conv(rng, depthwise=False)
+        geo = _geometry(x.shape, w.shape, attrs)
+        plan = cf.ConvPlan(x.shape, x.dtype, w, b, geo, attrs["group"])
+        if plan.kind != "im2col":
+            continue
+        seen.add(x.ndim - 2)
+        fast = plan(x)
+        assert fast.dtype == np.float32 and plan.wmat.dtype == np.float32  # one float32 GEMM
+        # the same terms per output; BLAS may block the wider GEMM of the phase grid otherwise:
+        # float32 accumulation error, at most K u sum |x w| per output (plus the bias' rounding)
+        k = w[0].size
+        bound = k * 2.0 ** -24 * (np.abs(x).max() * np.abs(w).max() * k + np.abs(b).max()) * 2
+        with monkeypatch.context() as m:
+            m.setattr(cf, "_im2col_flat", None)
+            np.testing.assert_allclose(fast, plan(x), rtol=0, atol=bound, err_msg=str(attrs))
+        np.testing.assert_allclose(fast, _direct64(x, w, b, geo, attrs["group"]), rtol=0, atol=bound,
+                                   err_msg=str(attrs))
+    assert seen == {1, 2, 3}
+
+
+def test_float32_inputs_sum_in_float32_and_float64_inputs_in_float64():
+    """The float reference sums a k x k Conv in float32 (as onnxruntime does); float64 inputs
+    keep float64 throughout (Graph.run(x, dtype=np.float64))."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, 64, 9, 9)).astype(np.float32)
+    w = rng.standard_normal((8, 64, 3, 3)).astype(np.float32)
+    geo = _geometry(x.shape, w.shape, {"pads": [1, 1, 1, 1]})
+    p32 = cf.ConvPlan(x.shape, np.float32, w, None, geo, 1)
+    p64 = cf.ConvPlan(x.shape, np.float64, w.astype(np.float64), None, geo, 1)
+    y32, y64 = p32(x), p64(x.astype(np.float64))
+    assert y32.dtype == np.float32 and y64.dtype == np.float64
+    # float32 sums of 576 products differ from the float64 ones by float32 accumulation error,
+    # more than one rounding of the result would
+    assert np.max(np.abs(y32 - y64.astype(np.float32))) > 0
+    assert np.mean(y32 != y64.astype(np.float32)) > 0.05
+    np.testing.assert_allclose(y32, y64, rtol=0, atol=576 * np.finfo(np.float32).eps * np.abs(y64).max())
 
 
 def test_graph_run_uses_prepared_kernels_that_match_run():
@@ -95,8 +138,8 @@ def test_graph_run_uses_prepared_kernels_that_match_run():
              Node("c3", "Conv", ("b", "w3", "b3"), ("c",), {"pads": [1, 1, 1, 1]}, 17),
              Node("r", "Reshape", ("c", "shape"), ("y",), {}, 17)]
     g = Graph.build("g", nodes, [Tensor("x", (1, 8, 32, 32), np.dtype(np.float32))], ["y"], weights)
-    plan = g._float_plan
-    assert plan is g._float_plan  # built once per graph
+    plan = g._float_plan_unfused
+    assert plan is g._float_plan_unfused  # built once per graph
     x = rng.standard_normal((1, 8, 32, 32)).astype(np.float32)
     env = {"x": x, **weights}
     for node in g.nodes:
@@ -107,3 +150,63 @@ def test_graph_run_uses_prepared_kernels_that_match_run():
     assert g.run(x, fetch=["a"])["a"].shape == (1, 8, 16, 16)
     again = pickle.loads(pickle.dumps(g))  # a graph that has run still pickles (stage processes)
     np.testing.assert_array_equal(again.run(x)["y"], got)
+
+
+def test_fused_activations_match_the_unfused_plan_and_fetches_still_see_every_tensor():
+    """Graph.run applies a Relu (or constant Clip) in place to the fresh output of the node it
+    reads when it is that output's only reader; the values are the op-by-op ones, and fetching
+    the tensor fused away runs the unfused plan."""
+    rng = np.random.default_rng(1)
+    weights = {"w1": rng.standard_normal((6, 4, 3, 3)).astype(np.float32),
+               "b1": rng.standard_normal(6).astype(np.float32),
+               "w2": rng.standard_normal((6, 6, 1, 1)).astype(np.float32),
+               "lo": np.array(0.0, np.float32), "hi": np.array(0.5, np.float32)}
+    nodes = [Node("c1", "Conv", ("x", "w1", "b1"), ("a",), {"pads": [1, 1, 1, 1]}, 17),
+             Node("r1", "Relu", ("a",), ("ar",), {}, 17),          # fused: a is read by r1 only
+             Node("c2", "Conv", ("ar", "w2"), ("b",), {}, 17),
+             Node("k2", "Clip", ("b", "lo", "hi"), ("bk",), {}, 17),  # fused
+             Node("add", "Add", ("bk", "ar"), ("s",), {}, 17),
+             Node("r3", "Relu", ("s",), ("y",), {}, 17),           # fused (s is not an output)
+             Node("r4", "Relu", ("b",), ("z",), {}, 17)]           # b has two readers: k2 and r4
+    g = Graph.build("g", nodes, [Tensor("x", (1, 4, 8, 8), np.dtype(np.float32))], ["y", "z"], weights)
+    plan, fused_away = g._float_plan
+    assert (plan, fused_away) == g._float_plan  # built once per graph
+    assert fused_away == {"a", "s"} and len(plan) == len(nodes) - 2
+    x = rng.standard_normal((1, 4, 8, 8)).astype(np.float32)
+    env = {"x": x, **weights}
+    for node in g.nodes:
+        env.update(zip(node.outputs, registry.get(node.op_type).run(node, [env[t] for t in node.inputs])))
+    got = g.run(x)
+    for t in ("y", "z"):
+        np.testing.assert_array_equal(got[t], env[t])
+    every = g.run(x, fetch=["a", "ar", "b", "bk", "s", "y"])
+    for t, v in every.items():
+        np.testing.assert_array_equal(v, env[t], err_msg=t)
+    assert np.min(env["a"]) < 0  # the fetched pre-activation tensor was not overwritten by the Relu
+
+
+def test_per_tap_gemms_on_small_images_match_the_float64_direct_sum(monkeypatch):
+    """Small images (mostly padding) take one GEMM per tap over the positions it reads inside;
+    any stride and dilation, against the float64 direct sum and the im2col path."""
+    monkeypatch.setattr(cf, "_TAPS_VALID", 1.01)  # every 2-D one-group conv: the per-tap path
+    rng = np.random.default_rng(4)
+    seen = 0
+    for _ in range(60):
+        x, w, b, attrs = _random_conv(rng, depthwise=False)
+        if x.ndim != 4 or attrs["group"] != 1:
+            continue
+        geo = _geometry(x.shape, w.shape, attrs)
+        plan = cf.ConvPlan(x.shape, x.dtype, w, b, geo, 1)
+        if plan.kind != "taps":
+            continue
+        seen += 1
+        got = plan(x)
+        k = w[0].size
+        bound = k * 2.0 ** -24 * (np.abs(x).max() * np.abs(w).max() * k + np.abs(b).max()) * 2
+        np.testing.assert_allclose(got, _direct64(x, w, b, geo, 1), rtol=0, atol=bound, err_msg=str(attrs))
+    assert seen >= 10
+    geo = _geometry((1, 16, 2, 2), (8, 16, 3, 3), {"pads": [1, 1, 1, 1]})
+    monkeypatch.setattr(cf, "_TAPS_VALID", 0.6)
+    assert cf.ConvPlan((1, 16, 2, 2), np.float32, np.ones((8, 16, 3, 3), np.float32), None, geo, 1).kind == "taps"
+    geo = _geometry((1, 16, 8, 8), (8, 16, 3, 3), {"pads": [1, 1, 1, 1]})
+    assert cf.ConvPlan((1, 16, 8, 8), np.float32, np.ones((8, 16, 3, 3), np.float32), None, geo, 1).kind == "im2col"

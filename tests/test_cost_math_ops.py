@@ -54,3 +54,26 @@ def test_products_and_tables_are_priced():
     # a 32-entry table is LUTRAM: 32 x 18 bits in 64-bit LUTs, per two lanes
     assert full["ex"].resources.bram18k == 0
     assert full["ex"].resources.lut - full["rt"].resources.lut == (p // 2) * 9
+
+
+def test_requant_multiply_is_priced_in_dsps(tmp_path):
+    """A Requant's acc * M0 is a W_in x 32-bit integer product (int32 accumulator by a Q31
+    multiplier): DSP slices like any multiply of that width (4 DSP48E1 of 25 x 18 per product),
+    one per input (the requantised Add sums two)."""
+    from test_codegen_requant import quantize_static_model
+
+    from conveyor.cost.fpga import multiplier_cost
+
+    graph = conveyor.load(quantize_static_model(tmp_path, per_channel=True), requant="integer")
+    board = catalog().board("zynq7035")
+    works = [w for w in layer_work(graph, graph.model_precision.config) if w.op_type == "Requant"]
+    integer = [w for w in works if w.product_bits != (0, 0)]
+    assert len(integer) == len(works) - 1  # all but the input quantizer (float in, the host's)
+    # W_in x Q31: int32 sums (ap_fixed<32,32>: Conv, Gemm, SumPool, ReduceSum) and, into the
+    # residual Add's Requant, two requantised int8 tensors held as q - z (9 bits)
+    assert {(w.product_bits, w.lane_products) for w in integer} == {((32, 32), 1), ((9, 32), 2)}
+    assert multiplier_cost(board, 32, 32)[0] == 4  # ceil(32/25) * ceil(32/18) DSP48E1 tiles
+    assert multiplier_cost(board, 9, 32)[0] == 2   # ceil(32/25) * ceil(9/18)
+    for w in integer:
+        opt = dataflow_options(w, board)[-1]
+        assert opt.resources.dsp == opt.parallelism * w.lane_products * multiplier_cost(board, *w.product_bits)[0] > 0

@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-import conveyor.ops.rnn  # noqa: F401  (registers LSTM and GRU)
+import conveyor.ops.rnn  # registers LSTM and GRU
 from conveyor.errors import ModelError
 from conveyor.graph.tensor import Node
 from conveyor.ops import registry
@@ -355,3 +355,32 @@ def test_hidden_size_from_R(op):
     without = run_conveyor(op, a, {"direction": "bidirectional"}, names, 14)
     for g, w in zip(without, with_attr):
         np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.skipif(conveyor.ops.rnn._lstm_steps is None, reason="numba (the `fast`/`test` extra) is not installed")
+@pytest.mark.parametrize("attrs,kw", [
+    ({"hidden_size": 6}, {}),
+    ({"hidden_size": 6, "direction": "bidirectional"}, {"ndir": 2, "init_h": True, "init_c": True}),
+    ({"hidden_size": 6, "layout": 1}, {"layout": 1}),
+])
+def test_lstm_numba_time_loop_matches_the_numpy_loop(attrs, kw, monkeypatch):
+    """The compiled time loop (default activations; MLAS's rational tanh) against the numpy loop
+    (numpy's tanh), and against onnxruntime: float32 rounding apart, the same LSTM."""
+    rnn = conveyor.ops.rnn
+    arrays = make_inputs("LSTM", seq=7, batch=2, hid=6, **kw)
+    node = conveyor_node("LSTM", arrays, attrs, OUTS["LSTM"], 14)
+    vals = [arrays[n] if n else None for n in node.inputs]
+    assert rnn._lstm_fast(node, rnn._prepare(node, vals, 4), None)
+    fast = registry.get("LSTM").run(node, vals)
+    with monkeypatch.context() as m:
+        m.setattr(rnn, "_lstm_steps", None)
+        slow = registry.get("LSTM").run(node, vals)
+    consts = {"W", "R", "B"}  # Graph.run's kernel: the weights laid out once (OpDef.prepare)
+    prepared = registry.get("LSTM").prepare(node, [ValueInfo(v.shape, v.dtype, v if n in consts else None) if n else None
+                                                  for n, v in zip(node.inputs, vals)])
+    assert prepared is not None
+    for f, s_, q in zip(fast, slow, prepared(vals)):
+        assert f.dtype == np.float32 and f.shape == s_.shape == q.shape
+        np.testing.assert_allclose(f, s_, rtol=1e-5, atol=2e-6)  # 6-ulp tanh, float32 sums
+        np.testing.assert_allclose(q, f, rtol=1e-6, atol=1e-7)   # the same loop; BLAS may order W x otherwise
+    compare("LSTM", arrays, attrs, opset=14, reference="ref" if attrs.get("layout") else "ort")  # ort: no layout 1

@@ -12,6 +12,7 @@ import pytest
 
 import conveyor.zoo as zoo
 from conveyor.errors import ModelError
+from tests.helpers import assert_float32_close, float32_tolerance
 
 import onnxruntime as ort  # noqa: E402  (the float reference; a test dependency)
 
@@ -206,4 +207,5 @@ def test_graph_run_matches_onnxruntime(name):
     got = graph.run(feeds)
     assert set(got) == {o.name for o in model.graph.output}
     for out, ref in zip(model.graph.output, expected):
-        np.testing.assert_allclose(got[out.name], ref, rtol=1e-4, atol=1e-5, err_msg=f"{name}:{out.name}")
+        # both sum in float32, in different orders: the float32 accumulation bound (tests/helpers.py)
+        assert_float32_close(got[out.name], ref, graph, err_msg=f"{name}:{out.name}")

@@ -204,13 +204,18 @@ def dataflow_option(work: LayerWork, board: Board, p: int, streamed: bool = Fals
 
 def _lane_products_and_table(work: LayerWork, board: Board, p: int) -> tuple[int, int, int]:
     """(DSP, LUT, BRAM18K) of the products and the lookup table of an element-wise engine
-    (HardSigmoid, HardSwish, Gelu, Pow, Exp, Sqrt, Reciprocal, Erf, LayerNormalization):
-    `lane_products` multipliers per lane at act_bits x max(weight_bits, table_width)
-    (`multiplier_cost`); the table is a ROM of table_words x table_width bits: in BRAM18K, one
+    (HardSigmoid, HardSwish, Gelu, Pow, Exp, Sqrt, Reciprocal, Erf, LayerNormalization, and
+    Requant's integer multiply): `lane_products` multipliers per lane at act_bits x
+    max(weight_bits, table_width), or `product_bits` where set (a Requant's W_in x 32 bits),
+    priced by `multiplier_cost` like every multiply: a product wider than the DSP's multiplier
+    (27 x 18 on DSP48E2, UG579) tiles ceil(a/27) * ceil(b/18) slices, so int32 x Q31 takes 4; the table is a ROM of table_words x table_width bits: in BRAM18K, one
     copy per two lanes (a BRAM has two read ports, UG473), or in LUTRAM (64 bits per LUT, UG474)
     when shallower than MIN_BRAM_DEPTH_WORDS. LayerNormalization reads its table once per row:
     one copy."""
-    dsp_per, lut_per = multiplier_cost(board, max(work.weight_bits, work.table_width), work.act_bits)
+    if work.product_bits != (0, 0):  # e.g. a Requant: W_in x 32-bit integer products
+        dsp_per, lut_per = multiplier_cost(board, *work.product_bits)
+    else:
+        dsp_per, lut_per = multiplier_cost(board, max(work.weight_bits, work.table_width), work.act_bits)
     mults = p * work.lane_products
     dsp, lut, bram = math.ceil(mults * dsp_per), mults * lut_per, 0
     if work.table_words:

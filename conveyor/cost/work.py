@@ -43,6 +43,9 @@ class LayerWork:
     table_words: int = 0
     table_width: int = 0
     window_rows: int = 1   # rows of input a conv/pool window spans (its kernel height)
+    #: the (a, b) bit widths of each lane product when they are not (act_bits, max(weight_bits,
+    #: table_width)): a Requant multiplies its W_in-bit integer input by a 32-bit multiplier
+    product_bits: tuple[int, int] = (0, 0)
 
     @property
     def is_movement(self) -> bool:
@@ -78,6 +81,13 @@ def layer_work(graph, precision=None) -> list[LayerWork]:
         k = _reduction_len(graph, node)
         accum_bits = format_bits(accum) if accum is not None else wbits + abits + max(1, int(np.ceil(np.log2(max(k, 2)))))
         table = _table(graph, node, p if config is not None else None)
+        lanes = -(-c.macs // out_elems) if node.op_type in TABLE_AND_PRODUCT_OPS and out_elems else 0
+        product_bits = (0, 0)
+        if node.op_type == "Requant" and len(node.attr("in_scale", []) or []):
+            # acc * M0 per input (an Add's sum requantises each input): a W_in x 32-bit integer
+            # multiply (M0 a Q31 int32, conveyor/ops/quant.py), priced as any multiply of that width
+            lanes = len([t for t in node.inputs if t])
+            product_bits = (_input_bits(graph, node, config), REQUANT_MULTIPLIER_BITS)
         out.append(LayerWork(
             node=node.name,
             op_type=node.op_type,
@@ -94,9 +104,10 @@ def layer_work(graph, precision=None) -> list[LayerWork]:
             max_parallel=_max_parallel(graph, node, c.macs, out_elems),
             line_buffer_bits=_line_buffer_bits(graph, node, abits),
             window_rows=_window_rows(graph, node),
-            lane_products=-(-c.macs // out_elems) if node.op_type in TABLE_AND_PRODUCT_OPS and out_elems else 0,
+            lane_products=lanes,
             table_words=table[1] if table else 0,
             table_width=table[2] if table else 0,
+            product_bits=product_bits,
         ))
     return out
 
@@ -105,6 +116,26 @@ def layer_work(graph, precision=None) -> list[LayerWork]:
 #: (`lane_products`, `table_words`, `table_width`); older ones keep their fixed rule (cost/fpga.py)
 TABLE_AND_PRODUCT_OPS = frozenset({"HardSigmoid", "HardSwish", "Gelu", "Pow", "Exp", "Sqrt", "Reciprocal",
                                    "Erf", "LayerNormalization"})
+
+
+#: bits of a Requant's integer multiplier M0 (an int32 in [2^30, 2^31): TFLite's
+#: QuantizeMultiplier, Jacob et al., CVPR 2018, section 2.2; conveyor/ops/quant.py)
+REQUANT_MULTIPLIER_BITS = 32
+
+
+def _input_bits(graph, node, config) -> int:
+    """The widest format among a node's run-time inputs (their producers' result formats;
+    32 bits without a precision, or for a graph input)."""
+    bits = []
+    for t in node.inputs:
+        if not t or graph.is_weight(t):
+            continue
+        prod = graph.producer(t)
+        if config is None or prod is None:
+            bits.append(32)
+        else:
+            bits.append(format_bits(config.for_node(prod.name, prod.op_type).result))
+    return max(bits, default=32)
 
 
 def _table(graph, node, prec):

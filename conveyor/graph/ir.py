@@ -205,7 +205,10 @@ class Graph:
         env: dict[str, np.ndarray] = dict(self.weights)
         env.update(self._bind_feeds(feeds))
         keep = set(wanted)
-        for node, kernel, inputs, outputs, frees in self._float_plan:
+        plan, fused_away = self._float_plan
+        if fused_away and not fused_away.isdisjoint(keep):  # a tensor the fused plan never makes
+            plan = self._float_plan_unfused
+        for node, kernel, inputs, outputs, frees in plan:
             try:
                 results = kernel([env[t] if t else None for t in inputs])
             except ModelError:
@@ -224,11 +227,12 @@ class Graph:
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state.pop("_float_plan", None)  # closures over prepared weights: rebuilt on the first run
+        for key in ("_float_plan", "_float_plan_unfused"):  # closures over prepared weights: rebuilt on the first run
+            state.pop(key, None)
         return state
 
     @cached_property
-    def _float_plan(self) -> list[tuple]:
+    def _float_plan_unfused(self) -> list[tuple]:
         """Per node: (node, kernel, inputs, outputs, run-time tensors last used here). The kernel
         is the op's `prepare`d one (weights laid out once; the graph is immutable) or its `run`."""
         plan = []
@@ -240,12 +244,43 @@ class Graph:
                 ins = [ValueInfo(self.tensors[t].shape, self.tensors[t].dtype, self.weights.get(t)) if t else None
                        for t in node.inputs]
                 kernel = opdef.prepare(node, ins)
+            if kernel is None and node.op_type in _STATIC_RESHAPES and node.outputs[0]:
+                # the output's shape is static: a reshape (a view), whatever the op's shape inputs say
+                kernel = (lambda args, _shape=self.tensors[node.outputs[0]].shape: (args[0].reshape(_shape),))
             if kernel is None:
                 kernel = (lambda args, _run=opdef.run, _node=node: _run(_node, args))
             frees = tuple(dict.fromkeys(t for t in node.inputs
                                         if t and last_use.get(t) == i and t not in self.weights))
             plan.append((node, kernel, node.inputs, node.outputs, frees))
         return plan
+
+    @cached_property
+    def _float_plan(self) -> tuple[list[tuple], frozenset]:
+        """The unfused plan with each Relu (or Clip with constant bounds) that is the only reader
+        of a Conv/Gemm/MatMul/Dense/BatchNormalization/Add output applied in place to that output,
+        which the producing kernel made fresh (one pass, no new array, one dispatch less); the
+        values are the unfused plan's. Returns (plan, the tensors it never makes): a run that
+        fetches one of those uses the unfused plan."""
+        plan = list(self._float_plan_unfused)
+        at = {entry[0].name: k for k, entry in enumerate(plan)}
+        outputs = set(self.output_names)
+        fused_away, drop = set(), set()
+        for k, (node, kernel, inputs, outs, frees) in enumerate(plan):
+            if node.op_type not in _FRESH_OUTPUT or len([t for t in outs if t]) != 1 or not outs[0]:
+                continue
+            t = outs[0]
+            readers = self.consumers(t)
+            if t in outputs or len(readers) != 1 or self.tensors[t].dtype.kind != "f":
+                continue
+            act = _in_place_activation(readers[0], self)
+            if act is None or readers[0].inputs[0] != t:
+                continue
+            reader = plan[at[readers[0].name]]
+            plan[k] = (node, (lambda args, _k=kernel, _a=act: (_a(_k(args)[0]),)), inputs, reader[3],
+                       tuple(dict.fromkeys(frees + reader[4])))
+            fused_away.add(t)
+            drop.add(readers[0].name)
+        return [e for e in plan if e[0].name not in drop], frozenset(fused_away)
 
     def _batch_of(self, feeds):
         """None when `feeds` have the inputs' own shapes, else how they are batched."""
@@ -288,6 +323,39 @@ class Graph:
 
 
 # ---- helpers ---------------------------------------------------------------------------
+
+#: ops that only reshape their first input (its values in order) to the static output shape
+_STATIC_RESHAPES = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Flatten"})
+
+#: ops whose float kernels return a fresh array no one else holds (a following activation may
+#: overwrite it): Conv's ConvPlan and conv_nd, the GEMMs, BatchNormalization's product, Add's sum
+_FRESH_OUTPUT = frozenset({"Conv", "Gemm", "MatMul", "Dense", "BatchNormalization", "Add"})
+
+
+def _in_place_activation(node: Node, graph: "Graph"):
+    """y -> act(y) in place for a Relu, or a Clip whose bounds are constants with min <= max
+    (the values of their kernels: np.maximum(y, 0) and np.clip); None for anything else."""
+    if node.op_type == "Relu":
+        def relu(y):
+            return np.maximum(y, np.zeros((), y.dtype), out=y)
+        return relu
+    if node.op_type != "Clip":
+        return None
+    if node.opset < 11:
+        lo, hi = node.attr("min"), node.attr("max")
+    else:
+        ins = list(node.inputs) + ["", ""]
+        if any(t and t not in graph.weights for t in ins[1:3]):
+            return None
+        lo, hi = (graph.weights[t] if t else None for t in ins[1:3])
+    if lo is None or hi is None or not bool(np.all(np.asarray(lo) <= np.asarray(hi))):
+        return None
+
+    def clip(y):
+        return np.clip(y, np.asarray(lo, y.dtype), np.asarray(hi, y.dtype), out=y)
+    return clip
+
+
 
 def _attr_repr(v) -> str:
     if isinstance(v, np.ndarray):

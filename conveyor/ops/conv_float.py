@@ -4,29 +4,30 @@
 picks a method and lays the weights out for it once, so that a `Graph.run` pays only the
 arithmetic (`conveyor.ops.conv.conv_nd` builds one per call; `Graph.run` keeps one per node).
 
-Methods and arithmetic (float16/float32 inputs; float64 inputs compute in float64 throughout):
+Methods and arithmetic: every method computes in the work dtype (`work_dtype`: float32 for
+float16/float32 inputs, as onnxruntime computes a float32 Conv; float64 inputs, e.g.
+`Graph.run(x, dtype=np.float64)`, in float64 throughout):
 
-- pointwise (1x1 kernel, any stride, no padding): per group one float32 GEMM of the weights
-  (Mg, Cg) by the input (Cg, positions) as it lies (strided positions gathered first): a 1x1
-  Conv is a MatMul, computed as conveyor's MatMul and Gemm are (and as onnxruntime does);
-- depthwise (one input channel per group, any channel multiplier): per kernel tap one float32
+- pointwise (1x1 kernel, any stride, no padding): per group one GEMM of the weights (Mg, Cg) by
+  the input (Cg, positions) as it lies (strided positions gathered first): a 1x1 Conv is a
+  MatMul, computed as conveyor's MatMul and Gemm are (and as onnxruntime does);
+- depthwise (one input channel per group, any channel multiplier): per kernel tap one
   multiply-add of a shifted window by a weight per channel, taps in row-major order (numba:
   `_depthwise_flat`, the same operations in the same order as the numpy loop, so the same bits);
-- unit-stride 3x3 with one group (and at least `_WINOGRAD_TILES` 2x2 output tiles): Winograd
-  F(2x2, 3x3) in float64, rounded once to float32;
-- everything else: im2col + one float64 GEMM, rounded once. The padded input is viewed as
+- everything else (k x k, strided, dilated, grouped, N-d): im2col + one GEMM per group (one
+  batched `np.matmul`), rows (Cg, *kernel) as W flattens, in chunks of output rows that stay
+  below `_COLS_BYTES`. With numba the input is laid out as flat stride-phase planes
+  (`_flat_layout`, as the depthwise kernel reads it) and every row of the column matrix is one
+  contiguous run of a plane (`_im2col_flat`); the GEMM then runs over the phase grid, a few
+  columns wider than the output (cut off after). Without numba the padded input is viewed as
   sliding windows (`numpy.lib.stride_tricks.sliding_window_view`), strided and dilated by
-  slicing the view, copied into a column matrix (rows (Cg, *kernel) as W flattens, in chunks of
-  output rows that stay below `_COLS_BYTES`) and multiplied by the weights with one batched
-  `np.matmul` over groups.
+  slicing the view. Each output's dot product has the same terms either way (BLAS may block a
+  wider GEMM differently: the sums agree to float32 accumulation error, not always bit for bit).
 
-The bias is added in the method's dtype before the final rounding. float64 sums for the k x k
-kernels keep conveyor's float reference within onnxruntime's own float32 error on deep conv
-stacks: one float32 sgemm over up to 4,608 taps moved vgg16-conv's outputs from onnxruntime's by
-0.62-1.09x the zoo test's tolerance (1e-5 + 1e-4 |ref|; 2 of 6 random inputs fail), float32
-sgemms of 128-product partials summed in float64 0.54-1.07x (with OpenBLAS on 2 threads), float64
-GEMMs (and the Winograd path, whose outputs equal theirs bit for bit on the layers measured)
-0.43-0.68x.
+The bias is added after the sums, in the work dtype. float32 sums over up to 4,608 taps (vgg's
+3x3x512) differ from onnxruntime's (MLAS sums in another order, with FMAs) by a float32
+accumulation error, not by a rounding of the result: tests that compare the two use the bound
+of docs/numerics.md ("Conv, the float reference"), not a float64-tight tolerance.
 
 (docs/numerics.md "Convolution, float" gives the measured distance from onnxruntime.)
 """
@@ -53,11 +54,16 @@ def strided_windows(xp: np.ndarray, geo, n: int, group: int, cg: int) -> np.ndar
 #: im2col chunks are cut so that one column block stays below this many bytes.
 _COLS_BYTES = 64 << 20
 
-#: Winograd needs this many output tiles; with fewer (a 7x7 image: 16) its 16 (M, C) float64
-#: weight planes, 1.8x the bytes of W, outweigh the products saved (measured: 512 channels at
-#: 7x7 8 ms against 6.6 ms for im2col, 256 at 14x14 4.2 against 5.6).
-_WINOGRAD_TILES = 32
+#: The flat-plane im2col (numba) when its phase grid has at most this many columns per output:
+#: on small images the padded width wastes GEMM columns (a 4x4 output on a 4x6 grid: 1.5x) and
+#: the sliding-window copy is as fast (measured with OpenBLAS on one core: 64 channels at 16x16
+#: 0.146 ms against 0.182, 256 at 4x4 0.239 against 0.192).
+_GRID_WASTE = 1.3
 
+#: The per-tap GEMMs when fewer than this share of (output, tap) pairs read inside the image:
+#: a 3x3 kernel with padding 1 on a 2x2 image reads 16 of 36 (measured, 512 channels, OpenBLAS
+#: on one core: 0.19 ms against 0.40 for im2col); at 4x4 (100 of 144) both cost the same.
+_TAPS_VALID = 0.6
 
 if njit is not None:
     @njit(cache=True, nogil=True)
@@ -87,61 +93,22 @@ if njit is not None:
                     dst[j] += seg[j] * wk
 
     @njit(cache=True, nogil=True)
-    def _winograd_in(xp, v, th, tw):
-        """V = B^T d B of every 4x4 tile (stride 2) of xp (C, N, Hp, Wp) into v (4, 4, C, N * TH * TW),
-        in float64, with the operations of `ConvPlan._winograd`'s numpy path."""
-        c_in, nb = xp.shape[0], xp.shape[1]
-        d = np.empty((4, 4))
-        r = np.empty((4, 4))
-        for c in range(c_in):
-            for n in range(nb):
-                for ty in range(th):
-                    for tx in range(tw):
-                        for i in range(4):
-                            for j in range(4):
-                                d[i, j] = xp[c, n, 2 * ty + i, 2 * tx + j]
-                        for j in range(4):
-                            r[0, j] = d[0, j] - d[2, j]
-                            r[1, j] = d[1, j] + d[2, j]
-                            r[2, j] = d[2, j] - d[1, j]
-                            r[3, j] = d[1, j] - d[3, j]
-                        t = (n * th + ty) * tw + tx
-                        for i in range(4):
-                            v[i, 0, c, t] = r[i, 0] - r[i, 2]
-                            v[i, 1, c, t] = r[i, 1] + r[i, 2]
-                            v[i, 2, c, t] = r[i, 2] - r[i, 1]
-                            v[i, 3, c, t] = r[i, 1] - r[i, 3]
+    def _im2col_flat(xp, cols, offs, phase, phases):
+        """The column matrix from flattened planes (as `_depthwise_flat` reads them): row
+        c * T + t of cols (C * T, L) is input channel c's phase phase[t] shifted by offs[t], the
+        run tap t reads for every output on the phase grid. Copies only."""
+        taps = offs.shape[0]
+        size = cols.shape[1]
+        for r in range(cols.shape[0]):
+            c = r // taps
+            t = r - c * taps
+            seg = xp[c * phases + phase[t], offs[t]:offs[t] + size]
+            dst = cols[r]
+            for j in range(size):
+                dst[j] = seg[j]
 
-    @njit(cache=True, nogil=True)
-    def _winograd_out(p, bias, y, th, tw):
-        """Y = A^T m A of every tile's products p (4, 4, M, N * TH * TW) plus bias (M,), rounded
-        once into y (N, M, OH, OW) (the tiles cut at its edges), as the numpy path computes it."""
-        nb, m_out, oh, ow = y.shape
-        for m in range(m_out):
-            for n in range(nb):
-                for ty in range(th):
-                    for tx in range(tw):
-                        t = (n * th + ty) * tw + tx
-                        for i in range(2):
-                            y0 = 2 * ty + i
-                            if y0 >= oh:
-                                break
-                            # s = row i of A^T m: (1, 1, 1, 0) or (0, 1, -1, -1)
-                            if i == 0:
-                                s0 = p[0, 0, m, t] + p[1, 0, m, t] + p[2, 0, m, t]
-                                s1 = p[0, 1, m, t] + p[1, 1, m, t] + p[2, 1, m, t]
-                                s2 = p[0, 2, m, t] + p[1, 2, m, t] + p[2, 2, m, t]
-                                s3 = p[0, 3, m, t] + p[1, 3, m, t] + p[2, 3, m, t]
-                            else:
-                                s0 = p[1, 0, m, t] - p[2, 0, m, t] - p[3, 0, m, t]
-                                s1 = p[1, 1, m, t] - p[2, 1, m, t] - p[3, 1, m, t]
-                                s2 = p[1, 2, m, t] - p[2, 2, m, t] - p[3, 2, m, t]
-                                s3 = p[1, 3, m, t] - p[2, 3, m, t] - p[3, 3, m, t]
-                            y[n, m, y0, 2 * tx] = (s0 + s1 + s2) + bias[m]
-                            if 2 * tx + 1 < ow:
-                                y[n, m, y0, 2 * tx + 1] = (s1 - s2 - s3) + bias[m]
 else:  # pragma: no cover - depends on the install
-    _depthwise_flat = _winograd_in = _winograd_out = None
+    _depthwise_flat = _im2col_flat = None
 
 
 def work_dtype(dtype) -> np.dtype:
@@ -163,6 +130,7 @@ class ConvPlan:
         n, c = int(x_shape[0]), int(x_shape[1])
         m, nd = int(w.shape[0]), len(geo.out)
         self.n, self.c, self.m, self.nd, self.geo, self.group = n, c, m, nd, geo, group
+        self._in_spatial = tuple(int(d) for d in x_shape[2:])
         cg, mg = c // group, m // group
         self.cg, self.mg = cg, mg
         k_size = int(np.prod(geo.kernel, dtype=np.int64))
@@ -179,40 +147,91 @@ class ConvPlan:
                 w.reshape(m, k_size).T.reshape((k_size, m) + (1,) * nd))
             self.taps = list(np.ndindex(*geo.kernel))
             self.wflat = np.ascontiguousarray(w.reshape(m, k_size))
-            # numba path: the padded input split into its stride phases (phase p along axis i
-            # holds coordinates p, p + s_i, ...; Q_i of them); tap k reads phase (k d) % s at
-            # offset (k d) // s, so every tap is one shifted contiguous run of a phase plane and
-            # the outputs lie on the phase grid (out_0, Q_1, ...), its extra columns cut off.
-            ext, st = geo.extent, geo.strides
-            self.phase_q = tuple(-(-e // s_) for e, s_ in zip(ext, st))
-            self.phase_starts = list(np.ndindex(*st))
-            qstr = np.cumprod((1,) + self.phase_q[:0:-1])[::-1]
-            pstr = np.cumprod((1,) + tuple(st[:0:-1]))[::-1]
-            taps = [np.multiply(p, geo.dilations) for p in self.taps]
-            self.flat_offs = np.array([int(np.dot(t // np.array(st), qstr)) for t in taps], dtype=np.int64)
-            self.flat_phase = np.array([int(np.dot(t % np.array(st), pstr)) for t in taps], dtype=np.int64)
-            self.flat_grid = (geo.out[0],) + self.phase_q[1:]
-            self.flat_size = int(self.flat_offs.max()) + int(np.prod(self.flat_grid))
-        elif (group == 1 and geo.kernel == (3, 3) and geo.strides == (1, 1) and geo.dilations == (1, 1)
-              and work == np.float32 and n * -(-geo.out[0] // 2) * -(-geo.out[1] // 2) >= _WINOGRAD_TILES):
-            self.kind = "winograd"
-            # U = G g G^T per (output, input) channel pair, as (16, M, C) in float64
-            g = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
-            u = np.einsum("ik,mckl,jl->ijmc", g, w.astype(np.float64), g)
-            self.wino_u = np.ascontiguousarray(u.reshape(16, m, c))
-            self.tiles = tuple(-(-o // 2) for o in geo.out)
-            self.wino_bias = np.zeros(m) if b is None else np.asarray(b, dtype=work).astype(np.float64)
+            self._flat_layout()
+        elif group == 1 and nd == 2 and self._tap_ranges() is not None:
+            self.kind = "taps"
+            self.wtap_mats = [np.ascontiguousarray(w[(slice(None), slice(None)) + t]) for t in np.ndindex(*geo.kernel)]
         else:
             self.kind = "im2col"
-            # float64 sums, one rounding (see the module docstring)
-            self.gemm_dtype = np.dtype(np.float64) if work == np.float32 else work
-            self.wmat = np.ascontiguousarray(w.reshape(group, mg, cg * k_size), dtype=self.gemm_dtype)
+            # one GEMM in the work dtype (float32 for float32 inputs, as onnxruntime's MLAS sums;
+            # see the module docstring)
+            self.wmat = np.ascontiguousarray(w.reshape(group, mg, cg * k_size))
             self.k_size = k_size
+            self._flat_layout()
+
+    def _tap_ranges(self):
+        """Per tap of a 2-D kernel, the rectangle of outputs whose window reads that tap inside
+        the input ((oy0, oy1), (ox0, ox1)) and where it starts in the input; None unless those
+        (output, tap) pairs are fewer than `_TAPS_VALID` of all (a small image, mostly padding)."""
+        geo = self.geo
+        if hasattr(self, "_taps_cache"):
+            return self._taps_cache
+        ranges, valid = [], 0
+        for t in np.ndindex(*geo.kernel):
+            rect = []
+            for ax, k in enumerate(t):
+                off = k * geo.dilations[ax] - geo.begin[ax]
+                size = self._in_spatial[ax]
+                st = geo.strides[ax]
+                lo = 0 if off >= 0 else (-off + st - 1) // st  # first o with o * st + off >= 0
+                hi = 0 if off >= size else min(geo.out[ax], (size - 1 - off) // st + 1)
+                rect.append((lo, max(lo, hi), lo * st + off))
+            valid += int(np.prod([r[1] - r[0] for r in rect]))
+            ranges.append(rect)
+        total = len(ranges) * int(np.prod(geo.out))
+        self._taps_cache = ranges if valid < _TAPS_VALID * total else None
+        return self._taps_cache
+
+    def _flat_layout(self):
+        """The numba paths' layout: the padded input split into its stride phases (phase p
+        along axis i holds coordinates p, p + s_i, ...; Q_i of them), each flattened with a zero
+        tail. Tap k reads phase (k d) % s at offset (k d) // s, so every tap is one shifted
+        contiguous run of a phase plane and the outputs lie on the phase grid (out_0, Q_1, ...),
+        whose extra columns are cut off at the end."""
+        geo = self.geo
+        ext, st = geo.extent, geo.strides
+        self.phase_q = tuple(-(-e // s_) for e, s_ in zip(ext, st))
+        self.phase_starts = list(np.ndindex(*st))
+        qstr = np.cumprod((1,) + self.phase_q[:0:-1])[::-1]
+        pstr = np.cumprod((1,) + tuple(st[:0:-1]))[::-1]
+        taps = [np.multiply(p, geo.dilations) for p in np.ndindex(*geo.kernel)]
+        self.flat_offs = np.array([int(np.dot(t // np.array(st), qstr)) for t in taps], dtype=np.int64)
+        self.flat_phase = np.array([int(np.dot(t % np.array(st), pstr)) for t in taps], dtype=np.int64)
+        self.flat_grid = (geo.out[0],) + self.phase_q[1:]
+        self.flat_size = int(self.flat_offs.max()) + int(np.prod(self.flat_grid))
+
+    def _flat_planes(self, x):
+        """x (N, C, *spatial) as the flat phase planes (N * C * S, F) of `_flat_layout`."""
+        geo = self.geo
+        nc, q, size = self.n * self.c, self.phase_q, int(np.prod(self.phase_q))
+        flat = np.zeros((nc, len(self.phase_starts), self.flat_size), dtype=self.work)
+        if len(self.phase_starts) == 1:  # unit stride: pad straight into the flat planes
+            dst = flat[:, 0, :size].reshape((self.n, self.c) + q)
+            into, src = [], []
+            for b, e, sp in zip(geo.begin, q, x.shape[2:]):
+                k = max(0, min(sp, e - b))
+                into.append(slice(b, b + k))
+                src.append(slice(0, k))
+            dst[(Ellipsis,) + tuple(into)] = x[(Ellipsis,) + tuple(src)]
+        else:
+            xp = self._pad(x, geo, 0)
+            for i, start in enumerate(self.phase_starts):
+                ph = xp[(Ellipsis,) + tuple(slice(p, None, s_) for p, s_ in zip(start, geo.strides))]
+                dst = flat[:, i, :size].reshape((self.n, self.c) + q)
+                dst[(Ellipsis,) + tuple(slice(0, d) for d in ph.shape[2:])] = ph
+        return flat.reshape(nc * len(self.phase_starts), -1)
+
+    def _off_grid(self, y):
+        """Outputs on the phase grid (N, M, *flat_grid) cut to the output's shape, contiguous."""
+        y = y.reshape((self.n, self.m) + self.flat_grid)
+        if self.flat_grid[1:] == tuple(self.geo.out[1:]):
+            return y
+        return np.ascontiguousarray(y[(Ellipsis,) + tuple(slice(0, o) for o in self.geo.out)])
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=self.work)
         y = getattr(self, "_" + self.kind)(x)
-        if self.bias is not None and self.kind != "winograd":  # Winograd adds it before its rounding
+        if self.bias is not None:
             y += self.bias
         return y.astype(self.out_dtype, copy=False)
 
@@ -230,27 +249,10 @@ class ConvPlan:
     def _depthwise(self, x):
         geo, nd = self.geo, self.nd
         if _depthwise_flat is not None:
-            nc, q, size = self.n * self.c, self.phase_q, int(np.prod(self.phase_q))
-            flat = np.zeros((nc, len(self.phase_starts), self.flat_size), dtype=self.work)
-            if len(self.phase_starts) == 1:  # unit stride: pad straight into the flat planes
-                dst = flat[:, 0, :size].reshape((self.n, self.c) + q)
-                into, src = [], []
-                for b, e, sp in zip(geo.begin, q, x.shape[2:]):
-                    k = max(0, min(sp, e - b))
-                    into.append(slice(b, b + k))
-                    src.append(slice(0, k))
-                dst[(Ellipsis,) + tuple(into)] = x[(Ellipsis,) + tuple(src)]
-            else:
-                xp = self._pad(x, geo, 0)
-                for i, start in enumerate(self.phase_starts):
-                    ph = xp[(Ellipsis,) + tuple(slice(p, None, s_) for p, s_ in zip(start, geo.strides))]
-                    dst = flat[:, i, :size].reshape((self.n, self.c) + q)
-                    dst[(Ellipsis,) + tuple(slice(0, d) for d in ph.shape[2:])] = ph
             y = np.empty((self.n * self.m, int(np.prod(self.flat_grid))), dtype=self.work)
-            _depthwise_flat(flat.reshape(nc * len(self.phase_starts), -1), self.wflat, y, self.flat_offs,
-                            self.flat_phase, len(self.phase_starts), self.mg)
-            y = y.reshape((self.n, self.m) + self.flat_grid)
-            return np.ascontiguousarray(y[(Ellipsis,) + tuple(slice(0, o) for o in geo.out)])
+            _depthwise_flat(self._flat_planes(x), self.wflat, y, self.flat_offs, self.flat_phase,
+                            len(self.phase_starts), self.mg)
+            return self._off_grid(y)
         xp = self._pad(x, geo, 0)
         if self.mg > 1:  # output channel g * mg + j reads input channel g
             xp = np.repeat(xp, self.mg, axis=1)
@@ -266,73 +268,53 @@ class ConvPlan:
                 y += tmp
         return y
 
-    def _winograd(self, x):
-        """Winograd F(2x2, 3x3) in float64 (Lavin and Gray, "Fast Algorithms for Convolutional
-        Neural Networks", CVPR 2016): per 4x4 input tile d (stride 2) V = B^T d B, per output
-        tile Y = A^T [sum_c U V] A, 16 products per 2x2 outputs instead of 36. B's and A's
-        entries are 0 and +-1, G's 0, +-1/2: V is exact in float64 for float32 inputs, U nearly."""
-        geo, n, m, c = self.geo, self.n, self.m, self.c
-        th, tw = self.tiles
-        xp = self._pad(x, geo, 0)
-        hp, wp = 2 * th + 2, 2 * tw + 2
-        if xp.shape[2:] != (hp, wp):  # an odd output size: a zero row/column for the last tile
-            full = np.zeros((n, c, hp, wp), dtype=xp.dtype)
-            full[:, :, :xp.shape[2], :xp.shape[3]] = xp
-            xp = full
-        if _winograd_in is not None:  # numba: the same operations, one pass over the tiles each way
-            v = np.empty((4, 4, c, n * th * tw))
-            _winograd_in(xp.transpose(1, 0, 2, 3), v, th, tw)
-            p = np.matmul(self.wino_u, v.reshape(16, c, -1)).reshape(4, 4, m, -1)
-            y = np.empty(self.out_shape, dtype=self.work)
-            _winograd_out(p, self.wino_bias, y, th, tw)
-            return y
-        xp = xp.astype(np.float64)
-        # every 4x4 tile (stride 2) gathered once, as (4, 4, C, N * TH * TW): contiguous planes
-        d = sliding_window_view(xp, (4, 4), axis=(2, 3))[:, :, ::2, ::2]
-        d = np.ascontiguousarray(d.transpose(4, 5, 1, 0, 2, 3)).reshape(4, 4, c, -1)
-        rows = np.empty_like(d)  # B^T d: rows (1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1)
-        np.subtract(d[0], d[2], out=rows[0])
-        np.add(d[1], d[2], out=rows[1])
-        np.subtract(d[2], d[1], out=rows[2])
-        np.subtract(d[1], d[3], out=rows[3])
-        v = d.reshape(4, 4, c, -1)  # (B^T d) B, the same combinations of columns, into d's memory
-        np.subtract(rows[:, 0], rows[:, 2], out=v[:, 0])
-        np.add(rows[:, 1], rows[:, 2], out=v[:, 1])
-        np.subtract(rows[:, 2], rows[:, 1], out=v[:, 2])
-        np.subtract(rows[:, 1], rows[:, 3], out=v[:, 3])
-        p = np.matmul(self.wino_u, v.reshape(16, c, -1)).reshape(4, 4, m, -1)  # (4, 4, M, N * T)
-        s0 = p[0] + p[1] + p[2]  # A^T m: rows (1, 1, 1, 0) and (0, 1, -1, -1)
-        s1 = p[1] - p[2] - p[3]
-        out = np.empty((2, 2, m, n, th, tw))
-        for i, sr in enumerate((s0, s1)):  # (A^T m) A
-            o = out[i].reshape(2, m, -1)
-            np.add(sr[0], sr[1], out=o[0])
-            o[0] += sr[2]
-            np.subtract(sr[1], sr[2], out=o[1])
-            o[1] -= sr[3]
-        y = out.transpose(3, 2, 4, 0, 5, 1).reshape(n, m, 2 * th, 2 * tw)
-        oh, ow = geo.out
-        y = y[:, :, :oh, :ow] + self.wino_bias.reshape(m, 1, 1)
-        return y.astype(self.work)
+    def _taps(self, x):
+        """Per kernel tap one GEMM of its (M, C) weights by the input positions it reads inside
+        the image, added into those outputs (taps in row-major order): the products with the
+        zero padding, most of a small image's, are never formed."""
+        geo, n = self.geo, self.n
+        y = np.zeros(self.out_shape, dtype=self.work)
+        for wt, rect in zip(self.wtap_mats, self._taps_cache):
+            (oy0, oy1, iy0), (ox0, ox1, ix0) = rect
+            if oy1 <= oy0 or ox1 <= ox0:
+                continue
+            sy, sx = geo.strides
+            xs = x[:, :, iy0:iy0 + (oy1 - oy0 - 1) * sy + 1:sy, ix0:ix0 + (ox1 - ox0 - 1) * sx + 1:sx]
+            part = np.matmul(wt, xs.reshape(n, self.c, -1))
+            y[:, :, oy0:oy1, ox0:ox1] += part.reshape(n, self.m, oy1 - oy0, ox1 - ox0)
+        return y
 
     def _im2col(self, x):
         geo, n, nd, group, cg = self.geo, self.n, self.nd, self.group, self.cg
-        xp = self._pad(x.astype(self.gemm_dtype, copy=False), geo, 0)
+        rest = int(np.prod(geo.out[1:], dtype=np.int64))
+        row_bytes = max(1, self.c * self.k_size * rest * self.work.itemsize)
+        rows = max(1, min(geo.out[0], _COLS_BYTES // row_bytes))
+        k_rows = cg * self.k_size
+        grid = int(np.prod(self.flat_grid))
+        if (_im2col_flat is not None and grid <= _GRID_WASTE * int(np.prod(geo.out))
+                and self.c * self.k_size * grid * self.work.itemsize <= _COLS_BYTES):
+            # numba: every column row is one contiguous run of a flat phase plane; the GEMM runs
+            # over the phase grid (a few columns more than the outputs), then they are cut off
+            flat = self._flat_planes(x).reshape(n, -1, self.flat_size)
+            y = np.empty((n, group, self.mg, grid), dtype=self.work)
+            cols = np.empty((self.c * self.k_size, grid), dtype=self.work)
+            for i in range(n):
+                _im2col_flat(flat[i], cols, self.flat_offs, self.flat_phase, len(self.phase_starts))
+                np.matmul(self.wmat, cols.reshape(group, k_rows, grid), out=y[i])
+            return self._off_grid(y)
+        y = np.empty(self.out_shape, dtype=self.work)
+        xp = self._pad(x, geo, 0)
         # Windows of the padded input: (N, C, *positions, *kernel extent), then stride the
         # positions and dilate the taps by slicing; no data is copied yet.
         win = strided_windows(xp, geo, n, group, cg)
         # Column layout (N, G, Cg, *kernel, *out): rows match W's (Cg, *kernel) flattening.
         perm = (0, 1, 2) + tuple(range(3 + nd, 3 + 2 * nd)) + tuple(range(3, 3 + nd))
         win = win.transpose(perm)
-        y = np.empty(self.out_shape, dtype=self.gemm_dtype)
-        rest = int(np.prod(geo.out[1:], dtype=np.int64))
-        row_bytes = max(1, self.c * self.k_size * rest * self.gemm_dtype.itemsize)
-        rows = max(1, min(geo.out[0], _COLS_BYTES // row_bytes))
         for i in range(n):
             for r0 in range(0, geo.out[0], rows):
                 r1 = min(geo.out[0], r0 + rows)
                 cols = np.ascontiguousarray(win[(i,) + (slice(None),) * (2 + nd) + (slice(r0, r1),)])
-                cols = cols.reshape(group, cg * self.k_size, -1)
+                cols = cols.reshape(group, k_rows, -1)
                 part = np.matmul(self.wmat, cols)  # (G, Mg, rows * rest)
                 y[i, :, r0:r1] = part.reshape((self.m, r1 - r0) + geo.out[1:])
         return y

@@ -104,7 +104,7 @@ def _sigmoid(x):
     return r
 
 
-def _clip(node, x):
+def _clip_bounds(node, x):
     lo, hi = None, None
     if node.opset < 11:
         lo, hi = node.attr("min"), node.attr("max")
@@ -113,12 +113,28 @@ def _clip(node, x):
             lo = x[1]
         if len(x) > 2 and x[2] is not None:
             hi = x[2]
+    dt = x[0].dtype
+    return (None if lo is None else np.asarray(lo, dtype=dt)), (None if hi is None else np.asarray(hi, dtype=dt))
+
+
+def _clip_exact(node, x):
+    """min(max(x, lo), hi), the fixed-point path's (and ONNX's) definition."""
+    lo, hi = _clip_bounds(node, x)
     y = x[0]
     if lo is not None:
-        y = np.maximum(y, np.asarray(lo, dtype=y.dtype))
+        y = np.maximum(y, lo)
     if hi is not None:
-        y = np.minimum(y, np.asarray(hi, dtype=y.dtype))
+        y = np.minimum(y, hi)
     return (np.asarray(y, dtype=x[0].dtype),)
+
+
+def _clip(node, x):
+    """The float kernel: one np.clip pass where lo <= hi (the same values; a -0.0 input may stay
+    -0.0), else `_clip_exact`."""
+    lo, hi = _clip_bounds(node, x)
+    if lo is None or hi is None or not bool(np.all(lo <= hi)):
+        return _clip_exact(node, x)
+    return (np.clip(x[0], lo, hi),)
 
 
 _UNARY = {
@@ -160,7 +176,7 @@ def _range_lut_fixed(name: str, make_table):
 # Relu and Clip select among exact values; the others go through lookup tables or one product.
 _FIXED_UNARY = {
     "Relu": fixed.exact_then_cast(_UNARY["Relu"], selects=True),
-    "Clip": fixed.exact_then_cast(_UNARY["Clip"]),
+    "Clip": fixed.exact_then_cast(_clip_exact),
     "LeakyRelu": _leaky_relu_fixed,
     "Sigmoid": _range_lut_fixed("sigmoid", lut.sigmoid_table),
     "Tanh": _range_lut_fixed("tanh", lut.tanh_table),

@@ -39,17 +39,21 @@ def _infer(node, ins):
 
 
 def _run(node, x):
-    data = np.asarray(x[0], dtype=np.float64)
+    # float32 inputs compute in float32 (onnxruntime's float kernel), float64 ones in float64
+    work = np.float64 if np.asarray(x[0]).dtype == np.float64 else np.float32
+    data = np.asarray(x[0], dtype=work)
     axes = tuple(range(_axis(node, data.ndim), data.ndim))
     mean = data.mean(axis=axes, keepdims=True)
-    var = ((data - mean) ** 2).mean(axis=axes, keepdims=True)
-    inv = 1.0 / np.sqrt(var + node.attr("epsilon", 1e-5))
-    y = (data - mean) * inv
+    y = data - mean
+    var = np.mean(np.square(y), axis=axes, keepdims=True)
+    inv = np.sqrt(var + work(node.attr("epsilon", 1e-5)))
+    np.reciprocal(inv, out=inv)
+    y *= inv  # in place on the fresh difference: the same values
     if len(x) > 1 and x[1] is not None:
-        y = y * x[1]
+        y *= np.asarray(x[1], work)
     if len(x) > 2 and x[2] is not None:
-        y = y + x[2]
-    return y.astype(x[0].dtype), mean.astype(np.float32), inv.astype(np.float32)
+        y += np.asarray(x[2], work)
+    return y.astype(x[0].dtype, copy=False), mean.astype(np.float32), inv.astype(np.float32)
 
 
 def _macs(node, ins, outs):

@@ -136,6 +136,14 @@ register(OpDef(
 ))
 
 
+def _dense(x, w, b):
+    y = np.matmul(x, w)
+    if y.dtype != x.dtype or np.result_type(y, b) != y.dtype:
+        return (y + b).astype(x.dtype, copy=False)
+    y += b  # in place: the same sum, no second array
+    return y
+
+
 def _dense_infer(node, ins):
     shape, _ = _matmul_shape(node, ins[0].shape, ins[1].shape)
     if len(ins[1].shape) != 2 or ins[2].shape not in ((ins[1].shape[1],), (1, ins[1].shape[1])):
@@ -146,7 +154,7 @@ def _dense_infer(node, ins):
 register(OpDef(
     "Dense",
     infer=_dense_infer,
-    run=lambda node, x: ((np.matmul(x[0], x[1]) + x[2]).astype(x[0].dtype, copy=False),),
+    run=lambda node, x: (_dense(x[0], x[1], x[2]),),
     macs=_matmul_macs,
     param_slots=(1, 2),
     bias_slots=(2,),

@@ -1,7 +1,7 @@
 """Elementwise math the exporters write for modern nets: Sqrt, Reciprocal, Exp, Erf, Pow
 (LayerNorm and GELU written out), HardSigmoid, HardSwish (MobileNetV3), Gelu (opset 20).
 
-Float reference kernels (float64 inside) and bit-accurate kernels (docs/numerics.md,
+Float reference kernels (in the input's precision: float32 for float32) and bit-accurate kernels (docs/numerics.md,
 "Nonlinear functions"): HardSigmoid is hls4ml's `nnet::hard_sigmoid` (slope and shift in
 `tables.hard_sigmoid`'s types), HardSwish x times it; Exp, Sqrt, Reciprocal, Erf and Gelu
 read conveyor's own range tables (`lut.own_table`, addressed like hls4ml's sigmoid table;
@@ -30,10 +30,13 @@ def _same(node, ins):
     return [(ins[0].shape, ins[0].dtype)]
 
 
-def _f64(fn):
-    """Compute in float64 and return the input's dtype (float32 results then round once)."""
+def _float_kernel(fn):
+    """The float kernel: float32 (and float16) inputs compute in float32, as onnxruntime does,
+    float64 ones in float64; the result has the input's dtype."""
     def run(node, x):
-        return (np.asarray(fn(node, np.asarray(x[0], dtype=np.float64))).astype(x[0].dtype, copy=False),)
+        a = np.asarray(x[0])
+        work = np.float64 if a.dtype == np.float64 else np.float32
+        return (np.asarray(fn(node, a.astype(work, copy=False)), dtype=work).astype(a.dtype, copy=False),)
 
     return run
 
@@ -54,7 +57,7 @@ def _hard_sigmoid(node, x):
 def _gelu(node, x):
     if node.attr("approximate", "none") == "tanh":
         return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
-    return 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)).astype(np.float64))
+    return 0.5 * x * (1.0 + _erf(x / x.dtype.type(math.sqrt(2.0))))
 
 
 def _gelu_check(node):
@@ -66,7 +69,7 @@ _UNARY = {
     "Sqrt": lambda node, x: np.sqrt(x),
     "Reciprocal": lambda node, x: 1.0 / x,
     "Exp": lambda node, x: np.exp(x),
-    "Erf": lambda node, x: _erf(x).astype(np.float64),
+    "Erf": lambda node, x: _erf(x),
     "HardSigmoid": _hard_sigmoid,
     # HardSwish is x * HardSigmoid(x) with alpha = 1/6, beta = 0.5 (ONNX)
     "HardSwish": lambda node, x: x * np.clip(x / 6.0 + 0.5, 0.0, 1.0),
@@ -169,7 +172,7 @@ _FIXED = {
 }
 
 for _op, _fn in _UNARY.items():
-    register(OpDef(_op, infer=_same, run=_f64(_fn), run_fixed=_FIXED[_op],
+    register(OpDef(_op, infer=_same, run=_float_kernel(_fn), run_fixed=_FIXED[_op],
                    macs=_products if _op in ("HardSigmoid", "HardSwish", "Gelu") else _no_macs,
                    **({"check": _gelu_check} if _op == "Gelu" else {})))
 

@@ -94,8 +94,27 @@ def _bn_fixed(node, args, fmts, prec, ctx):
     return (y,), (prec.result,)
 
 
+def _bn_prepare(node, ins):
+    """`OpDef.prepare`: with constant parameters, (a, b) computed once in the work dtype; a run
+    is then one product and one in-place sum, the values of `_bn_run`."""
+    x = ins[0]
+    if any(v is None or v.value is None for v in ins[1:5]) or x.dtype not in (np.float32, np.float64):
+        return None
+    a, b = bn_coefficients(node, *(v.value for v in ins[1:5]))
+    shape = (1, x.shape[1]) + (1,) * (len(x.shape) - 2)
+    a = np.ascontiguousarray(a.astype(x.dtype).reshape(shape))
+    b = np.ascontiguousarray(b.astype(x.dtype).reshape(shape))
+
+    def run(arrays):
+        y = np.multiply(arrays[0], a, dtype=a.dtype)
+        y += b
+        return (y,)
+    return run
+
+
 register(OpDef("BatchNormalization", infer=_bn_infer, run=_bn_run, macs=_bn_macs, check=_bn_check,
-               param_slots=(1, 2, 3, 4), run_fixed=_bn_fixed, fixed_params=_bn_fixed_params))
+               param_slots=(1, 2, 3, 4), run_fixed=_bn_fixed, fixed_params=_bn_fixed_params,
+               prepare=_bn_prepare))
 
 
 # ---- LRN -----------------------------------------------------------------------------

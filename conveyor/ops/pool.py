@@ -106,6 +106,27 @@ def _taps(geo: Windows):
         yield t, (Ellipsis,) + sl
 
 
+def _separable(xp, geo: Windows, op):
+    """op (np.maximum, np.add) over every window of the padded xp, one axis at a time (last
+    first): a window is the product of its per-axis taps, so this reduces the same values as the
+    tap-by-tap loop (the max exactly; a sum in another order, exact on the emulator's grid
+    values), with sum(k_i) passes instead of prod(k_i), each over a smaller array."""
+    nd = len(geo.out)
+    acc = xp
+    for ax in range(nd - 1, -1, -1):
+        k, d, o, st = geo.kernel[ax], geo.dilations[ax], geo.out[ax], geo.strides[ax]
+        pick = [slice(None)] * acc.ndim
+        taps = []
+        for t in range(k):
+            pick[acc.ndim - nd + ax] = slice(t * d, t * d + (o - 1) * st + 1, st)
+            taps.append(acc[tuple(pick)])
+        out = taps[0].copy()
+        for v in taps[1:]:
+            op(out, v, out=out)
+        acc = out
+    return acc
+
+
 def _lowest(dtype):
     if np.issubdtype(dtype, np.floating):
         return -np.inf
@@ -118,6 +139,8 @@ def _maxpool_run(node, arrays):
     want_indices = len(node.outputs) > 1 and bool(node.outputs[1])
     xp = pad_for_windows(x, geo, _lowest(x.dtype))
     nd = len(geo.out)
+    if not want_indices:
+        return (_separable(xp, geo, np.maximum),)
     best = None
     arg = None
     for tap_id, (_, sl) in enumerate(_taps(geo)):
@@ -168,12 +191,7 @@ def _avgpool_run(node, arrays):
     geo = _geometry(node, x.shape)
     work = x.dtype if x.dtype in (np.float32, np.float64) else np.float32
     xp = pad_for_windows(np.asarray(x, dtype=work), geo, 0)
-    total = None
-    for _, sl in _taps(geo):
-        if total is None:
-            total = xp[sl].copy()
-        else:
-            total += xp[sl]
+    total = _separable(xp, geo, np.add)
     nd = len(geo.out)
     include = bool(node.attr("count_include_pad", 0))
     count = np.ones((), dtype=np.int64)
@@ -181,6 +199,9 @@ def _avgpool_run(node, arrays):
         c1 = _counts_1d(geo, i, x.shape[2 + i], include)
         count = count[..., None] * c1 if i else c1
     count = count.astype(work)
+    if count.size and count.min() == count.max() and count.flat[0] > 0:  # every window counts alike
+        total /= count.flat[0]  # in place: the same quotients
+        return (total.astype(x.dtype, copy=False),)
     # A window with nothing to count (only possible when pads >= kernel) averages to 0.
     y = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
     return (y.astype(x.dtype, copy=False),)

@@ -41,7 +41,10 @@ def _reduce(node, x, axes):
         shape = tuple(1 if i in axes else d for i, d in enumerate(x.shape) if keep or i not in axes)
         return np.full(shape, low, dtype=x.dtype)
     if x.dtype.kind == "f":
-        out = _NUMPY[node.op_type](x.astype(np.float64), axis=axes, keepdims=keep)
+        # float32 (and float16) in float32, as onnxruntime's float kernels; float64 (the
+        # emulator's grid values, whose sums are exact) in float64
+        work = np.float64 if x.dtype == np.float64 else np.float32
+        out = _NUMPY[node.op_type](x.astype(work, copy=False), axis=axes, keepdims=keep)
         return np.asarray(out).astype(x.dtype, copy=False)
     return np.asarray(_NUMPY[node.op_type](x, axis=axes, keepdims=keep)).astype(x.dtype, copy=False)
 

@@ -112,10 +112,16 @@ def _transpose_run(node, x):
     return (np.transpose(x[0], _perm(node, x[0].ndim)),)
 
 
+def _transpose_prepare(node, ins):
+    perm = _perm(node, len(ins[0].shape))
+    return lambda x: (x[0].transpose(perm),)
+
+
 register(OpDef(
     "Transpose",
     infer=lambda node, ins: [(tuple(ins[0].shape[p] for p in _perm(node, len(ins[0].shape))), ins[0].dtype)],
     run=_transpose_run,
+    prepare=_transpose_prepare,
     run_fixed=fixed.movement(_transpose_run),
 ))
 

@@ -78,7 +78,22 @@ def _gather_run(node, x):
     return (np.take(x[0], idx, axis=axis),)
 
 
-register(OpDef("Gather", infer=_gather_infer, run=_gather_run, run_fixed=fixed.movement(_gather_run)))
+def _gather_prepare(node, ins):
+    """`OpDef.prepare`: constant indices normalised once; one scalar index is a basic index
+    (a view: the same values, no copy)."""
+    if ins[1].value is None:
+        return None
+    axis = _axis(node, node.attr("axis", 0), len(ins[0].shape))
+    idx = np.asarray(ins[1].value).astype(np.int64)
+    idx = np.where(idx < 0, idx + ins[0].shape[axis], idx)
+    if idx.ndim == 0:
+        key = (slice(None),) * axis + (int(idx),)
+        return lambda x: (x[0][key],)
+    return lambda x: (np.take(x[0], idx, axis=axis),)
+
+
+register(OpDef("Gather", infer=_gather_infer, run=_gather_run, run_fixed=fixed.movement(_gather_run),
+               prepare=_gather_prepare))
 
 
 # ---- Slice ---------------------------------------------------------------------------

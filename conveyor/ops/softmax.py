@@ -21,8 +21,10 @@ def _axis(node, rank):
 
 
 def _softmax(x, axis):
-    e = np.exp(x - np.max(x, axis=axis, keepdims=True))
-    return e / np.sum(e, axis=axis, keepdims=True)
+    e = np.subtract(x, np.max(x, axis=axis, keepdims=True))
+    np.exp(e, out=e)  # in place: the same values, no second array
+    e /= np.sum(e, axis=axis, keepdims=True)
+    return e
 
 
 def _run(node, x):
