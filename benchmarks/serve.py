@@ -27,6 +27,10 @@ Every answer is checked bit for bit against graph.run for its input; a mismatch 
 error. Overhead = served percentile - pipeline percentile at the same load point. Target:
 batch-1 p99 overhead <= 1 ms at 50 % load, 0 errors; the ratio to it is printed.
 
+Server CPU per request (served points): the server process's CPU time over the point (all
+its threads, from /proc/PID/task/*/schedstat; not its stage processes, nor the client) over
+the requests answered; less sensitive to the shared machine's load than latency is.
+
 What is measured: wall time on this machine (client, server and stages share its cores).
 What is modeled: the paced plan's board and link times. Nothing here runs on an FPGA.
 """
@@ -211,6 +215,34 @@ def _summary(lat, errors: int, wall_s: float) -> dict:
     return {"n": len(lat), "errors": errors, "throughput": len(lat) / wall_s, "p50": p50, "p99": p99, "p999": p999}
 
 
+def server_cpu_s(pid: int | None) -> float | None:
+    """CPU time of the server process so far, all its threads (not its stage processes),
+    from /proc/PID/task/*/schedstat (ns, Linux); None elsewhere. Per request it is less
+    sensitive to a shared machine's load than latency is."""
+    if pid is None:
+        return None
+    total = 0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except OSError:
+                pass  # a thread that ended meanwhile
+    except OSError:
+        return None
+    return total / 1e9
+
+
+def _measured(target, run) -> dict:
+    pid = getattr(target, "server_pid", None)
+    c0 = server_cpu_s(pid)
+    r = run()
+    c1 = server_cpu_s(pid)
+    r["cpu_us"] = (c1 - c0) / max(1, r["n"] + r["errors"]) * 1e6 if c0 is not None and c1 is not None else None
+    return r
+
+
 def run_points(targets, xs, refs, args, rate: float | None) -> tuple[dict, float]:
     """Every load point on every target in turn (interleaved, so that the shared machine's drift
     falls on all three alike); `rate` None: the pipeline's closed-loop rate at 16 clients."""
@@ -221,21 +253,23 @@ def run_points(targets, xs, refs, args, rate: float | None) -> tuple[dict, float
     out = {t.name: {} for t in targets}
     for c in CLIENTS:
         for t in targets:
-            out[t.name][("closed", c)] = r = closed_loop(t, xs, refs, c, args.requests, args.seconds)
+            out[t.name][("closed", c)] = r = _measured(t, lambda: closed_loop(t, xs, refs, c, args.requests,
+                                                                              args.seconds))
             print(f"   {t.name:<9}closed {c:>2} clients: {_row(r)}", flush=True)
     if rate is None:
         rate = out[targets[0].name][("closed", CLIENTS[-1])]["throughput"]
     for f in LOADS:
         schedule = poisson_schedule(f * rate, args.requests, args.seconds, seed=int(f * 100))
         for t in targets:
-            out[t.name][("open", f)] = r = open_loop(t, xs, refs, schedule)
+            out[t.name][("open", f)] = r = _measured(t, lambda: open_loop(t, xs, refs, schedule))
             print(f"   {t.name:<9}open {f:>4.0%} ({f * rate:6.1f}/s): {_row(r)}", flush=True)
     return out, rate
 
 
 def _row(r) -> str:
     return (f"n {r['n']:>4}  {r['throughput']:7.1f}/s  p50 {r['p50'] * 1e3:8.2f}  p99 {r['p99'] * 1e3:8.2f}  "
-            f"p99.9 {r['p999'] * 1e3:8.2f} ms  errors {r['errors']}")
+            f"p99.9 {r['p999'] * 1e3:8.2f} ms  errors {r['errors']}"
+            + (f"  server CPU {r['cpu_us']:5.0f} us/request" if r.get("cpu_us") is not None else ""))
 
 
 # -- one plan ----------------------------------------------------------------------------------------
@@ -287,6 +321,8 @@ def bench_plan(label: str, plan, plan_path: str, graph, paced_scale: float | Non
                       max_in_flight=args.max_queue) as pipe:
             targets = [InProcess(pipe, out_name)] + [cls(server.port, graph.name, graph.input_names[0], out_name)
                                                     for cls in (Triton, Raw)]
+            for t in targets[1:]:
+                t.server_pid = server.proc.pid
             results, rate = run_points(targets, xs, refs, args, rate)
     finally:
         code = server.stop()
@@ -300,7 +336,7 @@ def print_table(label: str, res: dict) -> None:
     print(f"\n   {label}: served (triton | raw) vs in-process pipeline, ms; overhead = served - pipeline")
     print(f"   {'point':<16}{'pipe p50':>9}{'p99':>9}{'p99.9':>9}{'tri p50':>9}{'p99':>9}{'p99.9':>9}"
           f"{'raw p50':>9}{'p99':>9}{'p99.9':>9}{'ovh p50 tri/raw':>17}{'ovh p99 tri/raw':>17}{'thr pipe/tri/raw':>20}"
-          f"{'err':>5}")
+          f"{'err':>5}{'srv CPU us/req tri/raw':>24}")
     for key in r["pipeline"]:
         p, tr, rw = r["pipeline"][key], r["triton"][key], r["raw"][key]
         name = f"closed {key[1]:>2}" if key[0] == "closed" else f"open {key[1]:.0%}"
@@ -310,7 +346,8 @@ def print_table(label: str, res: dict) -> None:
               f"{(tr['p50'] - p['p50']) * 1e3:>9.2f}/{(rw['p50'] - p['p50']) * 1e3:<7.2f}"
               f"{(tr['p99'] - p['p99']) * 1e3:>9.2f}/{(rw['p99'] - p['p99']) * 1e3:<7.2f}"
               f"{p['throughput']:>8.1f}/{tr['throughput']:.1f}/{rw['throughput']:.1f}"
-              f"{p['errors'] + tr['errors'] + rw['errors']:>5}")
+              f"{p['errors'] + tr['errors'] + rw['errors']:>5}"
+              f"{_cpu(tr):>16}/{_cpu(rw):<7}")
     for name in ("triton", "raw"):
         p, s = r["pipeline"][("open", 0.5)], r[name][("open", 0.5)]
         ovh = s["p99"] - p["p99"]
@@ -319,6 +356,10 @@ def print_table(label: str, res: dict) -> None:
         print(f"   target (50 % load, {name}): p99 overhead {ovh * 1e3:.2f} ms / {TARGET_P99_OVERHEAD_S * 1e3:g} ms "
               f"= ratio {ovh / TARGET_P99_OVERHEAD_S:.2f} ({verdict}); "
               f"errors {s['errors'] + p['errors']} ({'met' if s['errors'] + p['errors'] == 0 else 'MISSED'})")
+
+
+def _cpu(r) -> str:
+    return "-" if r.get("cpu_us") is None else f"{r['cpu_us']:.0f}"
 
 
 def main(argv=None) -> int:
@@ -342,7 +383,8 @@ def main(argv=None) -> int:
 
     print(f"serve benchmark - {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
           f"loopback; per point <= {args.requests} requests and <= {args.seconds:g} s "
-          f"({args.paced_seconds:g} s on the paced plan)")
+          f"({args.paced_seconds:g} s on the paced plan); load average before: "
+          + (" ".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"))
     tables = []
     with tempfile.TemporaryDirectory() as tmp:
         for model in models:
@@ -365,7 +407,8 @@ def main(argv=None) -> int:
                       f"{plan.latency_s * scale * 1e3:.1f} ms")
             limits = argparse.Namespace(**{**vars(args), "seconds": args.paced_seconds if scale else args.seconds})
             res = bench_plan(model, plan, path, graph, scale, limits)
-            print(f"   open-loop rate basis: {res['rate']:.1f}/s")
+            print(f"   open-loop rate basis: {res['rate']:.1f}/s; load average after: "
+                  + (" ".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"))
             tables.append((model, res))
     for model, res in tables:
         print_table(model, res)

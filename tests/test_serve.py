@@ -175,6 +175,37 @@ def test_raw_binary_tensor_extension_bit_exact(digits):
     assert st == 400 and "Inference-Header-Content-Length" in json.loads(raw)["error"]
 
 
+def test_chunked_body_answered_and_cut_at_the_limit(digits):
+    """A body without Content-Length (chunked transfer encoding): read as it comes, answered
+    bit for bit; past the body limit, 413 (the limit is checked chunk by chunk)."""
+    import http.client
+
+    g, name = digits.graph, digits.graph.name
+    x = xs(g, 1, seed=13)[0]
+    raw_in = x.astype("<f4").tobytes()
+    head = json.dumps({"inputs": [{"name": g.input_names[0], "datatype": "FP32", "shape": list(x.shape),
+                                   "parameters": {"binary_data_size": len(raw_in)}}],
+                       "outputs": [{"name": "output", "parameters": {"binary_data": True}}]}).encode()
+    conn = http.client.HTTPConnection("127.0.0.1", digits.port, timeout=30)
+    conn.request("POST", f"/v2/models/{name}/infer", iter([head, raw_in[:100], raw_in[100:]]),
+                 {"Inference-Header-Content-Length": str(len(head)), "Transfer-Encoding": "chunked"},
+                 encode_chunked=True)
+    r = conn.getresponse()
+    body = r.read()
+    assert r.status == 200, body
+    n = int(r.getheader("Inference-Header-Content-Length"))
+    ref = g.run(x, precision=digits.plan.precision)["output"]
+    assert np.array_equal(np.frombuffer(body[n:], "<f8").reshape(ref.shape), ref)
+    conn.close()
+    conn = http.client.HTTPConnection("127.0.0.1", digits.port, timeout=30)
+    big = b" " * (64 << 10)
+    conn.request("POST", f"/v2/models/{name}/infer", iter([big] * 4), {"Transfer-Encoding": "chunked"},
+                 encode_chunked=True)  # 256 KiB; the limit is 4 x 20 x 256 + 64 KiB = 84 KiB
+    r = conn.getresponse()
+    assert r.status == 413 and "over the limit" in json.loads(r.read())["error"]
+    conn.close()
+
+
 def served_ok(s, headers=None) -> float:
     """conveyor_requests_total{code="200"}: inference requests answered 200 so far."""
     text = http("GET", s.url + "/metrics", headers=headers)[2].decode()

@@ -7,8 +7,10 @@ Protocol routes, admission (max_queue -> 503), body limit (413), bearer token, m
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import ipaddress
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +23,15 @@ from conveyor.serve.metrics import ServeMetrics
 from conveyor.serve.protocol import HEADER_LENGTH, BadRequest, TensorSpec, datatype, encode_infer, parse_infer
 
 JSON_OVERHEAD = 20  # a JSON number of a float takes up to ~20 characters: the body limit's factor
+# The GIL switch interval of the serving process (CPython's default: 5 ms). A thread that
+# computes in Python (the paced pipeline's release spin, up to 2 ms; the collector's copies)
+# otherwise holds the GIL until it blocks, and the event loop, woken by another request's
+# bytes or answer, waits that long; at this interval it waits at most ~0.2 ms.
+SWITCH_INTERVAL_S = 2e-4
+
+
+class _TooLarge(Exception):
+    pass
 
 
 def is_loopback(host: str) -> bool:
@@ -54,9 +65,16 @@ class Server:
         self.pipeline = None
         self.load_error: str | None = None
         self.outputs: list[TensorSpec] = []
+        self._output_names: tuple[str, ...] = ()
         self._in_flight = 0
         self._submitter = ThreadPoolExecutor(1, thread_name_prefix="conveyor-serve-submit")
         self.metrics = ServeMetrics(self.name, lambda: self.pipeline.stats() if self.pipeline else None)
+        # the per-model children, looked up once (labels() takes a lock and a dict lookup per call)
+        self._latency = self.metrics.latency.labels(self.name)
+        self._answered = self.metrics.requests.labels(self.name, "200")
+        self._gauge = self.metrics.in_flight.labels(self.name)
+        self._header_cache: dict = {}  # checked request headers (protocol.parse_infer)
+        self._head_cache: dict = {}    # answers' JSON headers (protocol.encode_infer)
         self.app = self._make_app()
 
     # ---- lifecycle ----------------------------------------------------------------------
@@ -72,6 +90,7 @@ class Server:
             probe = {t.name: np.zeros(t.shape, t.dtype) for t in self.graph.inputs}
             out = pipe.submit(probe).result()  # a warm-up, and the outputs' datatypes as served
             self.outputs = [TensorSpec(n, datatype(out[n].dtype), tuple(out[n].shape)) for n in self.graph.output_names]
+            self._output_names = tuple(t.name for t in self.outputs)
             self.pipeline = pipe
         except Exception as e:  # noqa: BLE001 - reported by /v2/health/ready and the log
             self.load_error = f"{type(e).__name__}: {e}"
@@ -96,13 +115,17 @@ class Server:
         return all(s.get("ready", s.get("alive")) for s in self.pipeline.executor.stage_stats())
 
     def run(self, host: str = "127.0.0.1", port: int = 8000, print_fn=print) -> None:
-        """Serve until SIGTERM/SIGINT: then stop accepting, finish what is in flight, close."""
+        """Serve until SIGTERM/SIGINT: then stop accepting, finish what is in flight, close.
+        Sets the process's GIL switch interval (SWITCH_INTERVAL_S): it owns the process."""
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         web.run_app(self.app, host=host, port=port, print=print_fn, shutdown_timeout=60.0, access_log=None,
                     handle_signals=True)
 
     # ---- routes -------------------------------------------------------------------------
     def _make_app(self) -> web.Application:
-        app = web.Application(client_max_size=self.max_body_bytes, middlewares=[self._auth])
+        # the token check only where there is a token: a middleware is one more layer on every request
+        app = web.Application(client_max_size=self.max_body_bytes,
+                              middlewares=[self._auth] if self.token is not None else [])
         app.on_startup.append(self._on_startup)
         app.on_cleanup.append(self._on_cleanup)
         r = app.router
@@ -117,7 +140,7 @@ class Server:
 
     @web.middleware
     async def _auth(self, request: web.Request, handler):
-        if self.token is not None and not request.path.startswith("/v2/health/"):
+        if not request.path.startswith("/v2/health/"):
             got = request.headers.get("Authorization", "")
             if not hmac.compare_digest(got.encode(), f"Bearer {self.token}".encode()):
                 self.metrics.failed("unauthorized")
@@ -181,16 +204,16 @@ class Server:
             return _error(503, f"{self._in_flight} requests in flight (--max-queue {self.max_queue}); retry",
                           {"Retry-After": "1"})
         self._in_flight += 1
-        self.metrics.in_flight.labels(self.name).inc()
+        self._gauge.inc()
         t0 = time.perf_counter()
         try:
             try:
-                body = await request.read()
-            except web.HTTPRequestEntityTooLarge:
+                body = await self._read_body(request)
+            except (_TooLarge, web.HTTPRequestEntityTooLarge):
                 self.metrics.failed("too_large")
                 return _error(413, f"body over the limit of {self.max_body_bytes} bytes")
             try:
-                req = parse_infer(body, request.headers.get(HEADER_LENGTH), self.inputs)
+                req = parse_infer(body, request.headers.get(HEADER_LENGTH), self.inputs, self._header_cache)
             except BadRequest as e:
                 self.metrics.failed("bad_request")
                 return _error(400, str(e))
@@ -200,8 +223,14 @@ class Server:
             fut = self.pipeline.try_submit(req.inputs)
             if fut is None:
                 fut = await loop.run_in_executor(self._submitter, self.pipeline.submit, req.inputs)
+            if not fut.done():
+                # woken straight from the pipeline's thread: one call_soon_threadsafe, no
+                # future chaining (asyncio.wrap_future copies state across two futures)
+                waiter = loop.create_future()
+                fut.add_done_callback(functools.partial(_wake_from_thread, loop, waiter))
+                await waiter
             try:
-                out = await asyncio.wrap_future(fut)
+                out = fut.result()
             except ModelError as e:
                 self.metrics.failed("bad_request")
                 return _error(400, str(e))
@@ -209,16 +238,43 @@ class Server:
                 self.metrics.failed("pipeline")
                 return _error(500, str(e))
             try:
-                payload, headers = encode_infer(self.name, req, out, tuple(t.name for t in self.outputs))
+                payload, headers = encode_infer(self.name, req, out, self._output_names, self._head_cache)
             except BadRequest as e:
                 self.metrics.failed("bad_request")
                 return _error(400, str(e))
-            self.metrics.latency.labels(self.name).observe(time.perf_counter() - t0)
-            self.metrics.requests.labels(self.name, "200").inc()
+            self._latency.observe(time.perf_counter() - t0)
+            self._answered.inc()
             return web.Response(body=payload, headers=headers)
         finally:
             self._in_flight -= 1
-            self.metrics.in_flight.labels(self.name).dec()
+            self._gauge.dec()
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        """The whole body, copied once (`request.read()` copies it twice more: into a
+        bytearray, then into bytes). Chunked bodies are cut at the limit as they come."""
+        content = request.content
+        if hasattr(content, "set_read_chunk_size"):  # where aiohttp has it: no pausing the socket mid-body
+            content.set_read_chunk_size(self.max_body_bytes)
+        chunks, size = [], 0
+        while chunk := await content.readany():
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise _TooLarge(size)
+            chunks.append(chunk)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _wake_from_thread(loop: asyncio.AbstractEventLoop, waiter: asyncio.Future, _done) -> None:
+    """A Future's done callback (on the pipeline's thread): wake `waiter` on `loop`."""
+    try:
+        loop.call_soon_threadsafe(_set_done, waiter)
+    except RuntimeError:
+        pass  # the loop has closed meanwhile: nobody is waiting
+
+
+def _set_done(waiter: asyncio.Future) -> None:
+    if not waiter.done():  # not cancelled meanwhile
+        waiter.set_result(None)
 
 
 def _error(status: int, message: str, headers: dict | None = None) -> web.Response:
