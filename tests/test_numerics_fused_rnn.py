@@ -43,12 +43,15 @@ def _problem(rng):
     fr = FixedType(int(rng.integers(14, 21) if wide else rng.integers(6, 13)), int(rng.integers(1, 3)))
     fb = FixedType(int(rng.integers(6, 13)), int(rng.integers(1, 4)))
     S, C = _fmt(rng), _fmt(rng, 6, 20)
-    kind = int(rng.integers(0, 3))
+    kind = int(rng.integers(0, 4))
+    if kind == 3:  # narrow accumulator and cell, casts by one shift: the kernel's direct tables
+        S = FixedType(S.width, S.integer, S.signed, str(rng.choice(["TRN", "RND", "RND_MIN_INF"])), S.overflow)
+        C = FixedType(min(C.width, 16), min(C.integer, 6), C.signed, str(rng.choice(["TRN", "RND"])), C.overflow)
     if kind == 0:
         A = None
     else:
         pf = max(fx.frac_bits + fw.frac_bits, S.frac_bits + fr.frac_bits)
-        width = int(rng.integers(10, 30)) if kind == 1 else int(rng.integers(34, 48))  # int32 sums, int64 sums
+        width = {1: int(rng.integers(10, 30)), 2: int(rng.integers(34, 48)), 3: int(rng.integers(8, 17))}[kind]
         frac = int(rng.integers(max(1, pf - 12), max(2, pf - 3)))  # rounding products (a right shift)
         A = FixedType(width, width - frac, bool(rng.integers(0, 6) > 0), str(rng.choice(ROUNDING_MODES)), "WRAP")
     R = _fmt(rng)
@@ -78,7 +81,7 @@ def test_fused_lstm_equals_the_numpy_time_loop(monkeypatch):
     run = ops.get("LSTM").run_fixed
     kinds, refused = [], 0
     real_seq, real_fused = intrnn._lstm_seq, intrnn.lstm_fused
-    monkeypatch.setattr(intrnn, "_lstm_seq", lambda *a: kinds.append((a[2].dtype, a[10] > 0)) or real_seq(*a))
+    monkeypatch.setattr(intrnn, "_lstm_seq", lambda *a: kinds.append((a[2].dtype, a[10] > 0, a[-6])) or real_seq(*a))
     for case in range(150):
         node, args, fmts, prec = _problem(rng)
         before = len(kinds)
@@ -100,8 +103,10 @@ def test_fused_lstm_equals_the_numpy_time_loop(monkeypatch):
             np.testing.assert_array_equal(a, b, err_msg=f"case {case} {name} fused={fused} {node.attrs} {fmts} {prec}")
     # the kernel really ran, with int32 and int64 sums, wrapping and exact accumulators
     assert len(kinds) >= 110 and refused < 25, (len(kinds), refused)
-    seen = {(np.dtype(dt).itemsize, wraps) for dt, wraps in kinds}
+    seen = {(np.dtype(dt).itemsize, wraps) for dt, wraps, _ in kinds}
     assert {(4, True), (8, True), (8, False)} <= seen, seen
+    direct = sum(d for _, _, d in kinds)
+    assert 10 <= direct <= len(kinds) - 30, direct  # tables read by raw value, and by index
 
 
 def test_fused_lstm_steps_aside_where_it_cannot_be_exact(monkeypatch):

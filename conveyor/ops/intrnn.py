@@ -109,9 +109,27 @@ if njit is not None:
                 y[t, n0 + q, u] = np.float64(hn) * back_h
 
     @njit(cache=True, nogil=True)
+    def _gates_direct(acc, hs, cs, y, t, n0, L, H, afree, amask, dsig, dtg, dtc, base_a, base_c, gi_shift,
+                      cf_shift, cf, hf, back_h):
+        """`_gates_fast` with every table read straight by the raw value (`_direct`): the
+        accumulator and the cell are narrow, so each table is expanded to one entry per raw value."""
+        for u in range(H):
+            for q in range(L):
+                ai = (((np.int64(acc[u, q]) << afree) >> afree) & amask) - base_a
+                ao = (((np.int64(acc[H + u, q]) << afree) >> afree) & amask) - base_a
+                af = (((np.int64(acc[2 * H + u, q]) << afree) >> afree) & amask) - base_a
+                ag = (((np.int64(acc[3 * H + u, q]) << afree) >> afree) & amask) - base_a
+                vi, vo, vf, vg = dsig[ai], dsig[ao], dsig[af], dtg[ag]
+                cn = _cast_fast(((vg * vi) << gi_shift) + ((cs[u, q] * vf) << cf_shift), cf)
+                hn = _cast_fast(vo * dtc[cn - base_c], hf)
+                cs[u, q] = cn
+                hs[u, q] = hn
+                y[t, n0 + q, u] = np.float64(hn) * back_h
+
+    @njit(cache=True, nogil=True)
     def _lstm_seq(x, xscale, Wx, Wh, B, sx, cx, sh, ch, mode, awidth, asigned,
                   sig, tg, tc, tp, gi_shift, cf_shift, cp, hp, h0, c0, back_h, back_c,
-                  y, hN, cN, xb, hs, cs, acc, fast, cf, hf):
+                  y, hN, cN, xb, hs, cs, acc, fast, cf, hf, direct, dsig, dtg, dtc, base_a, base_c):
         """x [T, N, I] float64 on its 2^-f grid (xscale = 2^f); Wx [I, 4H], Wh [H, 4H] raw
         weights lifted to the accumulator's grid; B [4H] the raw bias sum on it; s*, c*: the
         right shift of the products of x (of h) and its rounding constant; awidth: the
@@ -148,6 +166,10 @@ if njit is not None:
                         acc[j, q] = bj
                 _accum_part(acc, xb, Wx, sx, cx, mode, L)
                 _accum_part(acc, hs, Wh, sh, ch, mode, L)
+                if direct:
+                    _gates_direct(acc, hs, cs, y, t, n0, L, H, afree, amask, dsig, dtg, dtc, base_a, base_c,
+                                  gi_shift, cf_shift, cf, hf, back_h)
+                    continue
                 if fast:
                     _gates_fast(acc, hs, cs, y, t, n0, L, H, afree, amask, sig, tg, tc, tp, gi_shift, cf_shift,
                                 cf, hf, back_h)
@@ -216,6 +238,32 @@ def _fast_cast(p: list[int]) -> np.ndarray | None:
     else:
         free, mask = 0, -1
     return np.array([d, c, free, mask, lo, hi], np.int64)
+
+
+#: raw-value ranges up to this many entries get a direct table (`_direct`)
+_DIRECT_MAX = 1 << 16
+_DIRECT_CACHE: dict = {}
+
+
+def _direct(act, frac_out: int, frac_in: int, fmt) -> tuple[np.ndarray, int]:
+    """(entry per raw value of `fmt`, the lowest raw value): `act`'s table value at
+    `lut.range_index` of every value of `fmt` on a 2^-frac_in grid, as raw integers on
+    2^-frac_out. Cached: a few 64k-entry tables."""
+    from conveyor.ops import lut
+
+    t = act.table
+    key = (t.size, t.lo, t.hi, t.fmt, str(act.A), frac_out, frac_in, fmt.width, fmt.signed)
+    got = _DIRECT_CACHE.get(key)
+    if got is None:
+        lo = -(1 << (fmt.width - 1)) if fmt.signed else 0
+        raw = np.arange(lo, lo + (1 << fmt.width), dtype=np.int64)
+        idx = lut.range_index(raw * 2.0 ** -frac_in, frac_in, t.size, t.lo, t.hi)
+        vals = (np.asarray(act.values, np.float64) * 2.0 ** frac_out).astype(np.int64)
+        got = (np.ascontiguousarray(vals[idx]), lo)
+        if len(_DIRECT_CACHE) > 32:
+            _DIRECT_CACHE.clear()
+        _DIRECT_CACHE[key] = got
+    return got
 
 
 def lstm_fused(x, fx, w, r, wb, rb, fw, fr, fb, A, acts, S, C, h0, c0, value_range):
@@ -292,6 +340,14 @@ def lstm_fused(x, fx, w, r, wb, rb, fw, fr, fb, A, acts, S, C, h0, c0, value_ran
     fast = cfast is not None and hfast is not None and all(t[1][1] >= 0 for t in tabs)
     if not fast:
         cfast = hfast = np.zeros(6, np.int64)
+    # the accumulator (wrapped) and the cell narrow: every table read by the raw value itself
+    direct = fast and A is not None and max(1 << A.width, 1 << C.width) <= _DIRECT_MAX
+    if direct:
+        (dsig, base_a), (dtg, _) = _direct(fa, f_frac, units, A), _direct(ga, g_frac, units, A)
+        dtc, base_c = _direct(ha, t_frac, C.frac_bits, C)
+    else:
+        dsig = dtg = dtc = np.zeros(1, np.int64)
+        base_a = base_c = 0
     mode = ROUNDING[A.rounding] if A is not None else 0
 
     def rnd(s):  # the rounding constant of a right shift by s (_round_shift's modes 0..2)
@@ -310,5 +366,6 @@ def lstm_fused(x, fx, w, r, wb, rb, fw, fr, fb, A, acts, S, C, h0, c0, value_ran
               np.array(hp, np.int64), np.ascontiguousarray((h0 * 2.0 ** hf).astype(dt)),
               np.ascontiguousarray((c0 * 2.0 ** C.frac_bits).astype(np.int64)), float(2.0 ** -hf),
               float(2.0 ** -C.frac_bits), y, hN, cN, np.empty((I, nb), dt), np.empty((H, nb), dt),
-              np.empty((H, nb), np.int64), np.empty((G, nb), dt), fast, cfast, hfast)
+              np.empty((H, nb), np.int64), np.empty((G, nb), dt), fast, cfast, hfast,
+              direct, dsig, dtg, dtc, int(base_a), int(base_c))
     return y, hN, cN
