@@ -167,7 +167,7 @@ if njit is not None:
 
     @njit(cache=True, nogil=True)
     def _conv_fused(x, xscale, Wk, B, sh, sw, dh, dw, s, mode, awidth, asigned, d, rmode, rhow, rwidth,
-                    rsigned, rclo, rchi, rback, out, xi, acc, relu):
+                    rsigned, rclo, rchi, rback, out, xi, acc, relu, row):
         """Blocks of `nb` samples, the sample innermost (a long, unit-stride loop that the
         compiler vectorises): xi [H, W, C, nb] the block's raw inputs, acc [M, nb] one output
         pixel's accumulators, finished (wrapped, cast, scaled) as soon as its taps are in.
@@ -176,7 +176,7 @@ if njit is not None:
         N, C, H, Wd = x.shape
         KH, KW, _, M = Wk.shape
         OH, OW = out.shape[2], out.shape[3]
-        nb = xi.shape[3]
+        nb = acc.shape[1]
         c0 = np.int64(0) if mode == 0 or s <= 0 else (np.int64(1) << (s - 1)) - np.int64(mode == 2)
         sh_p = max(s, 0)
         generic = mode > 2 and s > 0
@@ -184,13 +184,23 @@ if njit is not None:
         amask = (np.int64(1) << awidth) - 1 if 0 < awidth < 63 else np.int64(-1)
         simple = (asigned or awidth == 0) and d >= 0 and rmode == 0 and rhow == 0 and rsigned
         rfree = 64 - rwidth
+        narrow = xi.itemsize == 4
+        s32 = np.int32(sh_p & 31)  # (< 31 whenever the kernel runs narrow)
+        c32 = np.int32(c0) if narrow else np.int32(0)
         for n0 in range(0, N, nb):
             L = min(nb, N - n0)
-            for q in range(L):
-                for c in range(C):
-                    for i in range(H):
-                        for j in range(Wd):
-                            xi[i, j, c, q] = np.int64(x[n0 + q, c, i, j] * xscale)  # exact: on the grid
+            # x read row by row; xi's rows are nb + 16 words apart (not a power of two: no
+            # cache-set conflicts between the values one row of x scatters into xi)
+            if H == 1 and Wd == 1:  # a Dense: one loop (nested loops of one trip cost 8x here)
+                for q in range(L):
+                    for c in range(C):
+                        xi[0, 0, c, q] = np.int64(x[n0 + q, c, 0, 0] * xscale)  # exact: on the grid
+            else:
+                for q in range(L):
+                    for c in range(C):
+                        for i in range(H):
+                            for j in range(Wd):
+                                xi[i, j, c, q] = np.int64(x[n0 + q, c, i, j] * xscale)
             for oh in range(OH):
                 for ow in range(OW):
                     for m in range(M):
@@ -202,6 +212,30 @@ if njit is not None:
                             iw = ow * sw + kw * dw
                             for c in range(C):
                                 m = 0
+                                if narrow and not generic:  # int32 throughout: twice the lanes
+                                    # (numba computes int32 * int32 in int64; each np.int32 keeps
+                                    # the vector lanes 32 bits wide, the same bits: nothing overflows
+                                    # int32 here, and the sums wrap mod 2^32, a multiple of 2^awidth)
+                                    while m + 4 <= M:
+                                        w0, w1 = Wk[kh, kw, c, m], Wk[kh, kw, c, m + 1]
+                                        w2, w3 = Wk[kh, kw, c, m + 2], Wk[kh, kw, c, m + 3]
+                                        for q in range(L):
+                                            xv = xi[ih, iw, c, q]
+                                            acc[m, q] = np.int32(acc[m, q] + np.int32(
+                                                np.int32(np.int32(xv * w0) + c32) >> s32))
+                                            acc[m + 1, q] = np.int32(acc[m + 1, q] + np.int32(
+                                                np.int32(np.int32(xv * w1) + c32) >> s32))
+                                            acc[m + 2, q] = np.int32(acc[m + 2, q] + np.int32(
+                                                np.int32(np.int32(xv * w2) + c32) >> s32))
+                                            acc[m + 3, q] = np.int32(acc[m + 3, q] + np.int32(
+                                                np.int32(np.int32(xv * w3) + c32) >> s32))
+                                        m += 4
+                                    for m in range(m, M):
+                                        wv = Wk[kh, kw, c, m]
+                                        for q in range(L):
+                                            acc[m, q] = np.int32(acc[m, q] + np.int32(
+                                                np.int32(np.int32(xi[ih, iw, c, q] * wv) + c32) >> s32))
+                                    continue
                                 if not generic:  # four output channels per pass over the block
                                     while m + 4 <= M:
                                         w0, w1 = Wk[kh, kw, c, m], Wk[kh, kw, c, m + 1]
@@ -247,7 +281,7 @@ if njit is not None:
                                 v = ((v >> d) << rfree) >> rfree
                                 if relu and v < 0:
                                     v = 0
-                                out[n0 + q, m, oh, ow] = np.float64(v) * rback
+                                row[m, ow, q] = np.float64(v) * rback
                         continue
                     for q in range(L):
                         for m in range(M):
@@ -257,7 +291,19 @@ if njit is not None:
                             v = _to_result(v, d, rmode, rhow, rwidth, rsigned, rclo, rchi)
                             if relu and v < 0:
                                 v = 0
-                            out[n0 + q, m, oh, ow] = np.float64(v) * rback
+                            row[m, ow, q] = np.float64(v) * rback
+                # the row into the output in tiles of 8 samples (out's stride between samples
+                # is M * OH * OW values: written a row at a time, not a value at a time)
+                if OW == 1 and OH == 1:  # a Dense: one loop per sample
+                    for q in range(L):
+                        for m in range(M):
+                            out[n0 + q, m, 0, 0] = row[m, 0, q]
+                    continue
+                for q0 in range(0, L, 8):
+                    for m in range(M):
+                        for ow in range(OW):
+                            for q in range(q0, min(q0 + 8, L)):
+                                out[n0 + q, m, oh, ow] = row[m, ow, q]
 
 
 #: samples per block of `_conv_fused` (its innermost loop)
@@ -286,13 +332,14 @@ def conv_fused(x: np.ndarray, xfrac: int, wk: np.ndarray, bias: np.ndarray, stri
         awidth, asigned = accum.width, accum.signed
     rhow, clo, chi = result_clip(result)
     dt = np.int32 if narrow else np.int64
-    xi = np.empty(x.shape[2:] + x.shape[1:2] + (_BLOCK,), dt)
+    xi = np.empty(x.shape[2:] + x.shape[1:2] + (_BLOCK + 16,), dt)  # (see the kernel's fill)
     acc = np.empty((m, _BLOCK), dt)
+    row = np.empty((m, out.shape[3], _BLOCK + 8), np.float64)  # rows 8 words longer: no set conflicts
     _conv_fused(np.ascontiguousarray(x, np.float64), float(2.0 ** xfrac), np.ascontiguousarray(wk, dt),
                 np.ascontiguousarray(bias, np.int64), int(strides[0]), int(strides[1]), int(dilations[0]),
                 int(dilations[1]), int(s), ROUNDING[rounding], int(awidth), bool(asigned), int(d),
                 ROUNDING[result.rounding], rhow, int(result.width), bool(result.signed), clo, chi,
-                float(2.0 ** -result.frac_bits), out, xi, acc, bool(relu))
+                float(2.0 ** -result.frac_bits), out, xi, acc, bool(relu), row)
     return out
 
 

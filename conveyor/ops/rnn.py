@@ -605,6 +605,10 @@ class _FixedAct:
         return y if self.A is None else self.A.quantize(y)
 
 
+def _value_range(a: np.ndarray) -> tuple[float, float]:
+    return (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+
+
 def _absmax(a: np.ndarray) -> float:
     return max(-float(a.min()), float(a.max())) if a.size else 0.0  # no |a| temporary
 
@@ -684,6 +688,17 @@ def _lstm_fixed(node: Any, args: Sequence, fmts: Sequence, prec: Any, ctx: Any):
         wb = rb = None
         if p["b"] is not None:
             wb, rb = p["b"][d, :4 * hid], p["b"][d, 4 * hid:]
+        if lens is None and not getattr(ctx, "observe", False):  # the whole time loop, compiled
+            from conveyor.ops import intrnn
+
+            xs = p["x"][::-1] if p["reverse"][d] else p["x"]
+            got = intrnn.lstm_fused(xs, fx, p["w"][d], p["r"][d], wb, rb, fw, fr, fb, A, acts[d], S, C, h0[d], c0[d],
+                                    getattr(ctx, "value_range", None) or _value_range)
+            if got is not None:
+                ys.append(got[0][::-1] if p["reverse"][d] else got[0])
+                hs.append(got[1])
+                cs.append(got[2])
+                continue
         x2 = p["x"].reshape(seq * batch, -1)
         xw = fixed.accumulate(_DENSE, node, x2, np.ascontiguousarray(p["w"][d].T), wb, fx, fw, fb, A,
                               in_range=True)
