@@ -156,7 +156,8 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
                       parallelism=int(stage.parallelism.get(node.name, 1)),
                       consts={s: np.asarray(g.weights[t]) for s, t in enumerate(node.inputs)
                               if t and s not in params and t in g.weights}, output=list(node.outputs).index(y),
-                      in_hwc=tuple(t in hwc for t in data_ins))
+                      # io_stream: 4-D values are pixel streams, channels together (channels last)
+                      in_hwc=tuple(t in hwc or (sw is not None and len(shapes[t]) == 4) for t in data_ins))
         if sw is not None:
             cfg, call, flat, kind = sw.write(writer, layer)
             if kind == "window":
