@@ -117,13 +117,6 @@ def test_fire_concat_and_mobilenet_block_q16_bounded(tmp_path):
     assert _bounded(tmp_path / "fpga0", manifest["boards"][0], graph, p.precision, x[:6]) is None
 
 
-def test_fire_concat_two_boards_narrow(tmp_path):
-    graph = _mobile_fire()
-    cat = next(n.name for n in graph.nodes if n.op_type == "Concat")
-    p = plan(graph, _resolve_cluster("zynq7035:2"), precision=NARROW, method="manual", cuts=[cat])
-    _check_stream(tmp_path, graph, p, np.random.default_rng(2).normal(size=(60, 1, 8, 8)) * 1.5)
-
-
 def test_weights_from_ddr_through_stream_array_adapters(tmp_path):
     # every Conv / Gemm weight streamed from DDR (a board with 12 BRAM18K): each such layer is
     # its io_parallel tile loop between a stream -> array and an array -> stream adapter
