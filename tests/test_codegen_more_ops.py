@@ -260,3 +260,25 @@ def test_torch_generator_linear_to_image(tmp_path):
     p = plan(graph, _resolve_cluster("zynq7035:1"), precision=NARROW)
     _, env = _check(tmp_path, graph, p, np.random.default_rng(9).normal(size=(200, 8)) * 2)
     assert len(np.unique(env[graph.output_names[0]], axis=0)) > 150
+
+
+class _Shuffle(nn.Module):
+    """A pixel shuffle written out (Reshape to 6-D, Transpose, Reshape: conveyor has no DepthToSpace)
+    and a 4-D -> 4-D view of a channels-last value, each feeding a Conv."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = nn.Conv2d(1, 8, 3, padding=1), nn.Conv2d(2, 4, 3, padding=1), nn.Conv2d(2, 1, 3, padding=1)
+
+    def forward(self, x):
+        a = self.a(x).view(1, 2, 2, 2, 4, 4).permute(0, 1, 4, 2, 5, 3).reshape(1, 2, 8, 8)   # pixel_shuffle(., 2)
+        s = torch.relu(self.b(a))   # [1, 4, 8, 8]
+        return self.c(s.reshape(1, 2, 16, 8))
+
+
+def test_pixel_shuffle_and_4d_reshapes(tmp_path):
+    torch.manual_seed(6)
+    graph = from_torch(_Shuffle().eval(), torch.zeros(1, 1, 4, 4))
+    p = plan(graph, _resolve_cluster("zynq7035:1"), precision=NARROW)
+    _, env = _check(tmp_path, graph, p, np.random.default_rng(10).normal(size=(100, 1, 4, 4)) * 2)
+    assert len(np.unique(env[graph.output_names[0]], axis=0)) > 90
