@@ -81,12 +81,15 @@ def _seq_model(seed=0):
         n("Neg", ["s"], ["ng"], name="neg"),
         n("Abs", ["h"], ["ab"], name="abs"),
         n("ReduceMean", ["h", "ax2"], ["rm8"], name="rmean8", keepdims=1),
+        n("LayerNormalization", ["h", "ls"], ["ln2"], name="ln_nobias", axis=-1, epsilon=1e-3),
+        n("Cast", ["hg"], ["cs"], name="cast", to=1),
+        n("Tanh", ["cs"], ["ct_"], name="tanh_cast"),
     ]
     outs = {"g": [1, 4, 4], "gt": [1, 4, 8], "hs": [1, 4, 4], "hg": [1, 4, 8], "er": [1, 4, 8], "ex": [1, 4, 8],
             "sq": [1, 4, 8], "pw": [1, 4, 8], "rc": [1, 4, 8], "sg": [1, 4, 8], "th": [1, 4, 4], "rm": [1, 4, 1],
             "rx": [1, 1, 1], "sz": [1, 8], "tl": [1, 8, 8], "pr": [1, 6, 11], "pz": [1, 6, 11], "ga": [1, 2, 8],
             "ad": [1, 4, 3], "rs_": [1, 4, 8], "mk": [1, 4, 4], "mb": [1, 4, 8], "dv": [1, 4, 8], "ng": [1, 4, 4],
-            "ab": [1, 4, 8]}
+            "ab": [1, 4, 8], "ln2": [1, 4, 8], "ct_": [1, 4, 8]}
     inits = {"ls": rng.uniform(0.5, 2.0, 8).astype(np.float32), "lb": (rng.normal(size=8) * 0.5).astype(np.float32),
              "W": (rng.normal(size=(8, 8)) * 0.6).astype(np.float32), "half": np.array(0.5, np.float32),
              "ax1": np.array([1]), "ax2": np.array([2]), "ax12": np.array([1, 2]),
@@ -257,3 +260,25 @@ def test_torch_generator_linear_to_image(tmp_path):
     p = plan(graph, _resolve_cluster("zynq7035:1"), precision=NARROW)
     _, env = _check(tmp_path, graph, p, np.random.default_rng(9).normal(size=(200, 8)) * 2)
     assert len(np.unique(env[graph.output_names[0]], axis=0)) > 150
+
+
+class _Shuffle(nn.Module):
+    """A pixel shuffle written out (Reshape to 6-D, Transpose, Reshape: conveyor has no DepthToSpace)
+    and a 4-D -> 4-D view of a channels-last value, each feeding a Conv."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = nn.Conv2d(1, 8, 3, padding=1), nn.Conv2d(2, 4, 3, padding=1), nn.Conv2d(2, 1, 3, padding=1)
+
+    def forward(self, x):
+        a = self.a(x).view(1, 2, 2, 2, 4, 4).permute(0, 1, 4, 2, 5, 3).reshape(1, 2, 8, 8)   # pixel_shuffle(., 2)
+        s = torch.relu(self.b(a))   # [1, 4, 8, 8]
+        return self.c(s.reshape(1, 2, 16, 8))
+
+
+def test_pixel_shuffle_and_4d_reshapes(tmp_path):
+    torch.manual_seed(6)
+    graph = from_torch(_Shuffle().eval(), torch.zeros(1, 1, 4, 4))
+    p = plan(graph, _resolve_cluster("zynq7035:1"), precision=NARROW)
+    _, env = _check(tmp_path, graph, p, np.random.default_rng(10).normal(size=(100, 1, 4, 4)) * 2)
+    assert len(np.unique(env[graph.output_names[0]], axis=0)) > 90

@@ -125,6 +125,12 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
                 typedefs.append(f"typedef {var[src]}_t {var[y]}_t;  // {y} ({node.name})")
                 calls.append(f"    {var[y]}_t {var[y]}[{size[y]}];\n"
                              f"    conveyor::hwc_to_chw<{var[y]}_t, {chw(src)}>({var[src]}, {var[y]});  // {node.name}")
+                if len(shapes[y]) == 4 and shapes[y][0] == 1:   # another [1, C, H, W]: channels last again
+                    calls.append(f"    {var[y]}_t {var[y]}_hwc[{size[y]}];\n    conveyor::chw_to_hwc<{var[y]}_t, "
+                                 f"{chw(y)}>({var[y]}, {var[y]}_hwc);  // {node.name}")
+                    var[y] = f"{var[y]}_hwc"
+                    typedefs.append(f"typedef {ident(y)}_t {var[y]}_t;  // {y} ({node.name}, channels last)")
+                    hwc.add(y)
             elif src not in hwc and len(shapes[y]) == 4 and shapes[y][0] == 1:
                 # an ONNX-order value reshaped to one [1, C, H, W] item: channels last, as the 4-D layers read it
                 var[y] = ident(y)

@@ -595,7 +595,7 @@ from conveyor.codegen.recurrent import WRITERS as _RECURRENT  # noqa: E402 (it i
 
 WRITERS.update(_RECURRENT)
 #: ops that only rewire an array (no arithmetic; a 4-D value leaves channels-last order)
-WIRING = ("Flatten", "Reshape", "Identity", "Squeeze", "Unsqueeze")
+WIRING = ("Flatten", "Reshape", "Identity", "Squeeze", "Unsqueeze", "Cast", "Dropout")   # Cast: float to float
 
 from conveyor.codegen.requant import WRITERS as _REQUANT_WRITERS  # noqa: E402 (integer-domain quantized models)
 

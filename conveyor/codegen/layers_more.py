@@ -398,7 +398,7 @@ def layernorm(layer: Layer):
     if len(shape) == 4 and _in_hwc(layer):
         raise CodegenError(f"node '{node.name}' (LayerNormalization): code generation takes 2-D / 3-D values "
                            f"(or 4-D ones in ONNX order), got a channels-last {shape}")
-    if 1 not in layer.params or 2 not in layer.params:
+    if any(s < len(node.inputs) and node.inputs[s] and s not in layer.params for s in (1, 2)):
         raise CodegenError(f"node '{node.name}' (LayerNormalization): code generation takes a constant scale and bias")
     axis = _axis(node, len(shape))
     if axis == 0:
@@ -413,9 +413,12 @@ def layernorm(layer: Layer):
         raise CodegenError(f"node '{node.name}' (LayerNormalization): tables.layernorm.range_power2 {p2} < 0 is "
                            "conveyor's extension; nnet::layernormalize takes range_power2 >= 0")
     tfmt = lut.fixed_format(spec["format"], f"{node}: tables.layernorm.format")
-    (s, fs), (b, fb) = layer.params[1], layer.params[2]
-    scale = np.broadcast_to(s, shape[axis:]).reshape(-1)
-    bias = np.broadcast_to(b, shape[axis:]).reshape(-1)
+    fx = _fixed(layer.in_fmts[0], f"node '{node.name}' input")
+    # no scale: ones (in the input's format: 1 must be a value of it), no bias: zeros (the emulator's)
+    s, fs = layer.params.get(1, (None, FixedType(max(fx.integer, 2) + 1, max(fx.integer, 2))))
+    b, fb = layer.params.get(2, (None, fx))
+    scale = np.broadcast_to(s, shape[axis:]).reshape(-1) if s is not None else None
+    bias = np.broadcast_to(b, shape[axis:]).reshape(-1) if b is not None else None
     c = layer.cfg
     cfg = f"""#include "nnet_layernorm.h"
 struct {c} : nnet::layernorm_config {{  // {node.name}: LayerNormalization over {dim} values, {_n(shape) // dim} rows
@@ -435,8 +438,16 @@ struct {c} : nnet::layernorm_config {{  // {node.name}: LayerNormalization over 
     using product = nnet::product::mult<x_T, y_T>;
 }};
 """
-    return cfg, "nnet::layernormalize<{x}_t, {y}_t, %s>({x}, {y}, w%d, b%d);" % (c, layer.index, layer.index), \
-        {1: scale, 2: bias}
+    i = layer.index
+    pre, sc, bi = "", f"w{i}", f"b{i}"
+    if scale is None:
+        pre += f"{c}::scale_t ones{i}[{dim}]; for (int j = 0; j < {dim}; j++) ones{i}[j] = 1;\n    "
+        sc = f"ones{i}"
+    if bias is None:
+        pre += f"{c}::bias_t zeros{i}[{dim}]; for (int j = 0; j < {dim}; j++) zeros{i}[j] = 0;\n    "
+        bi = f"zeros{i}"
+    flat = {k: v for k, v in ((1, scale), (2, bias)) if v is not None}
+    return cfg, pre + "nnet::layernormalize<{x}_t, {y}_t, %s>({x}, {y}, %s, %s);" % (c, sc, bi), flat
 
 
 layernorm.param_arrays = {1: ("w", "scale_t")}
