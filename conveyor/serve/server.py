@@ -44,8 +44,9 @@ def socket_buffer_bytes(in_bytes: int) -> int | None:
     Linux starts a connection's receive buffer at 128 KiB and grows it as data comes; until
     then a 618 KB body crosses in several client-blocks, server-reads rounds, and the
     reads come in pieces that glibc's malloc maps and unmaps afresh. Measured on a bare
-    aiohttp server, 618 KB in and 74 KB out (docs/serving.md): p50 741-935 us and 300 minor
-    page faults per request without, 255-266 us and 2-14 with. None (keep the kernel's
+    aiohttp server, 618 KB in and 74 KB out, 5 runs each (docs/serving.md): without, p50
+    267-935 us, bimodal (the slow runs: 315 minor page faults and ~700 us of server CPU per
+    request); with, 255-302 us, 2-14 faults, 151-204 us CPU. None (keep the kernel's
     autotuning) where net.core.rmem_max or wmem_max is below the size: a fixed buffer capped
     there measured worse than autotuning (p50 741-1100 us at 208 KiB)."""
     want = max(MIN_SOCKET_BUFFER, 2 * in_bytes + 65536)
