@@ -111,3 +111,33 @@ def test_encode_binary_answers_with_the_header_cache():
     assert len(cache) == 1
     with pytest.raises(BadRequest, match="output 'w': the model has no such output"):
         encode_infer("m", InferRequest(None, {}, frozenset(), ("w",), True), {"y": y}, ("y",), cache)
+
+
+def test_listening_sockets_hold_a_whole_request_where_the_kernel_allows():
+    import socket
+
+    from conveyor.serve.server import MIN_SOCKET_BUFFER, listening_sockets, socket_buffer_bytes
+
+    try:
+        with open("/proc/sys/net/core/rmem_max") as f:
+            rmem_max = int(f.read())
+        with open("/proc/sys/net/core/wmem_max") as f:
+            wmem_max = int(f.read())
+    except OSError:
+        pytest.skip("no /proc/sys/net/core (not Linux)")
+    want = max(MIN_SOCKET_BUFFER, 2 * 618348 + 65536)
+    got = socket_buffer_bytes(618348)
+    assert got == (want if min(rmem_max, wmem_max) >= want else None)
+    assert socket_buffer_bytes(min(rmem_max, wmem_max)) is None  # beyond what the kernel allows: autotuning kept
+    socks = listening_sockets("127.0.0.1", 0, 1 << 20 if min(rmem_max, wmem_max) >= 1 << 20 else None)
+    try:
+        (s,) = socks
+        assert s.getsockname()[0] == "127.0.0.1" and s.getsockname()[1] > 0
+        if min(rmem_max, wmem_max) >= 1 << 20:  # Linux reports twice what was set (its bookkeeping)
+            assert s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) >= 1 << 20
+            assert s.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) >= 1 << 20
+        c = socket.create_connection(s.getsockname(), timeout=5)  # it listens
+        c.close()
+    finally:
+        for s in socks:
+            s.close()
