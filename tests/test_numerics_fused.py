@@ -167,3 +167,38 @@ def test_accumulate_of_a_batch_takes_the_kernel_and_equals_the_loop(monkeypatch)
         exact = fixed.accumulate(spec, node, x, w, b, fx, fw, fb, None, in_range=True)  # 'auto'
         np.testing.assert_array_equal(exact, x @ w + b)  # float64 exact at these sizes
     assert len(calls) >= 60, len(calls)
+
+
+@pytest.mark.parametrize("relu", [True, False])
+def test_conv_kernel_pools_a_following_max_pool_and_agrees_with_observing_run(monkeypatch, relu):
+    """Conv [-> Relu] -> MaxPool 2x2/2: the fused kernel pools too (odd conv outputs drop
+    their last row and column, as floor mode does) and gives the bits of an observing run
+    (Conv, Relu, MaxPool one by one); a MaxPool with other windows stays a node of its own."""
+    rng = np.random.default_rng(21)
+    f64 = np.dtype(np.float64)
+    calls = []
+    real = intdot.conv_fused
+    monkeypatch.setattr(intdot, "conv_fused", lambda *a, **k: calls.append(k.get("pool")) or real(*a, **k))
+    from conveyor.graph.quantized import emulator_for
+
+    for spatial, pool_attrs, fused in (((9, 9), {}, True), ((8, 7), {}, True),
+                                       ((8, 8), {"strides": [1, 1]}, False), ((8, 8), {"pads": [1, 1, 1, 1]}, False)):
+        nodes = [Node("c", "Conv", ("x", "Wc", "Bc"), ("h",), {})]
+        t = "h"
+        if relu:
+            nodes.append(Node("r", "Relu", ("h",), ("hr",)))
+            t = "hr"
+        nodes += [Node("p", "MaxPool", (t,), ("hp",), {"kernel_shape": [2, 2], **pool_attrs}),
+                  Node("f", "Flatten", ("hp",), ("z",))]
+        if "strides" not in pool_attrs:
+            nodes[-2].attrs["strides"] = [2, 2]
+        g = Graph.build("n", nodes, [Tensor("x", (37, 3) + spatial, f64)], ["z"],
+                        {"Wc": rng.standard_normal((5, 3, 3, 3)), "Bc": rng.standard_normal(5)})
+        x = rng.standard_normal((37, 3) + spatial) * 3
+        for cfg in ({"default": "hls4ml:ap_fixed<16,6>"}, {"default": "ap_fixed<12,4,AP_RND,AP_SAT>"},
+                    {"default": "ap_fixed<10,4>", "accum": "auto"}):
+            calls.clear()
+            fast = g.run(x, precision=cfg)["z"]
+            slow, _ = emulator_for(g, cfg).run({"x": x}, observe=True)
+            np.testing.assert_array_equal(fast, slow["z"], err_msg=f"{spatial} {pool_attrs} {cfg}")
+            assert calls == [fused], (spatial, pool_attrs, cfg, calls)

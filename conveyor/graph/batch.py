@@ -73,8 +73,12 @@ def run_batched(graph, batch: BatchedFeeds, precision=None, fetch: Sequence[str]
     if precision is not None and emulator_of is None:
         from conveyor.graph.quantized import emulator_for
 
+        memo = {}  # one look-up per graph for the whole batch (the config's key costs ~1 ms)
+
         def emulator_of(g):
-            return emulator_for(g, precision)
+            if id(g) not in memo:
+                memo[id(g)] = (g, emulator_for(g, precision))
+            return memo[id(g)][1]
     wanted = tuple(fetch) if fetch is not None else graph.output_names
     if precision is not None and not observe:
         step = _fixed_chunk(graph, batch.items)

@@ -197,6 +197,22 @@ class Emulator:
                 relu = users[0]
                 if _fixed._inside([self.node_precision[node.name].result], self.node_precision[relu.name].result):
                     self._relu_after[node.name] = relu
+        # A 2x2 MaxPool of stride 2 right after such a dot kernel (or after its fused Relu), its
+        # only consumer, its cast the identity: the kernel pools too (`_pool_after`: dot node ->
+        # MaxPool node)
+        self._pool_after: dict[str, Any] = {}
+        for node in graph.nodes:
+            spec = getattr(ops.get(node.op_type, node).run_fixed, "spec", None)
+            if spec is None or spec.window is None or len([t for t in node.outputs if t]) != 1:
+                continue
+            last = self._relu_after.get(node.name, node)
+            out = last.outputs[0]
+            users = graph.consumers(out) if out not in graph.output_names else []
+            if (len(users) == 1 and (last is node or node.outputs[0] not in graph.output_names)
+                    and _max_pool_2x2(graph, users[0])
+                    and _fixed._inside([self.node_precision[last.name].result],
+                                       self.node_precision[users[0].name].result)):
+                self._pool_after[node.name] = users[0]
         # Non-parameter constants (e.g. a Reshape's shape) pass through unquantized.
         # (min, max) of every parameter, once: kernels bound their sums with it (CastContext.value_range)
         self._param_ranges = {id(v): (float(np.min(v)), float(np.max(v))) for v in self.params.values()
@@ -236,7 +252,7 @@ class Emulator:
         for i, node in enumerate(g.nodes):
             if node.name in skip:  # a Relu the dot kernel before it applied
                 continue
-            fused_relu = None
+            fused_relu = fused_pool = None
             opdef = ops.get(node.op_type, node)
             prec = self.node_precision[node.name]
             args, fmts = [], []
@@ -267,11 +283,18 @@ class Emulator:
                     relu = self._relu_after.get(node.name)
                     if relu is not None and node.outputs[0] not in keep:
                         ctx.relu_next = True
+                    pool = self._pool_after.get(node.name)
+                    if pool is not None and (relu is None or ctx.relu_next) and \
+                            (relu or node).outputs[0] not in keep:
+                        ctx.pool_next = True
                     results, out_fmts = opdef.run_fixed(node, args, fmts, prec, ctx)
-                    ctx.relu_next = False
+                    ctx.relu_next = ctx.pool_next = False
                     if ctx.__dict__.pop("relu_done", False):
                         skip.add(relu.name)
                         fused_relu = relu
+                    if ctx.__dict__.pop("pool_done", False):
+                        skip.add(pool.name)
+                        fused_pool = pool
             except (ModelError, PrecisionError):
                 raise
             except Exception as e:
@@ -285,6 +308,9 @@ class Emulator:
             if fused_relu is not None:  # the values are the Relu's output, in its format
                 env[fused_relu.outputs[0]] = env.pop(node.outputs[0])
                 formats[fused_relu.outputs[0]] = self.node_precision[fused_relu.name].result
+            if fused_pool is not None:  # the MaxPool's output, in its format
+                env[fused_pool.outputs[0]] = env.pop((fused_relu or node).outputs[0])
+                formats[fused_pool.outputs[0]] = self.node_precision[fused_pool.name].result
             for t in node.inputs:
                 if t and last_use.get(t) == i and t not in keep and not g.is_weight(t):
                     env.pop(t, None)
@@ -304,6 +330,21 @@ class Emulator:
         if id(graph) not in cache:
             cache[id(graph)] = (graph, Emulator(graph, self.config, self.input_formats))
         return cache[id(graph)][1]
+
+
+def _max_pool_2x2(graph, node) -> bool:
+    """Whether `node` is a MaxPool the fused dot kernel computes: a 4-D input, 2x2 windows
+    of stride 2, no padding, no dilation, floor mode, no Indices output."""
+    from conveyor.ops.conv import auto_pad_of, int_list
+
+    if node.op_type != "MaxPool" or len([t for t in node.outputs if t]) != 1 or node.outputs[0] != \
+            next(t for t in node.outputs if t):
+        return False
+    shape = graph.tensors[node.inputs[0]].shape if node.inputs[0] in graph.tensors else None
+    return (shape is not None and len(shape) == 4 and int_list(node, "kernel_shape") == [2, 2]
+            and int_list(node, "strides") == [2, 2] and not any(int_list(node, "pads") or [])
+            and (int_list(node, "dilations") or [1, 1]) == [1, 1] and not node.attr("ceil_mode", 0)
+            and auto_pad_of(node) in ("NOTSET", "VALID"))
 
 
 def flatten_order(graph, node) -> np.ndarray | None:

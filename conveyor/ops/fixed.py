@@ -180,10 +180,14 @@ def dot(float_dot: Callable[..., np.ndarray], reduce_len: Callable[[np.ndarray],
         # and the parameters' ranges, which the context caches (no scan of x or w per run).
         if not getattr(ctx, "observe", False) and spec.window is not None:
             relu = getattr(ctx, "relu_next", False)  # the Emulator asks for the following Relu too
-            y = _fused_dot(spec, node, x, w, b, fmts[spec.x_slot], fmts[spec.w_slot], fb, prec, ctx, relu=relu)
+            pool = getattr(ctx, "pool_next", False)  # and for a 2x2 MaxPool after it
+            y = _fused_dot(spec, node, x, w, b, fmts[spec.x_slot], fmts[spec.w_slot], fb, prec, ctx, relu=relu,
+                           pool=pool)
             if y is not None:
                 if relu:
                     ctx.relu_done = True
+                if pool:
+                    ctx.pool_done = True
                 return (y,), (prec.result,)
         observe = getattr(ctx, "observe", False) and is_fixed(prec.accum)
         counts = CastCounts() if observe else None
@@ -367,7 +371,8 @@ class _AccumOnly:
         return self.accum if self.exact is None else self.exact
 
 
-def _fused_dot(spec, node, x, w, b, fx, fw, fb, prec, ctx, window=None, relu: bool = False) -> np.ndarray | None:
+def _fused_dot(spec, node, x, w, b, fx, fw, fb, prec, ctx, window=None, relu: bool = False,
+               pool: bool = False) -> np.ndarray | None:
     """The whole node, accumulator and result cast, in one compiled pass on raw integers
     (`intdot.conv_fused`), when every cast in it is one that kernel computes exactly and no
     int64 can overflow; None otherwise (the caller takes `accumulate`, then `ctx.cast`).
@@ -379,7 +384,8 @@ def _fused_dot(spec, node, x, w, b, fx, fw, fb, prec, ctx, window=None, relu: bo
     wrapped once to accum's width (every cast a reduction mod 2^W: any order gives the
     bits of hls4ml's loop). Saturating accumulators keep the tap loop (`accumulate`).
     `relu`: the result then goes through max(., 0) (a following Relu whose cast is the
-    identity, which the Emulator then skips)."""
+    identity, which the Emulator then skips); `pool`: then through a 2x2 MaxPool of stride 2
+    (its cast the identity: the Emulator skips it too)."""
     from conveyor.ops import intdot
 
     R, A = prec.result, prec.accum
@@ -398,6 +404,10 @@ def _fused_dot(spec, node, x, w, b, fx, fw, fb, prec, ctx, window=None, relu: bo
     if lay is None:
         return None
     xp, wk, strides, dilations, out_hw, out_shape = lay
+    if pool:  # a 2x2 MaxPool of stride 2 after it (the Emulator checked its attributes)
+        if len(out_shape) != 4 or min(out_hw) < 2:
+            return None
+        out_shape = tuple(out_shape[:2]) + (out_hw[0] // 2, out_hw[1] // 2)
     n_out = wk.shape[3]
     if b is not None and b.size not in (1, n_out):
         return None
@@ -436,7 +446,7 @@ def _fused_dot(spec, node, x, w, b, fx, fw, fb, prec, ctx, window=None, relu: bo
     narrow = (A is not None and A.width <= 32 and xmax * wmax * 2.0 ** (pf + lift) + 2.0 ** s < 2.0 ** 31
               and xmax * 2.0 ** fx.frac_bits < 2.0 ** 31 and wmax * 2.0 ** (fw.frac_bits + lift) < 2.0 ** 31)
     y = intdot.conv_fused(xp, fx.frac_bits, wraw.astype(np.int64), bias, strides, dilations, out_hw, s,
-                          A.rounding if A is not None else "TRN", A, d, R, narrow=narrow, relu=relu)
+                          A.rounding if A is not None else "TRN", A, d, R, narrow=narrow, relu=relu, pool=pool)
     return y.reshape(out_shape)
 
 

@@ -167,7 +167,7 @@ if njit is not None:
 
     @njit(cache=True, nogil=True)
     def _conv_fused(x, xscale, Wk, B, sh, sw, dh, dw, s, mode, awidth, asigned, d, rmode, rhow, rwidth,
-                    rsigned, rclo, rchi, rback, out, xi, acc, relu, row):
+                    rsigned, rclo, rchi, rback, out, xi, acc, relu, rows, pool, OH, OW):
         """Blocks of `nb` samples, the sample innermost (a long, unit-stride loop that the
         compiler vectorises): xi [H, W, C, nb] the block's raw inputs, acc [M, nb] one output
         pixel's accumulators, finished (wrapped, cast, scaled) as soon as its taps are in.
@@ -175,8 +175,9 @@ if njit is not None:
         then wrap mod 2^32, a multiple of 2^awidth)."""
         N, C, H, Wd = x.shape
         KH, KW, _, M = Wk.shape
-        OH, OW = out.shape[2], out.shape[3]
         nb = acc.shape[1]
+        if pool:  # a 2x2 max pool (stride 2) follows: the rows and columns it reads
+            OH, OW = 2 * (OH // 2), 2 * (OW // 2)
         c0 = np.int64(0) if mode == 0 or s <= 0 else (np.int64(1) << (s - 1)) - np.int64(mode == 2)
         sh_p = max(s, 0)
         generic = mode > 2 and s > 0
@@ -202,6 +203,7 @@ if njit is not None:
                             for j in range(Wd):
                                 xi[i, j, c, q] = np.int64(x[n0 + q, c, i, j] * xscale)
             for oh in range(OH):
+                par = oh & 1
                 for ow in range(OW):
                     for m in range(M):
                         for q in range(L):
@@ -281,7 +283,7 @@ if njit is not None:
                                 v = ((v >> d) << rfree) >> rfree
                                 if relu and v < 0:
                                     v = 0
-                                row[m, ow, q] = np.float64(v) * rback
+                                rows[par, m, ow, q] = np.float64(v) * rback
                         continue
                     for q in range(L):
                         for m in range(M):
@@ -291,19 +293,29 @@ if njit is not None:
                             v = _to_result(v, d, rmode, rhow, rwidth, rsigned, rclo, rchi)
                             if relu and v < 0:
                                 v = 0
-                            row[m, ow, q] = np.float64(v) * rback
+                            rows[par, m, ow, q] = np.float64(v) * rback
+                if pool:  # rows 2i and 2i+1 done: their 2x2 maxima (exact) are pooled row i
+                    if oh & 1:
+                        for q0 in range(0, L, 8):
+                            for m in range(M):
+                                for pw in range(OW // 2):
+                                    for q in range(q0, min(q0 + 8, L)):
+                                        out[n0 + q, m, oh >> 1, pw] = max(
+                                            max(rows[0, m, 2 * pw, q], rows[0, m, 2 * pw + 1, q]),
+                                            max(rows[1, m, 2 * pw, q], rows[1, m, 2 * pw + 1, q]))
+                    continue
                 # the row into the output in tiles of 8 samples (out's stride between samples
                 # is M * OH * OW values: written a row at a time, not a value at a time)
                 if OW == 1 and OH == 1:  # a Dense: one loop per sample
                     for q in range(L):
                         for m in range(M):
-                            out[n0 + q, m, 0, 0] = row[m, 0, q]
+                            out[n0 + q, m, 0, 0] = rows[0, m, 0, q]
                     continue
                 for q0 in range(0, L, 8):
                     for m in range(M):
                         for ow in range(OW):
                             for q in range(q0, min(q0 + 8, L)):
-                                out[n0 + q, m, oh, ow] = row[m, ow, q]
+                                out[n0 + q, m, oh, ow] = rows[par, m, ow, q]
 
 
 #: samples per block of `_conv_fused` (its innermost loop)
@@ -312,7 +324,7 @@ _BLOCK = 128
 
 def conv_fused(x: np.ndarray, xfrac: int, wk: np.ndarray, bias: np.ndarray, strides, dilations, out_hw,
                s: int, rounding: str, accum, d: int, result, out: np.ndarray | None = None,
-               narrow: bool = False, relu: bool = False) -> np.ndarray:
+               narrow: bool = False, relu: bool = False, pool: bool = False) -> np.ndarray:
     """hls4ml's Conv (or Dense: 1x1 on a 1x1 image) on raw integers, every cast in one pass:
     x [N, C, H, W] float64 on its 2^-xfrac grid, padded; wk [KH, KW, C, M] and bias [M] the
     raw integers of weights and bias on the accumulator's grid (products rounded by a right
@@ -322,10 +334,12 @@ def conv_fused(x: np.ndarray, xfrac: int, wk: np.ndarray, bias: np.ndarray, stri
     [N, M, OH, OW]. The caller proves that no int64 overflows; `narrow`: that every raw
     input, weight, product and rounding constant fits int32 and accum wraps at <= 32 bits
     (the sums run in int32 then, twice the vector lanes). `relu`: then max(result, 0), a Relu
-    that follows (its cast the identity)."""
+    that follows (its cast the identity). `pool`: then a 2x2 MaxPool of stride 2 without
+    padding (floor), whose cast is the identity: the output is [N, M, OH // 2, OW // 2]."""
     n, m = x.shape[0], wk.shape[3]
+    oh, ow = (int(v) for v in out_hw)
     if out is None:
-        out = np.empty((n, m) + tuple(out_hw), np.float64)
+        out = np.empty((n, m) + ((oh // 2, ow // 2) if pool else (oh, ow)), np.float64)
     if accum is None:
         awidth, asigned = 0, True
     else:
@@ -334,12 +348,12 @@ def conv_fused(x: np.ndarray, xfrac: int, wk: np.ndarray, bias: np.ndarray, stri
     dt = np.int32 if narrow else np.int64
     xi = np.empty(x.shape[2:] + x.shape[1:2] + (_BLOCK + 16,), dt)  # (see the kernel's fill)
     acc = np.empty((m, _BLOCK), dt)
-    row = np.empty((m, out.shape[3], _BLOCK + 8), np.float64)  # rows 8 words longer: no set conflicts
+    rows = np.empty((2, m, ow, _BLOCK + 8), np.float64)  # rows 8 words longer: no set conflicts
     _conv_fused(np.ascontiguousarray(x, np.float64), float(2.0 ** xfrac), np.ascontiguousarray(wk, dt),
                 np.ascontiguousarray(bias, np.int64), int(strides[0]), int(strides[1]), int(dilations[0]),
                 int(dilations[1]), int(s), ROUNDING[rounding], int(awidth), bool(asigned), int(d),
                 ROUNDING[result.rounding], rhow, int(result.width), bool(result.signed), clo, chi,
-                float(2.0 ** -result.frac_bits), out, xi, acc, bool(relu), row)
+                float(2.0 ** -result.frac_bits), out, xi, acc, bool(relu), rows, bool(pool), oh, ow)
     return out
 
 
