@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from conveyor.codegen.layers import WIRING, WRITERS, Layer, fixed, ident
+from conveyor.codegen.single_reader import one_reader_per_array
 from conveyor.codegen.stream import StreamWriter
 from conveyor.codegen.weight_stream import WeightMemory, stream_memory_lines, streams
 from conveyor.codegen.weights_rom import ROM_BRANCH, declarations, write_rom
@@ -319,6 +320,11 @@ def write_board(spec, stage, device: str, out: Path, *, link_in: str, link_out: 
                     f"{'true' if k == len(out_tensors) - 1 else 'false'}{', tdest' if tdest else ''});")
     if ports[1].m_axi:
         body.append(f"    conveyor::stream_to_mem<{STREAM_WIDTH}, {ports[1].beats}>(link_out, host_out);")
+    if sw is None:   # DATAFLOW: a value read by several processes gets one copy per reader
+        start = body.index(sig + " {")
+        at = body.index("    load_weights();", start) + 1
+        statements, clones = one_reader_per_array(body[at:])
+        body = body[:start] + clones + body[start:at] + statements
     body += ["}", ""]
     (fw / f"{top}.cpp").write_text("\n".join(body))
     for h in INCLUDE.iterdir():
