@@ -281,8 +281,7 @@ class Emulator:
                         ctx.record_tables(node, tally[0], tally[1])
                 else:
                     relu = self._relu_after.get(node.name)
-                    if relu is not None and node.outputs[0] not in keep:
-                        ctx.relu_next = True
+                    ctx.relu_next = relu is not None and node.outputs[0] not in keep
                     pool = self._pool_after.get(node.name)
                     if pool is not None and (relu is None or ctx.relu_next) and \
                             (relu or node).outputs[0] not in keep:
