@@ -162,6 +162,34 @@ struct {cfg}_tile : {cfg} {{
 """
 
 
+def _double_buffered(fn: str, x: tuple[str, int], y: tuple[str, int], cfg: str, wname: str, values: int,
+                     tiles: int, tile_words: int, offset: int, what: str, call: str, part: str = "",
+                     place: str = "") -> str:
+    """The layer function of a streamed layer: the first tile loaded, then per tile t the next one
+    loading into one buffer while `call` (its `{w}`: the buffer) computes from the other; `part`
+    declares a tile's result buffer and `place` puts it in the layer's result."""
+    (xa, xn), (ya, yn) = x, y
+    load = f"conveyor::load_tile<{WORD_BITS}, {cfg}::weight_t, {values}>"
+    return f"""static void {fn}(const ap_uint<{WORD_BITS}> *weights, {xa}_t {xa}[{xn}], {ya}_t {ya}[{yn}]) {{
+#pragma HLS INLINE off
+    // weights from off-chip memory: {tiles} tiles of {what}, double-buffered
+    static {cfg}::weight_t {wname}_a[{values}], {wname}_b[{values}];
+{part}    const ap_uint<{WORD_BITS}> *src = weights;  // the layer's own port; {offset} words into the memory image
+    {load}(src, {wname}_a);
+{fn}_tiles:
+    for (int t = 0; t < {tiles}; t++) {{
+        if (t % 2 == 0) {{
+            if (t + 1 < {tiles}) {load}(src + (t + 1) * {tile_words}, {wname}_b);
+            {call.format(w=wname + "_a")}
+        }} else {{
+            if (t + 1 < {tiles}) {load}(src + (t + 1) * {tile_words}, {wname}_a);
+            {call.format(w=wname + "_b")}
+        }}
+{place}    }}
+}}
+"""
+
+
 def streamed_layer(op: str, index: int, name: str, cfg: str, wname: str, bname: str, x: tuple[str, int],
                    y: tuple[str, int], n_in: int, n_out: int, parallelism: int, tile: int, offset: int,
                    tile_words: int, port: str) -> tuple[str, str, str]:
@@ -169,33 +197,15 @@ def streamed_layer(op: str, index: int, name: str, cfg: str, wname: str, bname: 
     memory: per tile, the layer's kernel over T outputs (a Conv: T filters at every pixel), its
     results put in place ([pixel][n_out], channels last)."""
     fn = f"layer{index}_{name}"
-    tiles = n_out // tile
-    (xa, xn), (ya, yn) = x, y
+    (xa, _), (ya, yn) = x, y
     pixels = yn // n_out
     kernel = "conv_2d_cl" if op == "Conv" else "dense"
-    load = f"conveyor::load_tile<{WORD_BITS}, {cfg}::weight_t, {n_in * tile}>"
     call = f"nnet::{kernel}<{xa}_t, {ya}_t, {cfg}_tile>({xa}, part, {{w}}, {bname} + t * {tile});"
-    body = f"""static void {fn}(const ap_uint<{WORD_BITS}> *weights, {xa}_t {xa}[{xn}], {ya}_t {ya}[{yn}]) {{
-#pragma HLS INLINE off
-    // weights from off-chip memory: {tiles} tiles of {tile} outputs, double-buffered
-    static {cfg}::weight_t {wname}_a[{n_in * tile}], {wname}_b[{n_in * tile}];
-    static {ya}_t part[{pixels * tile}];
-    const ap_uint<{WORD_BITS}> *src = weights;  // the layer's own port; {offset} words into the memory image
-    {load}(src, {wname}_a);
-{fn}_tiles:
-    for (int t = 0; t < {tiles}; t++) {{
-        if (t % 2 == 0) {{
-            if (t + 1 < {tiles}) {load}(src + (t + 1) * {tile_words}, {wname}_b);
-            {call.format(w=wname + "_a")}
-        }} else {{
-            if (t + 1 < {tiles}) {load}(src + (t + 1) * {tile_words}, {wname}_a);
-            {call.format(w=wname + "_b")}
-        }}
-        for (int p = 0; p < {pixels}; p++)
-            for (int j = 0; j < {tile}; j++) {ya}[p * {n_out} + t * {tile} + j] = part[p * {tile} + j];
-    }}
-}}
-"""
+    body = _double_buffered(
+        fn, x, y, cfg, wname, n_in * tile, n_out // tile, tile_words, offset, f"{tile} outputs", call,
+        part=f"    static {ya}_t part[{pixels * tile}];\n",
+        place=f"        for (int p = 0; p < {pixels}; p++)\n"
+              f"            for (int j = 0; j < {tile}; j++) {ya}[p * {n_out} + t * {tile} + j] = part[p * {tile} + j];\n")
     return tile_config(op, cfg, n_in, n_out, tile, parallelism), body, f"{fn}({port}, {xa}, {ya});"
 
 
@@ -203,30 +213,12 @@ def grouped_streamed_layer(index: int, name: str, cfg: str, wname: str, bname: s
                            y: tuple[str, int], tiles: int, tile_groups: int, per_group: int, offset: int,
                            tile_words: int, port: str) -> tuple[str, str]:
     """(layer function, its call) of a grouped Conv whose weights stream from memory: per tile of
-    `tile_groups` groups, conv_2d_groups_cl over those groups (double-buffered like a Dense's)."""
+    `tile_groups` groups, conv_2d_groups_cl over those groups straight into the result."""
     fn = f"layer{index}_{name}"
-    (xa, xn), (ya, yn) = x, y
-    n = tile_groups * per_group
-    load = f"conveyor::load_tile<{WORD_BITS}, {cfg}::weight_t, {n}>"
+    (xa, _), (ya, _) = x, y
     call = f"conveyor::conv_2d_groups_cl<{xa}_t, {ya}_t, {cfg}, {tile_groups}>({xa}, {ya}, {{w}}, {bname}, t * {tile_groups});"
-    body = f"""static void {fn}(const ap_uint<{WORD_BITS}> *weights, {xa}_t {xa}[{xn}], {ya}_t {ya}[{yn}]) {{
-#pragma HLS INLINE off
-    // weights from off-chip memory: {tiles} tiles of {tile_groups} groups, double-buffered
-    static {cfg}::weight_t {wname}_a[{n}], {wname}_b[{n}];
-    const ap_uint<{WORD_BITS}> *src = weights;  // the layer's own port; {offset} words into the memory image
-    {load}(src, {wname}_a);
-{fn}_tiles:
-    for (int t = 0; t < {tiles}; t++) {{
-        if (t % 2 == 0) {{
-            if (t + 1 < {tiles}) {load}(src + (t + 1) * {tile_words}, {wname}_b);
-            {call.format(w=wname + "_a")}
-        }} else {{
-            if (t + 1 < {tiles}) {load}(src + (t + 1) * {tile_words}, {wname}_a);
-            {call.format(w=wname + "_b")}
-        }}
-    }}
-}}
-"""
+    body = _double_buffered(fn, x, y, cfg, wname, tile_groups * per_group, tiles, tile_words, offset,
+                            f"{tile_groups} groups", call)
     return body, f"{fn}({port}, {xa}, {ya});"
 
 
