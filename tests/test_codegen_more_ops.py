@@ -282,3 +282,29 @@ def test_pixel_shuffle_and_4d_reshapes(tmp_path):
     p = plan(graph, _resolve_cluster("zynq7035:1"), precision=NARROW)
     _, env = _check(tmp_path, graph, p, np.random.default_rng(10).normal(size=(100, 1, 4, 4)) * 2)
     assert len(np.unique(env[graph.output_names[0]], axis=0)) > 90
+
+
+@pytest.mark.parametrize("precision", [Q16, NARROW], ids=["q16", "narrow"])
+def test_where_and_bipolar_quant(tmp_path, precision):
+    """Where with constant conditions (a constant branch, broadcast conditions) and QONNX's
+    BipolarQuant (+-scale by the sign of x / scale) between two MatMuls by weights."""
+    from onnx import helper as h
+
+    rng = np.random.default_rng(0)
+    n = h.make_node
+    nodes = [n("MatMul", ["x", "W"], ["h"], name="mm"),
+             n("BipolarQuant", ["h", "bs"], ["bq"], name="bq", domain="qonnx.custom_op.general"),
+             n("MatMul", ["bq", "W2"], ["y"], name="mm2"),
+             n("Where", ["c", "h", "half"], ["wh"], name="where_c"),
+             n("Relu", ["h"], ["r"], name="relu"),
+             n("Where", ["c8", "r", "h"], ["w2"], name="where_2")]
+    model = make_model(nodes, [("x", [1, 8])], [("y", [1, 4]), ("wh", [1, 8]), ("w2", [1, 8])],
+                       {"W": rng.normal(size=(8, 8)).astype(np.float32), "W2": rng.normal(size=(8, 4)).astype(np.float32),
+                        "bs": np.array(0.5, np.float32), "c": rng.uniform(size=(1, 8)) > 0.5,
+                        "half": np.array(0.5, np.float32), "c8": rng.uniform(size=(8,)) > 0.5})
+    model.opset_import.append(h.make_opsetid("qonnx.custom_op.general", 1))
+    graph = from_model(model)
+    assert [x.op_type for x in graph.nodes].count("Where") == 2 and "BipolarQuant" in {x.op_type for x in graph.nodes}
+    p = plan(graph, _resolve_cluster("zynq7035:1"), precision=precision)
+    _, env = _check(tmp_path, graph, p, rng.normal(size=(200, 8)) * 1.5)
+    assert len(np.unique(env["y"], axis=0)) > 50

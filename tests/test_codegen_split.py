@@ -156,3 +156,21 @@ def test_cli_compile_and_csim_of_a_split_plan(tmp_path):
     r = CliRunner().invoke(cli, ["csim", str(tmp_path / "hls"), "--inputs", str(tmp_path / "x.npy"), "--model", str(path)])
     assert r.exit_code == 0, r.output
     assert r.output.count("equal to the emulator") == 3 and "split stage: the slices of fpga1, fpga2 gathered" in r.output
+
+
+def test_a_wrong_weight_in_one_slice_is_reported_with_its_device(tmp_path):
+    graph = _net()
+    p = plan(graph, _cluster(4, 4), precision=NARROW, offchip=False)   # the 2-way plan above
+    (st,) = [s for s in p.stages if s.split]
+    manifest = compile_plan(p, graph, tmp_path)
+    second = [b for b in manifest["boards"] if b.get("split")][1]
+    assert second["device"] == st.replicas[0]
+    header = tmp_path / second["device"] / "firmware" / "weights" / "b0.h"   # the Gemm's bias slice
+    head, values = header.read_text().split("{", 1)
+    first, rest = values.split(",", 1)
+    header.write_text(head + "{" + str(int(first) + 300) + "," + rest)
+    x = np.random.default_rng(12).normal(size=(30, 4, 4, 4)) * 2.0
+    _, runs = run_chain(tmp_path, {graph.input_names[0]: x})
+    bad = compare(graph, p.precision, {graph.input_names[0]: x}, runs)
+    assert bad is not None and bad.board == second["device"], bad
+    assert bad.index >= second["split"]["offset"]

@@ -296,6 +296,10 @@ def compare(graph, precision, inputs: dict[str, np.ndarray], runs: list[BoardRun
             if len(bad):
                 i, j = (int(v) for v in bad[0])
                 prod = graph.producer(t)
-                return Mismatch(r.device, t, prod.name if prod is not None else "(input)", i, j,
+                device = r.device
+                if r.parts:   # a split stage: the slice (device) holding value j
+                    ends = np.cumsum([p.outputs[t].shape[1] for p in r.parts])
+                    device = r.parts[int(np.searchsorted(ends, j, side="right"))].device
+                return Mismatch(device, t, prod.name if prod is not None else "(input)", i, j,
                                 float(got[i, j]), float(want[i, j]))
     return None

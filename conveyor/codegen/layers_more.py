@@ -715,6 +715,69 @@ def binary(layer: Layer):
 binary.any_layout = True
 
 
+def where(layer: Layer):
+    """Where with a constant condition (comparisons have no fixed-point kernel): a selection of
+    X or Y (run-time values or float constants, held exactly), cast once (conveyor::select)."""
+    node = layer.node
+    if 0 not in layer.consts:
+        raise CodegenError(f"node '{node.name}' (Where): its condition is a run-time value; code generation takes "
+                           "a constant condition")
+    out = tuple(layer.out_shape)
+    hwc = _out_hwc(layer)
+    c, i = layer.cfg, layer.index
+    pick = _broadcast_index(np.asarray(layer.consts[0], bool).astype(np.int64), out)
+    ops, types, pre, fields, arrays = [], [], "", "", {"pick": ("int", _to_storage(pick, out, hwc))}
+    k = 0
+    for slot, name in ((1, "a"), (2, "b")):
+        if slot in layer.consts:   # a constant branch
+            v = np.asarray(layer.consts[slot], np.float64)
+            fmt = exact_format(v, f"node '{node.name}' (Where)")
+            fields += f"    typedef {fmt} {name}_t;\n    static const unsigned n_{name} = {v.size};\n"
+            arrays[f"{name}_raw"] = ("long long", np.asarray(fmt.quantize_raw(v.reshape(-1)), np.int64))
+            pre += (f"{c}::{name}_t {name}{i}[{v.size}]; for (int j = 0; j < {v.size}; j++) {name}{i}[j] = "
+                    f"conveyor::fixed_from_raw<{c}::{name}_t>({c}::{name}_raw[j]);\n    ")
+            pos = np.arange(v.size).reshape(v.shape)
+            ops.append(f"{name}{i}")
+            types.append(f"{c}::{name}_t")
+        else:
+            shape = layer.in_shapes[k]
+            pos = storage(shape, _in_hwc(layer, k))
+            fields += f"    static const unsigned n_{name} = {_n(shape)};\n"
+            ops.append("{xs[%d]}" % k)
+            types.append("{xs_t[%d]}" % k)
+            k += 1
+        arrays[f"{name}_index"] = ("int", _to_storage(_broadcast_index(pos, out), out, hwc))
+    fields += f"    static const unsigned n_out = {_n(out)};\n"
+    cfg = _struct(layer, f"Where {out}", fields, arrays)
+    return cfg, pre + "conveyor::select<%s, %s, {y}_t, %s>(%s, %s, {y});" % (types[0], types[1], c, ops[0], ops[1]), {}
+
+
+where.any_layout = True
+
+
+def bipolar_quant(layer: Layer):
+    """QONNX's BipolarQuant (constant scale): +-scale, selected by the sign of x / scale, cast once."""
+    node = layer.node
+    if 1 not in layer.consts:
+        raise CodegenError(f"node '{node.name}' (BipolarQuant): code generation takes a constant scale")
+    out = tuple(layer.out_shape)
+    hwc = _out_hwc(layer)
+    scale = np.asarray(layer.consts[1], np.float64)
+    fmt = exact_format(scale, f"node '{node.name}' (BipolarQuant) scale")
+    acc = FixedType(fmt.width + 1, fmt.integer + 1)
+    ia = _broadcast_index(storage(layer.in_shapes[0], _in_hwc(layer)), out)
+    sc = _to_storage(np.broadcast_to(scale.reshape((1,) * (len(out) - scale.ndim) + scale.shape), out).copy(), out, hwc)
+    fields = (f"    static const unsigned n_in = {_n(layer.in_shapes[0])};\n    static const unsigned n_out = {_n(out)};\n"
+              f"    typedef {fmt} const_t;\n    typedef {acc} accum_t;\n")
+    cfg = _struct(layer, "BipolarQuant", fields, {"a_index": ("int", _to_storage(ia, out, hwc)),
+                                                  "const_raw": ("long long", np.asarray(fmt.quantize_raw(sc.reshape(-1)),
+                                                                                        np.int64))})
+    return cfg, "conveyor::bipolar<{x}_t, {y}_t, %s>({x}, {y});" % layer.cfg, {}
+
+
+bipolar_quant.any_layout = True
+
+
 def sign(layer: Layer):
     """Neg / Abs: the exact value (one bit wider), cast once to the result."""
     fin = _fixed(layer.in_fmts[0], f"node '{layer.node.name}' input")
@@ -731,7 +794,7 @@ WRITERS = {"Transpose": transpose, "Resize": resize, "Upsample": resize, "Reduce
            "Tanh": sigmoid_tanh, "Pow": pow_, "ConvTranspose": conv_transpose, "Slice": movement,
            "Gather": movement, "Expand": movement, "Pad": movement, "Split": movement, "Softmax": softmax,
            "Dense": dense, "Gemm": gemm, "Conv": conv, "Add": binary, "Sub": binary, "Mul": binary, "Div": binary,
-           "Neg": sign, "Abs": sign}
+           "Neg": sign, "Abs": sign, "Where": where, "BipolarQuant": bipolar_quant}
 #: the writers above that take over an op of layers.py keep its writer for the cases it covers
 #: (Dense / Gemm / Softmax on [1, n], Conv with a bias, Add of two same-layout values, the spatial
 #: ReduceMean / ReduceSum, Sigmoid / Tanh over hls4ml's ranges): the generated C++ stays the same

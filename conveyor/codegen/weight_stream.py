@@ -36,8 +36,9 @@ def streams(layer, stage, flat: dict) -> bool:
     """Whether the generated code streams `layer`'s weights: the plan puts them in DDR/HBM and
     its op is one whose writer tiles (a Dense / Gemm / Conv with a bias, grouped or not)."""
     node = layer.node
+    one_row = node.op_type == "Conv" or int(np.prod(layer.in_shapes[0][:-1], dtype=np.int64)) == 1
     return (node.op_type in STREAMABLE and stage.weights_in.get(node.name, "on_chip") != "on_chip"
-            and 1 in flat and 2 in flat)
+            and 1 in flat and 2 in flat and one_row)   # a Dense on rows: on chip
 
 
 def tile_outputs(n_in: int, n_out: int, parallelism: int) -> int:

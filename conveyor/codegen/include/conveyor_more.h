@@ -222,6 +222,34 @@ template <typename CONFIG_T> void load_const(typename CONFIG_T::const_t c[CONFIG
     for (int i = 0; i < (int)CONFIG_T::n_b; i++) c[i] = fixed_from_raw<typename CONFIG_T::const_t>(CONFIG_T::const_raw[i]);
 }
 
+// Where with a constant condition: res[o] = pick[o] ? a[a_index[o]] : b[b_index[o]], one cast
+template <class a_T, class b_T, class res_T, typename CONFIG_T>
+void select(a_T a[CONFIG_T::n_a], b_T b[CONFIG_T::n_b], res_T res[CONFIG_T::n_out]) {
+SelectValues:
+    for (int o = 0; o < (int)CONFIG_T::n_out; o++) {
+#pragma HLS UNROLL
+        if (CONFIG_T::pick[o])
+            res[o] = (res_T)a[CONFIG_T::a_index[o]];
+        else
+            res[o] = (res_T)b[CONFIG_T::b_index[o]];
+    }
+}
+
+// QONNX's BipolarQuant: res = scale where x / scale >= 0, else -scale (scale per output o, its
+// raw bits in const_t; x / scale >= 0 is x >= 0 for a positive scale, x <= 0 for a negative one)
+template <class data_T, class res_T, typename CONFIG_T>
+void bipolar(data_T data[CONFIG_T::n_in], res_T res[CONFIG_T::n_out]) {
+BipolarValues:
+    for (int o = 0; o < (int)CONFIG_T::n_out; o++) {
+        data_T x = data[CONFIG_T::a_index[o]];
+        typename CONFIG_T::const_t s = fixed_from_raw<typename CONFIG_T::const_t>(CONFIG_T::const_raw[o]);
+        const bool up = s > 0 ? x >= 0 : (s < 0 ? x <= 0 : true);
+        typename CONFIG_T::accum_t v = s;
+        if (!up) v = -v;
+        res[o] = (res_T)v;
+    }
+}
+
 // Neg (op 3) and Abs (op 4): the exact value in accum_t (one bit wider), one cast to res_T
 template <class data_T, class res_T, typename CONFIG_T> void sign(data_T data[CONFIG_T::n_in], res_T res[CONFIG_T::n_in]) {
 SignValues:
