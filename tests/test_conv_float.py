@@ -110,7 +110,7 @@ def test_im2col_numba_columns_match_numpy_windows(monkeypatch):
 
 def test_float32_inputs_sum_in_float32_and_float64_inputs_in_float64():
     """The float reference sums a k x k Conv in float32 (as onnxruntime does); float64 inputs
-    keep float64 throughout (Graph.run(x, dtype=np.float64))."""
+    keep float64 throughout (a double model)."""
     rng = np.random.default_rng(5)
     x = rng.standard_normal((1, 64, 9, 9)).astype(np.float32)
     w = rng.standard_normal((8, 64, 3, 3)).astype(np.float32)

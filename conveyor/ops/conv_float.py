@@ -5,8 +5,8 @@ picks a method and lays the weights out for it once, so that a `Graph.run` pays 
 arithmetic (`conveyor.ops.conv.conv_nd` builds one per call; `Graph.run` keeps one per node).
 
 Methods and arithmetic: every method computes in the work dtype (`work_dtype`: float32 for
-float16/float32 inputs, as onnxruntime computes a float32 Conv; float64 inputs, e.g.
-`Graph.run(x, dtype=np.float64)`, in float64 throughout):
+float16/float32 inputs, as onnxruntime computes a float32 Conv; float64 inputs (a double model; the
+emulator's grid values) in float64 throughout):
 
 - pointwise (1x1 kernel, any stride, no padding): per group one GEMM of the weights (Mg, Cg) by
   the input (Cg, positions) as it lies (strided positions gathered first): a 1x1 Conv is a
