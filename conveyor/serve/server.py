@@ -11,7 +11,6 @@ import functools
 import hmac
 import ipaddress
 import socket
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -24,11 +23,6 @@ from conveyor.serve.metrics import ServeMetrics
 from conveyor.serve.protocol import HEADER_LENGTH, BadRequest, TensorSpec, datatype, encode_infer, parse_infer
 
 JSON_OVERHEAD = 20  # a JSON number of a float takes up to ~20 characters: the body limit's factor
-# The GIL switch interval of the serving process (CPython's default: 5 ms). A thread that
-# computes in Python (the paced pipeline's release spin, up to 2 ms; the collector's copies)
-# otherwise holds the GIL until it blocks, and the event loop, woken by another request's
-# bytes or answer, waits that long; at this interval it waits at most ~0.2 ms.
-SWITCH_INTERVAL_S = 2e-4
 
 
 MIN_SOCKET_BUFFER = 1 << 20  # bytes; see socket_buffer_bytes
@@ -167,9 +161,7 @@ class Server:
 
     def run(self, host: str = "127.0.0.1", port: int = 8000, print_fn=print) -> None:
         """Serve until SIGTERM/SIGINT: then stop accepting, finish what is in flight, close.
-        Sets the process's GIL switch interval (SWITCH_INTERVAL_S): it owns the process; the
-        listening sockets' buffers hold a whole binary request (socket_buffer_bytes)."""
-        sys.setswitchinterval(SWITCH_INTERVAL_S)
+        The listening sockets' buffers hold a whole binary request (socket_buffer_bytes)."""
         socks = listening_sockets(host, port, socket_buffer_bytes(self.in_bytes))
         web.run_app(self.app, sock=socks, print=print_fn, shutdown_timeout=60.0, access_log=None,
                     handle_signals=True)
