@@ -52,6 +52,16 @@ if njit is not None:
         """acc[j, q] += round(src[i, q] * Wm[i, j] / 2^s) over i (s = 0: exact products)."""
         K, G = Wm.shape
         generic = mode > 2 and s > 0
+        if src.itemsize == 4 and acc.itemsize == 4 and not generic:
+            # int32 throughout (numba computes int32 * int32 in int64: each np.int32 keeps the
+            # vector lanes 32 bits wide; nothing overflows, the sums wrap mod 2^32)
+            s32, c32 = np.int32(s & 31), np.int32(c0)
+            for i in range(K):
+                for j in range(G):
+                    w = Wm[i, j]
+                    for q in range(L):
+                        acc[j, q] = np.int32(acc[j, q] + np.int32(np.int32(np.int32(src[i, q] * w) + c32) >> s32))
+            return
         for i in range(K):
             for j in range(G):
                 w = Wm[i, j]
