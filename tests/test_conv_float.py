@@ -210,3 +210,26 @@ def test_per_tap_gemms_on_small_images_match_the_float64_direct_sum(monkeypatch)
     assert cf.ConvPlan((1, 16, 2, 2), np.float32, np.ones((8, 16, 3, 3), np.float32), None, geo, 1).kind == "taps"
     geo = _geometry((1, 16, 8, 8), (8, 16, 3, 3), {"pads": [1, 1, 1, 1]})
     assert cf.ConvPlan((1, 16, 8, 8), np.float32, np.ones((8, 16, 3, 3), np.float32), None, geo, 1).kind == "im2col"
+
+
+def test_bit_accurate_conv_plans_are_reused_and_bounded(monkeypatch):
+    """The emulator's float sums reuse one ConvPlan per (node, input shape, weights): the same
+    outputs, one plan per conv across runs, and held weights kept under the byte bound (a sweep
+    over precisions must not pile up a big model's weights)."""
+    import conveyor.ops.conv as conv
+    from conveyor import zoo
+
+    g = zoo.build("resnet18", size=32)
+    x = np.random.default_rng(0).normal(size=g.tensors[g.input_names[0]].shape)
+    conv._FIXED_PLANS.clear()
+    first = g.run(x, precision="ap_fixed<16,6>")[g.output_names[0]]
+    n = len(conv._FIXED_PLANS)
+    assert n > 10
+    again = g.run(x, precision="ap_fixed<16,6>")[g.output_names[0]]
+    assert len(conv._FIXED_PLANS) == n and np.array_equal(first, again)
+    monkeypatch.setattr(conv, "_FIXED_PLANS_BYTES", 3 << 20)
+    for p in ("ap_fixed<12,5>", "ap_fixed<14,6>", "ap_fixed<18,8>"):
+        g.run(x, precision=p)
+        assert sum(w.nbytes for w, _ in conv._FIXED_PLANS.values()) <= 3 << 20
+    conv._FIXED_PLANS.clear()
+    assert np.array_equal(g.run(x, precision="ap_fixed<16,6>")[g.output_names[0]], first)

@@ -224,6 +224,30 @@ def conv_nd(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, geo: Windows, gr
     return ConvPlan(x.shape, x.dtype, w, b, geo, group)(x)
 
 
+#: the bit-accurate path's float sums (`fixed.dot`'s float_dot) get the same weight array of a
+#: node every call (the emulator quantizes its parameters once): its ConvPlan, whose layout work
+#: costs more than a batch-1 convolution of a small image, is kept per (node, input shape,
+#: weights), the weight array held so that its id stays its own; oldest first out once the held
+#: weights pass _FIXED_PLANS_BYTES (a precision sweep of a big model must not pile up its weights)
+_FIXED_PLANS: dict[tuple, tuple[np.ndarray, ConvPlan]] = {}
+_FIXED_PLANS_BYTES = 256 << 20
+
+
+def _conv_sum_fixed(node, x, w):
+    key = (node.name, x.shape, x.dtype.str, id(w), w.shape)
+    hit = _FIXED_PLANS.get(key)
+    if hit is None or hit[0] is not w:
+        geo, group = _conv_shapes(node, x.shape, w.shape, None)
+        hit = (w, ConvPlan(x.shape, x.dtype, w, None, geo, group))
+        if w.nbytes > _FIXED_PLANS_BYTES:
+            return hit[1](x)
+        held = sum(v[0].nbytes for v in _FIXED_PLANS.values())
+        while _FIXED_PLANS and held + w.nbytes > _FIXED_PLANS_BYTES:
+            held -= _FIXED_PLANS.pop(next(iter(_FIXED_PLANS)))[0].nbytes
+        _FIXED_PLANS[key] = hit
+    return hit[1](x)
+
+
 def _conv_prepare(node, ins):
     """`OpDef.prepare`: with constant weights (and bias), a `ConvPlan` built once."""
     x, w = ins[0], ins[1]
@@ -316,7 +340,7 @@ def _conv_window(node, x, w):
 register(OpDef(
     "Conv", infer=_conv_infer, run=_conv_run, macs=_conv_macs, check=_conv_check, prepare=_conv_prepare,
     param_slots=(1, 2), bias_slots=(2,),
-    run_fixed=fixed.dot(lambda node, x, w: _conv_run(node, [x, w])[0],
+    run_fixed=fixed.dot(_conv_sum_fixed,
                         reduce_len=lambda w: int(np.prod(w.shape[1:])), bias_shape=fixed.conv_bias_shape,
                         taps=_conv_taps, rows=True, matrix=_conv_matrix, window=_conv_window),
 ))
