@@ -22,16 +22,9 @@ Q16 = "ap_fixed<16,6>"
 
 def _cluster(n: int, bram18k: int, topology: str = "chain") -> Cluster:
     """n identical boards: the Zynq-7035's DSPs, but only `bram18k` block RAMs (a test part)."""
-    return Cluster.from_dict({
-        "name": "tiny", "topology": topology, "link": "srio-10g",
-        "devices": [{"name": f"fpga{i}", "board": "tinyzynq"} for i in range(n)],
-        "catalog": {
-            "parts": {"xc7tiny": {"vendor": "xilinx", "family": "zynq-7000", "dsp": 900, "dsp_mult_width": [25, 18],
-                                  "bram18k": bram18k, "uram": 0, "lut": 60000, "ff": 343800, "clock_hz": 150e6,
-                                  "description": "a Z-7035 with few BRAMs (test part)", "source": "test"}},
-            "boards": {"tinyzynq": {"part": "xc7tiny", "dram_bytes": 1 << 30, "dram_bandwidth_Bps": 4.264e9,
-                                    "host_interface": "zynq-ps-axi", "network_links": ["srio-10g"],
-                                    "description": "test board", "source": "test"}}}})
+    from test_codegen_stream import _tiny_board_cluster
+
+    return _tiny_board_cluster(bram18k, n, topology)
 
 
 def _net(conv_out: int = 8):

@@ -21,10 +21,11 @@ from conveyor.planner import plan
 NARROW = {"default": "ap_fixed<10,4,AP_RND,AP_SAT>", "accum": "ap_fixed<14,6,AP_RND,AP_SAT>"}
 
 
-def _tiny_board_cluster(bram18k: int = 12) -> Cluster:
-    """One board: the Zynq-7035's DSPs and DDR (boards.yaml), but only `bram18k` block RAMs."""
+def _tiny_board_cluster(bram18k: int = 12, n: int = 1, topology: str = "chain") -> Cluster:
+    """n boards: the Zynq-7035's DSPs and DDR (boards.yaml), but only `bram18k` block RAMs."""
     return Cluster.from_dict({
-        "name": "tiny", "topology": "chain", "link": "srio-10g", "devices": [{"name": "fpga0", "board": "tinyzynq"}],
+        "name": "tiny", "topology": topology, "link": "srio-10g",
+        "devices": [{"name": f"fpga{i}", "board": "tinyzynq"} for i in range(n)],
         "catalog": {
             "parts": {"xc7tiny": {"vendor": "xilinx", "family": "zynq-7000", "dsp": 900, "dsp_mult_width": [25, 18],
                                   "bram18k": bram18k, "uram": 0, "lut": 60000, "ff": 343800, "clock_hz": 150e6,

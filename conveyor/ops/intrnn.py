@@ -28,19 +28,14 @@ _BLOCK = 64
 
 if njit is not None:
     from conveyor.ops.intdot import _round_shift, _to_result
+    from conveyor.ops.lut import range_index_one
 
     @njit(cache=True, nogil=True)
     def _ridx(v, n, k, d, offset):
         """`lut.range_index` of one raw value (as `lut._range_index_int`): (int)(v * n / R)
         truncating towards zero at the LSB (one division by R * 2^f: a shift when k >= 0),
         the low 32 bits, plus the offset in 32 bits, clamped to the table."""
-        p = v * n
-        if k >= 0:
-            dr = -((-p) >> k) if p < 0 else p >> k
-        else:
-            dr = -((-p) // d) if p < 0 else p // d
-        dr = ((dr + 2147483648) & 0xFFFFFFFF) - 2147483648
-        idx = ((dr + offset + 2147483648) & 0xFFFFFFFF) - 2147483648
+        idx = range_index_one(v * n, k, d, offset)
         if idx < 0:
             return 0
         if idx > n - 1:

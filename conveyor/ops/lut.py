@@ -212,6 +212,18 @@ def note_address(values: np.ndarray, fmt: FixedType) -> None:
 
 if intdot_njit is not None:
     @intdot_njit(cache=True, nogil=True)
+    def range_index_one(p, k, d, offset):
+        """The unclamped index of one product p = raw * n (`range_index`): truncated towards
+        zero by d = R * 2^f (a shift by k when d = 2^k, else k = -1), the low 32 bits, plus the
+        offset in 32 bits. Shared with the compiled LSTM (ops/intrnn.py)."""
+        if k >= 0:
+            dr = -((-p) >> k) if p < 0 else p >> k
+        else:
+            dr = -((-p) // d) if p < 0 else p // d
+        dr = ((dr + 2147483648) & 0xFFFFFFFF) - 2147483648
+        return ((dr + offset + 2147483648) & 0xFFFFFFFF) - 2147483648
+
+    @intdot_njit(cache=True, nogil=True)
     def _range_index_int(x, scale, n, r, offset, f, out, tally):
         """`range_index` for |raw| * n < 2^62 and frac_bits >= 0, one pass (numba). The two
         truncations towards zero (by R, then by 2^f) are one, by R * 2^f: a shift when R is a
@@ -224,13 +236,7 @@ if intdot_njit is not None:
             while (np.int64(1) << k) < d:
                 k += 1
         for i in range(x.size):
-            p = np.int64(x[i] * scale) * n
-            if k >= 0:
-                dr = -((-p) >> k) if p < 0 else p >> k
-            else:
-                dr = -((-p) // d) if p < 0 else p // d
-            dr = ((dr + 2147483648) & 0xFFFFFFFF) - 2147483648
-            idx = ((dr + offset + 2147483648) & 0xFFFFFFFF) - 2147483648
+            idx = range_index_one(np.int64(x[i] * scale) * n, k, d, offset)
             if idx < 0:
                 idx = 0
                 outside += 1
