@@ -292,3 +292,20 @@ def test_integer_domain_quantized_model(tmp_path):
     top = (tmp_path / "hls" / "fpga0" / "firmware" / "fpga0_top.cpp").read_text()
     assert all(f"conveyor::{k}<" in top for k in ("sumpool_2d_stream", "global_sum_stream", "requant2", "quantize"))
     assert [f["depth"] for f in manifest["boards"][0]["fifos"] if "skip" in f] == [8 + 1]
+
+
+def test_torchvision_mobilenet_v2_in_io_stream(tmp_path):
+    """A network nobody here wrote (torchvision MobileNetV2, random weights, 32 px) on one Alveo
+    U250 in io_stream: depthwise and pointwise convs on line buffers, ReLU6 Clips, residual Adds
+    through clone_stream, the spatial mean; C simulation equal to the emulator."""
+    from conveyor.frontends.torchvision_compat import import_torchvision
+
+    tv = import_torchvision()
+    torch.manual_seed(0)
+    graph = from_torch(tv.models.mobilenet_v2(num_classes=10).eval(), torch.zeros(1, 3, 32, 32))
+    p = plan(graph, _resolve_cluster("alveo-u250:1"), precision=Q16)
+    manifest, _ = _check_stream(tmp_path, graph, p, np.random.default_rng(0).normal(size=(2, 3, 32, 32)))
+    adds = {n.name for n in graph.nodes if n.op_type == "Add"}
+    skips = [f for f in manifest["boards"][0]["fifos"] if "skip" in f]
+    assert len(adds) == 10 and {f["skip"].split(" to ")[1].split(":")[0] for f in skips} <= adds
+    assert len(skips) >= 8 and all(f["depth"] >= 2 for f in skips)   # 1-2 px maps need no more than 2
