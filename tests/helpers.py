@@ -68,3 +68,22 @@ def assert_float32_close(got, ref, graph, err_msg=""):
     tol = float32_tolerance(graph)
     scale = float(np.sqrt(np.mean(ref ** 2))) if ref.size else 0.0
     np.testing.assert_allclose(got, ref, rtol=tol, atol=tol * scale, err_msg=err_msg)
+
+
+def csim_equals_emulator(out_dir, graph, p, x, **compile_args):
+    """`conveyor compile` the plan, run every board's g++ C simulation in pipeline order on x
+    (items on axis 0) and require each board's outputs and every model output to equal the
+    emulator's (`graph.run(x, precision=p.precision)`) bit for bit; returns (manifest, model
+    outputs, board runs)."""
+    from conveyor.codegen import compile as compile_plan
+    from conveyor.codegen.csim import compare, run_chain
+
+    manifest = compile_plan(p, graph, out_dir, **compile_args)
+    feeds = {graph.input_names[0]: x}
+    env, runs = run_chain(out_dir, feeds)
+    bad = compare(graph, p.precision, feeds, runs)
+    assert bad is None, str(bad)
+    want = graph.with_batch(len(x)).run(x.reshape((len(x), *graph.inputs[0].shape[1:])), precision=p.precision)
+    for out in graph.output_names:
+        np.testing.assert_array_equal(env[out], np.asarray(want[out], np.float64).reshape(len(x), -1), err_msg=out)
+    return manifest, env, runs

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers import make_model
+from helpers import csim_equals_emulator, make_model
 from onnx import helper
 from test_codegen_csim import NARROW, Q16, _digits, _plan
 from test_codegen_ops import _mobile_fire
@@ -26,15 +26,8 @@ from conveyor.planner import plan
 
 
 def _check_stream(tmp_path, graph, p, x, io_type="io_stream"):
-    manifest = compile_plan(p, graph, tmp_path, io_type=io_type)
+    manifest, _, runs = csim_equals_emulator(tmp_path, graph, p, x, io_type=io_type)
     assert manifest["io_type"] == "io_stream" and all(b["io_type"] == "io_stream" for b in manifest["boards"])
-    feeds = {graph.input_names[0]: x}
-    env, runs = run_chain(tmp_path, feeds)
-    bad = compare(graph, p.precision, feeds, runs)
-    assert bad is None, str(bad)
-    out = graph.output_names[0]
-    want = graph.with_batch(len(x)).run(x.reshape((len(x), *graph.inputs[0].shape[1:])), precision=p.precision)[out]
-    np.testing.assert_array_equal(env[out], np.asarray(want, np.float64).reshape(len(x), -1))
     return manifest, runs
 
 

@@ -20,7 +20,7 @@ from conveyor.errors import CodegenError
 from conveyor.frontends.onnx import from_model
 from conveyor.frontends.torch import from_torch
 from conveyor.planner import plan
-from helpers import make_model
+from helpers import csim_equals_emulator, make_model
 
 Q16 = "ap_fixed<16,6>"
 NARROW = {"default": "ap_fixed<10,4,AP_RND,AP_SAT>", "accum": "ap_fixed<14,6,AP_RND,AP_SAT>"}
@@ -30,14 +30,7 @@ TABLES = {"sigmoid": {"min": -4, "max": 4, "size": 512}, "tanh": {"min": -2, "ma
 
 
 def _check(tmp_path, graph, p, x):
-    manifest = compile_plan(p, graph, tmp_path)
-    feeds = {graph.input_names[0]: x}
-    env, runs = run_chain(tmp_path, feeds)
-    bad = compare(graph, p.precision, feeds, runs)
-    assert bad is None, str(bad)
-    want = graph.with_batch(len(x)).run(x, precision=p.precision)
-    for out in graph.output_names:
-        np.testing.assert_array_equal(env[out], np.asarray(want[out], np.float64).reshape(len(x), -1), err_msg=out)
+    manifest, env, _ = csim_equals_emulator(tmp_path, graph, p, x)
     return manifest, env
 
 

@@ -13,12 +13,11 @@ from torch import nn
 
 from conveyor.cli import _resolve_cluster
 from conveyor.codegen import compile as compile_plan
-from conveyor.codegen.csim import compare, run_chain
 from conveyor.errors import CodegenError
 from conveyor.frontends.onnx import from_model
 from conveyor.frontends.torch import from_torch
 from conveyor.planner import plan
-from helpers import make_model
+from helpers import csim_equals_emulator, make_model
 
 Q16 = "ap_fixed<16,6>"
 NARROW = {"default": "ap_fixed<10,4,AP_RND,AP_SAT>", "accum": "ap_fixed<14,6,AP_RND,AP_SAT>"}
@@ -65,14 +64,7 @@ def _mobile_fire():
 
 
 def _check(tmp_path, graph, p, x):
-    manifest = compile_plan(p, graph, tmp_path)
-    feeds = {graph.input_names[0]: x}
-    env, runs = run_chain(tmp_path, feeds)
-    bad = compare(graph, p.precision, feeds, runs)
-    assert bad is None, str(bad)
-    for out in graph.output_names:
-        want = graph.with_batch(len(x)).run(x, precision=p.precision)[out]
-        np.testing.assert_array_equal(env[out], np.asarray(want, np.float64).reshape(len(x), -1))
+    manifest, env, _ = csim_equals_emulator(tmp_path, graph, p, x)
     return manifest, env
 
 

@@ -15,6 +15,7 @@ from conveyor.codegen.csim import compare, run_chain
 from conveyor.frontends.torch import from_torch
 from conveyor.hardware.cluster import Cluster
 from conveyor.planner import plan
+from helpers import csim_equals_emulator
 
 NARROW = {"default": "ap_fixed<10,4,AP_RND,AP_SAT>", "accum": "ap_fixed<14,6,AP_RND,AP_SAT>"}
 Q16 = "ap_fixed<16,6>"
@@ -36,14 +37,7 @@ def _net(conv_out: int = 8):
 
 
 def _check(tmp_path, graph, p, x):
-    manifest = compile_plan(p, graph, tmp_path)
-    feeds = {graph.input_names[0]: x}
-    env, runs = run_chain(tmp_path, feeds)
-    bad = compare(graph, p.precision, feeds, runs)
-    assert bad is None, str(bad)
-    out = graph.output_names[0]
-    want = graph.with_batch(len(x)).run(x, precision=p.precision)[out]
-    np.testing.assert_array_equal(env[out], np.asarray(want, np.float64).reshape(len(x), -1))
+    manifest, _, runs = csim_equals_emulator(tmp_path, graph, p, x)
     return manifest, runs
 
 
