@@ -397,6 +397,18 @@ MaxRows:
     }
 }
 
+// The exact sum of channel ch over the window's taps inside the input (zero padding) at the
+// padded position (r, c) where the window is due: AveragePool's and SumPool's sum.
+template <class acc_T, class data_T, typename WIN_T>
+acc_T window_sum(const line_buffer<data_T, WIN_T> &lb, int r, int c, int ch) {
+    typedef window_geometry<WIN_T> G;
+    acc_T sum = 0;
+    for (int kh = 0; kh < (int)WIN_T::filt_height; kh++)
+        for (int kw = 0; kw < (int)WIN_T::filt_width; kw++)
+            if (G::inside(r - (G::EKH - 1) + kh, c - (G::EKW - 1) + kw)) sum += lb.tap(kh, kw)[ch];
+    return sum;
+}
+
 // AveragePool: the exact window sum over taps inside the input, divided by the taps counted
 // (count_pad: those inside the padded extent) and rounded once (conveyor::div_exact).
 template <class data_T, class res_T, typename CONFIG_T, typename WIN_T>
@@ -416,10 +428,7 @@ AvgRows:
                 for (int kw = 0; kw < (int)WIN_T::filt_width; kw++)
                     if (CONFIG_T::count_pad || G::inside(r - (G::EKH - 1) + kh, c - (G::EKW - 1) + kw)) count++;
             for (int ch = 0; ch < (int)WIN_T::n_chan; ch++) {
-                typename CONFIG_T::accum_t sum = 0;
-                for (int kh = 0; kh < (int)WIN_T::filt_height; kh++)
-                    for (int kw = 0; kw < (int)WIN_T::filt_width; kw++)
-                        if (G::inside(r - (G::EKH - 1) + kh, c - (G::EKW - 1) + kw)) sum += lb.tap(kh, kw)[ch];
+                const typename CONFIG_T::accum_t sum = window_sum<typename CONFIG_T::accum_t>(lb, r, c, ch);
                 o.data[ch] = count ? div_exact<typename CONFIG_T::accum_t, res_T, CONFIG_T::div_width>(sum, count) : res_T(0);
             }
             out.write(o);
@@ -460,13 +469,8 @@ SumRows:
             lb.push(in, G::inside(r, c));
             if (!G::due(r, c)) continue;
             px<res_T, WIN_T::n_chan> o;
-            for (int ch = 0; ch < (int)WIN_T::n_chan; ch++) {
-                typename CONFIG_T::accum_t acc = 0;
-                for (int kh = 0; kh < (int)WIN_T::filt_height; kh++)
-                    for (int kw = 0; kw < (int)WIN_T::filt_width; kw++)
-                        if (G::inside(r - (G::EKH - 1) + kh, c - (G::EKW - 1) + kw)) acc += lb.tap(kh, kw)[ch];
-                o.data[ch] = (res_T)acc;
-            }
+            for (int ch = 0; ch < (int)WIN_T::n_chan; ch++)
+                o.data[ch] = (res_T)window_sum<typename CONFIG_T::accum_t>(lb, r, c, ch);
             out.write(o);
         }
     }
