@@ -25,11 +25,12 @@ def _geometry(x_shape, w_shape, attrs):
 def _direct64(x, w, b, geo, group):
     """The float64 direct sum, rounded once: the reference the float64 methods round to."""
     taps, cf._TAPS_VALID = cf._TAPS_VALID, 0.0  # never the per-tap GEMMs: the im2col sum
+    small, cf._SMALL_USES = cf._SMALL_USES, {}  # nor the one-pass kernel
     try:
         plan = cf.ConvPlan(x.shape, np.float64, w.astype(np.float64), None if b is None else b.astype(np.float64),
                            geo, group)
     finally:
-        cf._TAPS_VALID = taps
+        cf._TAPS_VALID, cf._SMALL_USES = taps, small
     assert plan.kind in ("im2col", "pointwise", "depthwise")
     return plan(x.astype(np.float64)).astype(np.float32)
 
@@ -85,6 +86,7 @@ def _random_conv(rng, depthwise):
 def test_im2col_numba_columns_match_numpy_windows(monkeypatch):
     monkeypatch.setattr(cf, "_GRID_WASTE", 1e9)  # the flat-plane path on every small image
     monkeypatch.setattr(cf, "_TAPS_VALID", 0.0)  # and never the per-tap GEMMs
+    monkeypatch.setattr(cf, "_SMALL_USES", {})  # nor the one-pass kernel
     rng = np.random.default_rng(11)
     seen = set()
     for _ in range(80):
@@ -189,6 +191,7 @@ def test_per_tap_gemms_on_small_images_match_the_float64_direct_sum(monkeypatch)
     """Small images (mostly padding) take one GEMM per tap over the positions it reads inside;
     any stride and dilation, against the float64 direct sum and the im2col path."""
     monkeypatch.setattr(cf, "_TAPS_VALID", 1.01)  # every 2-D one-group conv: the per-tap path
+    monkeypatch.setattr(cf, "_SMALL_USES", {})  # (not the one-pass kernel)
     rng = np.random.default_rng(4)
     seen = 0
     for _ in range(60):
@@ -233,3 +236,120 @@ def test_bit_accurate_conv_plans_are_reused_and_bounded(monkeypatch):
         assert sum(w.nbytes for w, _ in conv._FIXED_PLANS.values()) <= 3 << 20
     conv._FIXED_PLANS.clear()
     assert np.array_equal(g.run(x, precision="ap_fixed<16,6>")[g.output_names[0]], first)
+
+
+_ALWAYS_SMALL = {np.dtype(np.float32): 1e9, np.dtype(np.float64): 1e9}
+
+
+def _exact_conv(x, w, geo, group):
+    """The exact sums of an integer-valued x and w: int64 windows times int64 weights."""
+    from conveyor.ops.conv import pad_for_windows
+
+    n, c = x.shape[:2]
+    m, cg, nd = w.shape[0], w.shape[1], x.ndim - 2
+    win = cf.strided_windows(pad_for_windows(x.astype(np.int64), geo, 0), geo, n, group, cg)
+    o, k = "opq"[:nd], "rst"[:nd]
+    y = np.einsum(f"ngc{o}{k},gmc{k}->ngm{o}", win, w.astype(np.int64).reshape((group, m // group, cg) + w.shape[2:]))
+    return y.reshape((n, m) + tuple(geo.out))
+
+
+@pytest.mark.skipif(not intdot.available(), reason="numba (the `fast`/`test` extra) is not installed")
+def test_one_pass_kernel_float32_is_within_float32_accumulation_of_the_direct_sum(monkeypatch):
+    """The one-pass kernel (conv_small) on every kind of Conv it may take (1-3-D, groups, strides,
+    dilations, padding, batch): float32 sums, within float32 accumulation error of the float64
+    direct sum and of the GEMM paths."""
+    rng = np.random.default_rng(21)
+    seen = set()
+    for _ in range(60):
+        x, w, b, attrs = _random_conv(rng, depthwise=False)
+        if w.shape[1] == 1 and attrs["group"] > 1:
+            continue  # depthwise: its own kernel
+        geo = _geometry(x.shape, w.shape, attrs)
+        with monkeypatch.context() as m:
+            m.setattr(cf, "_SMALL_USES", _ALWAYS_SMALL)
+            plan = cf.ConvPlan(x.shape, x.dtype, w, b, geo, attrs["group"])
+        with monkeypatch.context() as m:
+            m.setattr(cf, "_SMALL_USES", {})
+            gemm = cf.ConvPlan(x.shape, x.dtype, w, b, geo, attrs["group"])
+        assert plan.kind == "small" and gemm.kind != "small"
+        assert plan.small.wl.dtype == np.float32
+        seen.add((x.ndim - 2, attrs["group"], x.shape[0]))
+        got = plan(x)
+        assert got.dtype == np.float32 and got.shape == gemm.out_shape
+        k = w[0].size
+        bound = k * 2.0 ** -24 * (np.abs(x).max() * np.abs(w).max() * k + np.abs(b).max()) * 2
+        np.testing.assert_allclose(got, _direct64(x, w, b, geo, attrs["group"]), rtol=0, atol=bound,
+                                   err_msg=str(attrs))
+        np.testing.assert_allclose(got, gemm(x), rtol=0, atol=bound, err_msg=str(attrs))
+    assert {s[0] for s in seen} == {1, 2, 3} and {s[1] for s in seen} == {1, 2} and {s[2] for s in seen} == {1, 2}
+
+
+@pytest.mark.skipif(not intdot.available(), reason="numba (the `fast`/`test` extra) is not installed")
+def test_one_pass_kernel_float64_is_exact_on_grid_values(monkeypatch):
+    """float64 inputs on a grid (the emulator's exact sums): the one-pass kernel gives the exact
+    sum, the GEMM paths' bits. Weights exact in float32 (24 bits, extremes included) are stored as
+    float32; wider ones (28 bits) stay float64."""
+    rng = np.random.default_rng(22)
+    for bits, stored in ((24, np.float32), (28, np.float64)):
+        for _ in range(30):
+            x, w, _, attrs = _random_conv(rng, depthwise=False)
+            if w.shape[1] == 1 and attrs["group"] > 1:
+                continue
+            xi = rng.integers(-(1 << 17), (1 << 17) + 1, x.shape)
+            wi = rng.integers(-(1 << (bits - 1)), 1 << (bits - 1), w.shape)
+            xi.flat[:2] = [1 << 17, -(1 << 17)]  # the extremes of the grid
+            wi.flat[:2] = [(1 << (bits - 1)) - 1, -(1 << (bits - 1))]
+            x64, w64 = xi * 2.0 ** -8, wi * 2.0 ** -10
+            geo = _geometry(x.shape, w.shape, attrs)
+            with monkeypatch.context() as m:
+                m.setattr(cf, "_SMALL_USES", _ALWAYS_SMALL)
+                plan = cf.ConvPlan(x.shape, np.float64, w64, None, geo, attrs["group"])
+            with monkeypatch.context() as m:
+                m.setattr(cf, "_SMALL_USES", {})
+                gemm = cf.ConvPlan(x.shape, np.float64, w64, None, geo, attrs["group"])
+            assert plan.kind == "small" and plan.small.wl.dtype == stored
+            exact = _exact_conv(xi, wi, geo, attrs["group"])
+            assert np.abs(exact).max() < 2 ** 53
+            got = plan(x64)
+            assert got.dtype == np.float64
+            np.testing.assert_array_equal(got, exact * 2.0 ** -18, err_msg=str(attrs))
+            np.testing.assert_array_equal(got, gemm(x64), err_msg=str(attrs))
+
+
+@pytest.mark.skipif(not intdot.available(), reason="numba (the `fast`/`test` extra) is not installed")
+def test_one_pass_kernel_takes_gemv_like_convs_only():
+    """Chosen by uses per weight (docs/numerics.md): resnet's layer4 3x3 at 2x2 outputs in both work
+    dtypes, a 3x3 at 8x8 outputs only in float64, a 3x3 at 16x16 in neither; depthwise never."""
+    def kind(x_shape, m, k, dtype, group=1, **attrs):
+        w = np.ones((m, x_shape[1] // group, k, k), dtype)
+        geo = _geometry(x_shape, w.shape, {"group": group, **attrs})
+        return cf.ConvPlan(x_shape, dtype, w, None, geo, group).kind
+
+    pad = {"pads": [1, 1, 1, 1]}
+    for dt in (np.float32, np.float64):
+        assert kind((1, 512, 2, 2), 512, 3, dt, **pad) == "small"
+        assert kind((1, 256, 4, 4), 64, 1, dt) == "small"
+        assert kind((1, 64, 16, 16), 64, 3, dt, **pad) == "im2col"
+        assert kind((1, 32, 4, 4), 32, 3, dt, group=32, **pad) == "depthwise"
+    assert kind((1, 128, 8, 8), 128, 3, np.float32, **pad) == "im2col"
+    assert kind((1, 128, 8, 8), 128, 3, np.float64, **pad) == "small"
+    assert kind((64, 512, 2, 2), 512, 3, np.float32, **pad) != "small"  # a batch re-uses the weights
+
+
+@pytest.mark.skipif(not intdot.available(), reason="numba (the `fast`/`test` extra) is not installed")
+def test_emulation_is_the_same_with_and_without_the_one_pass_kernel(monkeypatch):
+    """The bit-accurate emulation of a resnet (exact accumulators: float64 sums on grid values) gives
+    the same bits whichever kernel sums its convolutions."""
+    import conveyor.ops.conv as conv
+    from conveyor import zoo
+
+    g = zoo.build("resnet18", size=32)
+    x = np.random.default_rng(3).normal(size=g.tensors[g.input_names[0]].shape)
+    conv._FIXED_PLANS.clear()
+    got = g.run(x, precision="ap_fixed<18,8,AP_RND_CONV>")[g.output_names[0]]
+    assert any(p.kind == "small" for _, p in conv._FIXED_PLANS.values())
+    conv._FIXED_PLANS.clear()
+    monkeypatch.setattr(cf, "_SMALL_USES", {})
+    want = g.run(x, precision="ap_fixed<18,8,AP_RND_CONV>")[g.output_names[0]]
+    conv._FIXED_PLANS.clear()
+    np.testing.assert_array_equal(got, want)

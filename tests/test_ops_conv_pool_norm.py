@@ -128,6 +128,28 @@ def test_conv_matches_onnxruntime(xs, ws, bias, attrs):
     assert_same("Conv", inputs, ["y"], attrs, 17)
 
 
+@pytest.mark.parametrize("xs, ws, bias, attrs", [c for c in CONV_CASES if not (c[1][1] == 1 and c[3].get("group", 1) > 1)]
+                         + [((1, 64, 2, 2), (48, 64, 3, 3), True, {"pads": [1, 1, 1, 1]}),       # resnet's layer4
+                            ((2, 40, 3, 3), (24, 40, 1, 1), False, {"strides": [2, 2]})])
+def test_conv_one_pass_kernel_matches_onnxruntime(monkeypatch, xs, ws, bias, attrs):
+    """The one-pass kernel of GEMV-like convs (conveyor.ops.conv_small), forced on every non-depthwise
+    case, against onnxruntime."""
+    import conveyor.ops.conv_float as cf
+    from conveyor.ops import conv_small
+
+    if not conv_small.available():
+        pytest.skip("numba (the `fast`/`test` extra) is not installed")
+    monkeypatch.setattr(cf, "_SMALL_USES", {np.dtype(np.float32): 1e9, np.dtype(np.float64): 1e9})
+    node = Node("n", "Conv", ("x", "w"), ("y",), dict(attrs), 17)
+    geo, group = conveyor.ops.conv._conv_shapes(node, xs, ws)
+    assert cf.ConvPlan(xs, np.float32, np.ones(ws, np.float32), None, geo, group).kind == "small"
+    rng = np.random.default_rng(0)
+    inputs = [("x", _randn(rng, xs)), ("w", _randn(rng, ws))]
+    if bias:
+        inputs.append(("b", _randn(rng, (ws[0],))))
+    assert_same("Conv", inputs, ["y"], attrs, 17)
+
+
 @pytest.mark.parametrize("opset", [1, 11, 22])
 def test_conv_other_opsets(opset):
     rng = np.random.default_rng(1)

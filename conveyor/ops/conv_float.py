@@ -37,6 +37,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from conveyor.ops import conv_small
 from conveyor.ops.intdot import njit
 
 
@@ -64,6 +65,15 @@ _GRID_WASTE = 1.3
 #: a 3x3 kernel with padding 1 on a 2x2 image reads 16 of 36 (measured, 512 channels, OpenBLAS
 #: on one core: 0.19 ms against 0.40 for im2col); at 4x4 (100 of 144) both cost the same.
 _TAPS_VALID = 0.6
+
+#: The one-pass kernel (`conveyor.ops.conv_small`) when each weight multiplies at most this many
+#: inputs on average ((output, tap) pairs read inside the input, times the batch, per tap; a
+#: GEMV-like call, bound by reading the weights) for the work dtype. Measured per Conv of
+#: resnet18/resnet50/mobilenet_v2/efficientnet_b0 at 64 px (OpenBLAS Haswell kernels, one core,
+#: weights not in cache as in a model run): float32 wins 1.3-3.5x up to 4 uses (2x2 outputs,
+#: 1x1 SE convs), 1.2-1.7x at 11-13 (3x3 at 4x4), even at 16 (1x1 at 4x4), loses from 64 (8x8);
+#: float64 (float32-stored weights against dgemm) wins 1.5-4x up to 16 uses, 1.0-1.6x at 54-64.
+_SMALL_USES = {np.dtype(np.float32): 16.0, np.dtype(np.float64): 64.0}
 
 if njit is not None:
     @njit(cache=True, nogil=True)
@@ -137,7 +147,11 @@ class ConvPlan:
         w = np.asarray(w, dtype=work)
         self.bias = None if b is None else np.ascontiguousarray(np.asarray(b, dtype=work).reshape((m,) + (1,) * nd))
         self.out_shape = (n, m) + tuple(geo.out)
-        if k_size == 1:
+        small = self._small_plan(w, geo, group, k_size) if not (cg == 1 and group > 1) else None
+        if small is not None:
+            self.kind = "small"
+            self.small = small
+        elif k_size == 1:
             self.kind = "pointwise"
             self.wmat = np.ascontiguousarray(w.reshape(group, mg, cg)[0 if group == 1 else slice(None)])
         elif cg == 1 and group > 1:
@@ -158,6 +172,17 @@ class ConvPlan:
             self.wmat = np.ascontiguousarray(w.reshape(group, mg, cg * k_size))
             self.k_size = k_size
             self._flat_layout()
+
+    def _small_plan(self, w, geo, group, k_size):
+        """The one-pass kernel's plan when the call is GEMV-like (`_SMALL_USES`), else None."""
+        limit = _SMALL_USES.get(self.work)
+        if limit is None or not conv_small.available():
+            return None
+        # the pairs are at most N * positions * taps: no tap table is built for a big output
+        if self.n * int(np.prod(geo.out, dtype=np.int64)) > limit * k_size:
+            return None
+        small = conv_small.SmallPlan(self._in_spatial, self.n, w, geo, group, self.work)
+        return small if small.pairs * self.n <= limit * k_size else None
 
     def _tap_ranges(self):
         """Per tap of a 2-D kernel, the rectangle of outputs whose window reads that tap inside
@@ -234,6 +259,9 @@ class ConvPlan:
         if self.bias is not None:
             y += self.bias
         return y.astype(self.out_dtype, copy=False)
+
+    def _small(self, x):
+        return self.small(x)
 
     def _pointwise(self, x):
         geo, n, nd = self.geo, self.n, self.nd
