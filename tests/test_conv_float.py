@@ -52,12 +52,20 @@ def test_depthwise_numba_equals_numpy_bit_for_bit(monkeypatch):
         w = rng.standard_normal([c * mg, 1] + kernel).astype(np.float32)
         b = rng.standard_normal(c * mg).astype(np.float32)
         geo = _geometry(x.shape, w.shape, attrs)
-        plan = cf.ConvPlan(x.shape, x.dtype, w, b, geo, c)
-        assert plan.kind == "depthwise"
-        fast = plan(x)
+        dt = np.float64 if rng.random() < 0.3 else np.float32
+        x, w, b = x.astype(dt), w.astype(dt), b.astype(dt)
+        with monkeypatch.context() as m:
+            m.setattr(cf, "_DW_CHANNELS_LAST", 10 ** 9)  # every plan gets its channels-last kernel
+            plan = cf.ConvPlan(x.shape, x.dtype, w, b, geo, c)
+        assert plan.kind == "depthwise" and plan.dw_cl is not None
+        fast = plan(x)  # channels last (conv_small.DepthwisePlan)
+        plan.dw_cl = None
+        flat = plan(x)  # _depthwise_flat
         with monkeypatch.context() as m:
             m.setattr(cf, "_depthwise_flat", None)
             slow = plan(x)
+        assert fast.dtype == dt
+        np.testing.assert_array_equal(flat, slow, err_msg=str(attrs))
         np.testing.assert_array_equal(fast, slow, err_msg=str(attrs))
         np.testing.assert_allclose(fast, _direct64(x, w, b, geo, c), rtol=1e-5, atol=1e-5, err_msg=str(attrs))
 
@@ -331,6 +339,10 @@ def test_one_pass_kernel_takes_gemv_like_convs_only():
         assert kind((1, 256, 4, 4), 64, 1, dt) == "small"
         assert kind((1, 64, 16, 16), 64, 3, dt, **pad) == "im2col"
         assert kind((1, 32, 4, 4), 32, 3, dt, group=32, **pad) == "depthwise"
+    w = np.ones((32, 1, 3, 3), np.float32)
+    for hw, channels_last in (((8, 8), True), ((16, 16), False)):
+        geo = _geometry((1, 32) + hw, w.shape, {"group": 32, **pad})
+        assert (cf.ConvPlan((1, 32) + hw, np.float32, w, None, geo, 32).dw_cl is not None) == channels_last
     assert kind((1, 128, 8, 8), 128, 3, np.float32, **pad) == "im2col"
     assert kind((1, 128, 8, 8), 128, 3, np.float64, **pad) == "small"
     assert kind((64, 512, 2, 2), 512, 3, np.float32, **pad) != "small"  # a batch re-uses the weights

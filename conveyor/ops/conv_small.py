@@ -124,8 +124,58 @@ if njit is not None:
                                             y[pb, m0 + j] += b0 * w[r + k, j]
                             q += 2
                     c += nr
+
+    @njit(cache=True, nogil=True)
+    def _depthwise_cl(xp, w, y, pos_base, tap_off):
+        """Depthwise convolution, channels last: y (N, P, C) at output position p is the sum over
+        taps t in order of xp[:, pos_base[p] + tap_off[t], :] times w[t] (xp (N, F, C) the padded
+        input flattened over space, w (T, C)). The first product is assigned and the others
+        added, each product and sum rounded to y's dtype: `conv_float._depthwise_flat`'s
+        operations in its order (the same bits), with the channels innermost (unit stride)."""
+        n_items, _, c = xp.shape
+        taps = w.shape[0]
+        for i in range(n_items):
+            for p in range(pos_base.shape[0]):
+                b = pos_base[p]
+                r0 = b + tap_off[0]
+                for j in range(c):
+                    y[i, p, j] = xp[i, r0, j] * w[0, j]
+                t = 1
+                while t + 4 <= taps:  # four taps per pass over the channels
+                    r0, r1, r2, r3 = b + tap_off[t], b + tap_off[t + 1], b + tap_off[t + 2], b + tap_off[t + 3]
+                    for j in range(c):
+                        acc = y[i, p, j]
+                        acc += xp[i, r0, j] * w[t, j]
+                        acc += xp[i, r1, j] * w[t + 1, j]
+                        acc += xp[i, r2, j] * w[t + 2, j]
+                        acc += xp[i, r3, j] * w[t + 3, j]
+                        y[i, p, j] = acc
+                    t += 4
+                while t < taps:
+                    r0 = b + tap_off[t]
+                    for j in range(c):
+                        y[i, p, j] += xp[i, r0, j] * w[t, j]
+                    t += 1
+
+    @njit(cache=True, nogil=True)
+    def _to_channels_last(x, xcl, dst, mg):
+        """xcl (N, F, C * mg) (zeros) gets x (N, C, S) (flat planes): input position s at dst[s]
+        (-1: outside the windows' extent), each channel repeated mg times. Copies only."""
+        n_items, c, size = x.shape
+        for i in range(n_items):
+            for s in range(size):
+                d = dst[s]
+                if d < 0:
+                    continue
+                if mg == 1:
+                    for j in range(c):
+                        xcl[i, d, j] = x[i, j, s]
+                else:
+                    for j in range(c):
+                        for r in range(mg):
+                            xcl[i, d, j * mg + r] = x[i, j, s]
 else:  # pragma: no cover - depends on the install
-    _small_dot = None
+    _small_dot = _depthwise_cl = _to_channels_last = None
 
 
 def available() -> bool:
@@ -188,3 +238,44 @@ class SmallPlan:
         y = np.zeros((self.n * self.positions, self.m), dtype=self.work)
         _small_dot(xf, self.wl, y, self.tap_start, self.pair_pos, self.pair_off, self.plane, self.group)
         return np.ascontiguousarray(y.reshape(self.n, self.positions, self.m).transpose(0, 2, 1)).reshape((self.n, self.m) + self.out)
+
+
+class DepthwisePlan:
+    """Depthwise convolution (one input channel per group, channel multiplier `mg`) of inputs
+    (N, C, *spatial) by w (M, 1, *kernel) (in the work dtype) with the channels innermost: for
+    small planes, where `conv_float._depthwise_flat`'s rows (one plane per channel and tap) are
+    too short to vectorise. Every tap is read, padding included, in the same order."""
+
+    def __init__(self, in_spatial, n: int, w: np.ndarray, geo, mg: int, work: np.dtype):
+        m, nd = int(w.shape[0]), len(geo.out)
+        self.n, self.m, self.mg, self.work = n, m, mg, np.dtype(work)
+        self.out = tuple(int(o) for o in geo.out)
+        self.geo = geo
+        self.w = np.ascontiguousarray(w.reshape(m, -1).T)  # (T, M): per tap a row over channels
+        est = np.cumprod((1,) + tuple(int(e) for e in geo.extent[:0:-1]))[::-1]
+        outs = np.indices(self.out).reshape(nd, -1)
+        self.pos_base = np.ascontiguousarray(
+            sum(outs[ax] * geo.strides[ax] * int(est[ax]) for ax in range(nd)).astype(np.int64))
+        self.tap_off = np.array([sum(k * d * int(e) for k, d, e in zip(t, geo.dilations, est))
+                                 for t in np.ndindex(*geo.kernel)], dtype=np.int64)
+        # where each input position lands in the padded extent (-1: cropped, never read)
+        ins = np.indices(tuple(int(d) for d in in_spatial)).reshape(nd, -1)
+        inside = np.ones(ins.shape[1], dtype=bool)
+        dst = np.zeros(ins.shape[1], dtype=np.int64)
+        for ax in range(nd):
+            e = ins[ax] + geo.begin[ax]
+            inside &= (e >= 0) & (e < geo.extent[ax])
+            dst += e * int(est[ax])
+        self.dst = np.where(inside, dst, -1).astype(np.int64)
+        self.extent_size = int(np.prod(geo.extent, dtype=np.int64))
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """x (N, C, *spatial) in the work dtype: the outputs (N, M, *out), no bias."""
+        n, c = x.shape[:2]
+        # the zero-padded input, channels last (N, extent, M): output channel g * mg + j reads
+        # input channel g
+        xcl = np.zeros((n, self.extent_size, self.m), dtype=self.work)
+        _to_channels_last(np.ascontiguousarray(x).reshape(n, c, -1), xcl, self.dst, self.mg)
+        y = np.empty((n, self.pos_base.size, self.m), dtype=self.work)
+        _depthwise_cl(xcl, self.w, y, self.pos_base, self.tap_off)
+        return np.ascontiguousarray(y.transpose(0, 2, 1)).reshape((n, self.m) + self.out)
