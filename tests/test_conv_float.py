@@ -220,7 +220,8 @@ def test_per_tap_gemms_on_small_images_match_the_float64_direct_sum(monkeypatch)
     monkeypatch.setattr(cf, "_TAPS_VALID", 0.6)
     assert cf.ConvPlan((1, 16, 2, 2), np.float32, np.ones((8, 16, 3, 3), np.float32), None, geo, 1).kind == "taps"
     geo = _geometry((1, 16, 8, 8), (8, 16, 3, 3), {"pads": [1, 1, 1, 1]})
-    assert cf.ConvPlan((1, 16, 8, 8), np.float32, np.ones((8, 16, 3, 3), np.float32), None, geo, 1).kind == "im2col"
+    # im2col (or Winograd)
+    assert cf.ConvPlan((1, 16, 8, 8), np.float32, np.ones((8, 16, 3, 3), np.float32), None, geo, 1).kind != "taps"
 
 
 def test_bit_accurate_conv_plans_are_reused_and_bounded(monkeypatch):
@@ -365,3 +366,73 @@ def test_emulation_is_the_same_with_and_without_the_one_pass_kernel(monkeypatch)
     want = g.run(x, precision="ap_fixed<18,8,AP_RND_CONV>")[g.output_names[0]]
     conv._FIXED_PLANS.clear()
     np.testing.assert_array_equal(got, want)
+
+def _wino_case(rng):
+    n, c, m = int(rng.integers(1, 3)), int(rng.choice([16, 20, 32])), int(rng.integers(1, 9))
+    attrs = {"pads": [int(rng.integers(0, 3)) for _ in range(4)]}
+    spatial = [int(rng.integers(3, 14)) for _ in range(2)]  # odd sizes: the last tiles cut
+    x = rng.standard_normal([n, c] + spatial).astype(np.float32)
+    w = rng.standard_normal((m, c, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32)
+    return x, w, b, attrs
+
+
+@pytest.mark.skipif(not intdot.available(), reason="numba (the `fast`/`test` extra) is not installed")
+def test_winograd_numba_transforms_equal_numpy_bit_for_bit():
+    from conveyor.ops import winograd
+
+    rng = np.random.default_rng(12)
+    for dtype in (np.float32, np.float64):
+        for _ in range(20):
+            x, w, _, attrs = _wino_case(rng)
+            geo = _geometry(x.shape, w.shape, attrs)
+            plan = winograd.Winograd(x.shape, w, geo, dtype)
+            xd = x.astype(dtype)
+            np.testing.assert_array_equal(plan(xd), plan(xd, numba=False), err_msg=str(attrs))
+
+
+def test_float32_winograd_is_within_float32_accumulation_error_of_the_direct_sum(monkeypatch):
+    """The float reference's Winograd (float32 transforms and GEMMs) against the float64 direct
+    sum, within the per-output bound the im2col test allows (float32 accumulation error of the
+    direct sum; docs/numerics.md "Conv, the float reference": Winograd's expected error is at
+    most the direct sum's for C >= 16)."""
+    monkeypatch.setattr(cf, "_WINOGRAD_TILES", 1)  # every eligible conv, however small
+    rng = np.random.default_rng(13)
+    worst = 0.0
+    for _ in range(30):
+        x, w, b, attrs = _wino_case(rng)
+        geo = _geometry(x.shape, w.shape, attrs)
+        plan = cf.ConvPlan(x.shape, x.dtype, w, b, geo, 1)
+        assert plan.kind == "winograd" and plan.wino.u.dtype == np.float32
+        got = plan(x)
+        assert got.dtype == np.float32
+        ref = _direct64(x, w, b, geo, 1).astype(np.float64)
+        k = w[0].size
+        bound = k * 2.0 ** -24 * (np.abs(x).max() * np.abs(w).max() * k + np.abs(b).max()) * 2
+        np.testing.assert_allclose(got, ref, rtol=0, atol=bound, err_msg=str(attrs))
+        # and statistically: the RMS error is of float32 accumulation's size, u sqrt(K) rms(y)
+        rms = np.sqrt(np.mean(ref ** 2))
+        worst = max(worst, np.sqrt(np.mean((got - ref) ** 2)) / (2.0 ** -24 * np.sqrt(k) * rms))
+    assert 0 < worst < 1.0
+
+
+def test_winograd_is_chosen_where_it_is_faster_and_exact():
+    """Winograd for unit-stride 3x3 one-group Convs with enough tiles and channels (float32);
+    not for small outputs whose (16, M, C) weights do not stay in cache (memory bound: taps or
+    im2col), few channels, strides, groups or dilations; in float64 only with a proof."""
+    def kind(c, m, size, dtype=np.float32, attrs=None, **kw):
+        attrs = {"pads": [1, 1, 1, 1], **(attrs or {})}
+        group = attrs.get("group", 1)
+        geo = _geometry((1, c, size, size), (m, c // group, 3, 3), attrs)
+        return cf.ConvPlan((1, c, size, size), dtype, np.ones((m, c // group, 3, 3), dtype), None, geo, group,
+                           **kw).kind
+    assert kind(64, 64, 16) == "winograd"
+    assert kind(128, 128, 4) == "winograd"  # 4 tiles, weights 1 MiB: in cache
+    assert kind(256, 256, 4) == "im2col" and kind(512, 512, 2) == "taps"
+    assert kind(3, 64, 64) == "im2col" and kind(8, 32, 32) == "im2col"
+    assert kind(64, 64, 16, attrs={"strides": [2, 2]}) == "im2col"
+    assert kind(64, 64, 16, attrs={"dilations": [2, 2]}) == "im2col"
+    assert kind(64, 64, 16, attrs={"group": 2}) == "im2col"
+    assert kind(64, 64, 16, np.float64) == "im2col"  # a double model: no proof
+    assert kind(64, 64, 16, np.float64, exact_bits=4.9) == "im2col"
+    assert kind(64, 64, 16, np.float64, exact_bits=5.0) == "winograd"

@@ -37,7 +37,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from conveyor.ops import conv_small
+from conveyor.ops import conv_small, winograd
 from conveyor.ops.intdot import njit
 
 
@@ -82,6 +82,23 @@ _SMALL_USES = {np.dtype(np.float32): 16.0, np.dtype(np.float64): 64.0}
 #: 2x2 (5x5) 12/25 us against 142/125, 240 at 4x4 13/21 against 59/98, 144 at 8x8 (5x5, stride
 #: 2) 56/99 against 91/113; at 16x16 outputs even (81/122 against 77/95), at 32x32 2x slower.
 _DW_CHANNELS_LAST = 64
+
+#: Winograd F(2x2, 3x3) (`conveyor.ops.winograd`) where it is faster than im2col/taps: at least
+#: `_WINOGRAD_MIN_C` input channels (its transforms cost per input and per output value, its
+#: GEMMs save 20 of 36 products per C: measured, float32, one core, 8 channels at 64x64 0.57 ms
+#: against 0.30 for im2col, 3 at 32x32 0.15 against 0.074; 16 at 32x32 0.080 against 0.098) and
+#: enough 2x2 output tiles (N * TH * TW) to keep its GEMMs compute bound, as its transformed
+#: weights (16, M, C) are 16/9 the bytes of W: `_WINOGRAD_TILES`, or `_WINOGRAD_TILES_CACHED`
+#: when those weights fit in `_WINOGRAD_CACHED_BYTES`. Measured (OpenBLAS Haswell kernels, one
+#: core, shared machine: ms Winograd against the method it replaces), float32 / float64:
+#: 64 ch 16x16 0.23/0.29 vs 0.31/0.54; 128 ch 8x8 0.22/0.33 vs 0.35/0.55; 512 ch 7x7 3.6/4.9 vs
+#: 4.3/7.5; 128 ch 4x4 (U 1/2 MiB) 0.09/0.19 vs 0.12/0.25; 256 ch 4x4 (U 4/8 MiB) 0.39/0.77
+#: vs 0.34/0.72 (im2col); 512 ch 4x4 2.4/4.1 vs 1.6/3.5; 512 ch 2x2 0.70/1.6 vs 0.47/1.6 (taps).
+#: The same rule for both work dtypes.
+_WINOGRAD_MIN_C = 16
+_WINOGRAD_TILES = 16
+_WINOGRAD_TILES_CACHED = 4
+_WINOGRAD_CACHED_BYTES = 2 << 20
 
 if njit is not None:
     @njit(cache=True, nogil=True)
@@ -139,7 +156,8 @@ class ConvPlan:
     """Grouped N-d convolution of inputs (N, C, *spatial) of one shape and dtype by fixed
     weights w (M, C/group, *kernel) and bias b (M,) over the windows `geo` (conv.Windows)."""
 
-    def __init__(self, x_shape, x_dtype, w: np.ndarray, b: np.ndarray | None, geo, group: int):
+    def __init__(self, x_shape, x_dtype, w: np.ndarray, b: np.ndarray | None, geo, group: int,
+                 exact_bits: float | None = None):
         from conveyor.ops.conv import pad_for_windows
 
         self._pad = pad_for_windows
@@ -173,6 +191,9 @@ class ConvPlan:
             self.dw_cl = None
             if conv_small.available() and n * int(np.prod(geo.out, dtype=np.int64)) <= _DW_CHANNELS_LAST:
                 self.dw_cl = conv_small.DepthwisePlan(self._in_spatial, n, w, geo, mg, work)
+        elif self._winograd_fits(x_shape, exact_bits):
+            self.kind = "winograd"
+            self.wino = winograd.Winograd(x_shape, w, geo, work)
         elif group == 1 and nd == 2 and self._tap_ranges() is not None:
             self.kind = "taps"
             self.wtap_mats = [np.ascontiguousarray(w[(slice(None), slice(None)) + t]) for t in np.ndindex(*geo.kernel)]
@@ -194,6 +215,22 @@ class ConvPlan:
             return None
         small = conv_small.SmallPlan(self._in_spatial, self.n, w, geo, group, self.work)
         return small if small.pairs * self.n <= limit * k_size else None
+
+    def _winograd_fits(self, x_shape, exact_bits) -> bool:
+        """Winograd F(2x2, 3x3) (`conveyor.ops.winograd`) for a unit-stride 3x3 Conv with one
+        group when it is faster (`_WINOGRAD_TILES` and the rest) and, in float64 (the
+        emulator's grid values), only when the caller has proved it exact: `exact_bits` bits of
+        headroom below 2^53 for the direct sum, at least `winograd.EXACT_BITS`."""
+        if self.nd != 2 or not winograd.applies(self.geo, self.group):
+            return False
+        if self.work != np.float32 and (exact_bits is None or exact_bits < winograd.EXACT_BITS):
+            return False
+        if self.c < _WINOGRAD_MIN_C:
+            return False
+        th, tw = winograd.tiles(self.geo)
+        n_tiles = self.n * th * tw
+        u_bytes = 16 * self.m * self.c * self.work.itemsize
+        return n_tiles >= _WINOGRAD_TILES or (n_tiles >= _WINOGRAD_TILES_CACHED and u_bytes <= _WINOGRAD_CACHED_BYTES)
 
     def _tap_ranges(self):
         """Per tap of a 2-D kernel, the rectangle of outputs whose window reads that tap inside
@@ -324,6 +361,9 @@ class ConvPlan:
             part = np.matmul(wt, xs.reshape(n, self.c, -1))
             y[:, :, oy0:oy1, ox0:ox1] += part.reshape(n, self.m, oy1 - oy0, ox1 - ox0)
         return y
+
+    def _winograd(self, x):
+        return self.wino(x)
 
     def _im2col(self, x):
         geo, n, nd, group, cg = self.geo, self.n, self.nd, self.group, self.cg

@@ -314,7 +314,7 @@ def accumulate(spec: DotSpec, node, x: np.ndarray, w: np.ndarray, b: np.ndarray 
             hi = float(np.max(bb + sabs)) if sabs.size else 0.0
             lo = float(np.min(bb if nonneg else bb - sabs)) if sabs.size else 0.0
             if _fits(A, lo, hi):
-                return _exact_sum(spec, node, x, w, b_acc, units, max(abs(lo), abs(hi)), A)
+                return _exact_sum(spec, node, x, w, b_acc, units, max(abs(lo), abs(hi)), A, per_output=True)
     if not spec.cast_products:
         return _sequential_sums(spec, node, x, w, fracs, b_acc, A, xmax * wmax, k)
     return _sequential(spec, node, x, w, fracs, b_acc, A, units, xmax * wmax, k, method)
@@ -614,16 +614,26 @@ def _fits(A, lo: float, hi: float) -> bool:
     return a_lo <= lo and hi <= a_hi
 
 
-def _exact_sum(spec, node, x, w, b, units: int, bound: float, A) -> np.ndarray:
+def _exact_sum(spec, node, x, w, b, units: int, bound: float, A, per_output: bool = False) -> np.ndarray:
     """float64 BLAS sum of the grid values: exact because every partial sum is an integer
-    multiple of 2^-units below 2^53 of them (`bound` bounds them all)."""
+    multiple of 2^-units below 2^53 of them (`bound` bounds them all).
+
+    A float_dot marked `takes_exact_bits` (Conv's) is told the proof: `exact_bits`, how many
+    bits `bound` * 2^units lies below 2^53, so that it may take a method whose intermediates
+    grow past the direct sum's (Winograd) when they still fit. Only a bound of the form
+    K max|x| max|w| + max|b| proves that (a `per_output` bound, sum_k |x_k||w_k| per output,
+    does not bound the other methods' intermediates): then no proof is passed."""
     if bound * 2.0 ** units >= _EXACT_UNITS:
         what = "'auto' accumulator" if A is None else f"accumulator {A}"
         raise PrecisionError(
             f"{node}: sums reach {bound:.3g} on a 2^-{units} grid, beyond float64's exact range (2^53 "
             f"units), for the {what}; narrower weight/activation formats are needed for bit-accurate emulation"
         )
-    y = spec.float_dot(node, x, w)
+    if getattr(spec.float_dot, "takes_exact_bits", False) and not per_output:
+        exact_bits = math.inf if bound <= 0 else 53.0 - units - math.log2(bound)
+        y = spec.float_dot(node, x, w, exact_bits=exact_bits)
+    else:
+        y = spec.float_dot(node, x, w)
     if b is not None:
         y = _add_bias(spec, y, b, x, w)
     return y
