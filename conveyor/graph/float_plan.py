@@ -157,7 +157,8 @@ def _in_place_of(step: _Step, graph) -> Callable | None:
     if step.in_place is not None:
         return step.in_place
     node = step.node
-    if not node.inputs or not node.inputs[0] or len([o for o in node.outputs if o]) != 1:
+    if not node.inputs or not node.inputs[0] or not node.outputs or not node.outputs[0] \
+            or any(node.outputs[1:]):
         return None
     if any(t and t not in graph.weights for t in node.inputs[1:]):
         return None
