@@ -202,15 +202,16 @@ class Graph:
         unknown = [t for t in wanted if t not in self.tensors]
         if unknown:
             raise ModelError(f"graph '{self.name}' has no tensors {unknown} to fetch")
-        env: dict[str, np.ndarray] = dict(self.weights)
+        env: dict[str, np.ndarray | None] = dict(self.weights)
         env.update(self._bind_feeds(feeds))
-        keep = set(wanted)
-        plan, fused_away = self._float_plan
-        if fused_away and not fused_away.isdisjoint(keep):  # a tensor the fused plan never makes
+        env[""] = None  # an omitted optional input
+        plan, lost = self._float_plan
+        keep = set(wanted).difference(self.output_names)  # graph outputs are never freed
+        if keep and not lost.isdisjoint(keep):  # a tensor the fused plan never makes or overwrites
             plan = self._float_plan_unfused
         for node, kernel, inputs, outputs, frees in plan:
             try:
-                results = kernel([env[t] if t else None for t in inputs])
+                results = kernel([env[t] for t in inputs])
             except ModelError:
                 raise
             except Exception as e:  # a kernel bug: keep its type, say where it happened
@@ -222,7 +223,7 @@ class Graph:
                     env[t] = value
             for t in frees:
                 if t not in keep:
-                    env.pop(t, None)
+                    del env[t]
         return {t: env[t] for t in wanted}
 
     def __getstate__(self):
@@ -233,10 +234,12 @@ class Graph:
 
     @cached_property
     def _float_plan_unfused(self) -> list[tuple]:
-        """Per node: (node, kernel, inputs, outputs, run-time tensors last used here). The kernel
+        """Per node: (node, kernel, inputs, outputs, run-time tensors last used here, graph
+        outputs aside). The kernel
         is the op's `prepare`d one (weights laid out once; the graph is immutable) or its `run`."""
         plan = []
         last_use = self._last_use
+        kept = set(self.weights).union(self.output_names)  # never freed
         for i, node in enumerate(self.nodes):
             opdef = ops.get(node.op_type, node)
             kernel = None
@@ -249,38 +252,18 @@ class Graph:
                 kernel = (lambda args, _shape=self.tensors[node.outputs[0]].shape: (args[0].reshape(_shape),))
             if kernel is None:
                 kernel = (lambda args, _run=opdef.run, _node=node: _run(_node, args))
-            frees = tuple(dict.fromkeys(t for t in node.inputs
-                                        if t and last_use.get(t) == i and t not in self.weights))
+            frees = tuple(dict.fromkeys(t for t in node.inputs if t and last_use.get(t) == i and t not in kept))
             plan.append((node, kernel, node.inputs, node.outputs, frees))
         return plan
 
     @cached_property
     def _float_plan(self) -> tuple[list[tuple], frozenset]:
-        """The unfused plan with each Relu (or Clip with constant bounds) that is the only reader
-        of a Conv/Gemm/MatMul/Dense/BatchNormalization/Add output applied in place to that output,
-        which the producing kernel made fresh (one pass, no new array, one dispatch less); the
-        values are the unfused plan's. Returns (plan, the tensors it never makes): a run that
+        """The unfused plan with fusions and in-place steps (conveyor.graph.float_plan), the
+        same values. Returns (plan, the tensors it never makes or overwrites): a run that
         fetches one of those uses the unfused plan."""
-        plan = list(self._float_plan_unfused)
-        at = {entry[0].name: k for k, entry in enumerate(plan)}
-        outputs = set(self.output_names)
-        fused_away, drop = set(), set()
-        for k, (node, kernel, inputs, outs, frees) in enumerate(plan):
-            if node.op_type not in _FRESH_OUTPUT or len([t for t in outs if t]) != 1 or not outs[0]:
-                continue
-            t = outs[0]
-            readers = self.consumers(t)
-            if t in outputs or len(readers) != 1 or self.tensors[t].dtype.kind != "f":
-                continue
-            act = _in_place_activation(readers[0], self)
-            if act is None or readers[0].inputs[0] != t:
-                continue
-            reader = plan[at[readers[0].name]]
-            plan[k] = (node, (lambda args, _k=kernel, _a=act: (_a(_k(args)[0]),)), inputs, reader[3],
-                       tuple(dict.fromkeys(frees + reader[4])))
-            fused_away.add(t)
-            drop.add(readers[0].name)
-        return [e for e in plan if e[0].name not in drop], frozenset(fused_away)
+        from conveyor.graph import float_plan
+
+        return float_plan.build(self, self._float_plan_unfused)
 
     def _batch_of(self, feeds):
         """None when `feeds` have the inputs' own shapes, else how they are batched."""
@@ -326,36 +309,6 @@ class Graph:
 
 #: ops that only reshape their first input (its values in order) to the static output shape
 _STATIC_RESHAPES = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Flatten"})
-
-#: ops whose float kernels return a fresh array no one else holds (a following activation may
-#: overwrite it): Conv's ConvPlan and conv_nd, the GEMMs, BatchNormalization's product, Add's sum
-_FRESH_OUTPUT = frozenset({"Conv", "Gemm", "MatMul", "Dense", "BatchNormalization", "Add"})
-
-
-def _in_place_activation(node: Node, graph: "Graph"):
-    """y -> act(y) in place for a Relu, or a Clip whose bounds are constants with min <= max
-    (the values of their kernels: np.maximum(y, 0) and np.clip); None for anything else."""
-    if node.op_type == "Relu":
-        def relu(y):
-            return np.maximum(y, np.zeros((), y.dtype), out=y)
-        return relu
-    if node.op_type != "Clip":
-        return None
-    if node.opset < 11:
-        lo, hi = node.attr("min"), node.attr("max")
-    else:
-        ins = list(node.inputs) + ["", ""]
-        if any(t and t not in graph.weights for t in ins[1:3]):
-            return None
-        lo, hi = (graph.weights[t] if t else None for t in ins[1:3])
-    if lo is None or hi is None or not bool(np.all(np.asarray(lo) <= np.asarray(hi))):
-        return None
-
-    def clip(y):
-        return np.clip(y, np.asarray(lo, y.dtype), np.asarray(hi, y.dtype), out=y)
-    return clip
-
-
 
 def _attr_repr(v) -> str:
     if isinstance(v, np.ndarray):

@@ -51,7 +51,19 @@ def _no_macs(node, ins, outs):
 
 
 def _hard_sigmoid(node, x):
-    return np.clip(node.attr("alpha", 0.2) * x + node.attr("beta", 0.5), 0.0, 1.0)
+    # clip(alpha * x + beta, 0, 1) in one array (the float plan's in-place form computes the same)
+    r = node.attr("alpha", 0.2) * x
+    r += node.attr("beta", 0.5)
+    return np.clip(r, 0.0, 1.0, out=r)
+
+
+def _hard_swish(node, x):
+    """x * clip(x / 6 + 0.5, 0, 1): HardSigmoid with alpha = 1/6, beta = 0.5 (ONNX), one array."""
+    r = x / 6.0
+    r += 0.5
+    np.clip(r, 0.0, 1.0, out=r)
+    r *= x
+    return r
 
 
 def _gelu(node, x):
@@ -71,8 +83,7 @@ _UNARY = {
     "Exp": lambda node, x: np.exp(x),
     "Erf": lambda node, x: _erf(x),
     "HardSigmoid": _hard_sigmoid,
-    # HardSwish is x * HardSigmoid(x) with alpha = 1/6, beta = 0.5 (ONNX)
-    "HardSwish": lambda node, x: x * np.clip(x / 6.0 + 0.5, 0.0, 1.0),
+    "HardSwish": _hard_swish,
     "Gelu": _gelu,
 }
 

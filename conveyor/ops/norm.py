@@ -109,6 +109,12 @@ def _bn_prepare(node, ins):
         y = np.multiply(arrays[0], a, dtype=a.dtype)
         y += b
         return (y,)
+
+    def into(y):  # the same values written into x of the work dtype (graph.float_plan owns it)
+        np.multiply(y, a, out=y)
+        y += b
+        return y
+    run.into = into
     return run
 
 

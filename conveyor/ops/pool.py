@@ -31,6 +31,7 @@ from conveyor.ops.conv import (
     window_geometry,
 )
 from conveyor.ops import fixed
+from conveyor.ops.reduce import trailing_mean
 from conveyor.ops.registry import OpDef, attr_error, register
 
 
@@ -107,13 +108,15 @@ def _taps(geo: Windows):
 
 
 def _separable(xp, geo: Windows, op):
-    """op (np.maximum, np.add) over every window of the padded xp, one axis at a time (last
-    first): a window is the product of its per-axis taps, so this reduces the same values as the
-    tap-by-tap loop (the max exactly; a sum in another order, exact on the emulator's grid
-    values), with sum(k_i) passes instead of prod(k_i), each over a smaller array."""
+    """op (np.maximum, np.add) over every window of the padded xp, one axis at a time (first
+    first: the strided passes over rows keep the inner axis contiguous and shrink the array
+    before the strided passes along it, 1.3-1.9x faster than last first on 3x3/2 and 2x2/2
+    pools at 64 px): a window is the product of its per-axis taps, so this reduces the same
+    values as the tap-by-tap loop (the max exactly; a sum in another order, exact on the
+    emulator's grid values), with sum(k_i) passes instead of prod(k_i), each over a smaller array."""
     nd = len(geo.out)
     acc = xp
-    for ax in range(nd - 1, -1, -1):
+    for ax in range(nd):
         k, d, o, st = geo.kernel[ax], geo.dilations[ax], geo.out[ax], geo.strides[ax]
         pick = [slice(None)] * acc.ndim
         taps = []
@@ -240,10 +243,19 @@ def _gap_run(node, arrays):
     return (np.mean(x, axis=axes, dtype=work, keepdims=True).astype(x.dtype, copy=False),)
 
 
+def _gap_prepare(node, ins):
+    """`OpDef.prepare`: a float32/float64 input's mean as one matrix-vector product
+    (reduce.trailing_mean)."""
+    x = ins[0]
+    if x.dtype not in (np.float32, np.float64) or len(x.shape) < 3 or 0 in x.shape:
+        return None
+    return trailing_mean(x.shape, x.dtype, 2, _gap_infer(node, ins)[0][0])
+
+
 def _gap_macs(node, ins, outs):
     # One accumulate per input element (see AveragePool).
     return int(np.prod(ins[0].shape, dtype=np.int64))
 
 
 register(OpDef("GlobalAveragePool", infer=_gap_infer, run=_gap_run, macs=_gap_macs,
-               run_fixed=fixed.exact_then_cast(_gap_run)))
+               run_fixed=fixed.exact_then_cast(_gap_run), prepare=_gap_prepare))

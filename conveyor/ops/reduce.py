@@ -65,9 +65,43 @@ def _run(node, x):
     return (_reduce(node, x[0], _axes(node, x[0].ndim, value)),)
 
 
+def trailing_mean(shape, dtype, start: int, out_shape, mean: bool = True):
+    """The float kernel of a sum (or mean) of a float32/float64 array over its axes from `start`
+    on (global pooling): one matrix-vector product with ones, then one division by the count,
+    a float sum in the input's dtype as np.mean's (in another order). np.mean costs 10-35 us
+    per call at efficientnet_b0's 64 px shapes ((1, 1152, 2, 2): 34 us), this 2-3."""
+    m = int(np.prod(shape[:start], dtype=np.int64))
+    k = int(np.prod(shape[start:], dtype=np.int64))
+    ones = np.ones(k, dtype)
+    count = np.asarray(k, dtype)
+
+    def run(arrays):
+        y = arrays[0].reshape(m, k) @ ones
+        if mean:
+            y /= count
+        return (y.reshape(out_shape),)
+    return run
+
+
+def _prepare(node, ins):
+    """`OpDef.prepare` for ReduceMean and ReduceSum over trailing axes of a float input."""
+    x = ins[0]
+    if node.op_type == "ReduceMax" or x.dtype not in (np.float32, np.float64) or 0 in x.shape:
+        return None
+    value = ins[1].value if len(ins) > 1 and ins[1] is not None else None
+    if node.opset >= _AXES_INPUT_FROM[node.op_type] and len(ins) > 1 and ins[1] is not None and value is None:
+        return None
+    axes = _axes(node, len(x.shape), value)
+    if not axes or axes != tuple(range(axes[0], len(x.shape))):
+        return None
+    (out_shape, _), = _infer(node, ins)
+    return trailing_mean(x.shape, x.dtype, axes[0], out_shape, node.op_type == "ReduceMean")
+
+
 def _macs(node, ins, outs):
     return 0  # additions and comparisons, no multipliers
 
 
 for _op in _NUMPY:
-    register(OpDef(_op, infer=_infer, run=_run, macs=_macs, run_fixed=fixed.exact_then_cast(_run)))
+    register(OpDef(_op, infer=_infer, run=_run, macs=_macs, run_fixed=fixed.exact_then_cast(_run),
+                   prepare=_prepare))

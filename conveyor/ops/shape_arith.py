@@ -356,9 +356,23 @@ def _split_run(node, x):
     return tuple(np.split(x[0], np.cumsum(sizes)[:-1], axis=axis))
 
 
+def _split_prepare(node, ins):
+    """`OpDef.prepare`: the pieces' slices computed once from the static shape (np.split with
+    its cumsum costs shufflenet_v2 about 10 us per call); each run is the same views."""
+    shape = ins[0].shape
+    axis = _axis(node, node.attr("axis", 0), len(shape))
+    split = ins[1].value if len(ins) > 1 and ins[1] is not None else None
+    if node.opset >= 13 and len(ins) > 1 and ins[1] is not None and split is None:
+        return None
+    sizes = _split_sizes(node, shape[axis], split, len(node.outputs))
+    starts = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+    pieces = tuple((slice(None),) * axis + (slice(int(a), int(b)),) for a, b in zip(starts[:-1], starts[1:]))
+    return lambda x: tuple(x[0][p] for p in pieces)
+
+
 def _split_fixed(node, args, fmts, prec, ctx):
     outs = _split_run(node, args)
     return outs, (fmts[0],) * len(outs)  # pieces of the input keep its format
 
 
-register(OpDef("Split", infer=_split_infer, run=_split_run, run_fixed=_split_fixed))
+register(OpDef("Split", infer=_split_infer, run=_split_run, run_fixed=_split_fixed, prepare=_split_prepare))
