@@ -23,6 +23,7 @@ Types with ``|F| > 1020`` fall back to the literal scalar port in
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 
@@ -355,13 +356,96 @@ def _round_inplace(y: np.ndarray, rounding: str) -> None:
         y[...] = _round(y, y, rounding, 0)
 
 
-def quantize_in_range(t, x: np.ndarray, inplace: bool = False) -> np.ndarray | None:
+# The same two steps compiled (numba, the `fast` extra): one pass for the minimum and maximum
+# (and NaN), one that rounds, scales back and (optionally) applies a following Relu, instead
+# of numpy's six passes and a dozen Python-level steps (most casts in a 64-pixel network are
+# of arrays of a few thousand values, where the steps cost more than the arithmetic). Every
+# operation is the same IEEE double operation numpy performs (a product by a power of two,
+# floor / trunc / rint, a comparison), so the bits are the same; numba does not contract
+# a product and a sum into an fma without fastmath.
+try:
+    if os.environ.get("CONVEYOR_NO_NUMBA"):
+        raise ImportError("CONVEYOR_NO_NUMBA is set")
+    from numba import njit as _njit
+except ImportError:  # pragma: no cover - depends on the install
+    _njit = None
+
+#: rounding modes the compiled cast takes -> its code (the others keep the numpy path)
+_NB_ROUNDING = {"TRN": 0, "TRN_ZERO": 1, "RND_CONV": 2, "RND": 3}
+
+if _njit is not None:
+    @_njit(cache=True, nogil=True)
+    def _nb_round(y, mode):
+        if mode == 0:
+            return np.floor(y)
+        if mode == 1:
+            return np.trunc(y)
+        if mode == 2:
+            return np.rint(y)
+        # RND (ties towards +inf) as `_round` computes it: trunc, then the exact fraction
+        t = np.trunc(y)
+        fr = y - t  # exact: the fraction of a double is a double
+        a = abs(fr)
+        if a > 0.5 or (a == 0.5 and y > 0):
+            t += 1.0 if fr > 0 else -1.0
+        return t
+
+    @_njit(cache=True, nogil=True)
+    def _nb_cast(x, out, scale, back, mode, bottom, top, strict_bottom, relu):
+        """`quantize_in_range` on a flat array: False (nothing written) when a value is NaN
+        or overflows; `relu`: then max(., 0) (a fused Relu)."""
+        n = x.size
+        lo = np.inf
+        hi = -np.inf
+        for i in range(n):
+            v = x[i]
+            if v != v:
+                return False
+            if v < lo:
+                lo = v
+            if v > hi:
+                hi = v
+        qlo = lo * scale
+        qhi = hi * scale
+        if not (np.isfinite(qlo) and np.isfinite(qhi)):
+            return False
+        qlo = _nb_round(qlo, mode)
+        qhi = _nb_round(qhi, mode)
+        if strict_bottom:
+            if not qlo > bottom:
+                return False
+        elif not qlo >= bottom:
+            return False
+        if not qhi < top:
+            return False
+        for i in range(n):
+            v = _nb_round(x[i] * scale, mode) * back + 0.0  # + 0.0: -0.0 reads back as +0.0
+            if relu and v < 0.0:
+                v = 0.0
+            out[i] = v
+        return True
+
+
+def quantize_in_range(t, x: np.ndarray, inplace: bool = False, relu: bool = False) -> np.ndarray | None:
     """``quantize_values(t, x)`` when no value of the float64 array ``x`` overflows ``t``;
     None (``x`` untouched) when one does, or for NaN, infinities and the types the general
     path treats specially (``F < 0``, ``W > 53``, ``I > 1023``). With ``inplace`` the
-    result is written into ``x`` and returned; otherwise ``x`` is not modified."""
+    result is written into ``x`` and returned; otherwise ``x`` is not modified. `relu`:
+    the result then goes through max(., 0) (only on the compiled path: None otherwise)."""
     W, F = t.width, t.width - t.integer
     if x.dtype != np.float64 or x.size == 0 or F < 0 or W > 53 or F > 1020 or t.integer > 1023:
+        return None
+    mode = _NB_ROUNDING.get(t.rounding) if _njit is not None else None
+    if mode is not None and x.flags.c_contiguous:
+        out = x if inplace else np.empty_like(x, order="C")
+        if t.signed:
+            bottom, top = -(2.0 ** (W - 1)), 2.0 ** (W - 1)
+        else:
+            bottom, top = 0.0, 2.0 ** W
+        ok = _nb_cast(x.reshape(-1), out.reshape(-1), 2.0 ** F, 2.0 ** -F, mode, bottom, top,
+                      t.signed and t.overflow == "SAT_SYM", relu)
+        return out if ok else None
+    if relu:
         return None
     flat = x.reshape(-1) if x.flags.c_contiguous else None
     if flat is not None and flat.size > 2 * _CHUNK:

@@ -76,24 +76,50 @@ def movement(float_run) -> Kernel:
         outs = float_run(node, args)
         return tuple(outs), tuple(fmts[0] if o.dtype.kind == "f" else None for o in outs)
 
+    run_fixed.movement = True  # the Emulator may run the op's prepared float kernel instead
     return run_fixed
 
 
-def exact_then_cast(float_run, selects: bool = False) -> Kernel:
-    """`selects`: every output value is one of the inputs' values or zero (Relu, MaxPool), so
-    that the result cast is the identity when each input's format lies inside the result's
-    (same or finer grid, wider range); a non-observing run then skips it."""
+def prepared_movement(kernel) -> Kernel:
+    """`movement` around a prepared float kernel (`kernel(args) -> outputs`, e.g. a reshape to
+    the output's static shape): the same values, without working out the layout per run."""
+    def run_fixed(node, args, fmts, prec, ctx):
+        outs = kernel(args)
+        return tuple(outs), tuple(fmts[0] if o.dtype.kind == "f" else None for o in outs)
+
+    return run_fixed
+
+
+def exact_then_cast(float_run, selects: bool = False, selects_all: bool = False) -> Kernel:
+    """`selects`: every output value is one of the first input's values or zero (Relu,
+    MaxPool), so that the result cast is the identity when that input's format lies inside
+    the result's (same or finer grid, wider range); a non-observing run then skips it.
+    `selects_all`: every output value is one of the inputs' values (Concat): the same when
+    every input's format lies inside the result's.
+
+    A non-observing run may ask (`ctx.relu_next`, the Emulator's `_relu_after`) for the
+    following Relu, whose cast is the identity: max(., 0) in the result cast's pass."""
     def run_fixed(node, args, fmts, prec, ctx):
         _require_exact_inputs(node, args, fmts)
         outs = float_run(node, args)
         out = np.asarray(outs[0], dtype=np.float64)
-        if selects and not getattr(ctx, "observe", False) and _inside(fmts[:1], prec.result):
+        observe = getattr(ctx, "observe", False)
+        relu = not observe and getattr(ctx, "relu_next", False)
+        if not observe and (selects or selects_all) and _inside(
+                fmts[:1] if selects else [f for f, a in zip(fmts, args) if a is not None], prec.result):
+            if relu:
+                out = np.maximum(out, 0.0, out=out) if _owned(out, *args) else np.maximum(out, 0.0)
+                ctx.relu_done = True
             rest = tuple(outs[1:])
             return (out,) + rest, (prec.result,) + (None,) * len(rest)
-        y = ctx.cast(node, out, prec.result, result_axis(out.ndim), **_owned(out, *args))
+        y = ctx.cast(node, out, prec.result, result_axis(out.ndim), **_owned(out, *args),
+                     **({"relu": True} if relu else {}))
+        if relu:
+            ctx.relu_done = True
         rest = tuple(outs[1:])  # e.g. MaxPool indices: integers, not cast
         return (y,) + rest, (prec.result,) + (None,) * len(rest)
 
+    run_fixed.fuses_relu = True
     return run_fixed
 
 
@@ -178,8 +204,9 @@ def dot(float_dot: Callable[..., np.ndarray], reduce_len: Callable[[np.ndarray],
         fb = fmts[spec.b_slot] if has_b else None
         # The Emulator's values lie inside their formats' ranges: bounds come from the formats
         # and the parameters' ranges, which the context caches (no scan of x or w per run).
-        if not getattr(ctx, "observe", False) and spec.window is not None:
-            relu = getattr(ctx, "relu_next", False)  # the Emulator asks for the following Relu too
+        observing = getattr(ctx, "observe", False)
+        relu = not observing and getattr(ctx, "relu_next", False)  # the Emulator asks for the following Relu too
+        if not observing and spec.window is not None:
             pool = getattr(ctx, "pool_next", False)  # and for a 2x2 MaxPool after it
             y = _fused_dot(spec, node, x, w, b, fmts[spec.x_slot], fmts[spec.w_slot], fb, prec, ctx, relu=relu,
                            pool=pool)
@@ -189,7 +216,7 @@ def dot(float_dot: Callable[..., np.ndarray], reduce_len: Callable[[np.ndarray],
                 if pool:
                     ctx.pool_done = True
                 return (y,), (prec.result,)
-        observe = getattr(ctx, "observe", False) and is_fixed(prec.accum)
+        observe = observing and is_fixed(prec.accum)
         counts = CastCounts() if observe else None
         with counting_casts(counts) if observe else _nothing():
             acc = accumulate(spec, node, x, w, b, fmts[spec.x_slot], fmts[spec.w_slot], fb, prec.accum,
@@ -204,7 +231,12 @@ def dot(float_dot: Callable[..., np.ndarray], reduce_len: Callable[[np.ndarray],
                 counts.casts["bias"] = int(acc.size)
                 counts.bias = overflow_count(b, prec.accum) * (int(acc.size) // int(b.size))
             ctx.record_accum(node, prec.accum, counts)
-        y = ctx.cast(node, acc, prec.result, result_axis(acc.ndim), **_owned(acc, x, w, b))
+        # A following Relu the Emulator fuses (its cast the identity): max(., 0) inside the
+        # result cast's pass, the same values the Relu's kernel would compute from this result
+        y = ctx.cast(node, acc, prec.result, result_axis(acc.ndim), **_owned(acc, x, w, b),
+                     **({"relu": True} if relu else {}))
+        if relu:
+            ctx.relu_done = True
         return (y,), (prec.result,)
 
     run_fixed.spec = spec
@@ -896,4 +928,4 @@ def conv_bias_shape(b: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 __all__: Sequence[str] = ["DotSpec", "accumulate", "conv_bias_shape", "dot", "exact_then_cast", "matmul_matrix", "matmul_taps", "matmul_window",
-                          "movement", "result_axis"]
+                          "movement", "prepared_movement", "result_axis"]
