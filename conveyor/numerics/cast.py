@@ -11,9 +11,10 @@ import numpy as np
 from conveyor.numerics import fixed_quantize as _fq
 
 
-def is_fixed(fmt) -> bool:
-    from conveyor.numerics.fixed import FixedType
+from conveyor.numerics.fixed import FixedType  # noqa: E402  (fixed imports fixed_quantize only)
 
+
+def is_fixed(fmt) -> bool:
     return isinstance(fmt, FixedType)
 
 

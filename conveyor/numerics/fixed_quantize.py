@@ -356,13 +356,14 @@ def _round_inplace(y: np.ndarray, rounding: str) -> None:
         y[...] = _round(y, y, rounding, 0)
 
 
-# The same two steps compiled (numba, the `fast` extra): one pass for the minimum and maximum
-# (and NaN), one that rounds, scales back and (optionally) applies a following Relu, instead
-# of numpy's six passes and a dozen Python-level steps (most casts in a 64-pixel network are
-# of arrays of a few thousand values, where the steps cost more than the arithmetic). Every
-# operation is the same IEEE double operation numpy performs (a product by a power of two,
-# floor / trunc / rint, a comparison), so the bits are the same; numba does not contract
-# a product and a sum into an fma without fastmath.
+# The same two steps compiled (numba, the `fast` extra): the minimum and maximum (one numpy
+# pass each, vectorised, NaN propagating; for small arrays one compiled pass), then one
+# compiled, vectorised pass that rounds, scales back and (optionally) applies a following
+# Relu, instead of numpy's four passes and a dozen Python-level steps (most casts in a
+# 64-pixel network are of arrays of a few thousand values, where the steps cost more than
+# the arithmetic). Every operation is the IEEE double operation numpy performs (a product by
+# a power of two, floor / trunc / rint, a comparison), so the bits are the same: numba
+# contracts no product and sum into an fma without fastmath, which it is not given.
 try:
     if os.environ.get("CONVEYOR_NO_NUMBA"):
         raise ImportError("CONVEYOR_NO_NUMBA is set")
@@ -372,6 +373,9 @@ except ImportError:  # pragma: no cover - depends on the install
 
 #: rounding modes the compiled cast takes -> its code (the others keep the numpy path)
 _NB_ROUNDING = {"TRN": 0, "TRN_ZERO": 1, "RND_CONV": 2, "RND": 3}
+#: below this many values the minimum and maximum are found in the compiled pass too (numpy's
+#: two vectorised reductions are faster on long arrays, its per-call overhead on short ones)
+_NB_SMALL = 4096
 
 if _njit is not None:
     @_njit(cache=True, nogil=True)
@@ -391,20 +395,8 @@ if _njit is not None:
         return t
 
     @_njit(cache=True, nogil=True)
-    def _nb_cast(x, out, scale, back, mode, bottom, top, strict_bottom, relu):
-        """`quantize_in_range` on a flat array: False (nothing written) when a value is NaN
-        or overflows; `relu`: then max(., 0) (a fused Relu)."""
-        n = x.size
-        lo = np.inf
-        hi = -np.inf
-        for i in range(n):
-            v = x[i]
-            if v != v:
-                return False
-            if v < lo:
-                lo = v
-            if v > hi:
-                hi = v
+    def _nb_fits(lo, hi, scale, mode, bottom, top, strict_bottom):
+        """Whether the rounded minimum and maximum lie in the type's raw range (NaN: no)."""
         qlo = lo * scale
         qhi = hi * scale
         if not (np.isfinite(qlo) and np.isfinite(qhi)):
@@ -416,13 +408,72 @@ if _njit is not None:
                 return False
         elif not qlo >= bottom:
             return False
-        if not qhi < top:
+        return qhi < top
+
+    @_njit(cache=True, nogil=True)
+    def _nb_round_pass(x, out, scale, back, mode, relu):
+        """out = round(x * scale) * back + 0.0 (then max(., 0) with `relu`): one loop per mode,
+        so that each vectorises. (+ 0.0: -0.0 reads back as +0.0.)"""
+        n = x.size
+        if mode == 0:
+            for i in range(n):
+                out[i] = np.floor(x[i] * scale) * back + 0.0
+        elif mode == 1:
+            for i in range(n):
+                out[i] = np.trunc(x[i] * scale) * back + 0.0
+        elif mode == 2:
+            for i in range(n):
+                out[i] = np.rint(x[i] * scale) * back + 0.0
+        else:
+            for i in range(n):
+                out[i] = _nb_round(x[i] * scale, mode) * back + 0.0
+        if relu:
+            for i in range(n):
+                if out[i] < 0.0:
+                    out[i] = 0.0
+
+    @_njit(cache=True, nogil=True)
+    def _nb_round_own(x, scale, back, mode, relu):
+        """`_nb_round_pass` in place (one array: with two that alias, the vectorised loop's
+        run-time overlap check sends every iteration down the scalar path)."""
+        n = x.size
+        if mode == 0:
+            for i in range(n):
+                x[i] = np.floor(x[i] * scale) * back + 0.0
+        elif mode == 1:
+            for i in range(n):
+                x[i] = np.trunc(x[i] * scale) * back + 0.0
+        elif mode == 2:
+            for i in range(n):
+                x[i] = np.rint(x[i] * scale) * back + 0.0
+        else:
+            for i in range(n):
+                x[i] = _nb_round(x[i] * scale, mode) * back + 0.0
+        if relu:
+            for i in range(n):
+                if x[i] < 0.0:
+                    x[i] = 0.0
+
+    @_njit(cache=True, nogil=True)
+    def _nb_cast(x, out, scale, back, mode, bottom, top, strict_bottom, relu):
+        """`quantize_in_range` on a flat array: False (nothing written) when a value is NaN
+        or overflows."""
+        lo = np.inf
+        hi = -np.inf
+        for i in range(x.size):
+            v = x[i]
+            if v != v:
+                return False
+            if v < lo:
+                lo = v
+            if v > hi:
+                hi = v
+        if not _nb_fits(lo, hi, scale, mode, bottom, top, strict_bottom):
             return False
-        for i in range(n):
-            v = _nb_round(x[i] * scale, mode) * back + 0.0  # + 0.0: -0.0 reads back as +0.0
-            if relu and v < 0.0:
-                v = 0.0
-            out[i] = v
+        if out is None:
+            _nb_round_own(x, scale, back, mode, relu)
+        else:
+            _nb_round_pass(x, out, scale, back, mode, relu)
         return True
 
 
@@ -442,9 +493,17 @@ def quantize_in_range(t, x: np.ndarray, inplace: bool = False, relu: bool = Fals
             bottom, top = -(2.0 ** (W - 1)), 2.0 ** (W - 1)
         else:
             bottom, top = 0.0, 2.0 ** W
-        ok = _nb_cast(x.reshape(-1), out.reshape(-1), 2.0 ** F, 2.0 ** -F, mode, bottom, top,
-                      t.signed and t.overflow == "SAT_SYM", relu)
-        return out if ok else None
+        flat, scale, strict = x.reshape(-1), 2.0 ** F, t.signed and t.overflow == "SAT_SYM"
+        dest = None if inplace else out.reshape(-1)
+        if flat.size <= _NB_SMALL:
+            return out if _nb_cast(flat, dest, scale, 2.0 ** -F, mode, bottom, top, strict, relu) else None
+        if not _nb_fits(float(flat.min()), float(flat.max()), scale, mode, bottom, top, strict):
+            return None
+        if inplace:
+            _nb_round_own(flat, scale, 2.0 ** -F, mode, relu)
+        else:
+            _nb_round_pass(flat, dest, scale, 2.0 ** -F, mode, relu)
+        return out
     if relu:
         return None
     flat = x.reshape(-1) if x.flags.c_contiguous else None

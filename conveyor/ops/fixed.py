@@ -420,6 +420,8 @@ def _fused_dot(spec, node, x, w, b, fx, fw, fb, prec, ctx, window=None, relu: bo
     (its cast the identity: the Emulator skips it too)."""
     from conveyor.ops import intdot
 
+    if x.ndim < 2 or x.shape[0] < _FUSED_MIN_BATCH:
+        return None  # the kernel vectorises over the batch: a few samples take the im2col/BLAS paths
     R, A = prec.result, prec.accum
     if not (intdot.available() and is_fixed(fx) and is_fixed(fw) and is_fixed(R) and intdot.fusable_result(R)):
         return None
@@ -620,11 +622,18 @@ def _owned(acc: np.ndarray, *operands) -> dict:
 def _add_bias(spec, y, b, *operands):
     """y + bias, in place when y is a fresh array the bias broadcasts into."""
     bb = _shaped_bias(spec, b, y)
-    if (isinstance(y, np.ndarray) and _owned(y, *operands, b) and np.ndim(bb) <= y.ndim
-            and np.broadcast_shapes(y.shape, np.shape(bb)) == y.shape):
+    if isinstance(y, np.ndarray) and _fits_into(np.shape(bb), y.shape) and _owned(y, *operands, b):
         y += bb
         return y
     return y + bb
+
+
+def _fits_into(small: tuple, shape: tuple) -> bool:
+    """Whether an array of shape `small` broadcasts into `shape` without growing it (what
+    np.broadcast_shapes(shape, small) == shape says, without its cost)."""
+    if len(small) > len(shape):
+        return False
+    return all(s == 1 or s == d for s, d in zip(small[::-1], shape[::-1]))
 
 
 def _shaped_bias(spec: DotSpec, b: np.ndarray, y: np.ndarray) -> np.ndarray:

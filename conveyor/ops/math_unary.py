@@ -138,9 +138,9 @@ def hard_sigmoid_params(node, prec, alpha: float, beta: float):
     """(slope, shift, their formats): alpha and beta assigned to `tables.hard_sigmoid`'s
     slope_t and shift_t (hls4ml: `const slope_t slope = alpha;`), refused when they do not fit."""
     spec = lut.settings(prec, "hard_sigmoid")
-    key = (spec.get("slope"), spec.get("shift"), float(alpha), float(beta))
+    memo = (spec.get("slope"), spec.get("shift"), float(alpha), float(beta))
     try:
-        return _HARD_SIGMOID_PARAMS[key]
+        return _HARD_SIGMOID_PARAMS[memo]
     except (KeyError, TypeError):  # not seen yet, or a setting that is not hashable
         pass
     out = []
@@ -156,7 +156,7 @@ def hard_sigmoid_params(node, prec, alpha: float, beta: float):
     got = out[0][0], out[1][0], out[0][1], out[1][1]
     try:
         if len(_HARD_SIGMOID_PARAMS) < 256:
-            _HARD_SIGMOID_PARAMS[key] = got
+            _HARD_SIGMOID_PARAMS[memo] = got
     except TypeError:
         pass
     return got
