@@ -223,6 +223,19 @@ class Emulator:
                     and _fixed._inside([self.node_precision[last.name].result],
                                        self.node_precision[users[0].name].result)):
                 self._pool_after[node.name] = users[0]
+        # x * Sigmoid(x) (SiLU): a Sigmoid whose only reader is a Mul of it and of the Sigmoid's
+        # own input, same shape (`_swish_after`: Sigmoid node -> Mul node; ops.fixed.swish)
+        self._swish_after: dict[str, Any] = {}
+        for node in graph.nodes:
+            if node.op_type != "Sigmoid" or len([t for t in node.outputs if t]) != 1 or not node.inputs[0]:
+                continue
+            out, x = node.outputs[0], node.inputs[0]
+            users = graph.consumers(out) if out not in graph.output_names else []
+            if (len(users) == 1 and users[0].op_type == "Mul" and len(users[0].inputs) == 2
+                    and sorted(users[0].inputs) == sorted([x, out]) and not graph.is_weight(x)
+                    and x in graph.tensors and out in graph.tensors and users[0].outputs[0] in graph.tensors
+                    and graph.tensors[x].shape == graph.tensors[users[0].outputs[0]].shape):
+                self._swish_after[node.name] = users[0]
         # Non-parameter constants (e.g. a Reshape's shape) pass through unquantized.
         # (min, max) of every parameter, once: kernels bound their sums with it (CastContext.value_range)
         self._param_ranges = {id(v): (float(np.min(v)), float(np.max(v))) for v in self.params.values()
@@ -260,7 +273,10 @@ class Emulator:
         skip: set[str] = set()
         for st in self._steps():
             node = st.node
-            if skip and node.name in skip:  # a Relu (or MaxPool) the dot kernel before it applied
+            if skip and node.name in skip:  # a Relu, MaxPool or Mul a kernel before it applied
+                for t in st.frees:
+                    if t not in keep:
+                        env.pop(t, None)
                 continue
             fused_relu = fused_pool = None
             args, fmts = list(st.args), list(st.fmts)
@@ -277,6 +293,17 @@ class Emulator:
                         results, out_fmts = st.run(node, args, fmts, st.prec, ctx)
                     if tally[0]:
                         ctx.record_tables(node, tally[0], tally[1])
+                elif st.swish is not None and node.outputs[0] not in keep and \
+                        (y := _swish(args[0], fmts[0], node, st.prec, st.swish, self.node_precision[st.swish.name],
+                                     ctx)) is not None:
+                    mul = st.swish  # the Mul's output, in its format; the Sigmoid's output is never made
+                    skip.add(mul.name)
+                    env[mul.outputs[0]] = y
+                    formats[mul.outputs[0]] = self.node_precision[mul.name].result
+                    for t in st.frees:
+                        if t not in keep:
+                            env.pop(t, None)
+                    continue
                 elif st.relu is None and st.pool is None:
                     results, out_fmts = st.run(node, args, fmts, st.prec, ctx)
                 else:
@@ -365,7 +392,8 @@ class Emulator:
                     run = _fixed.prepared_movement(kernel)
             steps.append(_Step(node, run, self.node_precision[node.name],
                                tuple(args), tuple(fmts), tuple(inputs), self.input_order.get(node.name),
-                               self._relu_after.get(node.name), self._pool_after.get(node.name), frees))
+                               self._relu_after.get(node.name), self._pool_after.get(node.name), frees,
+                               self._swish_after.get(node.name)))
         self._plan = steps
         return steps
 
@@ -395,6 +423,13 @@ class _Step:
     relu: Any                   # the Relu the dot kernel may apply (Emulator._relu_after)
     pool: Any                   # the MaxPool it may apply (Emulator._pool_after)
     frees: tuple                # tensors this node uses last (dropped unless fetched)
+    swish: Any = None           # the Mul computing x * this Sigmoid(x) (Emulator._swish_after)
+
+
+def _swish(x, fx, sig, sig_prec, mul, mul_prec, ctx):
+    from conveyor.ops.fixed import swish
+
+    return swish(x, fx, sig, sig_prec, mul, mul_prec, ctx)
 
 
 def _max_pool_2x2(graph, node) -> bool:

@@ -455,25 +455,37 @@ if _njit is not None:
                     x[i] = 0.0
 
     @_njit(cache=True, nogil=True)
-    def _nb_cast(x, out, scale, back, mode, bottom, top, strict_bottom, relu):
-        """`quantize_in_range` on a flat array: False (nothing written) when a value is NaN
-        or overflows."""
+    def _nb_minmax(x):
+        """(min, max, whether a value is NaN) in one pass (for short arrays)."""
         lo = np.inf
         hi = -np.inf
         for i in range(x.size):
             v = x[i]
             if v != v:
-                return False
+                return lo, hi, True
             if v < lo:
                 lo = v
             if v > hi:
                 hi = v
-        if not _nb_fits(lo, hi, scale, mode, bottom, top, strict_bottom):
+        return lo, hi, False
+
+    @_njit(cache=True, nogil=True)
+    def _nb_cast(x, out, scale, back, mode, bottom, top, strict_bottom, relu):
+        """`quantize_in_range` of a flat array into `out`: False (nothing written) when a
+        value is NaN or overflows. (x may be read-only: this kernel never writes it.)"""
+        lo, hi, nan = _nb_minmax(x)
+        if nan or not _nb_fits(lo, hi, scale, mode, bottom, top, strict_bottom):
             return False
-        if out is None:
-            _nb_round_own(x, scale, back, mode, relu)
-        else:
-            _nb_round_pass(x, out, scale, back, mode, relu)
+        _nb_round_pass(x, out, scale, back, mode, relu)
+        return True
+
+    @_njit(cache=True, nogil=True)
+    def _nb_cast_own(x, scale, back, mode, bottom, top, strict_bottom, relu):
+        """`_nb_cast` in place."""
+        lo, hi, nan = _nb_minmax(x)
+        if nan or not _nb_fits(lo, hi, scale, mode, bottom, top, strict_bottom):
+            return False
+        _nb_round_own(x, scale, back, mode, relu)
         return True
 
 
@@ -496,7 +508,11 @@ def quantize_in_range(t, x: np.ndarray, inplace: bool = False, relu: bool = Fals
         flat, scale, strict = x.reshape(-1), 2.0 ** F, t.signed and t.overflow == "SAT_SYM"
         dest = None if inplace else out.reshape(-1)
         if flat.size <= _NB_SMALL:
-            return out if _nb_cast(flat, dest, scale, 2.0 ** -F, mode, bottom, top, strict, relu) else None
+            if inplace:
+                ok = _nb_cast_own(flat, scale, 2.0 ** -F, mode, bottom, top, strict, relu)
+            else:
+                ok = _nb_cast(flat, dest, scale, 2.0 ** -F, mode, bottom, top, strict, relu)
+            return out if ok else None
         if not _nb_fits(float(flat.min()), float(flat.max()), scale, mode, bottom, top, strict):
             return None
         if inplace:

@@ -123,6 +123,71 @@ def exact_then_cast(float_run, selects: bool = False, selects_all: bool = False)
     return run_fixed
 
 
+def swish(x: np.ndarray, fx, sig_node, sig_prec, mul_node, mul_prec, ctx) -> np.ndarray | None:
+    """x * Sigmoid(x) (EfficientNet's SiLU, as the exporters write it: a Sigmoid read only by
+    a Mul of its own input) in one compiled pass: per value, hls4ml's sigmoid table address
+    (`lut.range_index_one`, what `lut.range_index` computes), the entry cast to the Sigmoid's
+    result format (an elementwise cast: casting the table first is casting each look-up),
+    and its exact product with x; then the Mul's result cast. The values of the two kernels
+    in turn; None where a condition of theirs is not met or not proved (the caller then runs
+    them, and they refuse what they refuse). Non-observing runs only (nothing is counted)."""
+    from conveyor.ops import intdot, lut
+
+    if not (intdot.available() and is_fixed(fx) and fx.width <= 53 and fx.frac_bits >= 0
+            and is_fixed(sig_prec.result) and is_fixed(mul_prec.result)
+            and fx.width + sig_prec.result.width <= 53 and x.dtype == np.float64 and x.flags.c_contiguous):
+        return None
+    try:
+        size, lo, hi, tfmt = lut.range_spec(sig_node, sig_prec, "sigmoid")
+    except PrecisionError:
+        return None
+    r, n = hi - lo, size
+    # range_index's compiled path: |raw| * n < 2^62 (from the format: x lies in fx's range)
+    if not (_format_absmax(fx) * 2.0 ** fx.frac_bits * n < 2.0 ** 62 and (r << fx.frac_bits) < 2 ** 62):
+        return None
+    table = _sigmoid_entries(size, lo, hi, tfmt, sig_prec.result)
+    out = np.empty_like(x)
+    _nb_swish(x.reshape(-1), 2.0 ** fx.frac_bits, np.int64(n), np.int64(r), np.int64((-lo * n) // r),
+              np.int64(fx.frac_bits), table, out.reshape(-1))
+    return ctx.cast(mul_node, out, mul_prec.result, result_axis(out.ndim), inplace=True)
+
+
+@cache
+def _sigmoid_entries(size: int, lo: int, hi: int, tfmt, result) -> np.ndarray:
+    """hls4ml's sigmoid table cast to the Sigmoid's result format (read-only)."""
+    from conveyor.numerics.cast import cast
+    from conveyor.ops import lut
+
+    v = np.array(cast(lut.sigmoid_table(size, lo, hi, tfmt).values, result), np.float64)
+    v.setflags(write=False)
+    return v
+
+
+try:
+    from conveyor.ops.intdot import njit as _njit
+    from conveyor.ops.lut import range_index_one as _range_index_one
+except ImportError:  # pragma: no cover - depends on the install
+    _njit = None
+
+if _njit is not None:
+    @_njit(cache=True, nogil=True)
+    def _nb_swish(x, scale, n, r, offset, f, table, out):
+        """out = x * table[index(x)], the index as `lut._range_index_int` computes it."""
+        d = r << f
+        k = -1
+        if r & (r - 1) == 0:
+            k = 0
+            while (np.int64(1) << k) < d:
+                k += 1
+        for i in range(x.size):
+            idx = _range_index_one(np.int64(x[i] * scale) * n, k, d, offset)
+            if idx < 0:
+                idx = 0
+            elif idx > n - 1:
+                idx = n - 1
+            out[i] = x[i] * table[idx]
+
+
 def _inside(fmts, R) -> bool:
     """Whether every value of each ap_fixed format in `fmts` (and zero) is a value of R."""
     if not is_fixed(R) or not fmts:
