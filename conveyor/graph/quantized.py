@@ -60,6 +60,8 @@ class CastContext:
 
     def __init__(self, observe: bool, param_ranges: Mapping[int, tuple[float, float]] | None = None):
         self.observe = observe
+        # the Emulator's requests to a dot kernel (fuse the following Relu / MaxPool) and its answers
+        self.relu_next = self.pool_next = self.relu_done = self.pool_done = False
         self.stats: dict[str, LayerStats] = {}
         self._param_ranges = param_ranges or {}
 
@@ -103,10 +105,15 @@ class CastContext:
             st.state_overflow += overflow_count(values, fmt) or 0
         return self.cast(node, values, fmt) if result else cast(values, fmt, -1)
 
-    def cast(self, node, values: np.ndarray, fmt, axis: int = -1, inplace: bool = False) -> np.ndarray:
-        """`values` cast to `fmt`; `inplace`: the caller owns `values`, which may be overwritten."""
+    def cast(self, node, values: np.ndarray, fmt, axis: int = -1, inplace: bool = False,
+             relu: bool = False) -> np.ndarray:
+        """`values` cast to `fmt`; `inplace`: the caller owns `values`, which may be overwritten;
+        `relu`: the cast values then go through max(., 0) (a fused Relu; not in observing runs,
+        whose statistics are the cast's own)."""
+        if relu and self.observe:
+            raise ValueError(f"{node}: a fused Relu in an observing run")
         if fmt is None:
-            return values
+            return np.maximum(values, 0.0) if relu else values
         from conveyor.numerics.cast import cast, overflow_count
 
         if self.observe and values.size:
@@ -122,7 +129,7 @@ class CastContext:
                 st.overflow += over
                 if over and str(getattr(fmt, "overflow", "")).startswith("SAT"):
                     st.saturated += over
-        return cast(values, fmt, axis, inplace=inplace)
+        return cast(values, fmt, axis, inplace=inplace, relu=relu)
 
 
 class Emulator:
@@ -190,7 +197,10 @@ class Emulator:
             run = ops.get(node.op_type, node).run_fixed
             spec = getattr(run, "spec", None)
             outs = [t for t in node.outputs if t]
-            if spec is None or spec.window is None or len(outs) != 1 or outs[0] in graph.output_names:
+            # dot kernels with a window layout (Conv, Dense, Gemm) and the exact-then-cast ones
+            # (Add, Sub, Mul, Concat, ...) apply it
+            fuses = (spec is not None and spec.window is not None) or getattr(run, "fuses_relu", False)
+            if not fuses or len(outs) != 1 or outs[0] in graph.output_names:
                 continue
             users = graph.consumers(outs[0])
             if len(users) == 1 and users[0].op_type == "Relu" and len([t for t in users[0].inputs if t]) == 1:
@@ -213,6 +223,19 @@ class Emulator:
                     and _fixed._inside([self.node_precision[last.name].result],
                                        self.node_precision[users[0].name].result)):
                 self._pool_after[node.name] = users[0]
+        # x * Sigmoid(x) (SiLU): a Sigmoid whose only reader is a Mul of it and of the Sigmoid's
+        # own input, same shape (`_swish_after`: Sigmoid node -> Mul node; ops.fixed.swish)
+        self._swish_after: dict[str, Any] = {}
+        for node in graph.nodes:
+            if node.op_type != "Sigmoid" or len([t for t in node.outputs if t]) != 1 or not node.inputs[0]:
+                continue
+            out, x = node.outputs[0], node.inputs[0]
+            users = graph.consumers(out) if out not in graph.output_names else []
+            if (len(users) == 1 and users[0].op_type == "Mul" and len(users[0].inputs) == 2
+                    and sorted(users[0].inputs) == sorted([x, out]) and not graph.is_weight(x)
+                    and x in graph.tensors and out in graph.tensors and users[0].outputs[0] in graph.tensors
+                    and graph.tensors[x].shape == graph.tensors[users[0].outputs[0]].shape):
+                self._swish_after[node.name] = users[0]
         # Non-parameter constants (e.g. a Reshape's shape) pass through unquantized.
         # (min, max) of every parameter, once: kernels bound their sums with it (CastContext.value_range)
         self._param_ranges = {id(v): (float(np.min(v)), float(np.max(v))) for v in self.params.values()
@@ -246,52 +269,57 @@ class Emulator:
             fmt = self.input_formats[name] if name in self.input_formats else in_fmt
             env[name] = cast(value.astype(np.float64), fmt, 1 if value.ndim > 2 else -1, inplace=True)
             formats[name] = fmt
-        last_use = g._last_use
         keep = set(wanted)
         skip: set[str] = set()
-        for i, node in enumerate(g.nodes):
-            if node.name in skip:  # a Relu the dot kernel before it applied
+        for st in self._steps():
+            node = st.node
+            if skip and node.name in skip:  # a Relu, MaxPool or Mul a kernel before it applied
+                for t in st.frees:
+                    if t not in keep:
+                        env.pop(t, None)
                 continue
             fused_relu = fused_pool = None
-            opdef = ops.get(node.op_type, node)
-            prec = self.node_precision[node.name]
-            args, fmts = [], []
-            for slot, t in enumerate(node.inputs):
-                if not t:
-                    args.append(None)
-                    fmts.append(None)
-                elif (node.name, slot) in self.params:
-                    args.append(self.params[(node.name, slot)])
-                    fmts.append(self.param_formats[(node.name, slot)])
-                elif g.is_weight(t):
-                    args.append(g.weights[t])
-                    fmts.append(None)
-                else:
-                    args.append(env[t])
-                    fmts.append(formats[t])
-            if node.name in self.input_order:  # the products in hls4ml's order (weights permuted once)
-                args[0] = args[0][:, self.input_order[node.name]]
+            args, fmts = list(st.args), list(st.fmts)
+            for slot, t in st.inputs:
+                args[slot] = env[t]
+                fmts[slot] = formats[t]
+            if st.order is not None:  # the products in hls4ml's order (weights permuted once)
+                args[0] = args[0][:, st.order]
             try:
                 if observe:  # also count the table look-ups whose input lies outside the table
                     from conveyor.ops.lut import counting_tables
 
                     with counting_tables() as tally:
-                        results, out_fmts = opdef.run_fixed(node, args, fmts, prec, ctx)
+                        results, out_fmts = st.run(node, args, fmts, st.prec, ctx)
                     if tally[0]:
                         ctx.record_tables(node, tally[0], tally[1])
+                elif st.swish is not None and node.outputs[0] not in keep and \
+                        (y := _swish(args[0], fmts[0], node, st.prec, st.swish, self.node_precision[st.swish.name],
+                                     ctx)) is not None:
+                    mul = st.swish  # the Mul's output, in its format; the Sigmoid's output is never made
+                    skip.add(mul.name)
+                    env[mul.outputs[0]] = y
+                    formats[mul.outputs[0]] = self.node_precision[mul.name].result
+                    for t in st.frees:
+                        if t not in keep:
+                            env.pop(t, None)
+                    continue
+                elif st.relu is None and st.pool is None:
+                    results, out_fmts = st.run(node, args, fmts, st.prec, ctx)
                 else:
-                    relu = self._relu_after.get(node.name)
+                    relu, pool = st.relu, st.pool
                     ctx.relu_next = relu is not None and node.outputs[0] not in keep
-                    pool = self._pool_after.get(node.name)
                     if pool is not None and (relu is None or ctx.relu_next) and \
                             (relu or node).outputs[0] not in keep:
                         ctx.pool_next = True
-                    results, out_fmts = opdef.run_fixed(node, args, fmts, prec, ctx)
+                    results, out_fmts = st.run(node, args, fmts, st.prec, ctx)
                     ctx.relu_next = ctx.pool_next = False
-                    if ctx.__dict__.pop("relu_done", False):
+                    if ctx.relu_done:
+                        ctx.relu_done = False
                         skip.add(relu.name)
                         fused_relu = relu
-                    if ctx.__dict__.pop("pool_done", False):
+                    if ctx.pool_done:
+                        ctx.pool_done = False
                         skip.add(pool.name)
                         fused_pool = pool
             except (ModelError, PrecisionError):
@@ -310,14 +338,64 @@ class Emulator:
             if fused_pool is not None:  # the MaxPool's output, in its format
                 env[fused_pool.outputs[0]] = env.pop((fused_relu or node).outputs[0])
                 formats[fused_pool.outputs[0]] = self.node_precision[fused_pool.name].result
-            for t in node.inputs:
-                if t and last_use.get(t) == i and t not in keep and not g.is_weight(t):
+            for t in st.frees:
+                if t not in keep:
                     env.pop(t, None)
         # Bit-accurate values stay float64: a float32 cannot hold every ap_fixed<32,...>.
         out = {t: env[t] if t in env else np.asarray(g.weights[t]) for t in wanted}
         self.last_formats = formats
         return out, ctx.stats
 
+
+    def _steps(self) -> list["_Step"]:
+        """What each node's call needs that does not change between runs, worked out once (the
+        graph and the config are fixed): its kernel, precision, parameters and constants in
+        their slots, the slots run-time tensors fill, and the tensors it uses last."""
+        steps = self.__dict__.get("_plan")
+        if steps is not None:
+            return steps
+        from conveyor.graph.ir import _STATIC_RESHAPES
+        from conveyor.ops import fixed as _fixed
+        from conveyor.ops.registry import ValueInfo
+
+        g = self.graph
+        last_use = g._last_use
+        steps = []
+        for i, node in enumerate(g.nodes):
+            args, fmts, inputs = [], [], []
+            for slot, t in enumerate(node.inputs):
+                if not t:
+                    args.append(None)
+                    fmts.append(None)
+                elif (node.name, slot) in self.params:
+                    args.append(self.params[(node.name, slot)])
+                    fmts.append(self.param_formats[(node.name, slot)])
+                elif g.is_weight(t):
+                    args.append(g.weights[t])
+                    fmts.append(None)
+                else:
+                    args.append(None)
+                    fmts.append(None)
+                    inputs.append((slot, t))
+            frees = tuple(dict.fromkeys(t for t in node.inputs
+                                        if t and last_use.get(t) == i and not g.is_weight(t)))
+            opdef = ops.get(node.op_type, node)
+            run = opdef.run_fixed
+            if getattr(run, "movement", False):  # the float plan's layout, worked out once
+                kernel = None
+                if node.op_type in _STATIC_RESHAPES and node.outputs[0] in g.tensors:
+                    kernel = (lambda a, _shape=g.tensors[node.outputs[0]].shape: (a[0].reshape(_shape),))
+                elif node.op_type == "Transpose" and opdef.prepare is not None:
+                    kernel = opdef.prepare(node, [ValueInfo(g.tensors[t].shape, g.tensors[t].dtype, g.weights.get(t))
+                                                  if t else None for t in node.inputs])
+                if kernel is not None:
+                    run = _fixed.prepared_movement(kernel)
+            steps.append(_Step(node, run, self.node_precision[node.name],
+                               tuple(args), tuple(fmts), tuple(inputs), self.input_order.get(node.name),
+                               self._relu_after.get(node.name), self._pool_after.get(node.name), frees,
+                               self._swish_after.get(node.name)))
+        self._plan = steps
+        return steps
 
     def _at(self, graph) -> "Emulator":
         """This emulator's config and input formats on `graph` (the same graph at another batch)."""
@@ -329,6 +407,29 @@ class Emulator:
         if id(graph) not in cache:
             cache[id(graph)] = (graph, Emulator(graph, self.config, self.input_formats))
         return cache[id(graph)][1]
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One node of `Emulator.run`'s plan (`Emulator._steps`)."""
+
+    node: Any
+    run: Any                    # the op's run_fixed
+    prec: NodePrecision
+    args: tuple                 # parameters and constants in their slots, None elsewhere
+    fmts: tuple                 # their formats
+    inputs: tuple               # (slot, tensor): the run-time values
+    order: np.ndarray | None    # hls4ml io_parallel's input order (Emulator.input_order)
+    relu: Any                   # the Relu the dot kernel may apply (Emulator._relu_after)
+    pool: Any                   # the MaxPool it may apply (Emulator._pool_after)
+    frees: tuple                # tensors this node uses last (dropped unless fetched)
+    swish: Any = None           # the Mul computing x * this Sigmoid(x) (Emulator._swish_after)
+
+
+def _swish(x, fx, sig, sig_prec, mul, mul_prec, ctx):
+    from conveyor.ops.fixed import swish
+
+    return swish(x, fx, sig, sig_prec, mul, mul_prec, ctx)
 
 
 def _max_pool_2x2(graph, node) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -161,12 +162,12 @@ class FixedType:
         """Largest stored integer (exact Python int)."""
         return (1 << (self.width - 1)) - 1 if self.signed else (1 << self.width) - 1
 
-    @property
+    @cached_property  # a frozen value: computed once per type (kernels ask for it on every run)
     def min_value(self) -> float:
         """Smallest value, as the nearest double (exact for W <= 53)."""
         return float(self.from_raw(np.array([self.raw_min], dtype=object))[0])
 
-    @property
+    @cached_property
     def max_value(self) -> float:
         """Largest value, as the nearest double (exact for W <= 53; for wider
         types it may round up to 2**(I-1) or 2**I)."""

@@ -23,6 +23,7 @@ Types with ``|F| > 1020`` fall back to the literal scalar port in
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 
@@ -355,13 +356,171 @@ def _round_inplace(y: np.ndarray, rounding: str) -> None:
         y[...] = _round(y, y, rounding, 0)
 
 
-def quantize_in_range(t, x: np.ndarray, inplace: bool = False) -> np.ndarray | None:
+# The same two steps compiled (numba, the `fast` extra): the minimum and maximum (one numpy
+# pass each, vectorised, NaN propagating; for small arrays one compiled pass), then one
+# compiled, vectorised pass that rounds, scales back and (optionally) applies a following
+# Relu, instead of numpy's four passes and a dozen Python-level steps (most casts in a
+# 64-pixel network are of arrays of a few thousand values, where the steps cost more than
+# the arithmetic). Every operation is the IEEE double operation numpy performs (a product by
+# a power of two, floor / trunc / rint, a comparison), so the bits are the same: numba
+# contracts no product and sum into an fma without fastmath, which it is not given.
+try:
+    if os.environ.get("CONVEYOR_NO_NUMBA"):
+        raise ImportError("CONVEYOR_NO_NUMBA is set")
+    from numba import njit as _njit
+except ImportError:  # pragma: no cover - depends on the install
+    _njit = None
+
+#: rounding modes the compiled cast takes -> its code (the others keep the numpy path)
+_NB_ROUNDING = {"TRN": 0, "TRN_ZERO": 1, "RND_CONV": 2, "RND": 3}
+#: below this many values the minimum and maximum are found in the compiled pass too (numpy's
+#: two vectorised reductions are faster on long arrays, its per-call overhead on short ones)
+_NB_SMALL = 4096
+
+if _njit is not None:
+    @_njit(cache=True, nogil=True)
+    def _nb_round(y, mode):
+        if mode == 0:
+            return np.floor(y)
+        if mode == 1:
+            return np.trunc(y)
+        if mode == 2:
+            return np.rint(y)
+        # RND (ties towards +inf) as `_round` computes it: trunc, then the exact fraction
+        t = np.trunc(y)
+        fr = y - t  # exact: the fraction of a double is a double
+        a = abs(fr)
+        if a > 0.5 or (a == 0.5 and y > 0):
+            t += 1.0 if fr > 0 else -1.0
+        return t
+
+    @_njit(cache=True, nogil=True)
+    def _nb_fits(lo, hi, scale, mode, bottom, top, strict_bottom):
+        """Whether the rounded minimum and maximum lie in the type's raw range (NaN: no)."""
+        qlo = lo * scale
+        qhi = hi * scale
+        if not (np.isfinite(qlo) and np.isfinite(qhi)):
+            return False
+        qlo = _nb_round(qlo, mode)
+        qhi = _nb_round(qhi, mode)
+        if strict_bottom:
+            if not qlo > bottom:
+                return False
+        elif not qlo >= bottom:
+            return False
+        return qhi < top
+
+    @_njit(cache=True, nogil=True)
+    def _nb_round_pass(x, out, scale, back, mode, relu):
+        """out = round(x * scale) * back + 0.0 (then max(., 0) with `relu`): one loop per mode,
+        so that each vectorises. (+ 0.0: -0.0 reads back as +0.0.)"""
+        n = x.size
+        if mode == 0:
+            for i in range(n):
+                out[i] = np.floor(x[i] * scale) * back + 0.0
+        elif mode == 1:
+            for i in range(n):
+                out[i] = np.trunc(x[i] * scale) * back + 0.0
+        elif mode == 2:
+            for i in range(n):
+                out[i] = np.rint(x[i] * scale) * back + 0.0
+        else:
+            for i in range(n):
+                out[i] = _nb_round(x[i] * scale, mode) * back + 0.0
+        if relu:
+            for i in range(n):
+                if out[i] < 0.0:
+                    out[i] = 0.0
+
+    @_njit(cache=True, nogil=True)
+    def _nb_round_own(x, scale, back, mode, relu):
+        """`_nb_round_pass` in place (one array: with two that alias, the vectorised loop's
+        run-time overlap check sends every iteration down the scalar path)."""
+        n = x.size
+        if mode == 0:
+            for i in range(n):
+                x[i] = np.floor(x[i] * scale) * back + 0.0
+        elif mode == 1:
+            for i in range(n):
+                x[i] = np.trunc(x[i] * scale) * back + 0.0
+        elif mode == 2:
+            for i in range(n):
+                x[i] = np.rint(x[i] * scale) * back + 0.0
+        else:
+            for i in range(n):
+                x[i] = _nb_round(x[i] * scale, mode) * back + 0.0
+        if relu:
+            for i in range(n):
+                if x[i] < 0.0:
+                    x[i] = 0.0
+
+    @_njit(cache=True, nogil=True)
+    def _nb_minmax(x):
+        """(min, max, whether a value is NaN) in one pass (for short arrays)."""
+        lo = np.inf
+        hi = -np.inf
+        for i in range(x.size):
+            v = x[i]
+            if v != v:
+                return lo, hi, True
+            if v < lo:
+                lo = v
+            if v > hi:
+                hi = v
+        return lo, hi, False
+
+    @_njit(cache=True, nogil=True)
+    def _nb_cast(x, out, scale, back, mode, bottom, top, strict_bottom, relu):
+        """`quantize_in_range` of a flat array into `out`: False (nothing written) when a
+        value is NaN or overflows. (x may be read-only: this kernel never writes it.)"""
+        lo, hi, nan = _nb_minmax(x)
+        if nan or not _nb_fits(lo, hi, scale, mode, bottom, top, strict_bottom):
+            return False
+        _nb_round_pass(x, out, scale, back, mode, relu)
+        return True
+
+    @_njit(cache=True, nogil=True)
+    def _nb_cast_own(x, scale, back, mode, bottom, top, strict_bottom, relu):
+        """`_nb_cast` in place."""
+        lo, hi, nan = _nb_minmax(x)
+        if nan or not _nb_fits(lo, hi, scale, mode, bottom, top, strict_bottom):
+            return False
+        _nb_round_own(x, scale, back, mode, relu)
+        return True
+
+
+def quantize_in_range(t, x: np.ndarray, inplace: bool = False, relu: bool = False) -> np.ndarray | None:
     """``quantize_values(t, x)`` when no value of the float64 array ``x`` overflows ``t``;
     None (``x`` untouched) when one does, or for NaN, infinities and the types the general
     path treats specially (``F < 0``, ``W > 53``, ``I > 1023``). With ``inplace`` the
-    result is written into ``x`` and returned; otherwise ``x`` is not modified."""
+    result is written into ``x`` and returned; otherwise ``x`` is not modified. `relu`:
+    the result then goes through max(., 0) (only on the compiled path: None otherwise)."""
     W, F = t.width, t.width - t.integer
     if x.dtype != np.float64 or x.size == 0 or F < 0 or W > 53 or F > 1020 or t.integer > 1023:
+        return None
+    mode = _NB_ROUNDING.get(t.rounding) if _njit is not None else None
+    if mode is not None and x.flags.c_contiguous:
+        out = x if inplace else np.empty_like(x, order="C")
+        if t.signed:
+            bottom, top = -(2.0 ** (W - 1)), 2.0 ** (W - 1)
+        else:
+            bottom, top = 0.0, 2.0 ** W
+        flat, scale, strict = x.reshape(-1), 2.0 ** F, t.signed and t.overflow == "SAT_SYM"
+        dest = None if inplace else out.reshape(-1)
+        if flat.size <= _NB_SMALL:
+            if inplace:
+                ok = _nb_cast_own(flat, scale, 2.0 ** -F, mode, bottom, top, strict, relu)
+            else:
+                ok = _nb_cast(flat, dest, scale, 2.0 ** -F, mode, bottom, top, strict, relu)
+            return out if ok else None
+        if not _nb_fits(float(flat.min()), float(flat.max()), scale, mode, bottom, top, strict):
+            return None
+        if inplace:
+            _nb_round_own(flat, scale, 2.0 ** -F, mode, relu)
+        else:
+            _nb_round_pass(flat, dest, scale, 2.0 ** -F, mode, relu)
+        return out
+    if relu:
         return None
     flat = x.reshape(-1) if x.flags.c_contiguous else None
     if flat is not None and flat.size > 2 * _CHUNK:

@@ -166,8 +166,10 @@ def _range_lut_fixed(name: str, make_table):
     def run_fixed(node, args, fmts, prec, ctx):
         fin = lut.require_fixed(node, fmts[0])
         table = make_table(*lut.range_spec(node, prec, name))
-        v = table.lookup(args[0], fin.frac_bits)
-        y = ctx.cast(node, v, prec.result, fixed.result_axis(v.ndim))
+        v = table.lookup(args[0], fin.frac_bits)  # a fresh array (fancy indexing)
+        if not getattr(ctx, "observe", False) and fixed._inside([table.fmt], prec.result):
+            return (v,), (prec.result,)  # the table's entries are values of result: the cast is the identity
+        y = ctx.cast(node, v, prec.result, fixed.result_axis(v.ndim), inplace=True)
         return (y,), (prec.result,)
 
     return run_fixed

@@ -76,25 +76,116 @@ def movement(float_run) -> Kernel:
         outs = float_run(node, args)
         return tuple(outs), tuple(fmts[0] if o.dtype.kind == "f" else None for o in outs)
 
+    run_fixed.movement = True  # the Emulator may run the op's prepared float kernel instead
     return run_fixed
 
 
-def exact_then_cast(float_run, selects: bool = False) -> Kernel:
-    """`selects`: every output value is one of the inputs' values or zero (Relu, MaxPool), so
-    that the result cast is the identity when each input's format lies inside the result's
-    (same or finer grid, wider range); a non-observing run then skips it."""
+def prepared_movement(kernel) -> Kernel:
+    """`movement` around a prepared float kernel (`kernel(args) -> outputs`, e.g. a reshape to
+    the output's static shape): the same values, without working out the layout per run."""
+    def run_fixed(node, args, fmts, prec, ctx):
+        outs = kernel(args)
+        return tuple(outs), tuple(fmts[0] if o.dtype.kind == "f" else None for o in outs)
+
+    return run_fixed
+
+
+def exact_then_cast(float_run, selects: bool = False, selects_all: bool = False) -> Kernel:
+    """`selects`: every output value is one of the first input's values or zero (Relu,
+    MaxPool), so that the result cast is the identity when that input's format lies inside
+    the result's (same or finer grid, wider range); a non-observing run then skips it.
+    `selects_all`: every output value is one of the inputs' values (Concat): the same when
+    every input's format lies inside the result's.
+
+    A non-observing run may ask (`ctx.relu_next`, the Emulator's `_relu_after`) for the
+    following Relu, whose cast is the identity: max(., 0) in the result cast's pass."""
     def run_fixed(node, args, fmts, prec, ctx):
         _require_exact_inputs(node, args, fmts)
         outs = float_run(node, args)
         out = np.asarray(outs[0], dtype=np.float64)
-        if selects and not getattr(ctx, "observe", False) and _inside(fmts[:1], prec.result):
+        observe = getattr(ctx, "observe", False)
+        relu = not observe and getattr(ctx, "relu_next", False)
+        if not observe and (selects or selects_all) and _inside(
+                fmts[:1] if selects else [f for f, a in zip(fmts, args) if a is not None], prec.result):
+            if relu:
+                out = np.maximum(out, 0.0, out=out) if _owned(out, *args) else np.maximum(out, 0.0)
+                ctx.relu_done = True
             rest = tuple(outs[1:])
             return (out,) + rest, (prec.result,) + (None,) * len(rest)
-        y = ctx.cast(node, out, prec.result, result_axis(out.ndim), **_owned(out, *args))
+        y = ctx.cast(node, out, prec.result, result_axis(out.ndim), **_owned(out, *args),
+                     **({"relu": True} if relu else {}))
+        if relu:
+            ctx.relu_done = True
         rest = tuple(outs[1:])  # e.g. MaxPool indices: integers, not cast
         return (y,) + rest, (prec.result,) + (None,) * len(rest)
 
+    run_fixed.fuses_relu = True
     return run_fixed
+
+
+def swish(x: np.ndarray, fx, sig_node, sig_prec, mul_node, mul_prec, ctx) -> np.ndarray | None:
+    """x * Sigmoid(x) (EfficientNet's SiLU, as the exporters write it: a Sigmoid read only by
+    a Mul of its own input) in one compiled pass: per value, hls4ml's sigmoid table address
+    (`lut.range_index_one`, what `lut.range_index` computes), the entry cast to the Sigmoid's
+    result format (an elementwise cast: casting the table first is casting each look-up),
+    and its exact product with x; then the Mul's result cast. The values of the two kernels
+    in turn; None where a condition of theirs is not met or not proved (the caller then runs
+    them, and they refuse what they refuse). Non-observing runs only (nothing is counted)."""
+    from conveyor.ops import intdot, lut
+
+    if not (intdot.available() and is_fixed(fx) and fx.width <= 53 and fx.frac_bits >= 0
+            and is_fixed(sig_prec.result) and is_fixed(mul_prec.result)
+            and fx.width + sig_prec.result.width <= 53 and x.dtype == np.float64 and x.flags.c_contiguous):
+        return None
+    try:
+        size, lo, hi, tfmt = lut.range_spec(sig_node, sig_prec, "sigmoid")
+    except PrecisionError:
+        return None
+    r, n = hi - lo, size
+    # range_index's compiled path: |raw| * n < 2^62 (from the format: x lies in fx's range)
+    if not (_format_absmax(fx) * 2.0 ** fx.frac_bits * n < 2.0 ** 62 and (r << fx.frac_bits) < 2 ** 62):
+        return None
+    table = _sigmoid_entries(size, lo, hi, tfmt, sig_prec.result)
+    out = np.empty_like(x)
+    _nb_swish(x.reshape(-1), 2.0 ** fx.frac_bits, np.int64(n), np.int64(r), np.int64((-lo * n) // r),
+              np.int64(fx.frac_bits), table, out.reshape(-1))
+    return ctx.cast(mul_node, out, mul_prec.result, result_axis(out.ndim), inplace=True)
+
+
+@cache
+def _sigmoid_entries(size: int, lo: int, hi: int, tfmt, result) -> np.ndarray:
+    """hls4ml's sigmoid table cast to the Sigmoid's result format (read-only)."""
+    from conveyor.numerics.cast import cast
+    from conveyor.ops import lut
+
+    v = np.array(cast(lut.sigmoid_table(size, lo, hi, tfmt).values, result), np.float64)
+    v.setflags(write=False)
+    return v
+
+
+try:
+    from conveyor.ops.intdot import njit as _njit
+    from conveyor.ops.lut import range_index_one as _range_index_one
+except ImportError:  # pragma: no cover - depends on the install
+    _njit = None
+
+if _njit is not None:
+    @_njit(cache=True, nogil=True)
+    def _nb_swish(x, scale, n, r, offset, f, table, out):
+        """out = x * table[index(x)], the index as `lut._range_index_int` computes it."""
+        d = r << f
+        k = -1
+        if r & (r - 1) == 0:
+            k = 0
+            while (np.int64(1) << k) < d:
+                k += 1
+        for i in range(x.size):
+            idx = _range_index_one(np.int64(x[i] * scale) * n, k, d, offset)
+            if idx < 0:
+                idx = 0
+            elif idx > n - 1:
+                idx = n - 1
+            out[i] = x[i] * table[idx]
 
 
 def _inside(fmts, R) -> bool:
@@ -178,8 +269,9 @@ def dot(float_dot: Callable[..., np.ndarray], reduce_len: Callable[[np.ndarray],
         fb = fmts[spec.b_slot] if has_b else None
         # The Emulator's values lie inside their formats' ranges: bounds come from the formats
         # and the parameters' ranges, which the context caches (no scan of x or w per run).
-        if not getattr(ctx, "observe", False) and spec.window is not None:
-            relu = getattr(ctx, "relu_next", False)  # the Emulator asks for the following Relu too
+        observing = getattr(ctx, "observe", False)
+        relu = not observing and getattr(ctx, "relu_next", False)  # the Emulator asks for the following Relu too
+        if not observing and spec.window is not None:
             pool = getattr(ctx, "pool_next", False)  # and for a 2x2 MaxPool after it
             y = _fused_dot(spec, node, x, w, b, fmts[spec.x_slot], fmts[spec.w_slot], fb, prec, ctx, relu=relu,
                            pool=pool)
@@ -189,7 +281,7 @@ def dot(float_dot: Callable[..., np.ndarray], reduce_len: Callable[[np.ndarray],
                 if pool:
                     ctx.pool_done = True
                 return (y,), (prec.result,)
-        observe = getattr(ctx, "observe", False) and is_fixed(prec.accum)
+        observe = observing and is_fixed(prec.accum)
         counts = CastCounts() if observe else None
         with counting_casts(counts) if observe else _nothing():
             acc = accumulate(spec, node, x, w, b, fmts[spec.x_slot], fmts[spec.w_slot], fb, prec.accum,
@@ -204,7 +296,12 @@ def dot(float_dot: Callable[..., np.ndarray], reduce_len: Callable[[np.ndarray],
                 counts.casts["bias"] = int(acc.size)
                 counts.bias = overflow_count(b, prec.accum) * (int(acc.size) // int(b.size))
             ctx.record_accum(node, prec.accum, counts)
-        y = ctx.cast(node, acc, prec.result, result_axis(acc.ndim), **_owned(acc, x, w, b))
+        # A following Relu the Emulator fuses (its cast the identity): max(., 0) inside the
+        # result cast's pass, the same values the Relu's kernel would compute from this result
+        y = ctx.cast(node, acc, prec.result, result_axis(acc.ndim), **_owned(acc, x, w, b),
+                     **({"relu": True} if relu else {}))
+        if relu:
+            ctx.relu_done = True
         return (y,), (prec.result,)
 
     run_fixed.spec = spec
@@ -388,6 +485,8 @@ def _fused_dot(spec, node, x, w, b, fx, fw, fb, prec, ctx, window=None, relu: bo
     (its cast the identity: the Emulator skips it too)."""
     from conveyor.ops import intdot
 
+    if x.ndim < 2 or x.shape[0] < _FUSED_MIN_BATCH:
+        return None  # the kernel vectorises over the batch: a few samples take the im2col/BLAS paths
     R, A = prec.result, prec.accum
     if not (intdot.available() and is_fixed(fx) and is_fixed(fw) and is_fixed(R) and intdot.fusable_result(R)):
         return None
@@ -588,11 +687,18 @@ def _owned(acc: np.ndarray, *operands) -> dict:
 def _add_bias(spec, y, b, *operands):
     """y + bias, in place when y is a fresh array the bias broadcasts into."""
     bb = _shaped_bias(spec, b, y)
-    if (isinstance(y, np.ndarray) and _owned(y, *operands, b) and np.ndim(bb) <= y.ndim
-            and np.broadcast_shapes(y.shape, np.shape(bb)) == y.shape):
+    if isinstance(y, np.ndarray) and _fits_into(np.shape(bb), y.shape) and _owned(y, *operands, b):
         y += bb
         return y
     return y + bb
+
+
+def _fits_into(small: tuple, shape: tuple) -> bool:
+    """Whether an array of shape `small` broadcasts into `shape` without growing it (what
+    np.broadcast_shapes(shape, small) == shape says, without its cost)."""
+    if len(small) > len(shape):
+        return False
+    return all(s == 1 or s == d for s, d in zip(small[::-1], shape[::-1]))
 
 
 def _shaped_bias(spec: DotSpec, b: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -906,4 +1012,4 @@ def conv_bias_shape(b: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 __all__: Sequence[str] = ["DotSpec", "accumulate", "conv_bias_shape", "dot", "exact_then_cast", "matmul_matrix", "matmul_taps", "matmul_window",
-                          "movement", "result_axis"]
+                          "movement", "prepared_movement", "result_axis"]

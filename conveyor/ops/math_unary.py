@@ -89,8 +89,10 @@ _UNARY = {
 
 # ---- bit-accurate kernels ---------------------------------------------------------------
 
-def _result(node, ctx, prec, v):
-    return (ctx.cast(node, np.asarray(v, np.float64), prec.result, fixed.result_axis(np.ndim(v))),), (prec.result,)
+def _result(node, ctx, prec, v, owned: bool = False):
+    """`owned`: `v` is a fresh float64 array of the kernel's, which the cast may overwrite."""
+    return (ctx.cast(node, np.asarray(v, np.float64), prec.result, fixed.result_axis(np.ndim(v)),
+                     inplace=owned),), (prec.result,)
 
 
 def _table_lookup(node, prec, x, fmt, name: str, entries: str | None = None) -> np.ndarray:
@@ -129,10 +131,29 @@ def _exact_product(node, a, b, frac: int) -> None:
     lut.require_exact(node, amax * bmax, frac, "products")
 
 
+def _exact_product_of_format(node, a, fa, bmax: float, frac: int) -> None:
+    """`_exact_product` for `a` whose values lie in the ap_fixed format `fa` (the Emulator's
+    values are its casts' results) times values of magnitude at most `bmax`: proved from
+    the format's range when it suffices, without a pass over `a`; else from the data."""
+    if max(-fa.min_value, fa.max_value) * bmax * 2.0 ** frac < 2.0 ** 53:
+        return
+    _exact_product(node, a, np.array(bmax), frac)
+
+
+#: (slope setting, shift setting, alpha, beta) -> hard_sigmoid_params' result: the constants are
+#: quantized once, not on every run (a frozen config gives the same values every time)
+_HARD_SIGMOID_PARAMS: dict = {}
+
+
 def hard_sigmoid_params(node, prec, alpha: float, beta: float):
     """(slope, shift, their formats): alpha and beta assigned to `tables.hard_sigmoid`'s
     slope_t and shift_t (hls4ml: `const slope_t slope = alpha;`), refused when they do not fit."""
     spec = lut.settings(prec, "hard_sigmoid")
+    memo = (spec.get("slope"), spec.get("shift"), float(alpha), float(beta))
+    try:
+        return _HARD_SIGMOID_PARAMS[memo]
+    except (KeyError, TypeError):  # not seen yet, or a setting that is not hashable
+        pass
     out = []
     for key, value in (("slope", alpha), ("shift", beta)):
         fmt = lut.fixed_format(spec[key], f"{node}: tables.hard_sigmoid.{key}")
@@ -143,7 +164,13 @@ def hard_sigmoid_params(node, prec, alpha: float, beta: float):
                 f"tables.hard_sigmoid.{key} {fmt} (range [{fmt.min_value}, {fmt.max_value}]); accepted: a "
                 f"{key} format that holds it, e.g. tables: {{hard_sigmoid: {{{key}: \"ap_fixed<18,4>\"}}}}")
         out.append((q, fmt))
-    return out[0][0], out[1][0], out[0][1], out[1][1]
+    got = out[0][0], out[1][0], out[0][1], out[1][1]
+    try:
+        if len(_HARD_SIGMOID_PARAMS) < 256:
+            _HARD_SIGMOID_PARAMS[memo] = got
+    except TypeError:
+        pass
+    return got
 
 
 def _hard_sigmoid_exact(node, prec, x, fx, alpha, beta):
@@ -152,15 +179,17 @@ def _hard_sigmoid_exact(node, prec, x, fx, alpha, beta):
     fin = lut.require_fixed(node, fx, why="is computed in ap_fixed arithmetic (hls4ml's hard_sigmoid)")
     slope, shift, fs, fsh = hard_sigmoid_params(node, prec, alpha, beta)
     frac = max(fin.frac_bits + fs.frac_bits, fsh.frac_bits)
-    _exact_product(node, x, np.array(max(abs(slope), 1.0)), frac)
-    return np.clip(slope * x + shift, 0.0, 1.0), frac
+    _exact_product_of_format(node, x, fin, max(abs(slope), 1.0), frac)
+    v = np.multiply(x, slope, dtype=np.float64)  # slope * x + shift, exact; in place from here
+    v += shift
+    return np.clip(v, 0.0, 1.0, out=v), frac
 
 
 def _hard_sigmoid_fixed(node, args, fmts, prec, ctx):
     """res = (res_T) datareg (nnet::hard_sigmoid)."""
     v, _ = _hard_sigmoid_exact(node, prec, args[0], fmts[0], float(node.attr("alpha", 0.2)),
                                float(node.attr("beta", 0.5)))
-    return _result(node, ctx, prec, v)
+    return _result(node, ctx, prec, v, owned=True)
 
 
 def _hard_swish_fixed(node, args, fmts, prec, ctx):
@@ -168,8 +197,9 @@ def _hard_swish_fixed(node, args, fmts, prec, ctx):
     float32 attribute constant: 0.1666666716337204) and beta 0.5, its value kept exact, times x."""
     x = args[0]
     v, frac = _hard_sigmoid_exact(node, prec, x, fmts[0], float(np.float32(1 / 6)), 0.5)
-    _exact_product(node, x, v, frac + fmts[0].frac_bits)
-    return _result(node, ctx, prec, x * v)
+    _exact_product_of_format(node, x, fmts[0], 1.0, frac + fmts[0].frac_bits)  # v lies in [0, 1]
+    v *= x  # x * datareg, exact, in v's own array
+    return _result(node, ctx, prec, v, owned=True)
 
 
 _FIXED = {

@@ -44,6 +44,13 @@ def _reduce(node, x, axes):
         # float32 (and float16) in float32, as onnxruntime's float kernels; float64 (the
         # emulator's grid values, whose sums are exact) in float64
         work = np.float64 if x.dtype == np.float64 else np.float32
+        if node.op_type == "ReduceMean" and work == np.float64 and x.size:
+            # np.mean's own steps (np.add.reduce, then one division by the count), without its
+            # Python-level wrappers: the same bits
+            out = np.add.reduce(x, axis=axes, keepdims=keep)
+            count = x.size // max(1, out.size)
+            return np.true_divide(out, count, out=out) if isinstance(out, np.ndarray) else \
+                np.asarray(out / count, dtype=x.dtype)
         out = _NUMPY[node.op_type](x.astype(work, copy=False), axis=axes, keepdims=keep)
         return np.asarray(out).astype(x.dtype, copy=False)
     return np.asarray(_NUMPY[node.op_type](x, axis=axes, keepdims=keep)).astype(x.dtype, copy=False)

@@ -152,8 +152,9 @@ def _concat_run(node, x):
     return (np.concatenate(arrays, axis=_concat_axis(node, arrays[0].ndim)),)
 
 
-# Inputs may come in different formats: the concatenation is cast to the result format.
-register(OpDef("Concat", infer=_concat_infer, run=_concat_run, run_fixed=fixed.exact_then_cast(_concat_run)))
+# Inputs may come in different formats: the concatenation is cast to the result format (the
+# identity, skipped, when every input's format lies inside it).
+register(OpDef("Concat", infer=_concat_infer, run=_concat_run, run_fixed=fixed.exact_then_cast(_concat_run, selects_all=True)))
 
 
 # ---- Pad ---------------------------------------------------------------------------

@@ -1,0 +1,162 @@
+"""The emulator's batch-1 fast paths give the bits of the kernels they replace: a Relu fused into
+the result cast of the Conv / Add before it, x * Sigmoid(x) in one compiled pass, Concat's
+identity cast skipped, the compiled ap_fixed cast (ops/fixed.py, numerics/fixed_quantize.py).
+
+Each fused run is compared with runs that cannot fuse: fetching the intermediate tensor (then
+the producer's output must exist, so the Emulator runs both kernels) and observing runs (which
+never fuse: their statistics are each cast's own)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import helper
+
+from conveyor.frontends.onnx import from_model
+from conveyor.graph.quantized import emulator_for
+from conveyor.numerics import fixed_quantize as fq
+from conveyor.numerics.cast import cast
+from conveyor.numerics.fixed import FixedType
+from tests.helpers import make_model, rand
+
+COMMON = [
+    "ap_fixed<18,8,AP_RND_CONV>",
+    "ap_fixed<12,4,AP_RND,AP_SAT>",
+    "ap_fixed<10,3>",  # TRN, WRAP: sums wrap (to negatives too)
+]
+RELU_PRECISIONS = COMMON + [
+    # the Relu's result narrower than the Conv's: its cast is not the identity, nothing fuses
+    {"default": "ap_fixed<16,6,AP_RND_CONV>", "op_types": {"Relu": {"result": "ap_ufixed<6,2,AP_RND,AP_SAT>"}}},
+]
+SWISH_PRECISIONS = COMMON + [
+    # Sigmoid's result coarser than its table's entries, Mul's result saturating
+    {"default": "ap_fixed<16,6>", "op_types": {"Sigmoid": {"result": "ap_ufixed<5,0,AP_RND_CONV>"},
+                                              "Mul": {"result": "ap_fixed<7,2,AP_RND,AP_SAT>"}}},
+]
+
+
+def _bits(a) -> np.ndarray:
+    return np.ascontiguousarray(a, np.float64).view(np.int64)
+
+
+def _graph(nodes, outputs, inits, name):
+    model = make_model(nodes, [("x", [1, 3, 8, 8])], outputs, inits, name=name)
+    return from_model(model, name=name, optimize=False)
+
+
+def _conv_relu_graph():
+    """x -> Conv -> Relu -> Conv -> Add(residual) -> Relu -> y, and the Relu's output r1 also an output."""
+    inits = {"w1": rand((4, 3, 3, 3), 1, 0.6), "b1": rand((4,), 2, 0.5),
+             "w2": rand((4, 4, 3, 3), 3, 0.4), "b2": rand((4,), 4, 0.5)}
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], name="conv2"),
+        helper.make_node("Add", ["c2", "r1"], ["s"], name="add"),
+        helper.make_node("Relu", ["s"], ["y"], name="relu2"),
+    ]
+    return _graph(nodes, [("y", [1, 4, 8, 8]), ("r1", [1, 4, 8, 8])], inits, "conv_relu")
+
+
+def _swish_graph():
+    """x -> Conv -> c; c * Sigmoid(c) -> m -> Conv -> y (EfficientNet's SiLU as exported)."""
+    inits = {"w1": rand((4, 3, 3, 3), 5, 0.8), "b1": rand((4,), 6, 0.5),
+             "w2": rand((2, 4, 1, 1), 7, 0.5)}
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c"], pads=[1, 1, 1, 1], name="conv1"),
+        helper.make_node("Sigmoid", ["c"], ["s"], name="sig"),
+        helper.make_node("Mul", ["c", "s"], ["m"], name="mul"),
+        helper.make_node("Conv", ["m", "w2"], ["y"], name="conv2"),
+    ]
+    return _graph(nodes, [("y", [1, 2, 8, 8])], inits, "swish")
+
+
+@pytest.mark.parametrize("precision", RELU_PRECISIONS, ids=str)
+def test_relu_fused_at_batch_one_equals_the_kernels_one_by_one(precision):
+    g = _conv_relu_graph()
+    emu = emulator_for(g, precision)
+    identity = not isinstance(precision, dict) or "Relu" not in precision.get("op_types", {})
+    # where the Relu's cast is the identity the emulator fuses it (conv1 and the residual Add)
+    assert sorted(emu._relu_after) == (["add", "conv1"] if identity else [])
+    x = rand((1, 3, 8, 8), 0, 2.0)
+    fused, _ = emu.run(x)
+    # fetching the producers' outputs keeps every kernel separate
+    apart, _ = emu.run(x, fetch=["y", "r1", "c1", "s"])
+    observed, _ = emu.run(x, observe=True)
+    for t in ("y", "r1"):
+        np.testing.assert_array_equal(_bits(fused[t]), _bits(apart[t]), err_msg=t)
+        np.testing.assert_array_equal(_bits(fused[t]), _bits(observed[t]), err_msg=t)
+    # the fused values are the Relu's of the separately computed Conv result
+    np.testing.assert_array_equal(_bits(apart["r1"]), _bits(cast(np.maximum(apart["c1"], 0.0),
+                                                               emu.node_precision["relu1"].result)))
+    assert emu.last_formats["r1"] == emu.node_precision["relu1"].result
+
+
+@pytest.mark.parametrize("precision", SWISH_PRECISIONS, ids=str)
+def test_swish_in_one_pass_equals_sigmoid_then_mul(precision):
+    g = _swish_graph()
+    emu = emulator_for(g, precision)
+    assert {k: v.name for k, v in emu._swish_after.items()} == {"sig": "mul"}
+    for seed, scale in ((0, 1.0), (1, 6.0)):  # 6.0: many inputs beyond the table's [-8, 8)
+        x = rand((1, 3, 8, 8), seed, scale)
+        fused, _ = emu.run(x, fetch=["y", "m"])
+        apart, _ = emu.run(x, fetch=["y", "m", "s"])  # the Sigmoid's output fetched: no fusion
+        observed, _ = emu.run(x, fetch=["y", "m"], observe=True)
+        for t in ("y", "m"):
+            np.testing.assert_array_equal(_bits(fused[t]), _bits(apart[t]), err_msg=f"{t} seed {seed}")
+            np.testing.assert_array_equal(_bits(fused[t]), _bits(observed[t]), err_msg=f"{t} seed {seed}")
+
+
+def test_concat_skips_only_an_identity_cast():
+    inits = {"w": rand((2, 3, 1, 1), 8, 0.7)}
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+             helper.make_node("Concat", ["x", "c"], ["y"], axis=1, name="cat")]
+    g = _graph(nodes, [("y", [1, 5, 8, 8])], inits, "cat")
+    x = rand((1, 3, 8, 8), 9, 3.0)
+    for precision in ("ap_fixed<16,6>",  # every input's format inside the result's: skipped
+                      {"default": "ap_fixed<16,6>", "op_types": {"Concat": {"result": "ap_fixed<6,2,AP_RND,AP_SAT>"}}}):
+        emu = emulator_for(g, precision)
+        got, _ = emu.run(x)
+        ref, _ = emu.run(x, observe=True)
+        np.testing.assert_array_equal(_bits(got["y"]), _bits(ref["y"]))
+        want = cast(np.concatenate([cast(x.astype(np.float64), emu.config.input_format()),
+                                    emu.run(x, fetch=["c"])[0]["c"]], axis=1), emu.node_precision["cat"].result)
+        np.testing.assert_array_equal(_bits(got["y"]), _bits(want))
+
+
+FORMATS = [FixedType(w, i, s, q, o) for w, i in ((8, 3), (18, 8), (32, 12), (53, 20), (6, 0))
+           for s in (True, False) for q in ("TRN", "TRN_ZERO", "RND_CONV", "RND", "RND_INF")
+           for o in ("WRAP", "SAT", "SAT_SYM")]
+
+
+@pytest.mark.parametrize("n", [100, 9000])  # the one-kernel path for short arrays, numpy's min/max for long ones
+def test_compiled_cast_equals_numpy_cast(n, monkeypatch):
+    rng = np.random.default_rng(n)
+    for t in FORMATS:
+        for scale in (t.max_value * 0.7, t.max_value * 1.01, 1.0):
+            x = rng.standard_normal(n) * scale
+            x[: n // 10] = (rng.integers(-40, 40, n // 10) + 0.5) * t.lsb  # ties
+            x[-3:] = (t.max_value, t.min_value, -0.0)
+            got = {}
+            for compiled in (True, False):
+                if not compiled:
+                    monkeypatch.setattr(fq, "_njit", None)
+                fresh = fq.quantize_in_range(t, x)
+                own = x.copy()
+                inplace = fq.quantize_in_range(t, own, inplace=True)
+                ro = x.copy()
+                ro.setflags(write=False)  # a read-only array (a parameter, a table) is never written
+                readonly = fq.quantize_in_range(t, ro)
+                got[compiled] = (fresh, inplace, readonly)
+                monkeypatch.undo()
+            assert (got[True][0] is None) == (got[False][0] is None), (t, scale)
+            if got[False][0] is None:
+                assert all(v is None for v in got[True]), (t, scale)
+                continue
+            for a in got[True]:
+                np.testing.assert_array_equal(_bits(a), _bits(got[False][0]), err_msg=f"{t} {scale}")
+            relu = fq.quantize_in_range(t, x, relu=True)
+            if relu is not None:  # the compiled path; numpy's declines a fused Relu
+                np.testing.assert_array_equal(_bits(relu), _bits(np.maximum(got[False][0], 0.0)))
+            # and through the public entry, which falls back for what the fast path declines
+            np.testing.assert_array_equal(_bits(cast(x, t, relu=True)), _bits(np.maximum(t.quantize(x), 0.0)))
