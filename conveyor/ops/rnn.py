@@ -30,7 +30,6 @@ casts and what is refused are in docs/numerics.md, "Kernels", item 7.
 
 from __future__ import annotations
 
-import weakref
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -673,36 +672,8 @@ def _auto_frac(*fracs: int) -> int:
     return max(0, *fracs)
 
 
-#: id(node) -> (node, prec, fmts, weak references to the weights, {what: derived}): what a
-#: non-observing run derived from the Emulator's parameters and the formats alone (`_plans`)
-_PLAN_CACHE: dict = {}
-
-
-def _plans(ctx: Any, node: Any, args: Sequence, fmts: Sequence, prec: Any) -> dict | None:
-    """The cache of what runs of this node derive from its weights and formats alone (the
-    checks, tables and the compiled loop's plans), kept while the node, its precision, its
-    formats and its weight arrays are the same objects; None (nothing kept) unless W and R
-    are the Emulator's parameters, which it never modifies, and the run is not observed."""
-    is_param = getattr(ctx, "is_param", None)
-    if is_param is None or getattr(ctx, "observe", False) or not (is_param(args[1]) and is_param(args[2])):
-        return None
-    weights = tuple(args[i] if i < len(args) else None for i in (1, 2, 3, 7))
-    fmts = tuple(fmts)
-    got = _PLAN_CACHE.get(id(node))
-    if got is not None:
-        n, pr, fm, refs, plans = got
-        if n is node and pr is prec and fm == fmts and all(
-                (r is None and a is None) or (r is not None and r() is a) for r, a in zip(refs, weights)):
-            return plans
-    if len(_PLAN_CACHE) >= 256:
-        _PLAN_CACHE.clear()
-    plans: dict = {}
-    _PLAN_CACHE[id(node)] = (node, prec, fmts, tuple(None if a is None else weakref.ref(a) for a in weights), plans)
-    return plans
-
-
 def _lstm_fixed(node: Any, args: Sequence, fmts: Sequence, prec: Any, ctx: Any):
-    plans = _plans(ctx, node, args, fmts, prec)
+    plans = lut.node_plans(ctx, node, args, fmts, prec, (1, 2, 3, 7))
     if plans is not None and "setup" in plans:
         acts, S, C, A = plans["setup"]
     else:
