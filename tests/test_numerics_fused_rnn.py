@@ -80,7 +80,7 @@ def test_fused_lstm_equals_the_numpy_time_loop(monkeypatch):
     rng = np.random.default_rng(3)
     run = ops.get("LSTM").run_fixed
     kinds, refused = [], 0
-    real_seq, real_fused = intrnn._lstm_seq, intrnn.lstm_fused
+    real_seq, real_plan = intrnn._lstm_seq, intrnn.lstm_plan
     monkeypatch.setattr(intrnn, "_lstm_seq", lambda *a: kinds.append((a[2].dtype, a[10] > 0, a[-6])) or real_seq(*a))
     for case in range(150):
         node, args, fmts, prec = _problem(rng)
@@ -88,16 +88,16 @@ def test_fused_lstm_equals_the_numpy_time_loop(monkeypatch):
         try:
             got, got_fmts = run(node, args, fmts, prec, CastContext(False))
         except PrecisionError:  # sums beyond float64's exact range: the numpy loop refuses them too
-            monkeypatch.setattr(intrnn, "lstm_fused", lambda *a, **k: None)
+            monkeypatch.setattr(intrnn, "lstm_plan", lambda *a, **k: None)
             with pytest.raises(PrecisionError):
                 run(node, args, fmts, prec, CastContext(False))
-            monkeypatch.setattr(intrnn, "lstm_fused", real_fused)
+            monkeypatch.setattr(intrnn, "lstm_plan", real_plan)
             refused += 1
             continue
         fused = len(kinds) > before
-        monkeypatch.setattr(intrnn, "lstm_fused", lambda *a, **k: None)
+        monkeypatch.setattr(intrnn, "lstm_plan", lambda *a, **k: None)
         want, want_fmts = run(node, args, fmts, prec, CastContext(False))
-        monkeypatch.setattr(intrnn, "lstm_fused", real_fused)
+        monkeypatch.setattr(intrnn, "lstm_plan", real_plan)
         assert got_fmts == want_fmts
         for a, b, name in zip(got, want, ("Y", "Y_h", "Y_c")):
             np.testing.assert_array_equal(a, b, err_msg=f"case {case} {name} fused={fused} {node.attrs} {fmts} {prec}")
@@ -120,3 +120,42 @@ def test_fused_lstm_steps_aside_where_it_cannot_be_exact(monkeypatch):
     ops.get("LSTM").run_fixed(node, args, fmts, sat, CastContext(False))
     ops.get("LSTM").run_fixed(node, args, fmts, prec, CastContext(True))
     assert not calls
+
+
+@pytest.mark.parametrize("rounding", ["RND_CONV", "TRN", "RND"])
+@pytest.mark.parametrize("overflow", ["WRAP", "SAT"])
+def test_fused_lstm_small_batches_one_sample_at_a_time(monkeypatch, rounding, overflow):
+    """Batches below `_SMALL_BATCH` run one sample at a time (units innermost, `_accum_one` and
+    `_gates_one`); the state and cell casts in every rounding (RND_CONV by its parity term) and
+    overflow mode, exact and wrapping accumulators (products rounded in RND_CONV too), odd
+    sizes. The Emulator's parameters (`is_param`) keep their plan between runs: a second run
+    on other inputs must still equal the numpy loop."""
+    rng = np.random.default_rng({"RND_CONV": 11, "TRN": 12, "RND": 13}[rounding] + 7 * (overflow == "SAT"))
+    run = ops.get("LSTM").run_fixed
+    real_seq, real_plan = intrnn._lstm_seq, intrnn.lstm_plan
+    blocks = []
+    monkeypatch.setattr(intrnn, "_lstm_seq", lambda *a: blocks.append((a[30].shape[1], a[31])) or real_seq(*a))
+    for case in range(8):
+        n_in, hid, seq = int(rng.integers(1, 19)), int(rng.integers(1, 13)), int(rng.integers(1, 9))
+        batch = int(rng.choice([1, 2, intrnn._SMALL_BATCH - 1]))
+        fx, fw, fb = FixedType(int(rng.integers(8, 17)), 4), FixedType(int(rng.integers(6, 12)), 1), FixedType(10, 3)
+        S = FixedType(int(rng.integers(8, 17)), int(rng.integers(2, 5)), True, rounding, overflow)
+        C = FixedType(int(rng.integers(10, 20)), int(rng.integers(3, 6)), True, rounding, overflow)
+        A = None if case % 2 == 0 else FixedType(int(rng.integers(18, 30)), 10, True, "RND_CONV", "WRAP")
+        prec = NodePrecision(weight=fw, bias=fb, accum=A, result=S, state=S, cell=C,
+                             tables={"sigmoid": {"size": 4096}, "tanh": {"size": 4096}})
+        w, r = _grid(fw, (1, 4 * hid, n_in), rng, 0.7), _grid(fw, (1, 4 * hid, hid), rng, 0.7)
+        b = _grid(fb, (1, 8 * hid), rng, 0.5)
+        node = Node(f"lstm{case}", "LSTM", ("X", "W", "R", "B"), ("Y", "Y_h", "Y_c"), {"hidden_size": hid})
+        params = {id(a): (float(a.min()), float(a.max())) for a in (w, r, b)}
+        for again in range(2):
+            x = _grid(fx, (seq, batch, n_in), rng, 3.0)
+            args, fmts = [x, w, r, b], [fx, fw, fw, fb]
+            before = len(blocks)
+            got, _ = run(node, args, fmts, prec, CastContext(False, params))
+            assert len(blocks) == before + 1 and blocks[-1] == (1, True), blocks[-1:]
+            monkeypatch.setattr(intrnn, "lstm_plan", lambda *a, **k: None)
+            want, _ = run(node, args, fmts, prec, CastContext(False))
+            monkeypatch.setattr(intrnn, "lstm_plan", real_plan)
+            for a, bb, name in zip(got, want, ("Y", "Y_h", "Y_c")):
+                np.testing.assert_array_equal(a, bb, err_msg=f"case {case} run {again} {name} {fmts} {prec}")

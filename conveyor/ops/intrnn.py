@@ -25,6 +25,8 @@ from conveyor.ops import intdot
 from conveyor.ops.intdot import ROUNDING, njit
 
 _BLOCK = 64
+#: batches below this many samples run one sample at a time (`_accum_one`: the units innermost)
+_SMALL_BATCH = 8
 
 if njit is not None:
     from conveyor.ops.intdot import _round_shift, _to_result
@@ -43,9 +45,45 @@ if njit is not None:
         return idx
 
     @njit(cache=True, nogil=True)
+    def _accum_one(acc, src, Wm, s, c0, mode):
+        """`_accum_part` for a block of one sample (acc [G], src [K]): the output index j
+        innermost, unit stride in acc and in a row of Wm, which the compiler vectorises (with
+        the sample innermost, one sample leaves a loop of one trip per product)."""
+        K, G = Wm.shape
+        if src.itemsize == 4 and acc.itemsize == 4 and mode <= 2:
+            s32, c32 = np.int32(s & 31), np.int32(c0)
+            for i in range(K):
+                xv = np.int32(src[i])
+                if xv == 0:
+                    continue
+                for j in range(G):
+                    acc[j] = np.int32(acc[j] + np.int32(np.int32(np.int32(xv * Wm[i, j]) + c32) >> s32))
+            return
+        for i in range(K):
+            xv = np.int64(src[i])
+            if xv == 0:
+                continue
+            if s == 0:
+                for j in range(G):
+                    acc[j] += xv * Wm[i, j]
+            elif mode <= 2:
+                for j in range(G):
+                    acc[j] += (xv * Wm[i, j] + c0) >> s
+            elif mode == 6:  # AP_RND_CONV: ties to even, branch-free (c0 = 2^(s-1) - 1)
+                for j in range(G):
+                    p = xv * Wm[i, j]
+                    acc[j] += (p + c0 + ((p >> s) & 1)) >> s
+            else:
+                for j in range(G):
+                    acc[j] += _round_shift(xv * Wm[i, j], s, mode)
+
+    @njit(cache=True, nogil=True)
     def _accum_part(acc, src, Wm, s, c0, mode, L):
         """acc[j, q] += round(src[i, q] * Wm[i, j] / 2^s) over i (s = 0: exact products)."""
         K, G = Wm.shape
+        if acc.shape[1] == 1:  # a block of one sample (`_block`): contiguous rows
+            _accum_one(acc.reshape(G), src.reshape(K), Wm, s, c0, mode if s > 0 else 0)
+            return
         generic = mode > 2 and s > 0
         if src.itemsize == 4 and acc.itemsize == 4 and not generic:
             # int32 throughout (numba computes int32 * int32 in int64: each np.int32 keeps the
@@ -84,9 +122,10 @@ if njit is not None:
 
     @njit(cache=True, nogil=True, inline="always")
     def _cast_fast(v, f):
-        """`_to_result` for d >= 0 and TRN / RND / RND_MIN_INF (one added constant and a
-        shift) in the form of `_fast_cast`: f = (d, constant, free, mask, lo, hi)."""
-        v = (v + f[1]) >> f[0]
+        """`_to_result` for d >= 0 and TRN / RND / RND_MIN_INF / RND_CONV (one added constant,
+        for RND_CONV plus the parity of the truncated value, and a shift) in the form of
+        `_fast_cast`: f = (d, constant, free, mask, lo, hi, parity)."""
+        v = (v + f[1] + ((v >> f[0]) & f[6])) >> f[0]
         return min(max(((v << f[2]) >> f[2]) & f[3], f[4]), f[5])
 
     @njit(cache=True, nogil=True)
@@ -112,6 +151,29 @@ if njit is not None:
                 cs[u, q] = cn
                 hs[u, q] = hn
                 y[t, n0 + q, u] = np.float64(hn) * back_h
+
+    @njit(cache=True, nogil=True)
+    def _gates_one(acc, hs, cs, yrow, H, afree, amask, sig, tg, tc, tp, gi_shift, cf_shift, cf, hf, back_h):
+        """`_gates_fast` for a block of one sample on 1-D rows (acc [4H], hs, cs, yrow [H]): the
+        unit innermost at unit stride, which the compiler vectorises (table reads as gathers)."""
+        n0_, k0, o0 = tp[0, 0], tp[0, 1], tp[0, 3]
+        n1, k1, o1 = tp[1, 0], tp[1, 1], tp[1, 3]
+        n2, k2, o2 = tp[2, 0], tp[2, 1], tp[2, 3]
+        for u in range(H):
+            ai = ((np.int64(acc[u]) << afree) >> afree) & amask
+            ao = ((np.int64(acc[H + u]) << afree) >> afree) & amask
+            af = ((np.int64(acc[2 * H + u]) << afree) >> afree) & amask
+            ag = ((np.int64(acc[3 * H + u]) << afree) >> afree) & amask
+            vi = sig[_ridx_fast(ai, n0_, k0, o0)]
+            vo = sig[_ridx_fast(ao, n0_, k0, o0)]
+            vf = sig[_ridx_fast(af, n0_, k0, o0)]
+            vg = tg[_ridx_fast(ag, n1, k1, o1)]
+            cn = _cast_fast(((vg * vi) << gi_shift) + ((cs[u] * vf) << cf_shift), cf)
+            vt = tc[_ridx_fast(cn, n2, k2, o2)]
+            hn = _cast_fast(vo * vt, hf)
+            cs[u] = cn
+            hs[u] = hn
+            yrow[u] = np.float64(hn) * back_h
 
     @njit(cache=True, nogil=True)
     def _gates_direct(acc, hs, cs, y, t, n0, L, H, afree, amask, dsig, dtg, dtc, base_a, base_c, gi_shift,
@@ -175,6 +237,10 @@ if njit is not None:
                     _gates_direct(acc, hs, cs, y, t, n0, L, H, afree, amask, dsig, dtg, dtc, base_a, base_c,
                                   gi_shift, cf_shift, cf, hf, back_h)
                     continue
+                if fast and nb == 1:
+                    _gates_one(acc.reshape(G), hs.reshape(H), cs.reshape(H), y[t, n0], H, afree, amask, sig, tg,
+                               tc, tp, gi_shift, cf_shift, cf, hf, back_h)
+                    continue
                 if fast:
                     _gates_fast(acc, hs, cs, y, t, n0, L, H, afree, amask, sig, tg, tc, tp, gi_shift, cf_shift,
                                 cf, hf, back_h)
@@ -231,18 +297,23 @@ def _cast_params(fmt, d: int) -> list[int] | None:
 
 
 def _fast_cast(p: list[int]) -> np.ndarray | None:
-    """`_cast_params` p as `_cast_fast`'s (d, constant, free, mask, lo, hi), or None."""
+    """`_cast_params` p as `_cast_fast`'s (d, constant, free, mask, lo, hi, parity), or None.
+
+    RND_CONV (ties to even) is floor((v + 2^(d-1) - 1 + bit_d(v)) / 2^d): above the tie the
+    sum carries into bit d, below it does not, and at the tie it carries exactly when the
+    truncated value is odd."""
     d, mode, how, width, signed, lo, hi = p
-    if d < 0 or mode > 2 or width > 62:
+    if d < 0 or (mode > 2 and mode != 6) or width > 62:
         return None
-    c = 0 if mode == 0 or d == 0 else (1 << (d - 1)) - int(mode == 2)
+    parity = int(mode == 6 and d > 0)
+    c = 0 if mode == 0 or d == 0 else (1 << (d - 1)) - int(mode in (2, 6))
     big = 1 << 62
     if how == intdot.WRAP:
         free, mask = (64 - width, -1) if signed else (0, (1 << width) - 1)
         lo, hi = -big, big
     else:
         free, mask = 0, -1
-    return np.array([d, c, free, mask, lo, hi], np.int64)
+    return np.array([d, c, free, mask, lo, hi, parity], np.int64)
 
 
 #: raw-value ranges up to this many entries get a direct table (`_direct`)
@@ -277,6 +348,15 @@ def lstm_fused(x, fx, w, r, wb, rb, fw, fr, fb, A, acts, S, C, h0, c0, value_ran
     r [4H, H], wb, rb [4H] (or None) as quantized, A the accumulator (None: exact), acts
     the direction's `_FixedAct`s (f, g, h), S and C the state and cell types, h0, c0 [N, H].
     Returns (y [T, N, H], h [N, H], c [N, H]) as float64 values."""
+    plan = lstm_plan(fx, w, r, wb, rb, fw, fr, fb, A, acts, S, C, value_range)
+    return None if plan is None else lstm_run(plan, x, h0, c0)
+
+
+def lstm_plan(fx, w, r, wb, rb, fw, fr, fb, A, acts, S, C, value_range):
+    """What `lstm_fused` derives from the weights and formats alone (raw weights, tables, casts,
+    the proof that nothing overflows), or None when the kernel does not compute this direction
+    exactly. `lstm_run(plan, x, h0, c0)` then runs it on any x of w's input size: a caller
+    that runs the same weights again (the Emulator) keeps the plan."""
     if njit is None:
         return None
     fa, ga, ha = acts
@@ -284,8 +364,7 @@ def lstm_fused(x, fx, w, r, wb, rb, fw, fr, fb, A, acts, S, C, h0, c0, value_ran
         return None  # relu: the numpy loop
     if A is not None and not (A.overflow == "WRAP" and A.sat_bits == 0 and A.width <= 62):
         return None  # a saturating accumulator: every cast in order (the numpy loop)
-    T, N, I = x.shape
-    G = w.shape[0]
+    G, I = w.shape
     H = G // 4
     xf, wf, hf, rf = fx.frac_bits, fw.frac_bits, S.frac_bits, fr.frac_bits
     if A is None:
@@ -344,7 +423,7 @@ def lstm_fused(x, fx, w, r, wb, rb, fw, fr, fb, A, acts, S, C, h0, c0, value_ran
     cfast, hfast = _fast_cast(cp), _fast_cast(hp)
     fast = cfast is not None and hfast is not None and all(t[1][1] >= 0 for t in tabs)
     if not fast:
-        cfast = hfast = np.zeros(6, np.int64)
+        cfast = hfast = np.zeros(7, np.int64)
     # the accumulator (wrapped) and the cell narrow: every table read by the raw value itself
     direct = fast and A is not None and max(1 << A.width, 1 << C.width) <= _DIRECT_MAX
     if direct:
@@ -355,22 +434,30 @@ def lstm_fused(x, fx, w, r, wb, rb, fw, fr, fb, A, acts, S, C, h0, c0, value_ran
         base_a = base_c = 0
     mode = ROUNDING[A.rounding] if A is not None else 0
 
-    def rnd(s):  # the rounding constant of a right shift by s (_round_shift's modes 0..2)
-        return 0 if mode == 0 or s <= 0 else (1 << (s - 1)) - int(mode == 2)
+    def rnd(s):  # the rounding constant of a right shift by s (modes 0..2, and 6 with the parity)
+        return 0 if mode == 0 or s <= 0 else (1 << (s - 1)) - int(mode in (2, 6))
 
     wx = np.ascontiguousarray((w.T * 2.0 ** (wf + lift_x)).astype(dt))
     wh = np.ascontiguousarray((r.T * 2.0 ** (rf + lift_h)).astype(dt))
+    head = (float(2.0 ** xf), wx, wh, braw.astype(np.int64), dt(sx), dt(rnd(sx)), dt(sh), dt(rnd(sh)), int(mode),
+            int(A.width) if A is not None else 0, bool(A.signed) if A is not None else True, tabs[0][0],
+            tabs[1][0], tabs[2][0], np.array([t[1] for t in tabs], np.int64), int(gi_shift), int(cf_shift),
+            np.array(cp, np.int64), np.array(hp, np.int64))
+    tail = (fast, cfast, hfast, direct, dsig, dtg, dtc, int(base_a), int(base_c))
+    return head, tail, dt, hf, C.frac_bits, I, H
+
+
+def lstm_run(plan, x, h0, c0):
+    """`lstm_fused` of a `lstm_plan`: x [T, N, I] on the input's grid, h0, c0 [N, H] values."""
+    head, tail, dt, hf, cfrac, I, H = plan
+    T, N, _ = x.shape
+    G = 4 * H
     y = np.empty((T, N, H), np.float64)
     hN = np.empty((N, H), np.float64)
     cN = np.empty((N, H), np.float64)
-    nb = _BLOCK
-    _lstm_seq(np.ascontiguousarray(x, np.float64), float(2.0 ** xf), wx, wh, braw.astype(np.int64), dt(sx),
-              dt(rnd(sx)), dt(sh), dt(rnd(sh)), int(mode), int(A.width) if A is not None else 0,
-              bool(A.signed) if A is not None else True, tabs[0][0], tabs[1][0], tabs[2][0],
-              np.array([t[1] for t in tabs], np.int64), int(gi_shift), int(cf_shift), np.array(cp, np.int64),
-              np.array(hp, np.int64), np.ascontiguousarray((h0 * 2.0 ** hf).astype(dt)),
-              np.ascontiguousarray((c0 * 2.0 ** C.frac_bits).astype(np.int64)), float(2.0 ** -hf),
-              float(2.0 ** -C.frac_bits), y, hN, cN, np.empty((I, nb), dt), np.empty((H, nb), dt),
-              np.empty((H, nb), np.int64), np.empty((G, nb), dt), fast, cfast, hfast,
-              direct, dsig, dtg, dtc, int(base_a), int(base_c))
+    nb = 1 if N < _SMALL_BATCH else _BLOCK
+    _lstm_seq(np.ascontiguousarray(x, np.float64), *head, np.ascontiguousarray((h0 * 2.0 ** hf).astype(dt)),
+              np.ascontiguousarray((c0 * 2.0 ** cfrac).astype(np.int64)), float(2.0 ** -hf),
+              float(2.0 ** -cfrac), y, hN, cN, np.empty((I, nb), dt), np.empty((H, nb), dt),
+              np.empty((H, nb), np.int64), np.empty((G, nb), dt), *tail)
     return y, hN, cN

@@ -14,7 +14,8 @@ import numpy as np
 
 from conveyor.errors import ModelError, PrecisionError
 from conveyor.numerics.fixed import FixedType
-from conveyor.ops import fixed, lut
+from conveyor.ops import fixed, intdot, lut
+from conveyor.ops.intdot import njit
 from conveyor.ops.registry import OpDef, register
 
 
@@ -98,13 +99,111 @@ def _acc_sum(cols: np.ndarray, acc: FixedType) -> np.ndarray:
     return s
 
 
-def _fixed(node, args, fmts, prec, ctx):
-    x = args[0]
+if njit is not None:
+    from conveyor.ops.intdot import _cast, _to_result
+
+    @njit(cache=True, nogil=True)
+    def _rows_int(x, xscale, dx, ap, kinv, fa, size, p2, table, sc, bs, yshift, fuse, rp, back, y, mean_out,
+                  inv_out, peaks):
+        """`_fixed_numpy`'s arithmetic on raw integers, one row of `dim` values at a time: x [M, D]
+        float64 on its 2^-f grid (xscale = 2^f, dx = f - fa), ap = accum_t's (rounding, how,
+        width, signed, lo, hi) for `_to_result`, kinv the raw 1/dim, table the raw 1/sqrt
+        entries, sc and bs the raw scale and the bias on the grid of y (yshift: the left shift
+        of diff * inv * scale onto it); fuse: y cast to res_t (rp, back = 2^-fr) here, else y
+        exact (back = 2^-grid). Out: y [M, D], mean and inv [M] as raws; peaks[k] = the
+        largest |value| of each stage (the caller's exactness checks)."""
+        M, D = x.shape
+        rm, how, wd, sg, lo, hi = ap[0], ap[1], ap[2], ap[3] != 0, ap[4], ap[5]
+        xa = np.empty(D, np.int64)
+        df = np.empty(D, np.int64)
+        for m in range(M):
+            s = np.int64(0)
+            for i in range(D):
+                v = _to_result(np.int64(x[m, i] * xscale), dx, rm, how, wd, sg, lo, hi)  # (accum_t) data[i]
+                xa[i] = v
+                peaks[0] = max(peaks[0], abs(v))
+                s = _cast(s + v, how, wd, sg, lo, hi)                     # sum += ..., in accum_t
+            peaks[1] = max(peaks[1], abs(s))
+            mu = _to_result(s * kinv, fa, rm, how, wd, sg, lo, hi)          # (accum_t)(sum * k_inv)
+            s2 = np.int64(0)
+            for i in range(D):
+                d = _cast(xa[i] - mu, how, wd, sg, lo, hi)                 # data_diff[i]
+                df[i] = d
+                peaks[2] = max(peaks[2], abs(d))
+                q = _to_result(d * d, fa, rm, how, wd, sg, lo, hi)          # (accum_t)(diff * diff)
+                peaks[3] = max(peaks[3], abs(q))
+                s2 = _cast(s2 + q, how, wd, sg, lo, hi)
+            peaks[4] = max(peaks[4], abs(s2))
+            var = _to_result(s2 * kinv, fa, rm, how, wd, sg, lo, hi)
+            peaks[5] = max(peaks[5], abs(var))
+            p = var * size                                                # index = var * N * 2^p2, to_int()
+            e = p2 - fa
+            if e >= 0:
+                t = p << e
+            else:
+                t = -((-p) >> -e) if p < 0 else p >> -e                   # towards zero
+            t = ((t + 2147483648) & 0xFFFFFFFF) - 2147483648               # the low 32 bits
+            inv = table[min(max(t, 0), size - 1)]
+            peaks[6] = max(peaks[6], abs(inv))
+            mean_out[m] = mu
+            inv_out[m] = inv
+            for i in range(D):
+                v = ((df[i] * inv * sc[i]) << yshift) + bs[i]             # diff * inv * scale + bias, exact
+                if fuse:
+                    v = _to_result(v, rp[0], rp[1], rp[2], rp[3], rp[4] != 0, rp[5], rp[6])
+                y[m, i] = np.float64(v) * back
+
+
+def _int_plan(node, fin, acc, table, tfmt, scale, bias, fmts, size, p2, dim, R):
+    """What `_rows_int` needs from the formats and parameters, or None where it does not apply
+    (the numpy path then computes, or refuses, as before)."""
+    if njit is None or not intdot.fusable_result(acc) or acc.width > 53:
+        return None
+    fa = acc.frac_bits
+    k_inv = float(acc.quantize(np.array(1.0 / dim)))
+    fs = fmts[1].frac_bits if len(fmts) > 1 and fmts[1] is not None else 0
+    fb = fmts[2].frac_bits if len(fmts) > 2 and fmts[2] is not None else 0
+    sraw, traw = scale * 2.0 ** fs, np.asarray(table) * 2.0 ** tfmt.frac_bits
+    F = fa + tfmt.frac_bits + fs                    # the grid of diff * inv * scale
+    G = max(F, fb)                                  # and of the bias: y is exact on it
+    braw = bias * 2.0 ** G
+    if fin.frac_bits < 0 or min(fa, tfmt.frac_bits, fs, G) < 0 or abs(fin.frac_bits - fa) > 62 or G - F > 62:
+        return None
+    for a in (sraw, traw, braw):
+        if a.size and not (float(np.max(np.abs(a))) < 2.0 ** 53 and np.array_equal(a, np.round(a))):
+            return None
+    how, lo, hi = intdot.result_clip(acc)
+    ap = np.array([intdot.ROUNDING[acc.rounding], how, acc.width, int(acc.signed), lo, hi], np.int64)
+    fuse = intdot.fusable_result(R) and G - R.frac_bits < 62 and R.frac_bits - G < 62
+    rp = np.zeros(7, np.int64)
+    if fuse:
+        rhow, rlo, rhi = intdot.result_clip(R)
+        rp[:] = [G - R.frac_bits, intdot.ROUNDING[R.rounding], rhow, R.width, int(R.signed), rlo, rhi]
+    smax = float(np.max(np.abs(sraw))) if sraw.size else 0.0
+    bmax = float(np.max(np.abs(braw))) if braw.size else 0.0
+    return dict(xscale=2.0 ** fin.frac_bits, dx=fin.frac_bits - fa, ap=ap, kinv=np.int64(k_inv * 2.0 ** fa), fa=fa,
+                table=traw.astype(np.int64), sc=sraw.astype(np.int64), bs=braw.astype(np.int64), yshift=G - F,
+                fuse=fuse, rp=rp, back=2.0 ** -(R.frac_bits if fuse else G), size=size, p2=p2, dim=dim,
+                smax=smax, bmax=bmax, G=G, mean_back=2.0 ** -fa, inv_back=2.0 ** -tfmt.frac_bits)
+
+
+def _exact_peaks(pl, peaks) -> bool:
+    """Whether every stage of `_rows_int` stayed exact (int64 and float64 alike): each check of
+    the numpy path on |values| (stricter where it looks at signed maxima), and var * N exact."""
+    e, fa, dim = 2.0 ** 53, pl["fa"], pl["dim"]
+    kinv = float(pl["kinv"])
+    p = [float(v) for v in peaks]
+    return (dim * p[0] < e and p[1] * kinv < e and p[2] * p[2] < e and dim * p[3] < e and p[4] * kinv < e
+            and p[5] * pl["size"] < e and p[5] * pl["size"] * 2.0 ** max(0, pl["p2"] - fa) < 2.0 ** 62
+            and (p[2] * p[6] * pl["smax"]) * 2.0 ** pl["yshift"] + pl["bmax"] < e)
+
+
+def _setup(node, x, fmts, prec, args):
+    """The checks, formats, table and parameters of a LayerNorm under `prec` (input-independent)."""
     why = "is computed in ap_fixed arithmetic (hls4ml's layernorm_1d)"
     fin = lut.require_fixed(node, fmts[0], why=why)
     axis = _axis(node, x.ndim)
-    lead, dim = x.shape[:axis], int(np.prod(x.shape[axis:], dtype=np.int64))
-    rows = x.reshape(-1, dim)
+    dim = int(np.prod(x.shape[axis:], dtype=np.int64))
     acc = prec.accum if prec.accum is not None else auto_accum(fin, dim)
     acc = lut.require_fixed(node, acc, "accum", why)
     spec = lut.settings(prec, "layernorm")
@@ -116,6 +215,53 @@ def _fixed(node, args, fmts, prec, ctx):
     for f, what in ((fmts[1] if len(fmts) > 1 else None, "scale"), (fmts[2] if len(fmts) > 2 else None, "bias")):
         if f is not None:
             lut.require_fixed(node, f, what, why)
+    return dict(fin=fin, axis=axis, dim=dim, acc=acc, size=size, p2=p2, tfmt=tfmt, table=table, scale=scale,
+                bias=bias)
+
+
+def _fixed(node, args, fmts, prec, ctx):
+    """hls4ml's layernorm_1d: compiled on raw integers (`_rows_int`) on runs that are not
+    observed, where every stage provably stays exact; else `_fixed_numpy` (the same bits)."""
+    x = args[0]
+    observe = getattr(ctx, "observe", False)
+    plans = None if observe else lut.node_plans(ctx, node, args, fmts, prec, (1, 2))
+    key = ("layernorm", x.shape)
+    got = plans.get(key) if plans is not None else None
+    if got is None:
+        st = _setup(node, x, fmts, prec, args)
+        pl = None if observe else _int_plan(node, st["fin"], st["acc"], st["table"], st["tfmt"], st["scale"],
+                                             st["bias"], fmts, st["size"], st["p2"], st["dim"], prec.result)
+        got = (st, pl)
+        if plans is not None:
+            plans[key] = got
+    st, pl = got
+    if pl is not None:
+        axis, dim = st["axis"], st["dim"]
+        rows = np.ascontiguousarray(x.reshape(-1, dim), np.float64)
+        m = rows.shape[0]
+        y = np.empty((m, dim), np.float64)
+        mean, inv = np.empty(m, np.int64), np.empty(m, np.int64)
+        peaks = np.zeros(7, np.int64)
+        _rows_int(rows, pl["xscale"], pl["dx"], pl["ap"], pl["kinv"], pl["fa"], pl["size"], pl["p2"], pl["table"],
+                  pl["sc"], pl["bs"], pl["yshift"], pl["fuse"], pl["rp"], pl["back"], y, mean, inv, peaks)
+        if _exact_peaks(pl, peaks):
+            y = y.reshape(x.shape)
+            if not pl["fuse"]:
+                y = ctx.cast(node, y, prec.result, fixed.result_axis(x.ndim), inplace=True)
+            stat = tuple(x.shape[:axis]) + (1,) * (x.ndim - axis)
+            return ((y, (mean * pl["mean_back"]).reshape(stat), (inv * pl["inv_back"]).reshape(stat)),
+                    (prec.result, st["acc"], st["tfmt"]))
+    return _fixed_numpy(node, args, fmts, prec, ctx, st)
+
+
+def _fixed_numpy(node, args, fmts, prec, ctx, st=None):
+    """The reference: hls4ml's layernorm_1d in numpy, float64 values checked exact stage by stage."""
+    x = args[0]
+    st = st or _setup(node, x, fmts, prec, args)
+    axis, dim, acc, size, p2, tfmt, table = (st[k] for k in ("axis", "dim", "acc", "size", "p2", "tfmt", "table"))
+    scale, bias = st["scale"], st["bias"]
+    lead = x.shape[:axis]
+    rows = x.reshape(-1, dim)
     q = acc.quantize
     k_inv = float(q(np.array(1.0 / dim)))                     # const accum_t k_inv = 1.0 / dim
     xa = q(rows)                                               # static_cast<accum_t>(data[i])

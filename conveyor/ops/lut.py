@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import weakref
 
 import ctypes
 import ctypes.util
@@ -102,6 +103,38 @@ def raw_of(x: np.ndarray, fmt: FixedType) -> np.ndarray:
 
 def _wrap32(v: np.ndarray) -> np.ndarray:
     return ((v + 2 ** 31) & 0xFFFFFFFF) - 2 ** 31
+
+
+# ---- what a kernel derives from a node's parameters and formats alone ---------------------
+
+#: id(node) -> (node, prec, fmts, weak references to the parameters, {key: derived})
+_PLAN_CACHE: dict = {}
+
+
+def node_plans(ctx, node, args, fmts, prec, slots) -> dict | None:
+    """A dict in which a kernel keeps what it derives from the node's parameters (`args` at
+    `slots`) and formats alone (checks, tables, raw weights, the plans of compiled loops), the
+    same dict while the node, its precision, its formats and those arrays are the same objects;
+    None (keep nothing) unless every array there is one of the Emulator's parameters
+    (`ctx.is_param`: it never modifies them) and the run is not observed."""
+    is_param = getattr(ctx, "is_param", None)
+    if is_param is None or getattr(ctx, "observe", False):
+        return None
+    params = tuple(args[i] if i < len(args) else None for i in slots)
+    if not all(a is None or is_param(a) for a in params) or all(a is None for a in params):
+        return None
+    fmts = tuple(fmts)
+    got = _PLAN_CACHE.get(id(node))
+    if got is not None:
+        n, pr, fm, refs, plans = got
+        if n is node and pr is prec and fm == fmts and all(
+                (r is None and a is None) or (r is not None and r() is a) for r, a in zip(refs, params)):
+            return plans
+    if len(_PLAN_CACHE) >= 256:
+        _PLAN_CACHE.clear()
+    plans: dict = {}
+    _PLAN_CACHE[id(node)] = (node, prec, fmts, tuple(None if a is None else weakref.ref(a) for a in params), plans)
+    return plans
 
 
 # ---- C library functions ----------------------------------------------------------------

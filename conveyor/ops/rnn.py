@@ -673,7 +673,13 @@ def _auto_frac(*fracs: int) -> int:
 
 
 def _lstm_fixed(node: Any, args: Sequence, fmts: Sequence, prec: Any, ctx: Any):
-    acts, S, C, A = _fixed_setup(node, args, fmts, prec, 4)
+    plans = lut.node_plans(ctx, node, args, fmts, prec, (1, 2, 3, 7))
+    if plans is not None and "setup" in plans:
+        acts, S, C, A = plans["setup"]
+    else:
+        acts, S, C, A = _fixed_setup(node, args, fmts, prec, 4)
+        if plans is not None:
+            plans["setup"] = acts, S, C, A
     p = _prepare(node, args, 4)
     seq, batch, hid, lens = p["seq"], p["batch"], p["hidden"], p["lens"]
     fx, fw, fr = fmts[0], fmts[1], fmts[2]
@@ -681,7 +687,9 @@ def _lstm_fixed(node: Any, args: Sequence, fmts: Sequence, prec: Any, ctx: Any):
     cast_acc = (lambda v: v) if A is None else _cast_to(A)
     pre_frac = A.frac_bits if A is not None else _auto_frac(
         _frac(fx) + _frac(fw), _frac(S) + _frac(fr), _frac(fb) if fb is not None else 0)
-    h0, c0 = S.quantize(p["h0"]), C.quantize(p["c0"])
+    # (no initial state: zeros, which every format holds)
+    h0 = S.quantize(p["h0"]) if len(args) > 5 and args[5] is not None else p["h0"]
+    c0 = C.quantize(p["c0"]) if len(args) > 6 and args[6] is not None else p["c0"]
     ys, hs, cs = [], [], []
     for d in range(p["ndir"]):
         fa, ga, ha = acts[d]
@@ -692,8 +700,13 @@ def _lstm_fixed(node: Any, args: Sequence, fmts: Sequence, prec: Any, ctx: Any):
             from conveyor.ops import intrnn
 
             xs = p["x"][::-1] if p["reverse"][d] else p["x"]
-            got = intrnn.lstm_fused(xs, fx, p["w"][d], p["r"][d], wb, rb, fw, fr, fb, A, acts[d], S, C, h0[d], c0[d],
-                                    getattr(ctx, "value_range", None) or _value_range)
+            plan = plans.get(d, False) if plans is not None else False
+            if plan is False:  # (None: the kernel does not compute this direction)
+                plan = intrnn.lstm_plan(fx, p["w"][d], p["r"][d], wb, rb, fw, fr, fb, A, acts[d], S, C,
+                                        getattr(ctx, "value_range", None) or _value_range)
+                if plans is not None:
+                    plans[d] = plan
+            got = None if plan is None else intrnn.lstm_run(plan, xs, h0[d], c0[d])
             if got is not None:
                 ys.append(got[0][::-1] if p["reverse"][d] else got[0])
                 hs.append(got[1])
