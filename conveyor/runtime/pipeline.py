@@ -26,7 +26,7 @@ from conveyor.errors import ModelError, RuntimeFault
 from conveyor.plan import Plan
 from conveyor.runtime.metrics import Metrics
 from conveyor.runtime.stages import StageSpec, build_stages
-from conveyor.runtime.worker import RELEASE_KEY, wait_until
+from conveyor.runtime.worker import FINAL_WAIT_S, RELEASE_KEY, fine_timer_slack, wait_until
 
 EXECUTORS = ("local", "ray")
 
@@ -222,6 +222,7 @@ class Pipeline:
         self._complete(rid, result)
 
     def _release_held(self) -> None:
+        fine_timer_slack()  # its condition waits wake closer to the release times too
         while True:
             with self._held_cond:
                 while not self._held and not self._closed:
@@ -229,11 +230,12 @@ class Pipeline:
                 if self._closed:
                     return
                 release, rid, result = self._held[0]
-                if release > time.time() + 2e-3:
-                    self._held_cond.wait(release - time.time() - 1e-3)  # an earlier one may arrive
+                ahead = release - time.time()
+                if ahead > FINAL_WAIT_S:  # an earlier one may arrive meanwhile: wait on the condition
+                    self._held_cond.wait(ahead - FINAL_WAIT_S)
                     continue
                 heapq.heappop(self._held)
-            wait_until(release)
+            wait_until(release)  # the last FINAL_WAIT_S at most, the GIL released
             self._complete(rid, result)
 
     def _stop_releaser(self) -> None:
