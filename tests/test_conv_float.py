@@ -327,7 +327,8 @@ def test_one_pass_kernel_float64_is_exact_on_grid_values(monkeypatch):
 
 
 @pytest.mark.skipif(not intdot.available(), reason="numba (the `fast`/`test` extra) is not installed")
-def test_one_pass_kernel_takes_gemv_like_convs_only():
+def test_one_pass_kernel_takes_gemv_like_convs_only(monkeypatch):
+    monkeypatch.setattr(cf, "_WINOGRAD_MIN_C", 1 << 30)  # the one-pass rule alone (Winograd: its own test)
     """Chosen by uses per weight (docs/numerics.md): resnet's layer4 3x3 at 2x2 outputs in both work
     dtypes, a 3x3 at 8x8 outputs only in float64, a 3x3 at 16x16 in neither; depthwise never."""
     def kind(x_shape, m, k, dtype, group=1, **attrs):
@@ -393,6 +394,7 @@ def test_winograd_numba_transforms_equal_numpy_bit_for_bit():
 
 
 def test_float32_winograd_is_within_float32_accumulation_error_of_the_direct_sum(monkeypatch):
+    monkeypatch.setattr(cf, "_SMALL_USES", {})  # Winograd alone (small outputs take the one-pass kernel first)
     """The float reference's Winograd (float32 transforms and GEMMs) against the float64 direct
     sum, within the per-output bound the im2col test allows (float32 accumulation error of the
     direct sum; docs/numerics.md "Conv, the float reference": Winograd's expected error is at
@@ -417,7 +419,8 @@ def test_float32_winograd_is_within_float32_accumulation_error_of_the_direct_sum
     assert 0 < worst < 1.0
 
 
-def test_winograd_is_chosen_where_it_is_faster_and_exact():
+def test_winograd_is_chosen_where_it_is_faster_and_exact(monkeypatch):
+    monkeypatch.setattr(cf, "_SMALL_USES", {})  # Winograd's rule alone (small outputs take the one-pass kernel first)
     """Winograd for unit-stride 3x3 one-group Convs with enough tiles and channels (float32);
     not for small outputs whose (16, M, C) weights do not stay in cache (memory bound: taps or
     im2col), few channels, strides, groups or dilations; in float64 only with a proof."""

@@ -14,6 +14,16 @@ from conveyor.numerics.fixed import FixedType
 from conveyor.ops import conv, fixed, winograd
 from conveyor.ops import conv_float as cf
 
+
+@pytest.fixture(autouse=True)
+def _winograd_alone(monkeypatch):
+    """These tests hold Winograd's exact path: small outputs, which ConvPlan gives the one-pass
+    kernel first (conv_small, its own tests), take Winograd here."""
+    monkeypatch.setattr(cf, "_SMALL_USES", {})
+    conv._FIXED_PLANS.clear()
+    yield
+    conv._FIXED_PLANS.clear()
+
 SPEC = ops.get("Conv").run_fixed.spec
 
 

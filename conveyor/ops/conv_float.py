@@ -14,6 +14,9 @@ emulator's grid values) in float64 throughout):
 - depthwise (one input channel per group, any channel multiplier): per kernel tap one
   multiply-add of a shifted window by a weight per channel, taps in row-major order (numba:
   `_depthwise_flat`, the same operations in the same order as the numpy loop, so the same bits);
+- winograd (2-D 3x3, unit stride, no dilation, one group, enough channels and output tiles:
+  `_winograd_fits`): Winograd F(2x2, 3x3), `conveyor.ops.winograd`; in float64 (the emulator's
+  grid values) only where the caller proved it exact (`exact_bits`);
 - everything else (k x k, strided, dilated, grouped, N-d): im2col + one GEMM per group (one
   batched `np.matmul`), rows (Cg, *kernel) as W flattens, in chunks of output rows that stay
   below `_COLS_BYTES`. With numba the input is laid out as flat stride-phase planes
