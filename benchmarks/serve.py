@@ -2,7 +2,8 @@
 A script, not a test; loopback only, bounded in requests and seconds per load point:
 
     python benchmarks/serve.py [--models digits-cnn,alexnet-conv] [--requests 200] [--seconds 8]
-                               [--paced-seconds 15] [--time-scale S]
+                               [--paced-seconds 15] [--time-scale S] [--clients 1,4,16]
+                               [--loads 0.25,0.5,0.9]
 
 For each plan, the same harness drives three targets with the same inputs and the same
 arrival schedules, one target at a time (never two at once on the shared cores), each load
@@ -24,8 +25,21 @@ Plans:
                 in slow motion at the time scale benchmarks/runtime.py calibrates (its
                 throughput: 1 / (modeled interval x scale)).
 Every answer is checked bit for bit against graph.run for its input; a mismatch counts as an
-error. Overhead = served percentile - pipeline percentile at the same load point. Target:
-batch-1 p99 overhead <= 1 ms at 50 % load, 0 errors; the ratio to it is printed.
+error.
+
+Overhead, two figures. "ovh": served percentile - pipeline percentile at the same load point
+(the only one that closed loops allow: their arrivals depend on the answers). "paired", at
+open-loop points: the percentile of the per-request difference, served latency minus the
+in-process latency of the same arrival (same schedule, same input; both targets answered it
+correctly). The target is read from the paired figure, and the old one is printed beside it:
+the issue defines the overhead per request ("served latency minus the in-process Pipeline's
+latency for the same requests"). On the paced plan the p99 of either run is the tail of the
+schedule's queueing (quiet machine, 50 % load: in-process p50 ~295 ms, p99 ~565 ms); those
+requests waited for stage 0 anyway, so time a served request loses on its way in can be
+hidden at the very percentile the old figure reads, while pairing keeps it (reasoned from
+the pacing model; not yet shown on a quiet machine: the only runs so far were at load 3-8,
+where the stages overran the schedule and both figures read hundreds of ms). Target: batch-1 p99 overhead <= 1
+ms at 50 % load, 0 errors; the ratio to it is printed, for both figures.
 
 Server CPU per request (served points): the server process's CPU time over the point (all
 its threads, from /proc/PID/task/*/schedstat; not its stage processes, nor the client) over
@@ -176,7 +190,7 @@ def poisson_schedule(rate: float, requests: int, seconds: float, seed: int) -> n
 
 
 def open_loop(target, xs, refs, schedule: np.ndarray) -> dict:
-    lat, errors, lock = [], [0], threading.Lock()
+    lat, errors, lock = {}, [0], threading.Lock()  # latency by the arrival's index in the schedule
     jobs: queue.Queue = queue.Queue()
 
     def worker():
@@ -189,7 +203,8 @@ def open_loop(target, xs, refs, schedule: np.ndarray) -> dict:
                 ok = False
             t1 = time.perf_counter()
             with lock:
-                (lat.append(t1 - due) if ok else None)
+                if ok:
+                    lat[i] = t1 - due
                 errors[0] += not ok
 
     pool = [threading.Thread(target=worker) for _ in range(POOL)]
@@ -206,7 +221,9 @@ def open_loop(target, xs, refs, schedule: np.ndarray) -> dict:
         jobs.put(None)
     for t in pool:
         t.join()
-    return _summary(lat, errors[0], time.perf_counter() - start)
+    out = _summary(list(lat.values()), errors[0], time.perf_counter() - start)
+    out["by_index"] = lat
+    return out
 
 
 def _summary(lat, errors: int, wall_s: float) -> dict:
@@ -245,20 +262,22 @@ def _measured(target, run) -> dict:
 
 def run_points(targets, xs, refs, args, rate: float | None) -> tuple[dict, float]:
     """Every load point on every target in turn (interleaved, so that the shared machine's drift
-    falls on all three alike); `rate` None: the pipeline's closed-loop rate at 16 clients."""
+    falls on all three alike); `rate` None: the pipeline's closed-loop rate at the most clients."""
     for target in targets:
         call = target.caller()
         for i in range(4):  # warm: lazy loads, connection set-up
             call(xs[i % DISTINCT])
     out = {t.name: {} for t in targets}
-    for c in CLIENTS:
+    for c in args.clients:
         for t in targets:
             out[t.name][("closed", c)] = r = _measured(t, lambda: closed_loop(t, xs, refs, c, args.requests,
                                                                               args.seconds))
             print(f"   {t.name:<9}closed {c:>2} clients: {_row(r)}", flush=True)
     if rate is None:
-        rate = out[targets[0].name][("closed", CLIENTS[-1])]["throughput"]
-    for f in LOADS:
+        if not args.clients:
+            raise SystemExit("digits-cnn's open-loop rate is its closed-loop throughput: give --clients")
+        rate = out[targets[0].name][("closed", args.clients[-1])]["throughput"]
+    for f in args.loads:
         schedule = poisson_schedule(f * rate, args.requests, args.seconds, seed=int(f * 100))
         for t in targets:
             out[t.name][("open", f)] = r = _measured(t, lambda: open_loop(t, xs, refs, schedule))
@@ -331,11 +350,28 @@ def bench_plan(label: str, plan, plan_path: str, graph, paced_scale: float | Non
     return {"results": results, "rate": rate}
 
 
+def paired_overhead(pipe: dict, served: dict) -> dict | None:
+    """Per-request overhead at an open-loop point: served latency minus the in-process
+    pipeline's latency for the same arrival of the same schedule (requests answered correctly
+    by both), and its percentiles; None at closed-loop points (no shared schedule)."""
+    a, b = pipe.get("by_index"), served.get("by_index")
+    if a is None or b is None:
+        return None
+    common = sorted(set(a) & set(b))
+    if not common:
+        return {"n": 0, "p50": float("nan"), "p99": float("nan")}
+    d = np.array([b[i] - a[i] for i in common])
+    p50, p99 = np.percentile(d, [50, 99])
+    return {"n": len(d), "p50": p50, "p99": p99}
+
+
 def print_table(label: str, res: dict) -> None:
     r = res["results"]
-    print(f"\n   {label}: served (triton | raw) vs in-process pipeline, ms; overhead = served - pipeline")
+    print(f"\n   {label}: served (triton | raw) vs in-process pipeline, ms; ovh = served percentile - pipeline "
+          "percentile; paired = percentile of (served - pipeline) per request of the same schedule (open loop)")
     print(f"   {'point':<16}{'pipe p50':>9}{'p99':>9}{'p99.9':>9}{'tri p50':>9}{'p99':>9}{'p99.9':>9}"
-          f"{'raw p50':>9}{'p99':>9}{'p99.9':>9}{'ovh p50 tri/raw':>17}{'ovh p99 tri/raw':>17}{'thr pipe/tri/raw':>20}"
+          f"{'raw p50':>9}{'p99':>9}{'p99.9':>9}{'ovh p50 tri/raw':>17}{'ovh p99 tri/raw':>17}"
+          f"{'paired p50 tri/raw':>20}{'paired p99 tri/raw':>20}{'thr pipe/tri/raw':>20}"
           f"{'err':>5}{'srv CPU us/req tri/raw':>24}")
     for key in r["pipeline"]:
         p, tr, rw = r["pipeline"][key], r["triton"][key], r["raw"][key]
@@ -345,17 +381,29 @@ def print_table(label: str, res: dict) -> None:
               f"{ms(tr['p999'])}{ms(rw['p50'])}{ms(rw['p99'])}{ms(rw['p999'])}"
               f"{(tr['p50'] - p['p50']) * 1e3:>9.2f}/{(rw['p50'] - p['p50']) * 1e3:<7.2f}"
               f"{(tr['p99'] - p['p99']) * 1e3:>9.2f}/{(rw['p99'] - p['p99']) * 1e3:<7.2f}"
+              f"{_paired(p, tr, rw, 'p50')}{_paired(p, tr, rw, 'p99')}"
               f"{p['throughput']:>8.1f}/{tr['throughput']:.1f}/{rw['throughput']:.1f}"
               f"{p['errors'] + tr['errors'] + rw['errors']:>5}"
               f"{_cpu(tr):>16}/{_cpu(rw):<7}")
+    if ("open", 0.5) not in r["pipeline"]:
+        print("   target: not measured (no 50 % open-loop point in this run)")
+        return
     for name in ("triton", "raw"):
         p, s = r["pipeline"][("open", 0.5)], r[name][("open", 0.5)]
-        ovh = s["p99"] - p["p99"]
-        verdict = ("MISSED" if ovh > TARGET_P99_OVERHEAD_S else
-                   "met" if ovh >= 0 else "served below in-process: within this machine's noise")
-        print(f"   target (50 % load, {name}): p99 overhead {ovh * 1e3:.2f} ms / {TARGET_P99_OVERHEAD_S * 1e3:g} ms "
-              f"= ratio {ovh / TARGET_P99_OVERHEAD_S:.2f} ({verdict}); "
-              f"errors {s['errors'] + p['errors']} ({'met' if s['errors'] + p['errors'] == 0 else 'MISSED'})")
+        errors = f"errors {s['errors'] + p['errors']} ({'met' if s['errors'] + p['errors'] == 0 else 'MISSED'})"
+        for how, ovh in (("p99 of the per-request overhead", paired_overhead(p, s)["p99"]),
+                         ("old figure, p99 served - p99 in-process", s["p99"] - p["p99"])):
+            verdict = ("MISSED" if ovh > TARGET_P99_OVERHEAD_S else
+                       "met" if ovh >= 0 else "served below in-process: within this machine's noise")
+            print(f"   target (50 % load, {name}, {how}): {ovh * 1e3:.2f} ms / {TARGET_P99_OVERHEAD_S * 1e3:g} ms "
+                  f"= ratio {ovh / TARGET_P99_OVERHEAD_S:.2f} ({verdict}); {errors}")
+
+
+def _paired(p, tr, rw, q: str) -> str:
+    a, b = paired_overhead(p, tr), paired_overhead(p, rw)
+    if a is None or b is None:
+        return f"{'-':>20}"
+    return f"{a[q] * 1e3:>12.2f}/{b[q] * 1e3:<7.2f}"
 
 
 def _cpu(r) -> str:
@@ -371,7 +419,19 @@ def main(argv=None) -> int:
                     help="seconds per load point at most on the paced plan (its requests take seconds)")
     ap.add_argument("--max-queue", type=int, default=64, help="the server's --max-queue (and the pipeline's)")
     ap.add_argument("--time-scale", type=float, default=None, help="alexnet-conv: override the calibrated scale")
+    ap.add_argument("--clients", default=",".join(map(str, CLIENTS)),
+                    help="closed-loop points: comma list of client counts ('' for none)")
+    ap.add_argument("--loads", default=",".join(map(str, LOADS)),
+                    help="open-loop points: comma list of fractions of the plan's throughput ('' for none)")
     args = ap.parse_args(argv)
+    try:
+        args.clients = [int(v) for v in args.clients.split(",") if v.strip()]
+        args.loads = [float(v) for v in args.loads.split(",") if v.strip()]
+    except ValueError:
+        ap.error(f"--clients takes integers and --loads fractions, comma-separated; got "
+                 f"'{args.clients}' and '{args.loads}'")
+    if any(c < 1 for c in args.clients) or any(not 0 < f < 1.5 for f in args.loads):
+        ap.error(f"--clients must be >= 1 and --loads in (0, 1.5); got {args.clients} and {args.loads}")
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     if set(models) - {"digits-cnn", "alexnet-conv"}:
         ap.error(f"--models: accepted digits-cnn, alexnet-conv; got {args.models}")
