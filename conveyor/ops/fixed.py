@@ -165,6 +165,7 @@ def _sigmoid_entries(size: int, lo: int, hi: int, tfmt, result) -> np.ndarray:
 
 try:
     from conveyor.ops.intdot import njit as _njit
+    from conveyor.ops.lut import range_divisor as _range_divisor
     from conveyor.ops.lut import range_index_one as _range_index_one
 except ImportError:  # pragma: no cover - depends on the install
     _njit = None
@@ -173,12 +174,7 @@ if _njit is not None:
     @_njit(cache=True, nogil=True)
     def _nb_swish(x, scale, n, r, offset, f, table, out):
         """out = x * table[index(x)], the index as `lut._range_index_int` computes it."""
-        d = r << f
-        k = -1
-        if r & (r - 1) == 0:
-            k = 0
-            while (np.int64(1) << k) < d:
-                k += 1
+        d, k = _range_divisor(r, f)
         for i in range(x.size):
             idx = _range_index_one(np.int64(x[i] * scale) * n, k, d, offset)
             if idx < 0:

@@ -245,6 +245,18 @@ def note_address(values: np.ndarray, fmt: FixedType) -> None:
 
 if intdot_njit is not None:
     @intdot_njit(cache=True, nogil=True)
+    def range_divisor(r, f):
+        """(d, k) for `range_index_one`: the divisor R * 2^f and, when R is a power of two, the
+        shift k with 2^k = d (else -1)."""
+        d = r << f
+        k = -1
+        if r & (r - 1) == 0:
+            k = 0
+            while (np.int64(1) << k) < d:
+                k += 1
+        return d, k
+
+    @intdot_njit(cache=True, nogil=True)
     def range_index_one(p, k, d, offset):
         """The unclamped index of one product p = raw * n (`range_index`): truncated towards
         zero by d = R * 2^f (a shift by k when d = 2^k, else k = -1), the low 32 bits, plus the
@@ -262,12 +274,7 @@ if intdot_njit is not None:
         truncations towards zero (by R, then by 2^f) are one, by R * 2^f: a shift when R is a
         power of two."""
         outside = 0
-        d = r << f
-        k = -1
-        if r & (r - 1) == 0:
-            k = 0
-            while (np.int64(1) << k) < d:
-                k += 1
+        d, k = range_divisor(r, f)
         for i in range(x.size):
             idx = range_index_one(np.int64(x[i] * scale) * n, k, d, offset)
             if idx < 0:
