@@ -72,3 +72,42 @@ def test_layernorm_compiled_equals_numpy(monkeypatch, rounding, overflow):
             _same(got, want, f"case {case} run {again} x {fx} acc {acc} R {R} {tables}")
             _same(run(node, args, fmts, prec, CastContext(True)), want, f"observed, case {case}")
     assert taken >= 10, taken
+
+
+@pytest.mark.parametrize("rounding", ROUNDINGS)
+@pytest.mark.parametrize("overflow", OVERFLOWS)
+def test_softmax_compiled_equals_numpy(monkeypatch, rounding, overflow):
+    from conveyor.ops import softmax
+
+    rng = np.random.default_rng(100 + len(rounding) * 10 + len(overflow))
+    run = ops.get("Softmax").run_fixed
+    calls = []
+    real = softmax._rows_int
+    monkeypatch.setattr(softmax, "_rows_int", lambda *a: calls.append(1) or real(*a))
+    for case in range(12):
+        n = int(rng.integers(1, 40))
+        shape = [int(rng.integers(1, 5)), int(rng.integers(1, 4)), n]
+        axis = int(rng.choice([-1, 0, 1]))
+        shape[axis], shape[-1] = shape[-1], shape[axis]
+        fx = FixedType(int(rng.integers(6, 19)), int(rng.integers(2, 7)), bool(rng.integers(0, 4)), rounding, overflow)
+        R = FixedType(int(rng.integers(8, 19)), int(rng.integers(1, 4)), bool(rng.integers(0, 2)), rounding, overflow)
+        impl = str(rng.choice(["stable", "stable", "latency"]))
+        tables = {"softmax": {"implementation": impl},
+                  "softmax_exp": {"size": int(rng.choice([64, 256, 1024])),
+                                  "format": f"ap_fixed<{int(rng.integers(12, 19))},8,AP_{rounding},AP_{overflow}>"},
+                  "softmax_inv": {"size": int(rng.choice([128, 1024])),
+                                  "format": f"ap_fixed<{int(rng.integers(12, 19))},{int(rng.integers(4, 9))},AP_RND,AP_SAT>"}}
+        if rng.integers(0, 3) == 0:
+            tables["softmax_exp"]["input"] = f"ap_ufixed<{int(rng.integers(6, 14))},{int(rng.integers(2, 5))},AP_{rounding},AP_{overflow}>"
+        if rng.integers(0, 3) == 0:
+            tables["softmax_inv"]["input"] = f"ap_fixed<{int(rng.integers(10, 19))},{int(rng.integers(4, 9))},AP_{rounding},AP_{overflow}>"
+        prec = NodePrecision(weight=fx, bias=fx, accum=None, result=R, tables=tables)
+        node = Node(f"sm{case}", "Softmax", ("x",), ("y",), {"axis": axis})
+        for again in range(2):
+            x = _grid(fx, tuple(shape), rng, float(rng.choice([0.5, 3.0])))
+            before = len(calls)
+            want = softmax._run_fixed_numpy(node, [x], [fx], prec, CastContext(False))
+            got = run(node, [x], [fx], prec, CastContext(False, {}))
+            assert len(calls) == before + 1
+            _same(got, want, f"case {case} run {again} {fx} {R} {tables} axis {axis}")
+            _same(run(node, [x], [fx], prec, CastContext(True)), want, f"observed, case {case}")

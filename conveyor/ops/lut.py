@@ -121,7 +121,7 @@ def node_plans(ctx, node, args, fmts, prec, slots) -> dict | None:
     if is_param is None or getattr(ctx, "observe", False):
         return None
     params = tuple(args[i] if i < len(args) else None for i in slots)
-    if not all(a is None or is_param(a) for a in params) or all(a is None for a in params):
+    if not all(a is None or is_param(a) for a in params):
         return None
     fmts = tuple(fmts)
     got = _PLAN_CACHE.get(id(node))
