@@ -206,6 +206,66 @@ def test_chunked_body_answered_and_cut_at_the_limit(digits):
     conn.close()
 
 
+def _raw_exchange(port: int, requests: bytes, wait_s: float = 3.0) -> tuple[bytes, bool]:
+    """Send `requests` on one connection; (all bytes answered, whether the server closed it)."""
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(requests)
+        s.settimeout(wait_s)
+        data = b""
+        try:
+            while chunk := s.recv(65536):
+                data += chunk
+            return data, True
+        except socket.timeout:
+            return data, False
+
+
+def test_answer_framing_keep_alive_and_close(digits):
+    """The /infer answer is written by the server itself (one write, not web.Response): two
+    pipelined HTTP/1.1 requests on one connection are answered in order and the connection
+    stays open; HTTP/1.1 `Connection: close` and plain HTTP/1.0 are answered and closed;
+    HTTP/1.0 keep-alive is answered `Connection: keep-alive` and kept open."""
+    g, name = digits.graph, digits.graph.name
+    x1, x2 = xs(g, 2, seed=17)
+    refs = [g.run(x, precision=digits.plan.precision)["output"] for x in (x1, x2)]
+
+    def req(x, version="HTTP/1.1", extra=""):
+        body = json.dumps({"id": "r", "inputs": [{"name": g.input_names[0], "datatype": "FP32",
+                                                  "shape": list(x.shape), "data": x.ravel().tolist()}]}).encode()
+        return (f"POST /v2/models/{name}/infer {version}\r\nHost: t\r\nContent-Type: application/json\r\n{extra}"
+                f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+    def answers(data: bytes) -> list[tuple[str, dict, dict]]:
+        out = []
+        while data:
+            head, _, rest = data.partition(b"\r\n\r\n")
+            status, *lines = head.decode("latin-1").split("\r\n")
+            headers = {k.lower(): v for k, v in (ln.split(": ", 1) for ln in lines)}
+            n = int(headers["content-length"])
+            out.append((status, headers, json.loads(rest[:n])))
+            data = rest[n:]
+        return out
+
+    def check(ans, ref):
+        status, headers, body = ans
+        assert status.endswith(" 200 OK") and headers["content-type"] == "application/json" and "date" in headers
+        assert body["id"] == "r" and np.array_equal(np.asarray(body["outputs"][0]["data"]).reshape(ref.shape), ref)
+
+    data, closed = _raw_exchange(digits.port, req(x1) + req(x2))
+    got = answers(data)
+    assert not closed and len(got) == 2 and all(a[0].startswith("HTTP/1.1 ") for a in got)
+    check(got[0], refs[0])
+    check(got[1], refs[1])
+    assert all("connection" not in a[1] for a in got)
+    for version, extra, header, closes in (("HTTP/1.1", "Connection: close\r\n", "close", True),
+                                           ("HTTP/1.0", "", None, True),
+                                           ("HTTP/1.0", "Connection: keep-alive\r\n", "keep-alive", False)):
+        data, closed = _raw_exchange(digits.port, req(x1, version, extra), wait_s=1.0 if not closes else 3.0)
+        (a,) = answers(data)
+        assert a[0].startswith(version + " ") and a[1].get("connection") == header and closed == closes, (version, a)
+        check(a, refs[0])
+
+
 def served_ok(s, headers=None) -> float:
     """conveyor_requests_total{code="200"}: inference requests answered 200 so far."""
     text = http("GET", s.url + "/metrics", headers=headers)[2].decode()
