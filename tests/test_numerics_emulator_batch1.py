@@ -137,6 +137,28 @@ def test_relu6_fused_at_batch_one_equals_the_kernels_one_by_one(precision):
                                                                    emu.node_precision["clip1"].result)))
 
 
+@pytest.mark.parametrize("precision", RELU_PRECISIONS, ids=str)
+def test_batchnorm_relu_fused_equals_the_kernels_one_by_one(precision):
+    """DenseNet's pre-activation: x -> BatchNormalization -> Relu -> Conv."""
+    inits = {"s": rand((3,), 21, 1.5), "bb": rand((3,), 22, 1.0), "m": rand((3,), 23, 0.5),
+             "v": np.abs(rand((3,), 24, 1.0)) + 0.5, "w": rand((2, 3, 1, 1), 25, 0.5)}
+    nodes = [helper.make_node("BatchNormalization", ["x", "s", "bb", "m", "v"], ["n"], name="bn"),
+             helper.make_node("Relu", ["n"], ["r"], name="relu"),
+             helper.make_node("Conv", ["r", "w"], ["y"], name="conv")]
+    g = _graph(nodes, [("y", [1, 2, 8, 8])], inits, "bn_relu")
+    emu = emulator_for(g, precision)
+    identity = not isinstance(precision, dict)
+    assert {k: v.name for k, v in emu._relu_after.items()} == ({"bn": "relu"} if identity else {})
+    x = rand((1, 3, 8, 8), 26, 3.0)
+    fused, _ = emu.run(x, fetch=["y", "r"])
+    apart, _ = emu.run(x, fetch=["y", "r", "n"])  # the BN's output fetched: no fusion
+    observed, _ = emu.run(x, fetch=["y", "r"], observe=True)
+    for t in ("y", "r"):
+        np.testing.assert_array_equal(_bits(fused[t]), _bits(apart[t]), err_msg=t)
+        np.testing.assert_array_equal(_bits(fused[t]), _bits(observed[t]), err_msg=t)
+    assert (apart["n"] < 0).any()  # the Relu had work to do
+
+
 @pytest.mark.parametrize("precision", SWISH_PRECISIONS, ids=str)
 def test_swish_in_one_pass_equals_sigmoid_then_mul(precision):
     g = _swish_graph()
