@@ -92,6 +92,73 @@ def test_relu_fused_at_batch_one_equals_the_kernels_one_by_one(precision):
     assert emu.last_formats["r1"] == emu.node_precision["relu1"].result
 
 
+def _relu6_graph(opset_attrs: bool = False):
+    """x -> Conv -> Clip(0, 6) -> Conv (depthwise) -> Clip(0, 6) -> Conv -> y (MobileNetV2's
+    ReLU6 as exported), the last Clip's bounds 0 and 5.3 (5.3: no value of a coarse format)."""
+    inits = {"w1": rand((4, 3, 3, 3), 11, 1.5), "b1": rand((4,), 12, 2.0),
+             "w2": rand((4, 1, 3, 3), 13, 1.5), "w3": rand((2, 4, 1, 1), 14, 0.5),
+             "lo": np.array(0.0, np.float32), "hi": np.array(6.0, np.float32), "hi2": np.array(5.3, np.float32)}
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+        helper.make_node("Clip", ["c1", "lo", "hi"], ["r1"], name="clip1"),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1], group=4, name="conv2"),
+        helper.make_node("Clip", ["c2", "lo", "hi2"], ["r2"], name="clip2"),
+        helper.make_node("Conv", ["r2", "w3"], ["y"], name="conv3"),
+    ]
+    return _graph(nodes, [("y", [1, 2, 8, 8])], inits, "relu6")
+
+
+RELU6_PRECISIONS = COMMON + [
+    # the Clip's result holds 6 but not the Conv's values (coarser): its cast is not the identity
+    {"default": "ap_fixed<16,6,AP_RND_CONV>", "op_types": {"Clip": {"result": "ap_ufixed<6,3,AP_RND,AP_SAT>"}}},
+]
+
+
+@pytest.mark.parametrize("precision", RELU6_PRECISIONS, ids=str)
+def test_relu6_fused_at_batch_one_equals_the_kernels_one_by_one(precision):
+    g = _relu6_graph()
+    emu = emulator_for(g, precision)
+    fmt = emu.node_precision["clip1"].result
+    six = float(cast(np.array([6.0]), fmt)[0]) == 6.0  # not in ap_fixed<10,3> (max 3.99)
+    # fused where the Clip's cast is the identity (its format holds the Conv's and 6); 5.3 is a
+    # value of none of these formats, so clip2 stays a node of its own
+    expected = {"conv1": "clip1"} if six and not isinstance(precision, dict) else {}
+    assert {k: v.name for k, v in emu._relu_after.items()} == expected
+    for seed in (0, 1):
+        x = rand((1, 3, 8, 8), seed, 4.0)  # many sums beyond 6 and below 0
+        fused, _ = emu.run(x, fetch=["y", "r1"])
+        apart, _ = emu.run(x, fetch=["y", "r1", "c1"])  # the Conv's output fetched: no fusion
+        observed, _ = emu.run(x, fetch=["y", "r1"], observe=True)
+        for t in ("y", "r1"):
+            np.testing.assert_array_equal(_bits(fused[t]), _bits(apart[t]), err_msg=f"{t} seed {seed}")
+            np.testing.assert_array_equal(_bits(fused[t]), _bits(observed[t]), err_msg=f"{t} seed {seed}")
+        assert (apart["r1"] == 0.0).any() and (not six or (apart["r1"] == 6.0).any())  # both bounds taken
+        np.testing.assert_array_equal(_bits(apart["r1"]), _bits(cast(np.clip(apart["c1"], 0.0, 6.0),
+                                                                   emu.node_precision["clip1"].result)))
+
+
+@pytest.mark.parametrize("precision", RELU_PRECISIONS, ids=str)
+def test_batchnorm_relu_fused_equals_the_kernels_one_by_one(precision):
+    """DenseNet's pre-activation: x -> BatchNormalization -> Relu -> Conv."""
+    inits = {"s": rand((3,), 21, 1.5), "bb": rand((3,), 22, 1.0), "m": rand((3,), 23, 0.5),
+             "v": np.abs(rand((3,), 24, 1.0)) + 0.5, "w": rand((2, 3, 1, 1), 25, 0.5)}
+    nodes = [helper.make_node("BatchNormalization", ["x", "s", "bb", "m", "v"], ["n"], name="bn"),
+             helper.make_node("Relu", ["n"], ["r"], name="relu"),
+             helper.make_node("Conv", ["r", "w"], ["y"], name="conv")]
+    g = _graph(nodes, [("y", [1, 2, 8, 8])], inits, "bn_relu")
+    emu = emulator_for(g, precision)
+    identity = not isinstance(precision, dict)
+    assert {k: v.name for k, v in emu._relu_after.items()} == ({"bn": "relu"} if identity else {})
+    x = rand((1, 3, 8, 8), 26, 3.0)
+    fused, _ = emu.run(x, fetch=["y", "r"])
+    apart, _ = emu.run(x, fetch=["y", "r", "n"])  # the BN's output fetched: no fusion
+    observed, _ = emu.run(x, fetch=["y", "r"], observe=True)
+    for t in ("y", "r"):
+        np.testing.assert_array_equal(_bits(fused[t]), _bits(apart[t]), err_msg=t)
+        np.testing.assert_array_equal(_bits(fused[t]), _bits(observed[t]), err_msg=t)
+    assert (apart["n"] < 0).any()  # the Relu had work to do
+
+
 @pytest.mark.parametrize("precision", SWISH_PRECISIONS, ids=str)
 def test_swish_in_one_pass_equals_sigmoid_then_mul(precision):
     g = _swish_graph()

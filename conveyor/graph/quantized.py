@@ -191,6 +191,7 @@ class Emulator:
         # A Relu right after a dot kernel (its only consumer) whose cast is the identity: the
         # fused kernel applies it (non-observing runs; `_relu_after`: dot node -> Relu node)
         self._relu_after: dict[str, Any] = {}
+        self._clip_top: dict[str, float] = {}  # a fused Clip (ReLU6) node -> its upper bound
         from conveyor.ops import fixed as _fixed
 
         for node in graph.nodes:
@@ -203,10 +204,16 @@ class Emulator:
             if not fuses or len(outs) != 1 or outs[0] in graph.output_names:
                 continue
             users = graph.consumers(outs[0])
-            if len(users) == 1 and users[0].op_type == "Relu" and len([t for t in users[0].inputs if t]) == 1:
-                relu = users[0]
-                if _fixed._inside([self.node_precision[node.name].result], self.node_precision[relu.name].result):
-                    self._relu_after[node.name] = relu
+            if len(users) != 1 or not _fixed._inside([self.node_precision[node.name].result],
+                                                     self.node_precision[users[0].name].result):
+                continue
+            if users[0].op_type == "Relu" and len([t for t in users[0].inputs if t]) == 1:
+                self._relu_after[node.name] = users[0]
+            elif users[0].op_type == "Clip" and users[0].inputs[0] == outs[0]:
+                hi = self._relu6_top(users[0])
+                if hi is not None:  # a ReLU6: max(., 0) in the kernel, min(., hi) after it
+                    self._relu_after[node.name] = users[0]
+                    self._clip_top[users[0].name] = hi
         # A 2x2 MaxPool of stride 2 right after such a dot kernel (or after its fused Relu), its
         # only consumer, its cast the identity: the kernel pools too (`_pool_after`: dot node ->
         # MaxPool node)
@@ -333,7 +340,11 @@ class Emulator:
                     env[t] = value
                     formats[t] = fmt
             if fused_relu is not None:  # the values are the Relu's output, in its format
-                env[fused_relu.outputs[0]] = env.pop(node.outputs[0])
+                y = env.pop(node.outputs[0])
+                if fused_relu.name in self._clip_top:  # a ReLU6: min(., hi) after the kernel's max(., 0)
+                    top = self._clip_top[fused_relu.name]
+                    y = np.minimum(y, top) if _aliases(y, args) else np.minimum(y, top, out=y)
+                env[fused_relu.outputs[0]] = y
                 formats[fused_relu.outputs[0]] = self.node_precision[fused_relu.name].result
             if fused_pool is not None:  # the MaxPool's output, in its format
                 env[fused_pool.outputs[0]] = env.pop((fused_relu or node).outputs[0])
@@ -346,6 +357,31 @@ class Emulator:
         self.last_formats = formats
         return out, ctx.stats
 
+
+    def _relu6_top(self, clip) -> float | None:
+        """For a Clip whose lower bound is exactly 0 and whose upper bound is one finite scalar
+        value of its result format (a ReLU6): that upper bound. Its result cast is then the
+        identity on the clipped values of a producer whose format lies inside its own (the
+        values are the producer's, 0 or the bound), so the producer's kernel may compute it.
+        None for any other Clip."""
+        from conveyor.numerics.cast import cast, is_fixed
+
+        def bound(slot, attr):
+            if clip.opset < 11:
+                return clip.attr(attr)
+            if len(clip.inputs) <= slot or not clip.inputs[slot]:
+                return None
+            key = (clip.name, slot)  # the value the Clip's kernel sees: its quantized parameter, if any
+            v = self.params.get(key, self.graph.weights.get(clip.inputs[slot]))
+            return None if v is None or np.size(v) != 1 else float(np.asarray(v).reshape(()))
+
+        lo, hi = bound(1, "min"), bound(2, "max")
+        fmt = self.node_precision[clip.name].result
+        if lo != 0.0 or hi is None or not np.isfinite(hi) or hi < 0 or not is_fixed(fmt):
+            return None
+        if float(cast(np.array([hi]), fmt)[0]) != hi:  # not a value of the result format
+            return None
+        return hi
 
     def _steps(self) -> list["_Step"]:
         """What each node's call needs that does not change between runs, worked out once (the
@@ -424,6 +460,12 @@ class _Step:
     pool: Any                   # the MaxPool it may apply (Emulator._pool_after)
     frees: tuple                # tensors this node uses last (dropped unless fetched)
     swish: Any = None           # the Mul computing x * this Sigmoid(x) (Emulator._swish_after)
+
+
+def _aliases(y: np.ndarray, args) -> bool:
+    """Whether a kernel's result may share memory with one of its arguments (then it is not
+    the Emulator's to change in place)."""
+    return any(isinstance(a, np.ndarray) and np.may_share_memory(y, a) for a in args)
 
 
 def _swish(x, fx, sig, sig_prec, mul, mul_prec, ctx):

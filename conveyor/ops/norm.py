@@ -9,7 +9,7 @@ import math
 import numpy as np
 
 from conveyor.errors import ModelError, PrecisionError
-from conveyor.numerics.cast import cast, frac_bits
+from conveyor.numerics.cast import cast, frac_bits, is_fixed
 from conveyor.numerics.fixed import FixedType
 from conveyor.ops import lut
 from conveyor.ops.fixed import result_axis
@@ -81,17 +81,36 @@ def _bn_fixed_params(node, consts, prec):
 
 
 def _bn_fixed(node, args, fmts, prec, ctx):
-    """nnet::normalize: res = (res_T)(data * scale + bias), product and sum exact (no accumulator)."""
+    """nnet::normalize: res = (res_T)(data * scale + bias), product and sum exact (no accumulator).
+
+    Exactness is first proved from x's format (the Emulator's values lie inside it) and the
+    parameters' cached ranges, and only when that falls short from a scan of x. A following
+    Relu the Emulator fuses (`ctx.relu_next`, its cast the identity) is applied in the result
+    cast; the same values the Relu's kernel computes from this result."""
     x, a, b = args[0], args[1], args[2]
     shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
     grids = [frac_bits(f) for f in fmts[:3]]
     if None not in grids:
-        bound = float(np.max(np.abs(x), initial=0.0)) * float(np.max(np.abs(a), initial=0.0)) \
-            + float(np.max(np.abs(b), initial=0.0))
-        lut.require_exact(node, bound, max(grids[0] + grids[1], grids[2]), "data * scale + bias")
-    y = x * a.reshape(shape) + b.reshape(shape)
-    y = ctx.cast(node, y, prec.result, result_axis(y.ndim))
+        frac = max(grids[0] + grids[1], grids[2])
+        rng = getattr(ctx, "value_range", None) or (lambda v: (float(np.min(v)), float(np.max(v))))
+        a_lo, a_hi = rng(a) if a.size else (0.0, 0.0)
+        b_lo, b_hi = rng(b) if b.size else (0.0, 0.0)
+        amax, bmax = max(-a_lo, a_hi), max(-b_lo, b_hi)
+        fx = fmts[0]
+        bound = max(-fx.min_value, fx.max_value) * amax + bmax if is_fixed(fx) else math.inf
+        if bound * 2.0 ** frac >= 2.0 ** 53:  # the format's range is too wide a proof: scan x
+            bound = float(np.max(np.abs(x), initial=0.0)) * amax + bmax
+        lut.require_exact(node, bound, frac, "data * scale + bias")
+    y = np.multiply(x, a.reshape(shape))
+    y += b.reshape(shape)
+    relu = not getattr(ctx, "observe", False) and getattr(ctx, "relu_next", False)
+    y = ctx.cast(node, y, prec.result, result_axis(y.ndim), inplace=True, **({"relu": True} if relu else {}))
+    if relu:
+        ctx.relu_done = True
     return (y,), (prec.result,)
+
+
+_bn_fixed.fuses_relu = True  # the Emulator may ask it to apply the Relu after it (`_relu_after`)
 
 
 def _bn_prepare(node, ins):
