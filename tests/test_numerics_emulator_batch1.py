@@ -227,3 +227,32 @@ def test_compiled_cast_equals_numpy_cast(n, monkeypatch):
                 np.testing.assert_array_equal(_bits(relu), _bits(np.maximum(got[False][0], 0.0)))
             # and through the public entry, which falls back for what the fast path declines
             np.testing.assert_array_equal(_bits(cast(x, t, relu=True)), _bits(np.maximum(t.quantize(x), 0.0)))
+
+
+@pytest.mark.parametrize("precision", COMMON, ids=str)
+def test_conv_bias_added_in_the_plan_equals_the_bias_added_after(monkeypatch, precision):
+    """The Emulator hands a Conv's bias to its ConvPlan (added in the plan's own pass): the
+    same bits as the sum then `_add_bias`, for every method a plan may take."""
+    from conveyor.ops import conv
+
+    cases = [  # (C, M, H, kernel, stride, group): depthwise, pointwise, Winograd/taps, im2col, small output
+        (8, 8, 10, 3, 1, 8), (6, 5, 9, 1, 1, 1), (16, 8, 12, 3, 1, 1), (3, 4, 32, 7, 2, 1), (32, 16, 2, 3, 1, 1)]
+    seen = set()
+    for i, (c, m, h, k, s, grp) in enumerate(cases):
+        inits = {"w": rand((m, c // grp, k, k), 30 + i, 0.6), "b": rand((m,), 40 + i, 2.0)}
+        nodes = [helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[k // 2] * 4, strides=[s, s], group=grp,
+                                  name="conv")]
+        out = (h + 2 * (k // 2) - k) // s + 1
+        model = make_model(nodes, [("x", [1, c, h, h])], [("y", [1, m, out, out])], inits, name=f"bias{i}")
+        x = rand((1, c, h, h), 50 + i, 3.0)
+        runs = []
+        for in_plan in (True, False):
+            monkeypatch.setattr(conv._conv_sum_fixed, "takes_bias", in_plan)
+            conv._FIXED_PLANS.clear()
+            g = from_model(model, name=f"bias{i}", optimize=False)
+            runs.append(emulator_for(g, precision).run(x)[0]["y"])
+            kinds = {p.kind for _, p in conv._FIXED_PLANS.values()}
+            assert all((p.bias is not None) == in_plan for _, p in conv._FIXED_PLANS.values()), kinds
+        seen |= kinds
+        np.testing.assert_array_equal(_bits(runs[0]), _bits(runs[1]), err_msg=f"case {i} {kinds}")
+    assert {"depthwise", "pointwise", "im2col", "small", "winograd"} <= seen, seen

@@ -233,20 +233,24 @@ _FIXED_PLANS: dict[tuple, tuple[np.ndarray, ConvPlan]] = {}
 _FIXED_PLANS_BYTES = 256 << 20
 
 
-def _conv_sum_fixed(node, x, w, exact_bits: float | None = None):
-    """The exact float64 sums of grid values x and w (no bias). `exact_bits`: the headroom
-    below 2^53 (bits) that the caller (`fixed._exact_sum`) has proved for the direct sum, from
-    a bound on max|x| max|w| (not a per-output one); with at least `winograd.EXACT_BITS` a
-    unit-stride 3x3 Conv may take the Winograd method (its intermediates need 4.83 bits more:
-    docs/numerics.md), otherwise im2col or the taps."""
+def _conv_sum_fixed(node, x, w, exact_bits: float | None = None, bias: np.ndarray | None = None):
+    """The exact float64 sums of grid values x and w (plus `bias`, (M,), where given: the
+    plan adds it in its own pass; every partial sum is exact, so where it is added does not
+    change a bit). `exact_bits`: the headroom below 2^53 (bits) that the caller
+    (`fixed._exact_sum`) has proved for the direct sum, from a bound on max|x| max|w| (not a
+    per-output one); with at least `winograd.EXACT_BITS` a unit-stride 3x3 Conv may take the
+    Winograd method (its intermediates need 4.83 bits more: docs/numerics.md), otherwise
+    im2col or the taps."""
     from conveyor.ops.winograd import EXACT_BITS
 
     wino = exact_bits is not None and exact_bits >= EXACT_BITS
-    key = (node.name, x.shape, x.dtype.str, id(w), w.shape, wino)
+    key = (node.name, x.shape, x.dtype.str, id(w), w.shape, wino, None if bias is None else id(bias))
     hit = _FIXED_PLANS.get(key)
-    if hit is None or hit[0] is not w:
-        geo, group = _conv_shapes(node, x.shape, w.shape, None)
-        hit = (w, ConvPlan(x.shape, x.dtype, w, None, geo, group, exact_bits=exact_bits if wino else None))
+    if hit is None or hit[0] is not w or getattr(hit[1], "bias_source", None) is not bias:
+        geo, group = _conv_shapes(node, x.shape, w.shape, None if bias is None else bias.shape)
+        plan = ConvPlan(x.shape, x.dtype, w, bias, geo, group, exact_bits=exact_bits if wino else None)
+        plan.bias_source = bias  # held, so that its id stays its own while the plan is kept
+        hit = (w, plan)
         if w.nbytes > _FIXED_PLANS_BYTES:
             return hit[1](x)
         held = sum(v[0].nbytes for v in _FIXED_PLANS.values())
@@ -258,6 +262,8 @@ def _conv_sum_fixed(node, x, w, exact_bits: float | None = None):
 
 #: `fixed._exact_sum` passes its proof (exact_bits=) to the float_dots that take it
 _conv_sum_fixed.takes_exact_bits = True
+#: and may hand it the bias (a parameter, the same array run after run: plans are kept by it)
+_conv_sum_fixed.takes_bias = True
 
 
 def _conv_prepare(node, ins):

@@ -358,7 +358,8 @@ def accumulate(spec: DotSpec, node, x: np.ndarray, w: np.ndarray, b: np.ndarray 
                              window=matmul_window)
             if acc is not None:
                 return acc
-        return _exact_sum(spec, node, x, w, b, units, bound, None)
+        # the bias is the caller's own array (the Emulator's parameter): a Conv plan may keep it
+        return _exact_sum(spec, node, x, w, b, units, bound, None, stable_bias=value_range is not None)
 
     A = accum
     b_acc = A.quantize(b) if b is not None else None  # hls4ml: acc = (accum_t) bias
@@ -716,7 +717,8 @@ def _fits(A, lo: float, hi: float) -> bool:
     return a_lo <= lo and hi <= a_hi
 
 
-def _exact_sum(spec, node, x, w, b, units: int, bound: float, A, per_output: bool = False) -> np.ndarray:
+def _exact_sum(spec, node, x, w, b, units: int, bound: float, A, per_output: bool = False,
+               stable_bias: bool = False) -> np.ndarray:
     """float64 BLAS sum of the grid values: exact because every partial sum is an integer
     multiple of 2^-units below 2^53 of them (`bound` bounds them all).
 
@@ -733,6 +735,8 @@ def _exact_sum(spec, node, x, w, b, units: int, bound: float, A, per_output: boo
         )
     if getattr(spec.float_dot, "takes_exact_bits", False) and not per_output:
         exact_bits = math.inf if bound <= 0 else 53.0 - units - math.log2(bound)
+        if stable_bias and b is not None and b.ndim == 1 and getattr(spec.float_dot, "takes_bias", False):
+            return spec.float_dot(node, x, w, exact_bits=exact_bits, bias=b)  # added in the plan's pass
         y = spec.float_dot(node, x, w, exact_bits=exact_bits)
     else:
         y = spec.float_dot(node, x, w)
