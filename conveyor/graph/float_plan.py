@@ -39,6 +39,7 @@ from typing import Callable
 import numpy as np
 
 from conveyor.graph.tensor import Node
+from conveyor.ops import act_float
 
 #: ops whose float kernels return arrays no one else holds (a following step may overwrite
 #: them). Clip only with both bounds (without, its kernel returns its input).
@@ -259,14 +260,13 @@ def _in_place_of(step: _Step, graph) -> Callable | None:
     if x.shape != y.shape or x.dtype != y.dtype or x.dtype.kind != "f":
         return None
     op = node.op_type
-    if op == "Relu":
-        return lambda v: np.maximum(v, np.zeros((), v.dtype), out=v)
+    if op == "Relu":  # np.maximum(v, 0, out=v), compiled (conveyor.ops.act_float)
+        return act_float.relu_into
     if op == "Clip":
         bounds = _clip_bounds(node, graph)
         if bounds is None:
             return None
-        lo, hi = bounds
-        return lambda v: np.clip(v, np.asarray(lo, v.dtype), np.asarray(hi, v.dtype), out=v)
+        return act_float.clip_into(*bounds)  # np.clip(v, lo, hi, out=v), compiled
     if op == "HardSigmoid":
         alpha, beta = float(node.attr("alpha", 0.2)), float(node.attr("beta", 0.5))
         return lambda v: _hard_sigmoid_into(v, alpha, beta)

@@ -1,0 +1,54 @@
+"""The compiled in-place Relu and Clip of the fused float plan (conveyor.ops.act_float) against
+the numpy calls they replace: the same bits (NaN, +-0, +-inf included), float32 and float64,
+contiguous or not, and in a plan (a Conv's Relu/Clip merged into it) against onnxruntime."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conveyor.graph.tensor import Node
+from conveyor.ops import act_float
+from tests.test_graph_float_plan import _check, _graph, _w
+
+SPECIAL = [-0.0, 0.0, np.nan, -np.nan, -1.5, 2.0, 6.0, 6.5, -np.inf, np.inf, 1e-40, -1e-40]
+
+
+def _same_bits(a, b):
+    assert a.dtype == b.dtype and a.shape == b.shape
+    np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("contiguous", [True, False])
+def test_relu_and_clip_into_equal_numpy_bit_for_bit(dtype, contiguous):
+    rng = np.random.default_rng(0)
+    base = np.concatenate([np.array(SPECIAL), rng.standard_normal(1000) * 5]).astype(dtype)
+
+    def make():  # a fresh array to write into: contiguous, or every other column of one
+        return base.reshape(4, -1).copy() if contiguous else np.repeat(base, 2).reshape(4, -1)[:, ::2]
+    for fn, ref in ((act_float.relu_into, lambda v: np.maximum(v, np.zeros((), v.dtype))),
+                    (act_float.clip_into(np.float32(0), np.float32(6)),
+                     lambda v: np.clip(v, np.asarray(0, v.dtype), np.asarray(6, v.dtype))),
+                    (act_float.clip_into(np.array([-1.0]), np.array(1.0)),
+                     lambda v: np.clip(v, np.asarray(-1, v.dtype), np.asarray(1, v.dtype)))):
+        v = make()
+        assert v.flags.c_contiguous == contiguous
+        want = ref(make())
+        got = fn(v)
+        assert got is v  # in place
+        _same_bits(np.ascontiguousarray(got), np.ascontiguousarray(want))
+
+
+@pytest.mark.parametrize("act", ["Relu", "Clip"])
+def test_conv_then_activation_in_a_plan(act):
+    rng = np.random.default_rng(1)
+    weights = {"w": _w(rng, 6, 3, 3, 3), "lo": np.array(0.0, np.float32), "hi": np.array(0.5, np.float32)}
+    ins = ("a", "lo", "hi") if act == "Clip" else ("a",)
+    nodes = [Node("c", "Conv", ("x", "w"), ("a",), {"pads": [1, 1, 1, 1]}, 17),
+             Node("r", act, ins, ("y",), {}, 17)]
+    g = _graph(nodes, (1, 3, 7, 7), ["y"], weights)
+    plan, lost = g._float_plan
+    assert [e[0].op_type for e in plan] == ["Conv"] and lost == {"a"}  # merged into the Conv
+    got = _check(g, rng.standard_normal((1, 3, 7, 7)).astype(np.float32))["y"]
+    assert got.min() == 0 and (act == "Relu" or got.max() == np.float32(0.5))
