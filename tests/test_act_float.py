@@ -52,3 +52,31 @@ def test_conv_then_activation_in_a_plan(act):
     assert [e[0].op_type for e in plan] == ["Conv"] and lost == {"a"}  # merged into the Conv
     got = _check(g, rng.standard_normal((1, 3, 7, 7)).astype(np.float32))["y"]
     assert got.min() == 0 and (act == "Relu" or got.max() == np.float32(0.5))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 5, 4, 3), (2, 3, 7), (3, 4)])
+def test_batchnorm_prepared_equals_its_numpy_kernel(dtype, shape):
+    """BatchNormalization's prepared kernel (compiled a * x + b) and its in-place form against
+    `run` (np.multiply then +=): the same bits; a strided input takes numpy."""
+    from conveyor.ops import registry
+    from conveyor.ops.registry import ValueInfo
+
+    rng = np.random.default_rng(2)
+    c = shape[1]
+    params = [rng.standard_normal(c).astype(dtype), rng.standard_normal(c).astype(dtype),
+              rng.standard_normal(c).astype(dtype), (rng.random(c) + 0.1).astype(dtype)]
+    node = Node("bn", "BatchNormalization", ("x", "s", "b", "m", "v"), ("y",), {"epsilon": 1e-3}, 15)
+    opdef = registry.get("BatchNormalization")
+    x = (rng.standard_normal(shape) * 3).astype(dtype)
+    x.flat[:3] = [np.nan, -0.0, np.inf]
+    kernel = opdef.prepare(node, [ValueInfo(x.shape, x.dtype, None)] + [ValueInfo(p.shape, p.dtype, p) for p in params])
+    want = opdef.run(node, [x] + params)[0]
+    x0 = x.copy()
+    _same_bits(kernel([x])[0], want)
+    _same_bits(x, x0)  # run does not write into its input
+    v = x.copy()
+    assert kernel.into(v) is v
+    _same_bits(v, want)
+    wide = np.repeat(x, 2, axis=-1)[..., ::2]  # not contiguous
+    _same_bits(kernel([wide])[0], want)
