@@ -41,17 +41,50 @@ def test_relu_and_clip_into_equal_numpy_bit_for_bit(dtype, contiguous):
 
 
 @pytest.mark.parametrize("act", ["Relu", "Clip"])
-def test_conv_then_activation_in_a_plan(act):
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv_then_activation_in_a_plan(act, bias, monkeypatch):
+    """A Conv's Relu/Clip runs in the Conv's bias pass (act_float.bias_act), the values of the
+    unfused plan and onnxruntime's."""
+    calls = []
+    real = act_float.bias_act
+    monkeypatch.setattr(act_float, "bias_act", lambda *a: calls.append(a[2]) or real(*a))
     rng = np.random.default_rng(1)
-    weights = {"w": _w(rng, 6, 3, 3, 3), "lo": np.array(0.0, np.float32), "hi": np.array(0.5, np.float32)}
+    weights = {"w": _w(rng, 6, 3, 3, 3), "b": _w(rng, 6), "lo": np.array(0.0, np.float32),
+               "hi": np.array(0.5, np.float32)}
     ins = ("a", "lo", "hi") if act == "Clip" else ("a",)
-    nodes = [Node("c", "Conv", ("x", "w"), ("a",), {"pads": [1, 1, 1, 1]}, 17),
+    nodes = [Node("c", "Conv", ("x", "w", "b") if bias else ("x", "w"), ("a",), {"pads": [1, 1, 1, 1]}, 17),
              Node("r", act, ins, ("y",), {}, 17)]
     g = _graph(nodes, (1, 3, 7, 7), ["y"], weights)
     plan, lost = g._float_plan
     assert [e[0].op_type for e in plan] == ["Conv"] and lost == {"a"}  # merged into the Conv
     got = _check(g, rng.standard_normal((1, 3, 7, 7)).astype(np.float32))["y"]
     assert got.min() == 0 and (act == "Relu" or got.max() == np.float32(0.5))
+    assert calls and set(calls) == {1 if act == "Relu" else 2}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+@pytest.mark.parametrize("xs,ws,attrs", [
+    ((1, 4, 6, 6), (8, 4, 1, 1), {}),                                    # pointwise / one-pass
+    ((1, 3, 12, 12), (5, 3, 3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 2]}),  # im2col
+    ((1, 16, 10, 10), (16, 16, 3, 3), {"pads": [1, 1, 1, 1]}),           # winograd (float32)
+    ((1, 6, 9, 9), (6, 1, 3, 3), {"pads": [1, 1, 1, 1], "group": 6}),    # depthwise
+])
+def test_conv_call_act_equals_conv_then_activation(dtype, xs, ws, attrs):
+    """ConvPlan.call_act against the Conv's prepared kernel then relu_into/clip_into: the same
+    bits, for each method and dtype (float16 outputs take the unfused order)."""
+    from conveyor.ops import registry
+    from conveyor.ops.registry import ValueInfo
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = _w(rng, *ws).astype(dtype)
+    b = _w(rng, ws[0]).astype(dtype)
+    node = Node("c", "Conv", ("x", "w", "b"), ("y",), attrs, 17)
+    kernel = registry.get("Conv").prepare(node, [ValueInfo(x.shape, x.dtype, None), ValueInfo(w.shape, w.dtype, w),
+                                                 ValueInfo(b.shape, b.dtype, b)])
+    for act, lo, hi, after in ((1, 0.0, 0.0, act_float.relu_into), (2, -0.25, 0.5, act_float.clip_into(-0.25, 0.5))):
+        want = after(kernel([x])[0])
+        _same_bits(kernel.with_act(act, lo, hi)([x])[0], want)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

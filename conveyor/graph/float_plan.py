@@ -305,7 +305,9 @@ def _merge_into_producers(graph, steps, outputs):
                 and len([o for o in p.outputs if o]) == 1 and p.outputs[0] == t
                 and len(readers.get(t, ())) == 1):
             host = p
-            host.kernel = (lambda args, _k=host.kernel, _f=s.in_place: (_f(_k(args)[0]),))
+            fused = _conv_with_act(host, s, graph)
+            host.kernel = fused if fused is not None else (
+                lambda args, _k=host.kernel, _f=s.in_place: (_f(_k(args)[0]),))
             host.outputs = s.outputs
             host.nodes = host.nodes + s.nodes
             host.in_place = None
@@ -314,6 +316,22 @@ def _merge_into_producers(graph, steps, outputs):
             continue
         keep.append(s)
     return keep, lost
+
+
+def _conv_with_act(host, s, graph):
+    """A Conv step's prepared kernel with the Relu or scalar Clip step `s` merged into its bias
+    pass (`ConvPlan.call_act`: the values of the Conv then `s`'s in-place form), or None."""
+    with_act = getattr(host.kernel, "with_act", None)
+    if with_act is None or len(host.nodes) != 1 or host.node.op_type != "Conv" or len(s.nodes) != 1:
+        return None
+    if s.node.op_type == "Relu":
+        return with_act(1)
+    if s.node.op_type == "Clip":
+        bounds = _clip_bounds(s.node, graph)
+        if bounds is None or any(np.asarray(v).size != 1 for v in bounds):
+            return None
+        return with_act(2, float(np.asarray(bounds[0]).reshape(())), float(np.asarray(bounds[1]).reshape(())))
+    return None
 
 
 def _readers(steps):

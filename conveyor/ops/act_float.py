@@ -46,8 +46,25 @@ if njit is not None:
                 bj = b[j]
                 for k in range(size):
                     y[i, j, k] = x[i, j, k] * aj + bj
+    @njit(cache=True, nogil=True)
+    def _bias_act(y, b, act, lo, hi):
+        """y[n, m, s] = act(y[n, m, s] + b[m]) in place (b empty: no bias); act 0: none, 1:
+        Relu, 2: Clip(lo, hi). The sum rounded, then the activation: `ConvPlan`'s += bias
+        then `relu_into`/`clip_into`, one pass instead of two."""
+        n_items, m, size = y.shape
+        has_b = b.shape[0] > 0
+        for i in range(n_items):
+            for j in range(m):
+                bj = b[j] if has_b else y.dtype.type(0)
+                for k in range(size):
+                    v = y[i, j, k] + bj if has_b else y[i, j, k]
+                    if act == 1:
+                        v = v if (v > 0) | (v != v) else 0.0
+                    elif act == 2:
+                        v = lo if v < lo else (hi if v > hi else v)
+                    y[i, j, k] = v
 else:  # pragma: no cover - depends on the install
-    _relu_flat = _clip_flat = _affine = None
+    _relu_flat = _clip_flat = _affine = _bias_act = None
 
 
 def _compiled(v) -> bool:
@@ -108,3 +125,15 @@ def channel_affine(a: np.ndarray, b: np.ndarray):
         _affine(flat, a, b, flat)
         return v
     return run, into
+
+
+def bias_act(y: np.ndarray, bias: np.ndarray | None, act: int, lo: float = 0.0, hi: float = 0.0) -> bool:
+    """y += bias (per axis-1 channel), then act (1: Relu, 2: Clip(lo, hi)) in place, in one
+    compiled pass; False (nothing done) when y is not a C-contiguous float32/float64 array."""
+    if not _compiled(y) or y.ndim < 2:
+        return False
+    b = np.zeros(0, y.dtype) if bias is None else np.ascontiguousarray(bias, y.dtype).reshape(-1)
+    if b.size not in (0, y.shape[1]):
+        return False
+    _bias_act(y.reshape(y.shape[0], y.shape[1], -1), b, act, y.dtype.type(lo), y.dtype.type(hi))
+    return True

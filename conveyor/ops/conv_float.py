@@ -357,6 +357,22 @@ class ConvPlan:
             y += self.bias
         return y.astype(self.out_dtype, copy=False)
 
+    def call_act(self, x: np.ndarray, act: int, lo: float = 0.0, hi: float = 0.0) -> np.ndarray:
+        """`self(x)` followed by a Relu (act 1) or Clip(lo, hi) (act 2) in place, the values of
+        `act_float.relu_into`/`clip_into` on it: with the bias in one compiled pass
+        (`act_float.bias_act`: the sum rounded, then the activation) where the output is
+        the work dtype and contiguous."""
+        from conveyor.ops import act_float
+
+        x = np.asarray(x, dtype=self.work)
+        y = getattr(self, "_" + self.kind)(x)
+        if self.out_dtype == self.work and act_float.bias_act(y, self.bias, act, lo, hi):
+            return y
+        if self.bias is not None:
+            y += self.bias
+        y = y.astype(self.out_dtype, copy=False)
+        return act_float.relu_into(y) if act == 1 else act_float.clip_into(lo, hi)(y)
+
     def _small(self, x):
         return self.small(x)
 
