@@ -113,3 +113,25 @@ def test_batchnorm_prepared_equals_its_numpy_kernel(dtype, shape):
     _same_bits(v, want)
     wide = np.repeat(x, 2, axis=-1)[..., ::2]  # not contiguous
     _same_bits(kernel([wide])[0], want)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_conv_bias_added_by_the_compiled_pass_equals_numpy(dtype, monkeypatch):
+    """ConvPlan's bias on planes of >= 256 outputs (act_float.bias_act, act 0) against the
+    same plan without bias then numpy's += bias: the same bits."""
+    from conveyor.ops import conv_float
+    from conveyor.ops.conv import Windows
+
+    calls = []
+    real = act_float.bias_act
+    monkeypatch.setattr(act_float, "bias_act", lambda *a: calls.append(a[2]) or real(*a))
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((1, 5, 16, 16)).astype(dtype)
+    w = _w(rng, 7, 5, 3, 3).astype(dtype)
+    b = _w(rng, 7).astype(dtype)
+    geo = Windows((3, 3), (1, 1), (1, 1), (1, 1), (1, 1), (16, 16))
+    with_bias = conv_float.ConvPlan(x.shape, x.dtype, w, b, geo, 1)(x)
+    assert calls == [0]
+    want = conv_float.ConvPlan(x.shape, x.dtype, w, None, geo, 1)(x)
+    want += b.reshape(1, 7, 1, 1)
+    _same_bits(with_bias, want)

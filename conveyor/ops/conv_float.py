@@ -189,6 +189,16 @@ else:  # pragma: no cover - depends on the install
     _depthwise_flat = _im2col_flat = _phase_planes_2d = None
 
 
+#: the bias is added by the compiled pass (`act_float.bias_act`) from this many outputs per channel
+_BIAS_COMPILED = 256
+
+
+def _bias_act(y, bias, act):
+    from conveyor.ops import act_float
+
+    return act_float.bias_act(y, bias, act)
+
+
 def work_dtype(dtype) -> np.dtype:
     """The dtype a float kernel computes in for inputs of `dtype`: float32 for float16/float32."""
     dtype = np.dtype(dtype)
@@ -354,7 +364,11 @@ class ConvPlan:
         x = np.asarray(x, dtype=self.work)
         y = getattr(self, "_" + self.kind)(x)
         if self.bias is not None:
-            y += self.bias
+            # on planes of >= 256 positions the compiled add is 1.7-2.6x numpy's broadcast one
+            # (96 x 32 x 32: 15.6 -> 6.1 us); the same sums
+            if not (y.size >= _BIAS_COMPILED * self.m and self.out_dtype == self.work
+                    and _bias_act(y, self.bias, 0)):
+                y += self.bias
         return y.astype(self.out_dtype, copy=False)
 
     def call_act(self, x: np.ndarray, act: int, lo: float = 0.0, hi: float = 0.0) -> np.ndarray:
