@@ -76,3 +76,13 @@ def test_pool_prepare_declines_what_it_does_not_compute():
     assert registry.get("MaxPool").prepare(one_d, [ValueInfo((1, 2, 6), np.dtype(np.float32), None)]) is None
     ints = Node("n", "MaxPool", ("x",), ("y",), {"kernel_shape": [2, 2]}, 12)
     assert registry.get("MaxPool").prepare(ints, [ValueInfo((1, 2, 6, 6), np.dtype(np.int8), None)]) is None
+
+
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
+@pytest.mark.parametrize("pads", [[0, 0, 0, 0], [1, 1, 1, 1]])
+def test_pool_of_a_read_only_input(op, pads):
+    """A read-only input (a feed, a weight) is read, never written: padded or not."""
+    x = np.random.default_rng(5).standard_normal((1, 3, 6, 7)).astype(np.float32)
+    x.flags.writeable = False
+    got, want = _both(op, x, {"kernel_shape": [3, 3], "strides": [2, 2], "pads": pads})
+    np.testing.assert_array_equal(got, want)

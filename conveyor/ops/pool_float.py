@@ -37,13 +37,36 @@ if njit is not None:
         """np.maximum of two floats: the larger, a NaN in either wins (no branch: vectorises)."""
         return v if (v > r) | (v != v) else r
 
+    @njit(cache=True, nogil=True)
+    def _pad_planes(x, xp, ph, pw, fill):
+        """xp (P, Hp, Wp) gets x (P, H, W) at (ph, pw), `fill` elsewhere (cropped past Hp, Wp)."""
+        planes, h, w = x.shape
+        _, hp, wp = xp.shape
+        for p in range(planes):
+            for r in range(hp):
+                iy = r - ph
+                dst = xp[p, r]
+                if iy < 0 or iy >= h:
+                    for j in range(wp):
+                        dst[j] = fill
+                    continue
+                src = x[p, iy]
+                k = min(w, wp - pw)
+                for j in range(pw):
+                    dst[j] = fill
+                mid = dst[pw:pw + k]
+                for j in range(k):
+                    mid[j] = src[j]
+                for j in range(pw + k, wp):
+                    dst[j] = fill
+
     def _make_pool2d(is_max):
         @njit(cache=True, nogil=True)
-        def pool2d(x, y, count, kh, kw, sh, sw, dh, dw, ph, pw, xp, v, corner):
-            """x (P, H, W) input planes, y (P, OH, OW) outputs, count (OH * OW) the divisors
-            of an average (unused by max); xp (P, Hp, Wp) the padded planes (padding -inf for
-            max, 0 for the sums; x itself when nothing is padded), v flat scratch, corner
-            (OH * OW) each window's top-left offset in a padded plane.
+        def pool2d(xp, y, count, kh, kw, sh, sw, dh, dw, v, corner):
+            """xp (P, Hp, Wp) the padded input planes (padding -inf for max, 0 for the sums; the
+            input itself when nothing is padded), y (P, OH, OW) outputs, count (OH * OW) the
+            divisors of an average (unused by max); v flat scratch, corner (OH * OW) each
+            window's top-left offset in a padded plane.
 
             Over the padded planes flattened end to end (long unit-stride loops: a 64 px
             model's rows, 4-32 values, are too short to vectorise): v[i] = op over row taps of
@@ -52,28 +75,8 @@ if njit is not None:
             past a plane's end mix planes but are read by no window. Indices are loop counters
             or unsigned: numba then drops the negative-index wraparound that stops
             vectorisation."""
-            planes, h, w = x.shape
-            _, hp, wp = xp.shape
+            planes, hp, wp = xp.shape
             oh, ow = y.shape[1], y.shape[2]
-            fill = -np.inf if is_max else 0.0
-            if hp != h or wp != w or ph or pw:  # the padded planes
-                for p in range(planes):
-                    for r in range(hp):
-                        iy = r - ph
-                        dst = xp[p, r]
-                        if iy < 0 or iy >= h:
-                            for j in range(wp):
-                                dst[j] = fill
-                            continue
-                        src = x[p, iy]
-                        k = min(w, wp - pw)
-                        for j in range(pw):
-                            dst[j] = fill
-                        mid = dst[pw:pw + k]
-                        for j in range(k):
-                            mid[j] = src[j]
-                        for j in range(pw + k, wp):
-                            dst[j] = fill
             flat = xp.reshape(planes * hp * wp)
             lv = v.shape[0]
             rs = dh * wp
@@ -129,7 +132,7 @@ if njit is not None:
     _max2d = _make_pool2d(True)
     _avg2d = _make_pool2d(False)
 else:  # pragma: no cover - depends on the install
-    _max2d = _avg2d = None
+    _max2d = _avg2d = _pad_planes = None
 
 
 def available() -> bool:
@@ -164,7 +167,8 @@ class Pool2d:
         x = np.ascontiguousarray(x, dtype=self.dtype).reshape(self.planes, self.h, self.w)
         xp = np.empty((self.planes, self.hp, self.wp), self.dtype) if self.padded else x
         y = np.empty((self.planes,) + self.out_shape[2:], dtype=self.dtype)
-        self.kernel(x, y, self.count, g.kernel[0], g.kernel[1], g.strides[0], g.strides[1],
-                    g.dilations[0], g.dilations[1], g.begin[0], g.begin[1], xp,
-                    np.empty(self.lv, self.dtype), self.corner)
+        if self.padded:
+            _pad_planes(x, xp, g.begin[0], g.begin[1], -np.inf if self.is_max else 0.0)
+        self.kernel(xp, y, self.count, g.kernel[0], g.kernel[1], g.strides[0], g.strides[1],
+                    g.dilations[0], g.dilations[1], np.empty(self.lv, self.dtype), self.corner)
         return y.reshape(self.out_shape)
