@@ -12,7 +12,13 @@ fewer passes, arrays and dispatches:
   after a Conv costs no array and no dispatch);
 - an elementwise step (Add, Sub, Mul, Div, including the SE block's Mul by a (N, C, 1, 1)
   scale, and the unary ones) writes its result into an input the plan owns: a fresh array that
-  no later step reads and that no view shares.
+  no later step reads and that no view shares;
+- Concats whose inputs extend an earlier Concat's (DenseNet's: each layer concatenates every
+  earlier feature map of its block, so np.concatenate copies them again and again) share one
+  buffer (`_chain_concats`): the first allocates it, each copies in only the inputs the one
+  before it lacked, and each output is the buffer's leading slice (a view; the slices are
+  contiguous because every dimension before the axis is 1). Those outputs are not fresh: no
+  step writes into them.
 
 A fresh array is one a kernel made and no one else holds: the outputs of the ops in `FRESH`
 (their float kernels return new arrays), never a weight, a feed or a view (Reshape, Transpose,
@@ -33,6 +39,7 @@ from typing import Callable
 import numpy as np
 
 from conveyor.graph.tensor import Node
+from conveyor.ops import act_float
 
 #: ops whose float kernels return arrays no one else holds (a following step may overwrite
 #: them). Clip only with both bounds (without, its kernel returns its input).
@@ -65,6 +72,7 @@ def build(graph, unfused: list[tuple]) -> tuple[list[tuple], frozenset]:
     """The fused plan of `graph` from its unfused one: (entries, tensors it loses)."""
     outputs = set(graph.output_names)
     steps, lost = _fuse_x_times_act(graph, unfused, outputs)
+    _chain_concats(graph, steps)
     for s in steps:
         s.in_place = _in_place_of(s, graph)
     # in place first: an Add that writes into its input may then take the Relu after it
@@ -135,6 +143,92 @@ def _fuse_x_times_act(graph, unfused, outputs):
     return steps, lost
 
 
+# ---- Concats that extend one another ------------------------------------------------------
+
+def _concat_of(step, graph):
+    """(axis, output shape) of a Concat step that can share a buffer: one output, every input a
+    tensor of the output's float dtype, every dimension before the axis 1; else None."""
+    node = step.node
+    if node.op_type != "Concat" or len(step.nodes) != 1 or not node.inputs or any(not t for t in node.inputs):
+        return None
+    if len([o for o in node.outputs if o]) != 1 or not node.outputs[0]:
+        return None
+    y = graph.tensors[node.outputs[0]]
+    if y.dtype.kind != "f" or any(graph.tensors[t].dtype != y.dtype for t in node.inputs):
+        return None
+    rank = len(y.shape)
+    axis = node.attr("axis", 1 if node.opset < 4 else None)
+    if axis is None or not -rank <= int(axis) < rank:
+        return None
+    axis = int(axis) % rank
+    if any(int(d) != 1 for d in y.shape[:axis]):
+        return None
+    return axis, tuple(int(d) for d in y.shape)
+
+
+def _chain_concats(graph, steps):
+    """Concat B whose inputs start with all of an earlier Concat A's (same axis) takes A's
+    output (a leading slice of the buffer they share) instead of those inputs and copies in
+    only the rest: every input is copied once per chain instead of once per Concat."""
+    info = {id(s): _concat_of(s, graph) for s in steps}
+    last_of: dict[tuple, _Step] = {}   # a Concat's inputs -> its step (the latest, if repeated)
+    prefix, extended = {}, set()
+    for s in steps:
+        if info[id(s)] is None:
+            continue
+        ins = s.node.inputs
+        for k in range(len(ins) - 1, 0, -1):  # the longest earlier prefix not yet extended
+            a = last_of.get(ins[:k])
+            if a is not None and id(a) not in extended and info[id(a)][0] == info[id(s)][0]:
+                prefix[id(s)] = a
+                extended.add(id(a))
+                break
+        last_of[ins] = s
+    if not prefix:
+        return
+    final = {}  # chain member -> the shape of the chain's last (largest) output
+    for s in reversed(steps):
+        if id(s) in prefix or id(s) in extended:
+            shape = final.setdefault(id(s), info[id(s)][1])
+            if id(s) in prefix:
+                final[id(prefix[id(s)])] = shape
+    for s in steps:
+        if id(s) not in final:
+            continue
+        axis, shape = info[id(s)]
+        sizes = [int(graph.tensors[t].shape[axis]) for t in s.node.inputs]
+        a = prefix.get(id(s))
+        start = len(a.node.inputs) if a is not None else 0
+        s.kernel = _concat_into(axis, final[id(s)], shape[axis], sum(sizes[:start]), sizes[start:],
+                                a is None)
+        s.inputs = ((a.outputs[0],) if a is not None else ()) + tuple(s.node.inputs[start:])
+        s.fresh = False  # a view of the shared buffer: never written into
+
+
+def _concat_into(axis, buffer_shape, size, offset, sizes, head):
+    """The kernel of a chained Concat: (the buffer's leading `size` along `axis`,) after copying
+    its own inputs in at `offset`. The head allocates the buffer; the others find it as the base
+    of the previous Concat's output (their first argument)."""
+    lead = (slice(None),) * axis
+    cuts, at = [], offset
+    for n in sizes:
+        cuts.append(lead + (slice(at, at + n),))
+        at += n
+    out = lead + (slice(0, size),)
+
+    def run(args):
+        if head:
+            buf = np.empty(buffer_shape, dtype=args[0].dtype)
+            own = args
+        else:
+            buf = args[0].base
+            own = args[1:]
+        for cut, arr in zip(cuts, own):
+            buf[cut] = arr
+        return (buf[out],)
+    return run
+
+
 # ---- in-place variants of elementwise steps ---------------------------------------------
 
 def _clip_bounds(node, graph):
@@ -166,14 +260,13 @@ def _in_place_of(step: _Step, graph) -> Callable | None:
     if x.shape != y.shape or x.dtype != y.dtype or x.dtype.kind != "f":
         return None
     op = node.op_type
-    if op == "Relu":
-        return lambda v: np.maximum(v, np.zeros((), v.dtype), out=v)
+    if op == "Relu":  # np.maximum(v, 0, out=v), compiled (conveyor.ops.act_float)
+        return act_float.relu_into
     if op == "Clip":
         bounds = _clip_bounds(node, graph)
         if bounds is None:
             return None
-        lo, hi = bounds
-        return lambda v: np.clip(v, np.asarray(lo, v.dtype), np.asarray(hi, v.dtype), out=v)
+        return act_float.clip_into(*bounds)  # np.clip(v, lo, hi, out=v), compiled
     if op == "HardSigmoid":
         alpha, beta = float(node.attr("alpha", 0.2)), float(node.attr("beta", 0.5))
         return lambda v: _hard_sigmoid_into(v, alpha, beta)
@@ -212,7 +305,9 @@ def _merge_into_producers(graph, steps, outputs):
                 and len([o for o in p.outputs if o]) == 1 and p.outputs[0] == t
                 and len(readers.get(t, ())) == 1):
             host = p
-            host.kernel = (lambda args, _k=host.kernel, _f=s.in_place: (_f(_k(args)[0]),))
+            fused = _conv_with_act(host, s, graph)
+            host.kernel = fused if fused is not None else (
+                lambda args, _k=host.kernel, _f=s.in_place: (_f(_k(args)[0]),))
             host.outputs = s.outputs
             host.nodes = host.nodes + s.nodes
             host.in_place = None
@@ -221,6 +316,22 @@ def _merge_into_producers(graph, steps, outputs):
             continue
         keep.append(s)
     return keep, lost
+
+
+def _conv_with_act(host, s, graph):
+    """A Conv step's prepared kernel with the Relu or scalar Clip step `s` merged into its bias
+    pass (`ConvPlan.call_act`: the values of the Conv then `s`'s in-place form), or None."""
+    with_act = getattr(host.kernel, "with_act", None)
+    if with_act is None or len(host.nodes) != 1 or host.node.op_type != "Conv" or len(s.nodes) != 1:
+        return None
+    if s.node.op_type == "Relu":
+        return with_act(1)
+    if s.node.op_type == "Clip":
+        bounds = _clip_bounds(s.node, graph)
+        if bounds is None or any(np.asarray(v).size != 1 for v in bounds):
+            return None
+        return with_act(2, float(np.asarray(bounds[0]).reshape(())), float(np.asarray(bounds[1]).reshape(())))
+    return None
 
 
 def _readers(steps):

@@ -274,7 +274,12 @@ def _conv_prepare(node, ins):
         return None
     geo, group = _conv_shapes(node, x.shape, w.shape, None if b is None else b.shape)
     plan = ConvPlan(x.shape, x.dtype, w.value, None if b is None else b.value, geo, group)
-    return lambda arrays: (plan(arrays[0]),)
+
+    def run(arrays):
+        return (plan(arrays[0]),)
+    # the fused float plan (graph.float_plan) merges a following Relu/Clip into the bias pass
+    run.with_act = lambda act, lo=0.0, hi=0.0: (lambda arrays: (plan.call_act(arrays[0], act, lo, hi),))
+    return run
 
 
 def _conv_macs(node, ins, outs):

@@ -119,21 +119,17 @@ def _bn_prepare(node, ins):
     x = ins[0]
     if any(v is None or v.value is None for v in ins[1:5]) or x.dtype not in (np.float32, np.float64):
         return None
+    from conveyor.ops import act_float
+
     a, b = bn_coefficients(node, *(v.value for v in ins[1:5]))
-    shape = (1, x.shape[1]) + (1,) * (len(x.shape) - 2)
-    a = np.ascontiguousarray(a.astype(x.dtype).reshape(shape))
-    b = np.ascontiguousarray(b.astype(x.dtype).reshape(shape))
+    # np.multiply then += (compiled in one pass where it can be: conveyor.ops.act_float)
+    affine, affine_into = act_float.channel_affine(a.astype(x.dtype).reshape(-1), b.astype(x.dtype).reshape(-1))
 
     def run(arrays):
-        y = np.multiply(arrays[0], a, dtype=a.dtype)
-        y += b
-        return (y,)
+        return (affine(arrays[0]),)
 
-    def into(y):  # the same values written into x of the work dtype (graph.float_plan owns it)
-        np.multiply(y, a, out=y)
-        y += b
-        return y
-    run.into = into
+    # the same values written into x of the work dtype (graph.float_plan owns it)
+    run.into = affine_into
     return run
 
 

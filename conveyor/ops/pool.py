@@ -216,12 +216,36 @@ def _avgpool_macs(node, ins, outs):
     return int(np.prod(outs[0][0], dtype=np.int64)) * int(np.prod(int_list(node, "kernel_shape")))
 
 
+def _pool_prepare(node, ins):
+    """`OpDef.prepare` (the float reference only): a 2-D float32/float64 MaxPool without the
+    Indices output, or AveragePool, as one compiled pass (`conveyor.ops.pool_float`: the same
+    values as `_maxpool_run`/`_avgpool_run`); None (their numpy kernels) otherwise."""
+    from conveyor.ops import pool_float
+
+    x = ins[0]
+    if (not pool_float.available() or x.dtype not in (np.float32, np.float64) or len(x.shape) != 4
+            or 0 in x.shape):
+        return None
+    if node.op_type == "MaxPool" and len(node.outputs) > 1 and node.outputs[1]:
+        return None
+    geo = _geometry(node, x.shape)
+    if 0 in geo.out:
+        return None
+    count = None
+    if node.op_type == "AveragePool":
+        include = bool(node.attr("count_include_pad", 0))
+        count = (_counts_1d(geo, 0, x.shape[2], include)[:, None]
+                 * _counts_1d(geo, 1, x.shape[3], include)[None, :]).astype(x.dtype)
+    plan = pool_float.Pool2d(x.shape, x.dtype, geo, node.op_type == "MaxPool", count)
+    return lambda arrays: (plan(arrays[0]),)
+
+
 register(OpDef("MaxPool", infer=_pool_infer, run=_maxpool_run, check=_pool_check,  # max: 0 MACs
-               run_fixed=fixed.exact_then_cast(_maxpool_run, selects=True)))
+               run_fixed=fixed.exact_then_cast(_maxpool_run, selects=True), prepare=_pool_prepare))
 # Average: the float64 sum of grid values is exact and the division by the count is
 # correctly rounded, so the cast sees the exact quotient (docs/numerics.md).
 register(OpDef("AveragePool", infer=_pool_infer, run=_avgpool_run, macs=_avgpool_macs, check=_pool_check,
-               run_fixed=fixed.exact_then_cast(_avgpool_run)))
+               run_fixed=fixed.exact_then_cast(_avgpool_run), prepare=_pool_prepare))
 
 
 # ---- GlobalAveragePool ---------------------------------------------------------------
