@@ -249,4 +249,16 @@ def _run_fixed_numpy(node, args, fmts, prec, ctx):
     return (y,), (prec.result,)
 
 
-register(OpDef("Softmax", infer=_infer, run=_run, run_fixed=_run_fixed))
+def _prepare(node, ins):
+    """`OpDef.prepare`: the compiled row kernel (`rows_float`) for a float32/float64 Softmax over
+    the last axis (or opset < 13's rows); None (numpy's `_run`) otherwise."""
+    from conveyor.ops import rows_float
+
+    shape = tuple(ins[0].shape)
+    fast = rows_float.softmax_prepare(shape, ins[0].dtype, _axis(node, len(shape)), node.opset < 13)
+    if fast is None:
+        return None
+    return lambda x: fast(x) or _run(node, x)
+
+
+register(OpDef("Softmax", infer=_infer, run=_run, run_fixed=_run_fixed, prepare=_prepare))
