@@ -134,3 +134,43 @@ def test_small_products_equal_the_tap_loop(op):
             want = fixed.accumulate(spec, node, x, w, b, fx, fw, fb, accum if accum is not None else
                                     FixedType(60, 30), method="sequential")
             np.testing.assert_array_equal(got, want, err_msg=f"{op} {shape} {accum}")
+
+
+@pytest.mark.parametrize("op", ["Dense", "Gemm", "MatMul"])
+def test_exact_product_fast_path_equals_accumulate(op, monkeypatch):
+    """run_fixed's exact-accumulator shortcut (`fixed._exact_product`) against the same kernel
+    with the shortcut off (`accumulate`, then the cast): the same bits, the Relu it may apply
+    too; and it really ran."""
+    from conveyor.graph.quantized import CastContext
+    from conveyor.numerics.config import NodePrecision
+
+    rng = np.random.default_rng(5)
+    run = ops.get(op).run_fixed
+    node = Node("n", op, ("x", "W", "B") if op != "MatMul" else ("x", "W"), ("y",),
+                {"transB": 1} if op == "Gemm" else {})
+    calls = []
+    real = fixed._exact_product
+    monkeypatch.setattr(fixed, "_exact_product", lambda *a: calls.append(1) or real(*a))
+    for i in range(24):
+        fx, fw, fb = FixedType(14, 5), FixedType(12, 2, True, "RND_CONV"), FixedType(16, 6)
+        R = [FixedType(10, 4, True, "RND_CONV", "SAT"), FixedType(9, 3), FixedType(16, 8, True, "RND")][i % 3]
+        shape = [(1, 9, 13), (9, 1, 13), (7, 13), (2, 3, 13)][i % 4] if op != "Gemm" else (7, 13)
+        x = _grid(fx, shape, rng)
+        w = _grid(fw, (5, 13) if op == "Gemm" else (13, 5), rng)
+        args = [x, w] + ([] if op == "MatMul" else [_grid(fb, (5,), rng)])
+        fmts = [fx, fw] + ([] if op == "MatMul" else [fb])
+        prec = NodePrecision(weight=fw, bias=fb, accum=None, result=R)
+        for relu in (False, True):
+            ctx = CastContext(False)
+            ctx.relu_next = relu
+            got, gf = run(node, list(args), list(fmts), prec, ctx)
+            assert ctx.relu_done == relu
+            monkeypatch.setattr(fixed, "_PRODUCT_OPS", frozenset())
+            ctx2 = CastContext(False)
+            ctx2.relu_next = relu
+            want, wf = run(node, list(args), list(fmts), prec, ctx2)
+            monkeypatch.setattr(fixed, "_PRODUCT_OPS", frozenset({"Dense", "Gemm", "MatMul"}))
+            assert gf == wf
+            np.testing.assert_array_equal(got[0], want[0], err_msg=f"{op} {shape} {R} relu={relu}")
+            np.testing.assert_array_equal(np.signbit(got[0]), np.signbit(want[0]))
+    assert len(calls) >= 40, len(calls)

@@ -278,6 +278,14 @@ def dot(float_dot: Callable[..., np.ndarray], reduce_len: Callable[[np.ndarray],
                 if pool:
                     ctx.pool_done = True
                 return (y,), (prec.result,)
+        if not observing and prec.accum is None and node.op_type in _PRODUCT_OPS:
+            acc = _exact_product(spec, node, x, w, b, fmts[spec.x_slot], fmts[spec.w_slot], fb, ctx)
+            if acc is not None:  # a fresh array
+                y = ctx.cast(node, acc, prec.result, result_axis(acc.ndim), inplace=True,
+                             **({"relu": True} if relu else {}))
+                if relu:
+                    ctx.relu_done = True
+                return (y,), (prec.result,)
         observe = observing and is_fixed(prec.accum)
         counts = CastCounts() if observe else None
         with counting_casts(counts) if observe else _nothing():
@@ -303,6 +311,44 @@ def dot(float_dot: Callable[..., np.ndarray], reduce_len: Callable[[np.ndarray],
 
     run_fixed.spec = spec
     return run_fixed
+
+
+#: the ops whose float_dot returns a fresh array (a matrix product) that `_exact_product` may take
+_PRODUCT_OPS = frozenset({"Dense", "Gemm", "MatMul"})
+
+
+def _exact_product(spec, node, x, w, b, fx, fw, fb, ctx) -> np.ndarray | None:
+    """`accumulate`'s exact ('auto') sum of a Dense, Gemm or MatMul by float64 BLAS when the
+    formats alone prove every partial sum exact (then no other path can give other bits: they
+    all compute the exact sum), with less bookkeeping per call (a batch-1 sequence model runs
+    14 of these per layer pair); None where `accumulate` decides (a block format, a bound the
+    formats do not prove, the compiled 2-D batch path)."""
+    if not (is_fixed(fx) and is_fixed(fw)) or (b is not None and not is_fixed(fb)):
+        return None
+    if x.ndim == 2 and w.ndim == 2 and x.shape[0] >= _FUSED_MIN_ROWS_2D:
+        return None  # accumulate's compiled batch path
+    units = fx.frac_bits + fw.frac_bits
+    rng = getattr(ctx, "value_range", None) or _value_range
+    w_lo, w_hi = rng(w)
+    bmax = 0.0
+    if b is not None:
+        units = max(units, fb.frac_bits)
+        b_lo, b_hi = rng(b)
+        bmax = max(-b_lo, b_hi)
+    bound = int(spec.reduce_len(w)) * _format_absmax(fx) * max(-w_lo, w_hi) + bmax
+    if not bound * 2.0 ** units < _EXACT_UNITS:
+        return None
+    if spec.matrix is matmul_matrix and x.ndim > 2 and w.ndim == 2 and x.flags.c_contiguous:
+        y = (x.reshape(-1, x.shape[-1]) @ w).reshape(x.shape[:-1] + w.shape[1:])  # (see _exact_sum)
+    else:
+        y = spec.float_dot(node, x, w)
+    if b is not None:
+        bb = _shaped_bias(spec, b, y)
+        if _fits_into(np.shape(bb), y.shape):
+            y += bb  # y is the product's fresh array
+        else:
+            y = y + bb
+    return y
 
 
 def _nothing():
