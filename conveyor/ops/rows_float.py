@@ -10,13 +10,13 @@ dtype (float32 for float32 inputs, float64 for float64 ones), in the same order 
 - Softmax: m = max(row); e_j = exp(x_j - m) (numpy's exp, on the whole array); s = sum of
   e_j (left to right); y_j = e_j / s.
 - LayerNorm: mean = sum(x) / n; d_j = x_j - mean; var = sum(d_j^2) / n;
-  inv = 1 / sqrt(var + epsilon); y_j = d_j * inv * scale_j + bias_j; the two sums compensated
-  (Kahan) in float64 (then the mean and the variance rounded to the dtype), every other step in the dtype.
+  inv = 1 / sqrt(var + epsilon); y_j = d_j * inv * scale_j + bias_j. The two sums run in
+  float64 (compensated, Kahan, for float64 data), the mean and the variance are then rounded to
+  the dtype; every other step is in the dtype.
 
-numpy sums pairwise in the dtype where these sum left to right (Softmax) or compensated in
-float64 (LayerNorm): tests/test_ops_rows_float.py
-holds each kernel's error against a float64 evaluation to numpy's own plus a few ulps
-(docs/numerics.md, "Elementwise math and LayerNorm").
+numpy sums pairwise in the dtype where these sum left to right (Softmax) or in float64
+(LayerNorm): tests/test_ops_rows_float.py holds each kernel's error against a long-double
+evaluation to numpy's own plus a few ulps (docs/numerics.md, "The float plan").
 NaN and infinities propagate as in numpy: a row holding one is NaN throughout (Softmax) or
 where numpy's is.
 """
@@ -61,16 +61,18 @@ if njit is not None:
                 e[i, j] = e[i, j] / s
 
     @njit(cache=True, nogil=True, error_model="numpy")
-    def _layernorm_rows(x, scale, bias, has_scale, has_bias, eps, out, mean, inv, one):
+    def _layernorm_rows(x, scale, bias, has_scale, has_bias, eps, out, mean, inv, one, kahan):
         m, n = x.shape
         for i in range(m):
-            # compensated float64 sums (Kahan): at least as accurate as numpy's pairwise ones
+            # float64 sums, compensated (Kahan) for float64 data: at least as accurate as
+            # numpy's pairwise sums in the dtype (float32 data: 29 more bits each step)
             s = 0.0
             c = 0.0
             for j in range(n):
                 t = x[i, j] - c
                 u = s + t
-                c = (u - s) - t
+                if kahan:
+                    c = (u - s) - t
                 s = u
             mean[i] = s / n  # stored in the dtype: the mean numpy subtracts, rounded once
             mu = mean[i]
@@ -81,7 +83,8 @@ if njit is not None:
                 out[i, j] = d
                 t = d * d - c
                 u = q + t
-                c = (u - q) - t
+                if kahan:
+                    c = (u - q) - t
                 q = u
             inv[i] = q / n   # the variance in the dtype
             r = np.sqrt(inv[i] + eps)
@@ -148,7 +151,8 @@ def layernorm_prepare(shape, dtype, axis: int, scale, bias, epsilon: float):
         rows = np.ascontiguousarray(x).reshape(-1, n)
         out = np.empty(rows.shape, dtype)
         mean, inv = np.empty(rows.shape[0], dtype), np.empty(rows.shape[0], dtype)
-        _layernorm_rows(rows, sc, bs, scale is not None, bias is not None, eps, out, mean, inv, dtype.type(1))
+        _layernorm_rows(rows, sc, bs, scale is not None, bias is not None, eps, out, mean, inv, dtype.type(1),
+                        dtype == np.float64)
         return (out.reshape(x.shape), mean.reshape(stat).astype(np.float32, copy=False),
                 inv.reshape(stat).astype(np.float32, copy=False))
 
