@@ -174,3 +174,13 @@ def test_exact_product_fast_path_equals_accumulate(op, monkeypatch):
             np.testing.assert_array_equal(got[0], want[0], err_msg=f"{op} {shape} {R} relu={relu}")
             np.testing.assert_array_equal(np.signbit(got[0]), np.signbit(want[0]))
     assert len(calls) >= 40, len(calls)
+
+
+def test_emulator_for_a_format_string_is_cached_by_its_text():
+    """`Graph.run(x, precision="...")` finds its Emulator by the string (no parse per run); the
+    same config given another way is the same Emulator."""
+    g = _attention_like(np.random.default_rng(1))
+    a = emulator_for(g, "ap_fixed<16,6>")
+    assert emulator_for(g, "ap_fixed<16,6>") is a
+    assert emulator_for(g, {"default": "ap_fixed<16,6>"}) is a
+    assert emulator_for(g, "ap_fixed<16,6,AP_RND>") is not a
