@@ -329,13 +329,16 @@ def _exact_product(spec, node, x, w, b, fx, fw, fb, ctx) -> np.ndarray | None:
         return None  # accumulate's compiled batch path
     units = fx.frac_bits + fw.frac_bits
     rng = getattr(ctx, "value_range", None) or _value_range
-    w_lo, w_hi = rng(w)
+    if getattr(ctx, "is_param", lambda a: True)(w):
+        w_lo, w_hi = rng(w)  # the parameters' cached range
+    else:  # a run-time right operand (attention's K^T, V) lies inside its format: no scan of it
+        w_lo, w_hi = fw.min_value, fw.max_value
     bmax = 0.0
     if b is not None:
         units = max(units, fb.frac_bits)
         b_lo, b_hi = rng(b)
         bmax = max(-b_lo, b_hi)
-    bound = int(spec.reduce_len(w)) * _format_absmax(fx) * max(-w_lo, w_hi) + bmax
+    bound = int(spec.reduce_len(w)) * max(-fx.min_value, fx.max_value) * max(-w_lo, w_hi) + bmax
     if not bound * 2.0 ** units < _EXACT_UNITS:
         return None
     if spec.matrix is matmul_matrix and x.ndim > 2 and w.ndim == 2 and x.flags.c_contiguous:
