@@ -46,17 +46,17 @@ def _problem(rng, op: str):
         b = _grid(fb, (5,), rng)
     elif op == "Gemm":
         node = Node("g", "Gemm", ("x", "W", "B"), ("y",), {"transB": 1})
-        x = _grid(fx, (fixed._FUSED_MIN_BATCH + 1, 6), rng, int(rng.integers(0, 4)))
+        x = _grid(fx, (fixed._FUSED_MIN_ROWS_2D + 1, 6), rng, int(rng.integers(0, 4)))
         w = _grid(fw, (4, 6), rng)
         b = _grid(fb, (4,), rng)
     elif op == "MatMul":
         node = Node("m", "MatMul", ("x", "W"), ("y",))
-        x = _grid(fx, (fixed._FUSED_MIN_BATCH + 9, 11), rng, int(rng.integers(0, 4)))
+        x = _grid(fx, (fixed._FUSED_MIN_ROWS_2D + 9, 11), rng, int(rng.integers(0, 4)))
         w = _grid(fw, (11, 3), rng)
         b = None
     else:
         node = Node("d", "Dense", ("x", "W", "B"), ("y",))
-        x = _grid(fx, (fixed._FUSED_MIN_BATCH + 10, 13), rng, int(rng.integers(0, 4)))
+        x = _grid(fx, (fixed._FUSED_MIN_ROWS_2D + 10, 13), rng, int(rng.integers(0, 4)))
         w = _grid(fw, (13, 5), rng, int(rng.integers(0, 3)))
         b = _grid(fb, (5,), rng)
     return node, x, w, b, fx, fw, fb
@@ -110,10 +110,11 @@ def test_graph_run_takes_the_fused_kernel_and_agrees_with_observing_run(monkeypa
     nodes = [Node("c", "Conv", ("x", "Wc", "Bc"), ("h",), {"pads": [1, 1, 1, 1]}),
              Node("r", "Relu", ("h",), ("hr",)), Node("f", "Flatten", ("hr",), ("z",)),
              Node("d", "Gemm", ("z", "Wd", "Bd"), ("y",), {"transB": 1})]
-    g = Graph.build("n", nodes, [Tensor("x", (40, 2, 5, 5), f64)], ["y"],
+    n = fixed._FUSED_MIN_ROWS_2D + 2  # a batch the Gemm's fused kernel takes too
+    g = Graph.build("n", nodes, [Tensor("x", (n, 2, 5, 5), f64)], ["y"],
                     {"Wc": rng.standard_normal((4, 2, 3, 3)), "Bc": rng.standard_normal(4),
                      "Wd": rng.standard_normal((3, 100)) * 0.3, "Bd": rng.standard_normal(3)})
-    x = rng.standard_normal((40, 2, 5, 5)) * 3
+    x = rng.standard_normal((n, 2, 5, 5)) * 3
     calls = []
     real = intdot.conv_fused
     monkeypatch.setattr(intdot, "conv_fused", lambda *a, **k: calls.append(k.get("relu")) or real(*a, **k))
@@ -158,7 +159,7 @@ def test_accumulate_of_a_batch_takes_the_kernel_and_equals_the_loop(monkeypatch)
     node = Node("d", "Dense", ("x", "W", "B"), ("y",))
     for _ in range(40):
         fx, fw, fb = _fmt(rng), _fmt(rng), _fmt(rng)
-        x = _grid(fx, (fixed._FUSED_MIN_BATCH + 5, 9), rng, int(rng.integers(0, 4)))
+        x = _grid(fx, (fixed._FUSED_MIN_ROWS_2D + 5, 9), rng, int(rng.integers(0, 4)))
         w, b = _grid(fw, (9, 4), rng), _grid(fb, (4,), rng)
         acc = _accum(rng, fx, fw) or FixedType(20, 8)
         got = fixed.accumulate(spec, node, x, w, b, fx, fw, fb, acc, in_range=True)

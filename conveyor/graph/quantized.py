@@ -278,7 +278,10 @@ class Emulator:
             formats[name] = fmt
         keep = set(wanted)
         skip: set[str] = set()
-        for st in self._steps():
+        steps = self._steps()
+        if not keep.intersection(self._lost):  # the plan with movement chains joined
+            steps = self._joined
+        for st in steps:
             node = st.node
             if skip and node.name in skip:  # a Relu, MaxPool or Mul a kernel before it applied
                 for t in st.frees:
@@ -421,7 +424,7 @@ class Emulator:
                 kernel = None
                 if node.op_type in _STATIC_RESHAPES and node.outputs[0] in g.tensors:
                     kernel = (lambda a, _shape=g.tensors[node.outputs[0]].shape: (a[0].reshape(_shape),))
-                elif node.op_type == "Transpose" and opdef.prepare is not None:
+                elif opdef.prepare is not None:  # Transpose, Gather (a scalar index: a view)
                     kernel = opdef.prepare(node, [ValueInfo(g.tensors[t].shape, g.tensors[t].dtype, g.weights.get(t))
                                                   if t else None for t in node.inputs])
                 if kernel is not None:
@@ -431,6 +434,7 @@ class Emulator:
                                self._relu_after.get(node.name), self._pool_after.get(node.name), frees,
                                self._swish_after.get(node.name)))
         self._plan = steps
+        self._joined, self._lost = _join_movement(g, steps)
         return steps
 
     def _at(self, graph) -> "Emulator":
@@ -466,6 +470,51 @@ def _aliases(y: np.ndarray, args) -> bool:
     """Whether a kernel's result may share memory with one of its arguments (then it is not
     the Emulator's to change in place)."""
     return any(isinstance(a, np.ndarray) and np.may_share_memory(y, a) for a in args)
+
+
+def _join_movement(g, steps: list[_Step]) -> tuple[list[_Step], frozenset]:
+    """The plan with each chain of data-movement steps run as one step (a transformer's
+    Reshape -> Unsqueeze -> Transpose -> Squeeze -> Gather -> Reshape ...: 22 steps a layer, 7
+    joined), and the tensors that plan never makes. A movement step with a prepared kernel
+    (`fixed.prepared_movement`: a reshape, a transpose or a basic index, each a view) whose
+    only run-time input is its first joins the step that makes that input when it is the same
+    kind of step, its output is no graph output and it is its only reader. The values are the
+    same views; the formats pass through each, as they do step by step."""
+    outputs = set(g.output_names)
+    readers: dict[str, int] = {}
+    for st in steps:
+        for t in dict.fromkeys(t for _, t in st.inputs):
+            readers[t] = readers.get(t, 0) + 1
+
+    def chainable(st):
+        return getattr(st.run, "kernel", None) is not None and len(st.inputs) == 1 and st.inputs[0][0] == 0 \
+            and len([t for t in st.node.outputs if t]) == 1
+
+    joined: list[_Step] = []
+    made_by: dict[str, int] = {}  # tensor -> index in `joined` of the chainable step making it
+    lost = set()
+    for st in steps:
+        t = st.inputs[0][1] if st.inputs else None
+        i = made_by.get(t)
+        if chainable(st) and i is not None and t not in outputs and readers.get(t) == 1:
+            first = joined[i]
+            k1, k2, rest = first.run.kernel, st.run.kernel, st.args
+
+            def kernel(args, _k1=k1, _k2=k2, _rest=tuple(rest[1:])):
+                return _k2((_k1(args)[0],) + _rest)
+
+            from conveyor.ops import fixed as _fixed
+
+            joined[i] = _Step(st.node, _fixed.prepared_movement(kernel), st.prec, first.args, first.fmts,
+                              first.inputs, None, None, None, first.frees)
+            lost.add(t)
+            del made_by[t]
+            made_by[st.node.outputs[0]] = i
+            continue
+        if chainable(st):
+            made_by[st.node.outputs[0]] = len(joined)
+        joined.append(st)
+    return joined, frozenset(lost)
 
 
 def _swish(x, fx, sig, sig_prec, mul, mul_prec, ctx):
@@ -526,12 +575,19 @@ def tensor_formats(graph, precision) -> dict[str, Any]:
 
 
 def emulator_for(graph, precision) -> Emulator:
-    """The graph's cached Emulator for this config (graphs are immutable, configs are values)."""
+    """The graph's cached Emulator for this config (graphs are immutable, configs are values).
+    A format string is looked up as given first: parsing it and keying its config cost 10 us
+    ("hls4ml:..." 57) on every `Graph.run(x, precision="...")`, a twentieth of a batch-1 LSTM."""
+    by_text = graph.__dict__.setdefault("_emulators_by_text", {}) if isinstance(precision, str) else None
+    if by_text is not None and precision in by_text:
+        return by_text[precision]
     config = PrecisionConfig.coerce(precision)
     key = repr(sorted(_flatten(config.to_dict())))
     cache = graph.__dict__.setdefault("_emulators", {})
     if key not in cache:
         cache[key] = Emulator(graph, config)
+    if by_text is not None:
+        by_text[precision] = cache[key]
     return cache[key]
 
 

@@ -499,7 +499,12 @@ def quantize_in_range(t, x: np.ndarray, inplace: bool = False, relu: bool = Fals
     if x.dtype != np.float64 or x.size == 0 or F < 0 or W > 53 or F > 1020 or t.integer > 1023:
         return None
     mode = _NB_ROUNDING.get(t.rounding) if _njit is not None else None
-    if mode is not None and x.flags.c_contiguous:
+    if mode is not None and not x.flags.c_contiguous:
+        # a transposed or strided view (e.g. the product of a Transpose's output): one copy in
+        # C order, then the compiled pass on the copy, which this function owns (the numpy
+        # passes below cost 6x more on a strided array: 25 against 4 us for 2048 values)
+        x, inplace = np.ascontiguousarray(x), True
+    if mode is not None:
         out = x if inplace else np.empty_like(x, order="C")
         if t.signed:
             bottom, top = -(2.0 ** (W - 1)), 2.0 ** (W - 1)

@@ -71,6 +71,11 @@ def _require_exact_product(node, a, b, fa, fb) -> None:
     fr = [frac_bits(f) for f in (fa, fb)]
     if None in fr:
         return  # block formats: few significant bits, products exact in float64
+    # the Emulator's values lie inside their formats (each is a cast's result, the parameters
+    # quantized to theirs): when the formats' largest values give an exact product, so do the
+    # data, without a scan of them (a Div of 4,096 values: 14 -> 8 us)
+    if (max(-fa.min_value, fa.max_value) * max(-fb.min_value, fb.max_value)) * 2.0 ** (fr[0] + fr[1]) < 2.0 ** 53:
+        return
     amax = float(np.max(np.abs(a))) if np.size(a) else 0.0
     bmax = float(np.max(np.abs(b))) if np.size(b) else 0.0
     lut.require_exact(node, amax * bmax, fr[0] + fr[1], "products")

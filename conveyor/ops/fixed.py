@@ -87,6 +87,7 @@ def prepared_movement(kernel) -> Kernel:
         outs = kernel(args)
         return tuple(outs), tuple(fmts[0] if o.dtype.kind == "f" else None for o in outs)
 
+    run_fixed.kernel = kernel  # the Emulator joins chains of these (quantized._join_movement)
     return run_fixed
 
 
@@ -277,6 +278,14 @@ def dot(float_dot: Callable[..., np.ndarray], reduce_len: Callable[[np.ndarray],
                 if pool:
                     ctx.pool_done = True
                 return (y,), (prec.result,)
+        if not observing and prec.accum is None and node.op_type in _PRODUCT_OPS:
+            acc = _exact_product(spec, node, x, w, b, fmts[spec.x_slot], fmts[spec.w_slot], fb, ctx)
+            if acc is not None:  # a fresh array
+                y = ctx.cast(node, acc, prec.result, result_axis(acc.ndim), inplace=True,
+                             **({"relu": True} if relu else {}))
+                if relu:
+                    ctx.relu_done = True
+                return (y,), (prec.result,)
         observe = observing and is_fixed(prec.accum)
         counts = CastCounts() if observe else None
         with counting_casts(counts) if observe else _nothing():
@@ -302,6 +311,47 @@ def dot(float_dot: Callable[..., np.ndarray], reduce_len: Callable[[np.ndarray],
 
     run_fixed.spec = spec
     return run_fixed
+
+
+#: the ops whose float_dot returns a fresh array (a matrix product) that `_exact_product` may take
+_PRODUCT_OPS = frozenset({"Dense", "Gemm", "MatMul"})
+
+
+def _exact_product(spec, node, x, w, b, fx, fw, fb, ctx) -> np.ndarray | None:
+    """`accumulate`'s exact ('auto') sum of a Dense, Gemm or MatMul by float64 BLAS when the
+    formats alone prove every partial sum exact (then no other path can give other bits: they
+    all compute the exact sum), with less bookkeeping per call (a batch-1 sequence model runs
+    14 of these per layer pair); None where `accumulate` decides (a block format, a bound the
+    formats do not prove, the compiled 2-D batch path)."""
+    if not (is_fixed(fx) and is_fixed(fw)) or (b is not None and not is_fixed(fb)):
+        return None
+    if x.ndim == 2 and w.ndim == 2 and x.shape[0] >= _FUSED_MIN_ROWS_2D:
+        return None  # accumulate's compiled batch path
+    units = fx.frac_bits + fw.frac_bits
+    rng = getattr(ctx, "value_range", None) or _value_range
+    if getattr(ctx, "is_param", lambda a: True)(w):
+        w_lo, w_hi = rng(w)  # the parameters' cached range
+    else:  # a run-time right operand (attention's K^T, V) lies inside its format: no scan of it
+        w_lo, w_hi = fw.min_value, fw.max_value
+    bmax = 0.0
+    if b is not None:
+        units = max(units, fb.frac_bits)
+        b_lo, b_hi = rng(b)
+        bmax = max(-b_lo, b_hi)
+    bound = int(spec.reduce_len(w)) * max(-fx.min_value, fx.max_value) * max(-w_lo, w_hi) + bmax
+    if not bound * 2.0 ** units < _EXACT_UNITS:
+        return None
+    if spec.matrix is matmul_matrix and x.ndim > 2 and w.ndim == 2 and x.flags.c_contiguous:
+        y = (x.reshape(-1, x.shape[-1]) @ w).reshape(x.shape[:-1] + w.shape[1:])  # (see _exact_sum)
+    else:
+        y = spec.float_dot(node, x, w)
+    if b is not None:
+        bb = _shaped_bias(spec, b, y)
+        if _fits_into(np.shape(bb), y.shape):
+            y += bb  # y is the product's fresh array
+        else:
+            y = y + bb
+    return y
 
 
 def _nothing():
@@ -352,9 +402,7 @@ def accumulate(spec: DotSpec, node, x: np.ndarray, w: np.ndarray, b: np.ndarray 
               and is_fixed(fx) and is_fixed(fw) and (b is None or is_fixed(fb)) and bound * 2.0 ** units < 2.0 ** 52):
             # a batch of 2-D products (the recurrent layers'): exact integer sums, compiled; the
             # "result" a 53-bit type on the sums' grid that holds every one of them (the identity)
-            from conveyor.numerics.fixed import FixedType
-
-            acc = _fused_dot(spec, node, x, w, b, fx, fw, fb, _AccumOnly(None, FixedType(53, 53 - units)), None,
+            acc = _fused_dot(spec, node, x, w, b, fx, fw, fb, _AccumOnly(None, _sums_type(units)), None,
                              window=matmul_window)
             if acc is not None:
                 return acc
@@ -414,6 +462,15 @@ def accumulate(spec: DotSpec, node, x: np.ndarray, w: np.ndarray, b: np.ndarray 
     return _sequential(spec, node, x, w, fracs, b_acc, A, units, xmax * wmax, k, method)
 
 
+@cache
+def _sums_type(units: int):
+    """A 53-bit type on the 2^-units grid: it holds every exact sum `accumulate` proves below 2^52
+    units (made once per grid, not per call)."""
+    from conveyor.numerics.fixed import FixedType
+
+    return FixedType(53, 53 - units)
+
+
 def _sequential_sums(spec, node, x, w, fracs, b_acc, A, pmax: float, k: int) -> np.ndarray:
     """hls4ml's einsum loop (nnet_einsum.h), vectorized over the outputs: ``acc = (accum_t)(acc +
     x[k] * w[k])``, the exact product added to the running sum and only that sum cast. (With
@@ -448,6 +505,12 @@ def _sequential_sums(spec, node, x, w, fracs, b_acc, A, pmax: float, k: int) -> 
 #: 2-core development machine the CNN's convolutions and Dense 400->10 ran faster fused, CPU
 #: time, and the MLP's Dense layers 2x faster); `_FUSED_EXACT_DENSE` False keeps 2-D products on BLAS
 _FUSED_MIN_BATCH = 32
+#: the same for a 2-D product (Dense, Gemm, MatMul by weights: x [M, K]): below this many rows,
+#: float64 BLAS and the compiled result cast are faster (measured on the development machine,
+#: exact accumulator, ap_fixed<18,8>: 32x64 @ 64x64 11 against 40-75 us, 32x64 @ 64x192 38
+#: against 100-140, 64x64 @ 64x64 29-44 against 60-82; from 128 rows on the fused kernel wins
+#: or ties). Both give the same bits (exact sums, or the lossy accumulator's integer loop).
+_FUSED_MIN_ROWS_2D = 128
 _FUSED_MAX_EXACT_TAPS = 512
 _FUSED_EXACT_DENSE = True
 
@@ -482,7 +545,7 @@ def _fused_dot(spec, node, x, w, b, fx, fw, fb, prec, ctx, window=None, relu: bo
     (its cast the identity: the Emulator skips it too)."""
     from conveyor.ops import intdot
 
-    if x.ndim < 2 or x.shape[0] < _FUSED_MIN_BATCH:
+    if x.ndim < 2 or x.shape[0] < (_FUSED_MIN_ROWS_2D if x.ndim == 2 else _FUSED_MIN_BATCH):
         return None  # the kernel vectorises over the batch: a few samples take the im2col/BLAS paths
     R, A = prec.result, prec.accum
     if not (intdot.available() and is_fixed(fx) and is_fixed(fw) and is_fixed(R) and intdot.fusable_result(R)):
@@ -738,6 +801,11 @@ def _exact_sum(spec, node, x, w, b, units: int, bound: float, A, per_output: boo
         if stable_bias and b is not None and b.ndim == 1 and getattr(spec.float_dot, "takes_bias", False):
             return spec.float_dot(node, x, w, exact_bits=exact_bits, bias=b)  # added in the plan's pass
         y = spec.float_dot(node, x, w, exact_bits=exact_bits)
+    elif spec.matrix is matmul_matrix and x.ndim > 2 and w.ndim == 2 and x.flags.c_contiguous:
+        # rows of a 3-D x (a sequence's tokens, [T, 1, K] or [1, T, K]) times weights: one
+        # 2-D product, not T stacked ones (numpy's matmul of a stack: 3x slower at 32 x 64 @
+        # 64 x 192); exact sums, so the same values whatever order BLAS adds them in
+        y = (x.reshape(-1, x.shape[-1]) @ w).reshape(x.shape[:-1] + w.shape[1:])
     else:
         y = spec.float_dot(node, x, w)
     if b is not None:

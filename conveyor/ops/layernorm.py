@@ -294,5 +294,24 @@ def _fixed_numpy(node, args, fmts, prec, ctx, st=None):
     return (y, mean.reshape(stat), inv.reshape(stat)), (prec.result, acc, tfmt)
 
 
+def _prepare(node, ins):
+    """`OpDef.prepare`: the compiled row kernel (`rows_float`) for a float32/float64 input with
+    constant scale and bias; None (numpy's `_run`) otherwise."""
+    from conveyor.ops import rows_float
+
+    consts = []
+    for slot in (1, 2):
+        info = ins[slot] if slot < len(ins) else None
+        if info is not None and info.value is None:
+            return None  # a run-time scale or bias
+        consts.append(None if info is None else info.value)
+    shape = tuple(ins[0].shape)
+    fast = rows_float.layernorm_prepare(shape, ins[0].dtype, _axis(node, len(shape)), consts[0], consts[1],
+                                        float(node.attr("epsilon", 1e-5)))
+    if fast is None:
+        return None
+    return lambda x: fast(x) or _run(node, x)
+
+
 register(OpDef("LayerNormalization", infer=_infer, run=_run, macs=_macs, param_slots=(1, 2), bias_slots=(2,),
-               run_fixed=_fixed))
+               run_fixed=_fixed, prepare=_prepare))

@@ -151,10 +151,34 @@ def _dense_infer(node, ins):
     return [(shape, ins[0].dtype)]
 
 
+def _dense_prepare(node, ins):
+    """`OpDef.prepare`: a Dense over a 3-D or deeper x ([T, 1, K] or [1, T, K] tokens) as one 2-D
+    product of its rows: numpy's matmul of a stack against 2-D weights runs one GEMV per matrix
+    of the stack (32 x 1 x 64 @ 64 x 192 float32: 32 of them, 11 us against 3 for the GEMM). The
+    same products and sums per output; BLAS may block them differently (float32 rounding)."""
+    x, w = ins[0], ins[1]
+    if len(x.shape) < 3 or len(w.shape) != 2 or x.shape[-1] != w.shape[0]:
+        return None
+    k = x.shape[-1]
+
+    def run(a):
+        xa, wa, ba = a[0], a[1], a[2]
+        if xa.ndim < 3:  # (a batch the plan was not made for)
+            return (_dense(xa, wa, ba),)
+        y = np.matmul(xa.reshape(-1, k), wa)
+        if y.dtype != xa.dtype or np.result_type(y, ba) != y.dtype:
+            return ((y + ba).astype(xa.dtype, copy=False).reshape(xa.shape[:-1] + (wa.shape[1],)),)
+        y += ba
+        return (y.reshape(xa.shape[:-1] + (wa.shape[1],)),)
+
+    return run
+
+
 register(OpDef(
     "Dense",
     infer=_dense_infer,
     run=lambda node, x: (_dense(x[0], x[1], x[2]),),
+    prepare=_dense_prepare,
     macs=_matmul_macs,
     param_slots=(1, 2),
     bias_slots=(2,),

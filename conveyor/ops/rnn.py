@@ -336,27 +336,33 @@ if njit is not None:
         return x * p / q
 
     @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
-    def _lstm_steps(xw, rtt, h, c, y):
+    def _lstm_steps(xw, rk, h, c, y):
         """The float32 LSTM time loop with ONNX's default activations, no peepholes, clip or
         sequence lengths: xw (seq, batch, 4H) the input projections plus both biases (gates
-        i, o, f, c), rtt (4H, H) the recurrence weights; h, c (batch, H) the state, updated in
-        place; y (seq, batch, H) the outputs. R h is summed in float32 in any order (as BLAS
-        would); sigmoid(v) = (tanh(v / 2) + 1) / 2 (as `_sigmoid`), tanh is `_rtanh`."""
+        i, o, f, c), rk (H, 4H) the recurrence weights transposed (R^T); h, c (batch, H) the
+        state, updated in place; y (seq, batch, H) the outputs. R h is summed in float32 in any
+        order (as BLAS would): here k ascending per gate unit, k the outer loop and the unit the
+        inner one, which the compiler vectorises (no reduction in it; the benchmark's 32 steps
+        of 64 units: the products 28 us, the node 77 -> 64 us); sigmoid(v) = (tanh(v / 2) + 1) / 2 (as `_sigmoid`),
+        tanh is `_rtanh`."""
         seq, batch, g4 = xw.shape
         hid = g4 // 4
         half = np.float32(0.5)
         one = np.float32(1.0)
         gts = np.empty(g4, np.float32)
+        acc = np.empty(g4, np.float32)
         for t in range(seq):
             for b in range(batch):
                 hb = h[b]
                 xt = xw[t, b]
+                acc[:] = np.float32(0)
+                for k in range(hid):
+                    hk = hb[k]
+                    rkk = rk[k]
+                    for j in range(g4):
+                        acc[j] += rkk[j] * hk
                 for j in range(g4):
-                    acc = np.float32(0)
-                    rj = rtt[j]
-                    for k in range(hid):
-                        acc += rj[k] * hb[k]
-                    gts[j] = xt[j] + acc
+                    gts[j] = xt[j] + acc[j]
                 for j in range(3 * hid):
                     gts[j] = half * (_rtanh(half * gts[j]) + one)
                 cb = c[b]
@@ -396,7 +402,7 @@ def _lstm_prepare(node: Any, ins: Sequence[ValueInfo | None]):
     layout = _layout(node)
     f32 = np.float32
     wt = [np.ascontiguousarray(np.asarray(a[1].value[d], f32).T) for d in range(ndir)]
-    rr = [np.ascontiguousarray(np.asarray(a[2].value[d], f32)) for d in range(ndir)]
+    rr = [np.ascontiguousarray(np.asarray(a[2].value[d], f32).T) for d in range(ndir)]  # R^T (_lstm_steps)
     bias = [None if a[3] is None else
             (np.asarray(a[3].value[d, :4 * hid], f32) + np.asarray(a[3].value[d, 4 * hid:], f32)) for d in range(ndir)]
     reverse = {"forward": [False], "reverse": [True], "bidirectional": [False, True]}[_direction(node)]
@@ -458,7 +464,7 @@ def _lstm_run(node: Any, arrays: Sequence[np.ndarray | None]) -> tuple[np.ndarra
         y = np.zeros((seq, batch, hid), dt)
         if fast:
             h, c = np.array(h), np.array(c)
-            _lstm_steps(np.ascontiguousarray(xw), np.ascontiguousarray(r), h, c, y)
+            _lstm_steps(np.ascontiguousarray(xw), np.ascontiguousarray(np.asarray(r).T), h, c, y)
             ys.append(_scatter(y, idx))
             hs.append(h)
             cs.append(c)
