@@ -346,7 +346,7 @@ class Emulator:
                 y = env.pop(node.outputs[0])
                 if fused_relu.name in self._clip_top:  # a ReLU6: min(., hi) after the kernel's max(., 0)
                     top = self._clip_top[fused_relu.name]
-                    y = np.minimum(y, top) if _aliases(y, args) else np.minimum(y, top, out=y)
+                    y = _clip_top(y, top, args)
                 env[fused_relu.outputs[0]] = y
                 formats[fused_relu.outputs[0]] = self.node_precision[fused_relu.name].result
             if fused_pool is not None:  # the MaxPool's output, in its format
@@ -464,6 +464,18 @@ class _Step:
     pool: Any                   # the MaxPool it may apply (Emulator._pool_after)
     frees: tuple                # tensors this node uses last (dropped unless fetched)
     swish: Any = None           # the Mul computing x * this Sigmoid(x) (Emulator._swish_after)
+
+
+def _clip_top(y: np.ndarray, top: float, args) -> np.ndarray:
+    """min(y, top) for y >= 0 (a fused ReLU6's upper bound): in place, compiled, where the
+    array is the Emulator's own (np.minimum with a scalar does not vectorise)."""
+    from conveyor.ops import act_float
+
+    if _aliases(y, args):
+        return np.minimum(y, top)
+    if act_float._compiled(y):
+        return act_float.clip_into(0.0, top)(y)  # y >= 0 already: the same values as min(y, top)
+    return np.minimum(y, top, out=y)
 
 
 def _aliases(y: np.ndarray, args) -> bool:

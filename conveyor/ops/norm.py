@@ -101,13 +101,29 @@ def _bn_fixed(node, args, fmts, prec, ctx):
         if bound * 2.0 ** frac >= 2.0 ** 53:  # the format's range is too wide a proof: scan x
             bound = float(np.max(np.abs(x), initial=0.0)) * amax + bmax
         lut.require_exact(node, bound, frac, "data * scale + bias")
-    y = np.multiply(x, a.reshape(shape))
-    y += b.reshape(shape)
+    y = _affine_fixed(x, a, b, shape)
     relu = not getattr(ctx, "observe", False) and getattr(ctx, "relu_next", False)
     y = ctx.cast(node, y, prec.result, result_axis(y.ndim), inplace=True, **({"relu": True} if relu else {}))
     if relu:
         ctx.relu_done = True
     return (y,), (prec.result,)
+
+
+def _affine_fixed(x, a, b, shape):
+    """x * a + b per channel (axis 1): one compiled pass (`act_float._affine`) over a
+    C-contiguous float64 x, else np.multiply then +=; the same values (both roundings exact)."""
+    from conveyor.ops import act_float
+
+    if (act_float._affine is not None and x.dtype == np.float64 and x.ndim >= 2 and x.flags.c_contiguous
+            and a.dtype == np.float64 and b.dtype == np.float64 and a.size == b.size == x.shape[1]):
+        y = np.empty_like(x)
+        n, c = x.shape[0], x.shape[1]
+        act_float._affine(x.reshape(n, c, -1), np.ascontiguousarray(a).reshape(-1),
+                          np.ascontiguousarray(b).reshape(-1), y.reshape(n, c, -1))
+        return y
+    y = np.multiply(x, a.reshape(shape))
+    y += b.reshape(shape)
+    return y
 
 
 _bn_fixed.fuses_relu = True  # the Emulator may ask it to apply the Relu after it (`_relu_after`)
