@@ -86,3 +86,25 @@ def test_pool_of_a_read_only_input(op, pads):
     x.flags.writeable = False
     got, want = _both(op, x, {"kernel_shape": [3, 3], "strides": [2, 2], "pads": pads})
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
+def test_bit_accurate_pool_takes_the_compiled_plan_with_the_same_bits(op):
+    """The emulator's MaxPool/AveragePool (`run_fixed`) run the compiled plan, made once per
+    node and shape, on float64 grid values: the numpy kernel's bits, result cast and all."""
+    from conveyor.ops import pool
+
+    rng = np.random.default_rng(9)
+    for i in range(40):
+        attrs = _random_pool_attrs(rng, 2, op)
+        attrs.pop("storage_order", None)
+        node = Node(f"n{i}", op, ("x",), ("y",), dict(attrs), 19)
+        opdef = registry.get(op)
+        opdef.check(node)
+        shape = (1, int(rng.integers(1, 4)), int(rng.integers(6, 12)), int(rng.integers(6, 12)))
+        x = np.round(rng.standard_normal(shape) * 4 * 256) / 256  # values of ap_fixed<12,4>
+        want = opdef.run(node, [x])[0]
+        pool._FIXED_POOLS.clear()
+        got = pool._prepared_run(pool._maxpool_run if op == "MaxPool" else pool._avgpool_run)(node, [x])[0]
+        assert next(iter(pool._FIXED_POOLS.values()))[1] is not None, attrs  # the compiled plan ran
+        np.testing.assert_array_equal(got.view(np.int64), want.view(np.int64), err_msg=str(attrs))

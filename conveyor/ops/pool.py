@@ -240,12 +240,37 @@ def _pool_prepare(node, ins):
     return lambda arrays: (plan(arrays[0]),)
 
 
+#: the bit-accurate kernels' prepared pools: (id(node), shape, dtype) -> (node, plan or None);
+#: the node is held so that its id stays its own; oldest first out past _FIXED_POOLS_MAX
+_FIXED_POOLS: dict[tuple, tuple] = {}
+_FIXED_POOLS_MAX = 1024
+
+
+def _prepared_run(numpy_run):
+    """`numpy_run` through the 2-D compiled pool (`_pool_prepare`) made once per node and
+    input shape: the emulator's float64 grid values, the same values as `numpy_run` (a max
+    selects; an average's sum is exact, then one division)."""
+    from conveyor.ops.registry import ValueInfo
+
+    def run(node, arrays):
+        x = arrays[0]
+        key = (id(node), x.shape, x.dtype.str)
+        hit = _FIXED_POOLS.get(key)
+        if hit is None or hit[0] is not node:
+            hit = (node, _pool_prepare(node, [ValueInfo(x.shape, x.dtype, None)]))
+            if len(_FIXED_POOLS) >= _FIXED_POOLS_MAX:
+                _FIXED_POOLS.pop(next(iter(_FIXED_POOLS)))
+            _FIXED_POOLS[key] = hit
+        return numpy_run(node, arrays) if hit[1] is None else hit[1](arrays)
+    return run
+
+
 register(OpDef("MaxPool", infer=_pool_infer, run=_maxpool_run, check=_pool_check,  # max: 0 MACs
-               run_fixed=fixed.exact_then_cast(_maxpool_run, selects=True), prepare=_pool_prepare))
+               run_fixed=fixed.exact_then_cast(_prepared_run(_maxpool_run), selects=True), prepare=_pool_prepare))
 # Average: the float64 sum of grid values is exact and the division by the count is
 # correctly rounded, so the cast sees the exact quotient (docs/numerics.md).
 register(OpDef("AveragePool", infer=_pool_infer, run=_avgpool_run, macs=_avgpool_macs, check=_pool_check,
-               run_fixed=fixed.exact_then_cast(_avgpool_run), prepare=_pool_prepare))
+               run_fixed=fixed.exact_then_cast(_prepared_run(_avgpool_run)), prepare=_pool_prepare))
 
 
 # ---- GlobalAveragePool ---------------------------------------------------------------
