@@ -474,13 +474,17 @@ def _clip_top(y: np.ndarray, top: float, args) -> np.ndarray:
     if _aliases(y, args):
         return np.minimum(y, top)
     if act_float._compiled(y):
-        return act_float.clip_into(0.0, top)(y)  # y >= 0 already: the same values as min(y, top)
+        act_float._clip_flat(y.reshape(-1), 0.0, top)  # y >= 0 already: the values of min(y, top)
+        return y
     return np.minimum(y, top, out=y)
 
 
 def _aliases(y: np.ndarray, args) -> bool:
     """Whether a kernel's result may share memory with one of its arguments (then it is not
-    the Emulator's to change in place)."""
+    the Emulator's to change in place). An array that owns its data shares it with none but
+    itself."""
+    if y.flags.owndata:
+        return any(a is y for a in args)
     return any(isinstance(a, np.ndarray) and np.may_share_memory(y, a) for a in args)
 
 
