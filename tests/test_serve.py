@@ -308,8 +308,9 @@ def descendants(pid):
 
 
 def test_overload_token_killed_stage_and_sigterm(tmp_path):
-    # paced at 20 ms a request, so that 16 connections at once must find the 2 slots taken
-    s = Served(tmp_path, "jet-mlp", 2, "--max-queue", "2", "--token", "secret", paced_latency_s=0.02)
+    # paced at 50 ms a request, so that 16 connections at once must find the 2 slots taken (at
+    # 20 ms a client slowed by a loaded machine once sent too slowly to be refused: none were)
+    s = Served(tmp_path, "jet-mlp", 2, "--max-queue", "2", "--token", "secret", paced_latency_s=0.05)
     try:
         g, name = s.graph, s.graph.name
         assert http("GET", s.url + "/v2/health/live")[0] == 200  # health needs no token
